@@ -1,0 +1,1 @@
+"""perdure: durable orchestrations for Python."""

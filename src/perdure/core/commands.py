@@ -1,0 +1,90 @@
+"""Commands: what a turn asks the runtime to carry out, besides appending history.
+
+The runtime turns each command into store writes that commit atomically with the turn
+(invariant 1): an activity task row, a timer message, a child instance, a message to
+another instance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from perdure.core.failure import Failure
+from perdure.core.history import EventRaised
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Command:
+    """Base of all commands."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleActivity(Command):
+    """Enqueue activity ``name`` with ``input`` as task ``task_id`` of this execution."""
+
+    task_id: int
+    name: str
+    input: Any = None
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateTimer(Command):
+    """Deliver ``TimerFired(task_id)`` to this execution at ``fire_at`` (UTC epoch seconds)."""
+
+    task_id: int
+    fire_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartSubOrchestration(Command):
+    """Create child ``instance_id`` running ``name`` with ``input``; it reports to this
+    execution's task ``task_id``. If the id is held by another instance, the runtime fails
+    the task at once (invariant 4) instead of leaving the parent waiting."""
+
+    task_id: int
+    name: str
+    instance_id: str
+    input: Any = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TerminateSubOrchestration(Command):
+    """Terminate unfinished child ``instance_id`` (terminate cascades to children)."""
+
+    instance_id: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompleteOrchestration(Command):
+    """This execution completed with ``result``."""
+
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailOrchestration(Command):
+    """This execution failed with ``failure``."""
+
+    failure: Failure
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TerminateOrchestration(Command):
+    """This execution was terminated by an operator."""
+
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContinueAsNew(Command):
+    """End this execution and start execution ``execution_id + 1`` with ``input``.
+
+    ``carried_events`` are the external events this execution received but did not consume;
+    they are delivered to the new execution first, in arrival order.
+    """
+
+    input: Any = None
+    carried_events: tuple[EventRaised, ...] = ()

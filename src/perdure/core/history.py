@@ -1,0 +1,326 @@
+"""History events: the event-sourced record of one orchestration execution.
+
+Every event is a frozen, slotted dataclass with keyword-only fields. ``timestamp`` is the
+wall-clock time (UTC epoch seconds) at which the runtime or the store created the event;
+the core never reads a clock, it only copies timestamps from events it is given.
+
+Scheduled work is matched by ``task_id``: a sequence number the context issues when the
+orchestrator creates a task (activity, timer, sub-orchestration). The scheduling event and
+the completion event carry the same id, so replay matches them with a dictionary lookup.
+
+The same event types double as the *messages* delivered to an orchestration: an
+``ActivityCompleted`` is enqueued by the activity worker and, when a turn consumes it, is
+appended to history unchanged. Messages are: ``ExecutionStarted``, ``ActivityCompleted``,
+``ActivityFailed``, ``TimerFired``, ``SubOrchestrationCompleted``,
+``SubOrchestrationFailed``, ``EventRaised``, ``ExecutionTerminated``,
+``ExecutionSuspended`` and ``ExecutionResumed``.
+
+Stored form (see :func:`encode_event`): a JSON object with ``"v"`` (format version),
+``"kind"`` (the class name) and the fields; unknown fields are ignored on read so that
+newer writers can add fields without breaking older readers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from typing import Any
+
+from perdure.core.failure import Failure
+
+EVENT_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ParentRef:
+    """Where a sub-orchestration reports back: the parent instance, the parent *execution*
+    that scheduled it (stamped at schedule time, invariant 4) and the parent's task id."""
+
+    instance_id: str
+    execution_id: int
+    task_id: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {"instance_id": self.instance_id, "execution_id": self.execution_id, "task_id": self.task_id}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ParentRef:
+        """Read the JSON form."""
+        return cls(str(data["instance_id"]), int(data["execution_id"]), int(data["task_id"]))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryEvent:
+    """Base of all history events."""
+
+    timestamp: float = 0.0
+
+
+# --- lifecycle -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionStarted(HistoryEvent):
+    """First event of every execution. ``execution_id`` counts 1, 2, ... across continue-as-new."""
+
+    name: str
+    input: Any = None
+    execution_id: int = 1
+    parent: ParentRef | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TurnStarted(HistoryEvent):
+    """Opens every turn; its ``timestamp`` is what ``ctx.now()`` returns during the turn."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionCompleted(HistoryEvent):
+    """The orchestrator returned ``result``."""
+
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionFailed(HistoryEvent):
+    """The orchestrator raised, or the engine failed the instance (nondeterminism, missing
+    registration, corrupt history)."""
+
+    failure: Failure
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionTerminated(HistoryEvent):
+    """Terminated by an operator (as a message: the request to terminate)."""
+
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContinuedAsNew(HistoryEvent):
+    """This execution ended and execution ``execution_id + 1`` starts with ``input``."""
+
+    input: Any = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionSuspended(HistoryEvent):
+    """Suspended by an operator: messages are kept in history but not acted on until resumed."""
+
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionResumed(HistoryEvent):
+    """Resumed by an operator: buffered messages are acted on, in arrival order."""
+
+    reason: str | None = None
+
+
+# --- activities ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityScheduled(HistoryEvent):
+    """The orchestrator called an activity; ``attempt`` counts retries from 1."""
+
+    task_id: int
+    name: str
+    input: Any = None
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityCompleted(HistoryEvent):
+    """The activity with ``task_id`` returned ``result``."""
+
+    task_id: int
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityFailed(HistoryEvent):
+    """The activity with ``task_id`` raised."""
+
+    task_id: int
+    failure: Failure
+
+
+# --- timers ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerCreated(HistoryEvent):
+    """A durable timer due at ``fire_at`` (UTC epoch seconds)."""
+
+    task_id: int
+    fire_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerFired(HistoryEvent):
+    """The timer with ``task_id`` came due."""
+
+    task_id: int
+    fire_at: float = 0.0
+
+
+# --- sub-orchestrations ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubOrchestrationCreated(HistoryEvent):
+    """The orchestrator started child ``instance_id`` running orchestration ``name``."""
+
+    task_id: int
+    name: str
+    instance_id: str
+    input: Any = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubOrchestrationCompleted(HistoryEvent):
+    """The child scheduled as ``task_id`` completed with ``result``."""
+
+    task_id: int
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubOrchestrationFailed(HistoryEvent):
+    """The child scheduled as ``task_id`` failed, was terminated, or could not start."""
+
+    task_id: int
+    failure: Failure
+
+
+# --- external events, status, records --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventRaised(HistoryEvent):
+    """An external event ``name`` with payload ``input`` arrived."""
+
+    name: str
+    input: Any = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CustomStatusSet(HistoryEvent):
+    """The orchestrator called ``ctx.set_custom_status(status)``."""
+
+    status: Any = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageDiscarded(HistoryEvent):
+    """A delivered message was not applied; ``reason`` says why (see :class:`DiscardReason`)
+    and ``message`` holds the discarded event in its stored form."""
+
+    reason: str
+    message: dict[str, Any]
+    detail: str | None = None
+
+
+class DiscardReason:
+    """Why a message was discarded instead of applied (invariant 3)."""
+
+    DUPLICATE = "duplicate"  # a second completion for a task already completed
+    UNKNOWN_TASK = "unknown_task"  # a completion for a task this execution never scheduled
+    STALE_EXECUTION = "stale_execution"  # addressed to an execution that has ended
+    TERMINAL_INSTANCE = "terminal_instance"  # the instance is completed, failed or terminated
+    AFTER_COMPLETION = "after_completion"  # arrived in the turn that ended the execution
+
+
+# --- codec -----------------------------------------------------------------------------
+
+EVENT_TYPES: dict[str, type[HistoryEvent]] = {
+    cls.__name__: cls
+    for cls in (
+        ExecutionStarted,
+        TurnStarted,
+        ExecutionCompleted,
+        ExecutionFailed,
+        ExecutionTerminated,
+        ContinuedAsNew,
+        ExecutionSuspended,
+        ExecutionResumed,
+        ActivityScheduled,
+        ActivityCompleted,
+        ActivityFailed,
+        TimerCreated,
+        TimerFired,
+        SubOrchestrationCreated,
+        SubOrchestrationCompleted,
+        SubOrchestrationFailed,
+        EventRaised,
+        CustomStatusSet,
+        MessageDiscarded,
+    )
+}
+
+_FIELD_NAMES: dict[type[HistoryEvent], tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls)) for cls in EVENT_TYPES.values()
+}
+
+
+class EventDecodeError(ValueError):
+    """A stored event could not be read (corrupt JSON, unknown kind, missing field)."""
+
+
+def encode_event(event: HistoryEvent) -> dict[str, Any]:
+    """The stored (JSON-ready) form of ``event``."""
+    data: dict[str, Any] = {"v": EVENT_FORMAT_VERSION, "kind": type(event).__name__}
+    for name in _FIELD_NAMES[type(event)]:
+        value = getattr(event, name)
+        if isinstance(value, (Failure, ParentRef)):
+            value = value.to_dict()
+        data[name] = value
+    return data
+
+
+def decode_event(data: dict[str, Any]) -> HistoryEvent:
+    """Rebuild an event from its stored form; unknown fields are ignored."""
+    try:
+        cls = EVENT_TYPES[data["kind"]]
+        names = _FIELD_NAMES[cls]
+        kwargs = {k: v for k, v in data.items() if k in names}
+        if "failure" in kwargs:
+            kwargs["failure"] = Failure.from_dict(kwargs["failure"])
+        if kwargs.get("parent") is not None:
+            kwargs["parent"] = ParentRef.from_dict(kwargs["parent"])
+        return cls(**kwargs)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise EventDecodeError(f"cannot decode history event {str(data)[:200]}: {exc!r}") from exc
+
+
+def dumps_event(event: HistoryEvent) -> str:
+    """``event`` as a compact JSON string."""
+    return json.dumps(encode_event(event), separators=(",", ":"), ensure_ascii=False)
+
+
+def loads_event(text: str | bytes) -> HistoryEvent:
+    """Parse a JSON string written by :func:`dumps_event`."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise EventDecodeError(f"stored history event is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise EventDecodeError(f"stored history event is not a JSON object: {str(text)[:200]}")
+    return decode_event(data)
+
+
+#: Events that can arrive as messages (the only ones a store enqueues for an orchestration).
+MESSAGE_TYPES: tuple[type[HistoryEvent], ...] = (
+    ExecutionStarted,
+    ActivityCompleted,
+    ActivityFailed,
+    TimerFired,
+    SubOrchestrationCompleted,
+    SubOrchestrationFailed,
+    EventRaised,
+    ExecutionTerminated,
+    ExecutionSuspended,
+    ExecutionResumed,
+)

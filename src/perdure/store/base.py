@@ -1,0 +1,484 @@
+"""The Store interface: durable instances, history, queues and leases.
+
+A store knows nothing of user code. It stores history events (``perdure.core.history``),
+JSON payloads, and rows for instances, orchestration messages, activity tasks, leases,
+dead letters, discard records and worker heartbeats. Every method states its atomicity
+and fencing contract; :mod:`perdure.testing.conformance` checks them for every backend.
+
+Time: every store reads the wall clock through its ``clock`` (a ``() -> float`` returning
+UTC epoch seconds, ``time.time`` by default) so that tests can control it.
+
+Execution routing (invariant 4): a message names its target instance and, unless it is an
+operator message (external event, terminate, suspend, resume) addressed "to whatever
+execution is current" with ``execution_id=None``, the execution it belongs to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from perdure.core.failure import Failure
+from perdure.core.history import HistoryEvent, ParentRef
+from perdure.core.status import OrchestrationStatus
+from perdure.core.turn import WaitingOn
+
+# --- rows the store returns --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceStats:
+    """Evidence the runtime records with each turn, for diagnosis."""
+
+    turns: int = 0
+    full_replays: int = 0
+    replayed_events: int = 0
+    last_turn_duration: float = 0.0
+    last_progress_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """One instance row. ``execution_id`` is the current execution (1, 2, ... across
+    continue-as-new); ``history_event_count`` / ``history_bytes`` cover that execution."""
+
+    instance_id: str
+    name: str
+    status: OrchestrationStatus
+    execution_id: int
+    input: Any
+    output: Any
+    failure: Failure | None
+    custom_status: Any
+    parent: ParentRef | None
+    created_at: float
+    last_updated_at: float
+    history_event_count: int
+    history_bytes: int
+    waiting_on: WaitingOn
+    stats: InstanceStats = field(default_factory=InstanceStats)
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """A message in the orchestration queue. ``message_id`` increases in enqueue order."""
+
+    message_id: int
+    instance_id: str
+    execution_id: int | None
+    event: HistoryEvent
+    enqueued_at: float
+    visible_at: float
+    delivery_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestrationWorkItem:
+    """A locked instance: its row, its visible messages for the current execution (in
+    enqueue order), the part of its current execution's history the caller lacks, and the
+    lease token every write must present.
+
+    ``history`` holds events ``history_from, history_from + 1, ...`` of the current
+    execution; ``history_from`` is 0 unless the caller said (``known_history``) that it
+    already holds the first events of this execution.
+    """
+
+    instance: InstanceRecord
+    lease_token: str
+    lease_expires_at: float
+    messages: tuple[QueuedMessage, ...]
+    history: tuple[HistoryEvent, ...]
+    history_from: int
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityWorkItem:
+    """A locked activity task."""
+
+    task_row_id: int
+    instance_id: str
+    execution_id: int
+    task_id: int
+    name: str
+    input: Any
+    attempt: int
+    lease_token: str
+    lease_expires_at: float
+    enqueued_at: float
+    delivery_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRecord:
+    """One stored history event with its place: execution and sequence (0-based per
+    execution)."""
+
+    execution_id: int
+    sequence: int
+    event: HistoryEvent
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message that could not be delivered after the bounded number of tries."""
+
+    dead_letter_id: int
+    instance_id: str
+    execution_id: int | None
+    event: HistoryEvent
+    reason: str
+    delivery_count: int
+    enqueued_at: float
+    dead_lettered_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DiscardRecord:
+    """A message removed from a queue without being applied, with the reason
+    (``perdure.core.history.DiscardReason``)."""
+
+    discard_id: int
+    instance_id: str
+    execution_id: int | None
+    event: HistoryEvent
+    reason: str
+    detail: str | None
+    discarded_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A worker's heartbeat row."""
+
+    worker_id: str
+    host: str
+    pid: int
+    orchestrations: tuple[str, ...]
+    activities: tuple[str, ...]
+    started_at: float
+    heartbeat_at: float
+    concurrency: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Depth and age of the queues: ``*_depth`` counts all rows, ``*_visible`` those due
+    now; ``oldest_*_age`` is the age in seconds of the oldest due row (``None`` if none)."""
+
+    orchestration_depth: int
+    orchestration_visible: int
+    oldest_orchestration_age: float | None
+    activity_depth: int
+    activity_visible: int
+    activity_locked: int
+    oldest_activity_age: float | None
+    dead_letters: int
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of results and the cursor for the next page (``None`` on the last page)."""
+
+    items: list[Any]
+    next_cursor: str | None
+
+
+# --- what callers hand to the store ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewInstance:
+    """An instance to create, with its ``ExecutionStarted`` as the first message."""
+
+    instance_id: str
+    name: str
+    input: Any
+    parent: ParentRef | None = None
+    start_at: float | None = None  # visible_at of the start message (None: now)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message to enqueue for an orchestration instance. ``execution_id=None`` means
+    "the execution current at delivery" (operator messages only); ``visible_at=None`` means
+    now."""
+
+    instance_id: str
+    event: HistoryEvent
+    execution_id: int | None = None
+    visible_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewActivityTask:
+    """An activity task to enqueue for ``instance_id``'s execution ``execution_id``."""
+
+    instance_id: str
+    execution_id: int
+    task_id: int
+    name: str
+    input: Any
+    attempt: int = 1
+    visible_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChildStart:
+    """A sub-orchestration to create as part of a turn. If ``instance_id`` is already taken
+    the store does not touch that instance and instead enqueues
+    ``SubOrchestrationFailed(task_id=parent.task_id)`` to ``parent`` in the same transaction
+    (invariant 4), unless the existing instance was started by this very parent task
+    (a redelivered start), in which case nothing happens."""
+
+    instance_id: str
+    name: str
+    input: Any
+    parent: ParentRef
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStats:
+    """Evidence about one turn, accumulated on the instance row."""
+
+    duration: float = 0.0
+    full_replay: bool = False
+    replayed_events: int = 0
+    progressed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TurnCommit:
+    """Everything one orchestration turn writes, committed atomically (invariant 1).
+
+    ``execution_id`` is the execution the turn ran. ``new_events`` are appended to that
+    execution's history. ``consumed`` are the ids of the messages the turn applied or
+    discarded (they are deleted). ``discarded`` are consumed messages to record in the
+    discard log with their reason. If ``continue_as_new`` is true, the store ends the execution, makes ``execution_id + 1`` current with fresh history and
+    enqueues its ``ExecutionStarted`` (the instance's name and parent, input
+    ``continue_as_new_input``) followed by ``carried_events`` as messages to the new execution. When ``status`` is terminal, the
+    instance's queued activity tasks that are not locked are removed with a discard record.
+    ``release`` releases the lease after the commit (otherwise it is kept and extended).
+    """
+
+    instance_id: str
+    lease_token: str
+    execution_id: int
+    new_events: Sequence[HistoryEvent]
+    consumed: Sequence[int]
+    status: OrchestrationStatus
+    output: Any = None
+    failure: Failure | None = None
+    custom_status: Any = None
+    waiting_on: WaitingOn = field(default_factory=WaitingOn)
+    activities: Sequence[NewActivityTask] = ()
+    messages: Sequence[Message] = ()
+    children: Sequence[ChildStart] = ()
+    discarded: Sequence[tuple[int, str, str | None]] = ()  # (message_id, reason, detail)
+    continue_as_new: bool = False
+    continue_as_new_input: Any = None
+    carried_events: Sequence[HistoryEvent] = ()
+    release: bool = True
+    stats: TurnStats = field(default_factory=TurnStats)
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityCompletion:
+    """The outcome of a locked activity task: ``result`` or ``failure`` becomes an
+    ``ActivityCompleted`` / ``ActivityFailed`` message to the task's execution."""
+
+    task_row_id: int
+    lease_token: str
+    event: HistoryEvent
+    duration: float = 0.0
+
+
+class Outcome(StrEnum):
+    """What happened to one write of a batch."""
+
+    OK = "ok"
+    LEASE_LOST = "lease_lost"  # the token no longer holds: nothing was written
+    DISCARDED = "discarded"  # the target instance is terminal or the execution ended: recorded, not applied
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceQuery:
+    """Filters for :meth:`Store.list_instances`; ``None`` means "any"."""
+
+    statuses: Collection[OrchestrationStatus] | None = None
+    name: str | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+    parent_instance_id: str | None = None
+    instance_id_prefix: str | None = None
+    limit: int = 100
+    cursor: str | None = None
+
+
+# --- the interface -----------------------------------------------------------------------
+
+
+class Store(Protocol):
+    """Durable state of perdure. Implementations: SQLite and PostgreSQL.
+
+    Every method is safe to call from many threads. Methods that write are atomic: each
+    either commits entirely or not at all, including under process kill at any instant.
+    """
+
+    url: str
+    """The URL the store was opened with (no password)."""
+
+    notifier: Notifier
+    """In-process wake-ups; see :class:`perdure.store.notify.Notifier`."""
+
+    def close(self) -> None:
+        """Release connections. Idempotent."""
+
+    # -- client writes --
+
+    def create_instance(self, instance: NewInstance, *, replace_terminal: bool = False) -> None:
+        """Atomically insert the instance (PENDING, execution 1) and its ``ExecutionStarted``
+        message. If the id exists and is not terminal, raise ``InstanceExistsError``; if it is
+        terminal, raise ``InstanceExistsError`` unless ``replace_terminal``, in which case the
+        old instance's history, messages, tasks and lease are deleted in the same transaction."""
+
+    def enqueue_messages(self, messages: Sequence[Message]) -> None:
+        """Atomically append messages to the orchestration queue (any target, existing or not:
+        a message for an instance or execution that does not exist yet is kept and deferred at
+        lock time, never dropped; invariant 3)."""
+
+    def purge_instances(self, instance_ids: Sequence[str]) -> int:
+        """Delete terminal instances with their history, messages, tasks, lease, dead letters
+        and discard records, atomically; return how many were deleted. Ids that are missing
+        or not terminal are skipped."""
+
+    def purge_where(self, query: InstanceQuery) -> int:
+        """Purge every terminal instance matching ``query`` (``limit``/``cursor`` ignored)."""
+
+    # -- orchestration work --
+
+    def lock_orchestrations(
+        self,
+        owner: str,
+        *,
+        lease_seconds: float,
+        limit: int = 1,
+        names: Collection[str] | None = None,
+        known_history: Mapping[str, tuple[int, int]] | None = None,
+        instance_ids: Collection[str] | None = None,
+    ) -> list[OrchestrationWorkItem]:
+        """Lock up to ``limit`` instances that have visible messages and no live lease, oldest
+        visible message first, returning each with a new lease (owner + fresh token + expiry).
+
+        Only one holder per instance at any moment; an expired lease is taken over. Filters:
+        orchestration ``names``, specific ``instance_ids``. ``known_history`` maps an instance
+        id to ``(execution_id, event_count)`` the caller already holds; if it matches the
+        current execution, only later events are returned.
+
+        Messages are sorted by target before being handed out (invariant 3):
+        - ``execution_id`` is None or the current execution: returned.
+        - an earlier execution: deleted with a ``stale_execution`` discard record.
+        - a later execution, or an instance that does not exist: kept, ``delivery_count``
+          incremented and ``visible_at`` pushed back with exponential backoff; after
+          ``max_deliveries`` tries moved to the dead-letter table.
+        - instance terminal: deleted with a ``terminal_instance`` discard record.
+        An instance whose visible messages were all sorted away is not returned.
+        """
+
+    def commit_turns(self, commits: Sequence[TurnCommit]) -> list[Outcome]:
+        """Commit several turns in one transaction (group commit); one outcome per commit.
+
+        Each commit is all-or-nothing (invariant 1) and conditional on its lease token still
+        holding and the instance not being terminal before the turn (invariants 2, 5);
+        otherwise its outcome is ``LEASE_LOST`` and nothing of it is written, while the other
+        commits of the batch proceed.
+        """
+
+    def abandon_orchestration(self, instance_id: str, lease_token: str, *, retry_after: float = 0.0) -> None:
+        """Release the lease without committing; the instance's messages become visible again
+        after ``retry_after`` seconds. Raises ``LeaseLost`` if the token no longer holds."""
+
+    def renew_orchestration_lease(self, instance_id: str, lease_token: str, lease_seconds: float) -> float:
+        """Extend a held lease; return the new expiry. Raises ``LeaseLost``."""
+
+    # -- activity work --
+
+    def lock_activities(
+        self,
+        owner: str,
+        *,
+        lease_seconds: float,
+        limit: int = 1,
+        names: Collection[str] | None = None,
+        task_row_ids: Collection[int] | None = None,
+    ) -> list[ActivityWorkItem]:
+        """Lock up to ``limit`` visible activity tasks with no live lease (oldest first),
+        each with a fresh token; an expired lease is taken over (``delivery_count`` grows)."""
+
+    def complete_activities(self, completions: Sequence[ActivityCompletion]) -> list[Outcome]:
+        """For each completion, atomically enqueue its event to the task's instance and
+        execution and delete the task, conditional on the task's lease token
+        (``LEASE_LOST`` otherwise, nothing written). If the instance is terminal or the
+        execution has ended, the task is deleted and the event recorded as discarded
+        (``DISCARDED``). One transaction for the batch."""
+
+    def renew_activity_leases(self, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:
+        """Extend the leases ``(task_row_id, token)``; False for each that no longer holds."""
+
+    def abandon_activity(self, task_row_id: int, lease_token: str, *, retry_after: float = 0.0) -> None:
+        """Release a task's lease so it runs again after ``retry_after``. Raises ``LeaseLost``."""
+
+    # -- workers --
+
+    def heartbeat(self, worker: WorkerRecord) -> None:
+        """Insert or refresh the worker's row (``heartbeat_at`` set to now)."""
+
+    def remove_worker(self, worker_id: str) -> None:
+        """Delete the worker's row (graceful stop)."""
+
+    def list_workers(self, *, alive_within: float | None = None) -> list[WorkerRecord]:
+        """Worker rows, only those with a heartbeat in the last ``alive_within`` seconds if
+        given."""
+
+    # -- reads --
+
+    def get_instance(self, instance_id: str) -> InstanceRecord | None:
+        """The instance row, or None."""
+
+    def get_history(
+        self,
+        instance_id: str,
+        *,
+        execution_id: int | None = None,
+        after_sequence: int = -1,
+        limit: int | None = None,
+    ) -> list[HistoryRecord]:
+        """History of one execution (the current one by default), in order, from
+        ``after_sequence + 1``, at most ``limit`` events."""
+
+    def list_instances(self, query: InstanceQuery) -> Page:
+        """Instances matching ``query``, newest first, one page of ``InstanceRecord``."""
+
+    def pending_messages(self, instance_id: str) -> list[QueuedMessage]:
+        """Messages queued for the instance, in enqueue order (for diagnosis)."""
+
+    def activity_tasks(self, instance_id: str) -> list[ActivityWorkItem]:
+        """Activity tasks queued or running for the instance (lease fields empty when not
+        locked)."""
+
+    def queue_stats(self) -> QueueStats:
+        """Depth and age of the queues."""
+
+    def dead_letters(self, *, instance_id: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """Dead-lettered messages, newest first."""
+
+    def discarded_messages(self, *, instance_id: str | None = None, limit: int = 100) -> list[DiscardRecord]:
+        """Discard records, newest first."""
+
+    def next_visible_at(self) -> float | None:
+        """The earliest ``visible_at`` among unlocked messages and tasks, or among lease expiries
+        of locked ones, so an idle worker knows how long it may sleep."""
+
+
+from perdure.store.notify import Notifier  # noqa: E402  (re-exported for the annotation)
