@@ -8,6 +8,11 @@ and fencing contract; :mod:`perdure.testing.conformance` checks them for every b
 Time: every store reads the wall clock through its ``clock`` (a ``() -> float`` returning
 UTC epoch seconds, ``time.time`` by default) so that tests can control it.
 
+Leases (invariant 2): every lock issues a fresh random token. A token holds until the lease
+is released or another caller takes it over, which it may do only once the lease has
+expired; so a holder whose lease expired but was not yet taken over may still write, and
+after a takeover every write with the old token fails and writes nothing.
+
 Execution routing (invariant 4): a message names its target instance and, unless it is an
 operator message (external event, terminate, suspend, resume) addressed "to whatever
 execution is current" with ``execution_id=None``, the execution it belongs to.
@@ -15,7 +20,7 @@ execution is current" with ``execution_id=None``, the execution it belongs to.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -294,6 +299,13 @@ class ActivityCompletion:
     duration: float = 0.0
 
 
+class DeadLetterReason:
+    """Why a message was dead-lettered (:attr:`DeadLetter.reason`)."""
+
+    INSTANCE_NOT_FOUND = "instance_not_found"  # no instance with the target id ever appeared
+    EXECUTION_NOT_FOUND = "execution_not_found"  # the target execution never started
+
+
 class Outcome(StrEnum):
     """What happened to one write of a batch."""
 
@@ -331,6 +343,11 @@ class Store(Protocol):
 
     notifier: Notifier
     """In-process wake-ups; see :class:`perdure.store.notify.Notifier`."""
+
+    fault_hook: Callable[[str], None] | None
+    """Fault injection for tests: when set, every write method calls
+    ``fault_hook(f"{method_name}:inside")`` inside its transaction just before committing; if
+    the hook raises, the transaction rolls back and the exception propagates."""
 
     def close(self) -> None:
         """Release connections. Idempotent."""
@@ -392,7 +409,8 @@ class Store(Protocol):
         Each commit is all-or-nothing (invariant 1) and conditional on its lease token still
         holding and the instance not being terminal before the turn (invariants 2, 5);
         otherwise its outcome is ``LEASE_LOST`` and nothing of it is written, while the other
-        commits of the batch proceed.
+        commits of the batch proceed. A commit whose ``consumed`` messages are no longer all
+        queued (an earlier commit already applied them) is ``LEASE_LOST`` as well.
         """
 
     def abandon_orchestration(self, instance_id: str, lease_token: str, *, retry_after: float = 0.0) -> None:
@@ -475,6 +493,19 @@ class Store(Protocol):
 
     def discarded_messages(self, *, instance_id: str | None = None, limit: int = 100) -> list[DiscardRecord]:
         """Discard records, newest first."""
+
+    def unserved_work(
+        self,
+        *,
+        orchestration_names: Collection[str],
+        activity_names: Collection[str],
+        older_than: float,
+        limit: int = 100,
+    ) -> tuple[list[str], list[int]]:
+        """Work no live worker can run: ids of instances with a message visible for more than
+        ``older_than`` seconds whose orchestration name is not in ``orchestration_names``, and
+        row ids of unlocked activity tasks visible for that long whose name is not in
+        ``activity_names`` (the names registered by live workers). Read-only."""
 
     def next_visible_at(self) -> float | None:
         """The earliest ``visible_at`` among unlocked messages and tasks, or among lease expiries

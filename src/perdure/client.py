@@ -1,0 +1,352 @@
+"""The management API: start, inspect, signal and control orchestration instances.
+
+:class:`Client` is synchronous and usable from any script or thread; :class:`AsyncClient`
+is its asyncio twin (the same calls, awaited). Both sit on a :class:`~perdure.store.Store`
+and validate their input before anything is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from perdure.core.failure import Failure
+from perdure.core.history import (
+    EventRaised,
+    ExecutionResumed,
+    ExecutionSuspended,
+    ExecutionTerminated,
+    HistoryEvent,
+)
+from perdure.core.ids import validate_instance_id
+from perdure.core.payload import dumps_payload
+from perdure.core.registry import registered_name
+from perdure.core.status import OrchestrationStatus
+from perdure.core.turn import WaitingOn
+from perdure.errors import (
+    InstanceNotFoundError,
+    InstanceStateError,
+    InvalidInputError,
+)
+from perdure.store.base import InstanceQuery, InstanceRecord, Message, NewInstance, Store
+from perdure.store.notify import INSTANCES
+
+DEFAULT_MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+
+
+def _datetime(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _timestamp(value: datetime | None, what: str) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidInputError(f"{what} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None:
+        raise InvalidInputError(f"{what} must be timezone-aware (e.g. datetime.now(UTC))")
+    return value.timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceState:
+    """What an instance looks like now.
+
+    ``history`` is the current execution's history when asked for (``get(iid,
+    history=True)``), else None; ``history_event_count`` always equals its length.
+    ``waiting_on`` lists what a running instance awaits (activities, timers, children,
+    event names).
+    """
+
+    instance_id: str
+    name: str
+    status: OrchestrationStatus
+    input: Any
+    output: Any
+    failure: Failure | None
+    custom_status: Any
+    created_at: datetime
+    last_updated_at: datetime
+    execution_id: int
+    history_event_count: int
+    parent_instance_id: str | None
+    waiting_on: WaitingOn
+    history: list[HistoryEvent] | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once COMPLETED, FAILED or TERMINATED."""
+        return self.status.is_terminal
+
+    @classmethod
+    def from_record(cls, record: InstanceRecord, history: list[HistoryEvent] | None = None) -> InstanceState:
+        """Build from a store row."""
+        return cls(
+            instance_id=record.instance_id,
+            name=record.name,
+            status=record.status,
+            input=record.input,
+            output=record.output,
+            failure=record.failure,
+            custom_status=record.custom_status,
+            created_at=_datetime(record.created_at),
+            last_updated_at=_datetime(record.last_updated_at),
+            execution_id=record.execution_id,
+            history_event_count=record.history_event_count if history is None else len(history),
+            parent_instance_id=record.parent.instance_id if record.parent else None,
+            waiting_on=record.waiting_on,
+            history=history,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the CLI's ``--json`` form)."""
+        from perdure.core.history import encode_event
+
+        data: dict[str, Any] = {
+            "instance_id": self.instance_id,
+            "name": self.name,
+            "status": self.status.value,
+            "input": self.input,
+            "output": self.output,
+            "failure": self.failure.to_dict() if self.failure else None,
+            "custom_status": self.custom_status,
+            "created_at": self.created_at.isoformat(),
+            "last_updated_at": self.last_updated_at.isoformat(),
+            "execution_id": self.execution_id,
+            "history_event_count": self.history_event_count,
+            "parent_instance_id": self.parent_instance_id,
+            "waiting_on": self.waiting_on.to_dict(),
+        }
+        if self.history is not None:
+            data["history"] = [encode_event(e) for e in self.history]
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class InstancePage:
+    """One page of :meth:`Client.list`; pass ``next_cursor`` back for the next page."""
+
+    items: list[InstanceState]
+    next_cursor: str | None
+
+
+class Client:
+    """Start and manage orchestration instances in ``store``.
+
+    ``max_payload_bytes`` bounds the JSON size of inputs and event payloads.
+    """
+
+    def __init__(self, store: Store, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+        self.store = store
+        self.max_payload_bytes = max_payload_bytes
+        self._clock: Callable[[], float] = getattr(store, "clock", time.time)
+
+    # -- starting --
+
+    def start(
+        self,
+        orchestration: str | Callable[..., Any],
+        input: Any = None,
+        *,
+        instance_id: str | None = None,
+        start_at: datetime | None = None,
+        replace_terminal: bool = False,
+    ) -> str:
+        """Start ``orchestration`` (the function or its registered name) with ``input``;
+        return the instance id.
+
+        ``instance_id`` defaults to a random one; a user id is validated (no reserved
+        sub-orchestration marker). Starting an id held by a non-terminal instance raises
+        :class:`~perdure.errors.InstanceExistsError`; a terminal one is replaced only with
+        ``replace_terminal=True``. ``start_at`` delays the first turn.
+        """
+        name = registered_name(orchestration, "orchestration")
+        iid = uuid.uuid4().hex if instance_id is None else validate_instance_id(instance_id)
+        dumps_payload(input, what=f"input of orchestration {name!r}", limit=self.max_payload_bytes)
+        start = _timestamp(start_at, "start_at")
+        self.store.create_instance(NewInstance(iid, name, input, start_at=start), replace_terminal=replace_terminal)
+        return iid
+
+    # -- reading --
+
+    def get(self, instance_id: str, *, history: bool = False) -> InstanceState | None:
+        """The instance's state (with its current execution's history if asked), or None."""
+        record = self.store.get_instance(instance_id)
+        if record is None:
+            return None
+        events = None
+        if history:
+            events = [r.event for r in self.store.get_history(instance_id, execution_id=record.execution_id)]
+        return InstanceState.from_record(record, events)
+
+    def wait(self, instance_id: str, timeout: float | None = None) -> InstanceState:
+        """Block until the instance is terminal and return its state; raise ``TimeoutError``
+        after ``timeout`` seconds (None: wait forever).
+
+        Woken at once by commits in this process; otherwise polls with a backoff from 5 ms
+        up to 0.5 s (other processes' commits).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        notifier = self.store.notifier
+        delay = 0.005
+        while True:
+            seen = notifier.snapshot((INSTANCES,))
+            state = self._require(instance_id)
+            if state.is_terminal:
+                return state
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(
+                    f"instance {instance_id!r} is still {state.status.value} after {timeout:g} s"
+                )
+            notifier.wait((INSTANCES,), seen, delay if remaining is None else min(delay, remaining))
+            delay = min(delay * 2, 0.5)
+
+    def list(
+        self,
+        *,
+        status: str | OrchestrationStatus | Iterable[str | OrchestrationStatus] | None = None,
+        name: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        parent_instance_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> InstancePage:
+        """One page of instances, newest first, filtered by status (one or several), name,
+        creation time and parent; pass the returned ``next_cursor`` for the next page."""
+        if not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise InvalidInputError(f"limit must be an integer from 1 to 10000, got {limit!r}")
+        page = self.store.list_instances(
+            InstanceQuery(
+                statuses=_statuses(status),
+                name=name,
+                created_after=_timestamp(created_after, "created_after"),
+                created_before=_timestamp(created_before, "created_before"),
+                parent_instance_id=parent_instance_id,
+                limit=limit,
+                cursor=cursor,
+            )
+        )
+        return InstancePage([InstanceState.from_record(r) for r in page.items], page.next_cursor)
+
+    # -- messages to an instance (processed in turn order, invariant 5) --
+
+    def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
+        """Deliver external event ``name`` with ``data``. Events raised before the
+        orchestration waits for them are kept and handed to the next wait on that name."""
+        if not isinstance(name, str) or not name:
+            raise InvalidInputError(f"event name must be a non-empty string, got {name!r}")
+        dumps_payload(data, what=f"data of event {name!r}", limit=self.max_payload_bytes)
+        self._send(instance_id, EventRaised(name=name, input=data, timestamp=self._clock()), "raise an event to")
+
+    def terminate(self, instance_id: str, reason: str | None = None) -> None:
+        """Terminate the instance and, recursively, its unfinished sub-orchestrations. Work
+        already running finishes but its results are discarded."""
+        self._send(instance_id, ExecutionTerminated(reason=_reason(reason), timestamp=self._clock()), "terminate")
+
+    def suspend(self, instance_id: str, reason: str | None = None) -> None:
+        """Suspend the instance: messages that arrive are kept but not acted on until
+        :meth:`resume`."""
+        self._send(instance_id, ExecutionSuspended(reason=_reason(reason), timestamp=self._clock()), "suspend")
+
+    def resume(self, instance_id: str, reason: str | None = None) -> None:
+        """Resume a suspended instance; messages kept meanwhile are applied in arrival order."""
+        self._send(instance_id, ExecutionResumed(reason=_reason(reason), timestamp=self._clock()), "resume")
+
+    def purge(self, instance_id: str) -> None:
+        """Delete a terminal instance with its history and leftover messages."""
+        state = self._require(instance_id)
+        if not state.is_terminal:
+            raise InstanceStateError(
+                f"instance {instance_id!r} is {state.status.value}; only completed, failed or "
+                f"terminated instances can be purged (terminate it first)"
+            )
+        self.store.purge_instances([instance_id])
+
+    # -- helpers --
+
+    def _require(self, instance_id: str) -> InstanceState:
+        state = self.get(instance_id)
+        if state is None:
+            raise InstanceNotFoundError(f"no instance with id {instance_id!r}")
+        return state
+
+    def _send(self, instance_id: str, event: HistoryEvent, verb: str) -> None:
+        state = self._require(instance_id)
+        if state.is_terminal:
+            raise InstanceStateError(f"cannot {verb} instance {instance_id!r}: it is already {state.status.value}")
+        # execution_id=None: operator messages go to whichever execution is current when they
+        # are delivered, so none is lost across continue-as-new.
+        self.store.enqueue_messages([Message(instance_id, event)])
+
+
+def _reason(reason: str | None) -> str | None:
+    if reason is not None and not isinstance(reason, str):
+        raise InvalidInputError(f"reason must be a string, got {type(reason).__name__}")
+    return reason
+
+
+def _statuses(
+    status: str | OrchestrationStatus | Iterable[str | OrchestrationStatus] | None,
+) -> list[OrchestrationStatus] | None:
+    if status is None:
+        return None
+    values = [status] if isinstance(status, str) else list(status)
+    out = []
+    for value in values:
+        try:
+            out.append(OrchestrationStatus(str(value).upper()))
+        except ValueError:
+            choices = ", ".join(s.value for s in OrchestrationStatus)
+            raise InvalidInputError(f"unknown status {value!r}; expected one of {choices}") from None
+    return out
+
+
+class AsyncClient:
+    """The asyncio twin of :class:`Client`: the same methods, as coroutines. Store calls run
+    in a thread so the event loop is never blocked."""
+
+    def __init__(self, store: Store, **options: Any) -> None:
+        self.sync = Client(store, **options)
+
+    async def start(self, orchestration: str | Callable[..., Any], input: Any = None, **kwargs: Any) -> str:
+        """See :meth:`Client.start`."""
+        return await asyncio.to_thread(self.sync.start, orchestration, input, **kwargs)
+
+    async def get(self, instance_id: str, *, history: bool = False) -> InstanceState | None:
+        """See :meth:`Client.get`."""
+        return await asyncio.to_thread(self.sync.get, instance_id, history=history)
+
+    async def wait(self, instance_id: str, timeout: float | None = None) -> InstanceState:
+        """See :meth:`Client.wait`."""
+        return await asyncio.to_thread(self.sync.wait, instance_id, timeout)
+
+    async def list(self, **filters: Any) -> InstancePage:
+        """See :meth:`Client.list`."""
+        return await asyncio.to_thread(self.sync.list, **filters)
+
+    async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
+        """See :meth:`Client.raise_event`."""
+        await asyncio.to_thread(self.sync.raise_event, instance_id, name, data)
+
+    async def terminate(self, instance_id: str, reason: str | None = None) -> None:
+        """See :meth:`Client.terminate`."""
+        await asyncio.to_thread(self.sync.terminate, instance_id, reason)
+
+    async def suspend(self, instance_id: str, reason: str | None = None) -> None:
+        """See :meth:`Client.suspend`."""
+        await asyncio.to_thread(self.sync.suspend, instance_id, reason)
+
+    async def resume(self, instance_id: str, reason: str | None = None) -> None:
+        """See :meth:`Client.resume`."""
+        await asyncio.to_thread(self.sync.resume, instance_id, reason)
+
+    async def purge(self, instance_id: str) -> None:
+        """See :meth:`Client.purge`."""
+        await asyncio.to_thread(self.sync.purge, instance_id)

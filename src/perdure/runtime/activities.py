@@ -1,0 +1,250 @@
+"""The activity dispatcher: lock activity tasks, run them, report their outcomes in groups."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from perdure.core.failure import Failure
+from perdure.core.history import ActivityCompleted, ActivityFailed, HistoryEvent
+from perdure.core.payload import dumps_payload
+from perdure.core.registry import App, Registration
+from perdure.errors import LeaseLost
+from perdure.runtime.activity_info import ActivityInfo, reset_activity_info, set_activity_info
+from perdure.runtime.options import WorkerOptions
+from perdure.store.base import ActivityCompletion, ActivityWorkItem, Outcome, Store
+
+log = logging.getLogger("perdure.worker")
+
+
+@dataclass
+class _Running:
+    item: ActivityWorkItem
+    started: float
+    lease_token: str
+
+
+class ActivityDispatcher:
+    """Runs activities for one worker: plain functions on a thread pool, ``async def`` ones on
+    a private event loop. Completions are collected and written in one transaction per round;
+    each is fenced by its task lease (a stale completion writes nothing)."""
+
+    def __init__(
+        self,
+        app: App,
+        store: Store,
+        owner: str,
+        options: WorkerOptions,
+        clock: Callable[[], float],
+        counters: Counter[str],
+        wake: Callable[[], None],
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.owner = owner
+        self.options = options
+        self.clock = clock
+        self.counters = counters
+        self._wake = wake
+        self.names = frozenset(app.activities)
+        self._running: dict[int, _Running] = {}
+        self._done: queue.SimpleQueue[ActivityCompletion] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(options.activity_concurrency, thread_name_prefix="perdure-activity")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._takes_input = {name: _takes_input(reg.fn) for name, reg in app.activities.items()}
+        self._last_renewal = time.monotonic()
+
+    # -- one round --
+
+    @property
+    def running(self) -> int:
+        """Activities running now."""
+        return len(self._running)
+
+    def poll(self, *, accept_new: bool = True, task_row_ids: list[int] | None = None) -> int:
+        """Report finished activities, renew leases if due, and start new ones if there is
+        room; return how many were started."""
+        self.flush()
+        self._renew_if_due()
+        free = self.options.activity_concurrency - len(self._running)
+        if not accept_new or free <= 0:
+            return 0
+        items = self.store.lock_activities(
+            self.owner,
+            lease_seconds=self.options.lease_seconds,
+            limit=min(free, self.options.batch_size),
+            names=None if task_row_ids else self.names,
+            task_row_ids=task_row_ids,
+        )
+        for item in items:
+            self._start(item)
+        return len(items)
+
+    def flush(self) -> None:
+        """Write every completion collected so far, in one transaction."""
+        completions: list[ActivityCompletion] = []
+        while True:
+            try:
+                completions.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        if not completions:
+            return
+        try:
+            outcomes = self.store.complete_activities(completions)
+        except Exception:
+            # Nothing was written: the tasks stay locked until their leases expire and then
+            # run again (at-least-once), so forget them here.
+            log.exception("could not record %d activity completions", len(completions))
+            with self._lock:
+                for c in completions:
+                    self._running.pop(c.task_row_id, None)
+            raise
+        with self._lock:
+            for completion, outcome in zip(completions, outcomes, strict=True):
+                running = self._running.pop(completion.task_row_id, None)
+                name = running.item.name if running else "?"
+                if outcome is Outcome.OK:
+                    self.counters["activities"] += 1
+                elif outcome is Outcome.LEASE_LOST:
+                    self.counters["activities_lease_lost"] += 1
+                    log.warning("lease lost on activity %r (task row %d): result dropped", name, completion.task_row_id)
+                else:
+                    self.counters["activities_discarded"] += 1
+                    log.info("activity %r finished for an instance that ended: result discarded", name)
+
+    # -- running one activity --
+
+    def _start(self, item: ActivityWorkItem) -> None:
+        with self._lock:
+            self._running[item.task_row_id] = _Running(item, time.monotonic(), item.lease_token)
+        registration = self.app.activities.get(item.name)
+        if registration is None:
+            failure = Failure(
+                "perdure.errors.RegistrationError",
+                f"no live worker has activity {item.name!r} registered "
+                f"(waited {self.options.unknown_name_grace:g} s); register it with @app.activity",
+                non_retryable=True,
+            )
+            self._finish(item, ActivityFailed(task_id=item.task_id, failure=failure, timestamp=self.clock()), 0.0)
+            return
+        if registration.is_async:
+            future = asyncio.run_coroutine_threadsafe(self._run_async(registration, item), self._event_loop())
+            future.add_done_callback(lambda f: f.exception())  # errors are handled inside
+        else:
+            self._pool.submit(self._run_sync, registration, item)
+
+    def _run_sync(self, registration: Registration, item: ActivityWorkItem) -> None:
+        token = set_activity_info(self._info(item))
+        started = time.perf_counter()
+        try:
+            result = registration.fn(item.input) if self._takes_input[item.name] else registration.fn()
+            event = self._completed(item, result)
+        except BaseException as exc:  # noqa: BLE001 - every failure is reported as data
+            event = ActivityFailed(task_id=item.task_id, failure=Failure.from_exception(exc), timestamp=self.clock())
+        finally:
+            reset_activity_info(token)
+        self._finish(item, event, time.perf_counter() - started)
+
+    async def _run_async(self, registration: Registration, item: ActivityWorkItem) -> None:
+        token = set_activity_info(self._info(item))
+        started = time.perf_counter()
+        try:
+            args = (item.input,) if self._takes_input[item.name] else ()
+            event = self._completed(item, await registration.fn(*args))
+        except BaseException as exc:  # noqa: BLE001
+            event = ActivityFailed(task_id=item.task_id, failure=Failure.from_exception(exc), timestamp=self.clock())
+        finally:
+            reset_activity_info(token)
+        self._finish(item, event, time.perf_counter() - started)
+
+    def _completed(self, item: ActivityWorkItem, result: Any) -> HistoryEvent:
+        dumps_payload(result, what=f"result of activity {item.name!r}")  # fail here, not in the store
+        return ActivityCompleted(task_id=item.task_id, result=result, timestamp=self.clock())
+
+    def _finish(self, item: ActivityWorkItem, event: HistoryEvent, duration: float) -> None:
+        self._done.put(ActivityCompletion(item.task_row_id, item.lease_token, event, duration))
+        self._wake()
+
+    def _info(self, item: ActivityWorkItem) -> ActivityInfo:
+        return ActivityInfo(item.instance_id, item.execution_id, item.task_id, item.name, item.attempt, self.owner)
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._loop_thread = threading.Thread(
+                target=self._loop.run_forever, name="perdure-activity-loop", daemon=True
+            )
+            self._loop_thread.start()
+        return self._loop
+
+    # -- leases --
+
+    def _renew_if_due(self) -> None:
+        """Renew the leases of running activities every third of the lease."""
+        if time.monotonic() - self._last_renewal < self.options.lease_seconds / 3:
+            return
+        self._last_renewal = time.monotonic()
+        with self._lock:
+            leases = [(row_id, r.lease_token) for row_id, r in self._running.items()]
+        if not leases:
+            return
+        held = self.store.renew_activity_leases(leases, self.options.lease_seconds)
+        for (row_id, _token), ok in zip(leases, held, strict=True):
+            if not ok:
+                self.counters["activity_leases_lost"] += 1
+                log.warning("lease on activity task %d was lost while it ran; its result will be dropped", row_id)
+
+    def next_renewal_in(self) -> float | None:
+        """Seconds until leases must be renewed, or None when nothing runs."""
+        if not self._running:
+            return None
+        return max(0.0, self._last_renewal + self.options.lease_seconds / 3 - time.monotonic())
+
+    # -- shutdown --
+
+    def shutdown(self, timeout: float) -> None:
+        """Let running activities finish for up to ``timeout`` seconds, report them, and
+        release the leases of those still running so another worker can take them."""
+        deadline = time.monotonic() + timeout
+        while self._running and time.monotonic() < deadline:
+            self.flush()
+            time.sleep(0.005)
+        self.flush()
+        with self._lock:
+            leftovers = list(self._running.values())
+            self._running.clear()
+        for running in leftovers:
+            try:
+                self.store.abandon_activity(running.item.task_row_id, running.lease_token)
+            except LeaseLost:
+                pass
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._loop_thread is not None:
+                self._loop_thread.join(timeout=1.0)
+            if not self._loop.is_running():
+                self._loop.close()
+
+
+def _takes_input(fn: Callable[..., Any]) -> bool:
+    """Whether an activity accepts its input argument (one taking none is called bare)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params
+    )

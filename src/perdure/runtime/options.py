@@ -1,0 +1,57 @@
+"""Worker settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from perdure.errors import InvalidInputError
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """How a worker runs. Every duration is in seconds.
+
+    - ``activity_concurrency``: activities running at once (threads for plain functions,
+      tasks on one event loop for ``async def`` ones).
+    - ``orchestration_concurrency``: threads running orchestration turns.
+    - ``batch_size``: work items locked, and turns committed, per store transaction
+      (group commit).
+    - ``lease_seconds``: how long a locked orchestration or activity stays ours without
+      renewal; running activities are renewed every third of it. After a crash, another
+      worker takes the work over once the lease expires.
+    - ``poll_interval``: the longest an idle worker sleeps before looking for work written by
+      other processes (work from the same process wakes it at once).
+    - ``heartbeat_interval``: how often the worker refreshes its heartbeat row; a worker is
+      considered gone after three missed heartbeats.
+    - ``unknown_name_grace``: how long work for an orchestration or activity that no live
+      worker registered waits for one before the instance / task fails.
+    - ``cache_size``: live executors kept between turns (the state cache); 0 disables it.
+    - ``shutdown_timeout``: how long ``stop()`` lets running activities finish before
+      releasing their leases.
+    """
+
+    activity_concurrency: int = 16
+    orchestration_concurrency: int = 1
+    batch_size: int = 64
+    lease_seconds: float = 30.0
+    poll_interval: float = 1.0
+    heartbeat_interval: float = 5.0
+    unknown_name_grace: float = 10.0
+    cache_size: int = 1000
+    shutdown_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("activity_concurrency", "orchestration_concurrency", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("lease_seconds", "poll_interval", "heartbeat_interval"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise InvalidInputError(f"{name} must be a positive number of seconds, got {value!r}")
+        for name in ("unknown_name_grace", "shutdown_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise InvalidInputError(f"{name} must be a non-negative number of seconds, got {value!r}")
+        if not isinstance(self.cache_size, int) or self.cache_size < 0:
+            raise InvalidInputError(f"cache_size must be a non-negative integer, got {self.cache_size!r}")

@@ -1,0 +1,162 @@
+"""The orchestration dispatcher: lock instances, run their turns, commit them in groups."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+from perdure.core.executor import OrchestrationExecutor
+from perdure.core.failure import Failure
+from perdure.core.history import (
+    ActivityFailed,
+    ExecutionStarted,
+    HistoryEvent,
+    SubOrchestrationFailed,
+    TimerFired,
+    TurnStarted,
+)
+from perdure.core.registry import App
+from perdure.runtime.cache import ExecutorCache
+from perdure.runtime.options import WorkerOptions
+from perdure.runtime.translate import failing_commit, turn_commit
+from perdure.store.base import OrchestrationWorkItem, Outcome, QueuedMessage, Store, TurnCommit, TurnStats
+
+log = logging.getLogger("perdure.worker")
+
+# Messages that are retries or failures rather than progress (diagnosis: "last progress").
+_NOT_PROGRESS = (ActivityFailed, SubOrchestrationFailed, TimerFired)
+
+
+def _delivery_order(message: QueuedMessage) -> tuple[bool, bool, int]:
+    """A new execution's ``ExecutionStarted`` comes first, then messages addressed to this
+    execution (the events carried over by continue-as-new, which arrived earlier than any
+    event still addressed to "the current execution"), then the rest, each in enqueue order."""
+    return (not isinstance(message.event, ExecutionStarted), message.execution_id is None, message.message_id)
+
+
+class OrchestrationDispatcher:
+    """Runs orchestration turns for one worker.
+
+    Each round locks up to ``batch_size`` instances, runs one turn for each (from the state
+    cache when the cached executor is current, else by full replay) and commits all the
+    turns in one store transaction. Each commit is fenced by its lease (invariant 2): a
+    turn whose lease was lost is dropped whole and its executor evicted.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        store: Store,
+        owner: str,
+        options: WorkerOptions,
+        cache: ExecutorCache,
+        clock: Callable[[], float],
+        counters: Counter[str],
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.owner = owner
+        self.options = options
+        self.cache = cache
+        self.clock = clock
+        self.counters = counters
+        self.names = frozenset(app.orchestrations)
+
+    def poll(self, *, limit: int | None = None, instance_ids: Sequence[str] | None = None) -> int:
+        """Lock and process one batch; return how many turns were run."""
+        items = self.store.lock_orchestrations(
+            self.owner,
+            lease_seconds=self.options.lease_seconds,
+            limit=limit or self.options.batch_size,
+            names=None if instance_ids else self.names,
+            known_history=self.cache.known_history(),
+            instance_ids=instance_ids,
+        )
+        if items:
+            self.process(items)
+        return len(items)
+
+    def process(self, items: Sequence[OrchestrationWorkItem]) -> None:
+        """Run one turn per item and group-commit them."""
+        commits: list[TurnCommit] = []
+        executors: list[OrchestrationExecutor | None] = []
+        for item in items:
+            commit, executor = self._run_turn(item)
+            commits.append(commit)
+            executors.append(executor)
+        try:
+            outcomes = self.store.commit_turns(commits)
+        except Exception:
+            for commit in commits:
+                self.cache.evict(commit.instance_id)
+            raise
+        for commit, executor, outcome in zip(commits, executors, outcomes, strict=True):
+            self._settle(commit, executor, outcome)
+
+    def _settle(self, commit: TurnCommit, executor: OrchestrationExecutor | None, outcome: Outcome) -> None:
+        iid = commit.instance_id
+        if outcome is Outcome.OK:
+            self.counters["turns"] += 1
+            if executor is not None and not executor.is_finished:
+                self.cache.put(iid, executor)
+            return
+        self.cache.evict(iid)
+        if outcome is Outcome.LEASE_LOST:
+            # Another worker took the instance over after our lease expired; its turns stand.
+            self.counters["turns_lease_lost"] += 1
+            log.warning("lease lost on instance %r: turn dropped, nothing written", iid)
+        else:
+            self.counters["turns_instance_terminal"] += 1
+            log.info("instance %r was already terminal: turn dropped", iid)
+
+    def _run_turn(self, item: OrchestrationWorkItem) -> tuple[TurnCommit, OrchestrationExecutor | None]:
+        instance = item.instance
+        iid = instance.instance_id
+        now = self.clock()
+        if instance.name not in self.app.orchestrations:
+            failure = Failure(
+                "perdure.errors.RegistrationError",
+                f"no live worker has orchestration {instance.name!r} registered "
+                f"(waited {self.options.unknown_name_grace:g} s); register it with @app.orchestration "
+                f"and start a worker with that app",
+                non_retryable=True,
+            )
+            self.counters["failed_unknown_orchestration"] += 1
+            return failing_commit(item, failure, now), None
+        try:
+            executor, past = self._executor_for(item)
+            new: list[HistoryEvent] = [TurnStarted(timestamp=now)]
+            new.extend(m.event for m in sorted(item.messages, key=_delivery_order))
+            started = time.perf_counter()
+            turn = executor.execute(past, new)
+            duration = time.perf_counter() - started
+        except Exception as exc:  # an engine error or unreadable history: fail this instance only
+            log.exception("turn of instance %r failed inside the engine", iid)
+            self.counters["turns_engine_error"] += 1
+            return failing_commit(item, Failure.from_exception(exc), now), None
+        full_replay = bool(past)
+        self.counters["full_replays" if full_replay else "cached_turns"] += 1
+        progressed = any(not isinstance(m.event, _NOT_PROGRESS) for m in item.messages)
+        stats = TurnStats(duration, full_replay, turn.replayed_events, progressed)
+        return turn_commit(item, turn, stats), executor
+
+    def _executor_for(self, item: OrchestrationWorkItem) -> tuple[OrchestrationExecutor, Sequence[HistoryEvent]]:
+        """The cached executor if it holds exactly the stored history, else a fresh one with
+        the full history to replay."""
+        instance = item.instance
+        cached = self.cache.take(instance.instance_id)
+        if (
+            cached is not None
+            and cached.execution_id == instance.execution_id
+            and item.history_from == cached.history_length
+            and not item.history
+        ):
+            return cached, ()
+        if item.history_from == 0:
+            past: Sequence[HistoryEvent] = item.history
+        else:
+            records = self.store.get_history(instance.instance_id, execution_id=instance.execution_id)
+            past = [r.event for r in records]
+        return OrchestrationExecutor(self.app, instance.instance_id), past

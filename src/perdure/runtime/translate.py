@@ -1,0 +1,148 @@
+"""Turn → TurnCommit: what the core decided, as the store writes it (invariant 1)."""
+
+from __future__ import annotations
+
+from perdure.core.commands import (
+    CompleteOrchestration,
+    ContinueAsNew,
+    CreateTimer,
+    FailOrchestration,
+    ScheduleActivity,
+    StartSubOrchestration,
+    TerminateOrchestration,
+    TerminateSubOrchestration,
+)
+from perdure.core.failure import Failure
+from perdure.core.history import (
+    ExecutionFailed,
+    ExecutionStarted,
+    ExecutionTerminated,
+    HistoryEvent,
+    ParentRef,
+    SubOrchestrationCompleted,
+    SubOrchestrationFailed,
+    TimerFired,
+    TurnStarted,
+)
+from perdure.core.status import OrchestrationStatus
+from perdure.core.turn import Turn
+from perdure.store.base import (
+    ChildStart,
+    Message,
+    NewActivityTask,
+    OrchestrationWorkItem,
+    TurnCommit,
+    TurnStats,
+)
+
+TERMINATED_TYPE = "perdure.Terminated"
+
+
+def turn_commit(item: OrchestrationWorkItem, turn: Turn, stats: TurnStats) -> TurnCommit:
+    """The store write for ``turn``, run on the locked ``item``: its history events, status,
+    and every outbound message, all consumed messages removed."""
+    iid = item.instance.instance_id
+    execution = turn.execution_id
+    activities: list[NewActivityTask] = []
+    messages: list[Message] = []
+    children: list[ChildStart] = []
+    continue_as_new = False
+    new_input = None
+    carried: tuple[HistoryEvent, ...] = ()
+    for command in turn.commands:
+        match command:
+            case ScheduleActivity(task_id=task_id, name=name, input=data, attempt=attempt):
+                activities.append(NewActivityTask(iid, execution, task_id, name, data, attempt))
+            case CreateTimer(task_id=task_id, fire_at=fire_at):
+                event = TimerFired(task_id=task_id, fire_at=fire_at, timestamp=fire_at)
+                messages.append(Message(iid, event, execution_id=execution, visible_at=fire_at))
+            case StartSubOrchestration(task_id=task_id, name=name, instance_id=child_id, input=data):
+                children.append(ChildStart(child_id, name, data, ParentRef(iid, execution, task_id)))
+            case TerminateSubOrchestration(instance_id=child_id, reason=reason):
+                event = ExecutionTerminated(reason=reason, timestamp=turn_time(turn))
+                messages.append(Message(child_id, event))
+            case CompleteOrchestration() | FailOrchestration() | TerminateOrchestration():
+                parent_message = _report_to_parent(iid, turn, command)
+                if parent_message is not None:
+                    messages.append(parent_message)
+            case ContinueAsNew(input=data, carried_events=events):
+                continue_as_new, new_input, carried = True, data, events
+            case _:
+                raise TypeError(f"unknown command {command!r}")
+    return TurnCommit(
+        instance_id=iid,
+        lease_token=item.lease_token,
+        execution_id=execution,
+        new_events=turn.new_events,
+        consumed=[m.message_id for m in item.messages],
+        status=turn.status,
+        output=turn.output,
+        failure=turn.failure,
+        custom_status=turn.custom_status,
+        waiting_on=turn.waiting_on,
+        activities=activities,
+        messages=messages,
+        children=children,
+        continue_as_new=continue_as_new,
+        continue_as_new_input=new_input,
+        carried_events=carried,
+        stats=stats,
+    )
+
+
+def turn_time(turn: Turn) -> float:
+    """The turn's timestamp (its ``TurnStarted``)."""
+    for event in turn.new_events:
+        if isinstance(event, TurnStarted):
+            return event.timestamp
+    return 0.0
+
+
+def _report_to_parent(
+    instance_id: str, turn: Turn, outcome: CompleteOrchestration | FailOrchestration | TerminateOrchestration
+) -> Message | None:
+    """The completion message a finished child sends to the parent execution that scheduled
+    it (stamped at schedule time, invariant 4)."""
+    parent = turn.parent
+    if parent is None:
+        return None
+    ts = turn_time(turn)
+    event: HistoryEvent
+    match outcome:
+        case CompleteOrchestration(result=result):
+            event = SubOrchestrationCompleted(task_id=parent.task_id, result=result, timestamp=ts)
+        case FailOrchestration(failure=failure):
+            event = SubOrchestrationFailed(task_id=parent.task_id, failure=failure, timestamp=ts)
+        case TerminateOrchestration(reason=reason):
+            text = f"sub-orchestration {instance_id!r} was terminated" + (f": {reason}" if reason else "")
+            event = SubOrchestrationFailed(task_id=parent.task_id, failure=Failure(TERMINATED_TYPE, text), timestamp=ts)
+    return Message(parent.instance_id, event, execution_id=parent.execution_id)
+
+
+def failing_commit(item: OrchestrationWorkItem, failure: Failure, now: float) -> TurnCommit:
+    """A commit that fails the instance without running user code: for a missing
+    registration, a corrupt history or an engine error. The consumed messages are recorded
+    in history first so nothing is lost silently."""
+    instance = item.instance
+    events: list[HistoryEvent] = [TurnStarted(timestamp=now)]
+    events.extend(m.event for m in item.messages)
+    events.append(ExecutionFailed(failure=failure, timestamp=now))
+    parent = instance.parent
+    for m in item.messages:
+        if isinstance(m.event, ExecutionStarted) and m.event.parent is not None:
+            parent = m.event.parent
+    messages = []
+    if parent is not None:
+        event = SubOrchestrationFailed(task_id=parent.task_id, failure=failure, timestamp=now)
+        messages.append(Message(parent.instance_id, event, execution_id=parent.execution_id))
+    return TurnCommit(
+        instance_id=instance.instance_id,
+        lease_token=item.lease_token,
+        execution_id=instance.execution_id,
+        new_events=events,
+        consumed=[m.message_id for m in item.messages],
+        status=OrchestrationStatus.FAILED,
+        failure=failure,
+        custom_status=instance.custom_status,
+        messages=messages,
+    )

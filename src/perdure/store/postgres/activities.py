@@ -1,0 +1,140 @@
+"""The activity side of the PostgreSQL store: locking tasks, completing them, leases.
+
+As in the SQLite store, a locked task keeps ``visible_at`` equal to its lease expiry, so
+"due, or locked with an expired lease" is the single condition ``visible_at <= now``.
+Workers claim tasks with ``FOR UPDATE SKIP LOCKED``: a task another worker is claiming is
+passed over, never waited for, and PostgreSQL re-checks ``visible_at`` on the latest
+version of each row it locks, so a task just claimed elsewhere is not claimed twice.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Collection, Sequence
+
+from perdure.core.history import DiscardReason
+from perdure.errors import LeaseLost
+from perdure.store.base import ActivityCompletion, ActivityWorkItem, Outcome
+from perdure.store.notify import ACTIVITIES
+from perdure.store.postgres.connection import Tx
+from perdure.store.postgres.orchestrations import Outbox, insert_discards
+from perdure.store.postgres.queries import Q
+from perdure.store.sqlite.activities import prepare_completions
+from perdure.store.sqlite.rows import TERMINAL, task_from_row
+
+__all__ = ["abandon", "complete_activities", "lock_activities", "prepare_completions", "renew_leases"]
+
+
+def lock_activities(
+    tx: Tx,
+    owner: str,
+    *,
+    lease_seconds: float,
+    limit: int,
+    names: Collection[str] | None,
+    task_row_ids: Collection[int] | None,
+) -> list[ActivityWorkItem]:
+    """See :meth:`perdure.store.base.Store.lock_activities`."""
+    rows = tx.all(
+        Q.activity_candidates,
+        {
+            "now": tx.now,
+            "names": sorted(names) if names is not None else None,
+            "task_row_ids": list(task_row_ids) if task_row_ids is not None else None,
+            "limit": limit,
+        },
+    )
+    if not rows:
+        return []
+    expires_at = tx.now + lease_seconds
+    tokens = [secrets.token_hex(16) for _ in rows]
+    tx.run(
+        Q.lock_activity_tasks,
+        {"owner": owner, "expires_at": expires_at, "ids": [r["task_row_id"] for r in rows], "tokens": tokens},
+    )
+    items = []
+    for row, token in zip(rows, tokens, strict=True):
+        item = task_from_row(row)  # type: ignore[arg-type]
+        items.append(
+            ActivityWorkItem(
+                task_row_id=item.task_row_id,
+                instance_id=item.instance_id,
+                execution_id=item.execution_id,
+                task_id=item.task_id,
+                name=item.name,
+                input=item.input,
+                attempt=item.attempt,
+                lease_token=token,
+                lease_expires_at=expires_at,
+                enqueued_at=item.enqueued_at,
+                delivery_count=item.delivery_count + 1,
+            )
+        )
+    return items
+
+
+def complete_activities(tx: Tx, prepared: Sequence[tuple[ActivityCompletion, str, str]]) -> list[Outcome]:
+    """See :meth:`perdure.store.base.Store.complete_activities`.
+
+    The instances are held (shared) before the tasks are locked, in the order commit_turns
+    uses, so "terminal" and "execution ended" are decided on their latest state.
+    """
+    if not prepared:
+        return []
+    ids = sorted({c.task_row_id for c, _, _ in prepared})
+    tx.all(Q.lock_instances_of_tasks, {"ids": ids})
+    tasks = {r["task_row_id"]: r for r in tx.all(Q.tasks_with_instances, {"ids": ids})}
+    outcomes: list[Outcome] = []
+    done: list[int] = []
+    outbox = Outbox()
+    discards: list[tuple[str, int | None, str, str | None]] = []
+    reasons: list[str] = []
+    for completion, kind, text in prepared:
+        row = tasks.get(completion.task_row_id)
+        # The token holds until another caller takes the lease over (a fresh token).
+        if row is None or completion.task_row_id in done or row["lease_token"] != completion.lease_token:
+            outcomes.append(Outcome.LEASE_LOST)
+            continue
+        done.append(completion.task_row_id)
+        status, current = row["instance_status"], row["current_execution"]
+        if status is None or status in TERMINAL:
+            detail = f"instance is {status}" if status else "instance no longer exists"
+            discards.append((row["instance_id"], row["execution_id"], text, detail))
+            reasons.append(DiscardReason.TERMINAL_INSTANCE)
+            outcomes.append(Outcome.DISCARDED)
+        elif current != row["execution_id"]:
+            detail = f"execution {row['execution_id']} has ended; execution {current} is current"
+            discards.append((row["instance_id"], row["execution_id"], text, detail))
+            reasons.append(DiscardReason.STALE_EXECUTION)
+            outcomes.append(Outcome.DISCARDED)
+        else:
+            outbox.add(row["instance_id"], row["execution_id"], kind, text, tx.now, None)
+            outcomes.append(Outcome.OK)
+    outbox.flush(tx)
+    insert_discards(tx, discards, reasons)
+    if done:
+        tx.run(Q.delete_tasks_by_id, {"ids": done})
+    return outcomes
+
+
+def renew_leases(tx: Tx, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:
+    """See :meth:`perdure.store.base.Store.renew_activity_leases`."""
+    expires_at = tx.now + lease_seconds
+    rows = tx.all(
+        Q.renew_activity_leases,
+        {"expires_at": expires_at, "ids": [i for i, _ in leases], "tokens": [t for _, t in leases]},
+    )
+    renewed = {(r["task_row_id"], r["lease_token"]) for r in rows}
+    return [lease in renewed for lease in leases]
+
+
+def abandon(tx: Tx, task_row_id: int, token: str, retry_after: float) -> None:
+    """See :meth:`perdure.store.base.Store.abandon_activity`."""
+    released = tx.run(
+        Q.abandon_activity,
+        {"task_row_id": task_row_id, "token": token, "visible_at": tx.now + max(0.0, retry_after)},
+    )
+    if not released:
+        raise LeaseLost(f"the lease on activity task {task_row_id} is no longer held by this token")
+    if retry_after <= 0:
+        tx.notify(ACTIVITIES)

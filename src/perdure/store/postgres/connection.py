@@ -1,0 +1,217 @@
+"""PostgreSQL connections: a psycopg pool, write transactions, and retries of transient faults.
+
+Every store operation borrows a pooled connection (autocommit mode, ``dict_row`` rows).
+A write runs in one READ COMMITTED transaction (:meth:`Database.write`); a read is a single
+statement (:meth:`Database.read`), which PostgreSQL runs on one snapshot.
+
+Transient faults (the connection broke, the server is restarting, a deadlock was broken)
+are retried with exponential backoff when nothing can have been committed: the failure
+happened before COMMIT was sent, so PostgreSQL rolled the transaction back. A failure
+*during* COMMIT leaves the outcome unknown; that is raised as
+:class:`~perdure.errors.StoreUnavailableError` and not retried here. Retrying it at a higher
+level is safe: every write made under a lease is fenced by its token, a lock or renewal is
+idempotent in effect (at worst a lease is held until it expires), and a duplicated
+message is discarded at delivery (invariant 7).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from perdure.errors import StoreError, StoreUnavailableError
+
+log = logging.getLogger("perdure.store.postgres")
+
+T = TypeVar("T")
+
+# SQLSTATEs after which the transaction is known to be rolled back and a retry may succeed.
+_TRANSIENT_STATES = frozenset(
+    {
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "57P01",  # admin_shutdown (server stopping)
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now (server starting)
+    }
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for faults worth retrying: a lost or refused connection, a pool that could not
+    hand out a connection in time, a transaction PostgreSQL aborted to break a deadlock."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in _TRANSIENT_STATES
+
+
+@dataclass(slots=True)
+class Tx:
+    """One write transaction: its connection, its single reading of the clock (every
+    timestamp written by the transaction uses it), and the notifier topics to signal once
+    it has committed."""
+
+    conn: psycopg.Connection[dict[str, Any]]
+    now: float
+    topics: set[str] = field(default_factory=set)
+
+    def notify(self, *topics: str) -> None:
+        """Signal ``topics`` on commit (never before: a woken waiter must see the rows)."""
+        self.topics.update(topics)
+
+    def one(self, query: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The first row of ``query``, or None."""
+        return self.conn.execute(query, params).fetchone()
+
+    def all(self, query: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Every row of ``query``."""
+        return self.conn.execute(query, params).fetchall()
+
+    def run(self, query: str, params: dict[str, Any] | None = None) -> int:
+        """Execute ``query``; return the number of rows it changed."""
+        return self.conn.execute(query, params).rowcount
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How transient faults are retried: ``attempts`` tries in all, sleeping ``backoff``
+    seconds after the first failure, doubling up to ``backoff_cap``."""
+
+    attempts: int = 6
+    backoff: float = 0.05
+    backoff_cap: float = 2.0
+
+    def delays(self) -> Iterable[float]:
+        """The sleeps between tries."""
+        delay = self.backoff
+        for _ in range(self.attempts - 1):
+            yield delay
+            delay = min(self.backoff_cap, delay * 2)
+
+
+class Database:
+    """The connection pool of one PostgreSQL database, with retrying transactions."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        display: str,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        prepare_threshold: int | None = 5,
+        application_name: str = "perdure",
+    ) -> None:
+        self.display = display
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        self._closed = False
+        self._close_lock = threading.Lock()
+        kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "row_factory": dict_row,
+            "prepare_threshold": prepare_threshold,
+            "application_name": application_name,
+        }
+        self.pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs=kwargs,
+            timeout=timeout,
+            open=False,
+            name="perdure",
+        )
+        try:
+            self.pool.open(wait=True, timeout=timeout)
+        except PoolTimeout as exc:
+            self.pool.close(timeout=0)
+            raise StoreUnavailableError(f"cannot connect to PostgreSQL at {display} within {timeout} s") from exc
+
+    def check_open(self) -> None:
+        """Raise :class:`StoreUnavailableError` once closed."""
+        if self._closed:
+            raise StoreUnavailableError(f"the store on {self.display} is closed")
+
+    def write(self, method: str, body: Callable[[Tx], T], *, clock: Callable[[], float],
+              before_commit: Callable[[Tx], None]) -> tuple[T, set[str]]:
+        """Run ``body`` in one transaction and commit it; return its result and the topics to
+        signal. ``before_commit`` runs last inside the transaction (notifications, the fault
+        hook). Transient faults before COMMIT are retried (the whole body runs again)."""
+
+        def attempt() -> tuple[T, set[str]]:
+            committing = False
+            try:
+                with self.pool.connection() as conn:
+                    with conn.transaction():
+                        tx = Tx(conn, clock())
+                        result = body(tx)
+                        before_commit(tx)
+                        committing = True
+                    return result, tx.topics
+            except psycopg.OperationalError as exc:
+                if committing:
+                    raise StoreUnavailableError(
+                        f"{method}: the connection to {self.display} failed during COMMIT, so the "
+                        f"outcome is unknown: {exc}"
+                    ) from exc
+                raise
+
+        return self._retrying(method, attempt)
+
+    def read(self, method: str, body: Callable[[psycopg.Connection[dict[str, Any]]], T]) -> T:
+        """Run the read-only ``body`` on a pooled connection, retrying transient faults."""
+
+        def attempt() -> T:
+            with self.pool.connection() as conn:
+                return body(conn)
+
+        return self._retrying(method, attempt)
+
+    def _retrying(self, method: str, attempt: Callable[[], T]) -> T:
+        delays = iter(self.retry.delays())
+        while True:
+            self.check_open()
+            try:
+                return attempt()
+            except StoreError:
+                raise
+            except (psycopg.Error, PoolTimeout) as exc:
+                if not is_transient(exc):
+                    raise StoreError(f"{method} failed: {exc}") from exc
+                delay = next(delays, None)
+                if delay is None or self._closed:
+                    raise StoreUnavailableError(f"{method}: PostgreSQL at {self.display} is unavailable: {exc}") from exc
+                log.warning("%s: transient PostgreSQL fault, retrying in %.2f s: %s", method, delay, exc)
+                if not isinstance(exc, PoolTimeout) and exc.sqlstate not in ("40001", "40P01"):
+                    self._drop_stale_connections()
+                time.sleep(delay)
+
+    def _drop_stale_connections(self) -> None:
+        """After a lost connection the idle ones are probably dead too (server restart):
+        check them now rather than failing on each in turn."""
+        try:
+            self.pool.check()
+        except Exception:  # the pool reports; the retry itself will tell
+            log.debug("pool check failed", exc_info=True)
+
+    def close(self) -> None:
+        """Close every connection. Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.pool.close(timeout=5.0)

@@ -1,0 +1,130 @@
+"""Schema creation and migration for the PostgreSQL store.
+
+``schema.sql`` is the complete current schema; ``migrations/NNNN_name.sql`` are the steps
+from one version to the next (the numbering of the SQLite store). A fresh database is
+created from ``schema.sql`` and stamped with the latest version; an older one gets its
+missing migrations, in order; a newer one is refused with :class:`SchemaVersionError`.
+
+Many workers may open a new database at once: the whole migration runs in one transaction
+(PostgreSQL's DDL is transactional) holding a transaction-level advisory lock, so one
+opener migrates and the others, once the lock is theirs, find the work done.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from perdure.errors import SchemaVersionError
+
+MIGRATION_LOCK = 7_250_417_000  # pg_advisory_xact_lock key held while migrating
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One numbered migration file."""
+
+    version: int
+    name: str
+    sql: str
+
+
+def package_schema() -> str:
+    """The text of the packaged ``schema.sql``."""
+    return resources.files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+def package_migrations() -> list[Migration]:
+    """The packaged migrations, in version order."""
+    folder = resources.files(__package__).joinpath("migrations")
+    return load_migrations(
+        (entry.name, entry.read_text(encoding="utf-8")) for entry in folder.iterdir() if entry.is_file()
+    )
+
+
+def load_migrations(files: Iterable[tuple[str, str]]) -> list[Migration]:
+    """Build the ordered migration list from ``(file name, text)`` pairs; other file names
+    are ignored, gaps and duplicate numbers are an error."""
+    found = []
+    for name, text in files:
+        match = _MIGRATION_NAME.match(name)
+        if match:
+            found.append(Migration(int(match.group(1)), name, text))
+    found.sort(key=lambda m: m.version)
+    for expected, migration in enumerate(found, start=1):
+        if migration.version != expected:
+            raise ValueError(f"migration {migration.name} is out of sequence; expected number {expected:04d}")
+    return found
+
+
+def migrations_from_dir(path: str | Path) -> list[Migration]:
+    """Load migrations from a directory (tests use this to simulate later versions)."""
+    folder = Path(path)
+    return load_migrations((p.name, p.read_text(encoding="utf-8")) for p in folder.iterdir() if p.is_file())
+
+
+def schema_version(conn: psycopg.Connection[Any]) -> int:
+    """The database's schema version: 0 if perdure never created it. Looks in the
+    connection's ``search_path``."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        (exists,) = cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone() or (False,)
+        if not exists:
+            return 0
+        (version,) = cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone() or (0,)
+    return int(version)
+
+
+def _check(current: int, latest: int) -> None:
+    if current > latest:
+        raise SchemaVersionError(
+            f"the database schema is version {current}, newer than the version {latest} this "
+            f"perdure understands; upgrade perdure to open it"
+        )
+
+
+def migrate(
+    conn: psycopg.Connection[Any],
+    *,
+    now: float,
+    migrations: list[Migration] | None = None,
+    schema: str | None = None,
+    create_from_schema: bool = True,
+) -> int:
+    """Bring the database on ``conn`` (autocommit mode) to the latest version and return it.
+
+    ``migrations`` and ``schema`` default to the packaged ones. A fresh database is created
+    from the schema unless ``create_from_schema`` is false, in which case every migration
+    runs (the schema test compares both paths).
+    """
+    migrations = package_migrations() if migrations is None else migrations
+    latest = migrations[-1].version if migrations else 0
+    current = schema_version(conn)  # without the lock: the common case is "up to date"
+    _check(current, latest)
+    if current == latest:
+        return latest
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        current = schema_version(conn)
+        _check(current, latest)
+        if current < latest:
+            if current == 0 and create_from_schema:
+                conn.execute(package_schema() if schema is None else schema)  # type: ignore[arg-type]
+                pending = migrations
+            else:
+                pending = [m for m in migrations if m.version > current]
+                for migration in pending:
+                    conn.execute(migration.sql)  # type: ignore[arg-type]
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
+                    [(m.version, m.name, now) for m in pending],
+                )
+    return latest

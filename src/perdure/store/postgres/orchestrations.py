@@ -1,0 +1,520 @@
+"""The orchestration side of the PostgreSQL store: locking instances with their messages,
+committing turns, abandoning and renewing leases. The semantics are the SQLite store's
+(:mod:`perdure.store.sqlite.orchestrations`); what differs is how many workers on many
+hosts are kept from deciding about the same instance at once.
+
+Locks, always taken in this order so that no two transactions wait on each other:
+
+1. the instance row (``FOR UPDATE``): held by whoever decides about the instance.
+   ``lock_orchestrations`` takes it with ``SKIP LOCKED``, so workers never queue behind each
+   other; ``commit_turns`` (in instance id order), ``create_instance`` and purges wait for it.
+   An instance that does not exist has no row: its id is locked with a transaction-level
+   advisory lock instead, by its creators (wait) and by the sweep of messages addressed to
+   it (try, skip if taken);
+2. the lease row (``FOR UPDATE``; ``SKIP LOCKED`` when locking): its holder's renewals,
+   commits and abandons, fenced by the token, lock only this row;
+3. message and task rows.
+
+Every decision is made on locked rows: under READ COMMITTED a locked row is re-read at its
+latest committed version, so no decision rests on a stale snapshot.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from perdure.core.failure import Failure
+from perdure.core.history import (
+    DiscardReason,
+    ExecutionStarted,
+    HistoryEvent,
+    ParentRef,
+    SubOrchestrationFailed,
+    dumps_event,
+    loads_event,
+)
+from perdure.core.status import OrchestrationStatus
+from perdure.errors import LeaseLost
+from perdure.store.base import ChildStart, DeadLetterReason, OrchestrationWorkItem, Outcome
+from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
+from perdure.store.postgres.connection import Tx
+from perdure.store.postgres.queries import Q
+from perdure.store.sqlite.orchestrations import PreparedTurn, prepare_turn
+from perdure.store.sqlite.rows import TERMINAL, event_row, instance_from_row, message_from_row, payload, task_event
+from perdure.store.sqlite.tx import QueueOptions
+
+__all__ = ["Outbox", "PreparedTurn", "abandon", "commit_turns", "lock_orchestrations", "prepare_turn", "renew"]
+
+Row = dict[str, Any]
+
+
+class Outbox:
+    """Messages to enqueue, written in one statement in the order they were added."""
+
+    def __init__(self) -> None:
+        self.instance_ids: list[str] = []
+        self.execution_ids: list[int | None] = []
+        self.kinds: list[str] = []
+        self.events: list[str] = []
+        self.visible_ats: list[float] = []
+
+    def add(
+        self, instance_id: str, execution_id: int | None, kind: str, text: str, now: float, visible_at: float | None
+    ) -> None:
+        """Queue one message (``visible_at`` None: now)."""
+        self.instance_ids.append(instance_id)
+        self.execution_ids.append(execution_id)
+        self.kinds.append(kind)
+        self.events.append(text)
+        self.visible_ats.append(now if visible_at is None else visible_at)
+
+    def flush(self, tx: Tx) -> int:
+        """Insert the queued messages; return how many."""
+        count = len(self.events)
+        if count:
+            tx.run(
+                Q.insert_messages,
+                {
+                    "now": tx.now,
+                    "instance_ids": self.instance_ids,
+                    "execution_ids": self.execution_ids,
+                    "kinds": self.kinds,
+                    "events": self.events,
+                    "visible_ats": self.visible_ats,
+                },
+            )
+            tx.notify(ORCHESTRATIONS)
+            self.__init__()  # type: ignore[misc]
+        return count
+
+
+# --- locking -----------------------------------------------------------------------------
+
+
+def lock_orchestrations(
+    tx: Tx,
+    options: QueueOptions,
+    owner: str,
+    *,
+    lease_seconds: float,
+    limit: int,
+    names: Collection[str] | None,
+    known_history: Mapping[str, tuple[int, int]] | None,
+    instance_ids: Collection[str] | None,
+) -> list[OrchestrationWorkItem]:
+    """See :meth:`perdure.store.base.Store.lock_orchestrations`.
+
+    Candidates are instances with a visible message and no live lease, oldest visible
+    message first. Each candidate is looked at once per call (``exclude``): it is handed
+    out, sorted away, or skipped because another worker is deciding about it right now.
+    """
+    items: list[OrchestrationWorkItem] = []
+    tried: list[str] = []
+    params: dict[str, Any] = {
+        "now": tx.now,
+        "names": sorted(names) if names is not None else None,
+        "instance_ids": list(instance_ids) if instance_ids is not None else None,
+        "exclude": tried,
+    }
+    while len(items) < limit:
+        params["limit"] = limit - len(items)
+        candidates = tx.all(Q.orchestration_candidates, params)
+        if not candidates:
+            break
+        for candidate in candidates:
+            instance_id = candidate["instance_id"]
+            tried.append(instance_id)
+            known = known_history.get(instance_id) if known_history else None
+            item = _lock_instance(tx, options, instance_id, owner, lease_seconds, known)
+            if item is not None:
+                items.append(item)
+    return items
+
+
+def _lock_instance(
+    tx: Tx,
+    options: QueueOptions,
+    instance_id: str,
+    owner: str,
+    lease_seconds: float,
+    known: tuple[int, int] | None,
+) -> OrchestrationWorkItem | None:
+    key = {"instance_id": instance_id}
+    row = tx.one(Q.try_lock_instance, key)
+    if row is None:
+        if tx.one(Q.instance_exists, key) is None:
+            _sweep_missing_instance(tx, options, instance_id)
+        return None  # else another worker is deciding about it
+    lease = tx.one(Q.try_lock_lease, key)
+    if lease is None and tx.one(Q.lease_exists, key) is not None:
+        return None  # its holder is writing under it right now
+    if lease is not None and lease["expires_at"] > tx.now:
+        return None  # leased since the candidates were listed
+    messages = tx.all(Q.visible_messages, {"instance_id": instance_id, "now": tx.now})
+    status = row["status"]
+    if status in TERMINAL:
+        _discard(tx, instance_id, [(m, f"instance is {status}") for m in messages], DiscardReason.TERMINAL_INSTANCE)
+        return None
+    current = row["execution_id"]
+    deliver, stale, future = [], [], []
+    for m in messages:
+        target = m["execution_id"]
+        if target is None or target == current:
+            deliver.append(m)
+        elif target < current:
+            stale.append((m, f"execution {target} has ended; execution {current} is current"))
+        else:
+            future.append(m)
+    _discard(tx, instance_id, stale, DiscardReason.STALE_EXECUTION)
+    _defer(tx, options, future, DeadLetterReason.EXECUTION_NOT_FOUND)
+    if deliver and row["history_event_count"] == 0:
+        deliver = _start_first(tx, options, instance_id, current, deliver)
+    if not deliver:
+        return None
+
+    token = secrets.token_hex(16)
+    expires_at = tx.now + lease_seconds
+    tx.run(
+        Q.upsert_lease,
+        {
+            "instance_id": instance_id,
+            "owner": owner,
+            "token": token,
+            "expires_at": expires_at,
+            "lease_seconds": lease_seconds,
+            "now": tx.now,
+        },
+    )
+    tx.run(Q.mark_delivered, {"ids": [m["message_id"] for m in deliver]})
+    history_from, history = _history_for(tx, row, known)
+    return OrchestrationWorkItem(
+        instance=instance_from_row(row),  # type: ignore[arg-type]
+        lease_token=token,
+        lease_expires_at=expires_at,
+        messages=tuple(message_from_row(m, delivery_bump=1) for m in deliver),  # type: ignore[arg-type]
+        history=history,
+        history_from=history_from,
+    )
+
+
+def _sweep_missing_instance(tx: Tx, options: QueueOptions, instance_id: str) -> None:
+    """Defer the visible messages of an instance that does not exist (invariant 3), unless
+    it is being created right now (its id lock is taken): then it is left for the next
+    call. The existence check after taking the id lock sees every committed creation."""
+    key = {"instance_id": instance_id}
+    locked = tx.one(Q.try_lock_instance_id, key)
+    if not (locked and locked["locked"]) or tx.one(Q.instance_exists, key) is not None:
+        return
+    messages = tx.all(Q.visible_messages, {"instance_id": instance_id, "now": tx.now})
+    _defer(tx, options, messages, DeadLetterReason.INSTANCE_NOT_FOUND)
+
+
+def _start_first(tx: Tx, options: QueueOptions, instance_id: str, execution_id: int, deliver: list[Row]) -> list[Row]:
+    """Messages for an execution whose history is still empty: its ``ExecutionStarted`` must
+    come first. Without it in view, the others wait for it (held until the start message is
+    due, e.g. a scheduled start), or are deferred if there is no start message at all."""
+    starts = [m for m in deliver if m["kind"] == ExecutionStarted.__name__]
+    if starts:
+        return starts + [m for m in deliver if m["kind"] != ExecutionStarted.__name__]
+    pending = tx.one(Q.pending_start, {"instance_id": instance_id, "execution_id": execution_id})
+    if pending is not None and pending["visible_at"] is not None:
+        tx.run(Q.hold_messages, {"visible_at": pending["visible_at"], "ids": [m["message_id"] for m in deliver]})
+    else:
+        _defer(tx, options, deliver, DeadLetterReason.EXECUTION_NOT_FOUND)
+    return []
+
+
+def _defer(tx: Tx, options: QueueOptions, messages: Sequence[Row], reason: str) -> None:
+    """Push undeliverable messages back with exponential backoff; dead-letter those that
+    used up their tries. Never deleted without a trace (invariant 3)."""
+    deferred: dict[str, list[Any]] = {"ids": [], "tries": [], "visible_ats": []}
+    dead: dict[str, list[Any]] = {"ids": [], "tries": []}
+    for m in messages:
+        tries = m["delivery_count"] + 1
+        if tries >= options.max_deliveries:
+            dead["ids"].append(m["message_id"])
+            dead["tries"].append(tries)
+        else:
+            deferred["ids"].append(m["message_id"])
+            deferred["tries"].append(tries)
+            deferred["visible_ats"].append(tx.now + options.backoff(tries))
+    if deferred["ids"]:
+        tx.run(Q.defer_messages, deferred)
+    if dead["ids"]:
+        tx.run(Q.dead_letter_messages, {**dead, "reason": reason, "now": tx.now})
+
+
+def _discard(tx: Tx, instance_id: str, messages: Sequence[tuple[Row, str | None]], reason: str) -> None:
+    """Delete messages with a discard record each."""
+    if messages:
+        tx.run(
+            Q.discard_messages,
+            {
+                "instance_id": instance_id,
+                "ids": [m["message_id"] for m, _ in messages],
+                "details": [detail for _, detail in messages],
+                "reason": reason,
+                "now": tx.now,
+            },
+        )
+
+
+def _history_for(tx: Tx, row: Row, known: tuple[int, int] | None) -> tuple[int, tuple[HistoryEvent, ...]]:
+    """The part of the current execution's history the caller lacks."""
+    execution_id, count = row["execution_id"], row["history_event_count"]
+    start = 0
+    if known is not None and known[0] == execution_id and 0 <= known[1] <= count:
+        start = known[1]
+    if start == count:
+        return start, ()
+    rows = tx.all(
+        Q.history_from,
+        {"instance_id": row["instance_id"], "execution_id": execution_id, "from_sequence": start},
+    )
+    return start, tuple(loads_event(r["event"]) for r in rows)
+
+
+# --- committing turns --------------------------------------------------------------------
+
+
+def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
+    """Commit each turn under its own savepoint; instance rows are locked in id order so that
+    two group commits never wait on each other. Outcomes come back in the given order."""
+    outcomes: list[Outcome] = [Outcome.LEASE_LOST] * len(turns)
+    order = sorted(range(len(turns)), key=lambda i: turns[i].commit.instance_id)
+    for index in order:
+        outcomes[index] = _commit_turn(tx, turns[index])
+    return outcomes
+
+
+def _commit_turn(tx: Tx, turn: PreparedTurn) -> Outcome:
+    """Write one turn; ``LEASE_LOST`` (nothing written) unless the token still holds the
+    lease and the instance is not terminal (invariants 1, 2, 5)."""
+    c = turn.commit
+    key = {"instance_id": c.instance_id}
+    row = tx.one(Q.lock_instance, key)
+    lease = tx.one(Q.lock_lease, key)
+    if lease is None or lease["token"] != c.lease_token:
+        return Outcome.LEASE_LOST
+    if row is None or row["status"] in TERMINAL or row["execution_id"] != c.execution_id:
+        return Outcome.LEASE_LOST
+    tx.run("SAVEPOINT turn")
+    topics = set(tx.topics)
+    written = _write_turn(tx, turn, row, lease)
+    if not written:
+        tx.run("ROLLBACK TO SAVEPOINT turn")
+        tx.topics = topics
+    tx.run("RELEASE SAVEPOINT turn")
+    return Outcome.OK if written else Outcome.LEASE_LOST
+
+
+def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease: Row) -> bool:
+    c = turn.commit
+    now, iid = tx.now, c.instance_id
+
+    # Consumed messages: discard records first (they copy the row), then delete. A consumed
+    # message that is gone means someone else applied it: the turn must not commit.
+    if c.discarded:
+        tx.run(
+            Q.discard_consumed,
+            {
+                "instance_id": iid,
+                "ids": [mid for mid, _, _ in c.discarded],
+                "reasons": [reason for _, reason, _ in c.discarded],
+                "details": [detail for _, _, detail in c.discarded],
+                "now": now,
+            },
+        )
+    consumed = sorted(set(c.consumed) | {mid for mid, _, _ in c.discarded})
+    if consumed and tx.run(Q.delete_consumed, {"instance_id": iid, "ids": consumed}) != len(consumed):
+        return False
+
+    first = row["history_event_count"]
+    if turn.events:
+        tx.run(
+            Q.insert_history,
+            {"instance_id": iid, "execution_id": c.execution_id, "first": first, "events": list(turn.events)},
+        )
+    execution_id, input_text = c.execution_id, row["input"]
+    count, size = first + len(turn.events), row["history_bytes"] + turn.events_bytes
+    if c.continue_as_new:
+        execution_id, input_text, count, size = c.execution_id + 1, turn.continue_as_new_input, 0, 0
+    tx.run(
+        Q.update_instance_after_turn,
+        {
+            "instance_id": iid,
+            "status": c.status.value,
+            "execution_id": execution_id,
+            "input": input_text,
+            "output": turn.output,
+            "failure": turn.failure,
+            "custom_status": turn.custom_status,
+            "waiting_on": turn.waiting_on,
+            "history_event_count": count,
+            "history_bytes": size,
+            "now": now,
+            "full_replay": int(c.stats.full_replay),
+            "replayed_events": c.stats.replayed_events,
+            "duration": c.stats.duration,
+            "progressed": bool(c.stats.progressed),
+        },
+    )
+    tx.notify(INSTANCES)
+
+    if c.activities:
+        tx.run(
+            Q.insert_activity_tasks,
+            {
+                "now": now,
+                "instance_ids": [a.instance_id for a in c.activities],
+                "execution_ids": [a.execution_id for a in c.activities],
+                "task_ids": [a.task_id for a in c.activities],
+                "names": [a.name for a in c.activities],
+                "inputs": list(turn.activity_inputs),
+                "attempts": [a.attempt for a in c.activities],
+                "visible_ats": [now if a.visible_at is None else a.visible_at for a in c.activities],
+            },
+        )
+        tx.notify(ACTIVITIES)
+    outbox = Outbox()
+    for m, (kind, text) in zip(c.messages, turn.messages, strict=True):
+        outbox.add(m.instance_id, m.execution_id, kind, text, now, m.visible_at)
+    for child in c.children:
+        _start_child(tx, child, outbox)
+    if c.continue_as_new:
+        _continue_as_new(tx, turn, row, outbox)
+    outbox.flush(tx)
+
+    if c.status.is_terminal:
+        _discard_queued_tasks(tx, iid, f"instance became {c.status.value}")
+    if c.release:
+        tx.run(Q.release_lease, {"instance_id": iid, "token": c.lease_token})
+        if tx.one(Q.has_messages, {"instance_id": iid}):
+            tx.notify(ORCHESTRATIONS)
+    else:
+        tx.run(
+            Q.extend_lease,
+            {"instance_id": iid, "token": c.lease_token, "expires_at": now + lease["lease_seconds"]},
+        )
+    return True
+
+
+def insert_instance(tx: Tx, instance_id: str, name: str, input_text: str | None, parent: ParentRef | None) -> bool:
+    """Insert a PENDING instance unless the id is taken; the caller holds the id lock
+    (``lock_instance_id``). Returns True if inserted."""
+    inserted = tx.one(
+        Q.insert_instance,
+        {
+            "instance_id": instance_id,
+            "name": name,
+            "status": OrchestrationStatus.PENDING.value,
+            "input": input_text,
+            "parent_instance_id": parent.instance_id if parent else None,
+            "parent_execution_id": parent.execution_id if parent else None,
+            "parent_task_id": parent.task_id if parent else None,
+            "now": tx.now,
+        },
+    )
+    return inserted is not None
+
+
+def _start_child(tx: Tx, child: ChildStart, outbox: Outbox) -> None:
+    """Create a sub-orchestration, or tell the parent at once why it cannot (invariant 4)."""
+    now, parent = tx.now, child.parent
+    tx.one(Q.lock_instance_id, {"instance_id": child.instance_id})
+    if insert_instance(tx, child.instance_id, child.name, payload(child.input), parent):
+        start = ExecutionStarted(timestamp=now, name=child.name, input=child.input, execution_id=1, parent=parent)
+        outbox.add(child.instance_id, 1, *event_row(start), now, None)
+        tx.notify(INSTANCES)
+        return
+    existing = tx.one(Q.get_instance, {"instance_id": child.instance_id})
+    if existing is None:  # pragma: no cover - the id lock keeps it from vanishing
+        raise RuntimeError(f"instance {child.instance_id!r} exists and does not")
+    started_by = (existing["parent_instance_id"], existing["parent_execution_id"], existing["parent_task_id"])
+    if started_by == (parent.instance_id, parent.execution_id, parent.task_id):
+        return  # the same start, redelivered: the child exists already
+    failure = Failure(
+        "perdure.errors.InstanceExistsError",
+        f"cannot start sub-orchestration {child.name!r}: instance id {child.instance_id!r} is already "
+        f"used by another instance (orchestration {existing['name']!r}, status {existing['status']})",
+        non_retryable=True,
+    )
+    event = SubOrchestrationFailed(timestamp=now, task_id=parent.task_id, failure=failure)
+    outbox.add(parent.instance_id, parent.execution_id, *event_row(event), now, None)
+
+
+def _continue_as_new(tx: Tx, turn: PreparedTurn, row: Row, outbox: Outbox) -> None:
+    """The messages that open the next execution: its ``ExecutionStarted``, then the carried
+    events, all addressed to it."""
+    c, now = turn.commit, tx.now
+    new_execution = c.execution_id + 1
+    parent = None
+    if row["parent_instance_id"] is not None:
+        parent = ParentRef(row["parent_instance_id"], row["parent_execution_id"], row["parent_task_id"])
+    start = ExecutionStarted(
+        timestamp=now, name=row["name"], input=c.continue_as_new_input, execution_id=new_execution, parent=parent
+    )
+    outbox.add(c.instance_id, new_execution, *event_row(start), now, None)
+    for kind, text in turn.carried:
+        outbox.add(c.instance_id, new_execution, kind, text, now, None)
+
+
+def _discard_queued_tasks(tx: Tx, instance_id: str, detail: str) -> None:
+    """A terminal instance's queued activity tasks will never be needed: remove those no
+    live worker holds, each with a discard record (a held one is discarded on completion)."""
+    rows = tx.all(Q.discard_unlocked_tasks, {"instance_id": instance_id, "now": tx.now})
+    if rows:
+        rows.sort(key=lambda r: r["task_row_id"])
+        insert_discards(
+            tx,
+            [(r["instance_id"], r["execution_id"], dumps_event(task_event(r)), detail) for r in rows],  # type: ignore[arg-type]
+            DiscardReason.TERMINAL_INSTANCE,
+        )
+
+
+def insert_discards(
+    tx: Tx, records: Sequence[tuple[str, int | None, str, str | None]], reason: str | Sequence[str]
+) -> None:
+    """Write discard records ``(instance_id, execution_id, event JSON, detail)`` with one
+    ``reason`` for all, or one per record."""
+    if not records:
+        return
+    reasons = [reason] * len(records) if isinstance(reason, str) else list(reason)
+    tx.run(
+        Q.insert_discards,
+        {
+            "now": tx.now,
+            "instance_ids": [r[0] for r in records],
+            "execution_ids": [r[1] for r in records],
+            "events": [r[2] for r in records],
+            "reasons": reasons,
+            "details": [r[3] for r in records],
+        },
+    )
+
+
+# --- leases ------------------------------------------------------------------------------
+
+
+def abandon(tx: Tx, instance_id: str, token: str, retry_after: float) -> None:
+    """See :meth:`perdure.store.base.Store.abandon_orchestration`."""
+    if not tx.run(Q.release_lease, {"instance_id": instance_id, "token": token}):
+        raise LeaseLost(f"the lease on instance {instance_id!r} is no longer held by this token")
+    if retry_after > 0:
+        tx.run(Q.delay_messages, {"instance_id": instance_id, "visible_at": tx.now + retry_after})
+    else:
+        tx.notify(ORCHESTRATIONS)
+
+
+def renew(tx: Tx, instance_id: str, token: str, lease_seconds: float) -> float:
+    """See :meth:`perdure.store.base.Store.renew_orchestration_lease`."""
+    expires_at = tx.now + lease_seconds
+    renewed = tx.run(
+        Q.renew_lease,
+        {"instance_id": instance_id, "token": token, "expires_at": expires_at, "lease_seconds": lease_seconds},
+    )
+    if not renewed:
+        raise LeaseLost(f"the lease on instance {instance_id!r} is no longer held by this token")
+    return expires_at

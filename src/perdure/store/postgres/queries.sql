@@ -1,0 +1,472 @@
+-- Named queries of the PostgreSQL store (loaded by queries.py).
+--
+-- Each query starts with "-- name: <identifier>". Parameters are psycopg named placeholders
+-- (%(param)s), bound server-side; a list is passed as one array parameter (= ANY(...)), a
+-- NULL list meaning "no filter". Parameters whose type the server cannot infer are cast.
+-- Terminal statuses are COMPLETED, FAILED and TERMINATED.
+--
+-- Locking: "FOR UPDATE" marks the rows a decision is made on (READ COMMITTED re-reads a row
+-- once it is locked, so the decision sees the latest committed version); "SKIP LOCKED"
+-- is used where another worker holding the row means "not for me, take the next one".
+
+
+-- ===== instances ==========================================================================
+
+-- name: get_instance
+SELECT * FROM instances WHERE instance_id = %(instance_id)s;
+
+-- name: lock_instance
+-- Whoever decides about an instance (commit, create, purge) holds its row.
+SELECT * FROM instances WHERE instance_id = %(instance_id)s FOR UPDATE;
+
+-- name: try_lock_instance
+-- lock_orchestrations: an instance another worker is deciding about is skipped, not waited for.
+SELECT * FROM instances WHERE instance_id = %(instance_id)s FOR UPDATE SKIP LOCKED;
+
+-- name: instance_exists
+SELECT 1 FROM instances WHERE instance_id = %(instance_id)s;
+
+-- name: lock_instance_id
+-- Serializes the creation of an instance id with the sweep of messages addressed to it
+-- while it does not exist (a missing row cannot be locked). Two-key form: its own space.
+SELECT pg_advisory_xact_lock(7250417, hashtext(%(instance_id)s));
+
+-- name: try_lock_instance_id
+SELECT pg_try_advisory_xact_lock(7250417, hashtext(%(instance_id)s)) AS locked;
+
+-- name: insert_instance
+-- A new instance: PENDING (or as given), execution 1, nothing run yet. Nothing is inserted
+-- if the id is taken (a concurrent start); the caller then reads the existing row.
+INSERT INTO instances (
+    instance_id, name, status, execution_id, input,
+    parent_instance_id, parent_execution_id, parent_task_id, created_at, last_updated_at
+) VALUES (
+    %(instance_id)s, %(name)s, %(status)s, 1, %(input)s,
+    %(parent_instance_id)s, %(parent_execution_id)s, %(parent_task_id)s, %(now)s, %(now)s
+)
+ON CONFLICT (instance_id) DO NOTHING
+RETURNING instance_id;
+
+-- name: update_instance_after_turn
+-- The row after a committed turn; stats accumulate.
+UPDATE instances SET
+    status = %(status)s,
+    execution_id = %(execution_id)s,
+    input = %(input)s,
+    output = %(output)s,
+    failure = %(failure)s,
+    custom_status = %(custom_status)s,
+    waiting_on = %(waiting_on)s,
+    history_event_count = %(history_event_count)s,
+    history_bytes = %(history_bytes)s,
+    last_updated_at = %(now)s,
+    turns = turns + 1,
+    full_replays = full_replays + %(full_replay)s,
+    replayed_events = replayed_events + %(replayed_events)s,
+    last_turn_duration = %(duration)s,
+    last_progress_at = CASE WHEN %(progressed)s::boolean THEN %(now)s ELSE last_progress_at END
+WHERE instance_id = %(instance_id)s;
+
+-- name: list_instances
+-- Newest first; the cursor is the (created_at, instance_id) of the previous page's last row,
+-- so rows inserted meanwhile (newer) never shift the pages after it.
+SELECT * FROM instances
+WHERE (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
+  AND (%(name)s::text IS NULL OR name = %(name)s::text)
+  AND (%(created_after)s::float8 IS NULL OR created_at >= %(created_after)s::float8)
+  AND (%(created_before)s::float8 IS NULL OR created_at < %(created_before)s::float8)
+  AND (%(parent_instance_id)s::text IS NULL OR parent_instance_id = %(parent_instance_id)s::text)
+  AND (%(prefix)s::text IS NULL OR left(instance_id, length(%(prefix)s::text)) = %(prefix)s::text)
+  AND (%(cursor_created)s::float8 IS NULL
+       OR (created_at, instance_id) < (%(cursor_created)s::float8, %(cursor_id)s::text))
+ORDER BY created_at DESC, instance_id DESC
+LIMIT %(limit)s;
+
+-- name: terminal_instances_matching
+-- purge_where: the terminal instances matching the list_instances filters, locked.
+SELECT instance_id FROM instances
+WHERE status IN ('COMPLETED', 'FAILED', 'TERMINATED')
+  AND (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
+  AND (%(name)s::text IS NULL OR name = %(name)s::text)
+  AND (%(created_after)s::float8 IS NULL OR created_at >= %(created_after)s::float8)
+  AND (%(created_before)s::float8 IS NULL OR created_at < %(created_before)s::float8)
+  AND (%(parent_instance_id)s::text IS NULL OR parent_instance_id = %(parent_instance_id)s::text)
+  AND (%(prefix)s::text IS NULL OR left(instance_id, length(%(prefix)s::text)) = %(prefix)s::text)
+ORDER BY instance_id
+FOR UPDATE;
+
+-- name: terminal_instances_among
+SELECT instance_id FROM instances
+WHERE instance_id = ANY(%(ids)s::text[])
+  AND status IN ('COMPLETED', 'FAILED', 'TERMINATED')
+ORDER BY instance_id
+FOR UPDATE;
+
+-- name: delete_instances
+DELETE FROM instances WHERE instance_id = ANY(%(ids)s::text[]);
+
+-- name: delete_history
+DELETE FROM history WHERE instance_id = ANY(%(ids)s::text[]);
+
+-- name: delete_messages
+DELETE FROM orchestration_messages WHERE instance_id = ANY(%(ids)s::text[]);
+
+-- name: delete_tasks
+DELETE FROM activity_tasks WHERE instance_id = ANY(%(ids)s::text[]);
+
+-- name: delete_leases
+DELETE FROM orchestration_leases WHERE instance_id = ANY(%(ids)s::text[]);
+
+-- name: delete_dead_letters
+DELETE FROM dead_letters WHERE instance_id = ANY(%(ids)s::text[]);
+
+-- name: delete_discards
+DELETE FROM discarded_messages WHERE instance_id = ANY(%(ids)s::text[]);
+
+
+-- ===== history ============================================================================
+
+-- name: insert_history
+INSERT INTO history (instance_id, execution_id, sequence, event)
+SELECT %(instance_id)s, %(execution_id)s, %(first)s + ordinality - 1, event
+FROM unnest(%(events)s::text[]) WITH ORDINALITY AS e (event, ordinality);
+
+-- name: history_from
+SELECT event FROM history
+WHERE instance_id = %(instance_id)s AND execution_id = %(execution_id)s AND sequence >= %(from_sequence)s
+ORDER BY sequence;
+
+-- name: history_page
+-- One statement, so the current execution and its events come from one snapshot.
+SELECT h.* FROM history AS h
+WHERE h.instance_id = %(instance_id)s
+  AND h.execution_id = COALESCE(
+      %(execution_id)s::integer,
+      (SELECT execution_id FROM instances WHERE instance_id = %(instance_id)s))
+  AND h.sequence > %(after_sequence)s
+ORDER BY h.sequence
+LIMIT %(limit)s;
+
+
+-- ===== orchestration messages =============================================================
+
+-- name: insert_messages
+-- Many messages in one statement, in the order given (message ids follow it).
+INSERT INTO orchestration_messages (instance_id, execution_id, kind, event, enqueued_at, visible_at)
+SELECT instance_id, execution_id, kind, event, %(now)s, visible_at
+FROM unnest(%(instance_ids)s::text[], %(execution_ids)s::integer[], %(kinds)s::text[],
+            %(events)s::text[], %(visible_ats)s::float8[])
+     WITH ORDINALITY AS m (instance_id, execution_id, kind, event, visible_at, ordinality)
+ORDER BY ordinality;
+
+-- name: orchestration_candidates
+-- Instances with a due message and no live lease, oldest due message first. With a names
+-- filter, instances that do not exist or are terminal are still swept: sorting their
+-- messages (defer, discard) needs no user code. :exclude holds the instances this call
+-- already looked at (skipped ones would otherwise come back).
+SELECT m.instance_id, MIN(m.visible_at) AS first_visible, MIN(m.message_id) AS first_message
+FROM orchestration_messages AS m
+LEFT JOIN instances AS i ON i.instance_id = m.instance_id
+LEFT JOIN orchestration_leases AS l ON l.instance_id = m.instance_id
+WHERE m.visible_at <= %(now)s
+  AND (l.instance_id IS NULL OR l.expires_at <= %(now)s)
+  AND (%(names)s::text[] IS NULL
+       OR i.instance_id IS NULL
+       OR i.status IN ('COMPLETED', 'FAILED', 'TERMINATED')
+       OR i.name = ANY(%(names)s::text[]))
+  AND (%(instance_ids)s::text[] IS NULL OR m.instance_id = ANY(%(instance_ids)s::text[]))
+  AND m.instance_id <> ALL(%(exclude)s::text[])
+GROUP BY m.instance_id
+ORDER BY first_visible, first_message
+LIMIT %(limit)s;
+
+-- name: visible_messages
+-- Under the instance's row lock (or, for a missing instance, its id lock).
+SELECT * FROM orchestration_messages
+WHERE instance_id = %(instance_id)s AND visible_at <= %(now)s
+ORDER BY message_id;
+
+-- name: messages_of_instance
+SELECT * FROM orchestration_messages WHERE instance_id = %(instance_id)s ORDER BY message_id;
+
+-- name: has_messages
+SELECT 1 FROM orchestration_messages WHERE instance_id = %(instance_id)s LIMIT 1;
+
+-- name: pending_start
+-- When the not-yet-started execution's ExecutionStarted becomes due (NULL if there is none).
+SELECT MIN(visible_at) AS visible_at FROM orchestration_messages
+WHERE instance_id = %(instance_id)s AND execution_id = %(execution_id)s AND kind = 'ExecutionStarted';
+
+-- name: mark_delivered
+UPDATE orchestration_messages SET delivery_count = delivery_count + 1
+WHERE message_id = ANY(%(ids)s::bigint[]);
+
+-- name: hold_messages
+UPDATE orchestration_messages SET visible_at = %(visible_at)s
+WHERE message_id = ANY(%(ids)s::bigint[]);
+
+-- name: defer_messages
+UPDATE orchestration_messages AS m SET delivery_count = d.tries, visible_at = d.visible_at
+FROM unnest(%(ids)s::bigint[], %(tries)s::integer[], %(visible_ats)s::float8[])
+     AS d (message_id, tries, visible_at)
+WHERE m.message_id = d.message_id;
+
+-- name: delay_messages
+-- abandon with retry_after: nothing of the instance before :visible_at.
+UPDATE orchestration_messages SET visible_at = %(visible_at)s
+WHERE instance_id = %(instance_id)s AND visible_at < %(visible_at)s;
+
+-- name: dead_letter_messages
+-- Move messages to the dead letters (copy, then delete, in one statement).
+WITH gone AS (
+    DELETE FROM orchestration_messages AS m
+    USING unnest(%(ids)s::bigint[], %(tries)s::integer[]) AS d (message_id, tries)
+    WHERE m.message_id = d.message_id
+    RETURNING m.message_id, m.instance_id, m.execution_id, m.event, m.enqueued_at, d.tries
+)
+INSERT INTO dead_letters (
+    message_id, instance_id, execution_id, event, reason, delivery_count, enqueued_at, dead_lettered_at
+)
+SELECT message_id, instance_id, execution_id, event, %(reason)s, tries, enqueued_at, %(now)s
+FROM gone ORDER BY message_id;
+
+-- name: discard_messages
+-- Delete messages with a discard record each (reason shared, detail per message).
+WITH gone AS (
+    DELETE FROM orchestration_messages AS m
+    USING unnest(%(ids)s::bigint[], %(details)s::text[]) AS d (message_id, detail)
+    WHERE m.message_id = d.message_id AND m.instance_id = %(instance_id)s
+    RETURNING m.message_id, m.instance_id, m.execution_id, m.event, d.detail
+)
+INSERT INTO discarded_messages (instance_id, execution_id, event, reason, detail, discarded_at)
+SELECT instance_id, execution_id, event, %(reason)s, detail, %(now)s
+FROM gone ORDER BY message_id;
+
+-- name: discard_consumed
+-- A turn's discarded messages, each with its own reason, only if they belong to the
+-- committing instance; the rows are deleted with the other consumed messages.
+INSERT INTO discarded_messages (instance_id, execution_id, event, reason, detail, discarded_at)
+SELECT m.instance_id, m.execution_id, m.event, d.reason, d.detail, %(now)s
+FROM unnest(%(ids)s::bigint[], %(reasons)s::text[], %(details)s::text[])
+     WITH ORDINALITY AS d (message_id, reason, detail, ordinality)
+JOIN orchestration_messages AS m ON m.message_id = d.message_id AND m.instance_id = %(instance_id)s
+ORDER BY d.ordinality;
+
+-- name: delete_consumed
+DELETE FROM orchestration_messages
+WHERE instance_id = %(instance_id)s AND message_id = ANY(%(ids)s::bigint[]);
+
+-- name: insert_discards
+INSERT INTO discarded_messages (instance_id, execution_id, event, reason, detail, discarded_at)
+SELECT instance_id, execution_id, event, reason, detail, %(now)s
+FROM unnest(%(instance_ids)s::text[], %(execution_ids)s::integer[], %(events)s::text[],
+            %(reasons)s::text[], %(details)s::text[])
+     WITH ORDINALITY AS d (instance_id, execution_id, event, reason, detail, ordinality)
+ORDER BY ordinality;
+
+
+-- ===== orchestration leases ===============================================================
+
+-- name: try_lock_lease
+-- The lease row of an instance whose row this transaction holds; a lease row locked by
+-- its holder (renewing, committing, abandoning) is in use: skipped.
+SELECT * FROM orchestration_leases WHERE instance_id = %(instance_id)s FOR UPDATE SKIP LOCKED;
+
+-- name: lock_lease
+SELECT * FROM orchestration_leases WHERE instance_id = %(instance_id)s FOR UPDATE;
+
+-- name: lease_exists
+SELECT 1 FROM orchestration_leases WHERE instance_id = %(instance_id)s;
+
+-- name: upsert_lease
+-- Only called for an instance with no live lease, under its row lock and lease row lock;
+-- replacing an expired lease's token is the takeover that fences its old holder out.
+INSERT INTO orchestration_leases (instance_id, owner, token, expires_at, lease_seconds, locked_at)
+VALUES (%(instance_id)s, %(owner)s, %(token)s, %(expires_at)s, %(lease_seconds)s, %(now)s)
+ON CONFLICT (instance_id) DO UPDATE SET
+    owner = excluded.owner,
+    token = excluded.token,
+    expires_at = excluded.expires_at,
+    lease_seconds = excluded.lease_seconds,
+    locked_at = excluded.locked_at;
+
+-- name: renew_lease
+UPDATE orchestration_leases SET expires_at = %(expires_at)s, lease_seconds = %(lease_seconds)s
+WHERE instance_id = %(instance_id)s AND token = %(token)s;
+
+-- name: extend_lease
+UPDATE orchestration_leases SET expires_at = %(expires_at)s
+WHERE instance_id = %(instance_id)s AND token = %(token)s;
+
+-- name: release_lease
+DELETE FROM orchestration_leases WHERE instance_id = %(instance_id)s AND token = %(token)s;
+
+
+-- ===== activity tasks =====================================================================
+
+-- name: insert_activity_tasks
+INSERT INTO activity_tasks (
+    instance_id, execution_id, task_id, name, input, attempt, enqueued_at, visible_at
+)
+SELECT instance_id, execution_id, task_id, name, input, attempt, %(now)s, visible_at
+FROM unnest(%(instance_ids)s::text[], %(execution_ids)s::integer[], %(task_ids)s::integer[],
+            %(names)s::text[], %(inputs)s::text[], %(attempts)s::integer[], %(visible_ats)s::float8[])
+     WITH ORDINALITY AS t (instance_id, execution_id, task_id, name, input, attempt, visible_at, ordinality)
+ORDER BY ordinality;
+
+-- name: activity_candidates
+-- Due tasks and tasks whose lease expired (a locked task's visible_at is its lease expiry);
+-- tasks another worker is locking right now are skipped.
+SELECT * FROM activity_tasks
+WHERE visible_at <= %(now)s
+  AND (%(names)s::text[] IS NULL OR name = ANY(%(names)s::text[]))
+  AND (%(task_row_ids)s::bigint[] IS NULL OR task_row_id = ANY(%(task_row_ids)s::bigint[]))
+ORDER BY visible_at, task_row_id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: lock_activity_tasks
+UPDATE activity_tasks AS t SET
+    lease_owner = %(owner)s,
+    lease_token = l.token,
+    lease_expires_at = %(expires_at)s,
+    visible_at = %(expires_at)s,
+    delivery_count = t.delivery_count + 1
+FROM unnest(%(ids)s::bigint[], %(tokens)s::text[]) AS l (task_row_id, token)
+WHERE t.task_row_id = l.task_row_id;
+
+-- name: lock_instances_of_tasks
+-- complete_activities decides on the instances' status and execution: hold them (shared),
+-- in one order, before the tasks, as commit_turns does.
+SELECT i.instance_id FROM instances AS i
+WHERE i.instance_id IN (SELECT instance_id FROM activity_tasks WHERE task_row_id = ANY(%(ids)s::bigint[]))
+ORDER BY i.instance_id
+FOR SHARE;
+
+-- name: tasks_with_instances
+-- complete_activities: the tasks (locked) with their instance's status and current execution.
+SELECT t.*, i.status AS instance_status, i.execution_id AS current_execution
+FROM activity_tasks AS t
+LEFT JOIN instances AS i ON i.instance_id = t.instance_id
+WHERE t.task_row_id = ANY(%(ids)s::bigint[])
+ORDER BY t.task_row_id
+FOR UPDATE OF t;
+
+-- name: renew_activity_leases
+UPDATE activity_tasks AS t SET lease_expires_at = %(expires_at)s, visible_at = %(expires_at)s
+FROM unnest(%(ids)s::bigint[], %(tokens)s::text[]) AS l (task_row_id, token)
+WHERE t.task_row_id = l.task_row_id AND t.lease_token = l.token
+RETURNING t.task_row_id, t.lease_token;
+
+-- name: abandon_activity
+UPDATE activity_tasks SET
+    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, visible_at = %(visible_at)s
+WHERE task_row_id = %(task_row_id)s AND lease_token = %(token)s;
+
+-- name: discard_unlocked_tasks
+-- A terminal instance's tasks no live worker holds: deleted (one statement: a task being
+-- locked concurrently is re-checked once its lock is released), returned for the record.
+DELETE FROM activity_tasks
+WHERE instance_id = %(instance_id)s AND (lease_token IS NULL OR lease_expires_at <= %(now)s)
+RETURNING *;
+
+-- name: tasks_of_instance
+SELECT * FROM activity_tasks WHERE instance_id = %(instance_id)s ORDER BY task_row_id;
+
+-- name: delete_tasks_by_id
+DELETE FROM activity_tasks WHERE task_row_id = ANY(%(ids)s::bigint[]);
+
+
+-- ===== notifications ======================================================================
+
+-- name: notify
+-- Delivered to listeners when (and only if) the transaction commits. The payload names the
+-- sending store object, whose own listener ignores it (it has signalled its waiters already).
+SELECT pg_notify(channel, %(sender)s) FROM unnest(%(channels)s::text[]) AS c (channel);
+
+
+-- ===== diagnosis reads ====================================================================
+
+-- name: queue_stats
+SELECT
+    (SELECT COUNT(*) FROM orchestration_messages) AS orchestration_depth,
+    (SELECT COUNT(*) FROM orchestration_messages WHERE visible_at <= %(now)s) AS orchestration_visible,
+    (SELECT MIN(visible_at) FROM orchestration_messages WHERE visible_at <= %(now)s) AS oldest_orchestration,
+    (SELECT COUNT(*) FROM activity_tasks) AS activity_depth,
+    (SELECT COUNT(*) FROM activity_tasks WHERE visible_at <= %(now)s) AS activity_visible,
+    (SELECT COUNT(*) FROM activity_tasks
+     WHERE lease_token IS NOT NULL AND lease_expires_at > %(now)s) AS activity_locked,
+    (SELECT MIN(visible_at) FROM activity_tasks WHERE visible_at <= %(now)s) AS oldest_activity,
+    (SELECT COUNT(*) FROM dead_letters) AS dead_letters;
+
+-- name: dead_letters
+SELECT * FROM dead_letters
+WHERE (%(instance_id)s::text IS NULL OR instance_id = %(instance_id)s::text)
+ORDER BY dead_letter_id DESC
+LIMIT %(limit)s;
+
+-- name: discarded_messages
+SELECT * FROM discarded_messages
+WHERE (%(instance_id)s::text IS NULL OR instance_id = %(instance_id)s::text)
+ORDER BY discard_id DESC
+LIMIT %(limit)s;
+
+-- name: next_visible_at
+-- A message of a leased instance cannot be taken before the lease expires.
+SELECT MIN(t) AS next_visible_at FROM (
+    SELECT MIN(visible_at) AS t FROM activity_tasks
+    UNION ALL
+    SELECT MIN(GREATEST(l.expires_at, m.visible_at)) AS t
+    FROM orchestration_messages AS m
+    LEFT JOIN orchestration_leases AS l ON l.instance_id = m.instance_id
+) AS due;
+
+-- name: unserved_instances
+-- Live instances with a message due since :due_before that no worker holds, whose
+-- orchestration name is not among :names.
+SELECT m.instance_id
+FROM orchestration_messages AS m
+JOIN instances AS i ON i.instance_id = m.instance_id
+LEFT JOIN orchestration_leases AS l ON l.instance_id = m.instance_id
+WHERE m.visible_at <= %(due_before)s
+  AND (l.instance_id IS NULL OR l.expires_at <= %(now)s)
+  AND i.status NOT IN ('COMPLETED', 'FAILED', 'TERMINATED')
+  AND i.name <> ALL(%(names)s::text[])
+GROUP BY m.instance_id
+ORDER BY MIN(m.visible_at)
+LIMIT %(limit)s;
+
+-- name: unserved_tasks
+-- Tasks due since :due_before, not held by a live lease, whose name is not among :names.
+SELECT task_row_id FROM activity_tasks
+WHERE visible_at <= %(due_before)s
+  AND name <> ALL(%(names)s::text[])
+ORDER BY visible_at, task_row_id
+LIMIT %(limit)s;
+
+
+-- ===== workers ============================================================================
+
+-- name: upsert_worker
+INSERT INTO workers (
+    worker_id, host, pid, orchestrations, activities, concurrency, started_at, heartbeat_at
+) VALUES (
+    %(worker_id)s, %(host)s, %(pid)s, %(orchestrations)s, %(activities)s, %(concurrency)s,
+    %(started_at)s, %(heartbeat_at)s
+)
+ON CONFLICT (worker_id) DO UPDATE SET
+    host = excluded.host,
+    pid = excluded.pid,
+    orchestrations = excluded.orchestrations,
+    activities = excluded.activities,
+    concurrency = excluded.concurrency,
+    started_at = excluded.started_at,
+    heartbeat_at = excluded.heartbeat_at;
+
+-- name: delete_worker
+DELETE FROM workers WHERE worker_id = %(worker_id)s;
+
+-- name: list_workers
+SELECT * FROM workers
+WHERE (%(alive_since)s::float8 IS NULL OR heartbeat_at >= %(alive_since)s::float8)
+ORDER BY worker_id;

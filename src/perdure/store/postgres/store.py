@@ -1,0 +1,530 @@
+"""The PostgreSQL implementation of :class:`perdure.store.base.Store`."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from perdure.core.history import ExecutionStarted
+from perdure.core.status import OrchestrationStatus
+from perdure.errors import InstanceExistsError, InvalidInputError
+from perdure.store.base import (
+    ActivityCompletion,
+    ActivityWorkItem,
+    DeadLetter,
+    DiscardRecord,
+    HistoryRecord,
+    InstanceQuery,
+    InstanceRecord,
+    Message,
+    NewInstance,
+    OrchestrationWorkItem,
+    Outcome,
+    Page,
+    QueuedMessage,
+    QueueStats,
+    TurnCommit,
+    WorkerRecord,
+)
+from perdure.store.notify import INSTANCES, ORCHESTRATIONS, Notifier
+from perdure.store.postgres import activities, orchestrations
+from perdure.store.postgres.connection import Database, RetryPolicy, Tx
+from perdure.store.postgres.listen import Listener, channels
+from perdure.store.postgres.migrations import migrate
+from perdure.store.postgres.queries import Q
+from perdure.store.sqlite.rows import (
+    TERMINAL,
+    dead_letter_from_row,
+    decode_cursor,
+    discard_from_row,
+    encode_cursor,
+    event_row,
+    history_from_row,
+    instance_from_row,
+    message_from_row,
+    payload,
+    task_from_row,
+    worker_from_row,
+    worker_params,
+)
+from perdure.store.sqlite.tx import QueueOptions, dumps_checked
+
+SCHEMES = ("postgresql", "postgres")
+Conn = psycopg.Connection[dict[str, Any]]
+
+
+def public_url(url: str) -> str:
+    """``url`` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class PostgresStore:
+    """A store in one PostgreSQL database, shared by any number of worker processes.
+
+    Options: ``clock`` (``() -> float`` UTC epoch seconds, default ``time.time``; every
+    process sharing a database should agree on it), ``max_deliveries`` (tries before an
+    undeliverable message is dead-lettered, default 25), ``defer_backoff`` /
+    ``defer_backoff_cap`` (backoff of those tries: 0.1 s doubling up to 30 s),
+    ``pool_size`` (most connections, default 10; or a ``(min, max)`` pair), ``connect_timeout``
+    (seconds to wait for a connection, default 10), ``retry_attempts`` / ``retry_backoff``
+    (transient faults: 6 tries, from 0.05 s doubling up to 2 s), ``notify`` (LISTEN/NOTIFY
+    wake-ups across processes, default on), ``prepare_threshold`` (psycopg's; ``None``
+    behind a transaction-pooling PgBouncer) and ``application_name``.
+
+    Leases: as in the SQLite store, a token holds until another caller takes the lease over
+    (possible only once it has expired) or it is released; a holder whose lease expired but
+    was not yet taken over may still write.
+
+    Faults: an operation that meets a transient fault (lost connection, server restarting,
+    deadlock) before COMMIT is retried; if the connection fails *during* COMMIT the outcome
+    is unknown and :class:`~perdure.errors.StoreUnavailableError` is raised. Repeating the
+    operation is safe: writes under a lease are fenced by its token and duplicated messages
+    are discarded on delivery.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_deliveries: int = 25,
+        defer_backoff: float = 0.1,
+        defer_backoff_cap: float = 30.0,
+        pool_size: int | tuple[int, int] = 10,
+        connect_timeout: float = 10.0,
+        retry_attempts: int = 6,
+        retry_backoff: float = 0.05,
+        notify: bool = True,
+        prepare_threshold: int | None = 5,
+        application_name: str = "perdure",
+    ) -> None:
+        if max_deliveries < 1:
+            raise InvalidInputError(f"max_deliveries must be at least 1, not {max_deliveries}")
+        if url.split("://", 1)[0].lower() not in SCHEMES:
+            raise InvalidInputError(f"not a PostgreSQL URL: {public_url(url)!r}")
+        min_size, max_size = (1, pool_size) if isinstance(pool_size, int) else pool_size
+        if not 0 <= min_size <= max_size or max_size < 1:
+            raise InvalidInputError(f"pool_size must be a positive size or a (min, max) pair, not {pool_size!r}")
+        self.url = public_url(url)
+        self.clock = clock
+        self.notifier = Notifier()
+        self.fault_hook: Callable[[str], None] | None = None
+        self.options = QueueOptions(max_deliveries, float(defer_backoff), float(defer_backoff_cap))
+        self.notify_enabled = notify
+        self.sender = secrets.token_hex(8)  # NOTIFY payload: lets our listener skip our own
+        self._db = Database(
+            url,
+            display=self.url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=connect_timeout,
+            retry=RetryPolicy(attempts=max(1, retry_attempts), backoff=retry_backoff),
+            prepare_threshold=prepare_threshold,
+            application_name=application_name,
+        )
+        self.listener: Listener | None = None
+        try:
+            self._db.write("migrate", lambda tx: migrate(tx.conn, now=tx.now), clock=clock, before_commit=_nothing)
+            if notify:
+                self.listener = Listener(
+                    url,
+                    self.notifier,
+                    sender=self.sender,
+                    connect_kwargs={
+                        "connect_timeout": max(1, int(connect_timeout)),
+                        "application_name": f"{application_name}-listener",
+                        "keepalives": 1,
+                        "keepalives_idle": 30,
+                        "keepalives_interval": 10,
+                        "keepalives_count": 3,
+                    },
+                )
+        except BaseException:
+            self._db.close()
+            raise
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> PostgresStore:
+        """Open ``postgresql://user[:password]@host[:port]/database[?param=value...]`` (also
+        ``postgres://``); libpq parameters in the query string are passed through."""
+        return cls(url, **options)
+
+    def close(self) -> None:
+        """Stop the listener and close the connections. Idempotent."""
+        if self.listener is not None:
+            self.listener.close()
+        self._db.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.url!r})"
+
+    # -- transactions --
+
+    def _write(self, method: str, body: Callable[[Tx], Any]) -> Any:
+        """Run ``body`` in one transaction (retried on transient faults before COMMIT). The
+        NOTIFYs and the fault hook run last inside it; local waiters are woken after it."""
+
+        def before_commit(tx: Tx) -> None:
+            if tx.topics and self.notify_enabled:
+                tx.run(Q.notify, {"channels": channels(tx.topics), "sender": self.sender})
+            if self.fault_hook is not None:
+                self.fault_hook(f"{method}:inside")
+
+        result, topics = self._db.write(method, body, clock=self.clock, before_commit=before_commit)
+        if topics:
+            self.notifier.notify(*sorted(topics))
+        return result
+
+    def _read(self, method: str, body: Callable[[Conn], Any]) -> Any:
+        return self._db.read(method, body)
+
+    # -- client writes --
+
+    def create_instance(self, instance: NewInstance, *, replace_terminal: bool = False) -> None:
+        """See :meth:`perdure.store.base.Store.create_instance`."""
+        input_text = payload(instance.input, f"input of instance {instance.instance_id!r}")
+        iid = instance.instance_id
+
+        def body(tx: Tx) -> None:
+            key = {"instance_id": iid}
+            tx.one(Q.lock_instance_id, key)
+            row = tx.one(Q.lock_instance, key)
+            if row is not None:
+                if row["status"] not in TERMINAL:
+                    raise InstanceExistsError(f"instance {iid!r} already exists and is {row['status']}")
+                if not replace_terminal:
+                    raise InstanceExistsError(
+                        f"instance {iid!r} already exists ({row['status']}); purge it or start with "
+                        f"replace_terminal=True to reuse the id"
+                    )
+                for query in (Q.delete_history, Q.delete_messages, Q.delete_tasks, Q.delete_leases):
+                    tx.run(query, {"ids": [iid]})
+                tx.run(Q.delete_instances, {"ids": [iid]})
+            orchestrations.insert_instance(tx, iid, instance.name, input_text, instance.parent)
+            start = ExecutionStarted(
+                timestamp=tx.now, name=instance.name, input=instance.input, execution_id=1, parent=instance.parent
+            )
+            outbox = orchestrations.Outbox()
+            outbox.add(iid, 1, *event_row(start), tx.now, instance.start_at)
+            outbox.flush(tx)
+            tx.notify(ORCHESTRATIONS, INSTANCES)
+
+        self._write("create_instance", body)
+
+    def enqueue_messages(self, messages: Sequence[Message]) -> None:
+        """See :meth:`perdure.store.base.Store.enqueue_messages`."""
+        encoded = [(m, type(m.event).__name__, dumps_checked(m.event, "a message")) for m in messages]
+        if not encoded:
+            return
+
+        def body(tx: Tx) -> None:
+            outbox = orchestrations.Outbox()
+            for m, kind, text in encoded:
+                outbox.add(m.instance_id, m.execution_id, kind, text, tx.now, m.visible_at)
+            outbox.flush(tx)
+
+        self._write("enqueue_messages", body)
+
+    def purge_instances(self, instance_ids: Sequence[str]) -> int:
+        """See :meth:`perdure.store.base.Store.purge_instances`."""
+        ids = sorted(set(instance_ids))
+        if not ids:
+            return 0
+
+        def body(tx: Tx) -> int:
+            return _purge(tx, [r["instance_id"] for r in tx.all(Q.terminal_instances_among, {"ids": ids})])
+
+        return int(self._write("purge_instances", body))
+
+    def purge_where(self, query: InstanceQuery) -> int:
+        """See :meth:`perdure.store.base.Store.purge_where`."""
+        params = _filter_params(query)
+
+        def body(tx: Tx) -> int:
+            return _purge(tx, [r["instance_id"] for r in tx.all(Q.terminal_instances_matching, params)])
+
+        return int(self._write("purge_where", body))
+
+    # -- orchestration work --
+
+    def lock_orchestrations(
+        self,
+        owner: str,
+        *,
+        lease_seconds: float,
+        limit: int = 1,
+        names: Collection[str] | None = None,
+        known_history: Mapping[str, tuple[int, int]] | None = None,
+        instance_ids: Collection[str] | None = None,
+    ) -> list[OrchestrationWorkItem]:
+        """See :meth:`perdure.store.base.Store.lock_orchestrations`.
+
+        Beyond the contract (as in the SQLite store): an execution whose history is still
+        empty gets its ``ExecutionStarted`` first among the returned messages; other messages
+        for it wait (without using up tries) until that start message is due.
+        """
+        if limit < 1:
+            return []
+
+        def body(tx: Tx) -> list[OrchestrationWorkItem]:
+            return orchestrations.lock_orchestrations(
+                tx,
+                self.options,
+                owner,
+                lease_seconds=lease_seconds,
+                limit=limit,
+                names=names,
+                known_history=known_history,
+                instance_ids=instance_ids,
+            )
+
+        return list(self._write("lock_orchestrations", body))
+
+    def commit_turns(self, commits: Sequence[TurnCommit]) -> list[Outcome]:
+        """See :meth:`perdure.store.base.Store.commit_turns`.
+
+        Payloads are encoded before the transaction: one that is not JSON raises
+        :class:`~perdure.errors.SerializationError` for the whole batch, which writes nothing.
+        """
+        prepared = [orchestrations.prepare_turn(c) for c in commits]
+        if not prepared:
+            return []
+        return list(self._write("commit_turns", lambda tx: orchestrations.commit_turns(tx, prepared)))
+
+    def abandon_orchestration(self, instance_id: str, lease_token: str, *, retry_after: float = 0.0) -> None:
+        """See :meth:`perdure.store.base.Store.abandon_orchestration`."""
+        self._write(
+            "abandon_orchestration", lambda tx: orchestrations.abandon(tx, instance_id, lease_token, retry_after)
+        )
+
+    def renew_orchestration_lease(self, instance_id: str, lease_token: str, lease_seconds: float) -> float:
+        """See :meth:`perdure.store.base.Store.renew_orchestration_lease`."""
+        return float(
+            self._write(
+                "renew_orchestration_lease",
+                lambda tx: orchestrations.renew(tx, instance_id, lease_token, lease_seconds),
+            )
+        )
+
+    # -- activity work --
+
+    def lock_activities(
+        self,
+        owner: str,
+        *,
+        lease_seconds: float,
+        limit: int = 1,
+        names: Collection[str] | None = None,
+        task_row_ids: Collection[int] | None = None,
+    ) -> list[ActivityWorkItem]:
+        """See :meth:`perdure.store.base.Store.lock_activities`."""
+        if limit < 1:
+            return []
+
+        def body(tx: Tx) -> list[ActivityWorkItem]:
+            return activities.lock_activities(
+                tx, owner, lease_seconds=lease_seconds, limit=limit, names=names, task_row_ids=task_row_ids
+            )
+
+        return list(self._write("lock_activities", body))
+
+    def complete_activities(self, completions: Sequence[ActivityCompletion]) -> list[Outcome]:
+        """See :meth:`perdure.store.base.Store.complete_activities`."""
+        prepared = activities.prepare_completions(completions)
+        if not prepared:
+            return []
+        return list(self._write("complete_activities", lambda tx: activities.complete_activities(tx, prepared)))
+
+    def renew_activity_leases(self, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:
+        """See :meth:`perdure.store.base.Store.renew_activity_leases`."""
+        if not leases:
+            return []
+        return list(
+            self._write("renew_activity_leases", lambda tx: activities.renew_leases(tx, leases, lease_seconds))
+        )
+
+    def abandon_activity(self, task_row_id: int, lease_token: str, *, retry_after: float = 0.0) -> None:
+        """See :meth:`perdure.store.base.Store.abandon_activity`."""
+        self._write("abandon_activity", lambda tx: activities.abandon(tx, task_row_id, lease_token, retry_after))
+
+    # -- workers --
+
+    def heartbeat(self, worker: WorkerRecord) -> None:
+        """See :meth:`perdure.store.base.Store.heartbeat`."""
+        self._write("heartbeat", lambda tx: tx.run(Q.upsert_worker, worker_params(worker, tx.now)))
+
+    def remove_worker(self, worker_id: str) -> None:
+        """See :meth:`perdure.store.base.Store.remove_worker`."""
+        self._write("remove_worker", lambda tx: tx.run(Q.delete_worker, {"worker_id": worker_id}))
+
+    def list_workers(self, *, alive_within: float | None = None) -> list[WorkerRecord]:
+        """See :meth:`perdure.store.base.Store.list_workers`."""
+        since = None if alive_within is None else self.clock() - alive_within
+        rows = self._read("list_workers", lambda c: c.execute(Q.list_workers, {"alive_since": since}).fetchall())
+        return [worker_from_row(r) for r in rows]
+
+    # -- reads --
+
+    def get_instance(self, instance_id: str) -> InstanceRecord | None:
+        """See :meth:`perdure.store.base.Store.get_instance`."""
+        row = self._read(
+            "get_instance", lambda c: c.execute(Q.get_instance, {"instance_id": instance_id}).fetchone()
+        )
+        return None if row is None else instance_from_row(row)
+
+    def get_history(
+        self,
+        instance_id: str,
+        *,
+        execution_id: int | None = None,
+        after_sequence: int = -1,
+        limit: int | None = None,
+    ) -> list[HistoryRecord]:
+        """See :meth:`perdure.store.base.Store.get_history`."""
+        params = {
+            "instance_id": instance_id,
+            "execution_id": execution_id,
+            "after_sequence": after_sequence,
+            "limit": None if limit is None else max(0, limit),
+        }
+        rows = self._read("get_history", lambda c: c.execute(Q.history_page, params).fetchall())
+        return [history_from_row(r) for r in rows]
+
+    def list_instances(self, query: InstanceQuery) -> Page:
+        """See :meth:`perdure.store.base.Store.list_instances`.
+
+        ``created_after`` is inclusive, ``created_before`` exclusive; the cursor is opaque.
+        """
+        limit = max(1, query.limit)
+        params = _filter_params(query)
+        params["cursor_created"], params["cursor_id"] = (None, None)
+        if query.cursor:
+            params["cursor_created"], params["cursor_id"] = decode_cursor(query.cursor)
+        params["limit"] = limit + 1
+        rows = self._read("list_instances", lambda c: c.execute(Q.list_instances, params).fetchall())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["instance_id"]) if more else None
+        return Page([instance_from_row(r) for r in rows], cursor)
+
+    def pending_messages(self, instance_id: str) -> list[QueuedMessage]:
+        """See :meth:`perdure.store.base.Store.pending_messages`."""
+        rows = self._read(
+            "pending_messages",
+            lambda c: c.execute(Q.messages_of_instance, {"instance_id": instance_id}).fetchall(),
+        )
+        return [message_from_row(r) for r in rows]
+
+    def activity_tasks(self, instance_id: str) -> list[ActivityWorkItem]:
+        """See :meth:`perdure.store.base.Store.activity_tasks`."""
+        rows = self._read(
+            "activity_tasks", lambda c: c.execute(Q.tasks_of_instance, {"instance_id": instance_id}).fetchall()
+        )
+        return [task_from_row(r) for r in rows]
+
+    def queue_stats(self) -> QueueStats:
+        """See :meth:`perdure.store.base.Store.queue_stats`."""
+        now = self.clock()
+        row = self._read("queue_stats", lambda c: c.execute(Q.queue_stats, {"now": now}).fetchone())
+        oldest_orch, oldest_act = row["oldest_orchestration"], row["oldest_activity"]
+        return QueueStats(
+            orchestration_depth=row["orchestration_depth"],
+            orchestration_visible=row["orchestration_visible"],
+            oldest_orchestration_age=None if oldest_orch is None else max(0.0, now - oldest_orch),
+            activity_depth=row["activity_depth"],
+            activity_visible=row["activity_visible"],
+            activity_locked=row["activity_locked"],
+            oldest_activity_age=None if oldest_act is None else max(0.0, now - oldest_act),
+            dead_letters=row["dead_letters"],
+        )
+
+    def dead_letters(self, *, instance_id: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """See :meth:`perdure.store.base.Store.dead_letters`."""
+        params = {"instance_id": instance_id, "limit": limit}
+        rows = self._read("dead_letters", lambda c: c.execute(Q.dead_letters, params).fetchall())
+        return [dead_letter_from_row(r) for r in rows]
+
+    def discarded_messages(self, *, instance_id: str | None = None, limit: int = 100) -> list[DiscardRecord]:
+        """See :meth:`perdure.store.base.Store.discarded_messages`."""
+        params = {"instance_id": instance_id, "limit": limit}
+        rows = self._read("discarded_messages", lambda c: c.execute(Q.discarded_messages, params).fetchall())
+        return [discard_from_row(r) for r in rows]
+
+    def unserved_work(
+        self,
+        *,
+        orchestration_names: Collection[str],
+        activity_names: Collection[str],
+        older_than: float,
+        limit: int = 100,
+    ) -> tuple[list[str], list[int]]:
+        """See :meth:`perdure.store.base.Store.unserved_work`."""
+        now = self.clock()
+        due_before = now - older_than
+
+        def body(c: Conn) -> tuple[list[str], list[int]]:
+            instances = c.execute(
+                Q.unserved_instances,
+                {"now": now, "due_before": due_before, "names": sorted(orchestration_names), "limit": limit},
+            ).fetchall()
+            tasks = c.execute(
+                Q.unserved_tasks, {"due_before": due_before, "names": sorted(activity_names), "limit": limit}
+            ).fetchall()
+            return [r["instance_id"] for r in instances], [r["task_row_id"] for r in tasks]
+
+        result: tuple[list[str], list[int]] = self._read("unserved_work", body)
+        return result
+
+    def next_visible_at(self) -> float | None:
+        """See :meth:`perdure.store.base.Store.next_visible_at`."""
+        row = self._read("next_visible_at", lambda c: c.execute(Q.next_visible_at).fetchone())
+        return row["next_visible_at"]
+
+
+def _nothing(tx: Tx) -> None:
+    """A ``before_commit`` that does nothing."""
+
+
+def _purge(tx: Tx, instance_ids: list[str]) -> int:
+    """Delete the (locked, terminal) instances and everything recorded about them."""
+    if not instance_ids:
+        return 0
+    for query in (
+        Q.delete_history,
+        Q.delete_messages,
+        Q.delete_tasks,
+        Q.delete_leases,
+        Q.delete_dead_letters,
+        Q.delete_discards,
+        Q.delete_instances,
+    ):
+        tx.run(query, {"ids": instance_ids})
+    tx.notify(INSTANCES)
+    return len(instance_ids)
+
+
+def _filter_params(query: InstanceQuery) -> dict[str, Any]:
+    """The filter parameters shared by ``list_instances`` and ``terminal_instances_matching``."""
+    statuses = None
+    if query.statuses is not None:
+        statuses = sorted(OrchestrationStatus(s).value for s in query.statuses)
+    return {
+        "statuses": statuses,
+        "name": query.name,
+        "created_after": query.created_after,
+        "created_before": query.created_before,
+        "parent_instance_id": query.parent_instance_id,
+        "prefix": query.instance_id_prefix or None,
+    }

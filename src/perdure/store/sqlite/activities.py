@@ -1,0 +1,167 @@
+"""The activity side of the SQLite store: locking tasks, completing them, leases.
+
+A locked task keeps ``visible_at`` equal to its lease expiry, so "due, or locked with an
+expired lease" is the single condition ``visible_at <= now`` and one index serves both the
+queue scan and lease takeover.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Collection, Sequence
+
+from perdure.core.history import DiscardReason
+from perdure.errors import LeaseLost
+from perdure.store.base import ActivityCompletion, ActivityWorkItem, Outcome
+from perdure.store.notify import ACTIVITIES, ORCHESTRATIONS
+from perdure.store.sqlite.orchestrations import message_params
+from perdure.store.sqlite.queries import Q
+from perdure.store.sqlite.rows import TERMINAL, json_list, task_from_row
+from perdure.store.sqlite.tx import Tx, dumps_checked
+
+
+def lock_activities(
+    tx: Tx,
+    owner: str,
+    *,
+    lease_seconds: float,
+    limit: int,
+    names: Collection[str] | None,
+    task_row_ids: Collection[int] | None,
+) -> list[ActivityWorkItem]:
+    """See :meth:`perdure.store.base.Store.lock_activities`."""
+    rows = tx.conn.execute(
+        Q.activity_candidates,
+        {
+            "now": tx.now,
+            "names": json_list(sorted(names) if names is not None else None),
+            "task_row_ids": json_list(task_row_ids),
+            "limit": limit,
+        },
+    ).fetchall()
+    if not rows:
+        return []
+    expires_at = tx.now + lease_seconds
+    tokens = [secrets.token_hex(16) for _ in rows]
+    tx.conn.executemany(
+        Q.lock_activity_task,
+        [
+            {"task_row_id": r["task_row_id"], "owner": owner, "token": t, "expires_at": expires_at}
+            for r, t in zip(rows, tokens, strict=True)
+        ],
+    )
+    items = []
+    for row, token in zip(rows, tokens, strict=True):
+        item = task_from_row(row)
+        items.append(
+            ActivityWorkItem(
+                task_row_id=item.task_row_id,
+                instance_id=item.instance_id,
+                execution_id=item.execution_id,
+                task_id=item.task_id,
+                name=item.name,
+                input=item.input,
+                attempt=item.attempt,
+                lease_token=token,
+                lease_expires_at=expires_at,
+                enqueued_at=item.enqueued_at,
+                delivery_count=item.delivery_count + 1,
+            )
+        )
+    return items
+
+
+def prepare_completions(
+    completions: Sequence[ActivityCompletion],
+) -> list[tuple[ActivityCompletion, str, str]]:
+    """Encode each completion's event before the transaction: ``(completion, kind, JSON)``."""
+    return [
+        (c, type(c.event).__name__, dumps_checked(c.event, "an activity result"))
+        for c in completions
+    ]
+
+
+def complete_activities(
+    tx: Tx, prepared: Sequence[tuple[ActivityCompletion, str, str]]
+) -> list[Outcome]:
+    """See :meth:`perdure.store.base.Store.complete_activities`."""
+    if not prepared:
+        return []
+    ids = [c.task_row_id for c, _, _ in prepared]
+    tasks = {
+        r["task_row_id"]: r
+        for r in tx.conn.execute(Q.tasks_with_instances, {"ids": json.dumps(ids)})
+    }
+    outcomes: list[Outcome] = []
+    done: set[int] = set()
+    messages, discards = [], []
+    for completion, kind, text in prepared:
+        row = tasks.get(completion.task_row_id)
+        # The token holds until another caller takes the lease over (a fresh token).
+        if (
+            row is None
+            or completion.task_row_id in done
+            or row["lease_token"] != completion.lease_token
+        ):
+            outcomes.append(Outcome.LEASE_LOST)
+            continue
+        done.add(completion.task_row_id)
+        status, current = row["instance_status"], row["current_execution"]
+        if status is None or status in TERMINAL:
+            detail = f"instance is {status}" if status else "instance no longer exists"
+            discards.append((row, text, DiscardReason.TERMINAL_INSTANCE, detail))
+            outcomes.append(Outcome.DISCARDED)
+        elif current != row["execution_id"]:
+            detail = f"execution {row['execution_id']} has ended; execution {current} is current"
+            discards.append((row, text, DiscardReason.STALE_EXECUTION, detail))
+            outcomes.append(Outcome.DISCARDED)
+        else:
+            messages.append(
+                message_params(row["instance_id"], row["execution_id"], kind, text, tx.now, None)
+            )
+            outcomes.append(Outcome.OK)
+    tx.conn.executemany(Q.insert_message, messages)
+    tx.conn.executemany(
+        Q.insert_discard,
+        [
+            {
+                "instance_id": row["instance_id"],
+                "execution_id": row["execution_id"],
+                "event": text,
+                "reason": reason,
+                "detail": detail,
+                "now": tx.now,
+            }
+            for row, text, reason, detail in discards
+        ],
+    )
+    tx.conn.executemany(Q.delete_task, [{"task_row_id": i} for i in done])
+    if messages:
+        tx.notify(ORCHESTRATIONS)
+    return outcomes
+
+
+def renew_leases(tx: Tx, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:
+    """See :meth:`perdure.store.base.Store.renew_activity_leases`."""
+    expires_at = tx.now + lease_seconds
+    return [
+        tx.conn.execute(
+            Q.renew_activity_lease,
+            {"task_row_id": row_id, "token": token, "expires_at": expires_at},
+        ).rowcount
+        == 1
+        for row_id, token in leases
+    ]
+
+
+def abandon(tx: Tx, task_row_id: int, token: str, retry_after: float) -> None:
+    """See :meth:`perdure.store.base.Store.abandon_activity`."""
+    released = tx.conn.execute(
+        Q.abandon_activity,
+        {"task_row_id": task_row_id, "token": token, "visible_at": tx.now + max(0.0, retry_after)},
+    ).rowcount
+    if not released:
+        raise LeaseLost(f"the lease on activity task {task_row_id} is no longer held by this token")
+    if retry_after <= 0:
+        tx.notify(ACTIVITIES)

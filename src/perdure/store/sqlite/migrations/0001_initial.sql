@@ -1,0 +1,147 @@
+-- Migration 0001: the initial schema (perdure 0.1).
+--
+-- Migrations run in one transaction each, in version order; the runner records them in
+-- schema_migrations. See schema.sql for the documented current schema.
+
+-- Applied migrations; the schema version is MAX(version).
+CREATE TABLE schema_migrations (
+    version     INTEGER PRIMARY KEY,  -- NNNN of migrations/NNNN_name.sql
+    name        TEXT NOT NULL,        -- the migration's file name
+    applied_at  REAL NOT NULL         -- when it was applied
+);
+
+-- One row per orchestration instance; describes its current execution.
+CREATE TABLE instances (
+    instance_id          TEXT PRIMARY KEY,                 -- user-chosen or generated id
+    name                 TEXT NOT NULL,                    -- registered orchestration name
+    status               TEXT NOT NULL,                    -- OrchestrationStatus value
+    execution_id         INTEGER NOT NULL DEFAULT 1,       -- current execution (grows with continue-as-new)
+    input                TEXT,                             -- input of the current execution (JSON)
+    output               TEXT,                             -- result once COMPLETED (JSON)
+    failure              TEXT,                             -- Failure.to_dict() once FAILED (JSON)
+    custom_status        TEXT,                             -- last ctx.set_custom_status value (JSON)
+    parent_instance_id   TEXT,                             -- parent of a sub-orchestration, else NULL
+    parent_execution_id  INTEGER,                          -- parent execution that scheduled it
+    parent_task_id       INTEGER,                          -- parent's task id for this child
+    created_at           REAL NOT NULL,                    -- when the instance was created
+    last_updated_at      REAL NOT NULL,                    -- last write to this row
+    history_event_count  INTEGER NOT NULL DEFAULT 0,       -- events in the current execution's history
+    history_bytes        INTEGER NOT NULL DEFAULT 0,       -- UTF-8 size of those events
+    waiting_on           TEXT,                             -- WaitingOn.to_dict() after the last turn (JSON)
+    turns                INTEGER NOT NULL DEFAULT 0,       -- InstanceStats.turns: turns committed
+    full_replays         INTEGER NOT NULL DEFAULT 0,       -- InstanceStats.full_replays: turns replayed from event 0
+    replayed_events      INTEGER NOT NULL DEFAULT 0,       -- InstanceStats.replayed_events: events replayed, summed
+    last_turn_duration   REAL NOT NULL DEFAULT 0,          -- InstanceStats.last_turn_duration (seconds)
+    last_progress_at     REAL                              -- InstanceStats.last_progress_at: last turn that progressed
+);
+
+-- list_instances: newest first, keyset paging on (created_at, instance_id).
+CREATE INDEX instances_by_created ON instances (created_at, instance_id);
+
+-- list_instances / purge_where filtered by status.
+CREATE INDEX instances_by_status ON instances (status, created_at);
+
+-- list_instances filtered by parent (children of an instance).
+CREATE INDEX instances_by_parent ON instances (parent_instance_id) WHERE parent_instance_id IS NOT NULL;
+
+-- The event-sourced history of every execution of every instance.
+CREATE TABLE history (
+    instance_id   TEXT NOT NULL,     -- the instance
+    execution_id  INTEGER NOT NULL,  -- the execution (1, 2, ... across continue-as-new)
+    sequence      INTEGER NOT NULL,  -- 0-based position in the execution's history
+    event         TEXT NOT NULL,     -- the event (JSON)
+    PRIMARY KEY (instance_id, execution_id, sequence)
+) WITHOUT ROWID;
+
+-- Messages waiting to be applied by an orchestration turn.
+CREATE TABLE orchestration_messages (
+    message_id      INTEGER PRIMARY KEY AUTOINCREMENT,  -- increases in enqueue order, never reused
+    instance_id     TEXT NOT NULL,                      -- target instance (may not exist yet)
+    execution_id    INTEGER,                            -- target execution; NULL: current at delivery
+    kind            TEXT NOT NULL,                      -- the event's class name
+    event           TEXT NOT NULL,                      -- the event (JSON)
+    enqueued_at     REAL NOT NULL,                      -- when it was enqueued
+    visible_at      REAL NOT NULL,                      -- not delivered before (timers, backoff)
+    delivery_count  INTEGER NOT NULL DEFAULT 0          -- times handed out or deferred
+);
+
+-- lock_orchestrations / next_visible_at: due messages, oldest first.
+CREATE INDEX orchestration_messages_by_visible ON orchestration_messages (visible_at);
+
+-- Per-instance message order (message_id) for delivery, commit and diagnosis.
+CREATE INDEX orchestration_messages_by_instance ON orchestration_messages (instance_id, message_id);
+
+-- Orchestration leases: at most one holder per instance.
+CREATE TABLE orchestration_leases (
+    instance_id    TEXT PRIMARY KEY,  -- the locked instance
+    owner          TEXT NOT NULL,     -- the worker holding it
+    token          TEXT NOT NULL,     -- fresh random token per lock; every write presents it
+    expires_at     REAL NOT NULL,     -- after this another caller may take the lease over
+    lease_seconds  REAL NOT NULL,     -- duration used to extend the lease on commit
+    locked_at      REAL NOT NULL      -- when this token was issued
+);
+
+-- Activity tasks, queued or running.
+CREATE TABLE activity_tasks (
+    task_row_id       INTEGER PRIMARY KEY AUTOINCREMENT,  -- the task's handle, never reused
+    instance_id       TEXT NOT NULL,                      -- instance that scheduled it
+    execution_id      INTEGER NOT NULL,                   -- execution that scheduled it
+    task_id           INTEGER NOT NULL,                   -- the execution's task id
+    name              TEXT NOT NULL,                      -- registered activity name
+    input             TEXT,                               -- activity input (JSON)
+    attempt           INTEGER NOT NULL DEFAULT 1,         -- retry attempt, from 1
+    enqueued_at       REAL NOT NULL,                      -- when it was enqueued
+    visible_at        REAL NOT NULL,                      -- unlocked: due time; locked: lease expiry
+    delivery_count    INTEGER NOT NULL DEFAULT 0,         -- times locked
+    lease_owner       TEXT,                               -- worker holding it, NULL when unlocked
+    lease_token       TEXT,                               -- fresh random token per lock
+    lease_expires_at  REAL                                -- after this another caller may take it over
+);
+
+-- lock_activities / next_visible_at: due or lease-expired tasks, oldest first.
+CREATE INDEX activity_tasks_by_visible ON activity_tasks (visible_at);
+
+-- Tasks of one instance (terminal cleanup, purge, diagnosis).
+CREATE INDEX activity_tasks_by_instance ON activity_tasks (instance_id);
+
+-- Messages that could not be delivered after max_deliveries tries (invariant 3).
+CREATE TABLE dead_letters (
+    dead_letter_id    INTEGER PRIMARY KEY AUTOINCREMENT,  -- newest has the highest id
+    message_id        INTEGER NOT NULL,                   -- the message's id in the queue
+    instance_id       TEXT NOT NULL,                      -- its target instance
+    execution_id      INTEGER,                            -- its target execution
+    event             TEXT NOT NULL,                      -- the event (JSON)
+    reason            TEXT NOT NULL,                      -- DeadLetterReason value
+    delivery_count    INTEGER NOT NULL,                   -- tries made
+    enqueued_at       REAL NOT NULL,                      -- when it was first enqueued
+    dead_lettered_at  REAL NOT NULL                       -- when it was moved here
+);
+
+-- dead_letters(instance_id=...), purge.
+CREATE INDEX dead_letters_by_instance ON dead_letters (instance_id);
+
+-- Messages and tasks removed without being applied, with the reason (invariant 3).
+CREATE TABLE discarded_messages (
+    discard_id    INTEGER PRIMARY KEY AUTOINCREMENT,  -- newest has the highest id
+    instance_id   TEXT NOT NULL,                      -- the target instance
+    execution_id  INTEGER,                            -- the target execution
+    event         TEXT NOT NULL,                      -- the discarded event (JSON)
+    reason        TEXT NOT NULL,                      -- DiscardReason value
+    detail        TEXT,                               -- human-readable explanation
+    discarded_at  REAL NOT NULL                       -- when it was discarded
+);
+
+-- discarded_messages(instance_id=...), purge.
+CREATE INDEX discarded_messages_by_instance ON discarded_messages (instance_id);
+
+-- Worker heartbeats, for diagnosis (live workers, registered names).
+CREATE TABLE workers (
+    worker_id       TEXT PRIMARY KEY,  -- unique per worker process
+    host            TEXT NOT NULL,     -- host name
+    pid             INTEGER NOT NULL,  -- process id
+    orchestrations  TEXT NOT NULL,     -- registered orchestration names (JSON list)
+    activities      TEXT NOT NULL,     -- registered activity names (JSON list)
+    concurrency     TEXT NOT NULL,     -- concurrency limits by kind (JSON object)
+    started_at      REAL NOT NULL,     -- when the worker started
+    heartbeat_at    REAL NOT NULL      -- last heartbeat
+);

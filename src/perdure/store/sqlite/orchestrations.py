@@ -1,0 +1,545 @@
+"""The orchestration side of the SQLite store: locking instances with their messages,
+committing turns, abandoning and renewing leases.
+
+Every function runs inside a write transaction (:class:`Tx`) opened by the store, so each
+is atomic; fencing is a comparison of the caller's token with the lease row, made in the
+same transaction as the writes it guards.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from perdure.core.failure import Failure
+from perdure.core.history import (
+    DiscardReason,
+    ExecutionStarted,
+    HistoryEvent,
+    ParentRef,
+    SubOrchestrationFailed,
+    dumps_event,
+    loads_event,
+)
+from perdure.core.status import OrchestrationStatus
+from perdure.errors import LeaseLost
+from perdure.store.base import (
+    ChildStart,
+    DeadLetterReason,
+    OrchestrationWorkItem,
+    Outcome,
+    TurnCommit,
+)
+from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
+from perdure.store.sqlite.queries import Q
+from perdure.store.sqlite.rows import (
+    TERMINAL,
+    event_row,
+    failure_text,
+    instance_from_row,
+    json_list,
+    message_from_row,
+    payload,
+    task_event,
+    waiting_text,
+)
+from perdure.store.sqlite.tx import QueueOptions, Tx, dumps_checked
+
+# --- locking -----------------------------------------------------------------------------
+
+
+def lock_orchestrations(
+    tx: Tx,
+    options: QueueOptions,
+    owner: str,
+    *,
+    lease_seconds: float,
+    limit: int,
+    names: Collection[str] | None,
+    known_history: Mapping[str, tuple[int, int]] | None,
+    instance_ids: Collection[str] | None,
+) -> list[OrchestrationWorkItem]:
+    """See :meth:`perdure.store.base.Store.lock_orchestrations`.
+
+    Candidates are instances with a visible message and no live lease, oldest visible
+    message first. Sorting a candidate's messages either hands it out or removes every one of
+    its visible messages from view (discarded, deferred, dead-lettered or held), so asking
+    again for more candidates until ``limit`` is reached always terminates.
+    """
+    items: list[OrchestrationWorkItem] = []
+    params: dict[str, Any] = {
+        "now": tx.now,
+        "names": json_list(sorted(names) if names is not None else None),
+        "instance_ids": json_list(instance_ids),
+    }
+    while len(items) < limit:
+        params["limit"] = limit - len(items)
+        params["scan"] = max(64, 8 * params["limit"])
+        candidates = tx.conn.execute(Q.orchestration_candidates, params).fetchall()
+        if not candidates:
+            break
+        for candidate in candidates:
+            instance_id = candidate["instance_id"]
+            known = known_history.get(instance_id) if known_history else None
+            item = _lock_instance(tx, options, instance_id, owner, lease_seconds, known)
+            if item is not None:
+                items.append(item)
+    return items
+
+
+def _lock_instance(
+    tx: Tx,
+    options: QueueOptions,
+    instance_id: str,
+    owner: str,
+    lease_seconds: float,
+    known: tuple[int, int] | None,
+) -> OrchestrationWorkItem | None:
+    conn = tx.conn
+    row = conn.execute(Q.get_instance, {"instance_id": instance_id}).fetchone()
+    messages = conn.execute(
+        Q.visible_messages, {"instance_id": instance_id, "now": tx.now}
+    ).fetchall()
+    if row is None:
+        _defer(tx, options, messages, DeadLetterReason.INSTANCE_NOT_FOUND)
+        return None
+    status = row["status"]
+    if status in TERMINAL:
+        _discard(
+            tx, [(m, f"instance is {status}") for m in messages], DiscardReason.TERMINAL_INSTANCE
+        )
+        return None
+    current = row["execution_id"]
+    deliver, stale, future = [], [], []
+    for m in messages:
+        target = m["execution_id"]
+        if target is None or target == current:
+            deliver.append(m)
+        elif target < current:
+            stale.append((m, f"execution {target} has ended; execution {current} is current"))
+        else:
+            future.append(m)
+    _discard(tx, stale, DiscardReason.STALE_EXECUTION)
+    _defer(tx, options, future, DeadLetterReason.EXECUTION_NOT_FOUND)
+    if deliver and row["history_event_count"] == 0:
+        deliver = _start_first(tx, options, instance_id, current, deliver)
+    if not deliver:
+        return None
+
+    token = secrets.token_hex(16)
+    expires_at = tx.now + lease_seconds
+    conn.execute(
+        Q.upsert_lease,
+        {
+            "instance_id": instance_id,
+            "owner": owner,
+            "token": token,
+            "expires_at": expires_at,
+            "lease_seconds": lease_seconds,
+            "now": tx.now,
+        },
+    )
+    conn.execute(Q.mark_delivered, {"ids": json.dumps([m["message_id"] for m in deliver])})
+    history_from, history = _history_for(conn, row, known)
+    return OrchestrationWorkItem(
+        instance=instance_from_row(row),
+        lease_token=token,
+        lease_expires_at=expires_at,
+        messages=tuple(message_from_row(m, delivery_bump=1) for m in deliver),
+        history=history,
+        history_from=history_from,
+    )
+
+
+def _start_first(
+    tx: Tx, options: QueueOptions, instance_id: str, execution_id: int, deliver: list[sqlite3.Row]
+) -> list[sqlite3.Row]:
+    """Messages for an execution whose history is still empty: its ``ExecutionStarted`` must
+    come first. Without it in view, the others wait for it (held until the start message is
+    due, e.g. a scheduled start), or are deferred if there is no start message at all."""
+    starts = [m for m in deliver if m["kind"] == ExecutionStarted.__name__]
+    if starts:
+        return starts + [m for m in deliver if m["kind"] != ExecutionStarted.__name__]
+    pending = tx.conn.execute(
+        Q.pending_start, {"instance_id": instance_id, "execution_id": execution_id}
+    ).fetchone()
+    if pending is not None and pending["visible_at"] is not None:
+        tx.conn.execute(
+            Q.hold_messages,
+            {
+                "visible_at": pending["visible_at"],
+                "ids": json.dumps([m["message_id"] for m in deliver]),
+            },
+        )
+    else:
+        _defer(tx, options, deliver, DeadLetterReason.EXECUTION_NOT_FOUND)
+    return []
+
+
+def _defer(tx: Tx, options: QueueOptions, messages: Sequence[sqlite3.Row], reason: str) -> None:
+    """Push undeliverable messages back with exponential backoff; dead-letter those that
+    used up their tries. Never deleted without a trace (invariant 3)."""
+    if not messages:
+        return
+    deferred, dead = [], []
+    for m in messages:
+        tries = m["delivery_count"] + 1
+        if tries >= options.max_deliveries:
+            dead.append(
+                {"message_id": m["message_id"], "reason": reason, "tries": tries, "now": tx.now}
+            )
+        else:
+            visible_at = tx.now + options.backoff(tries)
+            deferred.append(
+                {"message_id": m["message_id"], "tries": tries, "visible_at": visible_at}
+            )
+    tx.conn.executemany(Q.defer_message, deferred)
+    tx.conn.executemany(Q.dead_letter_message, dead)
+    tx.conn.executemany(Q.delete_message, dead)
+
+
+def _discard(tx: Tx, messages: Sequence[tuple[sqlite3.Row, str | None]], reason: str) -> None:
+    """Delete messages with a discard record each."""
+    if not messages:
+        return
+    params = [
+        {"message_id": m["message_id"], "reason": reason, "detail": d, "now": tx.now}
+        for m, d in messages
+    ]
+    tx.conn.executemany(Q.discard_message, params)
+    tx.conn.executemany(Q.delete_message, params)
+
+
+def _history_for(
+    conn: sqlite3.Connection, row: sqlite3.Row, known: tuple[int, int] | None
+) -> tuple[int, tuple[HistoryEvent, ...]]:
+    """The part of the current execution's history the caller lacks."""
+    execution_id, count = row["execution_id"], row["history_event_count"]
+    start = 0
+    if known is not None and known[0] == execution_id and 0 <= known[1] <= count:
+        start = known[1]
+    if start == count:
+        return start, ()
+    rows = conn.execute(
+        Q.history_from,
+        {"instance_id": row["instance_id"], "execution_id": execution_id, "from_sequence": start},
+    ).fetchall()
+    return start, tuple(loads_event(r["event"]) for r in rows)
+
+
+# --- committing turns --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedTurn:
+    """A :class:`TurnCommit` with its payloads encoded, so that the transaction does no
+    serialisation that could fail half way and holds the write lock for less time."""
+
+    commit: TurnCommit
+    status: OrchestrationStatus
+    events: tuple[str, ...]
+    events_bytes: int
+    output: str | None
+    failure: str | None
+    custom_status: str | None
+    waiting_on: str | None
+    activity_inputs: tuple[str | None, ...]
+    messages: tuple[tuple[str, str], ...]
+    carried: tuple[tuple[str, str], ...]
+    continue_as_new_input: str | None
+
+
+def prepare_turn(commit: TurnCommit) -> PreparedTurn:
+    """Encode everything ``commit`` writes; :class:`SerializationError` if something is not JSON."""
+    events = tuple(dumps_checked(e, "a history event") for e in commit.new_events)
+    for child in commit.children:
+        payload(child.input, f"input of sub-orchestration {child.instance_id!r}")
+    return PreparedTurn(
+        commit=commit,
+        status=OrchestrationStatus(commit.status),
+        events=events,
+        events_bytes=sum(len(text.encode("utf-8")) for text in events),
+        output=payload(commit.output, "orchestration output"),
+        failure=failure_text(commit.failure),
+        custom_status=payload(commit.custom_status, "custom status"),
+        waiting_on=waiting_text(commit.waiting_on),
+        activity_inputs=tuple(
+            payload(a.input, f"input of activity {a.name!r}") for a in commit.activities
+        ),
+        messages=tuple(
+            (type(m.event).__name__, dumps_checked(m.event, "a message")) for m in commit.messages
+        ),
+        carried=tuple(
+            (type(e).__name__, dumps_checked(e, "a carried event")) for e in commit.carried_events
+        ),
+        continue_as_new_input=payload(commit.continue_as_new_input, "continue-as-new input"),
+    )
+
+
+def commit_turn(tx: Tx, turn: PreparedTurn) -> Outcome:
+    """Write one turn under a savepoint; ``LEASE_LOST`` (nothing written) unless the token
+    still holds the lease and the instance is not terminal (invariants 1, 2, 5)."""
+    c = turn.commit
+    conn = tx.conn
+    lease = conn.execute(Q.get_lease, {"instance_id": c.instance_id}).fetchone()
+    if lease is None or lease["token"] != c.lease_token:
+        return Outcome.LEASE_LOST
+    row = conn.execute(Q.get_instance, {"instance_id": c.instance_id}).fetchone()
+    if row is None or row["status"] in TERMINAL or row["execution_id"] != c.execution_id:
+        return Outcome.LEASE_LOST
+    conn.execute("SAVEPOINT turn")
+    written = _write_turn(tx, turn, row, lease)
+    if not written:
+        conn.execute("ROLLBACK TO turn")
+    conn.execute("RELEASE turn")
+    return Outcome.OK if written else Outcome.LEASE_LOST
+
+
+def _write_turn(tx: Tx, turn: PreparedTurn, row: sqlite3.Row, lease: sqlite3.Row) -> bool:
+    c = turn.commit
+    conn, now, iid = tx.conn, tx.now, c.instance_id
+
+    # Consumed messages: discard records first (they copy the row), then delete. A consumed
+    # message that is gone means someone else applied it: the turn must not commit.
+    conn.executemany(
+        Q.discard_consumed,
+        [
+            {"message_id": mid, "instance_id": iid, "reason": reason, "detail": detail, "now": now}
+            for mid, reason, detail in c.discarded
+        ],
+    )
+    consumed = sorted(set(c.consumed) | {mid for mid, _, _ in c.discarded})
+    if consumed:
+        deleted = conn.execute(
+            Q.delete_consumed, {"instance_id": iid, "ids": json.dumps(consumed)}
+        ).rowcount
+        if deleted != len(consumed):
+            return False
+
+    first = row["history_event_count"]
+    conn.executemany(
+        Q.insert_history,
+        [(iid, c.execution_id, first + i, text) for i, text in enumerate(turn.events)],
+    )
+    execution_id, input_text = c.execution_id, row["input"]
+    count, size = first + len(turn.events), row["history_bytes"] + turn.events_bytes
+    if c.continue_as_new:
+        execution_id, input_text, count, size = c.execution_id + 1, turn.continue_as_new_input, 0, 0
+    conn.execute(
+        Q.update_instance_after_turn,
+        {
+            "instance_id": iid,
+            "status": turn.status.value,
+            "execution_id": execution_id,
+            "input": input_text,
+            "output": turn.output,
+            "failure": turn.failure,
+            "custom_status": turn.custom_status,
+            "waiting_on": turn.waiting_on,
+            "history_event_count": count,
+            "history_bytes": size,
+            "now": now,
+            "full_replay": int(c.stats.full_replay),
+            "replayed_events": c.stats.replayed_events,
+            "duration": c.stats.duration,
+            "progressed": int(c.stats.progressed),
+        },
+    )
+    tx.notify(INSTANCES)
+
+    if c.activities:
+        conn.executemany(
+            Q.insert_activity_task,
+            [
+                {
+                    "instance_id": a.instance_id,
+                    "execution_id": a.execution_id,
+                    "task_id": a.task_id,
+                    "name": a.name,
+                    "input": text,
+                    "attempt": a.attempt,
+                    "now": now,
+                    "visible_at": now if a.visible_at is None else a.visible_at,
+                }
+                for a, text in zip(c.activities, turn.activity_inputs, strict=True)
+            ],
+        )
+        tx.notify(ACTIVITIES)
+    messages = [
+        message_params(m.instance_id, m.execution_id, kind, text, now, m.visible_at)
+        for m, (kind, text) in zip(c.messages, turn.messages, strict=True)
+    ]
+    for child in c.children:
+        messages.extend(_start_child(tx, child))
+    if c.continue_as_new:
+        messages.extend(_continue_as_new(tx, turn, row))
+    if messages:
+        conn.executemany(Q.insert_message, messages)
+        tx.notify(ORCHESTRATIONS)
+
+    if turn.status.is_terminal:
+        _discard_queued_tasks(tx, iid, f"instance became {turn.status.value}")
+    if c.release:
+        conn.execute(Q.release_lease, {"instance_id": iid, "token": c.lease_token})
+        if conn.execute(Q.has_messages, {"instance_id": iid}).fetchone():
+            tx.notify(ORCHESTRATIONS)
+    else:
+        conn.execute(
+            Q.extend_lease,
+            {
+                "instance_id": iid,
+                "token": c.lease_token,
+                "expires_at": now + lease["lease_seconds"],
+            },
+        )
+    return True
+
+
+def message_params(
+    instance_id: str,
+    execution_id: int | None,
+    kind: str,
+    text: str,
+    now: float,
+    visible_at: float | None,
+) -> dict[str, Any]:
+    """Parameters of the ``insert_message`` query."""
+    return {
+        "instance_id": instance_id,
+        "execution_id": execution_id,
+        "kind": kind,
+        "event": text,
+        "now": now,
+        "visible_at": now if visible_at is None else visible_at,
+    }
+
+
+def _start_child(tx: Tx, child: ChildStart) -> list[dict[str, Any]]:
+    """Create a sub-orchestration, or tell the parent at once why it cannot (invariant 4).
+    Returns the messages to enqueue."""
+    now, parent = tx.now, child.parent
+    existing = tx.conn.execute(Q.get_instance, {"instance_id": child.instance_id}).fetchone()
+    if existing is None:
+        input_text = payload(child.input)
+        tx.conn.execute(
+            Q.insert_instance,
+            {
+                "instance_id": child.instance_id,
+                "name": child.name,
+                "status": OrchestrationStatus.PENDING.value,
+                "input": input_text,
+                "parent_instance_id": parent.instance_id,
+                "parent_execution_id": parent.execution_id,
+                "parent_task_id": parent.task_id,
+                "now": now,
+            },
+        )
+        start = ExecutionStarted(
+            timestamp=now, name=child.name, input=child.input, execution_id=1, parent=parent
+        )
+        return [message_params(child.instance_id, 1, *event_row(start), now, None)]
+    started_by = (
+        existing["parent_instance_id"],
+        existing["parent_execution_id"],
+        existing["parent_task_id"],
+    )
+    if started_by == (parent.instance_id, parent.execution_id, parent.task_id):
+        return []  # the same start, redelivered: the child exists already
+    failure = Failure(
+        "perdure.errors.InstanceExistsError",
+        f"cannot start sub-orchestration {child.name!r}: instance id {child.instance_id!r} "
+        f"is already used by another instance (orchestration {existing['name']!r}, "
+        f"status {existing['status']})",
+        non_retryable=True,
+    )
+    event = SubOrchestrationFailed(timestamp=now, task_id=parent.task_id, failure=failure)
+    return [message_params(parent.instance_id, parent.execution_id, *event_row(event), now, None)]
+
+
+def _continue_as_new(tx: Tx, turn: PreparedTurn, row: sqlite3.Row) -> list[dict[str, Any]]:
+    """The messages that open the next execution: its ``ExecutionStarted``, then the carried
+    events, all addressed to it."""
+    c, now = turn.commit, tx.now
+    new_execution = c.execution_id + 1
+    parent = None
+    if row["parent_instance_id"] is not None:
+        parent = ParentRef(
+            row["parent_instance_id"], row["parent_execution_id"], row["parent_task_id"]
+        )
+    start = ExecutionStarted(
+        timestamp=now,
+        name=row["name"],
+        input=c.continue_as_new_input,
+        execution_id=new_execution,
+        parent=parent,
+    )
+    out = [message_params(c.instance_id, new_execution, *event_row(start), now, None)]
+    out.extend(
+        message_params(c.instance_id, new_execution, kind, text, now, None)
+        for kind, text in turn.carried
+    )
+    return out
+
+
+def _discard_queued_tasks(tx: Tx, instance_id: str, detail: str) -> None:
+    """A terminal instance's queued activity tasks will never be needed: remove those no
+    live worker holds, each with a discard record (a held one is discarded on completion)."""
+    rows = tx.conn.execute(
+        Q.unlocked_tasks_of_instance, {"instance_id": instance_id, "now": tx.now}
+    ).fetchall()
+    if not rows:
+        return
+    tx.conn.executemany(
+        Q.insert_discard,
+        [
+            {
+                "instance_id": r["instance_id"],
+                "execution_id": r["execution_id"],
+                "event": dumps_event(task_event(r)),
+                "reason": DiscardReason.TERMINAL_INSTANCE,
+                "detail": detail,
+                "now": tx.now,
+            }
+            for r in rows
+        ],
+    )
+    tx.conn.executemany(Q.delete_task, [{"task_row_id": r["task_row_id"]} for r in rows])
+
+
+# --- leases ------------------------------------------------------------------------------
+
+
+def abandon(tx: Tx, instance_id: str, token: str, retry_after: float) -> None:
+    """See :meth:`perdure.store.base.Store.abandon_orchestration`."""
+    released = tx.conn.execute(
+        Q.release_lease, {"instance_id": instance_id, "token": token}
+    ).rowcount
+    if not released:
+        raise LeaseLost(f"the lease on instance {instance_id!r} is no longer held by this token")
+    if retry_after > 0:
+        tx.conn.execute(
+            Q.delay_messages, {"instance_id": instance_id, "visible_at": tx.now + retry_after}
+        )
+    else:
+        tx.notify(ORCHESTRATIONS)
+
+
+def renew(tx: Tx, instance_id: str, token: str, lease_seconds: float) -> float:
+    """See :meth:`perdure.store.base.Store.renew_orchestration_lease`."""
+    expires_at = tx.now + lease_seconds
+    renewed = tx.conn.execute(
+        Q.renew_lease,
+        {
+            "instance_id": instance_id,
+            "token": token,
+            "expires_at": expires_at,
+            "lease_seconds": lease_seconds,
+        },
+    ).rowcount
+    if not renewed:
+        raise LeaseLost(f"the lease on instance {instance_id!r} is no longer held by this token")
+    return expires_at

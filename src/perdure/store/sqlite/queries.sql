@@ -1,0 +1,392 @@
+-- Named queries of the SQLite store (loaded by queries.py).
+--
+-- Each query starts with "-- name: <identifier>". Parameters are named (:param); a list is
+-- passed as one JSON array and expanded with json_each, so every query is one prepared
+-- statement whatever the list length, and a NULL list means "no filter".
+-- Terminal statuses are COMPLETED, FAILED and TERMINATED.
+
+
+-- ===== instances ==========================================================================
+
+-- name: get_instance
+SELECT * FROM instances WHERE instance_id = :instance_id;
+
+-- name: insert_instance
+-- A new instance: PENDING (or as given), execution 1, nothing run yet.
+INSERT INTO instances (
+    instance_id, name, status, execution_id, input,
+    parent_instance_id, parent_execution_id, parent_task_id, created_at, last_updated_at
+) VALUES (
+    :instance_id, :name, :status, 1, :input,
+    :parent_instance_id, :parent_execution_id, :parent_task_id, :now, :now
+);
+
+-- name: update_instance_after_turn
+-- The row after a committed turn; stats accumulate.
+UPDATE instances SET
+    status = :status,
+    execution_id = :execution_id,
+    input = :input,
+    output = :output,
+    failure = :failure,
+    custom_status = :custom_status,
+    waiting_on = :waiting_on,
+    history_event_count = :history_event_count,
+    history_bytes = :history_bytes,
+    last_updated_at = :now,
+    turns = turns + 1,
+    full_replays = full_replays + :full_replay,
+    replayed_events = replayed_events + :replayed_events,
+    last_turn_duration = :duration,
+    last_progress_at = CASE WHEN :progressed THEN :now ELSE last_progress_at END
+WHERE instance_id = :instance_id;
+
+-- name: list_instances
+-- Newest first; the cursor is the (created_at, instance_id) of the previous page's last row,
+-- so rows inserted meanwhile (newer) never shift the pages after it.
+SELECT * FROM instances
+WHERE (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
+  AND (:name IS NULL OR name = :name)
+  AND (:created_after IS NULL OR created_at >= :created_after)
+  AND (:created_before IS NULL OR created_at < :created_before)
+  AND (:parent_instance_id IS NULL OR parent_instance_id = :parent_instance_id)
+  AND (:prefix IS NULL OR substr(instance_id, 1, length(:prefix)) = :prefix)
+  AND (:cursor_created IS NULL
+       OR created_at < :cursor_created
+       OR (created_at = :cursor_created AND instance_id < :cursor_id))
+ORDER BY created_at DESC, instance_id DESC
+LIMIT :limit;
+
+-- name: terminal_instances_matching
+-- purge_where: the terminal instances matching the list_instances filters.
+SELECT instance_id FROM instances
+WHERE status IN ('COMPLETED', 'FAILED', 'TERMINATED')
+  AND (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
+  AND (:name IS NULL OR name = :name)
+  AND (:created_after IS NULL OR created_at >= :created_after)
+  AND (:created_before IS NULL OR created_at < :created_before)
+  AND (:parent_instance_id IS NULL OR parent_instance_id = :parent_instance_id)
+  AND (:prefix IS NULL OR substr(instance_id, 1, length(:prefix)) = :prefix);
+
+-- name: terminal_instances_among
+SELECT instance_id FROM instances
+WHERE instance_id IN (SELECT value FROM json_each(:ids))
+  AND status IN ('COMPLETED', 'FAILED', 'TERMINATED');
+
+-- name: delete_instances
+DELETE FROM instances WHERE instance_id IN (SELECT value FROM json_each(:ids));
+
+-- name: delete_history
+DELETE FROM history WHERE instance_id IN (SELECT value FROM json_each(:ids));
+
+-- name: delete_messages
+DELETE FROM orchestration_messages WHERE instance_id IN (SELECT value FROM json_each(:ids));
+
+-- name: delete_tasks
+DELETE FROM activity_tasks WHERE instance_id IN (SELECT value FROM json_each(:ids));
+
+-- name: delete_leases
+DELETE FROM orchestration_leases WHERE instance_id IN (SELECT value FROM json_each(:ids));
+
+-- name: delete_dead_letters
+DELETE FROM dead_letters WHERE instance_id IN (SELECT value FROM json_each(:ids));
+
+-- name: delete_discards
+DELETE FROM discarded_messages WHERE instance_id IN (SELECT value FROM json_each(:ids));
+
+
+-- ===== history ============================================================================
+
+-- name: insert_history
+INSERT INTO history (instance_id, execution_id, sequence, event) VALUES (?, ?, ?, ?);
+
+-- name: history_from
+SELECT event FROM history
+WHERE instance_id = :instance_id AND execution_id = :execution_id AND sequence >= :from_sequence
+ORDER BY sequence;
+
+-- name: history_page
+-- LIMIT -1 means no limit in SQLite.
+SELECT * FROM history
+WHERE instance_id = :instance_id AND execution_id = :execution_id AND sequence > :after_sequence
+ORDER BY sequence
+LIMIT :limit;
+
+
+-- ===== orchestration messages =============================================================
+
+-- name: insert_message
+INSERT INTO orchestration_messages (instance_id, execution_id, kind, event, enqueued_at, visible_at)
+VALUES (:instance_id, :execution_id, :kind, :event, :now, :visible_at);
+
+-- name: orchestration_candidates
+-- Instances with a due message and no live lease, oldest due message first. The inner
+-- query walks the visible_at index and stops after :scan messages, so a lock never reads
+-- the whole queue; the caller asks again if that yielded fewer than :limit instances.
+-- With a names filter, instances that do not exist or are terminal are still swept:
+-- sorting their messages (defer, discard) needs no user code.
+SELECT instance_id, MIN(visible_at) AS first_visible, MIN(message_id) AS first_message
+FROM (
+    SELECT m.instance_id, m.visible_at, m.message_id
+    FROM orchestration_messages AS m
+    LEFT JOIN instances AS i ON i.instance_id = m.instance_id
+    WHERE m.visible_at <= :now
+      AND NOT EXISTS (
+          SELECT 1 FROM orchestration_leases AS l
+          WHERE l.instance_id = m.instance_id AND l.expires_at > :now)
+      AND (:names IS NULL
+           OR i.instance_id IS NULL
+           OR i.status IN ('COMPLETED', 'FAILED', 'TERMINATED')
+           OR i.name IN (SELECT value FROM json_each(:names)))
+      AND (:instance_ids IS NULL OR m.instance_id IN (SELECT value FROM json_each(:instance_ids)))
+    ORDER BY m.visible_at, m.message_id
+    LIMIT :scan
+)
+GROUP BY instance_id
+ORDER BY first_visible, first_message
+LIMIT :limit;
+
+-- name: visible_messages
+SELECT * FROM orchestration_messages
+WHERE instance_id = :instance_id AND visible_at <= :now
+ORDER BY message_id;
+
+-- name: messages_of_instance
+SELECT * FROM orchestration_messages WHERE instance_id = :instance_id ORDER BY message_id;
+
+-- name: has_messages
+SELECT 1 FROM orchestration_messages WHERE instance_id = :instance_id LIMIT 1;
+
+-- name: pending_start
+-- When the not-yet-started execution's ExecutionStarted becomes due (NULL if there is none).
+SELECT MIN(visible_at) AS visible_at FROM orchestration_messages
+WHERE instance_id = :instance_id AND execution_id = :execution_id AND kind = 'ExecutionStarted';
+
+-- name: mark_delivered
+UPDATE orchestration_messages SET delivery_count = delivery_count + 1
+WHERE message_id IN (SELECT value FROM json_each(:ids));
+
+-- name: hold_messages
+UPDATE orchestration_messages SET visible_at = :visible_at
+WHERE message_id IN (SELECT value FROM json_each(:ids));
+
+-- name: defer_message
+UPDATE orchestration_messages SET delivery_count = :tries, visible_at = :visible_at
+WHERE message_id = :message_id;
+
+-- name: delay_messages
+-- abandon with retry_after: nothing of the instance before :visible_at.
+UPDATE orchestration_messages SET visible_at = :visible_at
+WHERE instance_id = :instance_id AND visible_at < :visible_at;
+
+-- name: delete_message
+DELETE FROM orchestration_messages WHERE message_id = :message_id;
+
+-- name: delete_consumed
+DELETE FROM orchestration_messages
+WHERE instance_id = :instance_id AND message_id IN (SELECT value FROM json_each(:ids));
+
+-- name: dead_letter_message
+INSERT INTO dead_letters (
+    message_id, instance_id, execution_id, event, reason, delivery_count, enqueued_at, dead_lettered_at
+)
+SELECT message_id, instance_id, execution_id, event, :reason, :tries, enqueued_at, :now
+FROM orchestration_messages WHERE message_id = :message_id;
+
+-- name: discard_message
+INSERT INTO discarded_messages (instance_id, execution_id, event, reason, detail, discarded_at)
+SELECT instance_id, execution_id, event, :reason, :detail, :now
+FROM orchestration_messages WHERE message_id = :message_id;
+
+-- name: discard_consumed
+-- A turn's discarded message, only if it belongs to the committing instance.
+INSERT INTO discarded_messages (instance_id, execution_id, event, reason, detail, discarded_at)
+SELECT instance_id, execution_id, event, :reason, :detail, :now
+FROM orchestration_messages WHERE message_id = :message_id AND instance_id = :instance_id;
+
+-- name: insert_discard
+INSERT INTO discarded_messages (instance_id, execution_id, event, reason, detail, discarded_at)
+VALUES (:instance_id, :execution_id, :event, :reason, :detail, :now);
+
+
+-- ===== orchestration leases ===============================================================
+
+-- name: get_lease
+SELECT * FROM orchestration_leases WHERE instance_id = :instance_id;
+
+-- name: upsert_lease
+-- Only called for an instance with no live lease; replacing an expired lease's token is the
+-- takeover that fences its old holder out.
+INSERT INTO orchestration_leases (instance_id, owner, token, expires_at, lease_seconds, locked_at)
+VALUES (:instance_id, :owner, :token, :expires_at, :lease_seconds, :now)
+ON CONFLICT (instance_id) DO UPDATE SET
+    owner = excluded.owner,
+    token = excluded.token,
+    expires_at = excluded.expires_at,
+    lease_seconds = excluded.lease_seconds,
+    locked_at = excluded.locked_at;
+
+-- name: renew_lease
+UPDATE orchestration_leases SET expires_at = :expires_at, lease_seconds = :lease_seconds
+WHERE instance_id = :instance_id AND token = :token;
+
+-- name: extend_lease
+UPDATE orchestration_leases SET expires_at = :expires_at
+WHERE instance_id = :instance_id AND token = :token;
+
+-- name: release_lease
+DELETE FROM orchestration_leases WHERE instance_id = :instance_id AND token = :token;
+
+
+-- ===== activity tasks =====================================================================
+
+-- name: insert_activity_task
+INSERT INTO activity_tasks (
+    instance_id, execution_id, task_id, name, input, attempt, enqueued_at, visible_at
+) VALUES (
+    :instance_id, :execution_id, :task_id, :name, :input, :attempt, :now, :visible_at
+);
+
+-- name: activity_candidates
+-- Due tasks and tasks whose lease expired (a locked task's visible_at is its lease expiry).
+SELECT * FROM activity_tasks
+WHERE visible_at <= :now
+  AND (:names IS NULL OR name IN (SELECT value FROM json_each(:names)))
+  AND (:task_row_ids IS NULL OR task_row_id IN (SELECT value FROM json_each(:task_row_ids)))
+ORDER BY visible_at, task_row_id
+LIMIT :limit;
+
+-- name: lock_activity_task
+UPDATE activity_tasks SET
+    lease_owner = :owner,
+    lease_token = :token,
+    lease_expires_at = :expires_at,
+    visible_at = :expires_at,
+    delivery_count = delivery_count + 1
+WHERE task_row_id = :task_row_id;
+
+-- name: tasks_with_instances
+-- complete_activities: the tasks with their instance's status and current execution.
+SELECT t.*, i.status AS instance_status, i.execution_id AS current_execution
+FROM activity_tasks AS t
+LEFT JOIN instances AS i ON i.instance_id = t.instance_id
+WHERE t.task_row_id IN (SELECT value FROM json_each(:ids));
+
+-- name: renew_activity_lease
+UPDATE activity_tasks SET lease_expires_at = :expires_at, visible_at = :expires_at
+WHERE task_row_id = :task_row_id AND lease_token = :token;
+
+-- name: abandon_activity
+UPDATE activity_tasks SET
+    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, visible_at = :visible_at
+WHERE task_row_id = :task_row_id AND lease_token = :token;
+
+-- name: unlocked_tasks_of_instance
+SELECT * FROM activity_tasks
+WHERE instance_id = :instance_id AND (lease_token IS NULL OR lease_expires_at <= :now);
+
+-- name: tasks_of_instance
+SELECT * FROM activity_tasks WHERE instance_id = :instance_id ORDER BY task_row_id;
+
+-- name: delete_task
+DELETE FROM activity_tasks WHERE task_row_id = :task_row_id;
+
+
+-- ===== diagnosis reads ====================================================================
+
+-- name: queue_stats
+SELECT
+    (SELECT COUNT(*) FROM orchestration_messages) AS orchestration_depth,
+    (SELECT COUNT(*) FROM orchestration_messages WHERE visible_at <= :now) AS orchestration_visible,
+    (SELECT MIN(visible_at) FROM orchestration_messages WHERE visible_at <= :now) AS oldest_orchestration,
+    (SELECT COUNT(*) FROM activity_tasks) AS activity_depth,
+    (SELECT COUNT(*) FROM activity_tasks WHERE visible_at <= :now) AS activity_visible,
+    (SELECT COUNT(*) FROM activity_tasks
+     WHERE lease_token IS NOT NULL AND lease_expires_at > :now) AS activity_locked,
+    (SELECT MIN(visible_at) FROM activity_tasks WHERE visible_at <= :now) AS oldest_activity,
+    (SELECT COUNT(*) FROM dead_letters) AS dead_letters;
+
+-- name: dead_letters
+SELECT * FROM dead_letters
+WHERE (:instance_id IS NULL OR instance_id = :instance_id)
+ORDER BY dead_letter_id DESC
+LIMIT :limit;
+
+-- name: discarded_messages
+SELECT * FROM discarded_messages
+WHERE (:instance_id IS NULL OR instance_id = :instance_id)
+ORDER BY discard_id DESC
+LIMIT :limit;
+
+-- name: next_visible_at
+-- The earliest of: a task's visible_at (a locked task's is its lease expiry); the first
+-- message, in visible_at order, not blocked by a lease expiring after it; the expiry of a
+-- lease on an instance with queued messages. Each part walks an index and stops early.
+SELECT MIN(t) AS next_visible_at FROM (
+    SELECT MIN(visible_at) AS t FROM activity_tasks
+    UNION ALL
+    SELECT t FROM (
+        SELECT m.visible_at AS t FROM orchestration_messages AS m
+        WHERE NOT EXISTS (
+            SELECT 1 FROM orchestration_leases AS l
+            WHERE l.instance_id = m.instance_id AND l.expires_at > m.visible_at)
+        ORDER BY m.visible_at
+        LIMIT 1)
+    UNION ALL
+    SELECT MIN(l.expires_at) AS t FROM orchestration_leases AS l
+    WHERE EXISTS (SELECT 1 FROM orchestration_messages AS m WHERE m.instance_id = l.instance_id)
+);
+
+-- name: unserved_instances
+-- Live instances with a message due since :due_before that no worker holds, whose
+-- orchestration name is not among :names (the inner query reads only the overdue range of
+-- the visible_at index; left to itself the planner prefers a full scan for the GROUP BY).
+SELECT instance_id FROM (
+    SELECT m.instance_id, m.visible_at
+    FROM orchestration_messages AS m INDEXED BY orchestration_messages_by_visible
+    JOIN instances AS i ON i.instance_id = m.instance_id
+    WHERE m.visible_at <= :due_before
+      AND NOT EXISTS (
+          SELECT 1 FROM orchestration_leases AS l
+          WHERE l.instance_id = m.instance_id AND l.expires_at > :now)
+      AND i.status NOT IN ('COMPLETED', 'FAILED', 'TERMINATED')
+      AND i.name NOT IN (SELECT value FROM json_each(:names))
+    ORDER BY m.visible_at
+)
+GROUP BY instance_id
+ORDER BY MIN(visible_at)
+LIMIT :limit;
+
+-- name: unserved_tasks
+-- Tasks due since :due_before, not held by a live lease, whose name is not among :names.
+SELECT task_row_id FROM activity_tasks
+WHERE visible_at <= :due_before
+  AND name NOT IN (SELECT value FROM json_each(:names))
+ORDER BY visible_at, task_row_id
+LIMIT :limit;
+
+
+-- ===== workers ============================================================================
+
+-- name: upsert_worker
+INSERT INTO workers (
+    worker_id, host, pid, orchestrations, activities, concurrency, started_at, heartbeat_at
+) VALUES (
+    :worker_id, :host, :pid, :orchestrations, :activities, :concurrency, :started_at, :heartbeat_at
+)
+ON CONFLICT (worker_id) DO UPDATE SET
+    host = excluded.host,
+    pid = excluded.pid,
+    orchestrations = excluded.orchestrations,
+    activities = excluded.activities,
+    concurrency = excluded.concurrency,
+    started_at = excluded.started_at,
+    heartbeat_at = excluded.heartbeat_at;
+
+-- name: delete_worker
+DELETE FROM workers WHERE worker_id = :worker_id;
+
+-- name: list_workers
+SELECT * FROM workers
+WHERE (:alive_since IS NULL OR heartbeat_at >= :alive_since)
+ORDER BY worker_id;

@@ -1,0 +1,216 @@
+"""Conversions between store records and SQLite rows (JSON text columns, NULL for None)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+from typing import Any
+
+from perdure.core.failure import Failure
+from perdure.core.history import (
+    ActivityScheduled,
+    HistoryEvent,
+    ParentRef,
+    dumps_event,
+    loads_event,
+)
+from perdure.core.payload import dumps_payload, loads_payload
+from perdure.core.status import OrchestrationStatus
+from perdure.core.turn import WaitingOn
+from perdure.errors import InvalidInputError
+from perdure.store.base import (
+    ActivityWorkItem,
+    DeadLetter,
+    DiscardRecord,
+    HistoryRecord,
+    InstanceRecord,
+    InstanceStats,
+    QueuedMessage,
+    WorkerRecord,
+)
+
+TERMINAL = tuple(s.value for s in OrchestrationStatus if s.is_terminal)
+
+
+def payload(value: Any, what: str = "value") -> str | None:
+    """A payload column: JSON text, or NULL for None."""
+    return None if value is None else dumps_payload(value, what=what)
+
+
+def from_payload(text: str | None) -> Any:
+    """Read a payload column."""
+    return loads_payload(text)
+
+
+def failure_text(failure: Failure | None) -> str | None:
+    """A failure column."""
+    return None if failure is None else json.dumps(failure.to_dict(), separators=(",", ":"))
+
+
+def waiting_text(waiting_on: WaitingOn) -> str | None:
+    """A waiting_on column (NULL when nothing is awaited)."""
+    if waiting_on.is_empty():
+        return None
+    return json.dumps(waiting_on.to_dict(), separators=(",", ":"))
+
+
+def json_list(values: Any) -> str | None:
+    """A filter parameter for ``json_each``: NULL means "no filter"."""
+    return None if values is None else json.dumps(list(values))
+
+
+def event_row(event: HistoryEvent) -> tuple[str, str]:
+    """``(kind, event JSON)`` for a message row."""
+    return type(event).__name__, dumps_event(event)
+
+
+def instance_from_row(row: sqlite3.Row) -> InstanceRecord:
+    """An :class:`InstanceRecord` from an ``instances`` row."""
+    parent = None
+    if row["parent_instance_id"] is not None:
+        parent = ParentRef(
+            row["parent_instance_id"], row["parent_execution_id"], row["parent_task_id"]
+        )
+    failure = row["failure"]
+    waiting = row["waiting_on"]
+    return InstanceRecord(
+        instance_id=row["instance_id"],
+        name=row["name"],
+        status=OrchestrationStatus(row["status"]),
+        execution_id=row["execution_id"],
+        input=loads_payload(row["input"]),
+        output=loads_payload(row["output"]),
+        failure=Failure.from_dict(json.loads(failure)) if failure else None,
+        custom_status=loads_payload(row["custom_status"]),
+        parent=parent,
+        created_at=row["created_at"],
+        last_updated_at=row["last_updated_at"],
+        history_event_count=row["history_event_count"],
+        history_bytes=row["history_bytes"],
+        waiting_on=WaitingOn.from_dict(json.loads(waiting)) if waiting else WaitingOn(),
+        stats=InstanceStats(
+            turns=row["turns"],
+            full_replays=row["full_replays"],
+            replayed_events=row["replayed_events"],
+            last_turn_duration=row["last_turn_duration"],
+            last_progress_at=row["last_progress_at"],
+        ),
+    )
+
+
+def message_from_row(row: sqlite3.Row, delivery_bump: int = 0) -> QueuedMessage:
+    """A :class:`QueuedMessage` from an ``orchestration_messages`` row."""
+    return QueuedMessage(
+        message_id=row["message_id"],
+        instance_id=row["instance_id"],
+        execution_id=row["execution_id"],
+        event=loads_event(row["event"]),
+        enqueued_at=row["enqueued_at"],
+        visible_at=row["visible_at"],
+        delivery_count=row["delivery_count"] + delivery_bump,
+    )
+
+
+def task_from_row(row: sqlite3.Row) -> ActivityWorkItem:
+    """An :class:`ActivityWorkItem` from an ``activity_tasks`` row (empty lease fields when
+    the task is not locked)."""
+    return ActivityWorkItem(
+        task_row_id=row["task_row_id"],
+        instance_id=row["instance_id"],
+        execution_id=row["execution_id"],
+        task_id=row["task_id"],
+        name=row["name"],
+        input=loads_payload(row["input"]),
+        attempt=row["attempt"],
+        lease_token=row["lease_token"] or "",
+        lease_expires_at=row["lease_expires_at"] or 0.0,
+        enqueued_at=row["enqueued_at"],
+        delivery_count=row["delivery_count"],
+    )
+
+
+def task_event(row: sqlite3.Row) -> HistoryEvent:
+    """The ``ActivityScheduled`` event recorded when a queued task is discarded."""
+    return ActivityScheduled(
+        timestamp=row["enqueued_at"],
+        task_id=row["task_id"],
+        name=row["name"],
+        input=loads_payload(row["input"]),
+        attempt=row["attempt"],
+    )
+
+
+def history_from_row(row: sqlite3.Row) -> HistoryRecord:
+    """A :class:`HistoryRecord` from a ``history`` row."""
+    return HistoryRecord(row["execution_id"], row["sequence"], loads_event(row["event"]))
+
+
+def dead_letter_from_row(row: sqlite3.Row) -> DeadLetter:
+    """A :class:`DeadLetter` from a ``dead_letters`` row."""
+    return DeadLetter(
+        dead_letter_id=row["dead_letter_id"],
+        instance_id=row["instance_id"],
+        execution_id=row["execution_id"],
+        event=loads_event(row["event"]),
+        reason=row["reason"],
+        delivery_count=row["delivery_count"],
+        enqueued_at=row["enqueued_at"],
+        dead_lettered_at=row["dead_lettered_at"],
+    )
+
+
+def discard_from_row(row: sqlite3.Row) -> DiscardRecord:
+    """A :class:`DiscardRecord` from a ``discarded_messages`` row."""
+    return DiscardRecord(
+        discard_id=row["discard_id"],
+        instance_id=row["instance_id"],
+        execution_id=row["execution_id"],
+        event=loads_event(row["event"]),
+        reason=row["reason"],
+        detail=row["detail"],
+        discarded_at=row["discarded_at"],
+    )
+
+
+def worker_params(worker: WorkerRecord, now: float) -> dict[str, Any]:
+    """Parameters of the ``upsert_worker`` query."""
+    return {
+        "worker_id": worker.worker_id,
+        "host": worker.host,
+        "pid": worker.pid,
+        "orchestrations": json.dumps(list(worker.orchestrations)),
+        "activities": json.dumps(list(worker.activities)),
+        "concurrency": json.dumps(dict(worker.concurrency)),
+        "started_at": worker.started_at,
+        "heartbeat_at": now,
+    }
+
+
+def worker_from_row(row: sqlite3.Row) -> WorkerRecord:
+    """A :class:`WorkerRecord` from a ``workers`` row."""
+    return WorkerRecord(
+        worker_id=row["worker_id"],
+        host=row["host"],
+        pid=row["pid"],
+        orchestrations=tuple(json.loads(row["orchestrations"])),
+        activities=tuple(json.loads(row["activities"])),
+        started_at=row["started_at"],
+        heartbeat_at=row["heartbeat_at"],
+        concurrency=json.loads(row["concurrency"]),
+    )
+
+
+def encode_cursor(created_at: float, instance_id: str) -> str:
+    """The opaque ``list_instances`` cursor: the last row's sort key."""
+    raw = json.dumps([created_at, instance_id], separators=(",", ":")).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """Read a cursor made by :func:`encode_cursor`; :class:`InvalidInputError` otherwise."""
+    try:
+        created_at, instance_id = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+        return float(created_at), str(instance_id)
+    except (ValueError, TypeError, UnicodeError) as exc:
+        raise InvalidInputError(f"invalid list cursor {cursor!r}") from exc

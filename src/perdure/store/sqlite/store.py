@@ -1,0 +1,551 @@
+"""The SQLite implementation of :class:`perdure.store.base.Store`."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from perdure.core.history import ExecutionStarted
+from perdure.core.status import OrchestrationStatus
+from perdure.errors import InstanceExistsError, InvalidInputError, StoreError, StoreUnavailableError
+from perdure.store.base import (
+    ActivityCompletion,
+    ActivityWorkItem,
+    DeadLetter,
+    DiscardRecord,
+    HistoryRecord,
+    InstanceQuery,
+    InstanceRecord,
+    Message,
+    NewInstance,
+    OrchestrationWorkItem,
+    Outcome,
+    Page,
+    QueuedMessage,
+    QueueStats,
+    TurnCommit,
+    WorkerRecord,
+)
+from perdure.store.notify import INSTANCES, ORCHESTRATIONS, Notifier
+from perdure.store.sqlite import activities, orchestrations
+from perdure.store.sqlite.connection import MEMORY, Database
+from perdure.store.sqlite.migrations import migrate
+from perdure.store.sqlite.queries import Q
+from perdure.store.sqlite.rows import (
+    TERMINAL,
+    dead_letter_from_row,
+    decode_cursor,
+    discard_from_row,
+    encode_cursor,
+    event_row,
+    history_from_row,
+    instance_from_row,
+    json_list,
+    message_from_row,
+    payload,
+    task_from_row,
+    worker_from_row,
+    worker_params,
+)
+from perdure.store.sqlite.tx import QueueOptions, Tx, dumps_checked
+
+
+class SQLiteStore:
+    """A store in one SQLite database file (or a private in-memory database).
+
+    Options: ``clock`` (``() -> float`` UTC epoch seconds, default ``time.time``),
+    ``synchronous`` (``"FULL"`` default, ``"NORMAL"``, ``"OFF"``), ``busy_timeout`` (seconds
+    to wait for another process's write lock, default 10), ``max_deliveries`` (tries before
+    an undeliverable message is dead-lettered, default 25), ``defer_backoff`` /
+    ``defer_backoff_cap`` (backoff of those tries: 0.1 s doubling up to 30 s),
+    ``cached_statements`` and ``read_pool_size``.
+
+    Leases: a token holds until another caller takes the lease over (possible only once it
+    has expired) or it is released. A holder whose lease expired but was not yet taken over
+    may still write; after a takeover its writes fail (``LEASE_LOST`` / :class:`LeaseLost`)
+    and write nothing.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        synchronous: str = "FULL",
+        busy_timeout: float = 10.0,
+        max_deliveries: int = 25,
+        defer_backoff: float = 0.1,
+        defer_backoff_cap: float = 30.0,
+        cached_statements: int = 256,
+        read_pool_size: int = 8,
+        url: str | None = None,
+    ) -> None:
+        if max_deliveries < 1:
+            raise InvalidInputError(f"max_deliveries must be at least 1, not {max_deliveries}")
+        path = str(path)
+        self.url = url or (f"sqlite://{MEMORY}" if path == MEMORY else f"sqlite:///{path}")
+        self.clock = clock
+        self.notifier = Notifier()
+        self.fault_hook: Callable[[str], None] | None = None
+        self.options = QueueOptions(max_deliveries, float(defer_backoff), float(defer_backoff_cap))
+        self._db = Database(
+            path,
+            synchronous=synchronous,
+            busy_timeout=busy_timeout,
+            cached_statements=cached_statements,
+            read_pool_size=read_pool_size,
+        )
+        try:
+            with self._db.write_lock:
+                migrate(self._db.writer, now=self.clock())
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreUnavailableError(f"cannot prepare the schema of {path!r}: {exc}") from exc
+        except BaseException:
+            self._db.close()
+            raise
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SQLiteStore:
+        """Open ``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``sqlite://:memory:``."""
+        if not url.lower().startswith("sqlite://"):
+            raise InvalidInputError(f"not an SQLite URL: {url!r}")
+        rest = url[len("sqlite://") :]
+        if rest in (MEMORY, "/" + MEMORY):
+            path = MEMORY
+        elif rest.startswith("/") and len(rest) > 1:
+            path = rest[1:]  # sqlite:///rel.db -> rel.db, sqlite:////abs.db -> /abs.db
+        else:
+            raise InvalidInputError(
+                f"SQLite URL {url!r} has no path; use sqlite:///relative.db, "
+                f"sqlite:////abs/path.db or sqlite://:memory:"
+            )
+        return cls(path, url=url, **options)
+
+    def close(self) -> None:
+        """Close the connections. Idempotent."""
+        self._db.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.url!r})"
+
+    # -- transactions --
+
+    @contextmanager
+    def _write(self, method: str) -> Iterator[Tx]:
+        """One ``BEGIN IMMEDIATE`` transaction on the write connection. The fault hook runs
+        just before COMMIT; any exception rolls everything back. Notifications go out after
+        the commit."""
+        db = self._db
+        with db.write_lock:
+            db.check_open()
+            conn = db.writer
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                tx = Tx(conn, self.clock())
+                yield tx
+                if self.fault_hook is not None:
+                    self.fault_hook(f"{method}:inside")
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise StoreUnavailableError(f"{method} failed: {exc}") from exc
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"{method} failed: {exc}") from exc
+                raise
+        if tx.topics:
+            self.notifier.notify(*sorted(tx.topics))
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with self._db.reader() as conn:
+                yield conn
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailableError(f"read failed: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"read failed: {exc}") from exc
+
+    # -- client writes --
+
+    def create_instance(self, instance: NewInstance, *, replace_terminal: bool = False) -> None:
+        """See :meth:`perdure.store.base.Store.create_instance`."""
+        input_text = payload(instance.input, f"input of instance {instance.instance_id!r}")
+        parent = instance.parent
+        with self._write("create_instance") as tx:
+            iid = instance.instance_id
+            row = tx.conn.execute(Q.get_instance, {"instance_id": iid}).fetchone()
+            if row is not None:
+                if row["status"] not in TERMINAL:
+                    raise InstanceExistsError(
+                        f"instance {iid!r} already exists and is {row['status']}"
+                    )
+                if not replace_terminal:
+                    raise InstanceExistsError(
+                        f"instance {iid!r} already exists ({row['status']}); purge it or "
+                        f"start with replace_terminal=True to reuse the id"
+                    )
+                ids = json.dumps([iid])
+                for query in (Q.delete_history, Q.delete_messages, Q.delete_tasks, Q.delete_leases):
+                    tx.conn.execute(query, {"ids": ids})
+                tx.conn.execute(Q.delete_instances, {"ids": ids})
+            tx.conn.execute(
+                Q.insert_instance,
+                {
+                    "instance_id": iid,
+                    "name": instance.name,
+                    "status": OrchestrationStatus.PENDING.value,
+                    "input": input_text,
+                    "parent_instance_id": parent.instance_id if parent else None,
+                    "parent_execution_id": parent.execution_id if parent else None,
+                    "parent_task_id": parent.task_id if parent else None,
+                    "now": tx.now,
+                },
+            )
+            start = ExecutionStarted(
+                timestamp=tx.now,
+                name=instance.name,
+                input=instance.input,
+                execution_id=1,
+                parent=parent,
+            )
+            tx.conn.execute(
+                Q.insert_message,
+                orchestrations.message_params(iid, 1, *event_row(start), tx.now, instance.start_at),
+            )
+            tx.notify(ORCHESTRATIONS, INSTANCES)
+
+    def enqueue_messages(self, messages: Sequence[Message]) -> None:
+        """See :meth:`perdure.store.base.Store.enqueue_messages`."""
+        encoded = [
+            (m, type(m.event).__name__, dumps_checked(m.event, "a message")) for m in messages
+        ]
+        if not encoded:
+            return
+        with self._write("enqueue_messages") as tx:
+            tx.conn.executemany(
+                Q.insert_message,
+                [
+                    orchestrations.message_params(
+                        m.instance_id, m.execution_id, kind, text, tx.now, m.visible_at
+                    )
+                    for m, kind, text in encoded
+                ],
+            )
+            tx.notify(ORCHESTRATIONS)
+
+    def purge_instances(self, instance_ids: Sequence[str]) -> int:
+        """See :meth:`perdure.store.base.Store.purge_instances`."""
+        with self._write("purge_instances") as tx:
+            rows = tx.conn.execute(
+                Q.terminal_instances_among, {"ids": json.dumps(list(instance_ids))}
+            )
+            return self._purge(tx, [r["instance_id"] for r in rows])
+
+    def purge_where(self, query: InstanceQuery) -> int:
+        """See :meth:`perdure.store.base.Store.purge_where`."""
+        with self._write("purge_where") as tx:
+            rows = tx.conn.execute(Q.terminal_instances_matching, _filter_params(query))
+            return self._purge(tx, [r["instance_id"] for r in rows])
+
+    @staticmethod
+    def _purge(tx: Tx, instance_ids: list[str]) -> int:
+        if not instance_ids:
+            return 0
+        ids = json.dumps(instance_ids)
+        for query in (
+            Q.delete_history,
+            Q.delete_messages,
+            Q.delete_tasks,
+            Q.delete_leases,
+            Q.delete_dead_letters,
+            Q.delete_discards,
+            Q.delete_instances,
+        ):
+            tx.conn.execute(query, {"ids": ids})
+        tx.notify(INSTANCES)
+        return len(instance_ids)
+
+    # -- orchestration work --
+
+    def lock_orchestrations(
+        self,
+        owner: str,
+        *,
+        lease_seconds: float,
+        limit: int = 1,
+        names: Collection[str] | None = None,
+        known_history: Mapping[str, tuple[int, int]] | None = None,
+        instance_ids: Collection[str] | None = None,
+    ) -> list[OrchestrationWorkItem]:
+        """See :meth:`perdure.store.base.Store.lock_orchestrations`.
+
+        Beyond the contract: an execution whose history is still empty gets its
+        ``ExecutionStarted`` first among the returned messages; other messages for it wait
+        (without using up tries) until that start message is due.
+        """
+        if limit < 1:
+            return []
+        with self._write("lock_orchestrations") as tx:
+            return orchestrations.lock_orchestrations(
+                tx,
+                self.options,
+                owner,
+                lease_seconds=lease_seconds,
+                limit=limit,
+                names=names,
+                known_history=known_history,
+                instance_ids=instance_ids,
+            )
+
+    def commit_turns(self, commits: Sequence[TurnCommit]) -> list[Outcome]:
+        """See :meth:`perdure.store.base.Store.commit_turns`.
+
+        Payloads are encoded before the transaction: one that is not JSON raises
+        :class:`~perdure.errors.SerializationError` for the whole batch, which writes nothing.
+        """
+        prepared = [orchestrations.prepare_turn(c) for c in commits]
+        if not prepared:
+            return []
+        with self._write("commit_turns") as tx:
+            return [orchestrations.commit_turn(tx, turn) for turn in prepared]
+
+    def abandon_orchestration(
+        self, instance_id: str, lease_token: str, *, retry_after: float = 0.0
+    ) -> None:
+        """See :meth:`perdure.store.base.Store.abandon_orchestration`."""
+        with self._write("abandon_orchestration") as tx:
+            orchestrations.abandon(tx, instance_id, lease_token, retry_after)
+
+    def renew_orchestration_lease(
+        self, instance_id: str, lease_token: str, lease_seconds: float
+    ) -> float:
+        """See :meth:`perdure.store.base.Store.renew_orchestration_lease`."""
+        with self._write("renew_orchestration_lease") as tx:
+            return orchestrations.renew(tx, instance_id, lease_token, lease_seconds)
+
+    # -- activity work --
+
+    def lock_activities(
+        self,
+        owner: str,
+        *,
+        lease_seconds: float,
+        limit: int = 1,
+        names: Collection[str] | None = None,
+        task_row_ids: Collection[int] | None = None,
+    ) -> list[ActivityWorkItem]:
+        """See :meth:`perdure.store.base.Store.lock_activities`."""
+        if limit < 1:
+            return []
+        with self._write("lock_activities") as tx:
+            return activities.lock_activities(
+                tx,
+                owner,
+                lease_seconds=lease_seconds,
+                limit=limit,
+                names=names,
+                task_row_ids=task_row_ids,
+            )
+
+    def complete_activities(self, completions: Sequence[ActivityCompletion]) -> list[Outcome]:
+        """See :meth:`perdure.store.base.Store.complete_activities`."""
+        prepared = activities.prepare_completions(completions)
+        if not prepared:
+            return []
+        with self._write("complete_activities") as tx:
+            return activities.complete_activities(tx, prepared)
+
+    def renew_activity_leases(
+        self, leases: Sequence[tuple[int, str]], lease_seconds: float
+    ) -> list[bool]:
+        """See :meth:`perdure.store.base.Store.renew_activity_leases`."""
+        if not leases:
+            return []
+        with self._write("renew_activity_leases") as tx:
+            return activities.renew_leases(tx, leases, lease_seconds)
+
+    def abandon_activity(
+        self, task_row_id: int, lease_token: str, *, retry_after: float = 0.0
+    ) -> None:
+        """See :meth:`perdure.store.base.Store.abandon_activity`."""
+        with self._write("abandon_activity") as tx:
+            activities.abandon(tx, task_row_id, lease_token, retry_after)
+
+    # -- workers --
+
+    def heartbeat(self, worker: WorkerRecord) -> None:
+        """See :meth:`perdure.store.base.Store.heartbeat`."""
+        with self._write("heartbeat") as tx:
+            tx.conn.execute(Q.upsert_worker, worker_params(worker, tx.now))
+
+    def remove_worker(self, worker_id: str) -> None:
+        """See :meth:`perdure.store.base.Store.remove_worker`."""
+        with self._write("remove_worker") as tx:
+            tx.conn.execute(Q.delete_worker, {"worker_id": worker_id})
+
+    def list_workers(self, *, alive_within: float | None = None) -> list[WorkerRecord]:
+        """See :meth:`perdure.store.base.Store.list_workers`."""
+        since = None if alive_within is None else self.clock() - alive_within
+        with self._read() as conn:
+            return [
+                worker_from_row(r) for r in conn.execute(Q.list_workers, {"alive_since": since})
+            ]
+
+    # -- reads --
+
+    def get_instance(self, instance_id: str) -> InstanceRecord | None:
+        """See :meth:`perdure.store.base.Store.get_instance`."""
+        with self._read() as conn:
+            row = conn.execute(Q.get_instance, {"instance_id": instance_id}).fetchone()
+        return None if row is None else instance_from_row(row)
+
+    def get_history(
+        self,
+        instance_id: str,
+        *,
+        execution_id: int | None = None,
+        after_sequence: int = -1,
+        limit: int | None = None,
+    ) -> list[HistoryRecord]:
+        """See :meth:`perdure.store.base.Store.get_history`."""
+        with self._read() as conn:
+            if execution_id is None:
+                row = conn.execute(Q.get_instance, {"instance_id": instance_id}).fetchone()
+                if row is None:
+                    return []
+                execution_id = row["execution_id"]
+            rows = conn.execute(
+                Q.history_page,
+                {
+                    "instance_id": instance_id,
+                    "execution_id": execution_id,
+                    "after_sequence": after_sequence,
+                    "limit": -1 if limit is None else max(0, limit),
+                },
+            ).fetchall()
+        return [history_from_row(r) for r in rows]
+
+    def list_instances(self, query: InstanceQuery) -> Page:
+        """See :meth:`perdure.store.base.Store.list_instances`.
+
+        ``created_after`` is inclusive, ``created_before`` exclusive; the cursor is opaque.
+        """
+        limit = max(1, query.limit)
+        params = _filter_params(query)
+        params["cursor_created"], params["cursor_id"] = (None, None)
+        if query.cursor:
+            params["cursor_created"], params["cursor_id"] = decode_cursor(query.cursor)
+        params["limit"] = limit + 1
+        with self._read() as conn:
+            rows = conn.execute(Q.list_instances, params).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["instance_id"]) if more else None
+        return Page([instance_from_row(r) for r in rows], cursor)
+
+    def pending_messages(self, instance_id: str) -> list[QueuedMessage]:
+        """See :meth:`perdure.store.base.Store.pending_messages`."""
+        with self._read() as conn:
+            rows = conn.execute(Q.messages_of_instance, {"instance_id": instance_id}).fetchall()
+        return [message_from_row(r) for r in rows]
+
+    def activity_tasks(self, instance_id: str) -> list[ActivityWorkItem]:
+        """See :meth:`perdure.store.base.Store.activity_tasks`."""
+        with self._read() as conn:
+            rows = conn.execute(Q.tasks_of_instance, {"instance_id": instance_id}).fetchall()
+        return [task_from_row(r) for r in rows]
+
+    def queue_stats(self) -> QueueStats:
+        """See :meth:`perdure.store.base.Store.queue_stats`."""
+        now = self.clock()
+        with self._read() as conn:
+            row = conn.execute(Q.queue_stats, {"now": now}).fetchone()
+        oldest_orch, oldest_act = row["oldest_orchestration"], row["oldest_activity"]
+        return QueueStats(
+            orchestration_depth=row["orchestration_depth"],
+            orchestration_visible=row["orchestration_visible"],
+            oldest_orchestration_age=None if oldest_orch is None else max(0.0, now - oldest_orch),
+            activity_depth=row["activity_depth"],
+            activity_visible=row["activity_visible"],
+            activity_locked=row["activity_locked"],
+            oldest_activity_age=None if oldest_act is None else max(0.0, now - oldest_act),
+            dead_letters=row["dead_letters"],
+        )
+
+    def dead_letters(self, *, instance_id: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """See :meth:`perdure.store.base.Store.dead_letters`."""
+        with self._read() as conn:
+            rows = conn.execute(
+                Q.dead_letters, {"instance_id": instance_id, "limit": limit}
+            ).fetchall()
+        return [dead_letter_from_row(r) for r in rows]
+
+    def discarded_messages(
+        self, *, instance_id: str | None = None, limit: int = 100
+    ) -> list[DiscardRecord]:
+        """See :meth:`perdure.store.base.Store.discarded_messages`."""
+        with self._read() as conn:
+            rows = conn.execute(
+                Q.discarded_messages, {"instance_id": instance_id, "limit": limit}
+            ).fetchall()
+        return [discard_from_row(r) for r in rows]
+
+    def unserved_work(
+        self,
+        *,
+        orchestration_names: Collection[str],
+        activity_names: Collection[str],
+        older_than: float,
+        limit: int = 100,
+    ) -> tuple[list[str], list[int]]:
+        """See :meth:`perdure.store.base.Store.unserved_work`."""
+        now = self.clock()
+        due_before = now - older_than
+        with self._read() as conn:
+            instances = conn.execute(
+                Q.unserved_instances,
+                {
+                    "now": now,
+                    "due_before": due_before,
+                    "names": json_list(sorted(orchestration_names)),
+                    "limit": limit,
+                },
+            ).fetchall()
+            tasks = conn.execute(
+                Q.unserved_tasks,
+                {
+                    "due_before": due_before,
+                    "names": json_list(sorted(activity_names)),
+                    "limit": limit,
+                },
+            ).fetchall()
+        return [r["instance_id"] for r in instances], [r["task_row_id"] for r in tasks]
+
+    def next_visible_at(self) -> float | None:
+        """See :meth:`perdure.store.base.Store.next_visible_at`."""
+        with self._read() as conn:
+            row = conn.execute(Q.next_visible_at).fetchone()
+        return row["next_visible_at"]
+
+
+def _filter_params(query: InstanceQuery) -> dict[str, Any]:
+    """The filter parameters shared by ``list_instances`` and ``terminal_instances_matching``."""
+    statuses = None
+    if query.statuses is not None:
+        statuses = sorted(OrchestrationStatus(s).value for s in query.statuses)
+    return {
+        "statuses": json_list(statuses),
+        "name": query.name,
+        "created_after": query.created_after,
+        "created_before": query.created_before,
+        "parent_instance_id": query.parent_instance_id,
+        "prefix": query.instance_id_prefix or None,
+    }

@@ -1,0 +1,429 @@
+"""Conformance: creating instances, locking, committing turns, atomicity and fencing."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from perdure.core.history import (
+    DiscardReason,
+    EventRaised,
+    ExecutionStarted,
+    ParentRef,
+    TimerFired,
+)
+from perdure.core.status import OrchestrationStatus
+from perdure.core.turn import AwaitedEvent, WaitingOn
+from perdure.errors import InstanceExistsError, LeaseLost
+from perdure.store.base import (
+    ChildStart,
+    Message,
+    NewInstance,
+    OrchestrationWorkItem,
+    Outcome,
+    Store,
+    TurnStats,
+)
+from perdure.testing.conformance.helpers import (
+    COMPLETED,
+    LEASE,
+    RUNNING,
+    commit,
+    done,
+    kinds,
+    lock,
+    lock_one,
+    raise_event,
+    running,
+    start,
+    task,
+    turn,
+)
+from perdure.testing.faults import FailAt, FakeClock, InjectedFault
+
+# --- creating instances ------------------------------------------------------------------
+
+
+def test_create_instance_is_pending_with_its_start_message(store: Store, clock: FakeClock) -> None:
+    start(store, "i1", "wf", {"x": 1})
+    rec = store.get_instance("i1")
+    assert rec is not None
+    assert (rec.status, rec.execution_id, rec.input, rec.name) == (
+        OrchestrationStatus.PENDING,
+        1,
+        {"x": 1},
+        "wf",
+    )
+    assert rec.created_at == clock() and rec.history_event_count == 0
+    [msg] = store.pending_messages("i1")
+    assert isinstance(msg.event, ExecutionStarted) and msg.event.input == {"x": 1}
+    assert (msg.execution_id, msg.event.execution_id, msg.event.name) == (1, 1, "wf")
+
+
+def test_create_instance_refuses_a_used_id_unless_replacing_a_terminal_one(store: Store) -> None:
+    start(store, "i1")
+    with pytest.raises(InstanceExistsError):
+        start(store, "i1")
+    with pytest.raises(InstanceExistsError):
+        start(store, "i1", replace_terminal=True)  # not terminal: never replaced
+    item = lock_one(store, "i1")
+    assert commit(store, item, status=COMPLETED, output=7, activities=[task()]) is Outcome.OK
+    raise_event(store, "i1")
+    with pytest.raises(InstanceExistsError):
+        start(store, "i1")
+    store.create_instance(NewInstance("i1", "wf2", "again"), replace_terminal=True)
+    rec = store.get_instance("i1")
+    assert rec is not None and (rec.status, rec.name, rec.input, rec.output) == (
+        "PENDING",
+        "wf2",
+        "again",
+        None,
+    )
+    assert store.get_history("i1") == [] and store.activity_tasks("i1") == []
+    assert kinds(store.pending_messages("i1")) == ["ExecutionStarted"]
+
+
+def test_scheduled_start_holds_early_messages_until_it_is_due(
+    store: Store, clock: FakeClock
+) -> None:
+    start(store, "i1", start_at=clock() + 100)
+    raise_event(store, "i1")
+    assert lock(store) == []
+    assert [m.delivery_count for m in store.pending_messages("i1")] == [0, 0]  # held, no try used
+    clock.advance(101)
+    item = lock_one(store, "i1")
+    assert kinds(item.messages) == ["ExecutionStarted", "EventRaised"]
+
+
+# --- locking and committing --------------------------------------------------------------
+
+
+def test_first_turn_commit_makes_the_instance_running_with_its_history(
+    store: Store, clock: FakeClock
+) -> None:
+    start(store, "i1", input=5)
+    item = lock_one(store, "i1", owner="w1")
+    assert item.instance.status == OrchestrationStatus.PENDING
+    assert item.history == () and item.history_from == 0 and item.lease_token
+    assert item.lease_expires_at == clock() + LEASE
+    assert kinds(item.messages) == ["ExecutionStarted"] and item.messages[0].delivery_count == 1
+    clock.advance(1)
+    waiting = WaitingOn(events=(AwaitedEvent("Go", clock()),))
+    outcome = commit(
+        store,
+        item,
+        custom_status={"stage": 1},
+        waiting_on=waiting,
+        stats=TurnStats(duration=0.5, full_replay=True, replayed_events=3),
+    )
+    assert outcome is Outcome.OK
+    rec = store.get_instance("i1")
+    assert rec is not None and rec.status == RUNNING and rec.custom_status == {"stage": 1}
+    assert rec.waiting_on == waiting and rec.last_updated_at == clock()
+    assert rec.history_event_count == 2 and rec.history_bytes > 0
+    assert (rec.stats.turns, rec.stats.full_replays, rec.stats.replayed_events) == (1, 1, 3)
+    assert rec.stats.last_turn_duration == 0.5 and rec.stats.last_progress_at == clock()
+    assert kinds(store.get_history("i1")) == ["TurnStarted", "ExecutionStarted"]
+    assert store.pending_messages("i1") == []
+
+
+def test_a_locked_instance_is_not_handed_out_again_until_its_lease_expires(
+    store: Store, clock: FakeClock
+) -> None:
+    start(store, "i1")
+    first = lock_one(store, "i1", owner="w1")
+    assert lock(store, "w2") == []
+    assert lock(store, "w1") == []  # not even to its own owner
+    clock.advance(LEASE + 1)
+    second = lock_one(store, "i1", owner="w2")
+    assert second.lease_token != first.lease_token
+    assert second.messages[0].message_id == first.messages[0].message_id
+    assert second.messages[0].delivery_count == 2  # duplicate delivery is visible
+
+
+def test_threads_racing_for_one_instance_never_both_hold_it(store: Store) -> None:
+    running(store, "i1")
+    threads, rounds = 8, 12
+    go, gone = (
+        threading.Barrier(threads + 1, timeout=20),
+        threading.Barrier(threads + 1, timeout=20),
+    )
+    won: list[list[OrchestrationWorkItem]] = [[] for _ in range(rounds)]
+
+    def racer(n: int) -> None:
+        for r in range(rounds):
+            go.wait()
+            try:
+                won[r].extend(lock(store, f"w{n}", instance_ids=["i1"]))
+            finally:
+                gone.wait()
+
+    workers = [threading.Thread(target=racer, args=(n,), daemon=True) for n in range(threads)]
+    for w in workers:
+        w.start()
+    try:
+        for r in range(rounds):
+            raise_event(store, "i1", f"E{r}")
+            go.wait()
+            gone.wait()
+            assert len(won[r]) == 1, f"round {r}: {len(won[r])} simultaneous holders"
+            assert commit(store, won[r][0]) is Outcome.OK
+    finally:
+        go.abort()
+        gone.abort()
+        for w in workers:
+            w.join(10)
+    names = [e.event.name for e in store.get_history("i1") if isinstance(e.event, EventRaised)]
+    assert names == [f"E{r}" for r in range(rounds)]
+
+
+def test_messages_are_delivered_in_enqueue_order(store: Store) -> None:
+    running(store, "i1")
+    running(store, "i2")
+    for n in range(5):
+        raise_event(store, "i1", f"a{n}")
+        raise_event(store, "i2", f"b{n}")
+    items = {i.instance.instance_id: i for i in lock(store)}
+    assert [m.event.name for m in items["i1"].messages] == [f"a{n}" for n in range(5)]
+    assert [m.event.name for m in items["i2"].messages] == [f"b{n}" for n in range(5)]
+    ids = [m.message_id for m in items["i1"].messages]
+    assert ids == sorted(ids)
+
+
+def test_lock_takes_oldest_work_first_and_honours_limit_and_names(
+    store: Store, clock: FakeClock
+) -> None:
+    for n, name in enumerate(["a", "b", "a"]):
+        start(store, f"i{n}", name)
+        clock.advance(1)
+    assert [i.instance.instance_id for i in lock(store, limit=1)] == ["i0"]
+    assert [i.instance.instance_id for i in lock(store, names=["a"])] == ["i2"]
+    assert [i.instance.instance_id for i in lock(store, names=["a", "b"])] == ["i1"]
+    assert lock(store) == []
+
+
+def test_timer_message_is_not_delivered_before_its_visible_at(
+    store: Store, clock: FakeClock
+) -> None:
+    running(store, "i1")
+    fire_at = clock() + 60
+    store.enqueue_messages(
+        [Message("i1", TimerFired(timestamp=1.0, task_id=1, fire_at=fire_at), 1, fire_at)]
+    )
+    assert lock(store) == []
+    assert store.next_visible_at() == fire_at
+    clock.advance(59.5)
+    assert lock(store) == []
+    clock.advance(1)
+    assert kinds(lock_one(store, "i1").messages) == ["TimerFired"]
+
+
+def test_known_history_returns_only_the_missing_events(store: Store) -> None:
+    running(store, "i1")
+    raise_event(store, "i1", "A")
+    assert commit(store, lock_one(store, "i1")) is Outcome.OK  # history: 4 events
+    raise_event(store, "i1", "B")
+    item = lock_one(store, "i1", known_history={"i1": (1, 2)})
+    assert item.history_from == 2 and kinds(item.history) == ["TurnStarted", "EventRaised"]
+    store.abandon_orchestration("i1", item.lease_token)
+    item = lock_one(store, "i1", known_history={"i1": (1, 4)})
+    assert item.history_from == 4 and item.history == ()
+    store.abandon_orchestration("i1", item.lease_token)
+    item = lock_one(store, "i1", known_history={"i1": (7, 2)})  # another execution: everything
+    assert item.history_from == 0 and len(item.history) == 4
+
+
+def test_release_false_keeps_and_extends_the_lease(store: Store, clock: FakeClock) -> None:
+    start(store, "i1")
+    item = lock_one(store, "i1", lease_seconds=10)
+    clock.advance(8)
+    assert commit(store, item, release=False) is Outcome.OK
+    raise_event(store, "i1")
+    clock.advance(5)  # past the first expiry, within the extension
+    assert lock(store, "w2") == []
+    store.renew_orchestration_lease("i1", item.lease_token, 10)  # still ours
+    store.abandon_orchestration("i1", item.lease_token)
+    assert kinds(lock_one(store, "i1", owner="w2").messages) == ["EventRaised"]
+
+
+# --- atomicity ---------------------------------------------------------------------------
+
+
+def test_commit_is_atomic_under_fault(store: Store) -> None:
+    start(store, "i1")
+    item = lock_one(store, "i1")
+    store.fault_hook = FailAt("commit_turns:inside")
+    full = turn(
+        item,
+        custom_status="busy",
+        activities=[task()],
+        messages=[Message("other", EventRaised(timestamp=1.0, name="X"))],
+        children=[ChildStart("c1", "child", None, ParentRef("i1", 1, 2))],
+    )
+    with pytest.raises(InjectedFault):
+        store.commit_turns([full])
+    rec = store.get_instance("i1")
+    assert (
+        rec is not None
+        and rec.status == OrchestrationStatus.PENDING
+        and rec.history_event_count == 0
+    )
+    assert rec.custom_status is None and rec.stats.turns == 0
+    assert store.get_history("i1") == [] and store.activity_tasks("i1") == []
+    assert kinds(store.pending_messages("i1")) == ["ExecutionStarted"]
+    assert store.get_instance("c1") is None and store.pending_messages("other") == []
+    store.fault_hook = None
+    assert store.commit_turns([full]) == [Outcome.OK]  # the lease survived the failed attempt
+    assert store.get_instance("c1") is not None and len(store.activity_tasks("i1")) == 1
+    rec = store.get_instance("i1")
+    assert rec is not None and (rec.status, rec.custom_status, rec.history_event_count) == (
+        RUNNING,
+        "busy",
+        2,
+    )
+
+
+def test_every_write_rolls_back_when_the_fault_hook_fails(store: Store) -> None:
+    running(store, "i1")
+    store.commit_turns([])
+    hook = FailAt(
+        "create_instance:inside",
+        "enqueue_messages:inside",
+        "lock_orchestrations:inside",
+        times=None,
+    )
+    store.fault_hook = hook
+    with pytest.raises(InjectedFault):
+        start(store, "i2")
+    with pytest.raises(InjectedFault):
+        raise_event(store, "i1")
+    assert store.get_instance("i2") is None and store.pending_messages("i1") == []
+    store.fault_hook = None
+    raise_event(store, "i1")
+    store.fault_hook = hook
+    with pytest.raises(InjectedFault):
+        lock(store)
+    store.fault_hook = None
+    [msg] = store.pending_messages("i1")
+    assert msg.delivery_count == 0
+    assert lock_one(store, "i1").messages[0].delivery_count == 1  # no lease was left behind
+    assert hook.fired == 3
+
+
+def test_activity_completion_is_atomic_under_fault(store: Store) -> None:
+    start(store, "i1")
+    assert commit(store, lock_one(store, "i1"), activities=[task()]) is Outcome.OK
+    [work] = store.lock_activities("a1", lease_seconds=LEASE)
+    store.fault_hook = FailAt("complete_activities:inside")
+    with pytest.raises(InjectedFault):
+        store.complete_activities([done(work)])
+    assert store.pending_messages("i1") == []
+    [row] = store.activity_tasks("i1")
+    assert row.lease_token == work.lease_token
+    store.fault_hook = None
+    assert store.complete_activities([done(work)]) == [Outcome.OK]
+    assert (
+        kinds(store.pending_messages("i1")) == ["ActivityCompleted"]
+        and store.activity_tasks("i1") == []
+    )
+
+
+# --- fencing -----------------------------------------------------------------------------
+
+
+def test_stale_token_commit_is_lease_lost_and_writes_nothing(
+    store: Store, clock: FakeClock
+) -> None:
+    start(store, "i1")
+    stale = lock_one(store, "i1", owner="w1")
+    clock.advance(LEASE + 1)
+    fresh = lock_one(store, "i1", owner="w2")
+    assert commit(store, stale, status=COMPLETED, activities=[task()]) is Outcome.LEASE_LOST
+    rec = store.get_instance("i1")
+    assert rec is not None and rec.status == OrchestrationStatus.PENDING
+    assert store.get_history("i1") == [] and store.activity_tasks("i1") == []
+    assert len(store.pending_messages("i1")) == 1
+    assert commit(store, fresh) is Outcome.OK
+    assert commit(store, fresh) is Outcome.LEASE_LOST  # released: the token is spent
+
+
+def test_an_expired_lease_not_yet_taken_over_still_commits(store: Store, clock: FakeClock) -> None:
+    start(store, "i1")
+    item = lock_one(store, "i1")
+    clock.advance(LEASE * 3)
+    assert commit(store, item) is Outcome.OK
+
+
+def test_renew_and_abandon_with_a_stale_token_raise_lease_lost(
+    store: Store, clock: FakeClock
+) -> None:
+    start(store, "i1")
+    stale = lock_one(store, "i1", owner="w1")
+    assert store.renew_orchestration_lease("i1", stale.lease_token, 50) == clock() + 50
+    clock.advance(51)
+    fresh = lock_one(store, "i1", owner="w2")
+    with pytest.raises(LeaseLost):
+        store.renew_orchestration_lease("i1", stale.lease_token, 50)
+    with pytest.raises(LeaseLost):
+        store.abandon_orchestration("i1", stale.lease_token)
+    assert lock(store, "w3") == []  # the failed abandon released nothing
+    store.abandon_orchestration("i1", fresh.lease_token)
+    with pytest.raises(LeaseLost):
+        store.abandon_orchestration("i1", fresh.lease_token)
+
+
+def test_abandon_redelivers_after_retry_after(store: Store, clock: FakeClock) -> None:
+    start(store, "i1")
+    item = lock_one(store, "i1")
+    store.abandon_orchestration("i1", item.lease_token, retry_after=5)
+    assert lock(store) == []
+    clock.advance(5)
+    again = lock_one(store, "i1")
+    assert again.messages[0].message_id == item.messages[0].message_id
+    assert again.messages[0].delivery_count == 2
+
+
+def test_group_commit_with_one_lease_lost_item(store: Store, clock: FakeClock) -> None:
+    start(store, "a")
+    start(store, "b")
+    item_a = lock_one(store, "a", lease_seconds=100)
+    item_b = lock_one(store, "b", lease_seconds=10)
+    clock.advance(11)
+    lock_one(store, "b", owner="w2")
+    outcomes = store.commit_turns(
+        [turn(item_a, activities=[task("a")]), turn(item_b, activities=[task("b")])]
+    )
+    assert outcomes == [Outcome.OK, Outcome.LEASE_LOST]
+    assert len(store.get_history("a")) == 2 and len(store.activity_tasks("a")) == 1
+    assert store.get_history("b") == [] and store.activity_tasks("b") == []
+    assert len(store.pending_messages("b")) == 1
+
+
+def test_a_turn_whose_messages_were_already_consumed_writes_nothing(store: Store) -> None:
+    running(store, "i1")
+    raise_event(store, "i1", "m1")
+    raise_event(store, "i1", "m2")
+    item = lock_one(store, "i1")
+    m1, m2 = item.messages
+    first = turn(item, new_events=[m2.event], consumed=[m2.message_id], release=False)
+    again = turn(
+        item,
+        new_events=[m1.event, m2.event],
+        consumed=[m1.message_id, m2.message_id],
+        discarded=[(m1.message_id, DiscardReason.DUPLICATE, None)],
+        activities=[task()],
+    )
+    assert store.commit_turns([first, again]) == [Outcome.OK, Outcome.LEASE_LOST]
+    assert [m.message_id for m in store.pending_messages("i1")] == [m1.message_id]
+    assert store.discarded_messages() == [] and store.activity_tasks("i1") == []
+    assert kinds(store.get_history("i1")) == ["TurnStarted", "ExecutionStarted", "EventRaised"]
+
+
+def test_a_terminal_instance_refuses_further_turns(store: Store) -> None:
+    start(store, "i1")
+    item = lock_one(store, "i1")
+    assert commit(store, item, status=COMPLETED, output=1, release=False) is Outcome.OK
+    assert commit(store, item, consumed=[], status=RUNNING) is Outcome.LEASE_LOST
+    rec = store.get_instance("i1")
+    assert rec is not None and rec.status == COMPLETED and rec.output == 1

@@ -1,0 +1,102 @@
+"""Scenarios: a stopped or killed worker's instances are finished by another worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import perdure
+from perdure.core.history import ActivityCompleted
+from tests.scenarios.crash_app import app as crash_app
+from tests.scenarios.crash_app import pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+
+app = perdure.App()
+
+
+@app.activity
+def unregistered_elsewhere(_: object) -> None:  # registered only in this app
+    return None
+
+
+@app.orchestration
+async def calls_missing_activity(ctx: perdure.OrchestrationContext, _: None) -> str:
+    try:
+        await ctx.call_activity("no_such_activity", None)
+    except perdure.ActivityError as err:
+        return err.error_message
+    return "?"
+
+
+def _until(predicate, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+
+
+def test_worker_stopped_mid_orchestration_is_finished_by_a_new_worker(store, client, tmp_path):
+    args = {"steps": 6, "marker_dir": str(tmp_path)}
+    iid = client.start(pipeline, args)
+    first = perdure.Worker(crash_app, store, poll_interval=0.05)
+    first.start()
+    _until(lambda: len(list(tmp_path.glob("started-*"))) >= 2)
+    first.stop()
+    assert not client.get(iid).is_terminal or client.get(iid).output is not None
+    with perdure.Worker(crash_app, store, poll_interval=0.05):
+        state = client.wait(iid, timeout=15)
+    assert state.output == [x * 10 for x in range(6)]
+    completed = [e.task_id for e in client.get(iid, history=True).history if isinstance(e, ActivityCompleted)]
+    assert len(completed) == len(set(completed)) == 6
+
+
+def test_worker_process_killed_mid_activity_is_taken_over_after_lease_expiry(tmp_path):
+    url = f"sqlite:///{tmp_path / 'crash.db'}"
+    store = perdure.open_store(url)
+    client = perdure.Client(store)
+    args = {"steps": 3, "marker_dir": str(tmp_path)}
+    iid = client.start(pipeline, args, instance_id="crash-1")
+    env = {**os.environ, "PERDURE_TEST_HANG": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "perdure.cli", "--store", url, "worker", "--app",
+         "tests.scenarios.crash_app:app", "--lease", "1", "--poll-interval", "0.05"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        _until(lambda: any(tmp_path.glob(f"started-0-{proc.pid}")))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert client.get(iid).status is perdure.OrchestrationStatus.RUNNING
+    with perdure.Worker(crash_app, store, poll_interval=0.05, lease_seconds=1):
+        state = client.wait(iid, timeout=20)
+    undisturbed = [x * 10 for x in range(3)]
+    assert state.status is perdure.OrchestrationStatus.COMPLETED
+    assert state.output == undisturbed
+    history = client.get(iid, history=True).history
+    completed = [e.task_id for e in history if isinstance(e, ActivityCompleted)]
+    assert len(completed) == len(set(completed)) == 3  # the killed attempt left no trace
+    store.close()
+
+
+def test_unregistered_orchestration_fails_after_the_grace(store, client):
+    iid = client.start("nobody_runs_this", None)
+    with perdure.Worker(app, store, poll_interval=0.05, heartbeat_interval=0.1, unknown_name_grace=0.3):
+        state = client.wait(iid, timeout=10)
+    assert state.status is perdure.OrchestrationStatus.FAILED
+    assert "nobody_runs_this" in state.failure.message
+    assert "registered" in state.failure.message
+
+
+def test_unregistered_activity_fails_its_task_after_the_grace(store, client):
+    with perdure.Worker(app, store, poll_interval=0.05, heartbeat_interval=0.1, unknown_name_grace=0.3):
+        state = client.wait(client.start(calls_missing_activity, None), timeout=10)
+    assert "no_such_activity" in state.output
