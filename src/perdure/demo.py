@@ -19,6 +19,16 @@ from typing import Any
 
 from perdure.client import Client, InstanceState
 from perdure.core.context import OrchestrationContext
+from perdure.core.history import (
+    ActivityCompleted,
+    ActivityFailed,
+    ActivityScheduled,
+    ContinuedAsNew,
+    EventRaised,
+    HistoryEvent,
+    SubOrchestrationCompleted,
+    TimerFired,
+)
 from perdure.core.registry import App
 from perdure.core.retry import RetryPolicy
 from perdure.errors import TaskTimeoutError
@@ -145,16 +155,22 @@ def _run(store: Any, store_url: str, echo: Callable[[str], None]) -> int:
 
         threading.Thread(target=approve_later, daemon=True).start()
         last: dict[str, str] = {}
+        seen: dict[tuple[str, int], int] = {}
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            states = [client.get(order_id), client.get(loop_id)]
+            states = [client.get(order_id, history=True), client.get(loop_id, history=True)]
             for state in states:
                 if state is None:
                     continue
+                elapsed = f"{time.monotonic() - started:6.2f}s"
+                key = (state.instance_id, state.execution_id)
+                for note in _what_ran(state.history or [], seen.get(key, 0)):
+                    echo(f"{elapsed}  {state.instance_id:<11} {note}")
+                seen[key] = len(state.history or [])
                 line = _progress_line(state)
                 if last.get(state.instance_id) != line:
                     last[state.instance_id] = line
-                    echo(f"{time.monotonic() - started:6.2f}s  {line}")
+                    echo(f"{elapsed}  {line}")
             if all(s is not None and s.is_terminal for s in states):
                 break
             time.sleep(0.05)
@@ -176,6 +192,27 @@ def _run(store: Any, store_url: str, echo: Callable[[str], None]) -> int:
     echo(f"\ndone in {time.monotonic() - started:.1f}s")
     ok = final.status.value == "COMPLETED" and loop_final.status.value == "COMPLETED"
     return 0 if ok else 1
+
+
+def _what_ran(history: list[HistoryEvent], start: int) -> list[str]:
+    """One line per notable event from ``history[start:]``: what ran and what came in."""
+    names = {e.task_id: e.name for e in history if isinstance(e, ActivityScheduled)}
+    notes = []
+    for event in history[start:]:
+        match event:
+            case ActivityCompleted(task_id=task_id, result=result):
+                notes.append(f"  ran {names.get(task_id, '?')} -> {result}")
+            case ActivityFailed(task_id=task_id, failure=failure):
+                notes.append(f"  ran {names.get(task_id, '?')} -> failed: {failure.message}")
+            case TimerFired():
+                notes.append("  timer fired")
+            case EventRaised(name=name, input=data):
+                notes.append(f"  received event {name} {data}")
+            case SubOrchestrationCompleted(result=result):
+                notes.append(f"  child completed -> {result}")
+            case ContinuedAsNew(input=data):
+                notes.append(f"  continued as new with {data}")
+    return notes
 
 
 def _progress_line(state: InstanceState) -> str:

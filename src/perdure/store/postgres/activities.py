@@ -22,7 +22,13 @@ from perdure.store.postgres.queries import Q
 from perdure.store.sqlite.activities import prepare_completions
 from perdure.store.sqlite.rows import TERMINAL, task_from_row
 
-__all__ = ["abandon", "complete_activities", "lock_activities", "prepare_completions", "renew_leases"]
+__all__ = [
+    "abandon",
+    "complete_activities",
+    "lock_activities",
+    "prepare_completions",
+    "renew_leases",
+]
 
 
 def lock_activities(
@@ -50,7 +56,12 @@ def lock_activities(
     tokens = [secrets.token_hex(16) for _ in rows]
     tx.run(
         Q.lock_activity_tasks,
-        {"owner": owner, "expires_at": expires_at, "ids": [r["task_row_id"] for r in rows], "tokens": tokens},
+        {
+            "owner": owner,
+            "expires_at": expires_at,
+            "ids": [r["task_row_id"] for r in rows],
+            "tokens": tokens,
+        },
     )
     items = []
     for row, token in zip(rows, tokens, strict=True):
@@ -73,7 +84,9 @@ def lock_activities(
     return items
 
 
-def complete_activities(tx: Tx, prepared: Sequence[tuple[ActivityCompletion, str, str]]) -> list[Outcome]:
+def complete_activities(
+    tx: Tx, prepared: Sequence[tuple[ActivityCompletion, str, str]]
+) -> list[Outcome]:
     """See :meth:`perdure.store.base.Store.complete_activities`.
 
     The instances are held (shared) before the tasks are locked, in the order commit_turns
@@ -92,7 +105,11 @@ def complete_activities(tx: Tx, prepared: Sequence[tuple[ActivityCompletion, str
     for completion, kind, text in prepared:
         row = tasks.get(completion.task_row_id)
         # The token holds until another caller takes the lease over (a fresh token).
-        if row is None or completion.task_row_id in done or row["lease_token"] != completion.lease_token:
+        if (
+            row is None
+            or completion.task_row_id in done
+            or row["lease_token"] != completion.lease_token
+        ):
             outcomes.append(Outcome.LEASE_LOST)
             continue
         done.append(completion.task_row_id)

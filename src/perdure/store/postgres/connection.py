@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from perdure.errors import StoreError, StoreUnavailableError
 
@@ -139,15 +139,23 @@ class Database:
             self.pool.open(wait=True, timeout=timeout)
         except PoolTimeout as exc:
             self.pool.close(timeout=0)
-            raise StoreUnavailableError(f"cannot connect to PostgreSQL at {display} within {timeout} s") from exc
+            raise StoreUnavailableError(
+                f"cannot connect to PostgreSQL at {display} within {timeout} s"
+            ) from exc
 
     def check_open(self) -> None:
         """Raise :class:`StoreUnavailableError` once closed."""
         if self._closed:
             raise StoreUnavailableError(f"the store on {self.display} is closed")
 
-    def write(self, method: str, body: Callable[[Tx], T], *, clock: Callable[[], float],
-              before_commit: Callable[[Tx], None]) -> tuple[T, set[str]]:
+    def write(
+        self,
+        method: str,
+        body: Callable[[Tx], T],
+        *,
+        clock: Callable[[], float],
+        before_commit: Callable[[Tx], None],
+    ) -> tuple[T, set[str]]:
         """Run ``body`` in one transaction and commit it; return its result and the topics to
         signal. ``before_commit`` runs last inside the transaction (notifications, the fault
         hook). Transient faults before COMMIT are retried (the whole body runs again)."""
@@ -189,13 +197,19 @@ class Database:
                 return attempt()
             except StoreError:
                 raise
+            except PoolClosed as exc:
+                raise StoreUnavailableError(f"the store on {self.display} is closed") from exc
             except (psycopg.Error, PoolTimeout) as exc:
                 if not is_transient(exc):
                     raise StoreError(f"{method} failed: {exc}") from exc
                 delay = next(delays, None)
                 if delay is None or self._closed:
-                    raise StoreUnavailableError(f"{method}: PostgreSQL at {self.display} is unavailable: {exc}") from exc
-                log.warning("%s: transient PostgreSQL fault, retrying in %.2f s: %s", method, delay, exc)
+                    raise StoreUnavailableError(
+                        f"{method}: PostgreSQL at {self.display} is unavailable: {exc}"
+                    ) from exc
+                log.warning(
+                    "%s: transient PostgreSQL fault, retrying in %.2f s: %s", method, delay, exc
+                )
                 if not isinstance(exc, PoolTimeout) and exc.sqlstate not in ("40001", "40P01"):
                     self._drop_stale_connections()
                 time.sleep(delay)

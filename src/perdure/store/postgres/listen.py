@@ -48,12 +48,12 @@ def channels(topics: Iterable[str]) -> list[str]:
 
 class Listener:
     """A daemon thread forwarding ``perdure_*`` notifications to ``notifier``, except those
-whose payload is ``sender`` (the store's own).
+    whose payload is ``sender`` (the store's own).
 
-    It reconnects with exponential backoff (``backoff`` doubling up to ``backoff_cap``)
-    whenever its connection fails, and pings the server after ``ping_interval`` seconds of
-    silence so that a dead connection is noticed. :attr:`listening` is set while it is
-    subscribed. :meth:`close` stops it promptly (a self-pipe interrupts its ``select``).
+        It reconnects with exponential backoff (``backoff`` doubling up to ``backoff_cap``)
+        whenever its connection fails, and pings the server after ``ping_interval`` seconds of
+        silence so that a dead connection is noticed. :attr:`listening` is set while it is
+        subscribed. :meth:`close` stops it promptly (a self-pipe interrupts its ``select``).
     """
 
     def __init__(
@@ -85,6 +85,10 @@ whose payload is ``sender`` (the store's own).
     def wait_listening(self, timeout: float) -> bool:
         """Block until subscribed (or ``timeout``); return True if subscribed."""
         return self.listening.wait(timeout)
+
+    def is_alive(self) -> bool:
+        """True until the thread has stopped."""
+        return self._thread.is_alive()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the thread and close its connection. Idempotent."""

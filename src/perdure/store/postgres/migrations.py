@@ -6,8 +6,8 @@ created from ``schema.sql`` and stamped with the latest version; an older one ge
 missing migrations, in order; a newer one is refused with :class:`SchemaVersionError`.
 
 Many workers may open a new database at once: the whole migration runs in one transaction
-(PostgreSQL's DDL is transactional) holding a transaction-level advisory lock, so one
-opener migrates and the others, once the lock is theirs, find the work done.
+(PostgreSQL's DDL is transactional) under an advisory lock, so one opener migrates and
+the others, once the lock is theirs, find the work done.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from psycopg.rows import tuple_row
 
 from perdure.errors import SchemaVersionError
 
-MIGRATION_LOCK = 7_250_417_000  # pg_advisory_xact_lock key held while migrating
+MIGRATION_LOCK = 7_250_417_000  # advisory lock key held while migrating
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -46,7 +46,9 @@ def package_migrations() -> list[Migration]:
     """The packaged migrations, in version order."""
     folder = resources.files(__package__).joinpath("migrations")
     return load_migrations(
-        (entry.name, entry.read_text(encoding="utf-8")) for entry in folder.iterdir() if entry.is_file()
+        (entry.name, entry.read_text(encoding="utf-8"))
+        for entry in folder.iterdir()
+        if entry.is_file()
     )
 
 
@@ -61,24 +63,32 @@ def load_migrations(files: Iterable[tuple[str, str]]) -> list[Migration]:
     found.sort(key=lambda m: m.version)
     for expected, migration in enumerate(found, start=1):
         if migration.version != expected:
-            raise ValueError(f"migration {migration.name} is out of sequence; expected number {expected:04d}")
+            raise ValueError(
+                f"migration {migration.name} is out of sequence; expected number {expected:04d}"
+            )
     return found
 
 
 def migrations_from_dir(path: str | Path) -> list[Migration]:
     """Load migrations from a directory (tests use this to simulate later versions)."""
     folder = Path(path)
-    return load_migrations((p.name, p.read_text(encoding="utf-8")) for p in folder.iterdir() if p.is_file())
+    return load_migrations(
+        (p.name, p.read_text(encoding="utf-8")) for p in folder.iterdir() if p.is_file()
+    )
 
 
 def schema_version(conn: psycopg.Connection[Any]) -> int:
     """The database's schema version: 0 if perdure never created it. Looks in the
     connection's ``search_path``."""
     with conn.cursor(row_factory=tuple_row) as cur:
-        (exists,) = cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone() or (False,)
+        (exists,) = cur.execute(
+            "SELECT to_regclass('schema_migrations') IS NOT NULL"
+        ).fetchone() or (False,)
         if not exists:
             return 0
-        (version,) = cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone() or (0,)
+        (version,) = cur.execute(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
+        ).fetchone() or (0,)
     return int(version)
 
 
@@ -98,33 +108,55 @@ def migrate(
     schema: str | None = None,
     create_from_schema: bool = True,
 ) -> int:
-    """Bring the database on ``conn`` (autocommit mode) to the latest version and return it.
+    """Bring the database on ``conn`` (autocommit mode, no transaction open) to the latest
+    version and return it.
 
     ``migrations`` and ``schema`` default to the packaged ones. A fresh database is created
     from the schema unless ``create_from_schema`` is false, in which case every migration
     runs (the schema test compares both paths).
     """
+    if schema is None and create_from_schema:
+        schema = package_schema()
     migrations = package_migrations() if migrations is None else migrations
     latest = migrations[-1].version if migrations else 0
     current = schema_version(conn)  # without the lock: the common case is "up to date"
     _check(current, latest)
     if current == latest:
         return latest
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        current = schema_version(conn)
-        _check(current, latest)
-        if current < latest:
-            if current == 0 and create_from_schema:
-                conn.execute(package_schema() if schema is None else schema)  # type: ignore[arg-type]
-                pending = migrations
-            else:
-                pending = [m for m in migrations if m.version > current]
-                for migration in pending:
-                    conn.execute(migration.sql)  # type: ignore[arg-type]
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
-                    [(m.version, m.name, now) for m in pending],
-                )
+    # A session-level lock taken *before* the transaction: a backend reads the catalog
+    # changes committed by others only when a transaction starts, so the version must be
+    # read again in a transaction begun after the previous migrator committed.
+    conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+    try:
+        with conn.transaction():
+            current = schema_version(conn)
+            _check(current, latest)
+            if current < latest:
+                _apply(conn, current, migrations, schema if create_from_schema else None, now)
+    finally:
+        if not conn.broken:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
     return latest
+
+
+def _apply(
+    conn: psycopg.Connection[Any],
+    current: int,
+    migrations: list[Migration],
+    schema: str | None,
+    now: float,
+) -> None:
+    """Create the schema (a fresh database, unless ``schema`` is None) or run the pending
+    migrations; record them."""
+    if current == 0 and schema is not None:
+        conn.execute(schema)  # type: ignore[arg-type]
+        pending = migrations
+    else:
+        pending = [m for m in migrations if m.version > current]
+        for migration in pending:
+            conn.execute(migration.sql)  # type: ignore[arg-type]
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
+            [(m.version, m.name, now) for m in pending],
+        )

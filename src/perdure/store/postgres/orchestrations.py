@@ -42,10 +42,25 @@ from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
 from perdure.store.postgres.connection import Tx
 from perdure.store.postgres.queries import Q
 from perdure.store.sqlite.orchestrations import PreparedTurn, prepare_turn
-from perdure.store.sqlite.rows import TERMINAL, event_row, instance_from_row, message_from_row, payload, task_event
+from perdure.store.sqlite.rows import (
+    TERMINAL,
+    event_row,
+    instance_from_row,
+    message_from_row,
+    payload,
+    task_event,
+)
 from perdure.store.sqlite.tx import QueueOptions
 
-__all__ = ["Outbox", "PreparedTurn", "abandon", "commit_turns", "lock_orchestrations", "prepare_turn", "renew"]
+__all__ = [
+    "Outbox",
+    "PreparedTurn",
+    "abandon",
+    "commit_turns",
+    "lock_orchestrations",
+    "prepare_turn",
+    "renew",
+]
 
 Row = dict[str, Any]
 
@@ -61,7 +76,13 @@ class Outbox:
         self.visible_ats: list[float] = []
 
     def add(
-        self, instance_id: str, execution_id: int | None, kind: str, text: str, now: float, visible_at: float | None
+        self,
+        instance_id: str,
+        execution_id: int | None,
+        kind: str,
+        text: str,
+        now: float,
+        visible_at: float | None,
     ) -> None:
         """Queue one message (``visible_at`` None: now)."""
         self.instance_ids.append(instance_id)
@@ -155,7 +176,12 @@ def _lock_instance(
     messages = tx.all(Q.visible_messages, {"instance_id": instance_id, "now": tx.now})
     status = row["status"]
     if status in TERMINAL:
-        _discard(tx, instance_id, [(m, f"instance is {status}") for m in messages], DiscardReason.TERMINAL_INSTANCE)
+        _discard(
+            tx,
+            instance_id,
+            [(m, f"instance is {status}") for m in messages],
+            DiscardReason.TERMINAL_INSTANCE,
+        )
         return None
     current = row["execution_id"]
     deliver, stale, future = [], [], []
@@ -211,7 +237,9 @@ def _sweep_missing_instance(tx: Tx, options: QueueOptions, instance_id: str) -> 
     _defer(tx, options, messages, DeadLetterReason.INSTANCE_NOT_FOUND)
 
 
-def _start_first(tx: Tx, options: QueueOptions, instance_id: str, execution_id: int, deliver: list[Row]) -> list[Row]:
+def _start_first(
+    tx: Tx, options: QueueOptions, instance_id: str, execution_id: int, deliver: list[Row]
+) -> list[Row]:
     """Messages for an execution whose history is still empty: its ``ExecutionStarted`` must
     come first. Without it in view, the others wait for it (held until the start message is
     due, e.g. a scheduled start), or are deferred if there is no start message at all."""
@@ -220,7 +248,10 @@ def _start_first(tx: Tx, options: QueueOptions, instance_id: str, execution_id: 
         return starts + [m for m in deliver if m["kind"] != ExecutionStarted.__name__]
     pending = tx.one(Q.pending_start, {"instance_id": instance_id, "execution_id": execution_id})
     if pending is not None and pending["visible_at"] is not None:
-        tx.run(Q.hold_messages, {"visible_at": pending["visible_at"], "ids": [m["message_id"] for m in deliver]})
+        tx.run(
+            Q.hold_messages,
+            {"visible_at": pending["visible_at"], "ids": [m["message_id"] for m in deliver]},
+        )
     else:
         _defer(tx, options, deliver, DeadLetterReason.EXECUTION_NOT_FOUND)
     return []
@@ -246,7 +277,9 @@ def _defer(tx: Tx, options: QueueOptions, messages: Sequence[Row], reason: str) 
         tx.run(Q.dead_letter_messages, {**dead, "reason": reason, "now": tx.now})
 
 
-def _discard(tx: Tx, instance_id: str, messages: Sequence[tuple[Row, str | None]], reason: str) -> None:
+def _discard(
+    tx: Tx, instance_id: str, messages: Sequence[tuple[Row, str | None]], reason: str
+) -> None:
     """Delete messages with a discard record each."""
     if messages:
         tx.run(
@@ -261,7 +294,9 @@ def _discard(tx: Tx, instance_id: str, messages: Sequence[tuple[Row, str | None]
         )
 
 
-def _history_for(tx: Tx, row: Row, known: tuple[int, int] | None) -> tuple[int, tuple[HistoryEvent, ...]]:
+def _history_for(
+    tx: Tx, row: Row, known: tuple[int, int] | None
+) -> tuple[int, tuple[HistoryEvent, ...]]:
     """The part of the current execution's history the caller lacks."""
     execution_id, count = row["execution_id"], row["history_event_count"]
     start = 0
@@ -328,14 +363,21 @@ def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease: Row) -> bool:
             },
         )
     consumed = sorted(set(c.consumed) | {mid for mid, _, _ in c.discarded})
-    if consumed and tx.run(Q.delete_consumed, {"instance_id": iid, "ids": consumed}) != len(consumed):
+    if consumed and tx.run(Q.delete_consumed, {"instance_id": iid, "ids": consumed}) != len(
+        consumed
+    ):
         return False
 
     first = row["history_event_count"]
     if turn.events:
         tx.run(
             Q.insert_history,
-            {"instance_id": iid, "execution_id": c.execution_id, "first": first, "events": list(turn.events)},
+            {
+                "instance_id": iid,
+                "execution_id": c.execution_id,
+                "first": first,
+                "events": list(turn.events),
+            },
         )
     execution_id, input_text = c.execution_id, row["input"]
     count, size = first + len(turn.events), row["history_bytes"] + turn.events_bytes
@@ -374,7 +416,9 @@ def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease: Row) -> bool:
                 "names": [a.name for a in c.activities],
                 "inputs": list(turn.activity_inputs),
                 "attempts": [a.attempt for a in c.activities],
-                "visible_ats": [now if a.visible_at is None else a.visible_at for a in c.activities],
+                "visible_ats": [
+                    now if a.visible_at is None else a.visible_at for a in c.activities
+                ],
             },
         )
         tx.notify(ACTIVITIES)
@@ -396,12 +440,18 @@ def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease: Row) -> bool:
     else:
         tx.run(
             Q.extend_lease,
-            {"instance_id": iid, "token": c.lease_token, "expires_at": now + lease["lease_seconds"]},
+            {
+                "instance_id": iid,
+                "token": c.lease_token,
+                "expires_at": now + lease["lease_seconds"],
+            },
         )
     return True
 
 
-def insert_instance(tx: Tx, instance_id: str, name: str, input_text: str | None, parent: ParentRef | None) -> bool:
+def insert_instance(
+    tx: Tx, instance_id: str, name: str, input_text: str | None, parent: ParentRef | None
+) -> bool:
     """Insert a PENDING instance unless the id is taken; the caller holds the id lock
     (``lock_instance_id``). Returns True if inserted."""
     inserted = tx.one(
@@ -425,20 +475,27 @@ def _start_child(tx: Tx, child: ChildStart, outbox: Outbox) -> None:
     now, parent = tx.now, child.parent
     tx.one(Q.lock_instance_id, {"instance_id": child.instance_id})
     if insert_instance(tx, child.instance_id, child.name, payload(child.input), parent):
-        start = ExecutionStarted(timestamp=now, name=child.name, input=child.input, execution_id=1, parent=parent)
+        start = ExecutionStarted(
+            timestamp=now, name=child.name, input=child.input, execution_id=1, parent=parent
+        )
         outbox.add(child.instance_id, 1, *event_row(start), now, None)
         tx.notify(INSTANCES)
         return
     existing = tx.one(Q.get_instance, {"instance_id": child.instance_id})
     if existing is None:  # pragma: no cover - the id lock keeps it from vanishing
         raise RuntimeError(f"instance {child.instance_id!r} exists and does not")
-    started_by = (existing["parent_instance_id"], existing["parent_execution_id"], existing["parent_task_id"])
+    started_by = (
+        existing["parent_instance_id"],
+        existing["parent_execution_id"],
+        existing["parent_task_id"],
+    )
     if started_by == (parent.instance_id, parent.execution_id, parent.task_id):
         return  # the same start, redelivered: the child exists already
     failure = Failure(
         "perdure.errors.InstanceExistsError",
-        f"cannot start sub-orchestration {child.name!r}: instance id {child.instance_id!r} is already "
-        f"used by another instance (orchestration {existing['name']!r}, status {existing['status']})",
+        f"cannot start sub-orchestration {child.name!r}: instance id {child.instance_id!r} is "
+        f"already used by another instance (orchestration {existing['name']!r}, "
+        f"status {existing['status']})",
         non_retryable=True,
     )
     event = SubOrchestrationFailed(timestamp=now, task_id=parent.task_id, failure=failure)
@@ -452,9 +509,15 @@ def _continue_as_new(tx: Tx, turn: PreparedTurn, row: Row, outbox: Outbox) -> No
     new_execution = c.execution_id + 1
     parent = None
     if row["parent_instance_id"] is not None:
-        parent = ParentRef(row["parent_instance_id"], row["parent_execution_id"], row["parent_task_id"])
+        parent = ParentRef(
+            row["parent_instance_id"], row["parent_execution_id"], row["parent_task_id"]
+        )
     start = ExecutionStarted(
-        timestamp=now, name=row["name"], input=c.continue_as_new_input, execution_id=new_execution, parent=parent
+        timestamp=now,
+        name=row["name"],
+        input=c.continue_as_new_input,
+        execution_id=new_execution,
+        parent=parent,
     )
     outbox.add(c.instance_id, new_execution, *event_row(start), now, None)
     for kind, text in turn.carried:
@@ -469,7 +532,10 @@ def _discard_queued_tasks(tx: Tx, instance_id: str, detail: str) -> None:
         rows.sort(key=lambda r: r["task_row_id"])
         insert_discards(
             tx,
-            [(r["instance_id"], r["execution_id"], dumps_event(task_event(r)), detail) for r in rows],  # type: ignore[arg-type]
+            [
+                (r["instance_id"], r["execution_id"], dumps_event(task_event(r)), detail)
+                for r in rows
+            ],  # type: ignore[arg-type]
             DiscardReason.TERMINAL_INSTANCE,
         )
 
@@ -513,7 +579,12 @@ def renew(tx: Tx, instance_id: str, token: str, lease_seconds: float) -> float:
     expires_at = tx.now + lease_seconds
     renewed = tx.run(
         Q.renew_lease,
-        {"instance_id": instance_id, "token": token, "expires_at": expires_at, "lease_seconds": lease_seconds},
+        {
+            "instance_id": instance_id,
+            "token": token,
+            "expires_at": expires_at,
+            "lease_seconds": lease_seconds,
+        },
     )
     if not renewed:
         raise LeaseLost(f"the lease on instance {instance_id!r} is no longer held by this token")

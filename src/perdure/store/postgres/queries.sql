@@ -8,6 +8,8 @@
 -- Locking: "FOR UPDATE" marks the rows a decision is made on (READ COMMITTED re-reads a row
 -- once it is locked, so the decision sees the latest committed version); "SKIP LOCKED"
 -- is used where another worker holding the row means "not for me, take the next one".
+-- Several instance rows are locked in instance id order, COLLATE "C" (byte order, the
+-- order Python sorts str in), so that no two transactions wait on each other.
 
 
 -- ===== instances ==========================================================================
@@ -92,14 +94,14 @@ WHERE status IN ('COMPLETED', 'FAILED', 'TERMINATED')
   AND (%(created_before)s::float8 IS NULL OR created_at < %(created_before)s::float8)
   AND (%(parent_instance_id)s::text IS NULL OR parent_instance_id = %(parent_instance_id)s::text)
   AND (%(prefix)s::text IS NULL OR left(instance_id, length(%(prefix)s::text)) = %(prefix)s::text)
-ORDER BY instance_id
+ORDER BY instance_id COLLATE "C"
 FOR UPDATE;
 
 -- name: terminal_instances_among
 SELECT instance_id FROM instances
 WHERE instance_id = ANY(%(ids)s::text[])
   AND status IN ('COMPLETED', 'FAILED', 'TERMINATED')
-ORDER BY instance_id
+ORDER BY instance_id COLLATE "C"
 FOR UPDATE;
 
 -- name: delete_instances
@@ -340,7 +342,7 @@ WHERE t.task_row_id = l.task_row_id;
 -- in one order, before the tasks, as commit_turns does.
 SELECT i.instance_id FROM instances AS i
 WHERE i.instance_id IN (SELECT instance_id FROM activity_tasks WHERE task_row_id = ANY(%(ids)s::bigint[]))
-ORDER BY i.instance_id
+ORDER BY i.instance_id COLLATE "C"
 FOR SHARE;
 
 -- name: tasks_with_instances

@@ -116,7 +116,9 @@ class PostgresStore:
             raise InvalidInputError(f"not a PostgreSQL URL: {public_url(url)!r}")
         min_size, max_size = (1, pool_size) if isinstance(pool_size, int) else pool_size
         if not 0 <= min_size <= max_size or max_size < 1:
-            raise InvalidInputError(f"pool_size must be a positive size or a (min, max) pair, not {pool_size!r}")
+            raise InvalidInputError(
+                f"pool_size must be a positive size or a (min, max) pair, not {pool_size!r}"
+            )
         self.url = public_url(url)
         self.clock = clock
         self.notifier = Notifier()
@@ -136,7 +138,7 @@ class PostgresStore:
         )
         self.listener: Listener | None = None
         try:
-            self._db.write("migrate", lambda tx: migrate(tx.conn, now=tx.now), clock=clock, before_commit=_nothing)
+            self._db.read("migrate", lambda conn: migrate(conn, now=clock()))
             if notify:
                 self.listener = Listener(
                     url,
@@ -203,18 +205,27 @@ class PostgresStore:
             row = tx.one(Q.lock_instance, key)
             if row is not None:
                 if row["status"] not in TERMINAL:
-                    raise InstanceExistsError(f"instance {iid!r} already exists and is {row['status']}")
+                    raise InstanceExistsError(
+                        f"instance {iid!r} already exists and is {row['status']}"
+                    )
                 if not replace_terminal:
                     raise InstanceExistsError(
-                        f"instance {iid!r} already exists ({row['status']}); purge it or start with "
-                        f"replace_terminal=True to reuse the id"
+                        f"instance {iid!r} already exists ({row['status']}); purge it or start "
+                        f"with replace_terminal=True to reuse the id"
                     )
                 for query in (Q.delete_history, Q.delete_messages, Q.delete_tasks, Q.delete_leases):
                     tx.run(query, {"ids": [iid]})
                 tx.run(Q.delete_instances, {"ids": [iid]})
-            orchestrations.insert_instance(tx, iid, instance.name, input_text, instance.parent)
+            if not orchestrations.insert_instance(
+                tx, iid, instance.name, input_text, instance.parent
+            ):
+                raise InstanceExistsError(f"instance {iid!r} already exists")  # held by the id lock
             start = ExecutionStarted(
-                timestamp=tx.now, name=instance.name, input=instance.input, execution_id=1, parent=instance.parent
+                timestamp=tx.now,
+                name=instance.name,
+                input=instance.input,
+                execution_id=1,
+                parent=instance.parent,
             )
             outbox = orchestrations.Outbox()
             outbox.add(iid, 1, *event_row(start), tx.now, instance.start_at)
@@ -225,7 +236,9 @@ class PostgresStore:
 
     def enqueue_messages(self, messages: Sequence[Message]) -> None:
         """See :meth:`perdure.store.base.Store.enqueue_messages`."""
-        encoded = [(m, type(m.event).__name__, dumps_checked(m.event, "a message")) for m in messages]
+        encoded = [
+            (m, type(m.event).__name__, dumps_checked(m.event, "a message")) for m in messages
+        ]
         if not encoded:
             return
 
@@ -244,7 +257,9 @@ class PostgresStore:
             return 0
 
         def body(tx: Tx) -> int:
-            return _purge(tx, [r["instance_id"] for r in tx.all(Q.terminal_instances_among, {"ids": ids})])
+            return _purge(
+                tx, [r["instance_id"] for r in tx.all(Q.terminal_instances_among, {"ids": ids})]
+            )
 
         return int(self._write("purge_instances", body))
 
@@ -253,7 +268,9 @@ class PostgresStore:
         params = _filter_params(query)
 
         def body(tx: Tx) -> int:
-            return _purge(tx, [r["instance_id"] for r in tx.all(Q.terminal_instances_matching, params)])
+            return _purge(
+                tx, [r["instance_id"] for r in tx.all(Q.terminal_instances_matching, params)]
+            )
 
         return int(self._write("purge_where", body))
 
@@ -301,15 +318,22 @@ class PostgresStore:
         prepared = [orchestrations.prepare_turn(c) for c in commits]
         if not prepared:
             return []
-        return list(self._write("commit_turns", lambda tx: orchestrations.commit_turns(tx, prepared)))
-
-    def abandon_orchestration(self, instance_id: str, lease_token: str, *, retry_after: float = 0.0) -> None:
-        """See :meth:`perdure.store.base.Store.abandon_orchestration`."""
-        self._write(
-            "abandon_orchestration", lambda tx: orchestrations.abandon(tx, instance_id, lease_token, retry_after)
+        return list(
+            self._write("commit_turns", lambda tx: orchestrations.commit_turns(tx, prepared))
         )
 
-    def renew_orchestration_lease(self, instance_id: str, lease_token: str, lease_seconds: float) -> float:
+    def abandon_orchestration(
+        self, instance_id: str, lease_token: str, *, retry_after: float = 0.0
+    ) -> None:
+        """See :meth:`perdure.store.base.Store.abandon_orchestration`."""
+        self._write(
+            "abandon_orchestration",
+            lambda tx: orchestrations.abandon(tx, instance_id, lease_token, retry_after),
+        )
+
+    def renew_orchestration_lease(
+        self, instance_id: str, lease_token: str, lease_seconds: float
+    ) -> float:
         """See :meth:`perdure.store.base.Store.renew_orchestration_lease`."""
         return float(
             self._write(
@@ -335,7 +359,12 @@ class PostgresStore:
 
         def body(tx: Tx) -> list[ActivityWorkItem]:
             return activities.lock_activities(
-                tx, owner, lease_seconds=lease_seconds, limit=limit, names=names, task_row_ids=task_row_ids
+                tx,
+                owner,
+                lease_seconds=lease_seconds,
+                limit=limit,
+                names=names,
+                task_row_ids=task_row_ids,
             )
 
         return list(self._write("lock_activities", body))
@@ -345,19 +374,33 @@ class PostgresStore:
         prepared = activities.prepare_completions(completions)
         if not prepared:
             return []
-        return list(self._write("complete_activities", lambda tx: activities.complete_activities(tx, prepared)))
+        return list(
+            self._write(
+                "complete_activities", lambda tx: activities.complete_activities(tx, prepared)
+            )
+        )
 
-    def renew_activity_leases(self, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:
+    def renew_activity_leases(
+        self, leases: Sequence[tuple[int, str]], lease_seconds: float
+    ) -> list[bool]:
         """See :meth:`perdure.store.base.Store.renew_activity_leases`."""
         if not leases:
             return []
         return list(
-            self._write("renew_activity_leases", lambda tx: activities.renew_leases(tx, leases, lease_seconds))
+            self._write(
+                "renew_activity_leases",
+                lambda tx: activities.renew_leases(tx, leases, lease_seconds),
+            )
         )
 
-    def abandon_activity(self, task_row_id: int, lease_token: str, *, retry_after: float = 0.0) -> None:
+    def abandon_activity(
+        self, task_row_id: int, lease_token: str, *, retry_after: float = 0.0
+    ) -> None:
         """See :meth:`perdure.store.base.Store.abandon_activity`."""
-        self._write("abandon_activity", lambda tx: activities.abandon(tx, task_row_id, lease_token, retry_after))
+        self._write(
+            "abandon_activity",
+            lambda tx: activities.abandon(tx, task_row_id, lease_token, retry_after),
+        )
 
     # -- workers --
 
@@ -372,7 +415,9 @@ class PostgresStore:
     def list_workers(self, *, alive_within: float | None = None) -> list[WorkerRecord]:
         """See :meth:`perdure.store.base.Store.list_workers`."""
         since = None if alive_within is None else self.clock() - alive_within
-        rows = self._read("list_workers", lambda c: c.execute(Q.list_workers, {"alive_since": since}).fetchall())
+        rows = self._read(
+            "list_workers", lambda c: c.execute(Q.list_workers, {"alive_since": since}).fetchall()
+        )
         return [worker_from_row(r) for r in rows]
 
     # -- reads --
@@ -380,7 +425,8 @@ class PostgresStore:
     def get_instance(self, instance_id: str) -> InstanceRecord | None:
         """See :meth:`perdure.store.base.Store.get_instance`."""
         row = self._read(
-            "get_instance", lambda c: c.execute(Q.get_instance, {"instance_id": instance_id}).fetchone()
+            "get_instance",
+            lambda c: c.execute(Q.get_instance, {"instance_id": instance_id}).fetchone(),
         )
         return None if row is None else instance_from_row(row)
 
@@ -413,7 +459,9 @@ class PostgresStore:
         if query.cursor:
             params["cursor_created"], params["cursor_id"] = decode_cursor(query.cursor)
         params["limit"] = limit + 1
-        rows = self._read("list_instances", lambda c: c.execute(Q.list_instances, params).fetchall())
+        rows = self._read(
+            "list_instances", lambda c: c.execute(Q.list_instances, params).fetchall()
+        )
         more = len(rows) > limit
         rows = rows[:limit]
         cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["instance_id"]) if more else None
@@ -430,7 +478,8 @@ class PostgresStore:
     def activity_tasks(self, instance_id: str) -> list[ActivityWorkItem]:
         """See :meth:`perdure.store.base.Store.activity_tasks`."""
         rows = self._read(
-            "activity_tasks", lambda c: c.execute(Q.tasks_of_instance, {"instance_id": instance_id}).fetchall()
+            "activity_tasks",
+            lambda c: c.execute(Q.tasks_of_instance, {"instance_id": instance_id}).fetchall(),
         )
         return [task_from_row(r) for r in rows]
 
@@ -456,10 +505,14 @@ class PostgresStore:
         rows = self._read("dead_letters", lambda c: c.execute(Q.dead_letters, params).fetchall())
         return [dead_letter_from_row(r) for r in rows]
 
-    def discarded_messages(self, *, instance_id: str | None = None, limit: int = 100) -> list[DiscardRecord]:
+    def discarded_messages(
+        self, *, instance_id: str | None = None, limit: int = 100
+    ) -> list[DiscardRecord]:
         """See :meth:`perdure.store.base.Store.discarded_messages`."""
         params = {"instance_id": instance_id, "limit": limit}
-        rows = self._read("discarded_messages", lambda c: c.execute(Q.discarded_messages, params).fetchall())
+        rows = self._read(
+            "discarded_messages", lambda c: c.execute(Q.discarded_messages, params).fetchall()
+        )
         return [discard_from_row(r) for r in rows]
 
     def unserved_work(
@@ -477,10 +530,16 @@ class PostgresStore:
         def body(c: Conn) -> tuple[list[str], list[int]]:
             instances = c.execute(
                 Q.unserved_instances,
-                {"now": now, "due_before": due_before, "names": sorted(orchestration_names), "limit": limit},
+                {
+                    "now": now,
+                    "due_before": due_before,
+                    "names": sorted(orchestration_names),
+                    "limit": limit,
+                },
             ).fetchall()
             tasks = c.execute(
-                Q.unserved_tasks, {"due_before": due_before, "names": sorted(activity_names), "limit": limit}
+                Q.unserved_tasks,
+                {"due_before": due_before, "names": sorted(activity_names), "limit": limit},
             ).fetchall()
             return [r["instance_id"] for r in instances], [r["task_row_id"] for r in tasks]
 
@@ -491,10 +550,6 @@ class PostgresStore:
         """See :meth:`perdure.store.base.Store.next_visible_at`."""
         row = self._read("next_visible_at", lambda c: c.execute(Q.next_visible_at).fetchone())
         return row["next_visible_at"]
-
-
-def _nothing(tx: Tx) -> None:
-    """A ``before_commit`` that does nothing."""
 
 
 def _purge(tx: Tx, instance_ids: list[str]) -> int:

@@ -38,11 +38,6 @@ def payload(value: Any, what: str = "value") -> str | None:
     return None if value is None else dumps_payload(value, what=what)
 
 
-def from_payload(text: str | None) -> Any:
-    """Read a payload column."""
-    return loads_payload(text)
-
-
 def failure_text(failure: Failure | None) -> str | None:
     """A failure column."""
     return None if failure is None else json.dumps(failure.to_dict(), separators=(",", ":"))

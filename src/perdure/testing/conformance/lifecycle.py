@@ -169,9 +169,11 @@ def test_threads_racing_for_one_instance_never_both_hold_it(store: Store) -> Non
             gone.wait()
             assert len(won[r]) == 1, f"round {r}: {len(won[r])} simultaneous holders"
             assert commit(store, won[r][0]) is Outcome.OK
-    finally:
-        go.abort()
+    except BaseException:
+        go.abort()  # release the racers; aborting after a success could break their last wait
         gone.abort()
+        raise
+    finally:
         for w in workers:
             w.join(10)
     names = [e.event.name for e in store.get_history("i1") if isinstance(e.event, EventRaised)]

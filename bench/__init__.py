@@ -1,0 +1,1 @@
+"""perdure benchmarks: ``python -m bench W1 [W2 ...] [--store sqlite|postgres]``."""

@@ -1,0 +1,138 @@
+"""The benchmark workloads (W1–W5): an app and one function per workload.
+
+Each workload function takes a store URL and sizes, runs in the current process (one
+worker in-process unless worker processes are given) and returns a dict of figures.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import perdure
+
+app = perdure.App()
+
+
+@app.activity
+def inc(x: int) -> int:
+    """The unit of work: add one."""
+    return x + 1
+
+
+@app.orchestration
+async def chain(ctx: perdure.OrchestrationContext, n: int) -> int:
+    """``n`` activities in sequence."""
+    x = 0
+    for _ in range(n):
+        x = await ctx.call_activity(inc, x)
+    return x
+
+
+@app.orchestration
+async def fan(ctx: perdure.OrchestrationContext, n: int) -> int:
+    """``n`` activities in parallel, summed."""
+    values = await ctx.when_all([ctx.call_activity(inc, i) for i in range(n)])
+    return sum(values)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _worker_processes(url: str, count: int) -> list[subprocess.Popen]:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "perdure.cli", "--store", url, "worker", "--app", "bench.workloads:app",
+             "--poll-interval", "0.05", "--activity-concurrency", "16"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
+
+
+def _run_many(url: str, orchestrations: int, steps: int, processes: int) -> dict[str, Any]:
+    store = perdure.open_store(url)
+    client = perdure.Client(store)
+    with ExitStack() as stack:
+        procs: list[subprocess.Popen] = []
+        if processes:
+            procs = _worker_processes(url, processes)
+            stack.callback(lambda: [p.terminate() for p in procs] and [p.wait() for p in procs])
+            time.sleep(1.5)  # let the worker processes start and register
+        else:
+            stack.enter_context(perdure.Worker(app, store))
+        started = time.perf_counter()
+        ids = [client.start(chain, steps) for _ in range(orchestrations)]
+        for iid in ids:
+            state = client.wait(iid, timeout=600)
+            assert state.output == steps, state
+        wall = time.perf_counter() - started
+    store.close()
+    activities = orchestrations * steps
+    return {"wall_s": wall, "orchestrations_per_s": orchestrations / wall, "activities_per_s": activities / wall}
+
+
+def w1(url: str, orchestrations: int = 200, steps: int = 10) -> dict[str, Any]:
+    """W1: ``orchestrations`` started at once, each ``steps`` activities in sequence."""
+    return _run_many(url, orchestrations, steps, processes=0)
+
+
+def w2(url: str, n: int = 1000) -> dict[str, Any]:
+    """W2: one orchestration fanning out ``n`` activities with when_all."""
+    store = perdure.open_store(url)
+    client = perdure.Client(store)
+    with perdure.Worker(app, store):
+        started = time.perf_counter()
+        state = client.wait(client.start(fan, n), timeout=600)
+        wall = time.perf_counter() - started
+    store.close()
+    assert state.output == n * (n + 1) // 2, state
+    return {"wall_s": wall, "activities_per_s": n / wall}
+
+
+def w3(url: str, orchestrations: int = 100) -> dict[str, Any]:
+    """W3: orchestrations one after another, one activity each; start-to-result latency."""
+    store = perdure.open_store(url)
+    client = perdure.Client(store)
+    latencies = []
+    with perdure.Worker(app, store):
+        client.wait(client.start(chain, 1), timeout=60)  # warm-up
+        for _ in range(orchestrations):
+            started = time.perf_counter()
+            state = client.wait(client.start(chain, 1), timeout=60)
+            latencies.append(time.perf_counter() - started)
+            assert state.output == 1
+    store.close()
+    latencies.sort()
+    return {
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))],
+    }
+
+
+def w4(url: str, k: int = 100) -> dict[str, Any]:
+    """W4: one orchestration with ``k`` sequential activities; time per activity."""
+    store = perdure.open_store(url)
+    client = perdure.Client(store)
+    with perdure.Worker(app, store):
+        started = time.perf_counter()
+        state = client.wait(client.start(chain, k), timeout=600)
+        wall = time.perf_counter() - started
+    store.close()
+    assert state.output == k
+    return {"k": k, "wall_s": wall, "ms_per_activity": 1000 * wall / k}
+
+
+def w5(url: str, processes: int = 1, orchestrations: int = 200, steps: int = 10) -> dict[str, Any]:
+    """W5: W1 with ``processes`` worker processes (PostgreSQL)."""
+    return {"processes": processes, **_run_many(url, orchestrations, steps, processes=processes)}
+
+
+WORKLOADS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5}

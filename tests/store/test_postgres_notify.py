@@ -1,0 +1,158 @@
+"""PostgreSQL: LISTEN/NOTIFY wakes waiters of other store objects (other processes)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from perdure.core.history import EventRaised
+from perdure.store.base import Message, NewInstance
+from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
+from perdure.store.postgres import PostgresStore
+from perdure.testing.conformance.helpers import commit, lock_one, running, task
+from perdure.testing.faults import FailAt, InjectedFault
+from tests import pgserver
+
+TOPICS = (ORCHESTRATIONS, ACTIVITIES, INSTANCES)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, migrated database."""
+    with pgserver.fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def stores(pg_url: str) -> Iterator[Callable[..., PostgresStore]]:
+    """Open stores on the test's database; each listener is subscribed before it is returned."""
+    opened: list[PostgresStore] = []
+
+    def make(**options: Any) -> PostgresStore:
+        store = PostgresStore(pg_url, **options)
+        opened.append(store)
+        if store.listener is not None:
+            assert store.listener.wait_listening(5)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+def woken(
+    store: PostgresStore, topic: str, action: Callable[[], Any], timeout: float = 1.0
+) -> float | None:
+    """Seconds until ``topic`` is signalled on ``store`` after ``action``, or None."""
+    seen = store.notifier.snapshot((topic,))
+    started = time.monotonic()
+    action()
+    if store.notifier.wait((topic,), seen, timeout):
+        return time.monotonic() - started
+    return None
+
+
+def test_writes_wake_the_waiters_of_another_store_within_a_second(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    writer, idle = stores(), stores()
+    assert (
+        woken(idle, ORCHESTRATIONS, lambda: writer.create_instance(NewInstance("i1", "wf", None)))
+        is not None
+    )
+    assert (
+        woken(idle, INSTANCES, lambda: writer.create_instance(NewInstance("i2", "wf", None)))
+        is not None
+    )
+    item = lock_one(writer, "i1")
+    assert woken(idle, ACTIVITIES, lambda: commit(writer, item, activities=[task()])) is not None
+    event = EventRaised(name="E")
+    assert (
+        woken(idle, ORCHESTRATIONS, lambda: writer.enqueue_messages([Message("i1", event)]))
+        is not None
+    )
+
+
+def test_a_rolled_back_write_wakes_nobody(stores: Callable[..., PostgresStore]) -> None:
+    writer, idle = stores(), stores()
+    writer.fault_hook = FailAt("create_instance:inside")
+
+    def failing() -> None:
+        with pytest.raises(InjectedFault):
+            writer.create_instance(NewInstance("i1", "wf", None))
+
+    assert woken(idle, ORCHESTRATIONS, failing, timeout=0.3) is None
+    assert writer.get_instance("i1") is None
+
+
+def test_reads_wake_nobody(stores: Callable[..., PostgresStore]) -> None:
+    writer, idle = stores(), stores()
+    running(writer, "i1")
+    time.sleep(0.1)  # let the notifications of the setup arrive
+    for topic in TOPICS:
+        assert (
+            woken(
+                idle, topic, lambda: (writer.get_instance("i1"), writer.queue_stats()), timeout=0.2
+            )
+            is None
+        )
+
+
+def test_notify_off_sends_and_listens_to_nothing(stores: Callable[..., PostgresStore]) -> None:
+    quiet, idle = stores(notify=False), stores()
+    assert quiet.listener is None
+    assert (
+        woken(
+            idle, ORCHESTRATIONS, lambda: quiet.create_instance(NewInstance("i1", "wf", None)), 0.3
+        )
+        is None
+    )
+    assert (
+        woken(
+            quiet, ORCHESTRATIONS, lambda: idle.create_instance(NewInstance("i2", "wf", None)), 0.3
+        )
+        is None
+    )
+    # its own process is still woken directly
+    assert (
+        woken(quiet, ORCHESTRATIONS, lambda: quiet.create_instance(NewInstance("i3", "wf", None)))
+        is not None
+    )
+
+
+def test_the_listener_reconnects_after_losing_its_connection(
+    stores: Callable[..., PostgresStore], pg_url: str
+) -> None:
+    writer, idle = stores(), stores(application_name="idle")
+    assert idle.listener is not None
+    seen = idle.notifier.snapshot(TOPICS)
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = 'idle-listener'"
+        ).fetchall()
+    assert killed == [(True,)]
+    deadline = time.monotonic() + 5
+    while idle.listener.connections < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert idle.listener.connections == 2 and idle.listener.wait_listening(5)
+    # after a reconnection every topic is signalled: something may have been missed
+    assert idle.notifier.wait(TOPICS, seen, 1.0)
+    assert (
+        woken(idle, ORCHESTRATIONS, lambda: writer.create_instance(NewInstance("i1", "wf", None)))
+        is not None
+    )
+
+
+def test_close_stops_the_listener_at_once(stores: Callable[..., PostgresStore]) -> None:
+    store = stores()
+    assert store.listener is not None
+    started = time.monotonic()
+    store.close()
+    assert time.monotonic() - started < 1.0
+    assert not store.listener.is_alive()
+    store.close()  # idempotent

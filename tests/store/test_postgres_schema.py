@@ -1,0 +1,153 @@
+"""PostgreSQL: the schema, its migrations, and opening a database from many workers at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from perdure.errors import SchemaVersionError
+from perdure.store.postgres import PostgresStore
+from perdure.store.postgres import migrations as pg_migrations
+from perdure.store.sqlite import migrations as sqlite_migrations
+from tests import pgserver
+
+CATALOG = {
+    "columns": """
+        SELECT table_name, ordinal_position, column_name, data_type, is_nullable, column_default,
+               is_identity, identity_generation
+        FROM information_schema.columns WHERE table_schema = current_schema()
+        ORDER BY table_name, ordinal_position""",
+    "indexes": """
+        SELECT tablename, indexname, indexdef FROM pg_indexes
+        WHERE schemaname = current_schema() ORDER BY tablename, indexname""",
+    "constraints": """
+        SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint
+        WHERE connamespace = current_schema()::regnamespace ORDER BY 1, 2""",
+}
+
+
+@pytest.fixture
+def empty_url() -> Iterator[str]:
+    """A fresh database with no schema at all."""
+    with pgserver.database_factory().database(migrated=False) as url:
+        yield url
+
+
+@pytest.fixture
+def other_empty_url() -> Iterator[str]:
+    """A second fresh database with no schema."""
+    with pgserver.database_factory().database(migrated=False) as url:
+        yield url
+
+
+def catalog(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """What the database's schema looks like, as comparable rows."""
+    with psycopg.connect(url) as conn:
+        return {name: conn.execute(query).fetchall() for name, query in CATALOG.items()}  # type: ignore[arg-type]
+
+
+def test_applying_every_migration_yields_exactly_schema_sql(
+    empty_url: str, other_empty_url: str
+) -> None:
+    with psycopg.connect(empty_url, autocommit=True) as conn:
+        assert pg_migrations.migrate(conn, now=1.0) == 1
+    with psycopg.connect(other_empty_url, autocommit=True) as conn:
+        assert pg_migrations.migrate(conn, now=1.0, create_from_schema=False) == 1
+    from_schema, from_migrations = catalog(empty_url), catalog(other_empty_url)
+    assert from_schema["columns"] and from_schema["indexes"]
+    assert from_schema == from_migrations
+
+
+def test_migrations_are_numbered_like_the_sqlite_stores() -> None:
+    pg = [m.name for m in pg_migrations.package_migrations()]
+    assert pg == [m.name for m in sqlite_migrations.package_migrations()]
+    assert pg[0] == "0001_initial.sql"
+
+
+def test_workers_opening_a_new_database_at_once_migrate_it_once(empty_url: str) -> None:
+    openers = 8
+    barrier = threading.Barrier(openers, timeout=30)
+    errors: list[BaseException] = []
+    opened: list[PostgresStore] = []
+    lock = threading.Lock()
+
+    def open_store() -> None:
+        barrier.wait()
+        try:
+            store = PostgresStore(empty_url, notify=False, pool_size=1)
+        except BaseException as exc:  # reported below
+            with lock:
+                errors.append(exc)
+            return
+        with lock:
+            opened.append(store)
+
+    threads = [threading.Thread(target=open_store) for _ in range(openers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert errors == [] and len(opened) == openers
+        with psycopg.connect(empty_url) as conn:
+            assert conn.execute("SELECT version, name FROM schema_migrations").fetchall() == [
+                (1, "0001_initial.sql")
+            ]
+        assert opened[-1].queue_stats().orchestration_depth == 0
+    finally:
+        for store in opened:
+            store.close()
+
+
+def test_a_newer_schema_is_refused(empty_url: str) -> None:
+    PostgresStore(empty_url, notify=False).close()
+    with psycopg.connect(empty_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO schema_migrations VALUES (99, '0099_future.sql', %s)", (time.time(),)
+        )
+    with pytest.raises(SchemaVersionError, match="version 99"):
+        PostgresStore(empty_url, notify=False)
+
+
+def test_an_older_schema_gets_only_its_missing_migrations(empty_url: str, tmp_path: Path) -> None:
+    PostgresStore(empty_url, notify=False).close()
+    for migration in pg_migrations.package_migrations():
+        (tmp_path / migration.name).write_text(migration.sql)
+    (tmp_path / "0002_add_note.sql").write_text(
+        "ALTER TABLE instances ADD COLUMN note TEXT;\n"
+        "CREATE INDEX instances_by_note ON instances (note);\n"
+    )
+    later = pg_migrations.migrations_from_dir(tmp_path)
+    with psycopg.connect(empty_url, autocommit=True) as conn:
+        assert pg_migrations.migrate(conn, now=2.0, migrations=later) == 2
+        assert pg_migrations.migrate(conn, now=3.0, migrations=later) == 2  # idempotent
+        rows = conn.execute(
+            "SELECT version, applied_at FROM schema_migrations ORDER BY version"
+        ).fetchall()
+        assert [v for v, _ in rows] == [1, 2] and rows[1][1] == 2.0
+        assert conn.execute("SELECT note FROM instances").fetchall() == []
+
+
+def test_a_failing_migration_changes_nothing(empty_url: str, tmp_path: Path) -> None:
+    PostgresStore(empty_url, notify=False).close()
+    for migration in pg_migrations.package_migrations():
+        (tmp_path / migration.name).write_text(migration.sql)
+    (tmp_path / "0002_broken.sql").write_text(
+        "ALTER TABLE instances ADD COLUMN note TEXT;\nSELECT 1/0;\n"
+    )
+    with psycopg.connect(empty_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            pg_migrations.migrate(
+                conn, now=2.0, migrations=pg_migrations.migrations_from_dir(tmp_path)
+            )
+        assert pg_migrations.schema_version(conn) == 1
+        columns = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'instances'"
+        ).fetchall()
+        assert ("note",) not in columns
