@@ -56,8 +56,8 @@ def test_worker_stopped_mid_orchestration_is_finished_by_a_new_worker(store, cli
     assert len(completed) == len(set(completed)) == 6
 
 
-def test_worker_process_killed_mid_activity_is_taken_over_after_lease_expiry(tmp_path):
-    url = f"sqlite:///{tmp_path / 'crash.db'}"
+def test_worker_process_killed_mid_activity_is_taken_over_after_lease_expiry(store_url, tmp_path):
+    url = store_url
     store = perdure.open_store(url)
     client = perdure.Client(store)
     args = {"steps": 3, "marker_dir": str(tmp_path)}
