@@ -50,7 +50,7 @@ def _worker_processes(url: str, count: int) -> list[subprocess.Popen]:
     return [
         subprocess.Popen(
             [sys.executable, "-m", "perdure.cli", "--store", url, "worker", "--app", "bench.workloads:app",
-             "--poll-interval", "0.05", "--activity-concurrency", "16"],
+             "--poll-interval", "0.05"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         for _ in range(count)

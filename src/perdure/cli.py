@@ -121,7 +121,7 @@ def demo(demo_store: str | None) -> None:
 
 @cli.command()
 @click.option("--app", "app_ref", required=True, help="Where the App is: module:attribute, e.g. myproject.flows:app.")
-@click.option("--activity-concurrency", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--activity-concurrency", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--orchestration-concurrency", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--lease", "lease_seconds", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Lease duration in seconds.")

@@ -27,6 +27,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from perdure.core.failure import Failure
+from perdure.core.payload import compact_json
 
 EVENT_FORMAT_VERSION = 1
 
@@ -297,7 +298,7 @@ def decode_event(data: dict[str, Any]) -> HistoryEvent:
 
 def dumps_event(event: HistoryEvent) -> str:
     """``event`` as a compact JSON string."""
-    return json.dumps(encode_event(event), separators=(",", ":"), ensure_ascii=False)
+    return compact_json(encode_event(event))
 
 
 def loads_event(text: str | bytes) -> HistoryEvent:

@@ -30,7 +30,7 @@ class WorkerOptions:
       releasing their leases.
     """
 
-    activity_concurrency: int = 16
+    activity_concurrency: int = 64
     orchestration_concurrency: int = 1
     batch_size: int = 64
     lease_seconds: float = 30.0

@@ -15,7 +15,7 @@ from perdure.core.history import (
     dumps_event,
     loads_event,
 )
-from perdure.core.payload import dumps_payload, loads_payload
+from perdure.core.payload import compact_json, dumps_payload, loads_payload
 from perdure.core.status import OrchestrationStatus
 from perdure.core.turn import WaitingOn
 from perdure.errors import InvalidInputError
@@ -40,14 +40,14 @@ def payload(value: Any, what: str = "value") -> str | None:
 
 def failure_text(failure: Failure | None) -> str | None:
     """A failure column."""
-    return None if failure is None else json.dumps(failure.to_dict(), separators=(",", ":"))
+    return None if failure is None else compact_json(failure.to_dict())
 
 
 def waiting_text(waiting_on: WaitingOn) -> str | None:
     """A waiting_on column (NULL when nothing is awaited)."""
     if waiting_on.is_empty():
         return None
-    return json.dumps(waiting_on.to_dict(), separators=(",", ":"))
+    return compact_json(waiting_on.to_dict())
 
 
 def json_list(values: Any) -> str | None:
