@@ -9,8 +9,9 @@ Which server (:func:`bootstrap`):
 
 Fresh databases (:class:`DatabaseFactory`): the store's schema is migrated once into a
 template database whose name carries a hash of the SQL files, so a template survives across
-sessions until the schema changes; each test then gets ``CREATE DATABASE ... TEMPLATE``,
-a file copy that takes milliseconds, dropped after the test.
+sessions until the schema changes; each test then gets ``CREATE DATABASE ... TEMPLATE``
+(a block copy: about 0.1 s on a server that fsyncs, 0.02 s on the embedded one), made ahead
+of time in the background and dropped in the background after the test.
 
 PostgreSQL refuses to run as root, so as root the embedded server runs as an unprivileged
 user (``postgres`` if the system has one, else ``perdure_pg``, created with ``useradd``), and

@@ -12,6 +12,7 @@ from perdure.core.registry import App
 from perdure.core.retry import RetryPolicy
 from perdure.core.status import OrchestrationStatus
 from perdure.core.tasks import Task
+from perdure.diagnosis import Diagnosis, Finding, FleetReport
 from perdure.errors import (
     ActivityError,
     InstanceExistsError,
@@ -43,7 +44,10 @@ __all__ = [
     "App",
     "AsyncClient",
     "Client",
+    "Diagnosis",
     "Failure",
+    "Finding",
+    "FleetReport",
     "InstanceExistsError",
     "InstanceNotFoundError",
     "InstancePage",

@@ -290,6 +290,30 @@ def purge(state: _State, instance_id: str) -> None:
     click.echo(f"purged {instance_id}")
 
 
+@cli.command()
+@click.argument("instance_id", required=False)
+@click.option("--stalled-after", type=click.FloatRange(min=0), default=None,
+              help="Fleet report: seconds without progress before a live instance is examined "
+                   "(default 300).")
+@click.option("--limit", type=click.IntRange(0, 10_000), default=50, show_default=True,
+              help="Fleet report: most instances diagnosed.")
+@json_option
+@click.pass_obj
+def diagnose(state: _State, instance_id: str | None, stalled_after: float | None, limit: int,
+             as_json: bool) -> None:
+    """Explain why an instance is not finishing; without INSTANCE_ID, report on the fleet."""
+    from perdure.diagnosis import render_diagnosis, render_fleet
+
+    client = state.client
+    if instance_id is not None:
+        diagnosis = client.diagnose(instance_id)
+        _print_json(diagnosis.to_dict()) if as_json else click.echo(render_diagnosis(diagnosis))
+        return
+    overrides = {} if stalled_after is None else {"stalled_after": stalled_after}
+    report = client.diagnose_all(limit=limit, **overrides)
+    _print_json(report.to_dict()) if as_json else click.echo(render_fleet(report))
+
+
 # -- output helpers --
 
 

@@ -28,6 +28,7 @@ from perdure.core.payload import dumps_payload
 from perdure.core.registry import registered_name
 from perdure.core.status import OrchestrationStatus
 from perdure.core.turn import WaitingOn
+from perdure.diagnosis import Diagnosis, FleetReport, Thresholds, diagnose, diagnose_all
 from perdure.errors import (
     InstanceNotFoundError,
     InstanceStateError,
@@ -269,6 +270,42 @@ class Client:
             )
         self.store.purge_instances([instance_id])
 
+    # -- diagnosis --
+
+    def diagnose(
+        self, instance_id: str, *, thresholds: Thresholds | None = None, **overrides: Any
+    ) -> Diagnosis:
+        """Why ``instance_id`` is (not) finishing: ranked findings (``code``, ``summary``,
+        ``evidence``, ``mitigation``), the ``verdict`` first, from the store's evidence.
+
+        Thresholds are a :class:`~perdure.diagnosis.Thresholds` and/or its fields as
+        keywords (``client.diagnose(iid, backlog_after=5)``). Raises
+        :class:`~perdure.errors.InstanceNotFoundError` for an unknown id.
+        """
+        limits = Thresholds.with_overrides(thresholds, **overrides)
+        return diagnose(self.store, instance_id, thresholds=limits)
+
+    def diagnose_all(
+        self,
+        *,
+        thresholds: Thresholds | None = None,
+        limit: int = 50,
+        oldest: int = 5,
+        **overrides: Any,
+    ) -> FleetReport:
+        """The fleet report: counts by status and name, ages of running instances, workers,
+        queues, and the live instances without progress for longer than ``stalled_after``
+        (default 5 min; at most ``limit`` diagnosed) grouped by verdict, with the playbook's
+        signal table. Thresholds as for :meth:`diagnose`."""
+        if not isinstance(limit, int) or not 0 <= limit <= 10_000:
+            raise InvalidInputError(f"limit must be an integer from 0 to 10000, got {limit!r}")
+        return diagnose_all(
+            self.store,
+            thresholds=Thresholds.with_overrides(thresholds, **overrides),
+            limit=limit,
+            oldest=oldest,
+        )
+
     # -- helpers --
 
     def _require(self, instance_id: str) -> InstanceState:
@@ -350,3 +387,11 @@ class AsyncClient:
     async def purge(self, instance_id: str) -> None:
         """See :meth:`Client.purge`."""
         await asyncio.to_thread(self.sync.purge, instance_id)
+
+    async def diagnose(self, instance_id: str, **kwargs: Any) -> Diagnosis:
+        """See :meth:`Client.diagnose`."""
+        return await asyncio.to_thread(self.sync.diagnose, instance_id, **kwargs)
+
+    async def diagnose_all(self, **kwargs: Any) -> FleetReport:
+        """See :meth:`Client.diagnose_all`."""
+        return await asyncio.to_thread(self.sync.diagnose_all, **kwargs)

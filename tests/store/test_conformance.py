@@ -1,9 +1,11 @@
-"""The store conformance suite (``perdure.testing.conformance``) run against SQLite, on a
-temporary file and in memory."""
+"""The store conformance suite (``perdure.testing.conformance``) run against every store:
+SQLite on a temporary file and in memory, and PostgreSQL (each store the suite opens gets
+its own fresh database cloned from a migrated template; see ``tests/pgserver.py``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
@@ -14,21 +16,25 @@ from perdure.testing.conformance import *  # noqa: F403  (the shared tests and f
 from perdure.testing.faults import FakeClock
 
 
-@pytest.fixture(params=["sqlite", "sqlite-memory"])
-def make_store(
-    request: pytest.FixtureRequest, clock: FakeClock, tmp_path
-) -> Iterator[Callable[..., Store]]:
-    """Fresh SQLite stores on the test's fake clock."""
-    opened: list[SQLiteStore] = []
+@pytest.fixture(params=["sqlite", "sqlite-memory", "postgres"])
+def make_store(request: pytest.FixtureRequest, clock: FakeClock, tmp_path) -> Iterator[Callable[..., Store]]:
+    """Fresh stores of one backend on the test's fake clock."""
+    with ExitStack() as stack:
+        opened = 0
 
-    def make(**options: Any) -> Store:
-        path = (
-            ":memory:" if request.param == "sqlite-memory" else tmp_path / f"store{len(opened)}.db"
-        )
-        store = SQLiteStore(path, clock=clock, **options)
-        opened.append(store)
-        return store
+        def make(**options: Any) -> Store:
+            nonlocal opened
+            opened += 1
+            store: Store
+            if request.param == "postgres":
+                from perdure.store.postgres import PostgresStore
+                from tests import pgserver
 
-    yield make
-    for store in opened:
-        store.close()
+                store = PostgresStore(stack.enter_context(pgserver.fresh_database()), clock=clock, **options)
+            else:
+                path = ":memory:" if request.param == "sqlite-memory" else tmp_path / f"store{opened}.db"
+                store = SQLiteStore(path, clock=clock, **options)
+            stack.callback(store.close)
+            return store
+
+        yield make

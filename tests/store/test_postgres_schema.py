@@ -55,10 +55,11 @@ def catalog(url: str) -> dict[str, list[tuple[Any, ...]]]:
 def test_applying_every_migration_yields_exactly_schema_sql(
     empty_url: str, other_empty_url: str
 ) -> None:
+    latest = pg_migrations.package_migrations()[-1].version
     with psycopg.connect(empty_url, autocommit=True) as conn:
-        assert pg_migrations.migrate(conn, now=1.0) == 1
+        assert pg_migrations.migrate(conn, now=1.0) == latest
     with psycopg.connect(other_empty_url, autocommit=True) as conn:
-        assert pg_migrations.migrate(conn, now=1.0, create_from_schema=False) == 1
+        assert pg_migrations.migrate(conn, now=1.0, create_from_schema=False) == latest
     from_schema, from_migrations = catalog(empty_url), catalog(other_empty_url)
     assert from_schema["columns"] and from_schema["indexes"]
     assert from_schema == from_migrations
@@ -97,7 +98,7 @@ def test_workers_opening_a_new_database_at_once_migrate_it_once(empty_url: str) 
         assert errors == [] and len(opened) == openers
         with psycopg.connect(empty_url) as conn:
             assert conn.execute("SELECT version, name FROM schema_migrations").fetchall() == [
-                (1, "0001_initial.sql")
+                (m.version, m.name) for m in pg_migrations.package_migrations()
             ]
         assert opened[-1].queue_stats().orchestration_depth == 0
     finally:
@@ -119,18 +120,19 @@ def test_an_older_schema_gets_only_its_missing_migrations(empty_url: str, tmp_pa
     PostgresStore(empty_url, notify=False).close()
     for migration in pg_migrations.package_migrations():
         (tmp_path / migration.name).write_text(migration.sql)
-    (tmp_path / "0002_add_note.sql").write_text(
+    latest = pg_migrations.package_migrations()[-1].version
+    (tmp_path / f"{latest + 1:04d}_add_note.sql").write_text(
         "ALTER TABLE instances ADD COLUMN note TEXT;\n"
         "CREATE INDEX instances_by_note ON instances (note);\n"
     )
     later = pg_migrations.migrations_from_dir(tmp_path)
     with psycopg.connect(empty_url, autocommit=True) as conn:
-        assert pg_migrations.migrate(conn, now=2.0, migrations=later) == 2
-        assert pg_migrations.migrate(conn, now=3.0, migrations=later) == 2  # idempotent
+        assert pg_migrations.migrate(conn, now=2.0, migrations=later) == latest + 1
+        assert pg_migrations.migrate(conn, now=3.0, migrations=later) == latest + 1  # idempotent
         rows = conn.execute(
             "SELECT version, applied_at FROM schema_migrations ORDER BY version"
         ).fetchall()
-        assert [v for v, _ in rows] == [1, 2] and rows[1][1] == 2.0
+        assert [v for v, _ in rows] == list(range(1, latest + 2)) and rows[-1][1] == 2.0
         assert conn.execute("SELECT note FROM instances").fetchall() == []
 
 
@@ -138,7 +140,8 @@ def test_a_failing_migration_changes_nothing(empty_url: str, tmp_path: Path) -> 
     PostgresStore(empty_url, notify=False).close()
     for migration in pg_migrations.package_migrations():
         (tmp_path / migration.name).write_text(migration.sql)
-    (tmp_path / "0002_broken.sql").write_text(
+    latest = pg_migrations.package_migrations()[-1].version
+    (tmp_path / f"{latest + 1:04d}_broken.sql").write_text(
         "ALTER TABLE instances ADD COLUMN note TEXT;\nSELECT 1/0;\n"
     )
     with psycopg.connect(empty_url, autocommit=True) as conn:
@@ -146,7 +149,7 @@ def test_a_failing_migration_changes_nothing(empty_url: str, tmp_path: Path) -> 
             pg_migrations.migrate(
                 conn, now=2.0, migrations=pg_migrations.migrations_from_dir(tmp_path)
             )
-        assert pg_migrations.schema_version(conn) == 1
+        assert pg_migrations.schema_version(conn) == latest
         columns = conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'instances'"
         ).fetchall()

@@ -32,7 +32,8 @@ def normalized_schema(conn: sqlite3.Connection) -> list[tuple[str, str, str, str
 
     def norm(sql: str | None) -> str:
         text = re.sub(r"--[^\n]*", "", sql or "")
-        return re.sub(r"\s+", " ", text).replace("( ", "(").replace(" )", ")").strip()
+        text = re.sub(r"\s+", " ", text).replace("( ", "(").replace(" )", ")")
+        return text.replace(" ,", ",").strip()  # ALTER TABLE ... ADD COLUMN writes "x , y"
 
     rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
     return sorted((t, n, tb, norm(sql)) for t, n, tb, sql in rows)

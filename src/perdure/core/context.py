@@ -51,7 +51,9 @@ class OrchestrationHost(Protocol):
     def is_replaying(self) -> bool: ...
     @property
     def now(self) -> float: ...
-    def schedule_activity(self, name: str, input: Any, attempt: int) -> ActivityTask[Any]: ...
+    def schedule_activity(
+        self, name: str, input: Any, attempt: int, max_attempts: int | None = None
+    ) -> ActivityTask[Any]: ...
     def start_sub_orchestration(
         self, name: str, input: Any, instance_id: str | None
     ) -> SubOrchestrationTask[Any]: ...
@@ -137,7 +139,7 @@ class OrchestrationContext:
         return RetryableTask(
             retry,
             f"activity {name!r}",
-            lambda attempt: host.schedule_activity(name, input, attempt),
+            lambda attempt: host.schedule_activity(name, input, attempt, retry.max_attempts),
             lambda fire_at: host.create_timer(fire_at, "retry"),
             lambda: host.now,
         )

@@ -220,13 +220,21 @@ class OrchestrationExecutor:
         """The current turn's ``TurnStarted`` timestamp (UTC epoch seconds)."""
         return self._now
 
-    def schedule_activity(self, name: str, input: Any, attempt: int) -> ActivityTask[Any]:
-        """Record a new activity task (attempt ``attempt``) and return it."""
+    def schedule_activity(
+        self, name: str, input: Any, attempt: int, max_attempts: int | None = None
+    ) -> ActivityTask[Any]:
+        """Record a new activity task (attempt ``attempt`` of ``max_attempts`` under a retry
+        policy, ``None`` without one) and return it."""
         task: ActivityTask[Any] = ActivityTask(self._issue_task_id(), name, attempt, self._now)
         self._open[task.task_id] = task
         self._emit(
             ActivityScheduled(
-                timestamp=self._now, task_id=task.task_id, name=name, input=input, attempt=attempt
+                timestamp=self._now,
+                task_id=task.task_id,
+                name=name,
+                input=input,
+                attempt=attempt,
+                max_attempts=max_attempts,
             ),
             ScheduleActivity(task_id=task.task_id, name=name, input=input, attempt=attempt),
         )

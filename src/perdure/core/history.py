@@ -124,12 +124,18 @@ class ExecutionResumed(HistoryEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ActivityScheduled(HistoryEvent):
-    """The orchestrator called an activity; ``attempt`` counts retries from 1."""
+    """The orchestrator called an activity; ``attempt`` counts retries from 1.
+
+    ``max_attempts`` is the retry policy's ``max_attempts`` when the call has one, ``None``
+    for a call without retry policy (and in histories written before the field existed); it
+    is a record for diagnosis ("attempt 2 of 5"), not compared on replay.
+    """
 
     task_id: int
     name: str
     input: Any = None
     attempt: int = 1
+    max_attempts: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -111,6 +111,7 @@ class ActivityDispatcher:
                 for c in completions:
                     self._running.pop(c.task_row_id, None)
             raise
+        discarded: list[_Running | None] = []
         with self._lock:
             for completion, outcome in zip(completions, outcomes, strict=True):
                 running = self._running.pop(completion.task_row_id, None)
@@ -118,13 +119,71 @@ class ActivityDispatcher:
                 if outcome is Outcome.OK:
                     self.counters["activities"] += 1
                 elif outcome is Outcome.LEASE_LOST:
+                    # Another worker took the task over after our lease expired; its run stands.
                     self.counters["activities_lease_lost"] += 1
-                    log.warning("lease lost on activity %r (task row %d): result dropped", name, completion.task_row_id)
+                    log.warning(
+                        "lease lost on activity %r (task row %d): another worker took it over; "
+                        "this result was dropped, nothing written",
+                        name,
+                        completion.task_row_id,
+                    )
                 else:
                     self.counters["activities_discarded"] += 1
-                    log.info("activity %r finished for an instance that ended: result discarded", name)
+                    discarded.append(running)
+        for running in discarded:
+            self._explain_discard(running)
+
+    def _explain_discard(self, running: _Running | None) -> None:
+        """Count and log why a completion was discarded: the instance had ended (terminated,
+        completed or failed: ``activities_instance_terminal``) or the execution that
+        scheduled it had continued as new (``activities_execution_ended``). Never confused
+        with a lost lease: the store wrote a discard record."""
+        if running is None:
+            self.counters["activities_instance_terminal"] += 1
+            return
+        item = running.item
+        try:
+            instance = self.store.get_instance(item.instance_id)
+        except Exception:  # only the log line is at stake
+            instance = None
+        if instance is not None and not instance.status.is_terminal:
+            self.counters["activities_execution_ended"] += 1
+            log.info(
+                "activity %r (task %d) of instance %r finished after execution %d had ended "
+                "(continued as new): result discarded and recorded",
+                item.name,
+                item.task_id,
+                item.instance_id,
+                item.execution_id,
+            )
+            return
+        self.counters["activities_instance_terminal"] += 1
+        state = instance.status.value if instance is not None else "gone (purged)"
+        log.info(
+            "activity %r (task %d) of instance %r finished after the instance was %s: "
+            "result discarded and recorded",
+            item.name,
+            item.task_id,
+            item.instance_id,
+            state,
+        )
 
     # -- running one activity --
+
+    def run_inline(self, item: ActivityWorkItem) -> None:
+        """Run a locked task on the calling thread and queue its outcome for the next
+        :meth:`flush`, instead of starting it on the pool (tests that drive a worker step by
+        step use it; ``async def`` activities run in a private event loop)."""
+        registration = self.app.activities.get(item.name)
+        if registration is None:
+            self._start(item)  # unregistered: fails at once, without running anything
+            return
+        with self._lock:
+            self._running[item.task_row_id] = _Running(item, time.monotonic(), item.lease_token)
+        if registration.is_async:
+            asyncio.run(self._run_async(registration, item))
+        else:
+            self._run_sync(registration, item)
 
     def _start(self, item: ActivityWorkItem) -> None:
         with self._lock:

@@ -66,7 +66,17 @@ class OrchestrationDispatcher:
 
     def poll(self, *, limit: int | None = None, instance_ids: Sequence[str] | None = None) -> int:
         """Lock and process one batch; return how many turns were run."""
-        items = self.store.lock_orchestrations(
+        items = self.lock(limit=limit, instance_ids=instance_ids)
+        if items:
+            self.process(items)
+        return len(items)
+
+    def lock(
+        self, *, limit: int | None = None, instance_ids: Sequence[str] | None = None
+    ) -> list[OrchestrationWorkItem]:
+        """Lock one batch (the first half of :meth:`poll`; :meth:`process` is the second).
+        Tests that interleave workers step by step call the two halves apart."""
+        return self.store.lock_orchestrations(
             self.owner,
             lease_seconds=self.options.lease_seconds,
             limit=limit or self.options.batch_size,
@@ -74,9 +84,6 @@ class OrchestrationDispatcher:
             known_history=self.cache.known_history(),
             instance_ids=instance_ids,
         )
-        if items:
-            self.process(items)
-        return len(items)
 
     def process(self, items: Sequence[OrchestrationWorkItem]) -> None:
         """Run one turn per item and group-commit them."""
@@ -124,6 +131,18 @@ class OrchestrationDispatcher:
                 non_retryable=True,
             )
             self.counters["failed_unknown_orchestration"] += 1
+            return failing_commit(item, failure, now), None
+        if item.history_error is not None:
+            # The store could not decode this instance's history: it cannot be replayed, so
+            # it fails alone (with its messages recorded) while the rest of the batch goes on.
+            failure = Failure(
+                "perdure.core.history.EventDecodeError",
+                f"the stored history of instance {iid!r} cannot be read ({item.history_error}); "
+                f"the instance cannot be replayed and was failed",
+                non_retryable=True,
+            )
+            log.error("instance %r failed: %s", iid, item.history_error)
+            self.counters["failed_corrupt_history"] += 1
             return failing_commit(item, failure, now), None
         try:
             executor, past = self._executor_for(item)

@@ -234,5 +234,9 @@ class Worker:
 
     def stats(self) -> dict[str, int]:
         """Counters: turns, cached turns vs full replays, activities, and the dropped writes
-        told apart (``*_lease_lost`` vs ``*_instance_terminal`` / ``activities_discarded``)."""
+        told apart: ``turns_lease_lost`` / ``activities_lease_lost`` (another worker took the
+        work over after our lease expired; nothing was written) versus
+        ``activities_discarded`` = ``activities_instance_terminal`` (the instance had been
+        terminated, completed or failed) + ``activities_execution_ended`` (the execution had
+        continued as new), where the store recorded the discarded result."""
         return dict(self.counters)

@@ -88,6 +88,12 @@ class OrchestrationWorkItem:
     ``history`` holds events ``history_from, history_from + 1, ...`` of the current
     execution; ``history_from`` is 0 unless the caller said (``known_history``) that it
     already holds the first events of this execution.
+
+    ``history_error`` is set, and ``history`` empty, when a stored event of that part of the
+    history cannot be decoded (corrupt JSON, unknown kind, missing field): the message names
+    the event. The instance cannot be replayed; the caller must fail it (for example with
+    :func:`perdure.runtime.translate.failing_commit`). Locking never raises for one
+    instance's unreadable history, so the other instances of the batch carry on.
     """
 
     instance: InstanceRecord
@@ -96,11 +102,18 @@ class OrchestrationWorkItem:
     messages: tuple[QueuedMessage, ...]
     history: tuple[HistoryEvent, ...]
     history_from: int
+    history_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ActivityWorkItem:
-    """A locked activity task."""
+    """A locked activity task.
+
+    For diagnosis, :meth:`Store.activity_tasks` also fills ``locked_at`` (when the current
+    lease was taken: how long the activity has been running), ``lease_owner`` (the worker
+    holding it) and ``visible_at`` (an unlocked task's due time; a locked task's lease
+    expiry); they are ``None`` for a task that is not locked (``visible_at`` excepted).
+    """
 
     task_row_id: int
     instance_id: str
@@ -113,6 +126,9 @@ class ActivityWorkItem:
     lease_expires_at: float
     enqueued_at: float
     delivery_count: int
+    locked_at: float | None = None
+    lease_owner: str | None = None
+    visible_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +196,31 @@ class QueueStats:
     activity_locked: int
     oldest_activity_age: float | None
     dead_letters: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceCount:
+    """How many instances of orchestration ``name`` have ``status``
+    (:meth:`Store.instance_counts`)."""
+
+    name: str
+    status: OrchestrationStatus
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSummary:
+    """The light columns of an instance row, for fleet reports
+    (:meth:`Store.oldest_instances`, :meth:`Store.stalled_instances`)."""
+
+    instance_id: str
+    name: str
+    status: OrchestrationStatus
+    created_at: float
+    last_updated_at: float
+    last_progress_at: float | None
+    history_event_count: int
+    history_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,6 +442,10 @@ class Store(Protocol):
           ``max_deliveries`` tries moved to the dead-letter table.
         - instance terminal: deleted with a ``terminal_instance`` discard record.
         An instance whose visible messages were all sorted away is not returned.
+
+        A current-execution history that cannot be decoded does not make this method raise:
+        the instance is locked and returned with ``history_error`` set (see
+        :class:`OrchestrationWorkItem`), so the caller can fail that instance alone.
         """
 
     def commit_turns(self, commits: Sequence[TurnCommit]) -> list[Outcome]:
@@ -510,6 +555,32 @@ class Store(Protocol):
     def next_visible_at(self) -> float | None:
         """The earliest ``visible_at`` among unlocked messages and tasks, or among lease expiries
         of locked ones, so an idle worker knows how long it may sleep."""
+
+    # -- fleet reads (diagnosis) --
+
+    def instance_counts(self) -> list[InstanceCount]:
+        """How many instances there are per orchestration name and status (statuses with no
+        instance are left out), sorted by name then status. Read-only; one aggregate query."""
+
+    def oldest_instances(
+        self,
+        *,
+        statuses: Collection[OrchestrationStatus],
+        offset: int = 0,
+        limit: int = 10,
+    ) -> list[InstanceSummary]:
+        """Instances with one of ``statuses``, oldest first (``created_at``, then
+        ``instance_id``), skipping the first ``offset``, at most ``limit``. With the count from
+        :meth:`instance_counts`, ``offset`` reads the age at any rank (percentiles) through the
+        (status, created_at) index, without reading every row."""
+
+    def stalled_instances(
+        self, *, progress_before: float, limit: int = 100
+    ) -> tuple[int, list[InstanceSummary]]:
+        """Non-terminal instances (PENDING, RUNNING, SUSPENDED) whose last progress
+        (``last_progress_at``, or ``created_at`` if they never progressed) is earlier than
+        ``progress_before``: how many there are, and the ``limit`` stalest of them, stalest
+        first (ties by ``instance_id``)."""
 
 
 from perdure.store.notify import Notifier  # noqa: E402  (re-exported for the annotation)

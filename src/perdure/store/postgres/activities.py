@@ -59,6 +59,7 @@ def lock_activities(
         {
             "owner": owner,
             "expires_at": expires_at,
+            "now": tx.now,
             "ids": [r["task_row_id"] for r in rows],
             "tokens": tokens,
         },
@@ -79,6 +80,9 @@ def lock_activities(
                 lease_expires_at=expires_at,
                 enqueued_at=item.enqueued_at,
                 delivery_count=item.delivery_count + 1,
+                locked_at=tx.now,
+                lease_owner=owner,
+                visible_at=expires_at,
             )
         )
     return items

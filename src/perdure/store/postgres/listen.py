@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
+import selectors
 import threading
 import time
 from collections.abc import Iterable
@@ -137,19 +137,24 @@ class Listener:
     def _pump(self, conn: psycopg.Connection[Any]) -> None:
         """Forward notifications until stopped; raise ``psycopg.Error`` if the connection fails."""
         quiet_since = time.monotonic()
-        while not self._stop.is_set():
-            ready, _, _ = select.select([conn.fileno(), self._wake_r], [], [], self.ping_interval)
-            if self._wake_r in ready:
-                return
-            if ready:
-                topics = {
-                    self._topics[n.channel]
-                    for n in conn.notifies(timeout=0)
-                    if n.channel in self._topics and n.payload != self.sender
-                }
-                if topics:
-                    self.notifier.notify(*sorted(topics))
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= self.ping_interval:
-                conn.execute("SELECT 1")  # a dead peer shows here, not in select
-                quiet_since = time.monotonic()
+        with selectors.DefaultSelector() as selector:
+            selector.register(conn.fileno(), selectors.EVENT_READ, "server")
+            selector.register(self._wake_r, selectors.EVENT_READ, "stop")
+            while not self._stop.is_set():
+                ready = {key.data for key, _ in selector.select(self.ping_interval)}
+                if "stop" in ready:
+                    return
+                if ready:
+                    topics = {
+                        self._topics[n.channel]
+                        for n in conn.notifies(timeout=0)
+                        if n.channel in self._topics and n.payload != self.sender
+                    }
+                    if topics:
+                        self.notifier.notify(*sorted(topics))
+                    if conn.broken or conn.closed:  # never spin on a dead socket
+                        raise psycopg.OperationalError("the listener's connection was closed")
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since >= self.ping_interval:
+                    conn.execute("SELECT 1")  # a dead peer shows here, not in select
+                    quiet_since = time.monotonic()

@@ -33,7 +33,6 @@ from perdure.core.history import (
     ParentRef,
     SubOrchestrationFailed,
     dumps_event,
-    loads_event,
 )
 from perdure.core.status import OrchestrationStatus
 from perdure.errors import LeaseLost
@@ -44,6 +43,7 @@ from perdure.store.postgres.queries import Q
 from perdure.store.sqlite.orchestrations import PreparedTurn, prepare_turn
 from perdure.store.sqlite.rows import (
     TERMINAL,
+    decode_history,
     event_row,
     instance_from_row,
     message_from_row,
@@ -69,6 +69,10 @@ class Outbox:
     """Messages to enqueue, written in one statement in the order they were added."""
 
     def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget the queued messages."""
         self.instance_ids: list[str] = []
         self.execution_ids: list[int | None] = []
         self.kinds: list[str] = []
@@ -107,7 +111,7 @@ class Outbox:
                 },
             )
             tx.notify(ORCHESTRATIONS)
-            self.__init__()  # type: ignore[misc]
+            self.clear()
         return count
 
 
@@ -214,7 +218,7 @@ def _lock_instance(
         },
     )
     tx.run(Q.mark_delivered, {"ids": [m["message_id"] for m in deliver]})
-    history_from, history = _history_for(tx, row, known)
+    history_from, history, history_error = _history_for(tx, row, known)
     return OrchestrationWorkItem(
         instance=instance_from_row(row),  # type: ignore[arg-type]
         lease_token=token,
@@ -222,6 +226,7 @@ def _lock_instance(
         messages=tuple(message_from_row(m, delivery_bump=1) for m in deliver),  # type: ignore[arg-type]
         history=history,
         history_from=history_from,
+        history_error=history_error,
     )
 
 
@@ -296,19 +301,20 @@ def _discard(
 
 def _history_for(
     tx: Tx, row: Row, known: tuple[int, int] | None
-) -> tuple[int, tuple[HistoryEvent, ...]]:
-    """The part of the current execution's history the caller lacks."""
+) -> tuple[int, tuple[HistoryEvent, ...], str | None]:
+    """The part of the current execution's history the caller lacks, and the decode error
+    if a stored event of it cannot be read."""
     execution_id, count = row["execution_id"], row["history_event_count"]
     start = 0
     if known is not None and known[0] == execution_id and 0 <= known[1] <= count:
         start = known[1]
     if start == count:
-        return start, ()
+        return start, (), None
     rows = tx.all(
         Q.history_from,
         {"instance_id": row["instance_id"], "execution_id": execution_id, "from_sequence": start},
     )
-    return start, tuple(loads_event(r["event"]) for r in rows)
+    return start, *decode_history([r["event"] for r in rows], start, execution_id)
 
 
 # --- committing turns --------------------------------------------------------------------

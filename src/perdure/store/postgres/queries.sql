@@ -333,7 +333,8 @@ UPDATE activity_tasks AS t SET
     lease_token = l.token,
     lease_expires_at = %(expires_at)s,
     visible_at = %(expires_at)s,
-    delivery_count = t.delivery_count + 1
+    delivery_count = t.delivery_count + 1,
+    locked_at = %(now)s
 FROM unnest(%(ids)s::bigint[], %(tokens)s::text[]) AS l (task_row_id, token)
 WHERE t.task_row_id = l.task_row_id;
 
@@ -362,7 +363,8 @@ RETURNING t.task_row_id, t.lease_token;
 
 -- name: abandon_activity
 UPDATE activity_tasks SET
-    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, visible_at = %(visible_at)s
+    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, locked_at = NULL,
+    visible_at = %(visible_at)s
 WHERE task_row_id = %(task_row_id)s AND lease_token = %(token)s;
 
 -- name: discard_unlocked_tasks
@@ -446,6 +448,35 @@ WHERE visible_at <= %(due_before)s
 ORDER BY visible_at, task_row_id
 LIMIT %(limit)s;
 
+
+-- ===== fleet reads (diagnosis) ============================================================
+
+-- name: instance_counts
+SELECT name, status, COUNT(*) AS count FROM instances GROUP BY name, status ORDER BY name, status;
+
+-- name: oldest_instances
+-- Oldest first; OFFSET reads the age at a rank (percentiles of the fleet report).
+SELECT instance_id, name, status, created_at, last_updated_at, last_progress_at,
+       history_event_count, history_bytes
+FROM instances
+WHERE status = ANY(%(statuses)s::text[])
+ORDER BY created_at, instance_id
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: stalled_instances
+-- Live instances whose last progress (or creation) is before :before, stalest first.
+SELECT instance_id, name, status, created_at, last_updated_at, last_progress_at,
+       history_event_count, history_bytes
+FROM instances
+WHERE status IN ('PENDING', 'RUNNING', 'SUSPENDED')
+  AND COALESCE(last_progress_at, created_at) < %(before)s
+ORDER BY COALESCE(last_progress_at, created_at), instance_id
+LIMIT %(limit)s;
+
+-- name: count_stalled_instances
+SELECT COUNT(*) AS total FROM instances
+WHERE status IN ('PENDING', 'RUNNING', 'SUSPENDED')
+  AND COALESCE(last_progress_at, created_at) < %(before)s;
 
 -- ===== workers ============================================================================
 

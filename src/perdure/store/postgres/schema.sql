@@ -107,7 +107,8 @@ CREATE TABLE activity_tasks (
     delivery_count    INTEGER NOT NULL DEFAULT 0,                       -- times locked
     lease_owner       TEXT,                                             -- worker holding it, NULL when unlocked
     lease_token       TEXT,                                             -- fresh random token per lock
-    lease_expires_at  DOUBLE PRECISION                                  -- after this another caller may take it over
+    lease_expires_at  DOUBLE PRECISION,                                 -- after this another caller may take it over
+    locked_at         DOUBLE PRECISION                                  -- when the current lease was taken (NULL when unlocked)
 );
 
 -- lock_activities / next_visible_at: due or lease-expired tasks, oldest first.

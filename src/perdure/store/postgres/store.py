@@ -19,8 +19,10 @@ from perdure.store.base import (
     DeadLetter,
     DiscardRecord,
     HistoryRecord,
+    InstanceCount,
     InstanceQuery,
     InstanceRecord,
+    InstanceSummary,
     Message,
     NewInstance,
     OrchestrationWorkItem,
@@ -39,6 +41,7 @@ from perdure.store.postgres.migrations import migrate
 from perdure.store.postgres.queries import Q
 from perdure.store.sqlite.rows import (
     TERMINAL,
+    count_from_row,
     dead_letter_from_row,
     decode_cursor,
     discard_from_row,
@@ -48,6 +51,7 @@ from perdure.store.sqlite.rows import (
     instance_from_row,
     message_from_row,
     payload,
+    summary_from_row,
     task_from_row,
     worker_from_row,
     worker_params,
@@ -80,8 +84,10 @@ class PostgresStore:
     ``pool_size`` (most connections, default 10; or a ``(min, max)`` pair), ``connect_timeout``
     (seconds to wait for a connection, default 10), ``retry_attempts`` / ``retry_backoff``
     (transient faults: 6 tries, from 0.05 s doubling up to 2 s), ``notify`` (LISTEN/NOTIFY
-    wake-ups across processes, default on), ``prepare_threshold`` (psycopg's; ``None``
-    behind a transaction-pooling PgBouncer) and ``application_name``.
+    wake-ups across processes, default on), ``listen_url`` (where the listener connects, by
+    default ``url``; LISTEN needs a session, so behind a transaction-pooling PgBouncer point
+    it at the server itself), ``prepare_threshold`` (psycopg's; ``None`` behind such a
+    PgBouncer) and ``application_name`` (the listener's gets ``-listener`` appended).
 
     Leases: as in the SQLite store, a token holds until another caller takes the lease over
     (possible only once it has expired) or it is released; a holder whose lease expired but
@@ -107,6 +113,7 @@ class PostgresStore:
         retry_attempts: int = 6,
         retry_backoff: float = 0.05,
         notify: bool = True,
+        listen_url: str | None = None,
         prepare_threshold: int | None = 5,
         application_name: str = "perdure",
     ) -> None:
@@ -141,7 +148,7 @@ class PostgresStore:
             self._db.read("migrate", lambda conn: migrate(conn, now=clock()))
             if notify:
                 self.listener = Listener(
-                    url,
+                    listen_url or url,
                     self.notifier,
                     sender=self.sender,
                     connect_kwargs={
@@ -550,6 +557,47 @@ class PostgresStore:
         """See :meth:`perdure.store.base.Store.next_visible_at`."""
         row = self._read("next_visible_at", lambda c: c.execute(Q.next_visible_at).fetchone())
         return row["next_visible_at"]
+
+    # -- fleet reads (diagnosis) --
+
+    def instance_counts(self) -> list[InstanceCount]:
+        """See :meth:`perdure.store.base.Store.instance_counts`."""
+        rows = self._read(
+            "instance_counts", lambda c: c.execute(Q.instance_counts).fetchall()
+        )
+        return [count_from_row(r) for r in rows]
+
+    def oldest_instances(
+        self,
+        *,
+        statuses: Collection[OrchestrationStatus],
+        offset: int = 0,
+        limit: int = 10,
+    ) -> list[InstanceSummary]:
+        """See :meth:`perdure.store.base.Store.oldest_instances`."""
+        params = {
+            "statuses": sorted(OrchestrationStatus(s).value for s in statuses),
+            "offset": max(0, offset),
+            "limit": max(0, limit),
+        }
+        rows = self._read(
+            "oldest_instances", lambda c: c.execute(Q.oldest_instances, params).fetchall()
+        )
+        return [summary_from_row(r) for r in rows]
+
+    def stalled_instances(
+        self, *, progress_before: float, limit: int = 100
+    ) -> tuple[int, list[InstanceSummary]]:
+        """See :meth:`perdure.store.base.Store.stalled_instances`."""
+
+        def body(c: Conn) -> tuple[int, list[InstanceSummary]]:
+            params = {"before": progress_before, "limit": max(0, limit)}
+            total = c.execute(Q.count_stalled_instances, params).fetchone()["total"]
+            rows = c.execute(Q.stalled_instances, params).fetchall()
+            return int(total), [summary_from_row(r) for r in rows]
+
+        result: tuple[int, list[InstanceSummary]] = self._read("stalled_instances", body)
+        return result
 
 
 def _purge(tx: Tx, instance_ids: list[str]) -> int:

@@ -47,7 +47,13 @@ def lock_activities(
     tx.conn.executemany(
         Q.lock_activity_task,
         [
-            {"task_row_id": r["task_row_id"], "owner": owner, "token": t, "expires_at": expires_at}
+            {
+                "task_row_id": r["task_row_id"],
+                "owner": owner,
+                "token": t,
+                "expires_at": expires_at,
+                "now": tx.now,
+            }
             for r, t in zip(rows, tokens, strict=True)
         ],
     )
@@ -67,6 +73,9 @@ def lock_activities(
                 lease_expires_at=expires_at,
                 enqueued_at=item.enqueued_at,
                 delivery_count=item.delivery_count + 1,
+                locked_at=tx.now,
+                lease_owner=owner,
+                visible_at=expires_at,
             )
         )
     return items

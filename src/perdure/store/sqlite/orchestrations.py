@@ -23,7 +23,6 @@ from perdure.core.history import (
     ParentRef,
     SubOrchestrationFailed,
     dumps_event,
-    loads_event,
 )
 from perdure.core.status import OrchestrationStatus
 from perdure.errors import LeaseLost
@@ -38,6 +37,7 @@ from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
 from perdure.store.sqlite.queries import Q
 from perdure.store.sqlite.rows import (
     TERMINAL,
+    decode_history,
     event_row,
     failure_text,
     instance_from_row,
@@ -144,7 +144,7 @@ def _lock_instance(
         },
     )
     conn.execute(Q.mark_delivered, {"ids": json.dumps([m["message_id"] for m in deliver])})
-    history_from, history = _history_for(conn, row, known)
+    history_from, history, history_error = _history_for(conn, row, known)
     return OrchestrationWorkItem(
         instance=instance_from_row(row),
         lease_token=token,
@@ -152,6 +152,7 @@ def _lock_instance(
         messages=tuple(message_from_row(m, delivery_bump=1) for m in deliver),
         history=history,
         history_from=history_from,
+        history_error=history_error,
     )
 
 
@@ -216,19 +217,20 @@ def _discard(tx: Tx, messages: Sequence[tuple[sqlite3.Row, str | None]], reason:
 
 def _history_for(
     conn: sqlite3.Connection, row: sqlite3.Row, known: tuple[int, int] | None
-) -> tuple[int, tuple[HistoryEvent, ...]]:
-    """The part of the current execution's history the caller lacks."""
+) -> tuple[int, tuple[HistoryEvent, ...], str | None]:
+    """The part of the current execution's history the caller lacks, and the decode error
+    if a stored event of it cannot be read."""
     execution_id, count = row["execution_id"], row["history_event_count"]
     start = 0
     if known is not None and known[0] == execution_id and 0 <= known[1] <= count:
         start = known[1]
     if start == count:
-        return start, ()
+        return start, (), None
     rows = conn.execute(
         Q.history_from,
         {"instance_id": row["instance_id"], "execution_id": execution_id, "from_sequence": start},
     ).fetchall()
-    return start, tuple(loads_event(r["event"]) for r in rows)
+    return start, *decode_history([r["event"] for r in rows], start, execution_id)
 
 
 # --- committing turns --------------------------------------------------------------------

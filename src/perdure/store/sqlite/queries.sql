@@ -262,7 +262,8 @@ UPDATE activity_tasks SET
     lease_token = :token,
     lease_expires_at = :expires_at,
     visible_at = :expires_at,
-    delivery_count = delivery_count + 1
+    delivery_count = delivery_count + 1,
+    locked_at = :now
 WHERE task_row_id = :task_row_id;
 
 -- name: tasks_with_instances
@@ -278,7 +279,8 @@ WHERE task_row_id = :task_row_id AND lease_token = :token;
 
 -- name: abandon_activity
 UPDATE activity_tasks SET
-    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, visible_at = :visible_at
+    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, locked_at = NULL,
+    visible_at = :visible_at
 WHERE task_row_id = :task_row_id AND lease_token = :token;
 
 -- name: unlocked_tasks_of_instance
@@ -365,6 +367,44 @@ WHERE visible_at <= :due_before
 ORDER BY visible_at, task_row_id
 LIMIT :limit;
 
+
+-- ===== fleet reads (diagnosis) ============================================================
+
+-- name: instance_counts
+SELECT name, status, COUNT(*) AS count FROM instances GROUP BY name, status ORDER BY name, status;
+
+-- name: oldest_instances
+-- Oldest first; OFFSET reads the age at a rank (percentiles of the fleet report).
+SELECT instance_id, name, status, created_at, last_updated_at, last_progress_at,
+       history_event_count, history_bytes
+FROM instances
+WHERE status IN (SELECT value FROM json_each(:statuses))
+ORDER BY created_at, instance_id
+LIMIT :limit OFFSET :offset;
+
+-- name: oldest_instances_of_status
+-- The same for one status: walks the (status, created_at) index instead of sorting.
+SELECT instance_id, name, status, created_at, last_updated_at, last_progress_at,
+       history_event_count, history_bytes
+FROM instances
+WHERE status = :status
+ORDER BY created_at, instance_id
+LIMIT :limit OFFSET :offset;
+
+-- name: stalled_instances
+-- Live instances whose last progress (or creation) is before :before, stalest first.
+SELECT instance_id, name, status, created_at, last_updated_at, last_progress_at,
+       history_event_count, history_bytes
+FROM instances
+WHERE status IN ('PENDING', 'RUNNING', 'SUSPENDED')
+  AND COALESCE(last_progress_at, created_at) < :before
+ORDER BY COALESCE(last_progress_at, created_at), instance_id
+LIMIT :limit;
+
+-- name: count_stalled_instances
+SELECT COUNT(*) AS total FROM instances
+WHERE status IN ('PENDING', 'RUNNING', 'SUSPENDED')
+  AND COALESCE(last_progress_at, created_at) < :before;
 
 -- ===== workers ============================================================================
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from perdure.core.failure import Failure
 from perdure.core.history import (
     ActivityScheduled,
+    EventDecodeError,
     HistoryEvent,
     ParentRef,
     dumps_event,
@@ -24,8 +26,10 @@ from perdure.store.base import (
     DeadLetter,
     DiscardRecord,
     HistoryRecord,
+    InstanceCount,
     InstanceRecord,
     InstanceStats,
+    InstanceSummary,
     QueuedMessage,
     WorkerRecord,
 )
@@ -94,6 +98,25 @@ def instance_from_row(row: sqlite3.Row) -> InstanceRecord:
     )
 
 
+def summary_from_row(row: sqlite3.Row) -> InstanceSummary:
+    """An :class:`InstanceSummary` from a row of the light ``instances`` columns."""
+    return InstanceSummary(
+        instance_id=row["instance_id"],
+        name=row["name"],
+        status=OrchestrationStatus(row["status"]),
+        created_at=row["created_at"],
+        last_updated_at=row["last_updated_at"],
+        last_progress_at=row["last_progress_at"],
+        history_event_count=row["history_event_count"],
+        history_bytes=row["history_bytes"],
+    )
+
+
+def count_from_row(row: sqlite3.Row) -> InstanceCount:
+    """An :class:`InstanceCount` from an ``instance_counts`` row."""
+    return InstanceCount(row["name"], OrchestrationStatus(row["status"]), row["count"])
+
+
 def message_from_row(row: sqlite3.Row, delivery_bump: int = 0) -> QueuedMessage:
     """A :class:`QueuedMessage` from an ``orchestration_messages`` row."""
     return QueuedMessage(
@@ -122,6 +145,9 @@ def task_from_row(row: sqlite3.Row) -> ActivityWorkItem:
         lease_expires_at=row["lease_expires_at"] or 0.0,
         enqueued_at=row["enqueued_at"],
         delivery_count=row["delivery_count"],
+        locked_at=row["locked_at"],
+        lease_owner=row["lease_owner"],
+        visible_at=row["visible_at"],
     )
 
 
@@ -134,6 +160,25 @@ def task_event(row: sqlite3.Row) -> HistoryEvent:
         input=loads_payload(row["input"]),
         attempt=row["attempt"],
     )
+
+
+def decode_history(
+    texts: Sequence[str], first_sequence: int, execution_id: int
+) -> tuple[tuple[HistoryEvent, ...], str | None]:
+    """Decode stored history events ``first_sequence, first_sequence + 1, ...`` of one
+    execution: ``(events, None)``, or ``((), error)`` naming the first event that cannot be
+    decoded (the store hands the error to the runtime instead of raising; see
+    :attr:`perdure.store.base.OrchestrationWorkItem.history_error`)."""
+    events = []
+    for offset, text in enumerate(texts):
+        try:
+            events.append(loads_event(text))
+        except EventDecodeError as exc:
+            return (), (
+                f"history event {first_sequence + offset} of execution {execution_id} "
+                f"cannot be decoded: {exc}"
+            )
+    return tuple(events), None
 
 
 def history_from_row(row: sqlite3.Row) -> HistoryRecord:

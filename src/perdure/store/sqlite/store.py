@@ -19,8 +19,10 @@ from perdure.store.base import (
     DeadLetter,
     DiscardRecord,
     HistoryRecord,
+    InstanceCount,
     InstanceQuery,
     InstanceRecord,
+    InstanceSummary,
     Message,
     NewInstance,
     OrchestrationWorkItem,
@@ -38,6 +40,7 @@ from perdure.store.sqlite.migrations import migrate
 from perdure.store.sqlite.queries import Q
 from perdure.store.sqlite.rows import (
     TERMINAL,
+    count_from_row,
     dead_letter_from_row,
     decode_cursor,
     discard_from_row,
@@ -48,6 +51,7 @@ from perdure.store.sqlite.rows import (
     json_list,
     message_from_row,
     payload,
+    summary_from_row,
     task_from_row,
     worker_from_row,
     worker_params,
@@ -534,6 +538,46 @@ class SQLiteStore:
         with self._read() as conn:
             row = conn.execute(Q.next_visible_at).fetchone()
         return row["next_visible_at"]
+
+    # -- fleet reads (diagnosis) --
+
+    def instance_counts(self) -> list[InstanceCount]:
+        """See :meth:`perdure.store.base.Store.instance_counts`."""
+        with self._read() as conn:
+            rows = conn.execute(Q.instance_counts).fetchall()
+        return [count_from_row(r) for r in rows]
+
+    def oldest_instances(
+        self,
+        *,
+        statuses: Collection[OrchestrationStatus],
+        offset: int = 0,
+        limit: int = 10,
+    ) -> list[InstanceSummary]:
+        """See :meth:`perdure.store.base.Store.oldest_instances`."""
+        values = sorted({OrchestrationStatus(s).value for s in statuses})
+        params: dict[str, Any] = {"offset": max(0, offset), "limit": max(0, limit)}
+        query = Q.oldest_instances
+        if len(values) == 1:
+            params["status"], query = values[0], Q.oldest_instances_of_status
+        else:
+            params["statuses"] = json_list(values)
+        with self._read() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [summary_from_row(r) for r in rows]
+
+    def stalled_instances(
+        self, *, progress_before: float, limit: int = 100
+    ) -> tuple[int, list[InstanceSummary]]:
+        """See :meth:`perdure.store.base.Store.stalled_instances`."""
+        with self._read() as conn:
+            total = conn.execute(
+                Q.count_stalled_instances, {"before": progress_before}
+            ).fetchone()["total"]
+            rows = conn.execute(
+                Q.stalled_instances, {"before": progress_before, "limit": max(0, limit)}
+            ).fetchall()
+        return int(total), [summary_from_row(r) for r in rows]
 
 
 def _filter_params(query: InstanceQuery) -> dict[str, Any]:
