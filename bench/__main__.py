@@ -24,7 +24,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANS: dict[str, list[dict[str, Any]]] = {
-    "W1": [{}],
+    "W1": [{"batch_start": False}, {"batch_start": True}],
     "W2": [{}],
     "W3": [{}],
     "W4": [{"k": 100}, {"k": 500}, {"k": 1000}, {"k": 2000}],

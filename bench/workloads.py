@@ -57,7 +57,7 @@ def _worker_processes(url: str, count: int) -> list[subprocess.Popen]:
     ]
 
 
-def _run_many(url: str, orchestrations: int, steps: int, processes: int) -> dict[str, Any]:
+def _run_many(url: str, orchestrations: int, steps: int, processes: int, batch_start: bool = False) -> dict[str, Any]:
     store = perdure.open_store(url)
     client = perdure.Client(store)
     with ExitStack() as stack:
@@ -69,7 +69,10 @@ def _run_many(url: str, orchestrations: int, steps: int, processes: int) -> dict
         else:
             stack.enter_context(perdure.Worker(app, store))
         started = time.perf_counter()
-        ids = [client.start(chain, steps) for _ in range(orchestrations)]
+        if batch_start:
+            ids = client.start_many(chain, [steps] * orchestrations)
+        else:
+            ids = [client.start(chain, steps) for _ in range(orchestrations)]
         for iid in ids:
             state = client.wait(iid, timeout=600)
             assert state.output == steps, state
@@ -79,9 +82,10 @@ def _run_many(url: str, orchestrations: int, steps: int, processes: int) -> dict
     return {"wall_s": wall, "orchestrations_per_s": orchestrations / wall, "activities_per_s": activities / wall}
 
 
-def w1(url: str, orchestrations: int = 200, steps: int = 10) -> dict[str, Any]:
-    """W1: ``orchestrations`` started at once, each ``steps`` activities in sequence."""
-    return _run_many(url, orchestrations, steps, processes=0)
+def w1(url: str, orchestrations: int = 200, steps: int = 10, batch_start: bool = False) -> dict[str, Any]:
+    """W1: ``orchestrations`` started at once (one ``start`` call each, or one ``start_many``),
+    each ``steps`` activities in sequence."""
+    return _run_many(url, orchestrations, steps, processes=0, batch_start=batch_start)
 
 
 def w2(url: str, n: int = 1000) -> dict[str, Any]:

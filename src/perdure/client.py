@@ -173,6 +173,31 @@ class Client:
         self.store.create_instance(NewInstance(iid, name, input, start_at=start), replace_terminal=replace_terminal)
         return iid
 
+    def start_many(
+        self,
+        orchestration: str | Callable[..., Any],
+        inputs: Iterable[Any],
+        *,
+        instance_ids: Iterable[str] | None = None,
+    ) -> list[str]:
+        """Start one instance of ``orchestration`` per input, all in one store transaction
+        (all are created, or none); return their ids in input order. ``instance_ids`` names
+        them (validated like :meth:`start`); by default they are random."""
+        name = registered_name(orchestration, "orchestration")
+        values = list(inputs)
+        if instance_ids is None:
+            ids = [uuid.uuid4().hex for _ in values]
+        else:
+            ids = [validate_instance_id(i) for i in instance_ids]
+            if len(ids) != len(values):
+                raise InvalidInputError(f"start_many got {len(values)} inputs but {len(ids)} instance ids")
+            if len(set(ids)) != len(ids):
+                raise InvalidInputError("start_many got the same instance id twice")
+        for i, value in enumerate(values):
+            dumps_payload(value, what=f"input {i} of orchestration {name!r}", limit=self.max_payload_bytes)
+        self.store.create_instances([NewInstance(iid, name, value) for iid, value in zip(ids, values, strict=True)])
+        return ids
+
     # -- reading --
 
     def get(self, instance_id: str, *, history: bool = False) -> InstanceState | None:
@@ -355,6 +380,10 @@ class AsyncClient:
     async def start(self, orchestration: str | Callable[..., Any], input: Any = None, **kwargs: Any) -> str:
         """See :meth:`Client.start`."""
         return await asyncio.to_thread(self.sync.start, orchestration, input, **kwargs)
+
+    async def start_many(self, orchestration: str | Callable[..., Any], inputs: Iterable[Any], **kwargs: Any) -> list[str]:
+        """See :meth:`Client.start_many`."""
+        return await asyncio.to_thread(self.sync.start_many, orchestration, inputs, **kwargs)
 
     async def get(self, instance_id: str, *, history: bool = False) -> InstanceState | None:
         """See :meth:`Client.get`."""

@@ -128,7 +128,8 @@ def test_a_far_timer_is_pending_and_a_near_one_is_progress(store, client):
         far = client.start(nap, 2 * 3600)
         near = client.start(nap, 600)
         d = verdict_becomes(client, far, "timer_pending")
-        near_d = verdict_becomes(client, near, "progressing")
+        running(client, near)
+        near_d = client.diagnose(near)
     assert 7100 < d.top.evidence["due_in_s"] <= 7200 and d.top.evidence["threshold_s"] == 3600
     assert not near_d.stuck and near_d.top.evidence["waiting_on"][0]["kind"] == "timer"
     # the threshold is a parameter
@@ -166,7 +167,8 @@ def test_an_attempt_after_a_failure_is_reported_as_a_retry_in_progress(store, cl
     with fast_worker(app, store):
         iid = client.start(second_attempt, None)
         try:
-            d = verdict_becomes(client, iid, "activity_retrying")
+            d = eventually(lambda: (d := client.diagnose(iid)).verdict == "activity_retrying"
+                           and d.top.evidence.get("state") == "running" and d)
         finally:
             release.set()
         assert client.wait(iid, timeout=10).output == "ok"

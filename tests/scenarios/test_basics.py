@@ -152,6 +152,16 @@ def test_uncaught_activity_error_fails_the_instance(store, client):
     assert "unhandled" in str(state.failure)
 
 
+def test_start_many_starts_every_instance_in_one_go(store, client):
+    ids = client.start_many(sequence, [1, 2, 3], instance_ids=["m-1", "m-2", "m-3"])
+    assert ids == ["m-1", "m-2", "m-3"]
+    with pytest.raises(perdure.InstanceExistsError, match="m-2"):
+        client.start_many(sequence, [4, 5], instance_ids=["m-4", "m-2"])
+    assert client.get("m-4") is None  # all or nothing
+    with perdure.Worker(app, store, poll_interval=0.05):
+        assert [client.wait(i, timeout=10).output for i in ids] == [12, 14, 16]
+
+
 def test_start_rejects_bad_input_before_storing(store, client):
     with pytest.raises(perdure.SerializationError, match="not JSON-serialisable"):
         client.start(sequence, {1, 2}, instance_id="bad-input")

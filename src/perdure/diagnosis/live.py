@@ -503,18 +503,38 @@ class LiveRules:
                                  "state": "not examined (depth limit)"})
             return
         if child.status in ("COMPLETED", "FAILED", "TERMINATED"):
-            if self.ev.queued_completion(awaited.task_id) is None:
+            if self._completion_lost(awaited):
                 self._child_stuck(
                     awaited, child,
                     f"child {cid!r} ended {child.status} but its completion never reached this "
                     f"instance (store inconsistency)",
                 )
+            else:
+                self.healthy.append({"kind": "child", "instance_id": cid, "name": awaited.name,
+                                     "verdict": str(child.verdict), "summary": "finished"})
             return
         if not child.stuck:
             self.healthy.append({"kind": "child", "instance_id": cid, "name": awaited.name,
                                  "verdict": str(child.verdict), "summary": child.top.summary})
             return
         self._child_stuck(awaited, child, None)
+
+    def _completion_lost(self, awaited: AwaitedChild) -> bool:
+        """Whether a finished child's completion is neither queued for this instance nor
+        applied, read afresh: the child may have finished after this instance was read (its
+        completion is enqueued in the child's final transaction; messages are read before
+        the row, so one consumed in between shows in the row)."""
+        iid = self.ev.record.instance_id
+        store = self.env.store
+        for m in store.pending_messages(iid):
+            if getattr(m.event, "task_id", None) == awaited.task_id:
+                return False
+        record = store.get_instance(iid)
+        if record is None or record.status.is_terminal:
+            return False
+        return record.execution_id == self.ev.record.execution_id and any(
+            c.task_id == awaited.task_id for c in record.waiting_on.children
+        )
 
     def _child_stuck(self, awaited: AwaitedChild, child: Diagnosis | None,
                      problem: str | None) -> None:

@@ -401,6 +401,10 @@ class Store(Protocol):
         terminal, raise ``InstanceExistsError`` unless ``replace_terminal``, in which case the
         old instance's history, messages, tasks and lease are deleted in the same transaction."""
 
+    def create_instances(self, instances: Sequence[NewInstance], *, replace_terminal: bool = False) -> None:
+        """:meth:`create_instance` for many instances in one transaction: all are created, or
+        none (``InstanceExistsError`` names the first id in the way)."""
+
     def enqueue_messages(self, messages: Sequence[Message]) -> None:
         """Atomically append messages to the orchestration queue (any target, existing or not:
         a message for an instance or execution that does not exist yet is kept and deferred at

@@ -203,43 +203,51 @@ class PostgresStore:
 
     def create_instance(self, instance: NewInstance, *, replace_terminal: bool = False) -> None:
         """See :meth:`perdure.store.base.Store.create_instance`."""
-        input_text = payload(instance.input, f"input of instance {instance.instance_id!r}")
-        iid = instance.instance_id
+        self.create_instances([instance], replace_terminal=replace_terminal)
+
+    def create_instances(self, instances: Sequence[NewInstance], *, replace_terminal: bool = False) -> None:
+        """See :meth:`perdure.store.base.Store.create_instances`."""
+        inputs = {i.instance_id: payload(i.input, f"input of instance {i.instance_id!r}") for i in instances}
+        if not instances:
+            return
+        # Id order: the per-id advisory locks are always taken in the same order, so two
+        # batches never deadlock.
+        ordered = sorted(instances, key=lambda i: i.instance_id)
 
         def body(tx: Tx) -> None:
-            key = {"instance_id": iid}
-            tx.one(Q.lock_instance_id, key)
-            row = tx.one(Q.lock_instance, key)
-            if row is not None:
-                if row["status"] not in TERMINAL:
-                    raise InstanceExistsError(
-                        f"instance {iid!r} already exists and is {row['status']}"
-                    )
-                if not replace_terminal:
-                    raise InstanceExistsError(
-                        f"instance {iid!r} already exists ({row['status']}); purge it or start "
-                        f"with replace_terminal=True to reuse the id"
-                    )
-                for query in (Q.delete_history, Q.delete_messages, Q.delete_tasks, Q.delete_leases):
-                    tx.run(query, {"ids": [iid]})
-                tx.run(Q.delete_instances, {"ids": [iid]})
-            if not orchestrations.insert_instance(
-                tx, iid, instance.name, input_text, instance.parent
-            ):
-                raise InstanceExistsError(f"instance {iid!r} already exists")  # held by the id lock
-            start = ExecutionStarted(
-                timestamp=tx.now,
-                name=instance.name,
-                input=instance.input,
-                execution_id=1,
-                parent=instance.parent,
-            )
             outbox = orchestrations.Outbox()
-            outbox.add(iid, 1, *event_row(start), tx.now, instance.start_at)
+            for instance in ordered:
+                self._insert_instance(tx, outbox, instance, inputs[instance.instance_id], replace_terminal)
             outbox.flush(tx)
             tx.notify(ORCHESTRATIONS, INSTANCES)
 
-        self._write("create_instance", body)
+        self._write("create_instances", body)
+
+    @staticmethod
+    def _insert_instance(
+        tx: Tx, outbox: orchestrations.Outbox, instance: NewInstance, input_text: str | None, replace_terminal: bool
+    ) -> None:
+        iid = instance.instance_id
+        key = {"instance_id": iid}
+        tx.one(Q.lock_instance_id, key)
+        row = tx.one(Q.lock_instance, key)
+        if row is not None:
+            if row["status"] not in TERMINAL:
+                raise InstanceExistsError(f"instance {iid!r} already exists and is {row['status']}")
+            if not replace_terminal:
+                raise InstanceExistsError(
+                    f"instance {iid!r} already exists ({row['status']}); purge it or start "
+                    f"with replace_terminal=True to reuse the id"
+                )
+            for query in (Q.delete_history, Q.delete_messages, Q.delete_tasks, Q.delete_leases):
+                tx.run(query, {"ids": [iid]})
+            tx.run(Q.delete_instances, {"ids": [iid]})
+        if not orchestrations.insert_instance(tx, iid, instance.name, input_text, instance.parent):
+            raise InstanceExistsError(f"instance {iid!r} already exists")  # held by the id lock
+        start = ExecutionStarted(
+            timestamp=tx.now, name=instance.name, input=instance.input, execution_id=1, parent=instance.parent
+        )
+        outbox.add(iid, 1, *event_row(start), tx.now, instance.start_at)
 
     def enqueue_messages(self, messages: Sequence[Message]) -> None:
         """See :meth:`perdure.store.base.Store.enqueue_messages`."""

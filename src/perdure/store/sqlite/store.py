@@ -181,50 +181,53 @@ class SQLiteStore:
 
     def create_instance(self, instance: NewInstance, *, replace_terminal: bool = False) -> None:
         """See :meth:`perdure.store.base.Store.create_instance`."""
-        input_text = payload(instance.input, f"input of instance {instance.instance_id!r}")
-        parent = instance.parent
-        with self._write("create_instance") as tx:
-            iid = instance.instance_id
-            row = tx.conn.execute(Q.get_instance, {"instance_id": iid}).fetchone()
-            if row is not None:
-                if row["status"] not in TERMINAL:
-                    raise InstanceExistsError(
-                        f"instance {iid!r} already exists and is {row['status']}"
-                    )
-                if not replace_terminal:
-                    raise InstanceExistsError(
-                        f"instance {iid!r} already exists ({row['status']}); purge it or "
-                        f"start with replace_terminal=True to reuse the id"
-                    )
-                ids = json.dumps([iid])
-                for query in (Q.delete_history, Q.delete_messages, Q.delete_tasks, Q.delete_leases):
-                    tx.conn.execute(query, {"ids": ids})
-                tx.conn.execute(Q.delete_instances, {"ids": ids})
-            tx.conn.execute(
-                Q.insert_instance,
-                {
-                    "instance_id": iid,
-                    "name": instance.name,
-                    "status": OrchestrationStatus.PENDING.value,
-                    "input": input_text,
-                    "parent_instance_id": parent.instance_id if parent else None,
-                    "parent_execution_id": parent.execution_id if parent else None,
-                    "parent_task_id": parent.task_id if parent else None,
-                    "now": tx.now,
-                },
-            )
-            start = ExecutionStarted(
-                timestamp=tx.now,
-                name=instance.name,
-                input=instance.input,
-                execution_id=1,
-                parent=parent,
-            )
-            tx.conn.execute(
-                Q.insert_message,
-                orchestrations.message_params(iid, 1, *event_row(start), tx.now, instance.start_at),
-            )
+        self.create_instances([instance], replace_terminal=replace_terminal)
+
+    def create_instances(self, instances: Sequence[NewInstance], *, replace_terminal: bool = False) -> None:
+        """See :meth:`perdure.store.base.Store.create_instances`."""
+        inputs = [payload(i.input, f"input of instance {i.instance_id!r}") for i in instances]
+        if not instances:
+            return
+        with self._write("create_instances") as tx:
+            for instance, input_text in zip(instances, inputs, strict=True):
+                self._insert_instance(tx, instance, input_text, replace_terminal)
             tx.notify(ORCHESTRATIONS, INSTANCES)
+
+    @staticmethod
+    def _insert_instance(tx: Tx, instance: NewInstance, input_text: str | None, replace_terminal: bool) -> None:
+        parent = instance.parent
+        iid = instance.instance_id
+        row = tx.conn.execute(Q.get_instance, {"instance_id": iid}).fetchone()
+        if row is not None:
+            if row["status"] not in TERMINAL:
+                raise InstanceExistsError(f"instance {iid!r} already exists and is {row['status']}")
+            if not replace_terminal:
+                raise InstanceExistsError(
+                    f"instance {iid!r} already exists ({row['status']}); purge it or "
+                    f"start with replace_terminal=True to reuse the id"
+                )
+            ids = json.dumps([iid])
+            for query in (Q.delete_history, Q.delete_messages, Q.delete_tasks, Q.delete_leases):
+                tx.conn.execute(query, {"ids": ids})
+            tx.conn.execute(Q.delete_instances, {"ids": ids})
+        tx.conn.execute(
+            Q.insert_instance,
+            {
+                "instance_id": iid,
+                "name": instance.name,
+                "status": OrchestrationStatus.PENDING.value,
+                "input": input_text,
+                "parent_instance_id": parent.instance_id if parent else None,
+                "parent_execution_id": parent.execution_id if parent else None,
+                "parent_task_id": parent.task_id if parent else None,
+                "now": tx.now,
+            },
+        )
+        start = ExecutionStarted(timestamp=tx.now, name=instance.name, input=instance.input, execution_id=1, parent=parent)
+        tx.conn.execute(
+            Q.insert_message,
+            orchestrations.message_params(iid, 1, *event_row(start), tx.now, instance.start_at),
+        )
 
     def enqueue_messages(self, messages: Sequence[Message]) -> None:
         """See :meth:`perdure.store.base.Store.enqueue_messages`."""

@@ -84,6 +84,15 @@ def test_create_instance_refuses_a_used_id_unless_replacing_a_terminal_one(store
     assert kinds(store.pending_messages("i1")) == ["ExecutionStarted"]
 
 
+def test_create_instances_is_all_or_nothing(store: Store) -> None:
+    store.create_instances([NewInstance("b1", "wf", 1), NewInstance("b2", "wf", 2)])
+    assert [store.get_instance(i).input for i in ("b1", "b2")] == [1, 2]
+    with pytest.raises(InstanceExistsError, match="b2"):
+        store.create_instances([NewInstance("b3", "wf", 3), NewInstance("b2", "wf", 2)])
+    assert store.get_instance("b3") is None
+    assert {i.instance.instance_id for i in lock(store)} == {"b1", "b2"}
+
+
 def test_scheduled_start_holds_early_messages_until_it_is_due(
     store: Store, clock: FakeClock
 ) -> None:

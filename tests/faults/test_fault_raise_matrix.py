@@ -1,0 +1,136 @@
+"""Fault injection in process: store writes that fail, or stall, at every write point.
+
+A :class:`~perdure.testing.FaultyStore` raises :class:`~perdure.testing.InjectedFault`
+(standing for a lost connection, a full disk, a deadlock...) at one write point: before
+the write reaches the store, inside its transaction (rolled back), or after the commit
+(written, but the caller is told it failed). The worker must shrug it off: every instance
+of the mixed workload ends as in a fault-free run and every invariant holds. Client
+writes are all-or-nothing: a failure before the commit stores nothing, one after it
+stores everything.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import perdure
+from perdure.testing import Fault, FaultyStore, InjectedFault, write_points
+from tests.faults.helpers import finish_and_check, start_workload
+from tests.faults.workload import app
+
+WORKER_POINTS = write_points(
+    ["lock_orchestrations", "commit_turns", "lock_activities", "complete_activities"]
+)
+
+slow = perdure.App()
+
+
+@slow.activity
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@slow.orchestration
+async def napping(ctx: perdure.OrchestrationContext, seconds: float) -> list[float]:
+    return await ctx.when_all([ctx.call_activity(nap, seconds) for _ in range(2)])
+
+
+@pytest.mark.parametrize("point", WORKER_POINTS)
+def test_a_worker_write_failing_at_a_point_loses_nothing(store, point):
+    """The 2nd and 3rd arrivals at ``point`` raise; the worker logs, backs off, retries;
+    work whose lock was lost comes back when its 0.5 s lease expires."""
+    faulty = FaultyStore(store, [Fault(point, "raise", nth=2, times=2)])
+    ids = start_workload(store)
+    client = perdure.Client(store)
+    with perdure.Worker(app, faulty, poll_interval=0.02, lease_seconds=0.5):  # type: ignore[arg-type]
+        for iid in ids:
+            client.wait(iid, timeout=20)
+    assert faulty.fired == [point, point]
+    finish_and_check(store, ids)
+
+
+def test_heartbeat_failures_do_not_stop_the_work(store):
+    """Every heartbeat after the first fails: the housekeeping thread logs and goes on."""
+    faulty = FaultyStore(store, [Fault("heartbeat:before", "raise", nth=2, times=None)])
+    ids = start_workload(store)
+    client = perdure.Client(store)
+    with perdure.Worker(app, faulty, poll_interval=0.02, heartbeat_interval=0.05):  # type: ignore[arg-type]
+        for iid in ids:
+            client.wait(iid, timeout=20)
+    assert faulty.hits["heartbeat:before"] >= 2
+    finish_and_check(store, ids)
+
+
+def test_failed_lease_renewals_give_at_least_once_activities_and_one_completion(store):
+    """Renewing the leases of running activities fails (inside the transaction: rolled
+    back) until the tasks have been taken over, so the first runs' 0.3 s leases run out
+    while they sleep 0.4 s: the worker runs them again (at-least-once), the first runs'
+    results are refused (lease lost) and one completion per task reaches the history."""
+    client = perdure.Client(store)
+    iid = client.start(napping, 0.4, instance_id="napping")
+
+    def fail_until_taken_over(point: str) -> None:
+        if not any(t.delivery_count >= 2 for t in store.activity_tasks(iid)):
+            raise InjectedFault(f"fault injected at {point}")
+
+    faulty = FaultyStore(
+        store, [Fault("renew_activity_leases:inside", fail_until_taken_over, times=None)]
+    )
+    worker = perdure.Worker(slow, faulty, poll_interval=0.02, lease_seconds=0.3)  # type: ignore[arg-type]
+    with worker:
+        state = client.wait(iid, timeout=20)
+    assert (state.status, state.output) == ("COMPLETED", [0.4, 0.4])
+    assert "renew_activity_leases:inside" in faulty.fired
+    assert worker.stats().get("activities_lease_lost", 0) >= 1  # the stale runs were refused
+    perdure.testing.assert_invariants(store, settled=True)
+
+
+def test_a_completion_stalled_past_its_lease_is_refused_and_the_rerun_stands(store):
+    """Worker A's first completion write stalls (a 0.6 s delay before the store) past its
+    0.3 s lease; worker B takes the task over and completes it. A's write then comes back
+    ``LEASE_LOST``: counted as such, nothing written, one completion in history."""
+    stalled = FaultyStore(store, [Fault("complete_activities:before", "delay", seconds=0.6)])
+    client = perdure.Client(store)
+    iid = client.start(napping, 0.0, instance_id="stalled")
+    a = perdure.Worker(slow, stalled, poll_interval=0.02, lease_seconds=0.3, worker_id="A")  # type: ignore[arg-type]
+    b = perdure.Worker(slow, store, poll_interval=0.02, lease_seconds=0.3, worker_id="B")
+    with a:
+        time.sleep(0.1)  # let A lock both tasks first (B is not running yet)
+        with b:
+            state = client.wait(iid, timeout=20)
+            deadline = time.monotonic() + 5
+            while not a.stats().get("activities_lease_lost") and time.monotonic() < deadline:
+                time.sleep(0.02)
+    assert (state.status, state.output) == ("COMPLETED", [0.0, 0.0])
+    assert a.stats().get("activities_lease_lost", 0) >= 1
+    assert a.stats().get("activities", 0) + b.stats().get("activities", 0) == 2
+    perdure.testing.assert_invariants(store, settled=True)
+
+
+@pytest.mark.parametrize("phase", ["before", "inside", "after"])
+def test_client_writes_are_all_or_nothing(store, phase):
+    """``start`` and ``raise_event`` failing before/inside the transaction store nothing;
+    failing after the commit they stored everything (the caller cannot tell, so a retried
+    start meets ``InstanceExistsError`` and a retried event is a second event)."""
+    faulty = FaultyStore(
+        store,
+        [Fault(f"create_instance:{phase}"), Fault(f"enqueue_messages:{phase}")],
+    )
+    client = perdure.Client(faulty)  # type: ignore[arg-type]
+    with pytest.raises(InjectedFault):
+        client.start("mixed", 1, instance_id="c-1")
+    record = store.get_instance("c-1")
+    if phase == "after":
+        assert record is not None and len(store.pending_messages("c-1")) == 1
+        with pytest.raises(perdure.InstanceExistsError):
+            client.start("mixed", 1, instance_id="c-1")
+    else:
+        assert record is None and store.pending_messages("c-1") == []
+        client.start("mixed", 1, instance_id="c-1")
+    with pytest.raises(InjectedFault):
+        client.raise_event("c-1", "go", "x")
+    events = [m.event for m in store.pending_messages("c-1")][1:]
+    assert [e.input for e in events] == (["x"] if phase == "after" else [])
