@@ -109,12 +109,12 @@ class ActivityDispatcher:
             log.exception("could not record %d activity completions", len(completions))
             with self._lock:
                 for c in completions:
-                    self._running.pop(c.task_row_id, None)
+                    self._forget(c)
             raise
         discarded: list[_Running | None] = []
         with self._lock:
             for completion, outcome in zip(completions, outcomes, strict=True):
-                running = self._running.pop(completion.task_row_id, None)
+                running = self._forget(completion)
                 name = running.item.name if running else "?"
                 if outcome is Outcome.OK:
                     self.counters["activities"] += 1
@@ -132,6 +132,17 @@ class ActivityDispatcher:
                     discarded.append(running)
         for running in discarded:
             self._explain_discard(running)
+
+    def _forget(self, completion: ActivityCompletion) -> _Running | None:
+        """Stop tracking the run that produced ``completion`` (caller holds the lock). If this
+        worker has since taken the same task over again after its lease expired, the entry
+        is the newer run's (another token): it stays, so that run's lease is still renewed
+        (else the stale run's result would retire the live one, whose lease would lapse in
+        turn: a livelock for every activity longer than its lease)."""
+        running = self._running.get(completion.task_row_id)
+        if running is None or running.lease_token != completion.lease_token:
+            return None
+        return self._running.pop(completion.task_row_id)
 
     def _explain_discard(self, running: _Running | None) -> None:
         """Count and log why a completion was discarded: the instance had ended (terminated,

@@ -221,7 +221,7 @@ class PostgresStore:
             outbox.flush(tx)
             tx.notify(ORCHESTRATIONS, INSTANCES)
 
-        self._write("create_instances", body)
+        self._write("create_instance", body)
 
     @staticmethod
     def _insert_instance(

@@ -188,7 +188,7 @@ class SQLiteStore:
         inputs = [payload(i.input, f"input of instance {i.instance_id!r}") for i in instances]
         if not instances:
             return
-        with self._write("create_instances") as tx:
+        with self._write("create_instance") as tx:
             for instance, input_text in zip(instances, inputs, strict=True):
                 self._insert_instance(tx, instance, input_text, replace_terminal)
             tx.notify(ORCHESTRATIONS, INSTANCES)
