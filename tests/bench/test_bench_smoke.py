@@ -1,0 +1,52 @@
+"""Every benchmark workload, at tiny sizes, so the benchmarks keep working. No timing is
+asserted here: speed is measured by ``python -m bench``, never by the test suite."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.__main__ import main as bench_main
+from bench.workloads import w1, w2, w3, w4, w5
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'bench.db'}"
+
+
+def test_w1_sequences_smoke(sqlite_url):
+    assert w1(sqlite_url, orchestrations=5, steps=3)["activities_per_s"] > 0
+
+
+def test_w1_batch_start_smoke(tmp_path):
+    assert w1(f"sqlite:///{tmp_path / 'b.db'}", orchestrations=5, steps=2, batch_start=True)["wall_s"] > 0
+
+
+def test_w2_fan_out_smoke(sqlite_url):
+    assert w2(sqlite_url, n=20)["wall_s"] > 0
+
+
+def test_w3_latency_smoke(sqlite_url):
+    figures = w3(sqlite_url, orchestrations=5)
+    assert figures["p95_ms"] >= figures["p50_ms"] > 0
+
+
+def test_w4_long_sequence_smoke(sqlite_url):
+    assert w4(sqlite_url, k=10)["k"] == 10
+
+
+def test_w5_worker_processes_on_postgres_smoke():
+    from tests import pgserver
+
+    with pgserver.fresh_database() as url:
+        assert w5(url, processes=1, orchestrations=3, steps=2)["processes"] == 1
+
+
+def test_runner_prints_a_table_and_writes_json(tmp_path, capsys, monkeypatch):
+    import bench.__main__ as runner
+
+    monkeypatch.setattr(runner, "PLANS", {**runner.PLANS, "W2": [{"n": 10}]})
+    out = tmp_path / "results.json"
+    assert bench_main(["W2", "--runs", "1", "--json", str(out)]) == 0
+    assert "W2" in capsys.readouterr().out
+    assert '"workload": "W2"' in out.read_text()
