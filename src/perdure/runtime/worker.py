@@ -141,6 +141,7 @@ class Worker:
         topics = (ORCHESTRATIONS, self._stop_topic)
         errors = 0
         while not self._stop.is_set():
+            # The snapshot comes before the poll, so a signal that arrives meanwhile is not lost.
             seen = self.store.notifier.snapshot(topics)
             try:
                 worked = self.orchestrations.poll()
@@ -150,28 +151,39 @@ class Worker:
                 self._stop.wait(_ERROR_BACKOFF[min(errors, len(_ERROR_BACKOFF) - 1)])
                 errors += 1
                 continue
-            if not worked:
+            if worked < self.options.batch_size:  # drained: sleep until signalled or due
                 self.store.notifier.wait(topics, seen, self._idle_timeout())
 
     def _activity_loop(self) -> None:
         topics = (ACTIVITIES, self._done_topic, self._stop_topic)
         errors = 0
+        look = True  # whether the queue may hold due tasks we have room for
         while not self._stop.is_set():
             seen = self.store.notifier.snapshot(topics)
             try:
-                started = self.activities.poll()
+                if look:
+                    self.activities.poll()
+                    look = not self.activities.drained
+                else:
+                    self.activities.poll(accept_new=False)  # report and renew only
                 errors = 0
             except Exception:
                 log.exception("activity dispatcher error; retrying")
                 self._stop.wait(_ERROR_BACKOFF[min(errors, len(_ERROR_BACKOFF) - 1)])
                 errors += 1
+                look = True
                 continue
-            if not started:
-                timeout = self._idle_timeout()
-                renewal = self.activities.next_renewal_in()
-                if renewal is not None:
-                    timeout = min(timeout, renewal)
-                self.store.notifier.wait(topics, seen, timeout)
+            if look and self.activities.running < self.options.activity_concurrency:
+                continue
+            timeout = self._idle_timeout()
+            renewal = self.activities.next_renewal_in()
+            if renewal is not None:
+                timeout = min(timeout, renewal)
+            signalled = self.store.notifier.wait(topics, seen, timeout)
+            # New tasks were signalled, or the wait timed out (work from other processes and
+            # due retries are only found by looking).
+            if not signalled or self.store.notifier.version(ACTIVITIES) != seen[ACTIVITIES]:
+                look = True
         self.activities.shutdown(self._shutdown_timeout)
 
     def _housekeeping_loop(self) -> None:
