@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -28,22 +29,49 @@ from perdure.store.open import open_store
 DEFAULT_STORE = "sqlite:///perdure.db"
 EXIT_ERROR = 1
 EXIT_NOT_FOUND = 2
+EXIT_USAGE = 2
 
 console = Console(highlight=False, soft_wrap=True)
 
 
 class _Group(click.Group):
-    """Turns every expected error into one line on stderr and an exit code."""
+    """Turns every error into one line on stderr and an exit code: 2 for usage errors and
+    unknown instances, 1 for the rest. An unexpected error is one line too (its type and
+    message); ``PERDURE_DEBUG=1`` lets its traceback through."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False  # click's usage errors are several lines
+        try:
+            result = super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            _fail(_one_line(exc.format_message()) + hint, EXIT_USAGE)
+        except click.ClickException as exc:
+            _fail(_one_line(exc.format_message()), exc.exit_code)
+        except click.exceptions.Abort:
+            _fail("aborted")
+        if isinstance(result, int) and result:  # a click Exit (e.g. --help) with a status
+            sys.exit(result)
+        return result
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
-        except LookupError as exc:  # InstanceNotFoundError
-            _fail(str(exc).strip("'\""), EXIT_NOT_FOUND)
+        except LookupError as exc:  # InstanceNotFoundError; args[0], as KeyError's str() adds quotes
+            _fail(str(exc.args[0]) if exc.args else str(exc), EXIT_NOT_FOUND)
         except (PerdureError, ValueError, OSError, ImportError) as exc:
-            _fail(str(exc))
+            _fail(_one_line(str(exc)))
+        except Exception as exc:
+            if os.environ.get("PERDURE_DEBUG"):
+                raise
+            message = _one_line(str(exc))
+            _fail(f"unexpected {type(exc).__name__}: {message} (PERDURE_DEBUG=1 shows the traceback)")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _fail(message: str, code: int = EXIT_ERROR) -> None:

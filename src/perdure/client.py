@@ -17,6 +17,7 @@ from typing import Any
 
 from perdure.core.failure import Failure
 from perdure.core.history import (
+    EventDecodeError,
     EventRaised,
     ExecutionResumed,
     ExecutionSuspended,
@@ -207,7 +208,13 @@ class Client:
             return None
         events = None
         if history:
-            events = [r.event for r in self.store.get_history(instance_id, execution_id=record.execution_id)]
+            try:
+                records = self.store.get_history(instance_id, execution_id=record.execution_id)
+            except EventDecodeError as exc:
+                raise EventDecodeError(
+                    f"the history of instance {instance_id!r} cannot be read: {exc}"
+                ) from exc
+            events = [r.event for r in records]
         return InstanceState.from_record(record, events)
 
     def wait(self, instance_id: str, timeout: float | None = None) -> InstanceState:

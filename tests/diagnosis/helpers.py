@@ -30,8 +30,9 @@ def eventually(probe: Callable[[], T], timeout: float = 10.0, what: str = "condi
         time.sleep(0.01)
 
 
-def verdict_becomes(client: perdure.Client, iid: str, code: str, timeout: float = 10.0,
-                    **thresholds: Any) -> perdure.Diagnosis:
+def verdict_becomes(
+    client: perdure.Client, iid: str, code: str, timeout: float = 10.0, **thresholds: Any
+) -> perdure.Diagnosis:
     """Diagnose ``iid`` until its verdict is ``code``; return that diagnosis."""
     last: list[Any] = []
 

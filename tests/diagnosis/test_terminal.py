@@ -90,15 +90,16 @@ def test_exhausted_retries_are_reported_failed_with_the_error_and_the_failing_ta
     assert "card declined by issuer" in evidence["error_message"]
     task = evidence["failing_task"]
     assert (task["kind"], task["name"], task["attempt"], task["max_attempts"]) == (
-        "activity", "charge", 2, 2,
+        "activity",
+        "charge",
+        2,
+        2,
     )
     assert task["error"].endswith("CardDeclined: card declined by issuer")
     assert "attempt 2 of 2" in d.top.mitigation
 
 
-def test_an_activity_failing_without_retry_policy_is_the_verdict_of_the_failed_instance(
-    store, client
-):
+def test_an_activity_failing_without_retry_policy_is_the_verdict_of_the_failed_instance(store, client):
     with fast_worker(app, store):
         iid = client.start(pay_once, None)
         client.wait(iid, timeout=10)
@@ -111,15 +112,34 @@ def test_an_activity_failing_without_retry_policy_is_the_verdict_of_the_failed_i
     assert d.finding("failed").evidence["failing_task"]["name"] == "charge"
 
 
-def test_a_caught_failure_without_retry_is_reported_behind_what_the_instance_waits_for(
-    store, client
-):
+def test_a_caught_failure_without_retry_is_reported_behind_what_the_instance_waits_for(store, client):
     with fast_worker(app, store):
         iid = client.start(pay_then_wait, None)
-        d = eventually(lambda: client.diagnose(iid).verdict == "waiting_for_event"
-                       and client.diagnose(iid))
+        d = eventually(lambda: client.diagnose(iid).verdict == "waiting_for_event" and client.diagnose(iid))
     assert d.codes[:2] == ["waiting_for_event", "activity_failed_no_retry"]
     assert d.finding("activity_failed_no_retry").evidence["activity"] == "charge"
+
+
+@app.orchestration
+async def fragile_child(ctx: perdure.OrchestrationContext, _: None) -> None:
+    raise ValueError("bad address")
+
+
+@app.orchestration
+async def parent(ctx: perdure.OrchestrationContext, _: None) -> None:
+    await ctx.call_sub_orchestration(fragile_child, None, instance_id=f"{ctx.instance_id}-child")
+
+
+def test_a_parent_failed_by_its_child_names_the_child_to_diagnose(store, client):
+    with fast_worker(app, store):
+        client.wait(client.start(parent, None, instance_id="p1"), timeout=10)
+    d = client.diagnose("p1")
+    assert d.codes == ["failed"] and d.top.evidence["error_type"] == "perdure.errors.SubOrchestrationError"
+    task = d.top.evidence["failing_task"]
+    assert (task["kind"], task["name"], task["instance_id"]) == ("sub_orchestration", "fragile_child", "p1-child")
+    assert "perdure diagnose p1-child" in d.top.mitigation
+    child = client.diagnose("p1-child")
+    assert child.verdict == "failed" and child.top.evidence["error_message"] == "bad address"
 
 
 def test_a_terminated_instance_is_reported_with_the_reason(store, client):
@@ -133,9 +153,7 @@ def test_a_terminated_instance_is_reported_with_the_reason(store, client):
     assert "duplicate order" in d.top.summary
 
 
-def test_nondeterminism_names_the_position_what_history_held_and_what_the_code_did(
-    store, client, monkeypatch
-):
+def test_nondeterminism_names_the_position_what_history_held_and_what_the_code_did(store, client, monkeypatch):
     monkeypatch.setitem(CODE_VERSION, "v", 1)
     with fast_worker(app, store, cache_size=0):  # every turn replays the full history
         iid = client.start(evolving, None)

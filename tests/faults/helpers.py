@@ -61,7 +61,7 @@ def run_fault_worker(url: str, fault: str, *, lease: float = 0.5, timeout: float
         sys.executable, "-m", "perdure.testing.fault_worker", "--app", APP_REF, "--store", url,
         "--fault", fault, "--lease", str(lease), "--timeout", str(timeout),
     ]
-    proc = subprocess.run(  # noqa: S603 - our own interpreter and module
+    proc = subprocess.run(
         command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout + 30
     )
     if proc.returncode not in (-signal.SIGKILL, 0, 3):

@@ -11,6 +11,7 @@ stores everything.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -68,7 +69,12 @@ def test_failed_lease_renewals_give_at_least_once_activities_and_one_completion(
     """Renewing the leases of running activities fails (inside the transaction: rolled
     back) until the tasks have been taken over, so the first runs' 0.3 s leases run out
     while they sleep 0.4 s: the worker runs them again (at-least-once), the first runs'
-    results are refused (lease lost) and one completion per task reaches the history."""
+    results are refused (lease lost) and one completion per task reaches the history.
+
+    This test found a livelock: the worker tracked its runs by task row only, so when it
+    took over its own expired task, the stale run's refused result retired the *new* run,
+    whose lease then went unrenewed and lapsed in turn, forever. Fixed in
+    ``ActivityDispatcher._forget`` (a result retires only the run with its token)."""
     client = perdure.Client(store)
     iid = client.start(napping, 0.4, instance_id="napping")
 
@@ -89,24 +95,32 @@ def test_failed_lease_renewals_give_at_least_once_activities_and_one_completion(
 
 
 def test_a_completion_stalled_past_its_lease_is_refused_and_the_rerun_stands(store):
-    """Worker A's first completion write stalls (a 0.6 s delay before the store) past its
-    0.3 s lease; worker B takes the task over and completes it. A's write then comes back
-    ``LEASE_LOST``: counted as such, nothing written, one completion in history."""
-    stalled = FaultyStore(store, [Fault("complete_activities:before", "delay", seconds=0.6)])
+    """Worker A runs both tasks, then its completion write stalls before reaching the
+    store (held on an Event) past the 0.3 s lease. Worker B, started only then, takes the
+    tasks over, runs them again and completes the instance. Released, A's write comes back
+    ``LEASE_LOST``: counted as such, nothing written, one completion per task."""
+    stalled, finished = threading.Event(), threading.Event()
+
+    def stall(_point: str) -> None:
+        stalled.set()
+        assert finished.wait(10)
+
     client = perdure.Client(store)
     iid = client.start(napping, 0.0, instance_id="stalled")
-    a = perdure.Worker(slow, stalled, poll_interval=0.02, lease_seconds=0.3, worker_id="A")  # type: ignore[arg-type]
+    a_store = FaultyStore(store, [Fault("complete_activities:before", stall)])
+    a = perdure.Worker(slow, a_store, poll_interval=0.02, lease_seconds=0.3, worker_id="A")  # type: ignore[arg-type]
     b = perdure.Worker(slow, store, poll_interval=0.02, lease_seconds=0.3, worker_id="B")
     with a:
-        time.sleep(0.1)  # let A lock both tasks first (B is not running yet)
+        assert stalled.wait(10)
         with b:
             state = client.wait(iid, timeout=20)
-            deadline = time.monotonic() + 5
-            while not a.stats().get("activities_lease_lost") and time.monotonic() < deadline:
-                time.sleep(0.02)
+        finished.set()
+        deadline = time.monotonic() + 5
+        while not a.stats().get("activities_lease_lost") and time.monotonic() < deadline:
+            time.sleep(0.02)
     assert (state.status, state.output) == ("COMPLETED", [0.0, 0.0])
-    assert a.stats().get("activities_lease_lost", 0) >= 1
-    assert a.stats().get("activities", 0) + b.stats().get("activities", 0) == 2
+    assert a.stats().get("activities_lease_lost") == 2 and not a.stats().get("activities")
+    assert b.stats().get("activities") == 2
     perdure.testing.assert_invariants(store, settled=True)
 
 
@@ -134,3 +148,16 @@ def test_client_writes_are_all_or_nothing(store, phase):
         client.raise_event("c-1", "go", "x")
     events = [m.event for m in store.pending_messages("c-1")][1:]
     assert [e.input for e in events] == (["x"] if phase == "after" else [])
+
+
+@pytest.mark.parametrize("phase", ["before", "inside", "after"])
+def test_a_batch_start_is_all_or_nothing(store, phase):
+    """``start_many`` failing before or inside its one transaction creates none of the
+    instances; failing after the commit, all of them."""
+    point = "create_instance:inside" if phase == "inside" else f"create_instances:{phase}"
+    client = perdure.Client(FaultyStore(store, [Fault(point)]))  # type: ignore[arg-type]
+    ids = ["b-1", "b-2", "b-3"]
+    with pytest.raises(InjectedFault):
+        client.start_many("mixed", [1, 2, 3], instance_ids=ids)
+    created = [store.get_instance(i) is not None for i in ids]
+    assert created == [phase == "after"] * 3

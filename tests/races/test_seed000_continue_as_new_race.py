@@ -25,7 +25,7 @@ from perdure.core.history import (
     ExecutionStarted,
 )
 from perdure.store.base import DeadLetterReason, Message
-from perdure.testing import Fault, FakeClock, FaultyStore, StepWorker, drain
+from perdure.testing import FakeClock, Fault, FaultyStore, StepWorker, drain
 from tests.races.helpers import events, of_type, until
 
 app = perdure.App()

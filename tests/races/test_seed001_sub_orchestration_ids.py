@@ -100,7 +100,7 @@ def worker(clocked_store) -> StepWorker:
 def test_a_child_called_in_a_continue_as_new_loop_gets_a_new_id_every_execution(
     clocked_store, clocked_client, worker, clock: FakeClock
 ):
-    """Generated child ids differ per execution, so the loop never collides with its own
+    """Invariant 4: generated child ids differ per execution, so the loop never collides with its own
     previous (now terminal) child, and the parent completes.
 
     Verified: with ``child_instance_id`` ignoring the execution (always
@@ -123,7 +123,7 @@ def test_a_child_called_in_a_continue_as_new_loop_gets_a_new_id_every_execution(
 
 @pytest.mark.parametrize("bad_id", ["order::sub::1", "sub::order", "a::sub::", "::sub::"])
 def test_a_user_start_with_the_reserved_child_marker_is_rejected(client, store, bad_id):
-    """A user cannot take an id of the shape perdure generates for children: the start
+    """Invariant 4: a user cannot take an id of the shape perdure generates for children: the start
     fails with a clear error before anything is stored.
 
     Verified: without the marker check in ``validate_instance_id`` the start succeeds and
@@ -138,7 +138,7 @@ def test_a_user_start_with_the_reserved_child_marker_is_rejected(client, store, 
 def test_a_child_id_held_by_another_parents_instance_fails_the_parent_at_once(
     clocked_store, clocked_client, worker, clock: FakeClock
 ):
-    """The id ``shipment-7`` belongs to the (completed) child of ``p1``; when ``p2`` asks
+    """Invariant 4: the id ``shipment-7`` belongs to the (completed) child of ``p1``; when ``p2`` asks
     for a child with that id, the very commit of its turn enqueues
     ``SubOrchestrationFailed`` back to it, and ``p2`` catches ``SubOrchestrationError``
     with a message naming the id. The squatting instance is untouched.
@@ -168,7 +168,7 @@ def test_a_child_id_held_by_another_parents_instance_fails_the_parent_at_once(
 def test_a_generated_child_id_squatted_by_a_terminal_instance_fails_an_uncaught_parent(
     clocked_store, clocked_client, worker, clock: FakeClock
 ):
-    """Same guard with a generated id: an instance created outside the client (as by an
+    """Invariant 4, same guard with a generated id: an instance created outside the client (as by an
     older version, or another system sharing the store) already holds ``p3::sub::1`` and is
     completed. ``p3`` does not catch, so it ends FAILED with a ``SubOrchestrationError``
     that names the id, instead of waiting.
@@ -208,7 +208,7 @@ class ResendChildStart:
 def test_a_redelivered_start_of_a_completed_child_leaves_the_parent_untouched(
     clocked_store, clocked_client, worker, clock: FakeClock
 ):
-    """The parent's child completed and reported; then the same start (same id, same
+    """Invariants 4 and 7: the parent's child completed and reported; then the same start (same id, same
     parent execution and task) is delivered again. Nothing happens: no failure is queued
     to the parent, the child is unchanged, and the parent later completes with exactly one
     child completion in its history and nothing discarded.
@@ -245,7 +245,7 @@ def test_a_redelivered_start_of_a_completed_child_leaves_the_parent_untouched(
 def test_a_child_that_outlives_its_parents_execution_reports_to_that_execution(
     clocked_store, clocked_client, worker, clock: FakeClock
 ):
-    """Execution 1 starts child ``lp::sub::1`` and continues as new without awaiting it;
+    """Invariants 4 and 3: execution 1 starts child ``lp::sub::1`` and continues as new without awaiting it;
     execution 2 awaits its own child ``lp::sub::2_1``, also task 1. When the first child
     finishes, its completion is addressed to execution 1 (stamped at schedule time): it is
     discarded with a ``stale_execution`` record, and execution 2 is untouched until its own

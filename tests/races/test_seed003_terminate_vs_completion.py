@@ -23,7 +23,7 @@ import pytest
 
 import perdure
 from perdure.core.history import ActivityCompleted, DiscardReason
-from perdure.testing import Fault, FakeClock, FaultyStore, StepWorker
+from perdure.testing import FakeClock, Fault, FaultyStore, StepWorker
 from tests.races.helpers import events, of_type, until
 
 app = perdure.App()
@@ -58,7 +58,7 @@ async def charge_and_renew(ctx: perdure.OrchestrationContext, order: str) -> str
 def test_terminate_between_an_activity_finishing_and_its_completion_being_written(
     store, client, caplog: pytest.LogCaptureFixture
 ):
-    """``charge`` has finished; the worker's activity thread is held just before
+    """Invariants 2 and 5: ``charge`` has finished; the worker's activity thread is held just before
     ``complete_activities`` (a fault hook waiting on an Event) while the instance is
     terminated and the terminate turn commits. Released, the completion is discarded with
     a ``terminal_instance`` record: the instance stays TERMINATED, its history gains
@@ -66,9 +66,10 @@ def test_terminate_between_an_activity_finishing_and_its_completion_being_writte
     not as a lost lease.
 
     Verified: without the terminal-status check in the store's ``complete_activities``
-    (the seed's bug: fenced by the lease only), the completion is enqueued as if applied
-    (``activities`` counted instead of ``activities_instance_terminal``) and the counter
-    assertions fail; it is then only the lock-time sweep that keeps it out of history.
+    (the seed's bug: fenced by the lease only), the completion is accepted as if it would
+    be applied (the worker counts ``activities``, never a discard) and the test fails
+    waiting for ``activities_discarded``; only the lock-time sweep then keeps the result
+    out of the terminated instance's history.
     """
     shipped.clear()
     inside, release = threading.Event(), threading.Event()
@@ -106,7 +107,7 @@ def test_terminate_between_an_activity_finishing_and_its_completion_being_writte
 def test_a_worker_whose_lease_was_taken_over_cannot_commit_its_turn(
     clocked_store, clocked_client, clock: FakeClock
 ):
-    """w1 locks the instance, then stalls past its lease; w2 takes the instance over. w1's
+    """Invariant 2: w1 locks the instance, then stalls past its lease; w2 takes the instance over. w1's
     commit comes first but is ``LEASE_LOST`` and writes nothing (renewing raises
     ``LeaseLost``); w2's turn, committed after, stands: one turn in history, one task.
 
@@ -135,7 +136,7 @@ def test_a_worker_whose_lease_was_taken_over_cannot_commit_its_turn(
 def test_an_activity_whose_lease_was_taken_over_cannot_complete(
     clocked_store, clocked_client, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ):
-    """w1 runs ``charge`` but stalls past its lease before writing the result; w2 takes
+    """Invariants 2 and 7: w1 runs ``charge`` but stalls past its lease before writing the result; w2 takes
     the task over and runs it too (at-least-once). w1's completion, written first, is
     ``LEASE_LOST``; w2's stands; the history holds one completion. The worker logs
     "lease lost" and counts ``activities_lease_lost``, not a discard.
@@ -165,7 +166,7 @@ def test_an_activity_whose_lease_was_taken_over_cannot_complete(
 def test_a_result_for_an_execution_that_continued_as_new_is_counted_apart(
     clocked_store, clocked_client, clock: FakeClock
 ):
-    """The third way a result can be dropped: its execution continued as new while the
+    """Invariants 3 and 4, the third way a result can be dropped: its execution continued as new while the
     activity ran. The store discards it with a ``stale_execution`` record; the worker
     counts ``activities_execution_ended``, neither a lost lease nor a terminal instance.
 

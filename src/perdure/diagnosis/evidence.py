@@ -58,9 +58,7 @@ class InstanceEvidence:
         record = store.get_instance(instance_id)
         if record is None:
             raise InstanceNotFoundError(f"no instance with id {instance_id!r}")
-        history = tuple(
-            r.event for r in store.get_history(instance_id, execution_id=record.execution_id)
-        )
+        history = tuple(r.event for r in store.get_history(instance_id, execution_id=record.execution_id))
         tasks = tuple(store.activity_tasks(instance_id))
         messages = tuple(store.pending_messages(instance_id))
         return cls(
@@ -75,16 +73,12 @@ class InstanceEvidence:
     def task_row(self, task_id: int) -> ActivityWorkItem | None:
         """The queued or running task row of the current execution's ``task_id``."""
         execution = self.record.execution_id
-        return next(
-            (t for t in self.tasks if t.task_id == task_id and t.execution_id == execution), None
-        )
+        return next((t for t in self.tasks if t.task_id == task_id and t.execution_id == execution), None)
 
     def queued_completion(self, task_id: int) -> QueuedMessage | None:
         """A queued (not yet applied) completion of ``task_id`` for the current execution."""
         for m in self.messages:
-            if m.execution_id in (None, self.record.execution_id) and getattr(
-                m.event, "task_id", None
-            ) == task_id:
+            if m.execution_id in (None, self.record.execution_id) and getattr(m.event, "task_id", None) == task_id:
                 return m
         return None
 
@@ -94,9 +88,7 @@ class HistoryIndex:
     """The current execution's history, indexed by task id and kind."""
 
     activities: dict[int, tuple[int, ActivityScheduled]] = field(default_factory=dict)
-    activity_outcomes: dict[int, tuple[int, ActivityCompleted | ActivityFailed]] = field(
-        default_factory=dict
-    )
+    activity_outcomes: dict[int, tuple[int, ActivityCompleted | ActivityFailed]] = field(default_factory=dict)
     timers: dict[int, tuple[int, TimerCreated]] = field(default_factory=dict)
     children: dict[int, tuple[int, SubOrchestrationCreated]] = field(default_factory=dict)
     child_failures: dict[int, tuple[int, SubOrchestrationFailed]] = field(default_factory=dict)
@@ -170,9 +162,9 @@ class HistoryIndex:
             if event.name != scheduled.name or spos >= pos or event.attempt != scheduled.attempt - 1:
                 continue
             outcome = self.activity_outcomes.get(task_id)
-            if outcome is not None and isinstance(outcome[1], ActivityFailed):
-                if best is None or spos > best[0]:
-                    best = (spos, outcome[1].failure)
+            failed = outcome is not None and isinstance(outcome[1], ActivityFailed)
+            if failed and (best is None or spos > best[0]):
+                best = (spos, outcome[1].failure)  # type: ignore[union-attr]
         return best[1] if best else None
 
     def median_duration(self, name: str) -> tuple[float | None, int]:

@@ -55,9 +55,7 @@ def diagnose_all(
         counts.setdefault(row.name, {})[row.status.value] = row.count
     age = _running_age(store, totals[RUNNING.value], now, oldest)
 
-    stalled_total, rows = store.stalled_instances(
-        progress_before=now - limits.stalled_after, limit=max(0, limit)
-    )
+    stalled_total, rows = store.stalled_instances(progress_before=now - limits.stalled_after, limit=max(0, limit))
     groups: dict[Code, list[StalledInstance]] = {}
     seen: Counter[Code] = Counter()  # instances with each code among their findings
     largest = 0
@@ -71,7 +69,11 @@ def diagnose_all(
         last = row.last_progress_at if row.last_progress_at is not None else row.created_at
         groups.setdefault(diagnosis.verdict, []).append(
             StalledInstance(
-                row.instance_id, row.name, diagnosis.status, now - last, diagnosis.verdict,
+                row.instance_id,
+                row.name,
+                diagnosis.status,
+                now - last,
+                diagnosis.verdict,
                 diagnosis.top.summary,
             )
         )
@@ -82,13 +84,11 @@ def diagnose_all(
     queues = {
         "orchestration_depth": q.orchestration_depth,
         "orchestration_visible": q.orchestration_visible,
-        "oldest_orchestration_s": None if q.oldest_orchestration_age is None
-        else seconds(q.oldest_orchestration_age),
+        "oldest_orchestration_s": None if q.oldest_orchestration_age is None else seconds(q.oldest_orchestration_age),
         "activity_depth": q.activity_depth,
         "activity_visible": q.activity_visible,
         "activity_locked": q.activity_locked,
-        "oldest_activity_s": None if q.oldest_activity_age is None
-        else seconds(q.oldest_activity_age),
+        "oldest_activity_s": None if q.oldest_activity_age is None else seconds(q.oldest_activity_age),
         "dead_letters": q.dead_letters,
     }
     signals = _signals(
@@ -111,8 +111,7 @@ def diagnose_all(
         running_age=age,
         workers=tuple(worker_brief(w, now) for w in alive),
         stale_workers=tuple(
-            {"worker_id": w.worker_id, "host": w.host, "last_heartbeat_at": iso(w.heartbeat_at)}
-            for w in env.stale
+            {"worker_id": w.worker_id, "host": w.host, "last_heartbeat_at": iso(w.heartbeat_at)} for w in env.stale
         ),
         queues=queues,
         stalled_after_s=limits.stalled_after,
@@ -170,9 +169,11 @@ def _signals(
         return "-" if value is None else duration(value)
 
     if age["count"]:
-        ages = (f"{age['count']} running: p50 {d(age['p50_s'])}, p95 {d(age['p95_s'])}, "
-                f"max {d(age['max_s'])}; {stuck} stuck without progress for over "
-                f"{duration(limits.stalled_after)}")
+        ages = (
+            f"running: {age['count']}, p50 {d(age['p50_s'])}, p95 {d(age['p95_s'])}, "
+            f"max {d(age['max_s'])}; stuck without progress for over "
+            f"{duration(limits.stalled_after)}: {stuck}"
+        )
     else:
         ages = "no running instances"
     running = sum(int(w.get("activities_running") or 0) for w in workers)
@@ -191,40 +192,40 @@ def _signals(
         ),
         Signal(
             "replay / history size",
-            f"{seen[Code.HISTORY_BLOAT]} of {diagnosed} stalled instances over "
-            f"{limits.history_events:,} events or {limits.history_bytes / 1e6:.0f} MB; largest "
-            f"stalled history {largest:,} events",
+            f"stalled instances over {limits.history_events:,} events or "
+            f"{limits.history_bytes / 1e6:.0f} MB: {seen[Code.HISTORY_BLOAT]} of {diagnosed}; "
+            f"largest stalled history: {largest:,} events",
             "incident" if seen[Code.HISTORY_BLOAT] else "normal",
             "incident: replay cost grows with history; use continue-as-new",
         ),
         Signal(
             "activity success",
-            f"{seen[Code.ACTIVITY_RETRYING]} stalled instances retrying, "
-            f"{seen[Code.ACTIVITY_FAILED_NO_RETRY]} with an activity failed without retry; "
-            f"{totals['FAILED']} FAILED instances in all",
+            f"stalled instances retrying: {seen[Code.ACTIVITY_RETRYING]}, with an activity "
+            f"failed without retry: {seen[Code.ACTIVITY_FAILED_NO_RETRY]}; FAILED instances: "
+            f"{totals['FAILED']}",
             "incident" if seen[Code.ACTIVITY_RETRYING] + seen[Code.ACTIVITY_FAILED_NO_RETRY] else "normal",
             "normal: transient retries that succeed; incident: sustained failure or no retry policy",
         ),
         Signal(
             "external event receipt",
-            f"{seen[Code.WAITING_FOR_EVENT]} stalled instances waiting for an event, "
-            f"{seen[Code.EVENT_NAME_MISMATCH]} with a near-miss event name, "
-            f"{seen[Code.DEAD_LETTER]} with dead-lettered or discarded messages",
+            f"stalled instances waiting for an event: {seen[Code.WAITING_FOR_EVENT]}, with a "
+            f"near-miss event name: {seen[Code.EVENT_NAME_MISMATCH]}, with dead-lettered or "
+            f"discarded messages: {seen[Code.DEAD_LETTER]}",
             "incident" if events_issue else ("watch" if seen[Code.WAITING_FOR_EVENT] else "normal"),
             "normal: events arrive before their timeout; incident: waits never fulfilled",
         ),
         Signal(
             "activity latency",
-            f"{seen[Code.SLOW_ACTIVITY]} stalled instances with a slow activity",
+            f"stalled instances with a slow activity: {seen[Code.SLOW_ACTIVITY]}",
             "incident" if seen[Code.SLOW_ACTIVITY] else "normal",
             "incident: a dependency is slow or hanging; check the activity's downstream calls",
         ),
         Signal(
             "workers and queues",
-            f"{len(workers)} live workers, {running}/{slots} activity slots busy; oldest due "
-            f"message {d(queues['oldest_orchestration_s'])}, oldest due task "
-            f"{d(queues['oldest_activity_s'])}; {seen[Code.NO_WORKER]} stalled instances with "
-            f"no worker, {seen[Code.BACKLOG]} in a backlog",
+            f"live workers: {len(workers)}, activity slots busy: {running}/{slots}; oldest due "
+            f"message: {d(queues['oldest_orchestration_s'])}, oldest due task: "
+            f"{d(queues['oldest_activity_s'])}; stalled instances with no worker: "
+            f"{seen[Code.NO_WORKER]}, in a backlog: {seen[Code.BACKLOG]}",
             "incident" if capacity_issue else "normal",
             "incident: no compatible worker (deploy/registration) or workers too busy (scale)",
         ),

@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 
 from perdure.diagnosis.evidence import Environment, HistoryIndex, InstanceEvidence
-from perdure.diagnosis.live import LiveRules, dead_letter_findings
+from perdure.diagnosis.letters import dead_letter_findings
+from perdure.diagnosis.live import LiveRules
 from perdure.diagnosis.model import Diagnosis, Thresholds, rank_findings
 from perdure.diagnosis.terminal import terminal_findings
 from perdure.store.base import Store
@@ -20,14 +21,11 @@ class Diagnoser:
     """Diagnoses instances of one store at one moment; store-wide evidence (workers, queue
     statistics) is read once and shared by every instance it examines."""
 
-    def __init__(
-        self, store: Store, thresholds: Thresholds | None = None, *, now: float | None = None
-    ) -> None:
+    def __init__(self, store: Store, thresholds: Thresholds | None = None, *, now: float | None = None) -> None:
         self.store = store
         self.thresholds = thresholds or Thresholds()
         clock = getattr(store, "clock", time.time)
-        self.env = Environment(store, clock() if now is None else now,
-                               self.thresholds.worker_timeout)
+        self.env = Environment(store, clock() if now is None else now, self.thresholds.worker_timeout)
 
     @property
     def now(self) -> float:
@@ -45,6 +43,7 @@ class Diagnoser:
         if ev.record.status.is_terminal:
             findings = terminal_findings(ev, index) + dead_letter_findings(ev)
         else:
+
             def child(cid: str) -> Diagnosis | None:
                 if cid in path or len(path) > self.thresholds.child_depth:
                     return None

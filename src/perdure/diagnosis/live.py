@@ -19,19 +19,16 @@ from typing import Any
 from perdure.core.history import (
     ActivityScheduled,
     EventRaised,
-    ExecutionResumed,
     ExecutionStarted,
-    ExecutionSuspended,
-    ExecutionTerminated,
-    HistoryEvent,
 )
 from perdure.core.status import OrchestrationStatus
-from perdure.core.turn import AwaitedActivity, AwaitedChild, AwaitedTimer
+from perdure.core.turn import AwaitedActivity, AwaitedTimer
+from perdure.diagnosis.children import examine_child
 from perdure.diagnosis.evidence import Environment, HistoryIndex, InstanceEvidence
+from perdure.diagnosis.letters import dead_letter_findings
 from perdure.diagnosis.model import Code, Diagnosis, Finding, Thresholds
 from perdure.diagnosis.terminal import no_retry_findings
 from perdure.diagnosis.text import clock_time, duration, iso, plural, seconds
-from perdure.errors import InstanceNotFoundError
 from perdure.store.base import ActivityWorkItem, WorkerRecord
 
 #: Diagnoses a child instance; None when it is not examined (depth limit, or a cycle).
@@ -90,6 +87,7 @@ class LiveRules:
 
     @property
     def now(self) -> float:
+        """The moment of the diagnosis."""
         return self.env.now
 
     def run(self) -> list[Finding]:
@@ -103,7 +101,7 @@ class LiveRules:
         for activity in self.ev.record.waiting_on.activities:
             self._activity(activity)
         for child in self.ev.record.waiting_on.children:
-            self._child(child)
+            examine_child(self, child)
         self._bloat()
         self.findings.extend(no_retry_findings(self.index))
         self.findings.extend(dead_letter_findings(self.ev))
@@ -147,17 +145,17 @@ class LiveRules:
         what = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
         self._due_work("orchestration", self.ev.record.name, self.now - oldest, len(due), what)
 
-    def _due_work(self, kind: str, name: str, age: float, count: int, what: str) -> bool:
+    def _due_work(self, kind: str, name: str, age: float, count: int, what: str) -> None:
         """Due work of ``kind`` for ``name``: a ``no_worker`` or ``backlog`` finding, or a
-        healthy item; True if it is a finding."""
+        healthy item."""
         serving = self.env.serving(kind, name)
         iid = self.ev.record.instance_id
         if not serving:
             alive = self.env.alive
             if alive:
                 summary = (
-                    f"no live worker has {kind} {name!r} registered ({plural(len(alive), 'live worker')} "
-                    f"run other code); {what} waiting {duration(age)}"
+                    f"no live worker has {kind} {name!r} registered ({len(alive)} live, none with "
+                    f"it); {what} waiting {duration(age)}"
                 )
             else:
                 summary = f"no live worker at all; {what} for {kind} {name!r} waiting {duration(age)}"
@@ -172,8 +170,7 @@ class LiveRules:
                         "waiting_s": seconds(age),
                         "live_workers": [worker_brief(w, self.now) for w in alive],
                         "stale_workers": [
-                            {"worker_id": w.worker_id, "last_heartbeat_at": iso(w.heartbeat_at)}
-                            for w in self.env.stale
+                            {"worker_id": w.worker_id, "last_heartbeat_at": iso(w.heartbeat_at)} for w in self.env.stale
                         ],
                     },
                     f"Start a worker whose App registers {kind} {name!r} (`perdure worker --app "
@@ -181,17 +178,31 @@ class LiveRules:
                     f"it, register the old name too until instance {iid!r} and its peers finish.",
                 )
             )
-            return True
+            return
         if age > self.limits.backlog_after:
             running = sum(int(w.concurrency.get("activities_running", 0)) for w in serving)
             slots = sum(int(w.concurrency.get("activity_concurrency", 0)) for w in serving)
+            threads = sum(int(w.concurrency.get("orchestration_concurrency", 0)) for w in serving)
             q = self.env.queues
+            if kind == "activity":
+                busy = f"{running}/{slots} activity slots in use"
+                saturated = slots > 0 and running >= slots
+            else:
+                busy = f"{threads} orchestration threads, {q.orchestration_visible} messages due in all"
+                saturated = True
+            mitigation = (
+                "Compatible workers are alive but not keeping up: add workers or raise "
+                "activity_concurrency / orchestration_concurrency; look for long-running "
+                "activities holding the slots (slow_activity on other instances) before scaling out."
+                if saturated
+                else "Compatible workers are alive with free slots yet do not take the work: check "
+                "their logs for dispatcher or store errors and the store's latency; restart them."
+            )
             self.findings.append(
                 Finding(
                     Code.BACKLOG,
                     f"{what} for {kind} {name!r} due {duration(age)} ago, not yet taken: "
-                    f"{plural(len(serving), 'live worker')} can run it but are busy "
-                    f"({running}/{slots} activity slots in use)",
+                    f"{plural(len(serving), 'live worker')} can run it ({busy})",
                     {
                         "kind": kind,
                         "name": name,
@@ -201,6 +212,7 @@ class LiveRules:
                         "workers": [worker_brief(w, self.now) for w in serving],
                         "activities_running": running,
                         "activity_slots": slots,
+                        "orchestration_threads": threads,
                         "queue": {
                             "orchestration_visible": q.orchestration_visible,
                             "oldest_orchestration_s": _opt_seconds(q.oldest_orchestration_age),
@@ -209,16 +221,11 @@ class LiveRules:
                             "oldest_activity_s": _opt_seconds(q.oldest_activity_age),
                         },
                     },
-                    "Compatible workers are alive but not keeping up: add workers or raise "
-                    "activity_concurrency / orchestration_concurrency; look for long-running "
-                    "activities holding the slots (slow_activity on other instances) before "
-                    "scaling out.",
+                    mitigation,
                 )
             )
-            return True
-        self.healthy.append({"kind": kind, "name": name, "state": "due", "due": count,
-                             "waiting_s": seconds(age)})
-        return False
+            return
+        self.healthy.append({"kind": kind, "name": name, "state": "due", "due": count, "waiting_s": seconds(age)})
 
     def _scheduled_start(self) -> None:
         for m in self.ev.messages:
@@ -229,27 +236,34 @@ class LiveRules:
                 self.findings.append(
                     Finding(
                         Code.TIMER_PENDING,
-                        f"execution {m.execution_id} starts at {clock_time(m.visible_at)} "
-                        f"(in {duration(due_in)})",
+                        f"execution {m.execution_id} starts at {clock_time(m.visible_at)} (in {duration(due_in)})",
                         {"kind": "start", "fire_at": iso(m.visible_at), "due_in_s": seconds(due_in)},
                         "It was started with start_at in the future and runs then; terminate it "
                         "and start it again if it must run sooner.",
                     )
                 )
             else:
-                self.healthy.append({"kind": "start", "fire_at": iso(m.visible_at),
-                                     "due_in_s": seconds(due_in)})
+                self.healthy.append({"kind": "start", "fire_at": iso(m.visible_at), "due_in_s": seconds(due_in)})
 
     # -- external events ------------------------------------------------------------------
 
     def _received(self) -> list[_Received]:
         out = [_Received(e.name, e.timestamp, "history") for _, e in self.index.events]
-        out += [_Received(m.event.name, m.enqueued_at, "queue")
-                for m in self.ev.messages if isinstance(m.event, EventRaised)]
-        out += [_Received(d.event.name, d.enqueued_at, "dead_letter")
-                for d in self.ev.dead_letters if isinstance(d.event, EventRaised)]
-        out += [_Received(d.event.name, d.discarded_at, "discarded")
-                for d in self.ev.discards if isinstance(d.event, EventRaised)]
+        out += [
+            _Received(m.event.name, m.enqueued_at, "queue")
+            for m in self.ev.messages
+            if isinstance(m.event, EventRaised)
+        ]
+        out += [
+            _Received(d.event.name, d.enqueued_at, "dead_letter")
+            for d in self.ev.dead_letters
+            if isinstance(d.event, EventRaised)
+        ]
+        out += [
+            _Received(d.event.name, d.discarded_at, "discarded")
+            for d in self.ev.discards
+            if isinstance(d.event, EventRaised)
+        ]
         return out
 
     def _events(self) -> None:
@@ -259,8 +273,9 @@ class LiveRules:
         iid = self.ev.record.instance_id
         received = self._received()
         for name in sorted({e.name for e in awaited}):
-            misses = [r for r in received
-                      if r.name != name and normalized_event_name(r.name) == normalized_event_name(name)]
+            misses = [
+                r for r in received if r.name != name and normalized_event_name(r.name) == normalized_event_name(name)
+            ]
             for got in sorted({r.name for r in misses}):
                 hits = [r for r in misses if r.name == got]
                 self.findings.append(
@@ -293,7 +308,7 @@ class LiveRules:
         names = ", ".join(repr(e.name) for e in awaited)
         since = min(e.since for e in awaited)
         timeouts = [e.timeout_at for e in awaited if e.timeout_at is not None]
-        tail = (f"times out at {clock_time(min(timeouts))}" if timeouts else "no timeout")
+        tail = f"times out at {clock_time(min(timeouts))}" if timeouts else "no timeout"
         mitigation = (
             f"Check that the sender raises exactly {names} to instance {iid!r} (`perdure raise "
             f"{iid} NAME '<json>'` delivers one by hand)"
@@ -306,8 +321,7 @@ class LiveRules:
         self.findings.append(
             Finding(
                 Code.WAITING_FOR_EVENT,
-                f"waiting for event {names} since {clock_time(since)} "
-                f"({duration(self.now - since)}, {tail})",
+                f"waiting for event {names} since {clock_time(since)} ({duration(self.now - since)}, {tail})",
                 {
                     "events": events,
                     "received_names": sorted({r.name for r in received}),
@@ -342,15 +356,22 @@ class LiveRules:
                 )
             )
         else:
-            self.healthy.append({"kind": "timer", "task_id": timer.task_id,
-                                 "fire_at": iso(timer.fire_at), "due_in_s": seconds(due_in)})
+            self.healthy.append(
+                {"kind": "timer", "task_id": timer.task_id, "fire_at": iso(timer.fire_at), "due_in_s": seconds(due_in)}
+            )
 
     def _retry_timer(self, timer: AwaitedTimer) -> None:
         origin = self.index.retry_origin(self.ev.history, timer.task_id)
         due_in = timer.fire_at - self.now
         if origin is None:
-            self.healthy.append({"kind": "retry_timer", "task_id": timer.task_id,
-                                 "fire_at": iso(timer.fire_at), "due_in_s": seconds(due_in)})
+            self.healthy.append(
+                {
+                    "kind": "retry_timer",
+                    "task_id": timer.task_id,
+                    "fire_at": iso(timer.fire_at),
+                    "due_in_s": seconds(due_in),
+                }
+            )
             return
         scheduled, failure = origin
         if isinstance(scheduled, ActivityScheduled):
@@ -394,8 +415,9 @@ class LiveRules:
         if row is None:
             if self.ev.queued_completion(awaited.task_id) is None:
                 # Completed and applied between our reads: it moved on.
-                self.healthy.append({"kind": "activity", "name": awaited.name,
-                                     "task_id": awaited.task_id, "state": "finishing"})
+                self.healthy.append(
+                    {"kind": "activity", "name": awaited.name, "task_id": awaited.task_id, "state": "finishing"}
+                )
             return
         locked = bool(row.lease_token) and row.lease_expires_at > self.now
         if locked:
@@ -403,11 +425,19 @@ class LiveRules:
         else:
             visible = row.visible_at if row.visible_at is not None else row.enqueued_at
             if visible <= self.now:
-                self._due_work("activity", row.name, self.now - visible, 1,
-                               f"activity task {row.task_id} (attempt {row.attempt})")
+                self._due_work(
+                    "activity", row.name, self.now - visible, 1, f"activity task {row.task_id} (attempt {row.attempt})"
+                )
             else:
-                self.healthy.append({"kind": "activity", "name": row.name, "task_id": row.task_id,
-                                     "state": "scheduled", "due_at": iso(visible)})
+                self.healthy.append(
+                    {
+                        "kind": "activity",
+                        "name": row.name,
+                        "task_id": row.task_id,
+                        "state": "scheduled",
+                        "due_at": iso(visible),
+                    }
+                )
         if awaited.attempt > 1 and scheduled is not None:
             self._attempt_in_progress(scheduled, "running" if locked else "queued", row)
 
@@ -416,24 +446,31 @@ class LiveRules:
         running = self.now - started
         median, runs = self.index.median_duration(row.name)
         limits = self.limits
-        relative = None if median is None else max(limits.slow_activity_factor * median,
-                                                   limits.slow_activity_floor)
+        relative = None if median is None else max(limits.slow_activity_factor * median, limits.slow_activity_floor)
         owner_alive = any(w.worker_id == row.lease_owner for w in self.env.alive)
         slow_absolute = running >= limits.slow_activity_after
         slow_relative = relative is not None and running >= relative
         if not (slow_absolute or slow_relative):
-            item = {"kind": "activity", "name": row.name, "task_id": row.task_id,
-                    "attempt": row.attempt, "state": "running", "running_s": seconds(running),
-                    "worker": row.lease_owner}
+            item = {
+                "kind": "activity",
+                "name": row.name,
+                "task_id": row.task_id,
+                "attempt": row.attempt,
+                "state": "running",
+                "running_s": seconds(running),
+                "worker": row.lease_owner,
+            }
             if not owner_alive:
                 item["state"] = "orphaned"
                 item["lease_expires_at"] = iso(row.lease_expires_at)
             self.healthy.append(item)
             return
         if slow_relative and median is not None:
-            why = (f"{running / median:.0f}x its median of {duration(median)} over "
-                   f"{plural(runs, 'earlier run')}" if median > 0 else
-                   f"while its {plural(runs, 'earlier run')} took no time")
+            why = (
+                f"{running / median:.0f}x its median of {duration(median)} over {plural(runs, 'earlier run')}"
+                if median > 0
+                else f"while its {plural(runs, 'earlier run')} took no time"
+            )
         else:
             why = f"over the {duration(limits.slow_activity_after)} threshold"
         self.findings.append(
@@ -449,8 +486,9 @@ class LiveRules:
                     "running_s": seconds(running),
                     "median_s": None if median is None else seconds(median),
                     "earlier_runs": runs,
-                    "threshold_s": seconds(relative if slow_relative and relative is not None
-                                           else limits.slow_activity_after),
+                    "threshold_s": seconds(
+                        relative if slow_relative and relative is not None else limits.slow_activity_after
+                    ),
                     "worker": row.lease_owner,
                     "worker_alive": owner_alive,
                     "lease_expires_at": iso(row.lease_expires_at),
@@ -462,8 +500,7 @@ class LiveRules:
             )
         )
 
-    def _attempt_in_progress(self, scheduled: ActivityScheduled, state: str,
-                             row: ActivityWorkItem) -> None:
+    def _attempt_in_progress(self, scheduled: ActivityScheduled, state: str, row: ActivityWorkItem) -> None:
         failure = self.index.previous_failure(scheduled)
         of = f" of {scheduled.max_attempts}" if scheduled.max_attempts else ""
         last = f"; attempt {scheduled.attempt - 1} failed ({failure})" if failure else ""
@@ -488,97 +525,6 @@ class LiveRules:
         )
 
     # -- children -------------------------------------------------------------------------
-
-    def _child(self, awaited: AwaitedChild) -> None:
-        if self.ev.queued_completion(awaited.task_id) is not None:
-            return  # its completion is queued: the due-message rule covers it
-        cid = awaited.instance_id
-        try:
-            child = self.diagnose_child(cid)
-        except InstanceNotFoundError:
-            self._child_stuck(awaited, None, f"child instance {cid!r} does not exist")
-            return
-        if child is None:
-            self.healthy.append({"kind": "child", "instance_id": cid, "name": awaited.name,
-                                 "state": "not examined (depth limit)"})
-            return
-        if child.status in ("COMPLETED", "FAILED", "TERMINATED"):
-            if self._completion_lost(awaited):
-                self._child_stuck(
-                    awaited, child,
-                    f"child {cid!r} ended {child.status} but its completion never reached this "
-                    f"instance (store inconsistency)",
-                )
-            else:
-                self.healthy.append({"kind": "child", "instance_id": cid, "name": awaited.name,
-                                     "verdict": str(child.verdict), "summary": "finished"})
-            return
-        if not child.stuck:
-            self.healthy.append({"kind": "child", "instance_id": cid, "name": awaited.name,
-                                 "verdict": str(child.verdict), "summary": child.top.summary})
-            return
-        self._child_stuck(awaited, child, None)
-
-    def _completion_lost(self, awaited: AwaitedChild) -> bool:
-        """Whether a finished child's completion is neither queued for this instance nor
-        applied, read afresh: the child may have finished after this instance was read (its
-        completion is enqueued in the child's final transaction; messages are read before
-        the row, so one consumed in between shows in the row)."""
-        iid = self.ev.record.instance_id
-        store = self.env.store
-        for m in store.pending_messages(iid):
-            if getattr(m.event, "task_id", None) == awaited.task_id:
-                return False
-        record = store.get_instance(iid)
-        if record is None or record.status.is_terminal:
-            return False
-        return record.execution_id == self.ev.record.execution_id and any(
-            c.task_id == awaited.task_id for c in record.waiting_on.children
-        )
-
-    def _child_stuck(self, awaited: AwaitedChild, child: Diagnosis | None,
-                     problem: str | None) -> None:
-        cid = awaited.instance_id
-        link = {"instance_id": cid, "name": awaited.name,
-                "status": child.status if child else None,
-                "verdict": str(child.verdict) if child else None,
-                "summary": child.top.summary if child else problem}
-        chain = [link]
-        root: dict[str, Any] = {"instance_id": cid, "code": None, "summary": problem}
-        if child is not None and problem is None:
-            top = child.top
-            root = {"instance_id": cid, **top.to_dict()}
-            if top.code == Code.CHILD_STUCK:
-                chain += list(top.evidence.get("chain", ()))
-                root = dict(top.evidence.get("root_cause", root))
-        leaf = chain[-1]["instance_id"]
-        summary = problem or (
-            f"waiting on child {cid!r} ({awaited.name}), stuck {len(chain)} level"
-            f"{'s' if len(chain) > 1 else ''} down at {leaf!r}: {root.get('code')}: "
-            f"{root.get('summary')}"
-        )
-        mitigation = (
-            f"Fix the child first (`perdure diagnose {leaf}`): {root.get('mitigation')}"
-            if root.get("mitigation") else
-            f"Inspect the child with `perdure diagnose {cid}`; terminating this instance also "
-            f"terminates its unfinished children."
-        )
-        self.findings.append(
-            Finding(
-                Code.CHILD_STUCK,
-                summary,
-                {
-                    "child": cid,
-                    "child_name": awaited.name,
-                    "task_id": awaited.task_id,
-                    "waiting_s": seconds(self.now - awaited.scheduled_at),
-                    "chain": chain,
-                    "root_cause": root,
-                    "child_diagnosis": child.to_dict() if child else None,
-                },
-                mitigation,
-            )
-        )
 
     # -- history size ---------------------------------------------------------------------
 
@@ -638,61 +584,6 @@ class LiveRules:
         )
 
 
-def dead_letter_findings(ev: InstanceEvidence) -> list[Finding]:
-    """Messages for the instance that were dead-lettered, and operator messages (events,
-    terminate, suspend, resume) that were discarded: what the sender meant never arrived.
-    Completions and timers discarded after an execution ended are routine and left out."""
-    dead = list(ev.dead_letters)
-    discarded = [d for d in ev.discards if _is_operator(d.event)]
-    if not dead and not discarded:
-        return []
-    items = [
-        {
-            "event": _event_label(d.event),
-            "reason": d.reason,
-            "execution_id": d.execution_id,
-            "delivery_count": d.delivery_count,
-            "enqueued_at": iso(d.enqueued_at),
-            "dead_lettered_at": iso(d.dead_lettered_at),
-        }
-        for d in dead
-    ]
-    drops = [
-        {
-            "event": _event_label(d.event),
-            "reason": d.reason,
-            "detail": d.detail,
-            "execution_id": d.execution_id,
-            "discarded_at": iso(d.discarded_at),
-        }
-        for d in discarded
-    ]
-    first = (items or drops)[0]
-    iid = ev.record.instance_id
-    return [
-        Finding(
-            Code.DEAD_LETTER,
-            f"{plural(len(items), 'message')} dead-lettered and {plural(len(drops), 'message')} "
-            f"discarded for this instance, e.g. {first['event']} ({first['reason']})",
-            {"dead_letters": items, "discarded": drops},
-            f"These messages never reached the orchestration. Dead letters were addressed to an "
-            f"instance or execution that did not exist while they were retried: check the "
-            f"sender's instance id and timing, then re-send what is still needed (`perdure raise "
-            f"{iid} NAME '<json>'`).",
-        )
-    ]
-
-
-def _is_operator(event: HistoryEvent) -> bool:
-    return isinstance(event, (EventRaised, ExecutionTerminated, ExecutionSuspended, ExecutionResumed))
-
-
-def _event_label(event: HistoryEvent) -> str:
-    if isinstance(event, EventRaised):
-        return f"EventRaised {event.name!r}"
-    return type(event).__name__
-
-
 def _retry_mitigation(name: str, max_attempts: int | None) -> str:
     last = f" after attempt {max_attempts}" if max_attempts else ""
     return (
@@ -713,8 +604,10 @@ def _describe(item: dict[str, Any]) -> str:
         if state == "running":
             return f"activity {item['name']!r} running for {duration(item['running_s'])}"
         if state == "orphaned":
-            return (f"activity {item['name']!r} held by stopped worker {item['worker']}, retried "
-                    f"after its lease expires at {item['lease_expires_at']}")
+            return (
+                f"activity {item['name']!r} held by stopped worker {item['worker']}, retried "
+                f"after its lease expires at {item['lease_expires_at']}"
+            )
         if state == "due":
             return f"activity {item['name']!r} queued for {duration(item['waiting_s'])}"
         if state == "scheduled":

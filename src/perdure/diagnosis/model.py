@@ -74,9 +74,7 @@ _TERMINAL_RANK = {code: i for i, code in enumerate(TERMINAL_RANK)}
 _LIVE_RANK = {code: i for i, code in enumerate(LIVE_RANK)}
 
 #: Verdicts that mean "not stuck": finished, or healthy and moving.
-NOT_STUCK: frozenset[Code] = frozenset(
-    {Code.COMPLETED, Code.FAILED, Code.TERMINATED, Code.PROGRESSING}
-)
+NOT_STUCK: frozenset[Code] = frozenset({Code.COMPLETED, Code.FAILED, Code.TERMINATED, Code.PROGRESSING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,8 +299,6 @@ class FleetReport:
             "queues": dict(self.queues),
             "stalled_after_s": self.stalled_after_s,
             "stalled_total": self.stalled_total,
-            "stalled": {
-                str(code): [s.to_dict() for s in group] for code, group in self.stalled.items()
-            },
+            "stalled": {str(code): [s.to_dict() for s in group] for code, group in self.stalled.items()},
             "signals": [s.to_dict() for s in self.signals],
         }

@@ -18,9 +18,7 @@ _POSITION = re.compile(r"history index (\d+)")
 _RECORDED = re.compile(
     r"the history recorded (?P<held>.+?), but the code now produced (?P<did>.+?)\. The orchestration"
 )
-_UNRECORDED = re.compile(
-    r"the code now produced (?P<did>.+?), which the history does not record \((?P<held>[^)]*)\)"
-)
+_UNRECORDED = re.compile(r"the code now produced (?P<did>.+?), which the history does not record \((?P<held>[^)]*)\)")
 _INCONSISTENT = re.compile(r"the history holds (?P<held>.+?), which should have been discarded")
 
 
@@ -48,15 +46,13 @@ def terminal_findings(ev: InstanceEvidence, index: HistoryIndex) -> list[Finding
         return [
             Finding(
                 Code.TERMINATED,
-                f"terminated at {iso(record.last_updated_at)}"
-                + (f": {reason}" if reason else " (no reason given)"),
+                f"terminated at {iso(record.last_updated_at)}" + (f": {reason}" if reason else " (no reason given)"),
                 {
                     "terminated_at": iso(record.last_updated_at),
                     "reason": reason,
                     "execution_id": record.execution_id,
                 },
-                "Terminated by an operator (or by its parent); start a new instance if the "
-                "work must still be done.",
+                "Terminated by an operator (or by its parent); start a new instance if the work must still be done.",
             )
         ]
     return _failed(ev, index)
@@ -119,9 +115,7 @@ def _failed(ev: InstanceEvidence, index: HistoryIndex) -> list[Finding]:
     if "failing_task" in evidence:
         t = evidence["failing_task"]
         task_text = f" in {t['kind'].replace('_', '-')} {t['name']!r}"
-    findings.append(
-        Finding(Code.FAILED, f"failed{task_text}: {failure}", evidence, mitigation)
-    )
+    findings.append(Finding(Code.FAILED, f"failed{task_text}: {failure}", evidence, mitigation))
     return findings
 
 
@@ -190,9 +184,7 @@ def _same(a: Failure, b: Failure) -> bool:
     return (a.type, a.message) == (b.type, b.message)
 
 
-def _failing_activity(
-    index: HistoryIndex, failure: Failure
-) -> tuple[ActivityScheduled, Failure] | None:
+def _failing_activity(index: HistoryIndex, failure: Failure) -> tuple[ActivityScheduled, Failure] | None:
     """The activity attempt whose failure failed the instance: one recorded in the failure's
     cause chain, else the last activity failure if the instance failed with ActivityError."""
     failures = index.activity_failures()

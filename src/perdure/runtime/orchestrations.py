@@ -176,6 +176,13 @@ class OrchestrationDispatcher:
         if item.history_from == 0:
             past: Sequence[HistoryEvent] = item.history
         else:
-            records = self.store.get_history(instance.instance_id, execution_id=instance.execution_id)
+            # The history as the lock saw it: if our lease was taken over meanwhile, later
+            # events are another worker's, and replaying them would make this stale turn
+            # look like an engine error rather than the lost lease its commit will report.
+            records = self.store.get_history(
+                instance.instance_id,
+                execution_id=instance.execution_id,
+                limit=instance.history_event_count,
+            )
             past = [r.event for r in records]
         return OrchestrationExecutor(self.app, instance.instance_id), past

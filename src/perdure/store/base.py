@@ -463,8 +463,9 @@ class Store(Protocol):
         """
 
     def abandon_orchestration(self, instance_id: str, lease_token: str, *, retry_after: float = 0.0) -> None:
-        """Release the lease without committing; the instance's messages become visible again
-        after ``retry_after`` seconds. Raises ``LeaseLost`` if the token no longer holds."""
+        """Release the lease without committing; the instance is handed out again after
+        ``retry_after`` seconds, with its messages (those queued and those enqueued meanwhile)
+        in enqueue order (invariant 5). Raises ``LeaseLost`` if the token no longer holds."""
 
     def renew_orchestration_lease(self, instance_id: str, lease_token: str, lease_seconds: float) -> float:
         """Extend a held lease; return the new expiry. Raises ``LeaseLost``."""

@@ -36,6 +36,7 @@ from perdure.testing.faults import InjectedFault
 #: Every method of the Store interface that writes.
 WRITE_METHODS: tuple[str, ...] = (
     "create_instance",
+    "create_instances",  # its transaction reports the "create_instance:inside" point
     "enqueue_messages",
     "purge_instances",
     "purge_where",

@@ -47,6 +47,7 @@ COMPLETIONS = (
     SubOrchestrationCompleted,
     SubOrchestrationFailed,
 )
+COMPLETION_KINDS = frozenset(c.__name__ for c in COMPLETIONS)
 SCHEDULED = (ActivityScheduled, TimerCreated, SubOrchestrationCreated)
 ENDINGS = (ExecutionCompleted, ExecutionFailed, ContinuedAsNew, ExecutionTerminated)
 KNOWN_REASONS = frozenset(
@@ -118,7 +119,8 @@ def waiting_violations(store: Store, instance: InstanceRecord) -> list[str]:
             return [f"{iid!r} execution {current} has not started and no start is queued"]
         return []
     waiting = instance.waiting_on
-    if waiting.is_empty() and not messages:
+    suspended = status is OrchestrationStatus.SUSPENDED  # it also waits for a resume
+    if waiting.is_empty() and not messages and not suspended:
         return [f"{iid!r} is {status.value} with nothing to wait on and no message queued"]
     arriving = {
         getattr(m.event, "task_id", None) for m in messages if isinstance(m.event, COMPLETIONS)
@@ -179,6 +181,11 @@ def settled_violations(store: Store, instance: InstanceRecord) -> list[str]:
             recorded[dead.execution_id].add(task_id)
     for execution, events in histories(store, iid, instance.execution_id).items():
         done = {e.task_id for e in events if isinstance(e, COMPLETIONS)}  # type: ignore[attr-defined]
+        done |= {  # recorded in the history as discarded (e.g. it arrived after the end)
+            e.message.get("task_id")
+            for e in events
+            if isinstance(e, MessageDiscarded) and e.message.get("kind") in COMPLETION_KINDS
+        }
         for e in events:
             if not isinstance(e, SCHEDULED) or e.task_id in done | recorded[execution]:
                 continue

@@ -571,12 +571,18 @@ def insert_discards(
 
 
 def abandon(tx: Tx, instance_id: str, token: str, retry_after: float) -> None:
-    """See :meth:`perdure.store.base.Store.abandon_orchestration`."""
-    if not tx.run(Q.release_lease, {"instance_id": instance_id, "token": token}):
-        raise LeaseLost(f"the lease on instance {instance_id!r} is no longer held by this token")
+    """See :meth:`perdure.store.base.Store.abandon_orchestration`. With ``retry_after`` the
+    lease is kept under a token nobody holds until then (delaying the queued messages
+    instead would let a message enqueued later overtake them)."""
+    key = {"instance_id": instance_id, "token": token}
     if retry_after > 0:
-        tx.run(Q.delay_messages, {"instance_id": instance_id, "visible_at": tx.now + retry_after})
+        new = {"new_token": secrets.token_hex(16), "expires_at": tx.now + retry_after}
+        released = tx.run(Q.hold_lease, {**key, **new})
     else:
+        released = tx.run(Q.release_lease, key)
+    if not released:
+        raise LeaseLost(f"the lease on instance {instance_id!r} is no longer held by this token")
+    if retry_after <= 0:
         tx.notify(ORCHESTRATIONS)
 
 

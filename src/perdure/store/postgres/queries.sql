@@ -213,10 +213,12 @@ FROM unnest(%(ids)s::bigint[], %(tries)s::integer[], %(visible_ats)s::float8[])
      AS d (message_id, tries, visible_at)
 WHERE m.message_id = d.message_id;
 
--- name: delay_messages
--- abandon with retry_after: nothing of the instance before :visible_at.
-UPDATE orchestration_messages SET visible_at = %(visible_at)s
-WHERE instance_id = %(instance_id)s AND visible_at < %(visible_at)s;
+-- name: hold_lease
+-- abandon with retry_after: the lease passes to a fresh token nobody holds, until
+-- :expires_at, so nothing of the instance is delivered before then, and its messages (those
+-- queued and those still to come) keep their order (invariant 5).
+UPDATE orchestration_leases SET token = %(new_token)s, expires_at = %(expires_at)s
+WHERE instance_id = %(instance_id)s AND token = %(token)s;
 
 -- name: dead_letter_messages
 -- Move messages to the dead letters (copy, then delete, in one statement).

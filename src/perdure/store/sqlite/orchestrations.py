@@ -516,17 +516,26 @@ def _discard_queued_tasks(tx: Tx, instance_id: str, detail: str) -> None:
 
 
 def abandon(tx: Tx, instance_id: str, token: str, retry_after: float) -> None:
-    """See :meth:`perdure.store.base.Store.abandon_orchestration`."""
-    released = tx.conn.execute(
-        Q.release_lease, {"instance_id": instance_id, "token": token}
-    ).rowcount
+    """See :meth:`perdure.store.base.Store.abandon_orchestration`. With ``retry_after`` the
+    lease is kept under a token nobody holds until then (delaying the queued messages
+    instead would let a message enqueued later overtake them)."""
+    if retry_after > 0:
+        released = tx.conn.execute(
+            Q.hold_lease,
+            {
+                "instance_id": instance_id,
+                "token": token,
+                "new_token": secrets.token_hex(16),
+                "expires_at": tx.now + retry_after,
+            },
+        ).rowcount
+    else:
+        released = tx.conn.execute(
+            Q.release_lease, {"instance_id": instance_id, "token": token}
+        ).rowcount
     if not released:
         raise LeaseLost(f"the lease on instance {instance_id!r} is no longer held by this token")
-    if retry_after > 0:
-        tx.conn.execute(
-            Q.delay_messages, {"instance_id": instance_id, "visible_at": tx.now + retry_after}
-        )
-    else:
+    if retry_after <= 0:
         tx.notify(ORCHESTRATIONS)
 
 

@@ -174,10 +174,12 @@ WHERE message_id IN (SELECT value FROM json_each(:ids));
 UPDATE orchestration_messages SET delivery_count = :tries, visible_at = :visible_at
 WHERE message_id = :message_id;
 
--- name: delay_messages
--- abandon with retry_after: nothing of the instance before :visible_at.
-UPDATE orchestration_messages SET visible_at = :visible_at
-WHERE instance_id = :instance_id AND visible_at < :visible_at;
+-- name: hold_lease
+-- abandon with retry_after: the lease passes to a fresh token nobody holds, until
+-- :expires_at, so nothing of the instance is delivered before then, and its messages (those
+-- queued and those still to come) keep their order (invariant 5).
+UPDATE orchestration_leases SET token = :new_token, expires_at = :expires_at
+WHERE instance_id = :instance_id AND token = :token;
 
 -- name: delete_message
 DELETE FROM orchestration_messages WHERE message_id = :message_id;

@@ -22,7 +22,14 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from perdure.store.base import Store
-from perdure.testing.conformance import activities, fleet, lifecycle, reads, routing
+from perdure.testing.conformance import (
+    activities,
+    fleet,
+    lifecycle,
+    reads,
+    robustness,
+    routing,
+)
 from perdure.testing.faults import FakeClock
 
 
@@ -42,7 +49,7 @@ def store(make_store: Callable[..., Store]) -> Iterator[Store]:
 # (a hand-kept list could silently leave one out).
 _TESTS = {
     name: obj
-    for module in (lifecycle, routing, activities, reads, fleet)
+    for module in (lifecycle, routing, activities, reads, fleet, robustness)
     for name, obj in vars(module).items()
     if name.startswith("test_") and callable(obj)
 }

@@ -35,9 +35,7 @@ def test_instance_counts_group_by_name_and_status(store: Store) -> None:
     ]
 
 
-def test_oldest_instances_orders_by_creation_and_reads_at_an_offset(
-    store: Store, clock: FakeClock
-) -> None:
+def test_oldest_instances_orders_by_creation_and_reads_at_an_offset(store: Store, clock: FakeClock) -> None:
     t0 = clock()
     for n in range(6):
         running(store, f"r{n}", name="wf")
@@ -55,9 +53,7 @@ def test_oldest_instances_orders_by_creation_and_reads_at_an_offset(
     assert [r.instance_id for r in both] == ["r5", "p0"]
 
 
-def test_stalled_instances_use_last_progress_or_creation(
-    store: Store, clock: FakeClock
-) -> None:
+def test_stalled_instances_use_last_progress_or_creation(store: Store, clock: FakeClock) -> None:
     t0 = clock()
     running(store, "moved")  # progressed at t0
     start(store, "never")  # PENDING since t0, never progressed
@@ -66,9 +62,7 @@ def test_stalled_instances_use_last_progress_or_creation(
     running(store, "stuck")
     clock.advance(100)
     raise_event(store, "stuck")  # a retry-like turn: does not count as progress
-    assert commit(
-        store, lock_one(store, "stuck"), stats=TurnStats(progressed=False)
-    ) is Outcome.OK
+    assert commit(store, lock_one(store, "stuck"), stats=TurnStats(progressed=False)) is Outcome.OK
     raise_event(store, "moved")
     assert commit(store, lock_one(store, "moved")) is Outcome.OK  # progress at t0 + 100
     total, rows = store.stalled_instances(progress_before=t0 + 50, limit=10)
@@ -81,13 +75,9 @@ def test_stalled_instances_use_last_progress_or_creation(
     assert store.stalled_instances(progress_before=t0, limit=10) == (0, [])
 
 
-def test_activity_tasks_tell_when_and_by_whom_a_task_was_locked(
-    store: Store, clock: FakeClock
-) -> None:
+def test_activity_tasks_tell_when_and_by_whom_a_task_was_locked(store: Store, clock: FakeClock) -> None:
     start(store, "i1")
-    assert commit(
-        store, lock_one(store, "i1"), activities=[task(task_id=1), task(task_id=2)]
-    ) is Outcome.OK
+    assert commit(store, lock_one(store, "i1"), activities=[task(task_id=1), task(task_id=2)]) is Outcome.OK
     queued = store.activity_tasks("i1")
     assert [(t.locked_at, t.lease_owner) for t in queued] == [(None, None), (None, None)]
     assert [t.visible_at for t in queued] == [clock(), clock()]

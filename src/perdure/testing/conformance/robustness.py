@@ -1,0 +1,61 @@
+"""Conformance: one instance's bad data or back-off never disturbs the others, nor the
+order of its own messages."""
+
+from __future__ import annotations
+
+from perdure.core.history import ExecutionStarted, TurnStarted
+from perdure.store.base import Outcome, Store
+from perdure.testing.conformance.helpers import commit, kinds, lock, lock_one, raise_event, running
+from perdure.testing.faults import FakeClock
+
+
+def _undecodable_event() -> ExecutionStarted:
+    """An event that encodes but cannot be decoded back (its ``parent`` is not a ParentRef):
+    the portable way to store a corrupt history event through the Store interface."""
+    return ExecutionStarted(timestamp=1.0, name="wf", parent="not a parent")  # type: ignore[arg-type]
+
+
+def test_an_undecodable_history_is_reported_on_its_item_not_raised(store: Store) -> None:
+    """One instance's unreadable history is handed over as ``history_error`` on its item;
+    the lock does not raise and the other instance of the batch is served normally."""
+    running(store, "bad")
+    running(store, "good")
+    raise_event(store, "bad")
+    item = lock_one(store, "bad")
+    corrupt = [TurnStarted(timestamp=1.0), _undecodable_event()]
+    assert commit(store, item, new_events=corrupt) is Outcome.OK
+    raise_event(store, "bad")
+    raise_event(store, "good")
+    items = {i.instance.instance_id: i for i in lock(store)}
+    assert sorted(items) == ["bad", "good"]  # the batch is not broken by one instance
+    bad, good = items["bad"], items["good"]
+    assert bad.history == () and bad.history_error is not None
+    assert "history event 3 of execution 1 cannot be decoded" in bad.history_error
+    assert kinds(bad.messages) == ["EventRaised"]  # locked with its messages, to be failed
+    assert good.history_error is None and len(good.history) == 2
+
+
+def test_an_undecodable_event_the_caller_already_holds_is_not_decoded(store: Store) -> None:
+    """Only the part of the history the caller lacks is decoded (``known_history``)."""
+    running(store, "bad")
+    raise_event(store, "bad")
+    item = lock_one(store, "bad")
+    corrupt = [TurnStarted(timestamp=1.0), _undecodable_event()]
+    assert commit(store, item, new_events=corrupt) is Outcome.OK
+    raise_event(store, "bad")
+    again = lock_one(store, "bad", known_history={"bad": (1, 4)})
+    assert again.history_error is None and again.history_from == 4 and again.history == ()
+
+
+def test_abandon_with_retry_after_keeps_the_message_order(store: Store, clock: FakeClock) -> None:
+    """A message enqueued during an abandon's back-off does not overtake the queued ones."""
+    running(store, "i1")
+    raise_event(store, "i1", "first")
+    item = lock_one(store, "i1")
+    store.abandon_orchestration("i1", item.lease_token, retry_after=5)
+    raise_event(store, "i1", "second")  # enqueued during the back-off
+    assert lock(store) == []
+    assert store.next_visible_at() == clock() + 5
+    clock.advance(5)
+    again = lock_one(store, "i1")
+    assert [m.event.name for m in again.messages] == ["first", "second"]  # type: ignore[attr-defined]
