@@ -15,18 +15,16 @@ from collections.abc import Collection, Sequence
 from perdure.core.history import DiscardReason
 from perdure.errors import LeaseLost
 from perdure.store.base import ActivityCompletion, ActivityWorkItem, Outcome
+from perdure.store.common.rows import TERMINAL, task_from_row
 from perdure.store.notify import ACTIVITIES
 from perdure.store.postgres.connection import Tx
 from perdure.store.postgres.orchestrations import Outbox, insert_discards
 from perdure.store.postgres.queries import Q
-from perdure.store.sqlite.activities import prepare_completions
-from perdure.store.sqlite.rows import TERMINAL, task_from_row
 
 __all__ = [
     "abandon",
     "complete_activities",
     "lock_activities",
-    "prepare_completions",
     "renew_leases",
 ]
 

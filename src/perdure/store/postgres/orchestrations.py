@@ -1,6 +1,6 @@
 """The orchestration side of the PostgreSQL store: locking instances with their messages,
 committing turns, abandoning and renewing leases. The semantics are the SQLite store's
-(:mod:`perdure.store.sqlite.orchestrations`); what differs is how many workers on many
+(:mod:`perdure.store.sqlite.orchestrations`; both share :mod:`perdure.store.common`); what differs is how many workers on many
 hosts are kept from deciding about the same instance at once.
 
 Locks, always taken in this order so that no two transactions wait on each other:
@@ -37,11 +37,8 @@ from perdure.core.history import (
 from perdure.core.status import OrchestrationStatus
 from perdure.errors import LeaseLost
 from perdure.store.base import ChildStart, DeadLetterReason, OrchestrationWorkItem, Outcome
-from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
-from perdure.store.postgres.connection import Tx
-from perdure.store.postgres.queries import Q
-from perdure.store.sqlite.orchestrations import PreparedTurn, prepare_turn
-from perdure.store.sqlite.rows import (
+from perdure.store.common.encode import PreparedTurn, QueueOptions
+from perdure.store.common.rows import (
     TERMINAL,
     decode_history,
     event_row,
@@ -50,15 +47,15 @@ from perdure.store.sqlite.rows import (
     payload,
     task_event,
 )
-from perdure.store.sqlite.tx import QueueOptions
+from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
+from perdure.store.postgres.connection import Tx
+from perdure.store.postgres.queries import Q
 
 __all__ = [
     "Outbox",
-    "PreparedTurn",
     "abandon",
     "commit_turns",
     "lock_orchestrations",
-    "prepare_turn",
     "renew",
 ]
 

@@ -1,12 +1,5 @@
-"""Named SQL queries of the PostgreSQL store, loaded from ``queries.sql`` (same file format
-and loader as the SQLite store's)."""
+"""The PostgreSQL store's named queries (``queries.sql``)."""
 
-from __future__ import annotations
+from perdure.store.common.queries import Queries, load_queries
 
-from importlib import resources
-
-from perdure.store.sqlite.queries import Queries
-
-Q = Queries(resources.files(__package__).joinpath("queries.sql").read_text(encoding="utf-8"))
-
-__all__ = ["Q", "Queries"]
+Q: Queries = load_queries(__package__)

@@ -33,13 +33,8 @@ from perdure.store.base import (
     TurnCommit,
     WorkerRecord,
 )
-from perdure.store.notify import INSTANCES, ORCHESTRATIONS, Notifier
-from perdure.store.postgres import activities, orchestrations
-from perdure.store.postgres.connection import Database, RetryPolicy, Tx
-from perdure.store.postgres.listen import Listener, channels
-from perdure.store.postgres.migrations import migrate
-from perdure.store.postgres.queries import Q
-from perdure.store.sqlite.rows import (
+from perdure.store.common.encode import QueueOptions, dumps_checked, prepare_completions, prepare_turn
+from perdure.store.common.rows import (
     TERMINAL,
     count_from_row,
     dead_letter_from_row,
@@ -56,7 +51,12 @@ from perdure.store.sqlite.rows import (
     worker_from_row,
     worker_params,
 )
-from perdure.store.sqlite.tx import QueueOptions, dumps_checked
+from perdure.store.notify import INSTANCES, ORCHESTRATIONS, Notifier
+from perdure.store.postgres import activities, orchestrations
+from perdure.store.postgres.connection import Database, RetryPolicy, Tx
+from perdure.store.postgres.listen import Listener, channels
+from perdure.store.postgres.migrations import migrate
+from perdure.store.postgres.queries import Q
 
 SCHEMES = ("postgresql", "postgres")
 Conn = psycopg.Connection[dict[str, Any]]
@@ -330,7 +330,7 @@ class PostgresStore:
         Payloads are encoded before the transaction: one that is not JSON raises
         :class:`~perdure.errors.SerializationError` for the whole batch, which writes nothing.
         """
-        prepared = [orchestrations.prepare_turn(c) for c in commits]
+        prepared = [prepare_turn(c) for c in commits]
         if not prepared:
             return []
         return list(
@@ -386,7 +386,7 @@ class PostgresStore:
 
     def complete_activities(self, completions: Sequence[ActivityCompletion]) -> list[Outcome]:
         """See :meth:`perdure.store.base.Store.complete_activities`."""
-        prepared = activities.prepare_completions(completions)
+        prepared = prepare_completions(completions)
         if not prepared:
             return []
         return list(

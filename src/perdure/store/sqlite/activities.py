@@ -14,11 +14,11 @@ from collections.abc import Collection, Sequence
 from perdure.core.history import DiscardReason
 from perdure.errors import LeaseLost
 from perdure.store.base import ActivityCompletion, ActivityWorkItem, Outcome
+from perdure.store.common.rows import TERMINAL, json_list, task_from_row
 from perdure.store.notify import ACTIVITIES, ORCHESTRATIONS
 from perdure.store.sqlite.orchestrations import message_params
 from perdure.store.sqlite.queries import Q
-from perdure.store.sqlite.rows import TERMINAL, json_list, task_from_row
-from perdure.store.sqlite.tx import Tx, dumps_checked
+from perdure.store.sqlite.tx import Tx
 
 
 def lock_activities(
@@ -79,16 +79,6 @@ def lock_activities(
             )
         )
     return items
-
-
-def prepare_completions(
-    completions: Sequence[ActivityCompletion],
-) -> list[tuple[ActivityCompletion, str, str]]:
-    """Encode each completion's event before the transaction: ``(completion, kind, JSON)``."""
-    return [
-        (c, type(c.event).__name__, dumps_checked(c.event, "an activity result"))
-        for c in completions
-    ]
 
 
 def complete_activities(

@@ -12,7 +12,6 @@ import json
 import secrets
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from perdure.core.failure import Failure
@@ -31,23 +30,21 @@ from perdure.store.base import (
     DeadLetterReason,
     OrchestrationWorkItem,
     Outcome,
-    TurnCommit,
 )
-from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
-from perdure.store.sqlite.queries import Q
-from perdure.store.sqlite.rows import (
+from perdure.store.common.encode import PreparedTurn, QueueOptions
+from perdure.store.common.rows import (
     TERMINAL,
     decode_history,
     event_row,
-    failure_text,
     instance_from_row,
     json_list,
     message_from_row,
     payload,
     task_event,
-    waiting_text,
 )
-from perdure.store.sqlite.tx import QueueOptions, Tx, dumps_checked
+from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
+from perdure.store.sqlite.queries import Q
+from perdure.store.sqlite.tx import Tx
 
 # --- locking -----------------------------------------------------------------------------
 
@@ -234,52 +231,6 @@ def _history_for(
 
 
 # --- committing turns --------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedTurn:
-    """A :class:`TurnCommit` with its payloads encoded, so that the transaction does no
-    serialisation that could fail half way and holds the write lock for less time."""
-
-    commit: TurnCommit
-    status: OrchestrationStatus
-    events: tuple[str, ...]
-    events_bytes: int
-    output: str | None
-    failure: str | None
-    custom_status: str | None
-    waiting_on: str | None
-    activity_inputs: tuple[str | None, ...]
-    messages: tuple[tuple[str, str], ...]
-    carried: tuple[tuple[str, str], ...]
-    continue_as_new_input: str | None
-
-
-def prepare_turn(commit: TurnCommit) -> PreparedTurn:
-    """Encode everything ``commit`` writes; :class:`SerializationError` if something is not JSON."""
-    events = tuple(dumps_checked(e, "a history event") for e in commit.new_events)
-    for child in commit.children:
-        payload(child.input, f"input of sub-orchestration {child.instance_id!r}")
-    return PreparedTurn(
-        commit=commit,
-        status=OrchestrationStatus(commit.status),
-        events=events,
-        events_bytes=sum(len(text.encode("utf-8")) for text in events),
-        output=payload(commit.output, "orchestration output"),
-        failure=failure_text(commit.failure),
-        custom_status=payload(commit.custom_status, "custom status"),
-        waiting_on=waiting_text(commit.waiting_on),
-        activity_inputs=tuple(
-            payload(a.input, f"input of activity {a.name!r}") for a in commit.activities
-        ),
-        messages=tuple(
-            (type(m.event).__name__, dumps_checked(m.event, "a message")) for m in commit.messages
-        ),
-        carried=tuple(
-            (type(e).__name__, dumps_checked(e, "a carried event")) for e in commit.carried_events
-        ),
-        continue_as_new_input=payload(commit.continue_as_new_input, "continue-as-new input"),
-    )
 
 
 def commit_turn(tx: Tx, turn: PreparedTurn) -> Outcome:

@@ -1,40 +1,5 @@
-"""Named SQL queries, loaded from ``queries.sql``.
+"""The SQLite store's named queries (``queries.sql``)."""
 
-Each query in the file starts with a ``-- name: <identifier>`` line; the comment lines that
-follow describe it. List parameters are passed as one JSON array and expanded with
-``json_each`` so that every query is a single prepared statement, whatever the list length.
-"""
+from perdure.store.common.queries import Queries, load_queries
 
-from __future__ import annotations
-
-import re
-from importlib import resources
-
-_HEADER = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
-
-
-class Queries:
-    """The queries of one SQL file, as attributes (``Q.get_instance``)."""
-
-    def __init__(self, text: str) -> None:
-        parts = _HEADER.split(text)
-        self._sql: dict[str, str] = {}
-        for name, body in zip(parts[1::2], parts[2::2], strict=True):
-            lines = [ln for ln in body.strip().splitlines() if not ln.lstrip().startswith("--")]
-            sql = "\n".join(lines).strip().rstrip(";").strip()
-            if name in self._sql:
-                raise ValueError(f"query {name!r} is defined twice")
-            self._sql[name] = sql
-
-    def __getattr__(self, name: str) -> str:
-        try:
-            return self._sql[name]
-        except KeyError:
-            raise AttributeError(f"no query named {name!r} in queries.sql") from None
-
-    def names(self) -> list[str]:
-        """Every query name."""
-        return list(self._sql)
-
-
-Q = Queries(resources.files(__package__).joinpath("queries.sql").read_text(encoding="utf-8"))
+Q: Queries = load_queries(__package__)

@@ -33,12 +33,8 @@ from perdure.store.base import (
     TurnCommit,
     WorkerRecord,
 )
-from perdure.store.notify import INSTANCES, ORCHESTRATIONS, Notifier
-from perdure.store.sqlite import activities, orchestrations
-from perdure.store.sqlite.connection import MEMORY, Database
-from perdure.store.sqlite.migrations import migrate
-from perdure.store.sqlite.queries import Q
-from perdure.store.sqlite.rows import (
+from perdure.store.common.encode import QueueOptions, dumps_checked, prepare_completions, prepare_turn
+from perdure.store.common.rows import (
     TERMINAL,
     count_from_row,
     dead_letter_from_row,
@@ -56,7 +52,12 @@ from perdure.store.sqlite.rows import (
     worker_from_row,
     worker_params,
 )
-from perdure.store.sqlite.tx import QueueOptions, Tx, dumps_checked
+from perdure.store.notify import INSTANCES, ORCHESTRATIONS, Notifier
+from perdure.store.sqlite import activities, orchestrations
+from perdure.store.sqlite.connection import MEMORY, Database
+from perdure.store.sqlite.migrations import migrate
+from perdure.store.sqlite.queries import Q
+from perdure.store.sqlite.tx import Tx
 
 
 class SQLiteStore:
@@ -318,7 +319,7 @@ class SQLiteStore:
         Payloads are encoded before the transaction: one that is not JSON raises
         :class:`~perdure.errors.SerializationError` for the whole batch, which writes nothing.
         """
-        prepared = [orchestrations.prepare_turn(c) for c in commits]
+        prepared = [prepare_turn(c) for c in commits]
         if not prepared:
             return []
         with self._write("commit_turns") as tx:
@@ -364,7 +365,7 @@ class SQLiteStore:
 
     def complete_activities(self, completions: Sequence[ActivityCompletion]) -> list[Outcome]:
         """See :meth:`perdure.store.base.Store.complete_activities`."""
-        prepared = activities.prepare_completions(completions)
+        prepared = prepare_completions(completions)
         if not prepared:
             return []
         with self._write("complete_activities") as tx:

@@ -1,11 +1,11 @@
-"""Conversions between store records and SQLite rows (JSON text columns, NULL for None)."""
+"""Conversions between store records and database rows (JSON text columns, NULL for None),
+for every SQL store."""
 
 from __future__ import annotations
 
 import base64
 import json
-import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from perdure.core.failure import Failure
@@ -33,6 +33,9 @@ from perdure.store.base import (
     QueuedMessage,
     WorkerRecord,
 )
+
+#: A database row, read by column name (``sqlite3.Row``, psycopg's ``dict_row``).
+Row = Mapping[str, Any]
 
 TERMINAL = tuple(s.value for s in OrchestrationStatus if s.is_terminal)
 
@@ -64,7 +67,7 @@ def event_row(event: HistoryEvent) -> tuple[str, str]:
     return type(event).__name__, dumps_event(event)
 
 
-def instance_from_row(row: sqlite3.Row) -> InstanceRecord:
+def instance_from_row(row: Row) -> InstanceRecord:
     """An :class:`InstanceRecord` from an ``instances`` row."""
     parent = None
     if row["parent_instance_id"] is not None:
@@ -98,7 +101,7 @@ def instance_from_row(row: sqlite3.Row) -> InstanceRecord:
     )
 
 
-def summary_from_row(row: sqlite3.Row) -> InstanceSummary:
+def summary_from_row(row: Row) -> InstanceSummary:
     """An :class:`InstanceSummary` from a row of the light ``instances`` columns."""
     return InstanceSummary(
         instance_id=row["instance_id"],
@@ -112,12 +115,12 @@ def summary_from_row(row: sqlite3.Row) -> InstanceSummary:
     )
 
 
-def count_from_row(row: sqlite3.Row) -> InstanceCount:
+def count_from_row(row: Row) -> InstanceCount:
     """An :class:`InstanceCount` from an ``instance_counts`` row."""
     return InstanceCount(row["name"], OrchestrationStatus(row["status"]), row["count"])
 
 
-def message_from_row(row: sqlite3.Row, delivery_bump: int = 0) -> QueuedMessage:
+def message_from_row(row: Row, delivery_bump: int = 0) -> QueuedMessage:
     """A :class:`QueuedMessage` from an ``orchestration_messages`` row."""
     return QueuedMessage(
         message_id=row["message_id"],
@@ -130,7 +133,7 @@ def message_from_row(row: sqlite3.Row, delivery_bump: int = 0) -> QueuedMessage:
     )
 
 
-def task_from_row(row: sqlite3.Row) -> ActivityWorkItem:
+def task_from_row(row: Row) -> ActivityWorkItem:
     """An :class:`ActivityWorkItem` from an ``activity_tasks`` row (empty lease fields when
     the task is not locked)."""
     return ActivityWorkItem(
@@ -151,7 +154,7 @@ def task_from_row(row: sqlite3.Row) -> ActivityWorkItem:
     )
 
 
-def task_event(row: sqlite3.Row) -> HistoryEvent:
+def task_event(row: Row) -> HistoryEvent:
     """The ``ActivityScheduled`` event recorded when a queued task is discarded."""
     return ActivityScheduled(
         timestamp=row["enqueued_at"],
@@ -181,12 +184,12 @@ def decode_history(
     return tuple(events), None
 
 
-def history_from_row(row: sqlite3.Row) -> HistoryRecord:
+def history_from_row(row: Row) -> HistoryRecord:
     """A :class:`HistoryRecord` from a ``history`` row."""
     return HistoryRecord(row["execution_id"], row["sequence"], loads_event(row["event"]))
 
 
-def dead_letter_from_row(row: sqlite3.Row) -> DeadLetter:
+def dead_letter_from_row(row: Row) -> DeadLetter:
     """A :class:`DeadLetter` from a ``dead_letters`` row."""
     return DeadLetter(
         dead_letter_id=row["dead_letter_id"],
@@ -200,7 +203,7 @@ def dead_letter_from_row(row: sqlite3.Row) -> DeadLetter:
     )
 
 
-def discard_from_row(row: sqlite3.Row) -> DiscardRecord:
+def discard_from_row(row: Row) -> DiscardRecord:
     """A :class:`DiscardRecord` from a ``discarded_messages`` row."""
     return DiscardRecord(
         discard_id=row["discard_id"],
@@ -227,7 +230,7 @@ def worker_params(worker: WorkerRecord, now: float) -> dict[str, Any]:
     }
 
 
-def worker_from_row(row: sqlite3.Row) -> WorkerRecord:
+def worker_from_row(row: Row) -> WorkerRecord:
     """A :class:`WorkerRecord` from a ``workers`` row."""
     return WorkerRecord(
         worker_id=row["worker_id"],

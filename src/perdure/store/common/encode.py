@@ -1,0 +1,95 @@
+"""Everything a SQL store encodes before it opens a transaction, so that a payload that is
+not JSON fails before anything is written and the write lock is held for less time; and
+the options of its message queue."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from perdure.core.history import dumps_event
+from perdure.core.status import OrchestrationStatus
+from perdure.errors import SerializationError
+from perdure.store.base import ActivityCompletion, TurnCommit
+from perdure.store.common.rows import failure_text, payload, waiting_text
+
+
+@dataclass(frozen=True, slots=True)
+class QueueOptions:
+    """Deferral of undeliverable messages (invariant 3): retry ``max_deliveries`` times with
+    exponential backoff from ``defer_backoff`` seconds, doubling, capped at
+    ``defer_backoff_cap``; then dead-letter."""
+
+    max_deliveries: int = 25
+    defer_backoff: float = 0.1
+    defer_backoff_cap: float = 30.0
+
+    def backoff(self, tries: int) -> float:
+        """Delay before try ``tries + 1``."""
+        return min(self.defer_backoff_cap, self.defer_backoff * 2.0 ** max(0, tries - 1))
+
+
+def dumps_checked(event: Any, what: str) -> str:
+    """:func:`dumps_event`, turning a payload that is not JSON into :class:`SerializationError`
+    before any transaction starts."""
+    try:
+        return dumps_event(event)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"{what} is not JSON-serialisable: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedTurn:
+    """A :class:`TurnCommit` with its payloads encoded, so that the transaction does no
+    serialisation that could fail half way and holds the write lock for less time."""
+
+    commit: TurnCommit
+    status: OrchestrationStatus
+    events: tuple[str, ...]
+    events_bytes: int
+    output: str | None
+    failure: str | None
+    custom_status: str | None
+    waiting_on: str | None
+    activity_inputs: tuple[str | None, ...]
+    messages: tuple[tuple[str, str], ...]
+    carried: tuple[tuple[str, str], ...]
+    continue_as_new_input: str | None
+
+
+def prepare_turn(commit: TurnCommit) -> PreparedTurn:
+    """Encode everything ``commit`` writes; :class:`SerializationError` if something is not JSON."""
+    events = tuple(dumps_checked(e, "a history event") for e in commit.new_events)
+    for child in commit.children:
+        payload(child.input, f"input of sub-orchestration {child.instance_id!r}")
+    return PreparedTurn(
+        commit=commit,
+        status=OrchestrationStatus(commit.status),
+        events=events,
+        events_bytes=sum(len(text.encode("utf-8")) for text in events),
+        output=payload(commit.output, "orchestration output"),
+        failure=failure_text(commit.failure),
+        custom_status=payload(commit.custom_status, "custom status"),
+        waiting_on=waiting_text(commit.waiting_on),
+        activity_inputs=tuple(
+            payload(a.input, f"input of activity {a.name!r}") for a in commit.activities
+        ),
+        messages=tuple(
+            (type(m.event).__name__, dumps_checked(m.event, "a message")) for m in commit.messages
+        ),
+        carried=tuple(
+            (type(e).__name__, dumps_checked(e, "a carried event")) for e in commit.carried_events
+        ),
+        continue_as_new_input=payload(commit.continue_as_new_input, "continue-as-new input"),
+    )
+
+
+def prepare_completions(
+    completions: Sequence[ActivityCompletion],
+) -> list[tuple[ActivityCompletion, str, str]]:
+    """Encode each completion's event before the transaction: ``(completion, kind, JSON)``."""
+    return [
+        (c, type(c.event).__name__, dumps_checked(c.event, "an activity result"))
+        for c in completions
+    ]

@@ -1,0 +1,43 @@
+"""Named SQL queries, loaded from a backend's ``queries.sql``.
+
+Each query in the file starts with a ``-- name: <identifier>`` line; the comment lines that
+follow describe it. Every query is a single statement, prepared once whatever the length of
+its list parameters (SQLite expands a JSON array with ``json_each``, PostgreSQL takes an
+array).
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+_HEADER = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+
+
+class Queries:
+    """The queries of one SQL file, as attributes (``Q.get_instance``)."""
+
+    def __init__(self, text: str) -> None:
+        parts = _HEADER.split(text)
+        self._sql: dict[str, str] = {}
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            lines = [ln for ln in body.strip().splitlines() if not ln.lstrip().startswith("--")]
+            sql = "\n".join(lines).strip().rstrip(";").strip()
+            if name in self._sql:
+                raise ValueError(f"query {name!r} is defined twice")
+            self._sql[name] = sql
+
+    def __getattr__(self, name: str) -> str:
+        try:
+            return self._sql[name]
+        except KeyError:
+            raise AttributeError(f"no query named {name!r} in queries.sql") from None
+
+    def names(self) -> list[str]:
+        """Every query name."""
+        return list(self._sql)
+
+
+def load_queries(package: str) -> Queries:
+    """The queries of ``package``'s ``queries.sql``."""
+    return Queries(resources.files(package).joinpath("queries.sql").read_text(encoding="utf-8"))
