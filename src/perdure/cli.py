@@ -151,12 +151,24 @@ def demo(demo_store: str | None) -> None:
 @click.option("--app", "app_ref", required=True, help="Where the App is: module:attribute, e.g. myproject.flows:app.")
 @click.option("--activity-concurrency", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--orchestration-concurrency", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--lease", "lease_seconds", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
-              help="Lease duration in seconds.")
+@click.option(
+    "--lease",
+    "lease_seconds",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Lease duration in seconds.",
+)
 @click.option("--poll-interval", type=click.FloatRange(min=0.01), default=1.0, show_default=True)
 @click.pass_obj
-def worker(state: _State, app_ref: str, activity_concurrency: int, orchestration_concurrency: int,
-           lease_seconds: float, poll_interval: float) -> None:
+def worker(
+    state: _State,
+    app_ref: str,
+    activity_concurrency: int,
+    orchestration_concurrency: int,
+    lease_seconds: float,
+    poll_interval: float,
+) -> None:
     """Run a worker for an App until interrupted (Ctrl-C or SIGTERM stop it gracefully)."""
     from perdure.runtime.worker import Worker
 
@@ -164,12 +176,20 @@ def worker(state: _State, app_ref: str, activity_concurrency: int, orchestration
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    w = Worker(app, state.store, activity_concurrency=activity_concurrency,
-               orchestration_concurrency=orchestration_concurrency, lease_seconds=lease_seconds,
-               poll_interval=poll_interval)
+    w = Worker(
+        app,
+        state.store,
+        activity_concurrency=activity_concurrency,
+        orchestration_concurrency=orchestration_concurrency,
+        lease_seconds=lease_seconds,
+        poll_interval=poll_interval,
+    )
     with w:
-        click.echo(f"worker {w.worker_id} running {len(app.orchestrations)} orchestrations and "
-                   f"{len(app.activities)} activities on {state.url}; Ctrl-C to stop", err=True)
+        click.echo(
+            f"worker {w.worker_id} running {len(app.orchestrations)} orchestrations and "
+            f"{len(app.activities)} activities on {state.url}; Ctrl-C to stop",
+            err=True,
+        )
         while not stop.wait(0.5):
             pass
     click.echo(f"worker stopped: {w.stats()}", err=True)
@@ -199,8 +219,14 @@ def load_app(ref: str) -> App:
 @click.option("--wait", "wait_seconds", type=float, default=None, help="Wait up to this many seconds for the result.")
 @json_option
 @click.pass_obj
-def start(state: _State, orchestration: str, input_json: str | None, instance_id: str | None,
-          wait_seconds: float | None, as_json: bool) -> None:
+def start(
+    state: _State,
+    orchestration: str,
+    input_json: str | None,
+    instance_id: str | None,
+    wait_seconds: float | None,
+    as_json: bool,
+) -> None:
     """Start ORCHESTRATION with INPUT_JSON; print the instance id."""
     client = state.client
     iid = client.start(orchestration, _json_arg(input_json, "input"), instance_id=instance_id)
@@ -230,8 +256,16 @@ def status(state: _State, instance_id: str, with_history: bool, as_json: bool) -
 @click.option("--cursor", default=None, help="The next_cursor of the previous page.")
 @json_option
 @click.pass_obj
-def list_(state: _State, statuses: tuple[str, ...], name: str | None, created_after: datetime | None,
-          created_before: datetime | None, limit: int, cursor: str | None, as_json: bool) -> None:
+def list_(
+    state: _State,
+    statuses: tuple[str, ...],
+    name: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
     """List instances, newest first."""
     page = state.client.list(
         status=statuses or None,
@@ -246,9 +280,15 @@ def list_(state: _State, statuses: tuple[str, ...], name: str | None, created_af
         return
     table = Table("instance", "name", "status", "exec", "created", "updated", "custom status")
     for s in page.items:
-        table.add_row(s.instance_id, s.name, s.status.value, str(s.execution_id),
-                      s.created_at.strftime("%Y-%m-%d %H:%M:%S"), s.last_updated_at.strftime("%H:%M:%S"),
-                      _short(s.custom_status))
+        table.add_row(
+            s.instance_id,
+            s.name,
+            s.status.value,
+            str(s.execution_id),
+            s.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            s.last_updated_at.strftime("%H:%M:%S"),
+            _short(s.custom_status),
+        )
     console.print(table)
     if page.next_cursor:
         click.echo(f"more: --cursor {page.next_cursor}")
@@ -320,15 +360,22 @@ def purge(state: _State, instance_id: str) -> None:
 
 @cli.command()
 @click.argument("instance_id", required=False)
-@click.option("--stalled-after", type=click.FloatRange(min=0), default=None,
-              help="Fleet report: seconds without progress before a live instance is examined "
-                   "(default 300).")
-@click.option("--limit", type=click.IntRange(0, 10_000), default=50, show_default=True,
-              help="Fleet report: most instances diagnosed.")
+@click.option(
+    "--stalled-after",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Fleet report: seconds without progress before a live instance is examined (default 300).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(0, 10_000),
+    default=50,
+    show_default=True,
+    help="Fleet report: most instances diagnosed.",
+)
 @json_option
 @click.pass_obj
-def diagnose(state: _State, instance_id: str | None, stalled_after: float | None, limit: int,
-             as_json: bool) -> None:
+def diagnose(state: _State, instance_id: str | None, stalled_after: float | None, limit: int, as_json: bool) -> None:
     """Explain why an instance is not finishing; without INSTANCE_ID, report on the fleet."""
     from perdure.diagnosis import render_diagnosis, render_fleet
 

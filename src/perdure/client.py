@@ -211,9 +211,7 @@ class Client:
             try:
                 records = self.store.get_history(instance_id, execution_id=record.execution_id)
             except EventDecodeError as exc:
-                raise EventDecodeError(
-                    f"the history of instance {instance_id!r} cannot be read: {exc}"
-                ) from exc
+                raise EventDecodeError(f"the history of instance {instance_id!r} cannot be read: {exc}") from exc
             events = [r.event for r in records]
         return InstanceState.from_record(record, events)
 
@@ -234,9 +232,7 @@ class Client:
                 return state
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise TimeoutError(
-                    f"instance {instance_id!r} is still {state.status.value} after {timeout:g} s"
-                )
+                raise TimeoutError(f"instance {instance_id!r} is still {state.status.value} after {timeout:g} s")
             notifier.wait((INSTANCES,), seen, delay if remaining is None else min(delay, remaining))
             delay = min(delay * 2, 0.5)
 
@@ -304,9 +300,7 @@ class Client:
 
     # -- diagnosis --
 
-    def diagnose(
-        self, instance_id: str, *, thresholds: Thresholds | None = None, **overrides: Any
-    ) -> Diagnosis:
+    def diagnose(self, instance_id: str, *, thresholds: Thresholds | None = None, **overrides: Any) -> Diagnosis:
         """Why ``instance_id`` is (not) finishing: ranked findings (``code``, ``summary``,
         ``evidence``, ``mitigation``), the ``verdict`` first, from the store's evidence.
 
@@ -388,7 +382,9 @@ class AsyncClient:
         """See :meth:`Client.start`."""
         return await asyncio.to_thread(self.sync.start, orchestration, input, **kwargs)
 
-    async def start_many(self, orchestration: str | Callable[..., Any], inputs: Iterable[Any], **kwargs: Any) -> list[str]:
+    async def start_many(
+        self, orchestration: str | Callable[..., Any], inputs: Iterable[Any], **kwargs: Any
+    ) -> list[str]:
         """See :meth:`Client.start_many`."""
         return await asyncio.to_thread(self.sync.start_many, orchestration, inputs, **kwargs)
 

@@ -222,7 +222,9 @@ def _progress_line(state: InstanceState) -> str:
         names = Counter(f"{a.name}#{a.attempt}" if a.attempt > 1 else a.name for a in waits.activities)
         parts.append("activities " + ", ".join(f"{n}×{c}" if c > 1 else n for n, c in names.items()))
     if waits.timers:
-        parts.append("timer" + ("s" if len(waits.timers) > 1 else "") + " (" + ", ".join(t.purpose for t in waits.timers) + ")")
+        parts.append(
+            "timer" + ("s" if len(waits.timers) > 1 else "") + " (" + ", ".join(t.purpose for t in waits.timers) + ")"
+        )
     if waits.children:
         parts.append("child " + ", ".join(c.instance_id for c in waits.children))
     if waits.events:

@@ -4,7 +4,6 @@ asserted here: speed is measured by ``python -m bench``, never by the test suite
 from __future__ import annotations
 
 import pytest
-
 from bench.__main__ import main as bench_main
 from bench.workloads import w1, w2, w3, w4, w5
 

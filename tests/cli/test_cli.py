@@ -98,6 +98,12 @@ def test_demo_runs_every_feature_and_exits_zero(tmp_path):
     result = CliRunner().invoke(cli, ["demo", "--store", f"sqlite:///{tmp_path / 'demo.db'}"])
     assert result.exit_code == 0, result.output
     out = result.output
-    for needle in ("failed: payment gateway timed out", "received event ManagerApproval", "timer fired",
-                   "child completed", "order-1001: COMPLETED", "loyalty-42: COMPLETED in execution 3"):
+    for needle in (
+        "failed: payment gateway timed out",
+        "received event ManagerApproval",
+        "timer fired",
+        "child completed",
+        "order-1001: COMPLETED",
+        "loyalty-42: COMPLETED in execution 3",
+    ):
         assert needle in out

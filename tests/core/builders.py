@@ -68,9 +68,7 @@ def activity_completed(task: int, result: Any = None) -> ActivityCompleted:
     return ActivityCompleted(task_id=task, result=result)
 
 
-def failure(
-    error_type: str = "ValueError", message: str = "boom", *, non_retryable: bool = False
-) -> Failure:
+def failure(error_type: str = "ValueError", message: str = "boom", *, non_retryable: bool = False) -> Failure:
     """A captured error."""
     return Failure(error_type, message, None, None, non_retryable)
 
@@ -79,9 +77,7 @@ def activity_failed(
     task: int, error_type: str = "ValueError", message: str = "boom", *, non_retryable: bool = False
 ) -> ActivityFailed:
     """The activity scheduled as ``task`` raised."""
-    return ActivityFailed(
-        task_id=task, failure=failure(error_type, message, non_retryable=non_retryable)
-    )
+    return ActivityFailed(task_id=task, failure=failure(error_type, message, non_retryable=non_retryable))
 
 
 def timer_created(task: int, fire_at: float, *, at: float = 0.0) -> TimerCreated:
@@ -98,9 +94,7 @@ def child_created(
     task: int, name: str, instance_id: str, input: Any = None, *, at: float = 0.0
 ) -> SubOrchestrationCreated:
     """SubOrchestrationCreated as the executor records it."""
-    return SubOrchestrationCreated(
-        timestamp=at, task_id=task, name=name, instance_id=instance_id, input=input
-    )
+    return SubOrchestrationCreated(timestamp=at, task_id=task, name=name, instance_id=instance_id, input=input)
 
 
 def child_completed(task: int, result: Any = None) -> SubOrchestrationCompleted:
@@ -108,9 +102,7 @@ def child_completed(task: int, result: Any = None) -> SubOrchestrationCompleted:
     return SubOrchestrationCompleted(task_id=task, result=result)
 
 
-def child_failed(
-    task: int, error_type: str = "ValueError", message: str = "boom"
-) -> SubOrchestrationFailed:
+def child_failed(task: int, error_type: str = "ValueError", message: str = "boom") -> SubOrchestrationFailed:
     """The child scheduled as ``task`` failed."""
     return SubOrchestrationFailed(task_id=task, failure=failure(error_type, message))
 
@@ -201,9 +193,7 @@ class Scenario:
         """The latest turn."""
         return self.turns[-1]
 
-    def start(
-        self, name: str, input: Any = None, *, at: float = 100.0, parent: ParentRef | None = None
-    ) -> Turn:
+    def start(self, name: str, input: Any = None, *, at: float = 100.0, parent: ParentRef | None = None) -> Turn:
         """The first turn: ExecutionStarted."""
         return self.turn(at, started(name, input, parent=parent))
 

@@ -112,9 +112,7 @@ def write_missing() -> list[Path]:
     for name in SCENARIOS:
         path = GOLDEN_DIR / f"{name}.json"
         if not path.exists():
-            path.write_text(
-                json.dumps(record(name), indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
-            )
+            path.write_text(json.dumps(record(name), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
             written.append(path)
     return written
 

@@ -260,9 +260,7 @@ def test_sub_orchestration_gets_a_generated_child_id_and_its_result():
     s = Scenario(app)
     t = s.start("with_child", None)
     assert t.commands == (
-        StartSubOrchestration(
-            task_id=1, name="ship", instance_id="order-1::sub::1", input={"to": "x"}
-        ),
+        StartSubOrchestration(task_id=1, name="ship", instance_id="order-1::sub::1", input={"to": "x"}),
     )
     assert t.waiting_on.children == (AwaitedChild(1, "ship", "order-1::sub::1", 100.0),)
     t = s.turn(101.0, child_completed(1, "shipped"))
@@ -285,10 +283,7 @@ def test_failed_child_raises_sub_orchestration_error():
     s = Scenario(app)
     s.start("child_fails")
     t = s.turn(101.0, child_failed(1, "RuntimeError", "no stock"))
-    assert (
-        t.output
-        == "sub-orchestration 'ship' (instance 'order-1::sub::1') failed: RuntimeError: no stock"
-    )
+    assert t.output == "sub-orchestration 'ship' (instance 'order-1::sub::1') failed: RuntimeError: no stock"
 
 
 def test_parent_reference_from_execution_started_is_reported():

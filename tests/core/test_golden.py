@@ -17,9 +17,7 @@ FILES = sorted(GOLDEN_DIR.glob("*.json"))
 
 
 def test_every_scenario_has_a_golden_file():
-    assert {p.stem for p in FILES} >= set(SCENARIOS), (
-        "run: PYTHONPATH=src python -m tests.core.golden"
-    )
+    assert {p.stem for p in FILES} >= set(SCENARIOS), "run: PYTHONPATH=src python -m tests.core.golden"
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])

@@ -192,14 +192,10 @@ def test_continue_as_new_ends_the_execution_and_asks_for_the_next():
 def test_continue_as_new_carries_unconsumed_events_including_later_ones_in_the_turn():
     s = Scenario(app)
     s.start("counter", 0)
-    t = s.turn(
-        101.0, event("Tick", "a"), event("Tick", "b"), activity_completed(7), event("Other", "c")
-    )
+    t = s.turn(101.0, event("Tick", "a"), event("Tick", "b"), activity_completed(7), event("Other", "c"))
     carried = t.commands[-1].carried_events
     assert [(e.name, e.input) for e in carried] == [("Tick", "b"), ("Other", "c")]
-    assert [
-        (e.reason, e.message["kind"], e.detail) for e in of_type(t.new_events, MessageDiscarded)
-    ] == [
+    assert [(e.reason, e.message["kind"], e.detail) for e in of_type(t.new_events, MessageDiscarded)] == [
         (DiscardReason.AFTER_COMPLETION, "EventRaised", "carried over to execution 2"),
         (DiscardReason.AFTER_COMPLETION, "ActivityCompleted", "the execution had already ended"),
         (DiscardReason.AFTER_COMPLETION, "EventRaised", "carried over to execution 2"),
@@ -263,9 +259,7 @@ def test_custom_status_is_recorded_only_when_it_changes_and_reported_every_turn(
     assert not of_type(t.new_events, CustomStatusSet)
     t = s.turn(102.0, activity_completed(1))
     assert t.custom_status == {"stage": "charged"}
-    assert of_type(t.new_events, CustomStatusSet) == [
-        CustomStatusSet(timestamp=102.0, status={"stage": "charged"})
-    ]
+    assert of_type(t.new_events, CustomStatusSet) == [CustomStatusSet(timestamp=102.0, status={"stage": "charged"})]
     t = execute(app, "order-1", s.history, [turn(103.0)])
     assert t.custom_status == {"stage": "charged"}
 

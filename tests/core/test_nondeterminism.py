@@ -27,9 +27,7 @@ from .builders import (
     turn,
 )
 
-REMEDY = (
-    "version the orchestration (register the new code under a new name) or keep the old code path"
-)
+REMEDY = "version the orchestration (register the new code under a new name) or keep the old code path"
 
 
 def _app(fn):
@@ -89,10 +87,7 @@ def test_removed_await_is_a_command_missing_from_the_code():
         return "done early"
 
     _, message = _fail(_app(saga), PAST)
-    assert (
-        "recorded ActivityScheduled 'charge' (task 2), but the code now produced ExecutionCompleted"
-        in message
-    )
+    assert "recorded ActivityScheduled 'charge' (task 2), but the code now produced ExecutionCompleted" in message
 
 
 def test_code_that_stops_short_of_a_recorded_command_is_detected():
@@ -101,10 +96,7 @@ def test_code_that_stops_short_of_a_recorded_command_is_detected():
         await ctx.wait_for_event("never")
 
     _, message = _fail(_app(saga), PAST)
-    assert (
-        "at history index 5 (task 2) the history recorded ActivityScheduled 'charge' (task 2)"
-        in message
-    )
+    assert "at history index 5 (task 2) the history recorded ActivityScheduled 'charge' (task 2)" in message
     assert "but the code now did not produce it" in message
 
 
@@ -119,10 +111,7 @@ def test_extra_await_while_history_has_the_turns_events():
 
     t = execute(_app(saga), "order-1", past, ())
     assert t.status is OrchestrationStatus.FAILED
-    assert (
-        "at history index 8 the history recorded ExecutionCompleted (the orchestrator returned)"
-        in t.failure.message
-    )
+    assert "at history index 8 the history recorded ExecutionCompleted (the orchestrator returned)" in t.failure.message
     assert "the code now produced ActivityScheduled 'email' (task 3)" in t.failure.message
 
 
@@ -133,14 +122,8 @@ def test_extra_command_at_the_end_of_a_recorded_turn():
         await ctx.call_activity("charge", x)
 
     _, message = _fail(_app(saga), [*PAST[:5], turn(3.0)])
-    assert (
-        "after history index 4 (task 2) the code now produced ActivityScheduled 'audit' (task 2)"
-        in message
-    )
-    assert (
-        "which the history does not record (the next recorded event is TurnStarted at index 5)"
-        in message
-    )
+    assert "after history index 4 (task 2) the code now produced ActivityScheduled 'audit' (task 2)" in message
+    assert "which the history does not record (the next recorded event is TurnStarted at index 5)" in message
 
 
 def test_extra_command_where_history_ends():
@@ -164,13 +147,8 @@ def test_changed_child_name_or_id_is_detected():
         await ctx.call_sub_orchestration("ship", instance_id="ship-1")
 
     _, message = _fail(_app(renamed), past)
-    assert (
-        "recorded SubOrchestrationCreated 'ship' as instance 'order-1::sub::1' (task 1)" in message
-    )
-    assert (
-        "produced SubOrchestrationCreated 'ship_v2' as instance 'order-1::sub::1' (task 1)"
-        in message
-    )
+    assert "recorded SubOrchestrationCreated 'ship' as instance 'order-1::sub::1' (task 1)" in message
+    assert "produced SubOrchestrationCreated 'ship_v2' as instance 'order-1::sub::1' (task 1)" in message
     _, message = _fail(_app(explicit_id), past)
     assert "produced SubOrchestrationCreated 'ship' as instance 'ship-1' (task 1)" in message
 
@@ -182,10 +160,7 @@ def test_timer_replaced_by_an_activity_is_detected():
         await ctx.call_activity("poll")
 
     _, message = _fail(_app(saga), past)
-    assert (
-        "recorded TimerCreated (task 1), "
-        "but the code now produced ActivityScheduled 'poll' (task 1)" in message
-    )
+    assert "recorded TimerCreated (task 1), but the code now produced ActivityScheduled 'poll' (task 1)" in message
 
 
 def test_changed_input_is_not_nondeterminism():
@@ -258,9 +233,7 @@ def test_awaiting_something_that_is_not_a_perdure_task_fails_clearly(awaited, na
     assert t.status is OrchestrationStatus.FAILED
     assert t.failure.type == "TypeError"
     assert named in t.failure.message
-    assert (
-        "use ctx.create_timer instead of asyncio.sleep, and ctx.call_activity" in t.failure.message
-    )
+    assert "use ctx.create_timer instead of asyncio.sleep, and ctx.call_activity" in t.failure.message
 
 
 def test_awaiting_a_timer_does_not_need_an_event_loop():

@@ -117,9 +117,7 @@ steps = st.one_of(
 programs = st.fixed_dictionaries({"steps": st.lists(steps, max_size=6), "again": st.integers(0, 1)})
 
 # What the world can do in a turn; repetition weights the draw.
-ACTIONS = (
-    ["complete"] * 8 + ["event"] * 2 + ["duplicate", "stray", "suspend", "resume", "terminate"]
-)
+ACTIONS = ["complete"] * 8 + ["event"] * 2 + ["duplicate", "stray", "suspend", "resume", "terminate"]
 
 
 class World:
@@ -174,9 +172,7 @@ class World:
             self.delivered.append(message)
             return message
         if action == "event":
-            return EventRaised(
-                name=self.draw(st.sampled_from(["x", "y"])), input=self.draw(st.integers(0, 9))
-            )
+            return EventRaised(name=self.draw(st.sampled_from(["x", "y"])), input=self.draw(st.integers(0, 9)))
         if action == "duplicate" and self.delivered:
             return self.draw(st.sampled_from(self.delivered))
         if action == "stray":
@@ -269,9 +265,9 @@ def test_a_duplicated_completion_never_adds_a_second_completion_event(spec, data
         _check_turn(s)
         if not s.live.is_finished:
             t = s.turn(at + 0.5, message)
-            assert [
-                (d.reason, d.message) for d in t.new_events if isinstance(d, MessageDiscarded)
-            ] == [("duplicate", _encoded(message))]
+            assert [(d.reason, d.message) for d in t.new_events if isinstance(d, MessageDiscarded)] == [
+                ("duplicate", _encoded(message))
+            ]
 
 
 def _encoded(event: HistoryEvent) -> dict[str, Any]:

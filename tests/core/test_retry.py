@@ -153,9 +153,7 @@ def test_retry_if_decides():
     assert isinstance(t.commands[0], CreateTimer)
     s.turn(102.0, timer_fired(2))
     t = s.turn(103.0, activity_failed(3, "IOError", "permanent"))
-    assert t.output["error"].startswith(
-        "activity 'charge' failed after 2 attempts (IOError is not retryable)"
-    )
+    assert t.output["error"].startswith("activity 'charge' failed after 2 attempts (IOError is not retryable)")
 
 
 def test_retry_if_that_raises_surfaces_in_the_orchestrator():
@@ -171,9 +169,7 @@ def test_retry_timeout_gives_up_when_the_next_attempt_would_start_too_late():
     assert t.commands == (CreateTimer(task_id=2, fire_at=11.0),)
     s.turn(11.0, timer_fired(2))
     t = s.turn(20.0, activity_failed(3))  # 20 + 10 > 0 + 25
-    assert t.output["error"].startswith(
-        "activity 'charge' failed after 2 attempts (retry timeout of 0:00:25 reached)"
-    )
+    assert t.output["error"].startswith("activity 'charge' failed after 2 attempts (retry timeout of 0:00:25 reached)")
 
 
 def test_max_delay_caps_the_backoff():
@@ -192,14 +188,10 @@ def test_max_delay_caps_the_backoff():
 def test_sub_orchestration_retry_uses_a_new_child_id_per_attempt():
     s = Scenario(app)
     t = s.start("ship")
-    assert t.commands == (
-        StartSubOrchestration(task_id=1, name="ship", instance_id="order-1::sub::1", input=1),
-    )
+    assert t.commands == (StartSubOrchestration(task_id=1, name="ship", instance_id="order-1::sub::1", input=1),)
     s.turn(101.0, child_failed(1))
     t = s.turn(102.0, timer_fired(2))
-    assert t.commands == (
-        StartSubOrchestration(task_id=3, name="ship", instance_id="order-1::sub::3", input=1),
-    )
+    assert t.commands == (StartSubOrchestration(task_id=3, name="ship", instance_id="order-1::sub::3", input=1),)
     assert s.turn(103.0, child_completed(3, "ok")).output == "ok"
 
 
@@ -211,9 +203,7 @@ def test_sub_orchestration_retries_exhausted_raise_sub_orchestration_error():
     s.turn(103.0, child_failed(3))
     s.turn(105.0, timer_fired(4))
     t = s.turn(106.0, child_failed(5, "RuntimeError", "out of stock"))
-    assert t.output == {
-        "error": "sub-orchestration 'ship' failed after 3 attempts: RuntimeError: out of stock"
-    }
+    assert t.output == {"error": "sub-orchestration 'ship' failed after 3 attempts: RuntimeError: out of stock"}
 
 
 def test_failure_from_exception_type_name_matches_a_policy_class():

@@ -19,9 +19,7 @@ def test_delay_grows_by_backoff_from_the_first_delay():
 
 
 def test_delay_is_capped_by_max_delay_and_never_overflows():
-    policy = RetryPolicy(
-        max_attempts=10_000, first_delay=timedelta(seconds=1), max_delay=timedelta(minutes=1)
-    )
+    policy = RetryPolicy(max_attempts=10_000, first_delay=timedelta(seconds=1), max_delay=timedelta(minutes=1))
     assert policy.delay_for(100) == timedelta(minutes=1)
     assert RetryPolicy(backoff=10.0).delay_for(5000) == MAX_RETRY_DELAY
 
@@ -29,12 +27,7 @@ def test_delay_is_capped_by_max_delay_and_never_overflows():
 @given(st.integers(1, 2000), st.floats(1.0, 50.0), st.integers(0, 10_000))
 def test_delays_never_decrease_and_stay_within_bounds(attempt, backoff, first_ms):
     policy = RetryPolicy(first_delay=timedelta(milliseconds=first_ms), backoff=backoff)
-    assert (
-        timedelta(0)
-        <= policy.delay_for(attempt)
-        <= policy.delay_for(attempt + 1)
-        <= MAX_RETRY_DELAY
-    )
+    assert timedelta(0) <= policy.delay_for(attempt) <= policy.delay_for(attempt + 1) <= MAX_RETRY_DELAY
 
 
 def test_next_delay_stops_at_max_attempts():

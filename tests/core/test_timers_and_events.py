@@ -149,9 +149,7 @@ def test_event_before_the_deadline_wins_and_the_late_timer_is_applied_silently()
     s.start("approval_then_timer", None, at=10.0)
     t = s.turn(12.0, event("Approval", "yes"))
     assert t.commands == (CreateTimer(task_id=2, fire_at=72.0),)
-    assert t.waiting_on.timers == (
-        AwaitedTimer(2, 72.0, "timer"),
-    )  # the timeout timer is no longer awaited
+    assert t.waiting_on.timers == (AwaitedTimer(2, 72.0, "timer"),)  # the timeout timer is no longer awaited
     t = s.turn(15.0, timer_fired(1))
     assert kinds(t.new_events) == [
         "TurnStarted",

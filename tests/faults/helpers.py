@@ -58,12 +58,21 @@ def run_fault_worker(url: str, fault: str, *, lease: float = 0.5, timeout: float
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")])}
     env.pop("PERDURE_FAULTS", None)
     command = [
-        sys.executable, "-m", "perdure.testing.fault_worker", "--app", APP_REF, "--store", url,
-        "--fault", fault, "--lease", str(lease), "--timeout", str(timeout),
+        sys.executable,
+        "-m",
+        "perdure.testing.fault_worker",
+        "--app",
+        APP_REF,
+        "--store",
+        url,
+        "--fault",
+        fault,
+        "--lease",
+        str(lease),
+        "--timeout",
+        str(timeout),
     ]
-    proc = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout + 30
-    )
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout + 30)
     if proc.returncode not in (-signal.SIGKILL, 0, 3):
         raise AssertionError(f"fault worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc.returncode

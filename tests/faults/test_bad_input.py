@@ -60,9 +60,7 @@ async def calls_unknown(ctx: perdure.OrchestrationContext, _: None) -> str:
 
 def nothing_stored(store: perdure.Store) -> bool:
     """True if the store holds no instance and no message."""
-    return store.list_instances(InstanceQuery()).items == [] and (
-        store.queue_stats().orchestration_depth == 0
-    )
+    return store.list_instances(InstanceQuery()).items == [] and (store.queue_stats().orchestration_depth == 0)
 
 
 @pytest.mark.parametrize(

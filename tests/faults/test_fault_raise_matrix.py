@@ -21,9 +21,7 @@ from perdure.testing import Fault, FaultyStore, InjectedFault, write_points
 from tests.faults.helpers import finish_and_check, start_workload
 from tests.faults.workload import app
 
-WORKER_POINTS = write_points(
-    ["lock_orchestrations", "commit_turns", "lock_activities", "complete_activities"]
-)
+WORKER_POINTS = write_points(["lock_orchestrations", "commit_turns", "lock_activities", "complete_activities"])
 
 slow = perdure.App()
 
@@ -82,9 +80,7 @@ def test_failed_lease_renewals_give_at_least_once_activities_and_one_completion(
         if not any(t.delivery_count >= 2 for t in store.activity_tasks(iid)):
             raise InjectedFault(f"fault injected at {point}")
 
-    faulty = FaultyStore(
-        store, [Fault("renew_activity_leases:inside", fail_until_taken_over, times=None)]
-    )
+    faulty = FaultyStore(store, [Fault("renew_activity_leases:inside", fail_until_taken_over, times=None)])
     worker = perdure.Worker(slow, faulty, poll_interval=0.02, lease_seconds=0.3)  # type: ignore[arg-type]
     with worker:
         state = client.wait(iid, timeout=20)

@@ -135,9 +135,7 @@ def test_a_completion_for_an_execution_not_visible_yet_is_deferred_then_delivere
     assert worker.stats().get("activities", 0) == 0
 
 
-def test_an_event_for_an_instance_that_does_not_exist_yet_waits_for_it(
-    clocked_store, clocked_client, clock: FakeClock
-):
+def test_an_event_for_an_instance_that_does_not_exist_yet_waits_for_it(clocked_store, clocked_client, clock: FakeClock):
     """Invariant 3 for a missing instance: an event enqueued before its instance exists is
     deferred (not deleted) by every lock that sees it, and delivered once the instance is
     created.

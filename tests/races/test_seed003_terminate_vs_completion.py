@@ -104,9 +104,7 @@ def test_terminate_between_an_activity_finishing_and_its_completion_being_writte
     assert "finished after the instance was TERMINATED" in text and "lease lost" not in text
 
 
-def test_a_worker_whose_lease_was_taken_over_cannot_commit_its_turn(
-    clocked_store, clocked_client, clock: FakeClock
-):
+def test_a_worker_whose_lease_was_taken_over_cannot_commit_its_turn(clocked_store, clocked_client, clock: FakeClock):
     """Invariant 2: w1 locks the instance, then stalls past its lease; w2 takes the instance over. w1's
     commit comes first but is ``LEASE_LOST`` and writes nothing (renewing raises
     ``LeaseLost``); w2's turn, committed after, stands: one turn in history, one task.

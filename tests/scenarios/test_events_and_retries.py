@@ -78,7 +78,9 @@ async def exhausted(ctx: perdure.OrchestrationContext, _: None) -> str:
 
 @app.orchestration
 async def non_retryable(ctx: perdure.OrchestrationContext, _: None) -> str:
-    policy = perdure.RetryPolicy(max_attempts=5, first_delay=timedelta(milliseconds=10), non_retryable=(PermanentError,))
+    policy = perdure.RetryPolicy(
+        max_attempts=5, first_delay=timedelta(milliseconds=10), non_retryable=(PermanentError,)
+    )
     try:
         await ctx.call_activity(permanent, None, retry=policy)
     except perdure.ActivityError as err:

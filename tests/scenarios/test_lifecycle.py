@@ -121,8 +121,12 @@ def test_events_arriving_during_continue_as_new_are_kept(store, client):
 def test_terminate_cascades_to_unfinished_children(store, client):
     with _worker(store):
         iid = client.start(parent_of_waiters, None, instance_id="tp")
-        _until(lambda: len(client.list(parent_instance_id="tp").items) == 2
-               and all(c.status.value == "RUNNING" for c in client.list(parent_instance_id="tp").items))
+        _until(
+            lambda: (
+                len(client.list(parent_instance_id="tp").items) == 2
+                and all(c.status.value == "RUNNING" for c in client.list(parent_instance_id="tp").items)
+            )
+        )
         client.terminate(iid, reason="operator says stop")
         state = client.wait(iid, timeout=10)
         children = client.list(parent_instance_id="tp").items

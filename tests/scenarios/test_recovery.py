@@ -64,9 +64,24 @@ def test_worker_process_killed_mid_activity_is_taken_over_after_lease_expiry(sto
     iid = client.start(pipeline, args, instance_id="crash-1")
     env = {**os.environ, "PERDURE_TEST_HANG": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "perdure.cli", "--store", url, "worker", "--app",
-         "tests.scenarios.crash_app:app", "--lease", "1", "--poll-interval", "0.05"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "perdure.cli",
+            "--store",
+            url,
+            "worker",
+            "--app",
+            "tests.scenarios.crash_app:app",
+            "--lease",
+            "1",
+            "--poll-interval",
+            "0.05",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         _until(lambda: any(tmp_path.glob(f"started-0-{proc.pid}")))

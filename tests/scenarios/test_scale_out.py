@@ -43,9 +43,24 @@ def _workers(url: str, count: int, lease: float) -> list[subprocess.Popen]:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
     return [
         subprocess.Popen(
-            [sys.executable, "-m", "perdure.cli", "--store", url, "worker", "--app",
-             "tests.scenarios.scale_app:app", "--lease", str(lease), "--poll-interval", "0.2"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "perdure.cli",
+                "--store",
+                url,
+                "worker",
+                "--app",
+                "tests.scenarios.scale_app:app",
+                "--lease",
+                str(lease),
+                "--poll-interval",
+                "0.2",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         for _ in range(count)
     ]
@@ -68,8 +83,14 @@ def _assert_exactly_once(client: perdure.Client, ids: list[str], n_of: dict[str,
         assert state.status is perdure.OrchestrationStatus.COMPLETED, (iid, state.failure)
         assert state.output == expected(n_of[iid])
         history = client.get(iid, history=True).history
-        for kind in (ActivityScheduled, ActivityCompleted, TimerCreated, TimerFired,
-                     SubOrchestrationCreated, SubOrchestrationCompleted):
+        for kind in (
+            ActivityScheduled,
+            ActivityCompleted,
+            TimerCreated,
+            TimerFired,
+            SubOrchestrationCreated,
+            SubOrchestrationCompleted,
+        ):
             per_task = Counter(e.task_id for e in history if isinstance(e, kind))
             assert all(c == 1 for c in per_task.values()), (iid, kind.__name__, per_task)
         assert sum(isinstance(e, ActivityCompleted) for e in history) == 2

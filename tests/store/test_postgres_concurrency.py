@@ -69,20 +69,13 @@ def race(url: str, owner: str, results: Any) -> None:
                             *(m.event for m in item.messages),
                         ],
                         consumed=[m.message_id for m in item.messages],
-                        status=OrchestrationStatus.RUNNING
-                        if more
-                        else OrchestrationStatus.COMPLETED,
-                        messages=[Message(iid, EventRaised(name=f"e{done + 1}"), 1)]
-                        if more
-                        else [],
+                        status=OrchestrationStatus.RUNNING if more else OrchestrationStatus.COMPLETED,
+                        messages=[Message(iid, EventRaised(name=f"e{done + 1}"), 1)] if more else [],
                     )
                 )
             committing = time.time()
             outcomes = store.commit_turns(commits)
-            turns.extend(
-                (c.instance_id, locked, committing, o.value)
-                for c, o in zip(commits, outcomes, strict=True)
-            )
+            turns.extend((c.instance_id, locked, committing, o.value) for c, o in zip(commits, outcomes, strict=True))
     finally:
         store.close()
         results.put((owner, turns))
@@ -166,9 +159,7 @@ def test_activity_tasks_are_claimed_by_one_connection_each(pg_url: str) -> None:
             s.close()
 
 
-def race_commit_and_takeover(
-    a: PostgresStore, b: PostgresStore, held: Any
-) -> tuple[list[Outcome], list[Any]]:
+def race_commit_and_takeover(a: PostgresStore, b: PostgresStore, held: Any) -> tuple[list[Outcome], list[Any]]:
     """Run A's commit of ``held`` and B's lock of the same instance at the same moment."""
     barrier = threading.Barrier(2)
     outcome: list[Outcome] = []

@@ -44,9 +44,7 @@ def stores(pg_url: str) -> Iterator[Callable[..., PostgresStore]]:
         store.close()
 
 
-def woken(
-    store: PostgresStore, topic: str, action: Callable[[], Any], timeout: float = 1.0
-) -> float | None:
+def woken(store: PostgresStore, topic: str, action: Callable[[], Any], timeout: float = 1.0) -> float | None:
     """Seconds until ``topic`` is signalled on ``store`` after ``action``, or None."""
     seen = store.notifier.snapshot((topic,))
     started = time.monotonic()
@@ -60,21 +58,12 @@ def test_writes_wake_the_waiters_of_another_store_within_a_second(
     stores: Callable[..., PostgresStore],
 ) -> None:
     writer, idle = stores(), stores()
-    assert (
-        woken(idle, ORCHESTRATIONS, lambda: writer.create_instance(NewInstance("i1", "wf", None)))
-        is not None
-    )
-    assert (
-        woken(idle, INSTANCES, lambda: writer.create_instance(NewInstance("i2", "wf", None)))
-        is not None
-    )
+    assert woken(idle, ORCHESTRATIONS, lambda: writer.create_instance(NewInstance("i1", "wf", None))) is not None
+    assert woken(idle, INSTANCES, lambda: writer.create_instance(NewInstance("i2", "wf", None))) is not None
     item = lock_one(writer, "i1")
     assert woken(idle, ACTIVITIES, lambda: commit(writer, item, activities=[task()])) is not None
     event = EventRaised(name="E")
-    assert (
-        woken(idle, ORCHESTRATIONS, lambda: writer.enqueue_messages([Message("i1", event)]))
-        is not None
-    )
+    assert woken(idle, ORCHESTRATIONS, lambda: writer.enqueue_messages([Message("i1", event)])) is not None
 
 
 def test_a_rolled_back_write_wakes_nobody(stores: Callable[..., PostgresStore]) -> None:
@@ -94,39 +83,19 @@ def test_reads_wake_nobody(stores: Callable[..., PostgresStore]) -> None:
     running(writer, "i1")
     time.sleep(0.1)  # let the notifications of the setup arrive
     for topic in TOPICS:
-        assert (
-            woken(
-                idle, topic, lambda: (writer.get_instance("i1"), writer.queue_stats()), timeout=0.2
-            )
-            is None
-        )
+        assert woken(idle, topic, lambda: (writer.get_instance("i1"), writer.queue_stats()), timeout=0.2) is None
 
 
 def test_notify_off_sends_and_listens_to_nothing(stores: Callable[..., PostgresStore]) -> None:
     quiet, idle = stores(notify=False), stores()
     assert quiet.listener is None
-    assert (
-        woken(
-            idle, ORCHESTRATIONS, lambda: quiet.create_instance(NewInstance("i1", "wf", None)), 0.3
-        )
-        is None
-    )
-    assert (
-        woken(
-            quiet, ORCHESTRATIONS, lambda: idle.create_instance(NewInstance("i2", "wf", None)), 0.3
-        )
-        is None
-    )
+    assert woken(idle, ORCHESTRATIONS, lambda: quiet.create_instance(NewInstance("i1", "wf", None)), 0.3) is None
+    assert woken(quiet, ORCHESTRATIONS, lambda: idle.create_instance(NewInstance("i2", "wf", None)), 0.3) is None
     # its own process is still woken directly
-    assert (
-        woken(quiet, ORCHESTRATIONS, lambda: quiet.create_instance(NewInstance("i3", "wf", None)))
-        is not None
-    )
+    assert woken(quiet, ORCHESTRATIONS, lambda: quiet.create_instance(NewInstance("i3", "wf", None))) is not None
 
 
-def test_the_listener_reconnects_after_losing_its_connection(
-    stores: Callable[..., PostgresStore], pg_url: str
-) -> None:
+def test_the_listener_reconnects_after_losing_its_connection(stores: Callable[..., PostgresStore], pg_url: str) -> None:
     writer, idle = stores(), stores(application_name="idle")
     assert idle.listener is not None
     seen = idle.notifier.snapshot(TOPICS)
@@ -142,10 +111,7 @@ def test_the_listener_reconnects_after_losing_its_connection(
     assert idle.listener.connections == 2 and idle.listener.wait_listening(5)
     # after a reconnection every topic is signalled: something may have been missed
     assert idle.notifier.wait(TOPICS, seen, 1.0)
-    assert (
-        woken(idle, ORCHESTRATIONS, lambda: writer.create_instance(NewInstance("i1", "wf", None)))
-        is not None
-    )
+    assert woken(idle, ORCHESTRATIONS, lambda: writer.create_instance(NewInstance("i1", "wf", None))) is not None
 
 
 def test_close_stops_the_listener_at_once(stores: Callable[..., PostgresStore]) -> None:

@@ -112,9 +112,7 @@ def test_a_worker_finishes_its_orchestrations_across_a_server_restart(
     store = PostgresStore(owned_url)
     client = perdure.Client(store)
     try:
-        with perdure.Worker(
-            app, store, lease_seconds=2.0, poll_interval=0.2, heartbeat_interval=0.5
-        ):
+        with perdure.Worker(app, store, lease_seconds=2.0, poll_interval=0.2, heartbeat_interval=0.5):
             ids = [client.start(steps, 12) for _ in range(3)]
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:

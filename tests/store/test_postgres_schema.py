@@ -52,9 +52,7 @@ def catalog(url: str) -> dict[str, list[tuple[Any, ...]]]:
         return {name: conn.execute(query).fetchall() for name, query in CATALOG.items()}  # type: ignore[arg-type]
 
 
-def test_applying_every_migration_yields_exactly_schema_sql(
-    empty_url: str, other_empty_url: str
-) -> None:
+def test_applying_every_migration_yields_exactly_schema_sql(empty_url: str, other_empty_url: str) -> None:
     latest = pg_migrations.package_migrations()[-1].version
     with psycopg.connect(empty_url, autocommit=True) as conn:
         assert pg_migrations.migrate(conn, now=1.0) == latest
@@ -109,9 +107,7 @@ def test_workers_opening_a_new_database_at_once_migrate_it_once(empty_url: str) 
 def test_a_newer_schema_is_refused(empty_url: str) -> None:
     PostgresStore(empty_url, notify=False).close()
     with psycopg.connect(empty_url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO schema_migrations VALUES (99, '0099_future.sql', %s)", (time.time(),)
-        )
+        conn.execute("INSERT INTO schema_migrations VALUES (99, '0099_future.sql', %s)", (time.time(),))
     with pytest.raises(SchemaVersionError, match="version 99"):
         PostgresStore(empty_url, notify=False)
 
@@ -122,16 +118,13 @@ def test_an_older_schema_gets_only_its_missing_migrations(empty_url: str, tmp_pa
         (tmp_path / migration.name).write_text(migration.sql)
     latest = pg_migrations.package_migrations()[-1].version
     (tmp_path / f"{latest + 1:04d}_add_note.sql").write_text(
-        "ALTER TABLE instances ADD COLUMN note TEXT;\n"
-        "CREATE INDEX instances_by_note ON instances (note);\n"
+        "ALTER TABLE instances ADD COLUMN note TEXT;\nCREATE INDEX instances_by_note ON instances (note);\n"
     )
     later = pg_migrations.migrations_from_dir(tmp_path)
     with psycopg.connect(empty_url, autocommit=True) as conn:
         assert pg_migrations.migrate(conn, now=2.0, migrations=later) == latest + 1
         assert pg_migrations.migrate(conn, now=3.0, migrations=later) == latest + 1  # idempotent
-        rows = conn.execute(
-            "SELECT version, applied_at FROM schema_migrations ORDER BY version"
-        ).fetchall()
+        rows = conn.execute("SELECT version, applied_at FROM schema_migrations ORDER BY version").fetchall()
         assert [v for v, _ in rows] == list(range(1, latest + 2)) and rows[-1][1] == 2.0
         assert conn.execute("SELECT note FROM instances").fetchall() == []
 
@@ -141,14 +134,10 @@ def test_a_failing_migration_changes_nothing(empty_url: str, tmp_path: Path) -> 
     for migration in pg_migrations.package_migrations():
         (tmp_path / migration.name).write_text(migration.sql)
     latest = pg_migrations.package_migrations()[-1].version
-    (tmp_path / f"{latest + 1:04d}_broken.sql").write_text(
-        "ALTER TABLE instances ADD COLUMN note TEXT;\nSELECT 1/0;\n"
-    )
+    (tmp_path / f"{latest + 1:04d}_broken.sql").write_text("ALTER TABLE instances ADD COLUMN note TEXT;\nSELECT 1/0;\n")
     with psycopg.connect(empty_url, autocommit=True) as conn:
         with pytest.raises(psycopg.errors.DivisionByZero):
-            pg_migrations.migrate(
-                conn, now=2.0, migrations=pg_migrations.migrations_from_dir(tmp_path)
-            )
+            pg_migrations.migrate(conn, now=2.0, migrations=pg_migrations.migrations_from_dir(tmp_path))
         assert pg_migrations.schema_version(conn) == latest
         columns = conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'instances'"

@@ -128,9 +128,7 @@ def test_every_named_query_compiles_against_the_schema(tmp_path: Path) -> None:
     for name in Q.names():
         sql = getattr(Q, name)
         names = re.findall(r":([a-z_]+)", sql)
-        params: dict[str, object] | tuple[None, ...] = (
-            dict.fromkeys(names) if names else (None,) * sql.count("?")
-        )
+        params: dict[str, object] | tuple[None, ...] = dict.fromkeys(names) if names else (None,) * sql.count("?")
         conn.execute(f"EXPLAIN {sql}", params)
 
 

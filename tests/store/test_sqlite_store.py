@@ -98,15 +98,11 @@ def test_two_store_objects_on_one_file_never_both_hold_an_instance(tmp_path: Pat
         barrier = threading.Barrier(2 * per_store, timeout=20)
         won = []
 
-        def racer(
-            store: SQLiteStore, barrier: threading.Barrier = barrier, won: list = won
-        ) -> None:
+        def racer(store: SQLiteStore, barrier: threading.Barrier = barrier, won: list = won) -> None:
             barrier.wait()
             won.extend(lock(store, instance_ids=["i1"]))
 
-        threads = [
-            threading.Thread(target=racer, args=(s,)) for s in stores for _ in range(per_store)
-        ]
+        threads = [threading.Thread(target=racer, args=(s,)) for s in stores for _ in range(per_store)]
         for t in threads:
             t.start()
         for t in threads:
@@ -163,9 +159,7 @@ _WRITER = textwrap.dedent(
 def test_nothing_is_lost_or_half_written_when_the_process_is_killed(tmp_path: Path) -> None:
     path = tmp_path / "kill.db"
     env = {**os.environ, "PYTHONPATH": SRC}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(path)], env=env, stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         time.sleep(0.4)

@@ -54,9 +54,7 @@ class OrchestrationHost(Protocol):
     def schedule_activity(
         self, name: str, input: Any, attempt: int, max_attempts: int | None = None
     ) -> ActivityTask[Any]: ...
-    def start_sub_orchestration(
-        self, name: str, input: Any, instance_id: str | None
-    ) -> SubOrchestrationTask[Any]: ...
+    def start_sub_orchestration(self, name: str, input: Any, instance_id: str | None) -> SubOrchestrationTask[Any]: ...
     def create_timer(self, fire_at: float, purpose: str) -> TimerTask: ...
     def wait_for_event(self, name: str, timeout: timedelta | None) -> EventTask[Any]: ...
     def set_custom_status(self, status: Any) -> None: ...
@@ -76,9 +74,7 @@ class ReplaySafeLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         """False while replaying; otherwise the wrapped logger decides."""
         return not self._context.is_replaying and self.logger.isEnabledFor(level)
 
-    def process(
-        self, msg: Any, kwargs: MutableMapping[str, Any]
-    ) -> tuple[Any, MutableMapping[str, Any]]:
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         """Add the instance and execution ids to the record."""
         extra = dict(kwargs.get("extra") or {})
         extra.setdefault("instance_id", self._context.instance_id)
@@ -267,8 +263,7 @@ def _tasks(what: str, tasks: Iterable[Task[Any]]) -> list[Task[Any]]:
     for child in children:
         if not isinstance(child, Task):
             raise InvalidInputError(
-                f"{what} takes tasks from the context (ctx.call_activity, ctx.create_timer, ...), "
-                f"got {child!r}"
+                f"{what} takes tasks from the context (ctx.call_activity, ctx.create_timer, ...), got {child!r}"
             )
     return children
 

@@ -180,14 +180,9 @@ class OrchestrationExecutor:
         """Replay ``past`` (on a fresh executor; pass ``()`` afterwards), then apply the
         turn's ``new`` events: ``TurnStarted`` first, then the delivered messages."""
         if self._finished:
-            raise RuntimeError(
-                f"execution {self._execution_id} of {self._instance_id!r} has ended; "
-                f"use a new executor"
-            )
+            raise RuntimeError(f"execution {self._execution_id} of {self._instance_id!r} has ended; use a new executor")
         if self._used and past:
-            raise ValueError(
-                "this executor already holds its history: pass past=() and only the new events"
-            )
+            raise ValueError("this executor already holds its history: pass past=() and only the new events")
         self._used = True
         self._new_events = []
         self._commands = []
@@ -240,18 +235,14 @@ class OrchestrationExecutor:
         )
         return task
 
-    def start_sub_orchestration(
-        self, name: str, input: Any, instance_id: str | None
-    ) -> SubOrchestrationTask[Any]:
+    def start_sub_orchestration(self, name: str, input: Any, instance_id: str | None) -> SubOrchestrationTask[Any]:
         """Record the start of a child (generated id unless ``instance_id``) and return its task."""
         task_id = self._issue_task_id()
         child_id = instance_id or child_instance_id(self._instance_id, self._execution_id, task_id)
         task: SubOrchestrationTask[Any] = SubOrchestrationTask(task_id, name, child_id, self._now)
         self._open[task_id] = task
         self._emit(
-            SubOrchestrationCreated(
-                timestamp=self._now, task_id=task_id, name=name, instance_id=child_id, input=input
-            ),
+            SubOrchestrationCreated(timestamp=self._now, task_id=task_id, name=name, instance_id=child_id, input=input),
             StartSubOrchestration(task_id=task_id, name=name, instance_id=child_id, input=input),
         )
         return task
@@ -278,9 +269,7 @@ class OrchestrationExecutor:
         timer = None
         if timeout is not None:
             timer = self.create_timer(self._now + timeout.total_seconds(), "timeout")
-        task = EventTask(
-            name, self._now, timer=timer, timeout=timeout, on_timeout=self._waiters.remove
-        )
+        task = EventTask(name, self._now, timer=timer, timeout=timeout, on_timeout=self._waiters.remove)
         self._waiters.append(task)
         return task
 
@@ -329,9 +318,7 @@ class OrchestrationExecutor:
             self._append(event)
             return
         if isinstance(event, (*OUTPUT_EVENTS, *_RECORDS)):
-            raise ValueError(
-                f"{type(event).__name__} is not a message; only messages can be delivered"
-            )
+            raise ValueError(f"{type(event).__name__} is not a message; only messages can be delivered")
         if self._divergence is not None and not self._finished:
             self._fail(Failure.from_exception(self._divergence))
         if self._finished:
@@ -408,9 +395,7 @@ class OrchestrationExecutor:
                     self._act(message)
                 return
             case _:
-                raise ValueError(
-                    f"{type(event).__name__} is not a message an orchestration can act on"
-                )
+                raise ValueError(f"{type(event).__name__} is not a message an orchestration can act on")
         self._drive()
 
     def _deliver_event(self, event: EventRaised) -> None:
@@ -461,9 +446,7 @@ class OrchestrationExecutor:
         elif isinstance(yielded, Task):
             self._awaiting = yielded
         else:
-            self._fail(
-                Failure.from_exception(TypeError(_foreign_await_message(self._name, yielded)))
-            )
+            self._fail(Failure.from_exception(TypeError(_foreign_await_message(self._name, yielded))))
 
     def _returned(self, result: Any) -> None:
         try:
@@ -495,21 +478,15 @@ class OrchestrationExecutor:
 
     def _terminate(self, reason: str | None) -> None:
         children = [
-            t
-            for t in self._open.values()
-            if isinstance(t, SubOrchestrationTask) and t.task_id not in self._arrived
+            t for t in self._open.values() if isinstance(t, SubOrchestrationTask) and t.task_id not in self._arrived
         ]
         self._finish(OrchestrationStatus.TERMINATED)
         self._command(TerminateOrchestration(reason=reason))
-        cascade = f"parent instance {self._instance_id!r} was terminated" + (
-            f": {reason}" if reason else ""
-        )
+        cascade = f"parent instance {self._instance_id!r} was terminated" + (f": {reason}" if reason else "")
         for child in children:
             self._command(TerminateSubOrchestration(instance_id=child.instance_id, reason=cascade))
 
-    def _finish(
-        self, status: OrchestrationStatus, *, output: Any = None, failure: Failure | None = None
-    ) -> None:
+    def _finish(self, status: OrchestrationStatus, *, output: Any = None, failure: Failure | None = None) -> None:
         self._finished = True
         self._status, self._output, self._failure = status, output, failure
         self._awaiting = None
@@ -557,9 +534,7 @@ class OrchestrationExecutor:
                 f"inconsistent"
             )
         message = encode_event(event)
-        self._append(
-            MessageDiscarded(timestamp=self._now, reason=reason, message=message, detail=detail)
-        )
+        self._append(MessageDiscarded(timestamp=self._now, reason=reason, message=message, detail=detail))
 
     def _discard_after_end(self, event: HistoryEvent) -> None:
         carry = self._continue is not None and self._continue[1]
@@ -618,9 +593,7 @@ class OrchestrationExecutor:
         commands = list(self._commands)
         if self._continue_pending:
             assert self._continue is not None
-            commands.append(
-                ContinueAsNew(input=self._continue[0], carried_events=tuple(self._carried))
-            )
+            commands.append(ContinueAsNew(input=self._continue[0], carried_events=tuple(self._carried)))
         return Turn(
             execution_id=self._execution_id,
             new_events=tuple(self._new_events),
@@ -645,23 +618,17 @@ class OrchestrationExecutor:
             if task.task_id in self._arrived:
                 continue
             if isinstance(task, ActivityTask):
-                activities.append(
-                    AwaitedActivity(task.task_id, task.name, task.attempt, task.scheduled_at)
-                )
+                activities.append(AwaitedActivity(task.task_id, task.name, task.attempt, task.scheduled_at))
             elif isinstance(task, TimerTask):
                 if not task.superseded:
                     timers.append(AwaitedTimer(task.task_id, task.fire_at, task.purpose))
             else:
-                children.append(
-                    AwaitedChild(task.task_id, task.name, task.instance_id, task.scheduled_at)
-                )
+                children.append(AwaitedChild(task.task_id, task.name, task.instance_id, task.scheduled_at))
         events = [AwaitedEvent(w.name, w.since, w.timeout_at) for w in self._waiters]
         return WaitingOn(tuple(activities), tuple(timers), tuple(children), tuple(events))
 
 
-def execute(
-    app: App, instance_id: str, past: Sequence[HistoryEvent], new: Sequence[HistoryEvent]
-) -> Turn:
+def execute(app: App, instance_id: str, past: Sequence[HistoryEvent], new: Sequence[HistoryEvent]) -> Turn:
     """Run one turn on a fresh executor: replay ``past``, then apply ``new``."""
     return OrchestrationExecutor(app, instance_id).execute(past, new)
 
@@ -743,8 +710,6 @@ def _explain_asyncio(exc: Exception, name: str | None) -> Exception:
         what = "used asyncio"
     if what is None:
         return exc
-    error = TypeError(
-        f"orchestration {name!r} {what}, which needs a running event loop. {_REMEDY_AWAIT}"
-    )
+    error = TypeError(f"orchestration {name!r} {what}, which needs a running event loop. {_REMEDY_AWAIT}")
     error.__cause__ = exc
     return error

@@ -20,11 +20,7 @@ MAX_RETRY_DELAY = timedelta(days=3650)
 
 def qualified_name(kind: type[BaseException]) -> str:
     """The name :meth:`Failure.from_exception` records for exceptions of class ``kind``."""
-    return (
-        kind.__qualname__
-        if kind.__module__ == "builtins"
-        else f"{kind.__module__}.{kind.__qualname__}"
-    )
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,22 +62,17 @@ class RetryPolicy:
             _check_delay("max_delay", self.max_delay, allow_zero=False)
             if self.max_delay < self.first_delay:
                 raise InvalidInputError(
-                    f"max_delay ({self.max_delay}) must not be shorter than "
-                    f"first_delay ({self.first_delay})"
+                    f"max_delay ({self.max_delay}) must not be shorter than first_delay ({self.first_delay})"
                 )
         if self.timeout is not None:
             _check_delay("timeout", self.timeout, allow_zero=False)
         if isinstance(self.non_retryable, (str, type)):
-            raise InvalidInputError(
-                "non_retryable must be a tuple of exception classes or type names"
-            )
+            raise InvalidInputError("non_retryable must be a tuple of exception classes or type names")
         entries = tuple(self.non_retryable)
         for entry in entries:
             is_class = isinstance(entry, type) and issubclass(entry, BaseException)
             if not is_class and not (isinstance(entry, str) and entry):
-                raise InvalidInputError(
-                    f"non_retryable entries must be exception classes or type names, got {entry!r}"
-                )
+                raise InvalidInputError(f"non_retryable entries must be exception classes or type names, got {entry!r}")
         object.__setattr__(self, "non_retryable", entries)
         if self.retry_if is not None and not callable(self.retry_if):
             raise InvalidInputError(f"retry_if must be callable, got {self.retry_if!r}")

@@ -134,16 +134,11 @@ class SubOrchestrationTask(Task[T]):
 
     def _fail(self, failure: Failure) -> None:
         self.failure = failure
-        message = (
-            f"sub-orchestration {self.name!r} (instance {self.instance_id!r}) failed: {failure}"
-        )
+        message = f"sub-orchestration {self.name!r} (instance {self.instance_id!r}) failed: {failure}"
         self._reject(SubOrchestrationError(message, failure))
 
     def __repr__(self) -> str:
-        return (
-            f"<SubOrchestrationTask {self.name!r} instance {self.instance_id!r} "
-            f"task {self.task_id} {self._state()}>"
-        )
+        return f"<SubOrchestrationTask {self.name!r} instance {self.instance_id!r} task {self.task_id} {self._state()}>"
 
 
 class TimerTask(Task[None]):
@@ -197,11 +192,7 @@ class EventTask(Task[T]):
     def _child_settled(self, child: Task[Any]) -> None:
         if self._complete:
             return
-        self._reject(
-            TaskTimeoutError(
-                f"timed out after {self.timeout} waiting for external event {self.name!r}"
-            )
-        )
+        self._reject(TaskTimeoutError(f"timed out after {self.timeout} waiting for external event {self.name!r}"))
         if self._on_timeout is not None:
             self._on_timeout(self)
 
@@ -255,9 +246,7 @@ class RetryableTask(Task[T]):
             return
         now = self._clock()
         try:
-            delay = self.policy.next_delay(
-                failure, self.attempt, timedelta(seconds=now - self._first_at)
-            )
+            delay = self.policy.next_delay(failure, self.attempt, timedelta(seconds=now - self._first_at))
         except Exception as exc:  # the user's retry_if raised: surface it in the orchestrator
             self._reject(exc)
             return
@@ -275,11 +264,7 @@ class RetryableTask(Task[T]):
             why = f" (retry timeout of {self.policy.timeout} reached)"
         else:
             why = ""
-        kind = (
-            type(task.exception)
-            if isinstance(task.exception, OrchestrationError)
-            else ActivityError
-        )
+        kind = type(task.exception) if isinstance(task.exception, OrchestrationError) else ActivityError
         return kind(f"{self.what} failed after {attempts}{why}: {failure}", failure)
 
     def __repr__(self) -> str:

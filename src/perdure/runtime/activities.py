@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import queue
@@ -177,8 +178,7 @@ class ActivityDispatcher:
         self.counters["activities_instance_terminal"] += 1
         state = instance.status.value if instance is not None else "gone (purged)"
         log.info(
-            "activity %r (task %d) of instance %r finished after the instance was %s: "
-            "result discarded and recorded",
+            "activity %r (task %d) of instance %r finished after the instance was %s: result discarded and recorded",
             item.name,
             item.task_id,
             item.instance_id,
@@ -227,7 +227,7 @@ class ActivityDispatcher:
         try:
             result = registration.fn(item.input) if self._takes_input[item.name] else registration.fn()
             event = self._completed(item, result)
-        except BaseException as exc:  # noqa: BLE001 - every failure is reported as data
+        except BaseException as exc:
             event = ActivityFailed(task_id=item.task_id, failure=Failure.from_exception(exc), timestamp=self.clock())
         finally:
             reset_activity_info(token)
@@ -239,7 +239,7 @@ class ActivityDispatcher:
         try:
             args = (item.input,) if self._takes_input[item.name] else ()
             event = self._completed(item, await registration.fn(*args))
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             event = ActivityFailed(task_id=item.task_id, failure=Failure.from_exception(exc), timestamp=self.clock())
         finally:
             reset_activity_info(token)
@@ -302,10 +302,8 @@ class ActivityDispatcher:
             leftovers = list(self._running.values())
             self._running.clear()
         for running in leftovers:
-            try:
+            with contextlib.suppress(LeaseLost):
                 self.store.abandon_activity(running.item.task_row_id, running.lease_token)
-            except LeaseLost:
-                pass
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
@@ -321,6 +319,4 @@ def _takes_input(fn: Callable[..., Any]) -> bool:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
         return True
-    return any(
-        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params
-    )
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)

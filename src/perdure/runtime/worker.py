@@ -77,15 +77,21 @@ class Worker:
         self._stop.clear()
         self._started_at = self.clock()
         self._heartbeat()
-        threads = [threading.Thread(target=self._orchestration_loop, name=f"perdure-orch-{i}", daemon=True)
-                   for i in range(self.options.orchestration_concurrency)]
+        threads = [
+            threading.Thread(target=self._orchestration_loop, name=f"perdure-orch-{i}", daemon=True)
+            for i in range(self.options.orchestration_concurrency)
+        ]
         threads.append(threading.Thread(target=self._activity_loop, name="perdure-activities", daemon=True))
         threads.append(threading.Thread(target=self._housekeeping_loop, name="perdure-housekeeping", daemon=True))
         self._threads = threads
         for thread in threads:
             thread.start()
-        log.info("worker %s started: %d orchestrations, %d activities registered",
-                 self.worker_id, len(self.app.orchestrations), len(self.app.activities))
+        log.info(
+            "worker %s started: %d orchestrations, %d activities registered",
+            self.worker_id,
+            len(self.app.orchestrations),
+            len(self.app.activities),
+        )
         return self
 
     def stop(self, timeout: float | None = None) -> None:

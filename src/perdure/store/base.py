@@ -579,9 +579,7 @@ class Store(Protocol):
         :meth:`instance_counts`, ``offset`` reads the age at any rank (percentiles) through the
         (status, created_at) index, without reading every row."""
 
-    def stalled_instances(
-        self, *, progress_before: float, limit: int = 100
-    ) -> tuple[int, list[InstanceSummary]]:
+    def stalled_instances(self, *, progress_before: float, limit: int = 100) -> tuple[int, list[InstanceSummary]]:
         """Non-terminal instances (PENDING, RUNNING, SUSPENDED) whose last progress
         (``last_progress_at``, or ``created_at`` if they never progressed) is earlier than
         ``progress_before``: how many there are, and the ``limit`` stalest of them, stalest

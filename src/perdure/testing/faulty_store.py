@@ -141,9 +141,7 @@ class FaultyStore:
         inner.fault_hook = self._inside  # type: ignore[misc]
 
     @classmethod
-    def from_env(
-        cls, inner: Store, extra: Iterable[Fault | str] = (), variable: str = ENV_VAR
-    ) -> FaultyStore:
+    def from_env(cls, inner: Store, extra: Iterable[Fault | str] = (), variable: str = ENV_VAR) -> FaultyStore:
         """A wrapper with the faults listed (comma-separated specs) in ``$variable``, then
         ``extra``."""
         specs = [s for s in os.environ.get(variable, "").split(",") if s.strip()]

@@ -50,9 +50,7 @@ COMPLETIONS = (
 COMPLETION_KINDS = frozenset(c.__name__ for c in COMPLETIONS)
 SCHEDULED = (ActivityScheduled, TimerCreated, SubOrchestrationCreated)
 ENDINGS = (ExecutionCompleted, ExecutionFailed, ContinuedAsNew, ExecutionTerminated)
-KNOWN_REASONS = frozenset(
-    v for k, v in vars(DiscardReason).items() if not k.startswith("_") and isinstance(v, str)
-)
+KNOWN_REASONS = frozenset(v for k, v in vars(DiscardReason).items() if not k.startswith("_") and isinstance(v, str))
 
 
 def all_instances(store: Store) -> list[InstanceRecord]:
@@ -69,10 +67,7 @@ def all_instances(store: Store) -> list[InstanceRecord]:
 
 def histories(store: Store, instance_id: str, last: int) -> dict[int, list[HistoryEvent]]:
     """The histories of executions ``1..last`` of an instance."""
-    return {
-        e: [r.event for r in store.get_history(instance_id, execution_id=e)]
-        for e in range(1, last + 1)
-    }
+    return {e: [r.event for r in store.get_history(instance_id, execution_id=e)] for e in range(1, last + 1)}
 
 
 def history_violations(store: Store, instance: InstanceRecord) -> list[str]:
@@ -111,9 +106,7 @@ def waiting_violations(store: Store, instance: InstanceRecord) -> list[str]:
     if status.is_terminal:
         return []
     iid, current = instance.instance_id, instance.execution_id
-    messages = [
-        m for m in store.pending_messages(iid) if m.execution_id in (None, current)
-    ]
+    messages = [m for m in store.pending_messages(iid) if m.execution_id in (None, current)]
     if status is OrchestrationStatus.PENDING or instance.history_event_count == 0:
         if not any(isinstance(m.event, ExecutionStarted) for m in messages):
             return [f"{iid!r} execution {current} has not started and no start is queued"]
@@ -122,9 +115,7 @@ def waiting_violations(store: Store, instance: InstanceRecord) -> list[str]:
     suspended = status is OrchestrationStatus.SUSPENDED  # it also waits for a resume
     if waiting.is_empty() and not messages and not suspended:
         return [f"{iid!r} is {status.value} with nothing to wait on and no message queued"]
-    arriving = {
-        getattr(m.event, "task_id", None) for m in messages if isinstance(m.event, COMPLETIONS)
-    }
+    arriving = {getattr(m.event, "task_id", None) for m in messages if isinstance(m.event, COMPLETIONS)}
     tasks = {t.task_id for t in store.activity_tasks(iid) if t.execution_id == current}
     out = []
     for activity in waiting.activities:
@@ -164,10 +155,7 @@ def settled_violations(store: Store, instance: InstanceRecord) -> list[str]:
         f"{iid!r}: message {type(m.event).__name__} for execution {m.execution_id} still queued"
         for m in store.pending_messages(iid)
     ]
-    out += [
-        f"{iid!r}: activity task {t.name!r} (task {t.task_id}) still queued"
-        for t in store.activity_tasks(iid)
-    ]
+    out += [f"{iid!r}: activity task {t.name!r} (task {t.task_id}) still queued" for t in store.activity_tasks(iid)]
     recorded: dict[int, set[int]] = defaultdict(set)
     for d in store.discarded_messages(instance_id=iid, limit=100_000):
         if d.reason not in KNOWN_REASONS:
@@ -222,9 +210,7 @@ def violations(
     return out
 
 
-def assert_invariants(
-    store: Store, instance_ids: Iterable[str] | None = None, *, settled: bool = False
-) -> None:
+def assert_invariants(store: Store, instance_ids: Iterable[str] | None = None, *, settled: bool = False) -> None:
     """Raise ``AssertionError`` listing every violation found by :func:`violations`."""
     found = violations(store, instance_ids, settled=settled)
     if found:

@@ -72,15 +72,9 @@ def prepare_turn(commit: TurnCommit) -> PreparedTurn:
         failure=failure_text(commit.failure),
         custom_status=payload(commit.custom_status, "custom status"),
         waiting_on=waiting_text(commit.waiting_on),
-        activity_inputs=tuple(
-            payload(a.input, f"input of activity {a.name!r}") for a in commit.activities
-        ),
-        messages=tuple(
-            (type(m.event).__name__, dumps_checked(m.event, "a message")) for m in commit.messages
-        ),
-        carried=tuple(
-            (type(e).__name__, dumps_checked(e, "a carried event")) for e in commit.carried_events
-        ),
+        activity_inputs=tuple(payload(a.input, f"input of activity {a.name!r}") for a in commit.activities),
+        messages=tuple((type(m.event).__name__, dumps_checked(m.event, "a message")) for m in commit.messages),
+        carried=tuple((type(e).__name__, dumps_checked(e, "a carried event")) for e in commit.carried_events),
         continue_as_new_input=payload(commit.continue_as_new_input, "continue-as-new input"),
     )
 
@@ -89,7 +83,4 @@ def prepare_completions(
     completions: Sequence[ActivityCompletion],
 ) -> list[tuple[ActivityCompletion, str, str]]:
     """Encode each completion's event before the transaction: ``(completion, kind, JSON)``."""
-    return [
-        (c, type(c.event).__name__, dumps_checked(c.event, "an activity result"))
-        for c in completions
-    ]
+    return [(c, type(c.event).__name__, dumps_checked(c.event, "an activity result")) for c in completions]

@@ -71,9 +71,7 @@ def instance_from_row(row: Row) -> InstanceRecord:
     """An :class:`InstanceRecord` from an ``instances`` row."""
     parent = None
     if row["parent_instance_id"] is not None:
-        parent = ParentRef(
-            row["parent_instance_id"], row["parent_execution_id"], row["parent_task_id"]
-        )
+        parent = ParentRef(row["parent_instance_id"], row["parent_execution_id"], row["parent_task_id"])
     failure = row["failure"]
     waiting = row["waiting_on"]
     return InstanceRecord(
@@ -177,10 +175,7 @@ def decode_history(
         try:
             events.append(loads_event(text))
         except EventDecodeError as exc:
-            return (), (
-                f"history event {first_sequence + offset} of execution {execution_id} "
-                f"cannot be decoded: {exc}"
-            )
+            return (), (f"history event {first_sequence + offset} of execution {execution_id} cannot be decoded: {exc}")
     return tuple(events), None
 
 

@@ -86,9 +86,7 @@ def lock_activities(
     return items
 
 
-def complete_activities(
-    tx: Tx, prepared: Sequence[tuple[ActivityCompletion, str, str]]
-) -> list[Outcome]:
+def complete_activities(tx: Tx, prepared: Sequence[tuple[ActivityCompletion, str, str]]) -> list[Outcome]:
     """See :meth:`perdure.store.base.Store.complete_activities`.
 
     The instances are held (shared) before the tasks are locked, in the order commit_turns
@@ -107,11 +105,7 @@ def complete_activities(
     for completion, kind, text in prepared:
         row = tasks.get(completion.task_row_id)
         # The token holds until another caller takes the lease over (a fresh token).
-        if (
-            row is None
-            or completion.task_row_id in done
-            or row["lease_token"] != completion.lease_token
-        ):
+        if row is None or completion.task_row_id in done or row["lease_token"] != completion.lease_token:
             outcomes.append(Outcome.LEASE_LOST)
             continue
         done.append(completion.task_row_id)

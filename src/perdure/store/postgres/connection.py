@@ -139,9 +139,7 @@ class Database:
             self.pool.open(wait=True, timeout=timeout)
         except PoolTimeout as exc:
             self.pool.close(timeout=0)
-            raise StoreUnavailableError(
-                f"cannot connect to PostgreSQL at {display} within {timeout} s"
-            ) from exc
+            raise StoreUnavailableError(f"cannot connect to PostgreSQL at {display} within {timeout} s") from exc
 
     def check_open(self) -> None:
         """Raise :class:`StoreUnavailableError` once closed."""
@@ -207,9 +205,7 @@ class Database:
                     raise StoreUnavailableError(
                         f"{method}: PostgreSQL at {self.display} is unavailable: {exc}"
                     ) from exc
-                log.warning(
-                    "%s: transient PostgreSQL fault, retrying in %.2f s: %s", method, delay, exc
-                )
+                log.warning("%s: transient PostgreSQL fault, retrying in %.2f s: %s", method, delay, exc)
                 if not isinstance(exc, PoolTimeout) and exc.sqlstate not in ("40001", "40P01"):
                     self._drop_stale_connections()
                 time.sleep(delay)

@@ -46,9 +46,7 @@ def package_migrations() -> list[Migration]:
     """The packaged migrations, in version order."""
     folder = resources.files(__package__).joinpath("migrations")
     return load_migrations(
-        (entry.name, entry.read_text(encoding="utf-8"))
-        for entry in folder.iterdir()
-        if entry.is_file()
+        (entry.name, entry.read_text(encoding="utf-8")) for entry in folder.iterdir() if entry.is_file()
     )
 
 
@@ -63,32 +61,24 @@ def load_migrations(files: Iterable[tuple[str, str]]) -> list[Migration]:
     found.sort(key=lambda m: m.version)
     for expected, migration in enumerate(found, start=1):
         if migration.version != expected:
-            raise ValueError(
-                f"migration {migration.name} is out of sequence; expected number {expected:04d}"
-            )
+            raise ValueError(f"migration {migration.name} is out of sequence; expected number {expected:04d}")
     return found
 
 
 def migrations_from_dir(path: str | Path) -> list[Migration]:
     """Load migrations from a directory (tests use this to simulate later versions)."""
     folder = Path(path)
-    return load_migrations(
-        (p.name, p.read_text(encoding="utf-8")) for p in folder.iterdir() if p.is_file()
-    )
+    return load_migrations((p.name, p.read_text(encoding="utf-8")) for p in folder.iterdir() if p.is_file())
 
 
 def schema_version(conn: psycopg.Connection[Any]) -> int:
     """The database's schema version: 0 if perdure never created it. Looks in the
     connection's ``search_path``."""
     with conn.cursor(row_factory=tuple_row) as cur:
-        (exists,) = cur.execute(
-            "SELECT to_regclass('schema_migrations') IS NOT NULL"
-        ).fetchone() or (False,)
+        (exists,) = cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone() or (False,)
         if not exists:
             return 0
-        (version,) = cur.execute(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
-        ).fetchone() or (0,)
+        (version,) = cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone() or (0,)
     return int(version)
 
 

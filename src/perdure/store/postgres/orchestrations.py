@@ -239,9 +239,7 @@ def _sweep_missing_instance(tx: Tx, options: QueueOptions, instance_id: str) -> 
     _defer(tx, options, messages, DeadLetterReason.INSTANCE_NOT_FOUND)
 
 
-def _start_first(
-    tx: Tx, options: QueueOptions, instance_id: str, execution_id: int, deliver: list[Row]
-) -> list[Row]:
+def _start_first(tx: Tx, options: QueueOptions, instance_id: str, execution_id: int, deliver: list[Row]) -> list[Row]:
     """Messages for an execution whose history is still empty: its ``ExecutionStarted`` must
     come first. Without it in view, the others wait for it (held until the start message is
     due, e.g. a scheduled start), or are deferred if there is no start message at all."""
@@ -279,9 +277,7 @@ def _defer(tx: Tx, options: QueueOptions, messages: Sequence[Row], reason: str) 
         tx.run(Q.dead_letter_messages, {**dead, "reason": reason, "now": tx.now})
 
 
-def _discard(
-    tx: Tx, instance_id: str, messages: Sequence[tuple[Row, str | None]], reason: str
-) -> None:
+def _discard(tx: Tx, instance_id: str, messages: Sequence[tuple[Row, str | None]], reason: str) -> None:
     """Delete messages with a discard record each."""
     if messages:
         tx.run(
@@ -296,9 +292,7 @@ def _discard(
         )
 
 
-def _history_for(
-    tx: Tx, row: Row, known: tuple[int, int] | None
-) -> tuple[int, tuple[HistoryEvent, ...], str | None]:
+def _history_for(tx: Tx, row: Row, known: tuple[int, int] | None) -> tuple[int, tuple[HistoryEvent, ...], str | None]:
     """The part of the current execution's history the caller lacks, and the decode error
     if a stored event of it cannot be read."""
     execution_id, count = row["execution_id"], row["history_event_count"]
@@ -366,9 +360,7 @@ def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease: Row) -> bool:
             },
         )
     consumed = sorted(set(c.consumed) | {mid for mid, _, _ in c.discarded})
-    if consumed and tx.run(Q.delete_consumed, {"instance_id": iid, "ids": consumed}) != len(
-        consumed
-    ):
+    if consumed and tx.run(Q.delete_consumed, {"instance_id": iid, "ids": consumed}) != len(consumed):
         return False
 
     first = row["history_event_count"]
@@ -419,9 +411,7 @@ def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease: Row) -> bool:
                 "names": [a.name for a in c.activities],
                 "inputs": list(turn.activity_inputs),
                 "attempts": [a.attempt for a in c.activities],
-                "visible_ats": [
-                    now if a.visible_at is None else a.visible_at for a in c.activities
-                ],
+                "visible_ats": [now if a.visible_at is None else a.visible_at for a in c.activities],
             },
         )
         tx.notify(ACTIVITIES)
@@ -452,9 +442,7 @@ def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease: Row) -> bool:
     return True
 
 
-def insert_instance(
-    tx: Tx, instance_id: str, name: str, input_text: str | None, parent: ParentRef | None
-) -> bool:
+def insert_instance(tx: Tx, instance_id: str, name: str, input_text: str | None, parent: ParentRef | None) -> bool:
     """Insert a PENDING instance unless the id is taken; the caller holds the id lock
     (``lock_instance_id``). Returns True if inserted."""
     inserted = tx.one(
@@ -478,9 +466,7 @@ def _start_child(tx: Tx, child: ChildStart, outbox: Outbox) -> None:
     now, parent = tx.now, child.parent
     tx.one(Q.lock_instance_id, {"instance_id": child.instance_id})
     if insert_instance(tx, child.instance_id, child.name, payload(child.input), parent):
-        start = ExecutionStarted(
-            timestamp=now, name=child.name, input=child.input, execution_id=1, parent=parent
-        )
+        start = ExecutionStarted(timestamp=now, name=child.name, input=child.input, execution_id=1, parent=parent)
         outbox.add(child.instance_id, 1, *event_row(start), now, None)
         tx.notify(INSTANCES)
         return
@@ -512,9 +498,7 @@ def _continue_as_new(tx: Tx, turn: PreparedTurn, row: Row, outbox: Outbox) -> No
     new_execution = c.execution_id + 1
     parent = None
     if row["parent_instance_id"] is not None:
-        parent = ParentRef(
-            row["parent_instance_id"], row["parent_execution_id"], row["parent_task_id"]
-        )
+        parent = ParentRef(row["parent_instance_id"], row["parent_execution_id"], row["parent_task_id"])
     start = ExecutionStarted(
         timestamp=now,
         name=row["name"],
@@ -535,10 +519,7 @@ def _discard_queued_tasks(tx: Tx, instance_id: str, detail: str) -> None:
         rows.sort(key=lambda r: r["task_row_id"])
         insert_discards(
             tx,
-            [
-                (r["instance_id"], r["execution_id"], dumps_event(task_event(r)), detail)
-                for r in rows
-            ],  # type: ignore[arg-type]
+            [(r["instance_id"], r["execution_id"], dumps_event(task_event(r)), detail) for r in rows],  # type: ignore[arg-type]
             DiscardReason.TERMINAL_INSTANCE,
         )
 

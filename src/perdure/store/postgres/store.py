@@ -123,9 +123,7 @@ class PostgresStore:
             raise InvalidInputError(f"not a PostgreSQL URL: {public_url(url)!r}")
         min_size, max_size = (1, pool_size) if isinstance(pool_size, int) else pool_size
         if not 0 <= min_size <= max_size or max_size < 1:
-            raise InvalidInputError(
-                f"pool_size must be a positive size or a (min, max) pair, not {pool_size!r}"
-            )
+            raise InvalidInputError(f"pool_size must be a positive size or a (min, max) pair, not {pool_size!r}")
         self.url = public_url(url)
         self.clock = clock
         self.notifier = Notifier()
@@ -251,9 +249,7 @@ class PostgresStore:
 
     def enqueue_messages(self, messages: Sequence[Message]) -> None:
         """See :meth:`perdure.store.base.Store.enqueue_messages`."""
-        encoded = [
-            (m, type(m.event).__name__, dumps_checked(m.event, "a message")) for m in messages
-        ]
+        encoded = [(m, type(m.event).__name__, dumps_checked(m.event, "a message")) for m in messages]
         if not encoded:
             return
 
@@ -272,9 +268,7 @@ class PostgresStore:
             return 0
 
         def body(tx: Tx) -> int:
-            return _purge(
-                tx, [r["instance_id"] for r in tx.all(Q.terminal_instances_among, {"ids": ids})]
-            )
+            return _purge(tx, [r["instance_id"] for r in tx.all(Q.terminal_instances_among, {"ids": ids})])
 
         return int(self._write("purge_instances", body))
 
@@ -283,9 +277,7 @@ class PostgresStore:
         params = _filter_params(query)
 
         def body(tx: Tx) -> int:
-            return _purge(
-                tx, [r["instance_id"] for r in tx.all(Q.terminal_instances_matching, params)]
-            )
+            return _purge(tx, [r["instance_id"] for r in tx.all(Q.terminal_instances_matching, params)])
 
         return int(self._write("purge_where", body))
 
@@ -333,22 +325,16 @@ class PostgresStore:
         prepared = [prepare_turn(c) for c in commits]
         if not prepared:
             return []
-        return list(
-            self._write("commit_turns", lambda tx: orchestrations.commit_turns(tx, prepared))
-        )
+        return list(self._write("commit_turns", lambda tx: orchestrations.commit_turns(tx, prepared)))
 
-    def abandon_orchestration(
-        self, instance_id: str, lease_token: str, *, retry_after: float = 0.0
-    ) -> None:
+    def abandon_orchestration(self, instance_id: str, lease_token: str, *, retry_after: float = 0.0) -> None:
         """See :meth:`perdure.store.base.Store.abandon_orchestration`."""
         self._write(
             "abandon_orchestration",
             lambda tx: orchestrations.abandon(tx, instance_id, lease_token, retry_after),
         )
 
-    def renew_orchestration_lease(
-        self, instance_id: str, lease_token: str, lease_seconds: float
-    ) -> float:
+    def renew_orchestration_lease(self, instance_id: str, lease_token: str, lease_seconds: float) -> float:
         """See :meth:`perdure.store.base.Store.renew_orchestration_lease`."""
         return float(
             self._write(
@@ -389,15 +375,9 @@ class PostgresStore:
         prepared = prepare_completions(completions)
         if not prepared:
             return []
-        return list(
-            self._write(
-                "complete_activities", lambda tx: activities.complete_activities(tx, prepared)
-            )
-        )
+        return list(self._write("complete_activities", lambda tx: activities.complete_activities(tx, prepared)))
 
-    def renew_activity_leases(
-        self, leases: Sequence[tuple[int, str]], lease_seconds: float
-    ) -> list[bool]:
+    def renew_activity_leases(self, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:
         """See :meth:`perdure.store.base.Store.renew_activity_leases`."""
         if not leases:
             return []
@@ -408,9 +388,7 @@ class PostgresStore:
             )
         )
 
-    def abandon_activity(
-        self, task_row_id: int, lease_token: str, *, retry_after: float = 0.0
-    ) -> None:
+    def abandon_activity(self, task_row_id: int, lease_token: str, *, retry_after: float = 0.0) -> None:
         """See :meth:`perdure.store.base.Store.abandon_activity`."""
         self._write(
             "abandon_activity",
@@ -430,9 +408,7 @@ class PostgresStore:
     def list_workers(self, *, alive_within: float | None = None) -> list[WorkerRecord]:
         """See :meth:`perdure.store.base.Store.list_workers`."""
         since = None if alive_within is None else self.clock() - alive_within
-        rows = self._read(
-            "list_workers", lambda c: c.execute(Q.list_workers, {"alive_since": since}).fetchall()
-        )
+        rows = self._read("list_workers", lambda c: c.execute(Q.list_workers, {"alive_since": since}).fetchall())
         return [worker_from_row(r) for r in rows]
 
     # -- reads --
@@ -474,9 +450,7 @@ class PostgresStore:
         if query.cursor:
             params["cursor_created"], params["cursor_id"] = decode_cursor(query.cursor)
         params["limit"] = limit + 1
-        rows = self._read(
-            "list_instances", lambda c: c.execute(Q.list_instances, params).fetchall()
-        )
+        rows = self._read("list_instances", lambda c: c.execute(Q.list_instances, params).fetchall())
         more = len(rows) > limit
         rows = rows[:limit]
         cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["instance_id"]) if more else None
@@ -520,14 +494,10 @@ class PostgresStore:
         rows = self._read("dead_letters", lambda c: c.execute(Q.dead_letters, params).fetchall())
         return [dead_letter_from_row(r) for r in rows]
 
-    def discarded_messages(
-        self, *, instance_id: str | None = None, limit: int = 100
-    ) -> list[DiscardRecord]:
+    def discarded_messages(self, *, instance_id: str | None = None, limit: int = 100) -> list[DiscardRecord]:
         """See :meth:`perdure.store.base.Store.discarded_messages`."""
         params = {"instance_id": instance_id, "limit": limit}
-        rows = self._read(
-            "discarded_messages", lambda c: c.execute(Q.discarded_messages, params).fetchall()
-        )
+        rows = self._read("discarded_messages", lambda c: c.execute(Q.discarded_messages, params).fetchall())
         return [discard_from_row(r) for r in rows]
 
     def unserved_work(
@@ -570,9 +540,7 @@ class PostgresStore:
 
     def instance_counts(self) -> list[InstanceCount]:
         """See :meth:`perdure.store.base.Store.instance_counts`."""
-        rows = self._read(
-            "instance_counts", lambda c: c.execute(Q.instance_counts).fetchall()
-        )
+        rows = self._read("instance_counts", lambda c: c.execute(Q.instance_counts).fetchall())
         return [count_from_row(r) for r in rows]
 
     def oldest_instances(
@@ -588,14 +556,10 @@ class PostgresStore:
             "offset": max(0, offset),
             "limit": max(0, limit),
         }
-        rows = self._read(
-            "oldest_instances", lambda c: c.execute(Q.oldest_instances, params).fetchall()
-        )
+        rows = self._read("oldest_instances", lambda c: c.execute(Q.oldest_instances, params).fetchall())
         return [summary_from_row(r) for r in rows]
 
-    def stalled_instances(
-        self, *, progress_before: float, limit: int = 100
-    ) -> tuple[int, list[InstanceSummary]]:
+    def stalled_instances(self, *, progress_before: float, limit: int = 100) -> tuple[int, list[InstanceSummary]]:
         """See :meth:`perdure.store.base.Store.stalled_instances`."""
 
         def body(c: Conn) -> tuple[int, list[InstanceSummary]]:

@@ -81,28 +81,19 @@ def lock_activities(
     return items
 
 
-def complete_activities(
-    tx: Tx, prepared: Sequence[tuple[ActivityCompletion, str, str]]
-) -> list[Outcome]:
+def complete_activities(tx: Tx, prepared: Sequence[tuple[ActivityCompletion, str, str]]) -> list[Outcome]:
     """See :meth:`perdure.store.base.Store.complete_activities`."""
     if not prepared:
         return []
     ids = [c.task_row_id for c, _, _ in prepared]
-    tasks = {
-        r["task_row_id"]: r
-        for r in tx.conn.execute(Q.tasks_with_instances, {"ids": json.dumps(ids)})
-    }
+    tasks = {r["task_row_id"]: r for r in tx.conn.execute(Q.tasks_with_instances, {"ids": json.dumps(ids)})}
     outcomes: list[Outcome] = []
     done: set[int] = set()
     messages, discards = [], []
     for completion, kind, text in prepared:
         row = tasks.get(completion.task_row_id)
         # The token holds until another caller takes the lease over (a fresh token).
-        if (
-            row is None
-            or completion.task_row_id in done
-            or row["lease_token"] != completion.lease_token
-        ):
+        if row is None or completion.task_row_id in done or row["lease_token"] != completion.lease_token:
             outcomes.append(Outcome.LEASE_LOST)
             continue
         done.add(completion.task_row_id)
@@ -116,9 +107,7 @@ def complete_activities(
             discards.append((row, text, DiscardReason.STALE_EXECUTION, detail))
             outcomes.append(Outcome.DISCARDED)
         else:
-            messages.append(
-                message_params(row["instance_id"], row["execution_id"], kind, text, tx.now, None)
-            )
+            messages.append(message_params(row["instance_id"], row["execution_id"], kind, text, tx.now, None))
             outcomes.append(Outcome.OK)
     tx.conn.executemany(Q.insert_message, messages)
     tx.conn.executemany(

@@ -35,9 +35,7 @@ class Database:
     ) -> None:
         mode = str(synchronous).upper()
         if mode not in SYNCHRONOUS_MODES:
-            raise InvalidInputError(
-                f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, not {synchronous!r}"
-            )
+            raise InvalidInputError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, not {synchronous!r}")
         self.path = path
         self.memory = path == MEMORY
         self._synchronous = mode
@@ -54,9 +52,7 @@ class Database:
             (journal,) = self.writer.execute("PRAGMA journal_mode=WAL").fetchone()
             if str(journal).lower() != "wal":
                 self.writer.close()
-                raise StoreUnavailableError(
-                    f"cannot put {path!r} in WAL mode (journal mode is {journal})"
-                )
+                raise StoreUnavailableError(f"cannot put {path!r} in WAL mode (journal mode is {journal})")
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -71,9 +67,7 @@ class Database:
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             conn.execute("PRAGMA foreign_keys = OFF")
         except sqlite3.Error as exc:
-            raise StoreUnavailableError(
-                f"cannot open SQLite database {self.path!r}: {exc}"
-            ) from exc
+            raise StoreUnavailableError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
         return conn
 
     def check_open(self) -> None:

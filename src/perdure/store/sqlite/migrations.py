@@ -38,9 +38,7 @@ def package_migrations() -> list[Migration]:
     """The packaged migrations, in version order."""
     folder = resources.files(__package__).joinpath("migrations")
     return load_migrations(
-        (entry.name, entry.read_text(encoding="utf-8"))
-        for entry in folder.iterdir()
-        if entry.is_file()
+        (entry.name, entry.read_text(encoding="utf-8")) for entry in folder.iterdir() if entry.is_file()
     )
 
 
@@ -55,18 +53,14 @@ def load_migrations(files: Iterable[tuple[str, str]]) -> list[Migration]:
     found.sort(key=lambda m: m.version)
     for expected, migration in enumerate(found, start=1):
         if migration.version != expected:
-            raise ValueError(
-                f"migration {migration.name} is out of sequence; expected number {expected:04d}"
-            )
+            raise ValueError(f"migration {migration.name} is out of sequence; expected number {expected:04d}")
     return found
 
 
 def migrations_from_dir(path: str | Path) -> list[Migration]:
     """Load migrations from a directory (tests use this to simulate later versions)."""
     folder = Path(path)
-    return load_migrations(
-        (p.name, p.read_text(encoding="utf-8")) for p in folder.iterdir() if p.is_file()
-    )
+    return load_migrations((p.name, p.read_text(encoding="utf-8")) for p in folder.iterdir() if p.is_file())
 
 
 def split_statements(script: str) -> list[str]:
@@ -80,9 +74,7 @@ def split_statements(script: str) -> list[str]:
         if sqlite3.complete_statement(buffer):
             statements.append(buffer.strip())
             buffer = ""
-    leftover = "\n".join(
-        ln for ln in buffer.splitlines() if not ln.strip().startswith("--")
-    ).strip()
+    leftover = "\n".join(ln for ln in buffer.splitlines() if not ln.strip().startswith("--")).strip()
     if leftover:
         raise ValueError(f"SQL script ends with an incomplete statement: {leftover[:80]!r}")
     return statements
@@ -90,9 +82,7 @@ def split_statements(script: str) -> list[str]:
 
 def schema_version(conn: sqlite3.Connection) -> int:
     """The database's schema version: 0 if perdure never created it."""
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
-    ).fetchone()
+    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").fetchone()
     if not exists:
         return 0
     (version,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()

@@ -98,17 +98,13 @@ def _lock_instance(
 ) -> OrchestrationWorkItem | None:
     conn = tx.conn
     row = conn.execute(Q.get_instance, {"instance_id": instance_id}).fetchone()
-    messages = conn.execute(
-        Q.visible_messages, {"instance_id": instance_id, "now": tx.now}
-    ).fetchall()
+    messages = conn.execute(Q.visible_messages, {"instance_id": instance_id, "now": tx.now}).fetchall()
     if row is None:
         _defer(tx, options, messages, DeadLetterReason.INSTANCE_NOT_FOUND)
         return None
     status = row["status"]
     if status in TERMINAL:
-        _discard(
-            tx, [(m, f"instance is {status}") for m in messages], DiscardReason.TERMINAL_INSTANCE
-        )
+        _discard(tx, [(m, f"instance is {status}") for m in messages], DiscardReason.TERMINAL_INSTANCE)
         return None
     current = row["execution_id"]
     deliver, stale, future = [], [], []
@@ -162,9 +158,7 @@ def _start_first(
     starts = [m for m in deliver if m["kind"] == ExecutionStarted.__name__]
     if starts:
         return starts + [m for m in deliver if m["kind"] != ExecutionStarted.__name__]
-    pending = tx.conn.execute(
-        Q.pending_start, {"instance_id": instance_id, "execution_id": execution_id}
-    ).fetchone()
+    pending = tx.conn.execute(Q.pending_start, {"instance_id": instance_id, "execution_id": execution_id}).fetchone()
     if pending is not None and pending["visible_at"] is not None:
         tx.conn.execute(
             Q.hold_messages,
@@ -187,14 +181,10 @@ def _defer(tx: Tx, options: QueueOptions, messages: Sequence[sqlite3.Row], reaso
     for m in messages:
         tries = m["delivery_count"] + 1
         if tries >= options.max_deliveries:
-            dead.append(
-                {"message_id": m["message_id"], "reason": reason, "tries": tries, "now": tx.now}
-            )
+            dead.append({"message_id": m["message_id"], "reason": reason, "tries": tries, "now": tx.now})
         else:
             visible_at = tx.now + options.backoff(tries)
-            deferred.append(
-                {"message_id": m["message_id"], "tries": tries, "visible_at": visible_at}
-            )
+            deferred.append({"message_id": m["message_id"], "tries": tries, "visible_at": visible_at})
     tx.conn.executemany(Q.defer_message, deferred)
     tx.conn.executemany(Q.dead_letter_message, dead)
     tx.conn.executemany(Q.delete_message, dead)
@@ -204,10 +194,7 @@ def _discard(tx: Tx, messages: Sequence[tuple[sqlite3.Row, str | None]], reason:
     """Delete messages with a discard record each."""
     if not messages:
         return
-    params = [
-        {"message_id": m["message_id"], "reason": reason, "detail": d, "now": tx.now}
-        for m, d in messages
-    ]
+    params = [{"message_id": m["message_id"], "reason": reason, "detail": d, "now": tx.now} for m, d in messages]
     tx.conn.executemany(Q.discard_message, params)
     tx.conn.executemany(Q.delete_message, params)
 
@@ -267,9 +254,7 @@ def _write_turn(tx: Tx, turn: PreparedTurn, row: sqlite3.Row, lease: sqlite3.Row
     )
     consumed = sorted(set(c.consumed) | {mid for mid, _, _ in c.discarded})
     if consumed:
-        deleted = conn.execute(
-            Q.delete_consumed, {"instance_id": iid, "ids": json.dumps(consumed)}
-        ).rowcount
+        deleted = conn.execute(Q.delete_consumed, {"instance_id": iid, "ids": json.dumps(consumed)}).rowcount
         if deleted != len(consumed):
             return False
 
@@ -391,9 +376,7 @@ def _start_child(tx: Tx, child: ChildStart) -> list[dict[str, Any]]:
                 "now": now,
             },
         )
-        start = ExecutionStarted(
-            timestamp=now, name=child.name, input=child.input, execution_id=1, parent=parent
-        )
+        start = ExecutionStarted(timestamp=now, name=child.name, input=child.input, execution_id=1, parent=parent)
         return [message_params(child.instance_id, 1, *event_row(start), now, None)]
     started_by = (
         existing["parent_instance_id"],
@@ -420,9 +403,7 @@ def _continue_as_new(tx: Tx, turn: PreparedTurn, row: sqlite3.Row) -> list[dict[
     new_execution = c.execution_id + 1
     parent = None
     if row["parent_instance_id"] is not None:
-        parent = ParentRef(
-            row["parent_instance_id"], row["parent_execution_id"], row["parent_task_id"]
-        )
+        parent = ParentRef(row["parent_instance_id"], row["parent_execution_id"], row["parent_task_id"])
     start = ExecutionStarted(
         timestamp=now,
         name=row["name"],
@@ -431,19 +412,14 @@ def _continue_as_new(tx: Tx, turn: PreparedTurn, row: sqlite3.Row) -> list[dict[
         parent=parent,
     )
     out = [message_params(c.instance_id, new_execution, *event_row(start), now, None)]
-    out.extend(
-        message_params(c.instance_id, new_execution, kind, text, now, None)
-        for kind, text in turn.carried
-    )
+    out.extend(message_params(c.instance_id, new_execution, kind, text, now, None) for kind, text in turn.carried)
     return out
 
 
 def _discard_queued_tasks(tx: Tx, instance_id: str, detail: str) -> None:
     """A terminal instance's queued activity tasks will never be needed: remove those no
     live worker holds, each with a discard record (a held one is discarded on completion)."""
-    rows = tx.conn.execute(
-        Q.unlocked_tasks_of_instance, {"instance_id": instance_id, "now": tx.now}
-    ).fetchall()
+    rows = tx.conn.execute(Q.unlocked_tasks_of_instance, {"instance_id": instance_id, "now": tx.now}).fetchall()
     if not rows:
         return
     tx.conn.executemany(
@@ -481,9 +457,7 @@ def abandon(tx: Tx, instance_id: str, token: str, retry_after: float) -> None:
             },
         ).rowcount
     else:
-        released = tx.conn.execute(
-            Q.release_lease, {"instance_id": instance_id, "token": token}
-        ).rowcount
+        released = tx.conn.execute(Q.release_lease, {"instance_id": instance_id, "token": token}).rowcount
     if not released:
         raise LeaseLost(f"the lease on instance {instance_id!r} is no longer held by this token")
     if retry_after <= 0:

@@ -224,7 +224,9 @@ class SQLiteStore:
                 "now": tx.now,
             },
         )
-        start = ExecutionStarted(timestamp=tx.now, name=instance.name, input=instance.input, execution_id=1, parent=parent)
+        start = ExecutionStarted(
+            timestamp=tx.now, name=instance.name, input=instance.input, execution_id=1, parent=parent
+        )
         tx.conn.execute(
             Q.insert_message,
             orchestrations.message_params(iid, 1, *event_row(start), tx.now, instance.start_at),
@@ -232,18 +234,14 @@ class SQLiteStore:
 
     def enqueue_messages(self, messages: Sequence[Message]) -> None:
         """See :meth:`perdure.store.base.Store.enqueue_messages`."""
-        encoded = [
-            (m, type(m.event).__name__, dumps_checked(m.event, "a message")) for m in messages
-        ]
+        encoded = [(m, type(m.event).__name__, dumps_checked(m.event, "a message")) for m in messages]
         if not encoded:
             return
         with self._write("enqueue_messages") as tx:
             tx.conn.executemany(
                 Q.insert_message,
                 [
-                    orchestrations.message_params(
-                        m.instance_id, m.execution_id, kind, text, tx.now, m.visible_at
-                    )
+                    orchestrations.message_params(m.instance_id, m.execution_id, kind, text, tx.now, m.visible_at)
                     for m, kind, text in encoded
                 ],
             )
@@ -252,9 +250,7 @@ class SQLiteStore:
     def purge_instances(self, instance_ids: Sequence[str]) -> int:
         """See :meth:`perdure.store.base.Store.purge_instances`."""
         with self._write("purge_instances") as tx:
-            rows = tx.conn.execute(
-                Q.terminal_instances_among, {"ids": json.dumps(list(instance_ids))}
-            )
+            rows = tx.conn.execute(Q.terminal_instances_among, {"ids": json.dumps(list(instance_ids))})
             return self._purge(tx, [r["instance_id"] for r in rows])
 
     def purge_where(self, query: InstanceQuery) -> int:
@@ -325,16 +321,12 @@ class SQLiteStore:
         with self._write("commit_turns") as tx:
             return [orchestrations.commit_turn(tx, turn) for turn in prepared]
 
-    def abandon_orchestration(
-        self, instance_id: str, lease_token: str, *, retry_after: float = 0.0
-    ) -> None:
+    def abandon_orchestration(self, instance_id: str, lease_token: str, *, retry_after: float = 0.0) -> None:
         """See :meth:`perdure.store.base.Store.abandon_orchestration`."""
         with self._write("abandon_orchestration") as tx:
             orchestrations.abandon(tx, instance_id, lease_token, retry_after)
 
-    def renew_orchestration_lease(
-        self, instance_id: str, lease_token: str, lease_seconds: float
-    ) -> float:
+    def renew_orchestration_lease(self, instance_id: str, lease_token: str, lease_seconds: float) -> float:
         """See :meth:`perdure.store.base.Store.renew_orchestration_lease`."""
         with self._write("renew_orchestration_lease") as tx:
             return orchestrations.renew(tx, instance_id, lease_token, lease_seconds)
@@ -371,18 +363,14 @@ class SQLiteStore:
         with self._write("complete_activities") as tx:
             return activities.complete_activities(tx, prepared)
 
-    def renew_activity_leases(
-        self, leases: Sequence[tuple[int, str]], lease_seconds: float
-    ) -> list[bool]:
+    def renew_activity_leases(self, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:
         """See :meth:`perdure.store.base.Store.renew_activity_leases`."""
         if not leases:
             return []
         with self._write("renew_activity_leases") as tx:
             return activities.renew_leases(tx, leases, lease_seconds)
 
-    def abandon_activity(
-        self, task_row_id: int, lease_token: str, *, retry_after: float = 0.0
-    ) -> None:
+    def abandon_activity(self, task_row_id: int, lease_token: str, *, retry_after: float = 0.0) -> None:
         """See :meth:`perdure.store.base.Store.abandon_activity`."""
         with self._write("abandon_activity") as tx:
             activities.abandon(tx, task_row_id, lease_token, retry_after)
@@ -403,9 +391,7 @@ class SQLiteStore:
         """See :meth:`perdure.store.base.Store.list_workers`."""
         since = None if alive_within is None else self.clock() - alive_within
         with self._read() as conn:
-            return [
-                worker_from_row(r) for r in conn.execute(Q.list_workers, {"alive_since": since})
-            ]
+            return [worker_from_row(r) for r in conn.execute(Q.list_workers, {"alive_since": since})]
 
     # -- reads --
 
@@ -491,19 +477,13 @@ class SQLiteStore:
     def dead_letters(self, *, instance_id: str | None = None, limit: int = 100) -> list[DeadLetter]:
         """See :meth:`perdure.store.base.Store.dead_letters`."""
         with self._read() as conn:
-            rows = conn.execute(
-                Q.dead_letters, {"instance_id": instance_id, "limit": limit}
-            ).fetchall()
+            rows = conn.execute(Q.dead_letters, {"instance_id": instance_id, "limit": limit}).fetchall()
         return [dead_letter_from_row(r) for r in rows]
 
-    def discarded_messages(
-        self, *, instance_id: str | None = None, limit: int = 100
-    ) -> list[DiscardRecord]:
+    def discarded_messages(self, *, instance_id: str | None = None, limit: int = 100) -> list[DiscardRecord]:
         """See :meth:`perdure.store.base.Store.discarded_messages`."""
         with self._read() as conn:
-            rows = conn.execute(
-                Q.discarded_messages, {"instance_id": instance_id, "limit": limit}
-            ).fetchall()
+            rows = conn.execute(Q.discarded_messages, {"instance_id": instance_id, "limit": limit}).fetchall()
         return [discard_from_row(r) for r in rows]
 
     def unserved_work(
@@ -570,17 +550,11 @@ class SQLiteStore:
             rows = conn.execute(query, params).fetchall()
         return [summary_from_row(r) for r in rows]
 
-    def stalled_instances(
-        self, *, progress_before: float, limit: int = 100
-    ) -> tuple[int, list[InstanceSummary]]:
+    def stalled_instances(self, *, progress_before: float, limit: int = 100) -> tuple[int, list[InstanceSummary]]:
         """See :meth:`perdure.store.base.Store.stalled_instances`."""
         with self._read() as conn:
-            total = conn.execute(
-                Q.count_stalled_instances, {"before": progress_before}
-            ).fetchone()["total"]
-            rows = conn.execute(
-                Q.stalled_instances, {"before": progress_before, "limit": max(0, limit)}
-            ).fetchall()
+            total = conn.execute(Q.count_stalled_instances, {"before": progress_before}).fetchone()["total"]
+            rows = conn.execute(Q.stalled_instances, {"before": progress_before, "limit": max(0, limit)}).fetchall()
         return int(total), [summary_from_row(r) for r in rows]
 
 

@@ -36,10 +36,7 @@ from perdure.testing.faults import FakeClock
 
 def test_activity_task_round_trip(store: Store, clock: FakeClock) -> None:
     start(store, "i1")
-    assert (
-        commit(store, lock_one(store, "i1"), activities=[task("i1", 1, "f"), task("i1", 2, "g")])
-        is Outcome.OK
-    )
+    assert commit(store, lock_one(store, "i1"), activities=[task("i1", 1, "f"), task("i1", 2, "g")]) is Outcome.OK
     assert [t.lease_token for t in store.activity_tasks("i1")] == ["", ""]
     [work] = store.lock_activities("a1", lease_seconds=LEASE, names=["g"])
     assert (work.task_id, work.name, work.input, work.attempt, work.delivery_count) == (
@@ -57,28 +54,21 @@ def test_activity_task_round_trip(store: Store, clock: FakeClock) -> None:
     assert store.lock_activities("a2", lease_seconds=LEASE, names=["g"]) == []
     assert store.complete_activities([done(work, result=[1, 2])]) == [Outcome.OK]
     [msg] = store.pending_messages("i1")
-    assert msg.execution_id == 1 and msg.event == ActivityCompleted(
-        timestamp=2.0, task_id=2, result=[1, 2]
-    )
+    assert msg.execution_id == 1 and msg.event == ActivityCompleted(timestamp=2.0, task_id=2, result=[1, 2])
     assert [t.task_id for t in store.activity_tasks("i1")] == [1]
     assert store.complete_activities([done(work)]) == [Outcome.LEASE_LOST]  # already completed
 
 
 def test_activity_visible_at_delays_the_task(store: Store, clock: FakeClock) -> None:
     start(store, "i1")
-    assert (
-        commit(store, lock_one(store, "i1"), activities=[task(visible_at=clock() + 10)])
-        is Outcome.OK
-    )
+    assert commit(store, lock_one(store, "i1"), activities=[task(visible_at=clock() + 10)]) is Outcome.OK
     assert store.lock_activities("a1", lease_seconds=LEASE) == []
     assert store.next_visible_at() == clock() + 10
     clock.advance(10)
     assert len(store.lock_activities("a1", lease_seconds=LEASE)) == 1
 
 
-def test_activity_lease_takeover_makes_the_old_completion_lease_lost(
-    store: Store, clock: FakeClock
-) -> None:
+def test_activity_lease_takeover_makes_the_old_completion_lease_lost(store: Store, clock: FakeClock) -> None:
     start(store, "i1")
     assert commit(store, lock_one(store, "i1"), activities=[task()]) is Outcome.OK
     [old] = store.lock_activities("a1", lease_seconds=10)
@@ -86,11 +76,7 @@ def test_activity_lease_takeover_makes_the_old_completion_lease_lost(
     assert store.renew_activity_leases([(old.task_row_id, old.lease_token)], 10) == [True]
     clock.advance(11)
     [new] = store.lock_activities("a2", lease_seconds=10)
-    assert (
-        new.task_row_id == old.task_row_id
-        and new.lease_token != old.lease_token
-        and new.delivery_count == 2
-    )
+    assert new.task_row_id == old.task_row_id and new.lease_token != old.lease_token and new.delivery_count == 2
     assert store.renew_activity_leases(
         [(old.task_row_id, old.lease_token), (new.task_row_id, new.lease_token)], 10
     ) == [
@@ -128,9 +114,7 @@ def test_activity_completion_for_a_terminal_instance_is_discarded(store: Store) 
     assert store.complete_activities([done(work)]) == [Outcome.DISCARDED]
     assert store.activity_tasks("i1") == [] and store.pending_messages("i1") == []
     [record] = store.discarded_messages(instance_id="i1")
-    assert record.reason == DiscardReason.TERMINAL_INSTANCE and isinstance(
-        record.event, ActivityCompleted
-    )
+    assert record.reason == DiscardReason.TERMINAL_INSTANCE and isinstance(record.event, ActivityCompleted)
 
 
 def test_terminal_status_removes_queued_tasks_with_records(store: Store) -> None:

@@ -81,18 +81,12 @@ def running(store: Store, iid: str = "i1", **kw: Any) -> OrchestrationWorkItem:
     return item
 
 
-def raise_event(
-    store: Store, iid: str = "i1", name: str = "E", execution_id: int | None = None, **kw: Any
-) -> None:
+def raise_event(store: Store, iid: str = "i1", name: str = "E", execution_id: int | None = None, **kw: Any) -> None:
     """Enqueue ``EventRaised(name)`` to ``iid``."""
-    store.enqueue_messages(
-        [Message(iid, EventRaised(timestamp=1.0, name=name), execution_id, **kw)]
-    )
+    store.enqueue_messages([Message(iid, EventRaised(timestamp=1.0, name=name), execution_id, **kw)])
 
 
-def task(
-    iid: str = "i1", task_id: int = 1, name: str = "act", execution_id: int = 1, **kw: Any
-) -> NewActivityTask:
+def task(iid: str = "i1", task_id: int = 1, name: str = "act", execution_id: int = 1, **kw: Any) -> NewActivityTask:
     """An activity task for ``iid``."""
     return NewActivityTask(iid, execution_id, task_id, name, {"n": task_id}, **kw)
 

@@ -93,9 +93,7 @@ def test_create_instances_is_all_or_nothing(store: Store) -> None:
     assert {i.instance.instance_id for i in lock(store)} == {"b1", "b2"}
 
 
-def test_scheduled_start_holds_early_messages_until_it_is_due(
-    store: Store, clock: FakeClock
-) -> None:
+def test_scheduled_start_holds_early_messages_until_it_is_due(store: Store, clock: FakeClock) -> None:
     start(store, "i1", start_at=clock() + 100)
     raise_event(store, "i1")
     assert lock(store) == []
@@ -108,9 +106,7 @@ def test_scheduled_start_holds_early_messages_until_it_is_due(
 # --- locking and committing --------------------------------------------------------------
 
 
-def test_first_turn_commit_makes_the_instance_running_with_its_history(
-    store: Store, clock: FakeClock
-) -> None:
+def test_first_turn_commit_makes_the_instance_running_with_its_history(store: Store, clock: FakeClock) -> None:
     start(store, "i1", input=5)
     item = lock_one(store, "i1", owner="w1")
     assert item.instance.status == OrchestrationStatus.PENDING
@@ -137,9 +133,7 @@ def test_first_turn_commit_makes_the_instance_running_with_its_history(
     assert store.pending_messages("i1") == []
 
 
-def test_a_locked_instance_is_not_handed_out_again_until_its_lease_expires(
-    store: Store, clock: FakeClock
-) -> None:
+def test_a_locked_instance_is_not_handed_out_again_until_its_lease_expires(store: Store, clock: FakeClock) -> None:
     start(store, "i1")
     first = lock_one(store, "i1", owner="w1")
     assert lock(store, "w2") == []
@@ -202,9 +196,7 @@ def test_messages_are_delivered_in_enqueue_order(store: Store) -> None:
     assert ids == sorted(ids)
 
 
-def test_lock_takes_oldest_work_first_and_honours_limit_and_names(
-    store: Store, clock: FakeClock
-) -> None:
+def test_lock_takes_oldest_work_first_and_honours_limit_and_names(store: Store, clock: FakeClock) -> None:
     for n, name in enumerate(["a", "b", "a"]):
         start(store, f"i{n}", name)
         clock.advance(1)
@@ -214,14 +206,10 @@ def test_lock_takes_oldest_work_first_and_honours_limit_and_names(
     assert lock(store) == []
 
 
-def test_timer_message_is_not_delivered_before_its_visible_at(
-    store: Store, clock: FakeClock
-) -> None:
+def test_timer_message_is_not_delivered_before_its_visible_at(store: Store, clock: FakeClock) -> None:
     running(store, "i1")
     fire_at = clock() + 60
-    store.enqueue_messages(
-        [Message("i1", TimerFired(timestamp=1.0, task_id=1, fire_at=fire_at), 1, fire_at)]
-    )
+    store.enqueue_messages([Message("i1", TimerFired(timestamp=1.0, task_id=1, fire_at=fire_at), 1, fire_at)])
     assert lock(store) == []
     assert store.next_visible_at() == fire_at
     clock.advance(59.5)
@@ -275,11 +263,7 @@ def test_commit_is_atomic_under_fault(store: Store) -> None:
     with pytest.raises(InjectedFault):
         store.commit_turns([full])
     rec = store.get_instance("i1")
-    assert (
-        rec is not None
-        and rec.status == OrchestrationStatus.PENDING
-        and rec.history_event_count == 0
-    )
+    assert rec is not None and rec.status == OrchestrationStatus.PENDING and rec.history_event_count == 0
     assert rec.custom_status is None and rec.stats.turns == 0
     assert store.get_history("i1") == [] and store.activity_tasks("i1") == []
     assert kinds(store.pending_messages("i1")) == ["ExecutionStarted"]
@@ -334,18 +318,13 @@ def test_activity_completion_is_atomic_under_fault(store: Store) -> None:
     assert row.lease_token == work.lease_token
     store.fault_hook = None
     assert store.complete_activities([done(work)]) == [Outcome.OK]
-    assert (
-        kinds(store.pending_messages("i1")) == ["ActivityCompleted"]
-        and store.activity_tasks("i1") == []
-    )
+    assert kinds(store.pending_messages("i1")) == ["ActivityCompleted"] and store.activity_tasks("i1") == []
 
 
 # --- fencing -----------------------------------------------------------------------------
 
 
-def test_stale_token_commit_is_lease_lost_and_writes_nothing(
-    store: Store, clock: FakeClock
-) -> None:
+def test_stale_token_commit_is_lease_lost_and_writes_nothing(store: Store, clock: FakeClock) -> None:
     start(store, "i1")
     stale = lock_one(store, "i1", owner="w1")
     clock.advance(LEASE + 1)
@@ -366,9 +345,7 @@ def test_an_expired_lease_not_yet_taken_over_still_commits(store: Store, clock: 
     assert commit(store, item) is Outcome.OK
 
 
-def test_renew_and_abandon_with_a_stale_token_raise_lease_lost(
-    store: Store, clock: FakeClock
-) -> None:
+def test_renew_and_abandon_with_a_stale_token_raise_lease_lost(store: Store, clock: FakeClock) -> None:
     start(store, "i1")
     stale = lock_one(store, "i1", owner="w1")
     assert store.renew_orchestration_lease("i1", stale.lease_token, 50) == clock() + 50
@@ -402,9 +379,7 @@ def test_group_commit_with_one_lease_lost_item(store: Store, clock: FakeClock) -
     item_b = lock_one(store, "b", lease_seconds=10)
     clock.advance(11)
     lock_one(store, "b", owner="w2")
-    outcomes = store.commit_turns(
-        [turn(item_a, activities=[task("a")]), turn(item_b, activities=[task("b")])]
-    )
+    outcomes = store.commit_turns([turn(item_a, activities=[task("a")]), turn(item_b, activities=[task("b")])])
     assert outcomes == [Outcome.OK, Outcome.LEASE_LOST]
     assert len(store.get_history("a")) == 2 and len(store.activity_tasks("a")) == 1
     assert store.get_history("b") == [] and store.activity_tasks("b") == []

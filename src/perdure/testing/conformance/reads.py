@@ -59,9 +59,7 @@ def test_purge_where_matches_terminal_instances_by_filter(store: Store) -> None:
 # --- reads -------------------------------------------------------------------------------
 
 
-def test_list_instances_filters_and_pages_with_a_stable_cursor(
-    store: Store, clock: FakeClock
-) -> None:
+def test_list_instances_filters_and_pages_with_a_stable_cursor(store: Store, clock: FakeClock) -> None:
     t0 = clock()
     for n in range(7):
         start(store, f"job-{n}", "a" if n % 2 == 0 else "b")
@@ -75,22 +73,16 @@ def test_list_instances_filters_and_pages_with_a_stable_cursor(
     seen = [r.instance_id for r in page.items]
     cursor = page.next_cursor
     while cursor:
-        page = store.list_instances(
-            InstanceQuery(instance_id_prefix="job-", limit=3, cursor=cursor)
-        )
+        page = store.list_instances(InstanceQuery(instance_id_prefix="job-", limit=3, cursor=cursor))
         seen += [r.instance_id for r in page.items]
         cursor = page.next_cursor
     assert seen == ["job-6", "job-5", "job-4", "job-3", "job-2", "job-1", "job-0"]
     names = store.list_instances(InstanceQuery(name="b", limit=10)).items
     assert [r.instance_id for r in names] == ["job-5", "job-3", "job-1"]
-    window = store.list_instances(
-        InstanceQuery(created_after=t0 + 1, created_before=t0 + 3, limit=10)
-    ).items
+    window = store.list_instances(InstanceQuery(created_after=t0 + 1, created_before=t0 + 3, limit=10)).items
     assert [r.instance_id for r in window] == ["job-2", "job-1"]
     assert store.list_instances(InstanceQuery(statuses=[COMPLETED])).items == []
-    pending = store.list_instances(
-        InstanceQuery(statuses=[OrchestrationStatus.PENDING], limit=100)
-    ).items
+    pending = store.list_instances(InstanceQuery(statuses=[OrchestrationStatus.PENDING], limit=100)).items
     assert len(pending) == 9
 
 
@@ -112,10 +104,7 @@ def test_get_history_pages_through_an_execution(store: Store) -> None:
 
 def test_queue_stats_count_depth_visibility_and_age(store: Store, clock: FakeClock) -> None:
     start(store, "i1")
-    assert (
-        commit(store, lock_one(store, "i1"), activities=[task(task_id=1), task(task_id=2)])
-        is Outcome.OK
-    )
+    assert commit(store, lock_one(store, "i1"), activities=[task(task_id=1), task(task_id=2)]) is Outcome.OK
     store.lock_activities("a1", lease_seconds=LEASE, limit=1)
     raise_event(store, "i1", visible_at=clock() + 100)
     raise_event(store, "i1")
@@ -158,22 +147,11 @@ def test_worker_heartbeats(store: Store, clock: FakeClock) -> None:
 def test_unserved_work_names_what_no_worker_can_run(store: Store, clock: FakeClock) -> None:
     start(store, "i1", "known")
     start(store, "i2", "unknown")
-    assert (
-        commit(
-            store, lock_one(store, "i1"), activities=[task("i1", 1, "f"), task("i1", 2, "nobody")]
-        )
-        is Outcome.OK
-    )
-    assert store.unserved_work(
-        orchestration_names=["known"], activity_names=["f"], older_than=5
-    ) == ([], [])
+    assert commit(store, lock_one(store, "i1"), activities=[task("i1", 1, "f"), task("i1", 2, "nobody")]) is Outcome.OK
+    assert store.unserved_work(orchestration_names=["known"], activity_names=["f"], older_than=5) == ([], [])
     clock.advance(6)
-    ids, tasks = store.unserved_work(
-        orchestration_names=["known"], activity_names=["f"], older_than=5
-    )
-    assert ids == ["i2"] and [
-        t.name for t in store.activity_tasks("i1") if t.task_row_id in tasks
-    ] == ["nobody"]
+    ids, tasks = store.unserved_work(orchestration_names=["known"], activity_names=["f"], older_than=5)
+    assert ids == ["i2"] and [t.name for t in store.activity_tasks("i1") if t.task_row_id in tasks] == ["nobody"]
 
 
 def test_commits_wake_the_notifier_topics(store: Store) -> None:

@@ -45,9 +45,7 @@ from perdure.testing.faults import FakeClock
 # --- routing: deferral, dead letters, discards (invariant 3) ------------------------------
 
 
-def test_message_for_a_future_execution_is_deferred_then_delivered(
-    store: Store, clock: FakeClock
-) -> None:
+def test_message_for_a_future_execution_is_deferred_then_delivered(store: Store, clock: FakeClock) -> None:
     running(store, "i1")
     raise_event(store, "i1", "early", execution_id=2)
     assert lock(store) == []
@@ -69,9 +67,7 @@ def test_message_for_a_future_execution_is_deferred_then_delivered(
     assert item.messages[1].event.name == "early" and item.messages[1].delivery_count == 3
 
 
-def test_message_for_a_missing_instance_is_deferred_until_it_exists(
-    store: Store, clock: FakeClock
-) -> None:
+def test_message_for_a_missing_instance_is_deferred_until_it_exists(store: Store, clock: FakeClock) -> None:
     raise_event(store, "later", "hello")
     assert lock(store) == [] and lock(store, names=["wf"]) == []
     [msg] = store.pending_messages("later")
@@ -105,11 +101,7 @@ def test_undeliverable_message_is_dead_lettered_after_max_deliveries(
         DeadLetterReason.INSTANCE_NOT_FOUND,
         4,
     )
-    assert (
-        isinstance(dead.event, EventRaised)
-        and dead.enqueued_at == t0
-        and dead.dead_lettered_at == clock()
-    )
+    assert isinstance(dead.event, EventRaised) and dead.enqueued_at == t0 and dead.dead_lettered_at == clock()
     assert store.dead_letters(instance_id="other") == []
     assert store.queue_stats().dead_letters == 1
 
@@ -124,9 +116,7 @@ def test_default_max_deliveries_is_bounded(store: Store, clock: FakeClock) -> No
     assert [d.delivery_count for d in store.dead_letters()] == [25]
 
 
-def test_message_for_an_ended_execution_is_discarded_with_a_record(
-    store: Store, clock: FakeClock
-) -> None:
+def test_message_for_an_ended_execution_is_discarded_with_a_record(store: Store, clock: FakeClock) -> None:
     item = running(store, "i1")
     raise_event(store, "i1", "go")
     item = lock_one(store, "i1")
@@ -179,12 +169,7 @@ def test_child_start_creates_a_pending_child_that_knows_its_parent(store: Store)
     running(store, "p")
     raise_event(store, "p")
     ref = ParentRef("p", 1, 3)
-    assert (
-        commit(
-            store, lock_one(store, "p"), children=[ChildStart("p::sub::3", "child", {"k": 1}, ref)]
-        )
-        is Outcome.OK
-    )
+    assert commit(store, lock_one(store, "p"), children=[ChildStart("p::sub::3", "child", {"k": 1}, ref)]) is Outcome.OK
     child = store.get_instance("p::sub::3")
     assert child is not None and (child.status, child.parent, child.input) == (
         "PENDING",
@@ -192,15 +177,8 @@ def test_child_start_creates_a_pending_child_that_knows_its_parent(store: Store)
         {"k": 1},
     )
     [msg] = store.pending_messages("p::sub::3")
-    assert (
-        isinstance(msg.event, ExecutionStarted)
-        and msg.event.parent == ref
-        and msg.event.name == "child"
-    )
-    assert (
-        store.list_instances(InstanceQuery(parent_instance_id="p")).items[0].instance_id
-        == "p::sub::3"
-    )
+    assert isinstance(msg.event, ExecutionStarted) and msg.event.parent == ref and msg.event.name == "child"
+    assert store.list_instances(InstanceQuery(parent_instance_id="p")).items[0].instance_id == "p::sub::3"
 
 
 def test_child_start_on_a_foreign_id_fails_the_parent_at_once(store: Store) -> None:
@@ -209,9 +187,7 @@ def test_child_start_on_a_foreign_id_fails_the_parent_at_once(store: Store) -> N
     running(store, "p")
     raise_event(store, "p")
     item = lock_one(store, "p")
-    outcome = commit(
-        store, item, children=[ChildStart("taken", "child", None, ParentRef("p", 1, 4))]
-    )
+    outcome = commit(store, item, children=[ChildStart("taken", "child", None, ParentRef("p", 1, 4))])
     assert outcome is Outcome.OK
     taken = store.get_instance("taken")
     assert taken is not None and (taken.status, taken.name, taken.output) == (
@@ -220,16 +196,9 @@ def test_child_start_on_a_foreign_id_fails_the_parent_at_once(store: Store) -> N
         "mine",
     )
     [msg] = store.pending_messages("p")
-    assert (
-        isinstance(msg.event, SubOrchestrationFailed)
-        and msg.event.task_id == 4
-        and msg.execution_id == 1
-    )
+    assert isinstance(msg.event, SubOrchestrationFailed) and msg.event.task_id == 4 and msg.execution_id == 1
     assert msg.event.failure.type == "perdure.errors.InstanceExistsError"
-    assert (
-        "'taken'" in msg.event.failure.message
-        and "already used by another instance" in msg.event.failure.message
-    )
+    assert "'taken'" in msg.event.failure.message and "already used by another instance" in msg.event.failure.message
     assert "COMPLETED" in msg.event.failure.message
 
 
@@ -245,10 +214,7 @@ def test_child_start_redelivered_by_the_same_parent_does_nothing(store: Store) -
     raise_event(store, "p")
     assert commit(store, lock_one(store, "p"), continue_as_new=True) is Outcome.OK
     item = lock_one(store, "p")
-    assert (
-        commit(store, item, children=[ChildStart("p::sub::1", "child", None, ParentRef("p", 2, 1))])
-        is Outcome.OK
-    )
+    assert commit(store, item, children=[ChildStart("p::sub::1", "child", None, ParentRef("p", 2, 1))]) is Outcome.OK
     [msg] = store.pending_messages("p")
     assert isinstance(msg.event, SubOrchestrationFailed) and msg.execution_id == 2
 
@@ -317,16 +283,12 @@ def test_activity_of_an_ended_execution_is_discarded_after_continue_as_new(store
 _TARGETS = st.sampled_from(["a", "b", "c", "ghost"])
 _EXECUTIONS = st.sampled_from([None, 1, 2, 3])
 _OPS = st.lists(
-    st.one_of(
-        st.tuples(st.just("send"), _TARGETS, _EXECUTIONS), st.just(("work",)), st.just(("wait",))
-    ),
+    st.one_of(st.tuples(st.just("send"), _TARGETS, _EXECUTIONS), st.just(("work",)), st.just(("wait",))),
     max_size=30,
 )
 
 
-@settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=_OPS)
 def test_every_message_is_applied_discarded_or_dead_lettered_exactly_once(
     make_store: Callable[..., Store], clock: FakeClock, ops: list[tuple[Any, ...]]
