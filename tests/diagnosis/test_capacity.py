@@ -131,7 +131,7 @@ def test_busy_compatible_workers_are_a_backlog_not_a_missing_worker(store, clien
             1,
             1,
         )
-        assert e["oldest_due_s"] > 0.2 and e["queue"]["activity_locked"] == 1
+        assert e["oldest_due_s"] >= 0.2 and e["queue"]["activity_locked"] == 1  # rounded evidence
         # below the threshold the same queue is just progress
         assert client.diagnose(iid, backlog_after=60).verdict == "progressing"
         # and the instance holding the slot runs a slow activity (absolute threshold)

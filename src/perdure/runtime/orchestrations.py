@@ -109,14 +109,12 @@ class OrchestrationDispatcher:
             if executor is not None and not executor.is_finished:
                 self.cache.put(iid, executor)
             return
+        # LEASE_LOST (commit_turns has no other refusal: an instance cannot become terminal
+        # while we hold its lease): another worker took the instance over after our lease
+        # expired, and its turns stand.
         self.cache.evict(iid)
-        if outcome is Outcome.LEASE_LOST:
-            # Another worker took the instance over after our lease expired; its turns stand.
-            self.counters["turns_lease_lost"] += 1
-            log.warning("lease lost on instance %r: turn dropped, nothing written", iid)
-        else:
-            self.counters["turns_instance_terminal"] += 1
-            log.info("instance %r was already terminal: turn dropped", iid)
+        self.counters["turns_lease_lost"] += 1
+        log.warning("lease lost on instance %r: turn dropped, nothing written", iid)
 
     def _run_turn(self, item: OrchestrationWorkItem) -> tuple[TurnCommit, OrchestrationExecutor | None]:
         instance = item.instance
