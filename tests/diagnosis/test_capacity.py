@@ -162,7 +162,8 @@ def test_an_activity_far_slower_than_its_own_history_is_slow(store, client):
         client.wait(iid, timeout=10)
     e = d.top.evidence
     assert (e["activity"], e["earlier_runs"], e["attempt"]) == ("step", 3, 1)
-    assert e["running_s"] >= max(0.3, 10 * e["median_s"]) and e["threshold_s"] >= 0.3
+    # evidence figures are rounded to milliseconds: allow for it
+    assert e["running_s"] >= max(0.3, 10 * e["median_s"]) - 0.01 and e["threshold_s"] >= 0.3
     assert "its median" in d.top.summary and e["worker_alive"] is True
 
 
