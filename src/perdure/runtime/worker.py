@@ -158,7 +158,7 @@ class Worker:
                 errors += 1
                 continue
             if worked < self.options.batch_size:  # drained: sleep until signalled or due
-                self.store.notifier.wait(topics, seen, self._idle_timeout())
+                self.store.notifier.wait(topics, seen, self._idle_timeout("orchestrations"))
 
     def _activity_loop(self) -> None:
         topics = (ACTIVITIES, self._done_topic, self._stop_topic)
@@ -181,7 +181,7 @@ class Worker:
                 continue
             if look and self.activities.running < self.options.activity_concurrency:
                 continue
-            timeout = self._idle_timeout()
+            timeout = self._idle_timeout("activities")
             renewal = self.activities.next_renewal_in()
             if renewal is not None:
                 timeout = min(timeout, renewal)
@@ -204,10 +204,10 @@ class Worker:
             except Exception:
                 log.exception("worker housekeeping error")
 
-    def _idle_timeout(self) -> float:
-        """How long an idle dispatcher may sleep: until the next due message, task or lease
-        expiry, at most ``poll_interval``."""
-        due = self.store.next_visible_at()
+    def _idle_timeout(self, queue: str) -> float:
+        """How long an idle dispatcher of ``queue`` may sleep: until its next due message or
+        task (or lease expiry), at most ``poll_interval``."""
+        due = self.store.next_visible_at(queue=queue)
         if due is None:
             return self.options.poll_interval
         return min(self.options.poll_interval, max(0.0, due - self.clock()) + 0.001)

@@ -557,9 +557,11 @@ class Store(Protocol):
         row ids of unlocked activity tasks visible for that long whose name is not in
         ``activity_names`` (the names registered by live workers). Read-only."""
 
-    def next_visible_at(self) -> float | None:
-        """The earliest ``visible_at`` among unlocked messages and tasks, or among lease expiries
-        of locked ones, so an idle worker knows how long it may sleep."""
+    def next_visible_at(self, *, queue: str | None = None) -> float | None:
+        """The earliest time work becomes takeable, so an idle worker knows how long it may
+        sleep: the earliest ``visible_at`` among unlocked messages and tasks, or the lease
+        expiry of locked ones. ``queue`` narrows it to ``"orchestrations"`` (messages) or
+        ``"activities"`` (tasks). Read-only."""
 
     # -- fleet reads (diagnosis) --
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from importlib import resources
 
+from perdure.errors import InvalidInputError
+
 _HEADER = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 
@@ -41,3 +43,12 @@ class Queries:
 def load_queries(package: str) -> Queries:
     """The queries of ``package``'s ``queries.sql``."""
     return Queries(resources.files(package).joinpath("queries.sql").read_text(encoding="utf-8"))
+
+
+def next_due_queries(queries: Queries, queue: str | None) -> list[str]:
+    """The queries behind ``Store.next_visible_at(queue=...)``: the next due message
+    (``next_message_at``), the next due task (``next_task_at``), or both for ``None``."""
+    if queue not in (None, "orchestrations", "activities"):
+        raise InvalidInputError(f"queue must be 'orchestrations', 'activities' or None, got {queue!r}")
+    parts = (("orchestrations", queries.next_message_at), ("activities", queries.next_task_at))
+    return [sql for kind, sql in parts if queue in (None, kind)]

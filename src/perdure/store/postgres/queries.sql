@@ -417,15 +417,16 @@ WHERE (%(instance_id)s::text IS NULL OR instance_id = %(instance_id)s::text)
 ORDER BY discard_id DESC
 LIMIT %(limit)s;
 
--- name: next_visible_at
--- A message of a leased instance cannot be taken before the lease expires.
-SELECT MIN(t) AS next_visible_at FROM (
-    SELECT MIN(visible_at) AS t FROM activity_tasks
-    UNION ALL
-    SELECT MIN(GREATEST(l.expires_at, m.visible_at)) AS t
-    FROM orchestration_messages AS m
-    LEFT JOIN orchestration_leases AS l ON l.instance_id = m.instance_id
-) AS due;
+-- name: next_task_at
+-- The earliest visible_at of an activity task (a locked task's is its lease expiry).
+SELECT MIN(visible_at) AS t FROM activity_tasks;
+
+-- name: next_message_at
+-- The earliest time a message can be taken: a message of a leased instance cannot be taken
+-- before the lease expires.
+SELECT MIN(GREATEST(l.expires_at, m.visible_at)) AS t
+FROM orchestration_messages AS m
+LEFT JOIN orchestration_leases AS l ON l.instance_id = m.instance_id;
 
 -- name: unserved_instances
 -- Live instances with a message due since :due_before that no worker holds, whose

@@ -322,13 +322,15 @@ WHERE (:instance_id IS NULL OR instance_id = :instance_id)
 ORDER BY discard_id DESC
 LIMIT :limit;
 
--- name: next_visible_at
--- The earliest of: a task's visible_at (a locked task's is its lease expiry); the first
--- message, in visible_at order, not blocked by a lease expiring after it; the expiry of a
--- lease on an instance with queued messages. Each part walks an index and stops early.
-SELECT MIN(t) AS next_visible_at FROM (
-    SELECT MIN(visible_at) AS t FROM activity_tasks
-    UNION ALL
+-- name: next_task_at
+-- The earliest visible_at of an activity task (a locked task's is its lease expiry).
+SELECT MIN(visible_at) AS t FROM activity_tasks;
+
+-- name: next_message_at
+-- The earliest of: the first message, in visible_at order, not blocked by a lease expiring
+-- after it; the expiry of a lease on an instance with queued messages. Each part walks an
+-- index and stops early.
+SELECT MIN(t) AS t FROM (
     SELECT t FROM (
         SELECT m.visible_at AS t FROM orchestration_messages AS m
         WHERE NOT EXISTS (

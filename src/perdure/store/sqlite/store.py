@@ -34,6 +34,7 @@ from perdure.store.base import (
     WorkerRecord,
 )
 from perdure.store.common.encode import QueueOptions, dumps_checked, prepare_completions, prepare_turn
+from perdure.store.common.queries import next_due_queries
 from perdure.store.common.rows import (
     TERMINAL,
     count_from_row,
@@ -517,11 +518,12 @@ class SQLiteStore:
             ).fetchall()
         return [r["instance_id"] for r in instances], [r["task_row_id"] for r in tasks]
 
-    def next_visible_at(self) -> float | None:
+    def next_visible_at(self, *, queue: str | None = None) -> float | None:
         """See :meth:`perdure.store.base.Store.next_visible_at`."""
+        queries = next_due_queries(Q, queue)
         with self._read() as conn:
-            row = conn.execute(Q.next_visible_at).fetchone()
-        return row["next_visible_at"]
+            times = [conn.execute(q).fetchone()["t"] for q in queries]
+        return min((t for t in times if t is not None), default=None)
 
     # -- fleet reads (diagnosis) --
 

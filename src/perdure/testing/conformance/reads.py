@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
+from perdure.core.history import EventRaised
 from perdure.core.status import OrchestrationStatus
 from perdure.store.base import (
     InstanceQuery,
+    Message,
     Outcome,
     Store,
     WorkerRecord,
@@ -114,6 +118,16 @@ def test_queue_stats_count_depth_visibility_and_age(store: Store, clock: FakeClo
     assert stats.oldest_orchestration_age == 4
     assert (stats.activity_depth, stats.activity_visible, stats.activity_locked) == (2, 1, 1)
     assert stats.oldest_activity_age == 4 and stats.dead_letters == 0
+
+
+def test_next_visible_at_per_queue(store: Store, clock: FakeClock) -> None:
+    running(store, "i1")
+    store.enqueue_messages([Message("i1", EventRaised(name="later"), visible_at=clock() + 50)])
+    assert store.next_visible_at(queue="orchestrations") == clock() + 50
+    assert store.next_visible_at(queue="activities") is None
+    assert store.next_visible_at() == clock() + 50
+    with pytest.raises(ValueError, match="queue must be"):
+        store.next_visible_at(queue="timers")
 
 
 def test_next_visible_at_accounts_for_leases(store: Store, clock: FakeClock) -> None:
