@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from perdure.errors import SchemaVersionError
+from perdure.store.common.migrations import migrations_from_dir
 from perdure.store.postgres import PostgresStore
 from perdure.store.postgres import migrations as pg_migrations
 from perdure.store.sqlite import migrations as sqlite_migrations
@@ -120,7 +121,7 @@ def test_an_older_schema_gets_only_its_missing_migrations(empty_url: str, tmp_pa
     (tmp_path / f"{latest + 1:04d}_add_note.sql").write_text(
         "ALTER TABLE instances ADD COLUMN note TEXT;\nCREATE INDEX instances_by_note ON instances (note);\n"
     )
-    later = pg_migrations.migrations_from_dir(tmp_path)
+    later = migrations_from_dir(tmp_path)
     with psycopg.connect(empty_url, autocommit=True) as conn:
         assert pg_migrations.migrate(conn, now=2.0, migrations=later) == latest + 1
         assert pg_migrations.migrate(conn, now=3.0, migrations=later) == latest + 1  # idempotent
@@ -137,7 +138,7 @@ def test_a_failing_migration_changes_nothing(empty_url: str, tmp_path: Path) -> 
     (tmp_path / f"{latest + 1:04d}_broken.sql").write_text("ALTER TABLE instances ADD COLUMN note TEXT;\nSELECT 1/0;\n")
     with psycopg.connect(empty_url, autocommit=True) as conn:
         with pytest.raises(psycopg.errors.DivisionByZero):
-            pg_migrations.migrate(conn, now=2.0, migrations=pg_migrations.migrations_from_dir(tmp_path))
+            pg_migrations.migrate(conn, now=2.0, migrations=migrations_from_dir(tmp_path))
         assert pg_migrations.schema_version(conn) == latest
         columns = conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'instances'"

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from perdure.errors import SchemaVersionError
+from perdure.store.common.migrations import migrations_from_dir
 from perdure.store.sqlite import SQLiteStore
 from perdure.store.sqlite.migrations import (
     migrate,
-    migrations_from_dir,
     package_migrations,
     package_schema,
     schema_version,

@@ -8,59 +8,21 @@ transaction; a newer one is refused with :class:`SchemaVersionError`.
 
 from __future__ import annotations
 
-import re
 import sqlite3
-from collections.abc import Iterable
-from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 
 from perdure.errors import SchemaVersionError
-
-_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    """One numbered migration file."""
-
-    version: int
-    name: str
-    sql: str
+from perdure.store.common import migrations as migration_files
+from perdure.store.common.migrations import Migration
 
 
 def package_schema() -> str:
-    """The text of the packaged ``schema.sql``."""
-    return resources.files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
+    """The text of this backend's ``schema.sql``."""
+    return migration_files.package_schema(__package__)
 
 
 def package_migrations() -> list[Migration]:
-    """The packaged migrations, in version order."""
-    folder = resources.files(__package__).joinpath("migrations")
-    return load_migrations(
-        (entry.name, entry.read_text(encoding="utf-8")) for entry in folder.iterdir() if entry.is_file()
-    )
-
-
-def load_migrations(files: Iterable[tuple[str, str]]) -> list[Migration]:
-    """Build the ordered migration list from ``(file name, text)`` pairs; other file names
-    are ignored, gaps and duplicate numbers are an error."""
-    found: list[Migration] = []
-    for name, text in files:
-        match = _MIGRATION_NAME.match(name)
-        if match:
-            found.append(Migration(int(match.group(1)), name, text))
-    found.sort(key=lambda m: m.version)
-    for expected, migration in enumerate(found, start=1):
-        if migration.version != expected:
-            raise ValueError(f"migration {migration.name} is out of sequence; expected number {expected:04d}")
-    return found
-
-
-def migrations_from_dir(path: str | Path) -> list[Migration]:
-    """Load migrations from a directory (tests use this to simulate later versions)."""
-    folder = Path(path)
-    return load_migrations((p.name, p.read_text(encoding="utf-8")) for p in folder.iterdir() if p.is_file())
+    """This backend's migrations, in version order."""
+    return migration_files.package_migrations(__package__)
 
 
 def split_statements(script: str) -> list[str]:
