@@ -12,7 +12,7 @@ from perdure.core.history import dumps_event
 from perdure.core.status import OrchestrationStatus
 from perdure.errors import SerializationError
 from perdure.store.base import ActivityCompletion, TurnCommit
-from perdure.store.common.rows import failure_text, payload, waiting_text
+from perdure.store.common.rows import Row, failure_text, payload, waiting_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,3 +84,32 @@ def prepare_completions(
 ) -> list[tuple[ActivityCompletion, str, str]]:
     """Encode each completion's event before the transaction: ``(completion, kind, JSON)``."""
     return [(c, type(c.event).__name__, dumps_checked(c.event, "an activity result")) for c in completions]
+
+
+def instance_after_turn(turn: PreparedTurn, row: Row, now: float) -> dict[str, Any]:
+    """The parameters of the ``update_instance_after_turn`` query: the instance ``row`` after
+    ``turn`` is appended (or, after a continue-as-new, the next execution with fresh
+    history counters), with the turn's evidence for diagnosis."""
+    c = turn.commit
+    execution_id, input_text = c.execution_id, row["input"]
+    count = row["history_event_count"] + len(turn.events)
+    size = row["history_bytes"] + turn.events_bytes
+    if c.continue_as_new:
+        execution_id, input_text, count, size = c.execution_id + 1, turn.continue_as_new_input, 0, 0
+    return {
+        "instance_id": c.instance_id,
+        "status": turn.status.value,
+        "execution_id": execution_id,
+        "input": input_text,
+        "output": turn.output,
+        "failure": turn.failure,
+        "custom_status": turn.custom_status,
+        "waiting_on": turn.waiting_on,
+        "history_event_count": count,
+        "history_bytes": size,
+        "now": now,
+        "full_replay": int(c.stats.full_replay),
+        "replayed_events": c.stats.replayed_events,
+        "duration": c.stats.duration,
+        "progressed": bool(c.stats.progressed),
+    }

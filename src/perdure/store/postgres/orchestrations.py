@@ -37,7 +37,7 @@ from perdure.core.history import (
 from perdure.core.status import OrchestrationStatus
 from perdure.errors import LeaseLost
 from perdure.store.base import ChildStart, DeadLetterReason, OrchestrationWorkItem, Outcome
-from perdure.store.common.encode import PreparedTurn, QueueOptions
+from perdure.store.common.encode import PreparedTurn, QueueOptions, instance_after_turn
 from perdure.store.common.rows import (
     TERMINAL,
     decode_history,
@@ -374,30 +374,7 @@ def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease: Row) -> bool:
                 "events": list(turn.events),
             },
         )
-    execution_id, input_text = c.execution_id, row["input"]
-    count, size = first + len(turn.events), row["history_bytes"] + turn.events_bytes
-    if c.continue_as_new:
-        execution_id, input_text, count, size = c.execution_id + 1, turn.continue_as_new_input, 0, 0
-    tx.run(
-        Q.update_instance_after_turn,
-        {
-            "instance_id": iid,
-            "status": c.status.value,
-            "execution_id": execution_id,
-            "input": input_text,
-            "output": turn.output,
-            "failure": turn.failure,
-            "custom_status": turn.custom_status,
-            "waiting_on": turn.waiting_on,
-            "history_event_count": count,
-            "history_bytes": size,
-            "now": now,
-            "full_replay": int(c.stats.full_replay),
-            "replayed_events": c.stats.replayed_events,
-            "duration": c.stats.duration,
-            "progressed": bool(c.stats.progressed),
-        },
-    )
+    tx.run(Q.update_instance_after_turn, instance_after_turn(turn, row, now))
     tx.notify(INSTANCES)
 
     if c.activities:

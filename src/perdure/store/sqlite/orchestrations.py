@@ -31,7 +31,7 @@ from perdure.store.base import (
     OrchestrationWorkItem,
     Outcome,
 )
-from perdure.store.common.encode import PreparedTurn, QueueOptions
+from perdure.store.common.encode import PreparedTurn, QueueOptions, instance_after_turn
 from perdure.store.common.rows import (
     TERMINAL,
     decode_history,
@@ -263,30 +263,7 @@ def _write_turn(tx: Tx, turn: PreparedTurn, row: sqlite3.Row, lease: sqlite3.Row
         Q.insert_history,
         [(iid, c.execution_id, first + i, text) for i, text in enumerate(turn.events)],
     )
-    execution_id, input_text = c.execution_id, row["input"]
-    count, size = first + len(turn.events), row["history_bytes"] + turn.events_bytes
-    if c.continue_as_new:
-        execution_id, input_text, count, size = c.execution_id + 1, turn.continue_as_new_input, 0, 0
-    conn.execute(
-        Q.update_instance_after_turn,
-        {
-            "instance_id": iid,
-            "status": turn.status.value,
-            "execution_id": execution_id,
-            "input": input_text,
-            "output": turn.output,
-            "failure": turn.failure,
-            "custom_status": turn.custom_status,
-            "waiting_on": turn.waiting_on,
-            "history_event_count": count,
-            "history_bytes": size,
-            "now": now,
-            "full_replay": int(c.stats.full_replay),
-            "replayed_events": c.stats.replayed_events,
-            "duration": c.stats.duration,
-            "progressed": int(c.stats.progressed),
-        },
-    )
+    conn.execute(Q.update_instance_after_turn, instance_after_turn(turn, row, now))
     tx.notify(INSTANCES)
 
     if c.activities:
