@@ -38,6 +38,7 @@ from perdure.core.status import OrchestrationStatus
 from perdure.errors import LeaseLost
 from perdure.store.base import ChildStart, DeadLetterReason, OrchestrationWorkItem, Outcome
 from perdure.store.common.encode import PreparedTurn, QueueOptions, instance_after_turn
+from perdure.store.common.routing import route_messages
 from perdure.store.common.rows import (
     TERMINAL,
     decode_history,
@@ -185,15 +186,7 @@ def _lock_instance(
         )
         return None
     current = row["execution_id"]
-    deliver, stale, future = [], [], []
-    for m in messages:
-        target = m["execution_id"]
-        if target is None or target == current:
-            deliver.append(m)
-        elif target < current:
-            stale.append((m, f"execution {target} has ended; execution {current} is current"))
-        else:
-            future.append(m)
+    deliver, stale, future = route_messages(messages, current)
     _discard(tx, instance_id, stale, DiscardReason.STALE_EXECUTION)
     _defer(tx, options, future, DeadLetterReason.EXECUTION_NOT_FOUND)
     if deliver and row["history_event_count"] == 0:
