@@ -49,3 +49,9 @@ def test_runner_prints_a_table_and_writes_json(tmp_path, capsys, monkeypatch):
     assert bench_main(["W2", "--runs", "1", "--json", str(out)]) == 0
     assert "W2" in capsys.readouterr().out
     assert '"workload": "W2"' in out.read_text()
+
+
+def test_idle_worker_sampler_runs():
+    from bench.idle import main as idle
+
+    assert idle(0.2) >= 0
