@@ -316,18 +316,3 @@ def loads_event(text: str | bytes) -> HistoryEvent:
     if not isinstance(data, dict):
         raise EventDecodeError(f"stored history event is not a JSON object: {str(text)[:200]}")
     return decode_event(data)
-
-
-#: Events that can arrive as messages (the only ones a store enqueues for an orchestration).
-MESSAGE_TYPES: tuple[type[HistoryEvent], ...] = (
-    ExecutionStarted,
-    ActivityCompleted,
-    ActivityFailed,
-    TimerFired,
-    SubOrchestrationCompleted,
-    SubOrchestrationFailed,
-    EventRaised,
-    ExecutionTerminated,
-    ExecutionSuspended,
-    ExecutionResumed,
-)

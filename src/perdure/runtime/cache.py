@@ -21,8 +21,6 @@ class ExecutorCache:
         self.capacity = capacity
         self._entries: OrderedDict[str, OrchestrationExecutor] = OrderedDict()
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
     def take(self, instance_id: str) -> OrchestrationExecutor | None:
         """Remove and return the executor of ``instance_id`` (the caller owns it while it runs

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from perdure.core.failure import Failure
@@ -149,6 +150,20 @@ def task_from_row(row: Row) -> ActivityWorkItem:
         locked_at=row["locked_at"],
         lease_owner=row["lease_owner"],
         visible_at=row["visible_at"],
+    )
+
+
+def locked_task(row: Row, token: str, owner: str, now: float, expires_at: float) -> ActivityWorkItem:
+    """The :class:`ActivityWorkItem` of a task row read just before this transaction locked it
+    for ``owner`` with ``token`` until ``expires_at`` (the row still holds the old lease)."""
+    return replace(
+        task_from_row(row),
+        lease_token=token,
+        lease_expires_at=expires_at,
+        delivery_count=row["delivery_count"] + 1,
+        locked_at=now,
+        lease_owner=owner,
+        visible_at=expires_at,
     )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Collection, Sequence
 from perdure.core.history import DiscardReason
 from perdure.errors import LeaseLost
 from perdure.store.base import ActivityCompletion, ActivityWorkItem, Outcome
-from perdure.store.common.rows import TERMINAL, task_from_row
+from perdure.store.common.rows import TERMINAL, locked_task
 from perdure.store.notify import ACTIVITIES
 from perdure.store.postgres.connection import Tx
 from perdure.store.postgres.orchestrations import Outbox, insert_discards
@@ -62,28 +62,7 @@ def lock_activities(
             "tokens": tokens,
         },
     )
-    items = []
-    for row, token in zip(rows, tokens, strict=True):
-        item = task_from_row(row)  # type: ignore[arg-type]
-        items.append(
-            ActivityWorkItem(
-                task_row_id=item.task_row_id,
-                instance_id=item.instance_id,
-                execution_id=item.execution_id,
-                task_id=item.task_id,
-                name=item.name,
-                input=item.input,
-                attempt=item.attempt,
-                lease_token=token,
-                lease_expires_at=expires_at,
-                enqueued_at=item.enqueued_at,
-                delivery_count=item.delivery_count + 1,
-                locked_at=tx.now,
-                lease_owner=owner,
-                visible_at=expires_at,
-            )
-        )
-    return items
+    return [locked_task(row, token, owner, tx.now, expires_at) for row, token in zip(rows, tokens, strict=True)]
 
 
 def complete_activities(tx: Tx, prepared: Sequence[tuple[ActivityCompletion, str, str]]) -> list[Outcome]:

@@ -14,7 +14,7 @@ from collections.abc import Collection, Sequence
 from perdure.core.history import DiscardReason
 from perdure.errors import LeaseLost
 from perdure.store.base import ActivityCompletion, ActivityWorkItem, Outcome
-from perdure.store.common.rows import TERMINAL, json_list, task_from_row
+from perdure.store.common.rows import TERMINAL, json_list, locked_task
 from perdure.store.notify import ACTIVITIES, ORCHESTRATIONS
 from perdure.store.sqlite.orchestrations import message_params
 from perdure.store.sqlite.queries import Q
@@ -57,28 +57,7 @@ def lock_activities(
             for r, t in zip(rows, tokens, strict=True)
         ],
     )
-    items = []
-    for row, token in zip(rows, tokens, strict=True):
-        item = task_from_row(row)
-        items.append(
-            ActivityWorkItem(
-                task_row_id=item.task_row_id,
-                instance_id=item.instance_id,
-                execution_id=item.execution_id,
-                task_id=item.task_id,
-                name=item.name,
-                input=item.input,
-                attempt=item.attempt,
-                lease_token=token,
-                lease_expires_at=expires_at,
-                enqueued_at=item.enqueued_at,
-                delivery_count=item.delivery_count + 1,
-                locked_at=tx.now,
-                lease_owner=owner,
-                visible_at=expires_at,
-            )
-        )
-    return items
+    return [locked_task(row, token, owner, tx.now, expires_at) for row, token in zip(rows, tokens, strict=True)]
 
 
 def complete_activities(tx: Tx, prepared: Sequence[tuple[ActivityCompletion, str, str]]) -> list[Outcome]:
