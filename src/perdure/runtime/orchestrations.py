@@ -11,7 +11,6 @@ from perdure.core.executor import OrchestrationExecutor
 from perdure.core.failure import Failure
 from perdure.core.history import (
     ActivityFailed,
-    ExecutionStarted,
     HistoryEvent,
     SubOrchestrationFailed,
     TimerFired,
@@ -21,19 +20,12 @@ from perdure.core.registry import App
 from perdure.runtime.cache import ExecutorCache
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.translate import failing_commit, turn_commit
-from perdure.store.base import OrchestrationWorkItem, Outcome, QueuedMessage, Store, TurnCommit, TurnStats
+from perdure.store.base import OrchestrationWorkItem, Outcome, Store, TurnCommit, TurnStats
 
 log = logging.getLogger("perdure.worker")
 
 # Messages that are retries or failures rather than progress (diagnosis: "last progress").
 _NOT_PROGRESS = (ActivityFailed, SubOrchestrationFailed, TimerFired)
-
-
-def _delivery_order(message: QueuedMessage) -> tuple[bool, bool, int]:
-    """A new execution's ``ExecutionStarted`` comes first, then messages addressed to this
-    execution (the events carried over by continue-as-new, which arrived earlier than any
-    event still addressed to "the current execution"), then the rest, each in enqueue order."""
-    return (not isinstance(message.event, ExecutionStarted), message.execution_id is None, message.message_id)
 
 
 class OrchestrationDispatcher:
@@ -145,7 +137,7 @@ class OrchestrationDispatcher:
         try:
             executor, past = self._executor_for(item)
             new: list[HistoryEvent] = [TurnStarted(timestamp=now)]
-            new.extend(m.event for m in sorted(item.messages, key=_delivery_order))
+            new.extend(m.event for m in item.messages)
             started = time.perf_counter()
             turn = executor.execute(past, new)
             duration = time.perf_counter() - started

@@ -446,6 +446,10 @@ class Store(Protocol):
           ``max_deliveries`` tries moved to the dead-letter table.
         - instance terminal: deleted with a ``terminal_instance`` discard record.
         An instance whose visible messages were all sorted away is not returned.
+        Delivered messages come in this order: the execution's ``ExecutionStarted`` first
+        (while its history is empty), then messages addressed to the current execution, then
+        those addressed to "whichever is current", each in enqueue order (so events carried
+        over by continue-as-new precede events raised during the hand-over).
 
         A current-execution history that cannot be decoded does not make this method raise:
         the instance is locked and returned with ``history_error`` set (see

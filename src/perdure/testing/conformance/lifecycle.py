@@ -196,6 +196,14 @@ def test_messages_are_delivered_in_enqueue_order(store: Store) -> None:
     assert ids == sorted(ids)
 
 
+def test_messages_for_this_execution_come_before_those_for_whichever_is_current(store: Store) -> None:
+    running(store, "i1")
+    raise_event(store, "i1", "raised during the hand-over")  # execution_id None
+    store.enqueue_messages([Message("i1", EventRaised(name="carried over"), execution_id=1)])
+    [item] = lock(store)
+    assert [m.event.name for m in item.messages] == ["carried over", "raised during the hand-over"]
+
+
 def test_lock_takes_oldest_work_first_and_honours_limit_and_names(store: Store, clock: FakeClock) -> None:
     for n, name in enumerate(["a", "b", "a"]):
         start(store, f"i{n}", name)
