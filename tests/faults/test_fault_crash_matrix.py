@@ -14,11 +14,14 @@ instance must end exactly as in a fault-free run, no history may hold two comple
 task, and every message must have been applied, discarded with a record or dead-lettered
 (:mod:`perdure.testing.invariants`).
 
-Scope: the four write methods a worker calls while working (``lock_orchestrations``,
-``commit_turns``, ``lock_activities``, ``complete_activities``) x three phases, on SQLite
-and PostgreSQL alike (24 runs, about a second each). ``heartbeat`` writes no workflow state,
-``renew_*`` and ``abandon_*`` only run for long activities and at shutdown; they and the
-client's writes are covered in-process by ``test_fault_raise_matrix.py``.
+Scope: the write a worker makes while working, ``run_round`` (which records activity
+outcomes, locks instances, commits turns and locks tasks in one transaction), at its three
+phases, each crashed early, midway and late in the run (the 1st, the 0.3N-th and the
+0.6N-th of the probe's N rounds), on SQLite and PostgreSQL alike (18 runs, about a second
+each). ``heartbeat`` writes no workflow state, ``renew_*`` and ``abandon_*`` only run for
+long activities and at shutdown, and the split methods (``lock_orchestrations``,
+``commit_turns``, ...) only for work nobody else can run; they and the client's writes are
+covered in-process by ``test_fault_raise_matrix.py``.
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ from tests.faults.helpers import (
 )
 from tests.faults.workload import app
 
-WORKER_METHODS = ["lock_orchestrations", "commit_turns", "lock_activities", "complete_activities"]
-CRASH_POINTS = write_points(WORKER_METHODS)
+CRASH_POINTS = write_points(["run_round"])
+WHEN = {"early": 0.0, "midway": 0.3, "late": 0.6}
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +64,12 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> Counter[str]:
         store.close()
 
 
+@pytest.mark.parametrize("when", WHEN)
 @pytest.mark.parametrize("point", CRASH_POINTS)
-def test_a_worker_killed_at_a_write_point_loses_nothing(store_url, point, probe):
-    """Kill the worker process at ``point``, check the store, restart, compare."""
-    nth = max(1, probe[point] // 3)
+def test_a_worker_killed_at_a_write_point_loses_nothing(store_url, point, when, probe):
+    """Kill the worker process at ``point`` (``when`` in the run), check the store, restart,
+    compare."""
+    nth = max(1, int(probe[point] * WHEN[when]))
     store = perdure.open_store(store_url)
     try:
         ids = start_workload(store)

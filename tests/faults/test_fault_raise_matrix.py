@@ -17,11 +17,11 @@ import time
 import pytest
 
 import perdure
-from perdure.testing import Fault, FaultyStore, InjectedFault, write_points
+from perdure.testing import Fault, FaultyStore, InjectedFault, WriteCall, write_points
 from tests.faults.helpers import finish_and_check, start_workload
 from tests.faults.workload import app
 
-WORKER_POINTS = write_points(["lock_orchestrations", "commit_turns", "lock_activities", "complete_activities"])
+WORKER_POINTS = write_points(["run_round"])
 
 slow = perdure.App()
 
@@ -35,6 +35,11 @@ def nap(seconds: float) -> float:
 @slow.orchestration
 async def napping(ctx: perdure.OrchestrationContext, seconds: float) -> list[float]:
     return await ctx.when_all([ctx.call_activity(nap, seconds) for _ in range(2)])
+
+
+def carries_completions(call: WriteCall) -> bool:
+    """A round that records activity outcomes."""
+    return bool(call.arg(0, "request").completions)
 
 
 @pytest.mark.parametrize("point", WORKER_POINTS)
@@ -103,7 +108,7 @@ def test_a_completion_stalled_past_its_lease_is_refused_and_the_rerun_stands(sto
 
     client = perdure.Client(store)
     iid = client.start(napping, 0.0, instance_id="stalled")
-    a_store = FaultyStore(store, [Fault("complete_activities:before", stall)])
+    a_store = FaultyStore(store, [Fault("run_round:before", stall, when=carries_completions)])
     a = perdure.Worker(slow, a_store, poll_interval=0.02, lease_seconds=0.3, worker_id="A")  # type: ignore[arg-type]
     b = perdure.Worker(slow, store, poll_interval=0.02, lease_seconds=0.3, worker_id="B")
     with a:

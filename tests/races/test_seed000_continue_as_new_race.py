@@ -25,7 +25,7 @@ from perdure.core.history import (
     ExecutionStarted,
 )
 from perdure.store.base import DeadLetterReason, Message
-from perdure.testing import FakeClock, Fault, FaultyStore, StepWorker, drain
+from perdure.testing import FakeClock, Fault, FaultyStore, StepWorker, WriteCall, drain
 from tests.races.helpers import events, of_type, until
 
 app = perdure.App()
@@ -50,6 +50,11 @@ async def greeter(ctx: perdure.OrchestrationContext, _: None) -> str:
     return await ctx.wait_for_event("hello")
 
 
+def continues_as_new(call: WriteCall) -> bool:
+    """A worker round that commits a continue-as-new turn."""
+    return any(commit.continue_as_new for commit in call.commits)
+
+
 def test_the_new_execution_and_its_first_activity_appear_only_with_the_commit(store):
     """Invariant 1 (atomic turn). The worker is held *inside* the transaction that
     continues as new (a fault hook waiting on an Event): a reader then still sees execution
@@ -69,8 +74,7 @@ def test_the_new_execution_and_its_first_activity_appear_only_with_the_commit(st
         inside.set()
         assert release.wait(10), "the test never released the commit"
 
-    # Commit 1 is the first turn (waits for "go"); commit 2 is the one that continues as new.
-    faulty = FaultyStore(store, [Fault("commit_turns:inside", hold, nth=2)])
+    faulty = FaultyStore(store, [Fault("run_round:inside", hold, when=continues_as_new)])
     iid = client.start(renewing, {"round": 0}, instance_id="renewing")
     with perdure.Worker(app, faulty, poll_interval=0.05):
         until(lambda: client.get(iid).waiting_on.events, what="execution 1 waiting for go")

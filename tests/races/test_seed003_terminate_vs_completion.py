@@ -58,9 +58,10 @@ async def charge_and_renew(ctx: perdure.OrchestrationContext, order: str) -> str
 def test_terminate_between_an_activity_finishing_and_its_completion_being_written(
     store, client, caplog: pytest.LogCaptureFixture
 ):
-    """Invariants 2 and 5: ``charge`` has finished; the worker's activity thread is held just before
-    ``complete_activities`` (a fault hook waiting on an Event) while the instance is
-    terminated and the terminate turn commits. Released, the completion is discarded with
+    """Invariants 2 and 5: ``charge`` has finished; the worker round that carries its
+    completion is held just before it reaches the store (a fault hook waiting on an Event)
+    while the instance is terminated and the terminate turn commits (on the worker's second
+    dispatch loop). Released, the completion is discarded with
     a ``terminal_instance`` record: the instance stays TERMINATED, its history gains
     nothing, ``ship`` never runs. The worker counts and logs it as "instance terminal",
     not as a lost lease.
@@ -78,10 +79,10 @@ def test_terminate_between_an_activity_finishing_and_its_completion_being_writte
         inside.set()
         assert release.wait(10), "the test never released the completion"
 
-    faulty = FaultyStore(store, [Fault("complete_activities:before", hold)])
+    faulty = FaultyStore(store, [Fault("run_round:before", hold, when=lambda c: bool(c.arg(0, "request").completions))])
     iid = client.start(order_flow, "o-1", instance_id="order-1")
     caplog.set_level(logging.INFO, logger="perdure.worker")
-    worker = perdure.Worker(app, faulty, poll_interval=0.05)
+    worker = perdure.Worker(app, faulty, poll_interval=0.05, orchestration_concurrency=2)
     with worker:
         assert inside.wait(10)  # charge ran; its completion is not written yet
         try:

@@ -80,7 +80,7 @@ class ActivityDispatcher:
         had fewer due tasks than there was room for (so asking again is pointless until new
         work is signalled)."""
         self.flush()
-        self._renew_if_due()
+        self.renew_if_due()
         free = self.options.activity_concurrency - len(self._running)
         if not accept_new or free <= 0:
             return 0
@@ -100,24 +100,35 @@ class ActivityDispatcher:
 
     def flush(self) -> None:
         """Write every completion collected so far, in one transaction."""
-        completions: list[ActivityCompletion] = []
-        while True:
-            try:
-                completions.append(self._done.get_nowait())
-            except queue.Empty:
-                break
+        completions = self.take_completions()
         if not completions:
             return
         try:
             outcomes = self.store.complete_activities(completions)
         except Exception:
-            # Nothing was written: the tasks stay locked until their leases expire and then
-            # run again (at-least-once), so forget them here.
             log.exception("could not record %d activity completions", len(completions))
-            with self._lock:
-                for c in completions:
-                    self._forget(c)
+            self.drop(completions)
             raise
+        self.settle(completions, outcomes)
+
+    def take_completions(self) -> list[ActivityCompletion]:
+        """Every completion collected so far, for the caller to write."""
+        completions: list[ActivityCompletion] = []
+        while True:
+            try:
+                completions.append(self._done.get_nowait())
+            except queue.Empty:
+                return completions
+
+    def drop(self, completions: list[ActivityCompletion]) -> None:
+        """The completions could not be written: nothing was, so the tasks stay locked until
+        their leases expire and then run again (at-least-once). Stop tracking their runs."""
+        with self._lock:
+            for c in completions:
+                self._forget(c)
+
+    def settle(self, completions: list[ActivityCompletion], outcomes: list[Outcome]) -> None:
+        """Account for each written completion's outcome (counters and logs)."""
         discarded: list[_Running | None] = []
         with self._lock:
             for completion, outcome in zip(completions, outcomes, strict=True):
@@ -139,6 +150,16 @@ class ActivityDispatcher:
                     discarded.append(running)
         for running in discarded:
             self._explain_discard(running)
+
+    def start(self, items: list[ActivityWorkItem]) -> None:
+        """Start running locked tasks (on the pool, or the event loop for ``async def``)."""
+        for item in items:
+            self._start(item)
+
+    @property
+    def free(self) -> int:
+        """How many more activities may start now."""
+        return max(0, self.options.activity_concurrency - len(self._running))
 
     def _forget(self, completion: ActivityCompletion) -> _Running | None:
         """Stop tracking the run that produced ``completion`` (caller holds the lock). If this
@@ -267,7 +288,7 @@ class ActivityDispatcher:
 
     # -- leases --
 
-    def _renew_if_due(self) -> None:
+    def renew_if_due(self) -> None:
         """Renew the leases of running activities every third of the lease."""
         if time.monotonic() - self._last_renewal < self.options.lease_seconds / 3:
             return

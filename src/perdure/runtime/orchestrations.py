@@ -79,18 +79,40 @@ class OrchestrationDispatcher:
 
     def process(self, items: Sequence[OrchestrationWorkItem]) -> None:
         """Run one turn per item and group-commit them."""
+        commits, executors = self.run_turns(items)
+        try:
+            outcomes = self.store.commit_turns(commits)
+        except Exception:
+            self.forget(commits)
+            raise
+        self.settle(commits, executors, outcomes)
+
+    def run_turns(
+        self, items: Sequence[OrchestrationWorkItem]
+    ) -> tuple[list[TurnCommit], list[OrchestrationExecutor | None]]:
+        """Run one turn per item: the commits to write, and the executor behind each (to
+        cache once its commit is known to have landed; ``None`` if it must not be cached)."""
         commits: list[TurnCommit] = []
         executors: list[OrchestrationExecutor | None] = []
         for item in items:
             commit, executor = self._run_turn(item)
             commits.append(commit)
             executors.append(executor)
-        try:
-            outcomes = self.store.commit_turns(commits)
-        except Exception:
-            for commit in commits:
-                self.cache.evict(commit.instance_id)
-            raise
+        return commits, executors
+
+    def forget(self, commits: Sequence[TurnCommit]) -> None:
+        """The commits were not written (the write failed): the executors that ran them are
+        ahead of the stored history, so none of them may be cached."""
+        for commit in commits:
+            self.cache.evict(commit.instance_id)
+
+    def settle(
+        self,
+        commits: Sequence[TurnCommit],
+        executors: Sequence[OrchestrationExecutor | None],
+        outcomes: Sequence[Outcome],
+    ) -> None:
+        """Account for each commit's outcome: cache the executor of a turn that landed."""
         for commit, executor, outcome in zip(commits, executors, outcomes, strict=True):
             self._settle(commit, executor, outcome)
 

@@ -18,6 +18,7 @@ from perdure.runtime.activities import ActivityDispatcher
 from perdure.runtime.cache import ExecutorCache
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.orchestrations import OrchestrationDispatcher
+from perdure.runtime.rounds import RoundRunner
 from perdure.store.base import Store, WorkerRecord
 from perdure.store.notify import ACTIVITIES, ORCHESTRATIONS
 
@@ -33,10 +34,12 @@ class Worker:
     ``stop()``, or from asyncio (``async with Worker(...)`` or ``await worker.run()``).
     Settings are the fields of :class:`WorkerOptions`, passed as keyword arguments.
 
-    Threads: one per orchestration dispatcher (``orchestration_concurrency``), one activity
-    dispatcher with its pool, and one housekeeping thread (heartbeat, lease expiry sweep,
-    work nobody can run). Idle threads sleep until the store signals new work in this
-    process, the next timer or retry is due, or ``poll_interval`` passes.
+    Threads: ``orchestration_concurrency`` dispatch loops, each running rounds (one store
+    transaction records finished activities, runs and commits the due turns and takes new
+    activity tasks: :mod:`perdure.runtime.rounds`); the activity pool (and an event loop
+    for ``async def`` activities); one housekeeping thread (heartbeat, work nobody can run).
+    Idle loops sleep until the store signals new work in this process, an activity
+    finishes, the next timer or retry is due, or ``poll_interval`` passes.
     """
 
     def __init__(self, app: App, store: Store, *, worker_id: str | None = None, **options: Any) -> None:
@@ -67,6 +70,7 @@ class Worker:
             self.counters,
             wake=lambda: store.notifier.notify(self._done_topic),
         )
+        self.rounds = RoundRunner(store, self.worker_id, self.options, self.orchestrations, self.activities)
 
     # -- lifecycle --
 
@@ -78,10 +82,9 @@ class Worker:
         self._started_at = self.clock()
         self._heartbeat()
         threads = [
-            threading.Thread(target=self._orchestration_loop, name=f"perdure-orch-{i}", daemon=True)
+            threading.Thread(target=self._dispatch_loop, name=f"perdure-dispatch-{i}", daemon=True)
             for i in range(self.options.orchestration_concurrency)
         ]
-        threads.append(threading.Thread(target=self._activity_loop, name="perdure-activities", daemon=True))
         threads.append(threading.Thread(target=self._housekeeping_loop, name="perdure-housekeeping", daemon=True))
         self._threads = threads
         for thread in threads:
@@ -105,6 +108,7 @@ class Worker:
         for thread in self._threads:
             thread.join()
         self._threads = []
+        self.activities.shutdown(self._shutdown_timeout)
         try:
             self.store.remove_worker(self.worker_id)
         except Exception:  # the store may already be gone; the row then just ages out
@@ -143,54 +147,23 @@ class Worker:
 
     # -- loops --
 
-    def _orchestration_loop(self) -> None:
-        topics = (ORCHESTRATIONS, self._stop_topic)
+    def _dispatch_loop(self) -> None:
+        topics = (ORCHESTRATIONS, ACTIVITIES, self._done_topic, self._stop_topic)
         errors = 0
         while not self._stop.is_set():
-            # The snapshot comes before the poll, so a signal that arrives meanwhile is not lost.
+            # The snapshot comes before the round, so a signal that arrives meanwhile is not lost.
             seen = self.store.notifier.snapshot(topics)
             try:
-                worked = self.orchestrations.poll()
+                self.activities.renew_if_due()
+                report = self.rounds.run()
                 errors = 0
             except Exception:
-                log.exception("orchestration dispatcher error; retrying")
+                log.exception("worker round failed; retrying")
                 self._stop.wait(_ERROR_BACKOFF[min(errors, len(_ERROR_BACKOFF) - 1)])
                 errors += 1
                 continue
-            if worked < self.options.batch_size:  # drained: sleep until signalled or due
-                self.store.notifier.wait(topics, seen, self._idle_timeout("orchestrations"))
-
-    def _activity_loop(self) -> None:
-        topics = (ACTIVITIES, self._done_topic, self._stop_topic)
-        errors = 0
-        look = True  # whether the queue may hold due tasks we have room for
-        while not self._stop.is_set():
-            seen = self.store.notifier.snapshot(topics)
-            try:
-                if look:
-                    self.activities.poll()
-                    look = not self.activities.drained
-                else:
-                    self.activities.poll(accept_new=False)  # report and renew only
-                errors = 0
-            except Exception:
-                log.exception("activity dispatcher error; retrying")
-                self._stop.wait(_ERROR_BACKOFF[min(errors, len(_ERROR_BACKOFF) - 1)])
-                errors += 1
-                look = True
-                continue
-            if look and self.activities.running < self.options.activity_concurrency:
-                continue
-            timeout = self._idle_timeout("activities")
-            renewal = self.activities.next_renewal_in()
-            if renewal is not None:
-                timeout = min(timeout, renewal)
-            signalled = self.store.notifier.wait(topics, seen, timeout)
-            # New tasks were signalled, or the wait timed out (work from other processes and
-            # due retries are only found by looking).
-            if not signalled or self.store.notifier.version(ACTIVITIES) != seen[ACTIVITIES]:
-                look = True
-        self.activities.shutdown(self._shutdown_timeout)
+            if not report.busy:  # drained: sleep until signalled, due or time to renew
+                self.store.notifier.wait(topics, seen, self._idle_timeout(report.next_due))
 
     def _housekeeping_loop(self) -> None:
         interval = min(self.options.heartbeat_interval, max(self.options.unknown_name_grace / 2, 0.05))
@@ -204,13 +177,18 @@ class Worker:
             except Exception:
                 log.exception("worker housekeeping error")
 
-    def _idle_timeout(self, queue: str) -> float:
-        """How long an idle dispatcher of ``queue`` may sleep: until its next due message or
-        task (or lease expiry), at most ``poll_interval``."""
-        due = self.store.next_visible_at(queue=queue)
-        if due is None:
-            return self.options.poll_interval
-        return min(self.options.poll_interval, max(0.0, due - self.clock()) + 0.001)
+    def _idle_timeout(self, next_due: float | None) -> float:
+        """How long an idle dispatch loop may sleep: until the next due work (a message,
+        a task it has room for, a lease expiry) or lease renewal, at most ``poll_interval``.
+        Work already due after a round that did not fill up is work this worker cannot take
+        (names it does not run, or no room): only a signal or the poll brings it back."""
+        timeout = self.options.poll_interval
+        if next_due is not None:
+            wait = next_due - self.clock()
+            if wait > 0:
+                timeout = min(timeout, wait + 0.001)
+        renewal = self.activities.next_renewal_in()
+        return timeout if renewal is None else min(timeout, renewal)
 
     # -- heartbeat and unserved work --
 

@@ -340,6 +340,38 @@ class ActivityCompletion:
     duration: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class RoundRequest:
+    """What one worker round asks of :meth:`Store.run_round`: the activity outcomes to
+    record, how many instances to lock for turns (``orchestration_limit``; 0: none) and how
+    many activity tasks to lock (``activity_limit``; 0: none), with the same filters as
+    :meth:`Store.lock_orchestrations` and :meth:`Store.lock_activities`."""
+
+    owner: str
+    lease_seconds: float
+    completions: Sequence[ActivityCompletion] = ()
+    orchestration_limit: int = 0
+    orchestration_names: Collection[str] | None = None
+    known_history: Mapping[str, tuple[int, int]] | None = None
+    activity_limit: int = 0
+    activity_names: Collection[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoundResult:
+    """What :meth:`Store.run_round` did: one outcome per completion, the instances it locked,
+    one outcome per turn commit, the activity tasks it locked, and when work next becomes
+    takeable in each queue (as :meth:`Store.next_visible_at`, read inside the round's
+    transaction after its writes; ``None``: the queue is empty)."""
+
+    completions: list[Outcome]
+    locked: list[OrchestrationWorkItem]
+    turns: list[Outcome]
+    activities: list[ActivityWorkItem]
+    next_message_at: float | None
+    next_task_at: float | None
+
+
 class DeadLetterReason:
     """Why a message was dead-lettered (:attr:`DeadLetter.reason`)."""
 
@@ -494,6 +526,33 @@ class Store(Protocol):
         (``LEASE_LOST`` otherwise, nothing written). If the instance is terminal or the
         execution has ended, the task is deleted and the event recorded as discarded
         (``DISCARDED``). One transaction for the batch."""
+
+    # -- a worker round --
+
+    def run_round(
+        self,
+        request: RoundRequest,
+        run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]],
+    ) -> RoundResult:
+        """A worker's whole round in one transaction (one commit, one fsync):
+
+        1. ``complete_activities(request.completions)``;
+        2. ``lock_orchestrations`` (up to ``orchestration_limit``), which sees the messages
+           just enqueued by step 1;
+        3. ``commits = run_turns(locked)``, called inside the transaction (only if something
+           was locked), then ``commit_turns(commits)``;
+        4. ``lock_activities`` (up to ``activity_limit``), which sees the tasks just enqueued
+           by step 3.
+
+        Each step has its own method's contract (fencing, routing, discard records, payload
+        encoding); together they commit atomically or not at all. ``run_turns`` is opaque
+        to the store (it runs the orchestration code); it must not write through this store,
+        and it may be called again with freshly locked items if the store retries the
+        transaction after a transient fault. If it raises, nothing of the round is written.
+
+        Notifications: a queue's topic is signalled after the commit only if the round leaves
+        work due in it now (work the round created and took itself wakes nobody).
+        """
 
     def renew_activity_leases(self, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:
         """Extend the leases ``(task_row_id, token)``; False for each that no longer holds."""

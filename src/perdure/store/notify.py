@@ -12,7 +12,7 @@ import threading
 
 ORCHESTRATIONS = "orchestrations"  # a message was enqueued or became visible
 ACTIVITIES = "activities"  # an activity task was enqueued
-INSTANCES = "instances"  # an instance changed status
+INSTANCES = "instances"  # an instance changed status or execution (not every turn)
 
 
 class Notifier:

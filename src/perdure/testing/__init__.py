@@ -15,7 +15,7 @@
 """
 
 from perdure.testing.faults import FailAt, FakeClock, InjectedFault
-from perdure.testing.faulty_store import Fault, FaultyStore, write_points
+from perdure.testing.faulty_store import Fault, FaultyStore, WriteCall, write_points
 from perdure.testing.invariants import assert_invariants, violations
 from perdure.testing.stepper import StepWorker, drain
 
@@ -26,6 +26,7 @@ __all__ = [
     "FaultyStore",
     "InjectedFault",
     "StepWorker",
+    "WriteCall",
     "assert_invariants",
     "drain",
     "violations",

@@ -26,11 +26,11 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from perdure.store.base import Store
+from perdure.store.base import OrchestrationWorkItem, Store, TurnCommit
 from perdure.testing.faults import InjectedFault
 
 #: Every method of the Store interface that writes.
@@ -42,6 +42,7 @@ WRITE_METHODS: tuple[str, ...] = (
     "purge_where",
     "lock_orchestrations",
     "commit_turns",
+    "run_round",
     "abandon_orchestration",
     "renew_orchestration_lease",
     "lock_activities",
@@ -61,6 +62,22 @@ def write_points(methods: Iterable[str] = WRITE_METHODS) -> list[str]:
     return [f"{m}:{p}" for m in methods for p in PHASES]
 
 
+@dataclass
+class WriteCall:
+    """The write call a point belongs to, for :attr:`Fault.when`: the method, its
+    arguments, and for ``run_round`` the turn commits its callback produced (known from the
+    ``inside`` point on)."""
+
+    method: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    commits: list[TurnCommit] = field(default_factory=list)
+
+    def arg(self, index: int, name: str) -> Any:
+        """The argument passed at position ``index`` or as ``name``."""
+        return self.args[index] if len(self.args) > index else self.kwargs.get(name)
+
+
 @dataclass(frozen=True)
 class Fault:
     """What to do at one write point.
@@ -68,7 +85,9 @@ class Fault:
     ``action`` is ``"raise"`` (:class:`InjectedFault`), ``"kill"`` (``SIGKILL`` this
     process), ``"delay"`` (sleep ``seconds``) or a callable taking the point. The fault
     fires at the ``nth`` time the point is reached (1 = the first) and the ``times - 1``
-    following ones (``times=None``: every time from the ``nth`` on).
+    following ones (``times=None``: every time from the ``nth`` on). With ``when``, only
+    the arrivals whose :class:`WriteCall` it accepts count (for example "a round that
+    carries activity completions").
     """
 
     point: str
@@ -76,6 +95,7 @@ class Fault:
     nth: int = 1
     times: int | None = 1
     seconds: float = 0.0
+    when: Callable[[WriteCall], bool] | None = None
 
     def __post_init__(self) -> None:
         method, _, phase = self.point.partition(":")
@@ -137,6 +157,8 @@ class FaultyStore:
         self.hits: Counter[str] = Counter()
         self.fired: list[str] = []
         self._lock = threading.Lock()
+        self._matched: Counter[int] = Counter()
+        self._calls = threading.local()
         self._chained = getattr(inner, "fault_hook", None)
         inner.fault_hook = self._inside  # type: ignore[misc]
 
@@ -159,10 +181,22 @@ class FaultyStore:
 
     def point(self, point: str) -> None:
         """Arrive at ``point``: count it and run the faults that apply."""
+        call = getattr(self._calls, "current", None)
         with self._lock:
             self.hits[point] += 1
-            hit = self.hits[point]
-            due = [f for f in self.faults if f.point == point and f.applies(hit)]
+            due = []
+            for index, fault in enumerate(self.faults):
+                if fault.point != point:
+                    continue
+                if fault.when is None:
+                    hit = self.hits[point]
+                elif call is not None and fault.when(call):
+                    self._matched[index] += 1
+                    hit = self._matched[index]
+                else:
+                    continue
+                if fault.applies(hit):
+                    due.append(fault)
             if due:
                 self.fired.append(point)
         if self.on_point is not None:
@@ -179,14 +213,32 @@ class FaultyStore:
         target = getattr(self.inner, method)
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            self.point(f"{method}:before")
-            result = target(*args, **kwargs)
-            self.point(f"{method}:after")
+            current = WriteCall(method, args, kwargs)
+            if method == "run_round":
+                args = (args[0], _recording(args[1], current))
+            self._calls.current = current
+            try:
+                self.point(f"{method}:before")
+                result = target(*args, **kwargs)
+                self.point(f"{method}:after")
+            finally:
+                self._calls.current = None
             return result
 
         call.__name__ = method
         call.__doc__ = f"The inner store's ``{method}`` with fault points around it."
         return call
+
+
+def _recording(
+    run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]], call: WriteCall
+) -> Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]]:
+    def run(items: list[OrchestrationWorkItem]) -> Sequence[TurnCommit]:
+        commits = run_turns(items)
+        call.commits = list(commits)
+        return commits
+
+    return run
 
 
 def _run(fault: Fault, point: str) -> None:

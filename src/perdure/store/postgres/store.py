@@ -30,6 +30,8 @@ from perdure.store.base import (
     Page,
     QueuedMessage,
     QueueStats,
+    RoundRequest,
+    RoundResult,
     TurnCommit,
     WorkerRecord,
 )
@@ -52,7 +54,7 @@ from perdure.store.common.rows import (
     worker_from_row,
     worker_params,
 )
-from perdure.store.notify import INSTANCES, ORCHESTRATIONS, Notifier
+from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS, Notifier
 from perdure.store.postgres import activities, orchestrations
 from perdure.store.postgres.connection import Database, RetryPolicy, Tx
 from perdure.store.postgres.listen import Listener, channels
@@ -377,6 +379,54 @@ class PostgresStore:
         if not prepared:
             return []
         return list(self._write("complete_activities", lambda tx: activities.complete_activities(tx, prepared)))
+
+    # -- a worker round --
+
+    def run_round(
+        self,
+        request: RoundRequest,
+        run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]],
+    ) -> RoundResult:
+        """See :meth:`perdure.store.base.Store.run_round`. Instance rows stay locked from the
+        lock to the commit, so no other worker waits on them: its lock skips them."""
+        prepared_completions = prepare_completions(request.completions)
+
+        def body(tx: Tx) -> RoundResult:
+            completed = activities.complete_activities(tx, prepared_completions) if prepared_completions else []
+            locked: list[OrchestrationWorkItem] = []
+            turns: list[Outcome] = []
+            if request.orchestration_limit > 0:
+                locked = orchestrations.lock_orchestrations(
+                    tx,
+                    self.options,
+                    request.owner,
+                    lease_seconds=request.lease_seconds,
+                    limit=request.orchestration_limit,
+                    names=request.orchestration_names,
+                    known_history=request.known_history,
+                    instance_ids=None,
+                )
+            if locked:
+                turns = orchestrations.commit_turns(tx, [prepare_turn(c) for c in run_turns(locked)])
+            claimed: list[ActivityWorkItem] = []
+            if request.activity_limit > 0:
+                claimed = activities.lock_activities(
+                    tx,
+                    request.owner,
+                    lease_seconds=request.lease_seconds,
+                    limit=request.activity_limit,
+                    names=request.activity_names,
+                    task_row_ids=None,
+                )
+            next_message_at, next_task_at = (tx.one(q)["t"] for q in next_due_queries(Q, None))  # type: ignore[index]
+            # Work the round created and took itself wakes nobody (see run_round's contract).
+            if next_message_at is None or next_message_at > tx.now:
+                tx.topics.discard(ORCHESTRATIONS)
+            if next_task_at is None or next_task_at > tx.now:
+                tx.topics.discard(ACTIVITIES)
+            return RoundResult(completed, locked, turns, claimed, next_message_at, next_task_at)
+
+        return self._write("run_round", body)  # type: ignore[no-any-return]
 
     def renew_activity_leases(self, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:
         """See :meth:`perdure.store.base.Store.renew_activity_leases`."""

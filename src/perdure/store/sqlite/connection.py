@@ -1,11 +1,12 @@
 """SQLite connections: one write connection behind a lock, a pool of read connections.
 
 SQLite admits one writer at a time, so the store funnels every write through a single
-connection guarded by a :class:`threading.Lock` (waiting on a Python lock is cheaper and
+connection guarded by a :class:`threading.RLock` (waiting on a Python lock is cheaper and
 fairer than SQLite's busy-retry loop); other processes are kept out by ``BEGIN IMMEDIATE``
 and the busy timeout. In WAL mode readers never block the writer, so reads use a pool of
 separate connections. An in-memory database is private to one connection, so there every
-read shares the write connection and its lock.
+read shares the write connection and its lock (re-entrant: a read made on the thread that
+is inside a write, as ``run_round``'s callback may, sees that transaction).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class Database:
         self._pool: list[sqlite3.Connection] = []
         self._pool_lock = threading.Lock()
         self._closed = False
-        self.write_lock = threading.Lock()
+        self.write_lock = threading.RLock()
         self.writer = self._connect()
         if not self.memory:
             # WAL: readers do not block the writer, and a commit is one append + fsync.

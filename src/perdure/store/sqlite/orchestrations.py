@@ -257,7 +257,8 @@ def _write_turn(tx: Tx, turn: PreparedTurn, row: sqlite3.Row, lease: sqlite3.Row
         [(iid, c.execution_id, first + i, text) for i, text in enumerate(turn.events)],
     )
     conn.execute(Q.update_instance_after_turn, instance_after_turn(turn, row, now))
-    tx.notify(INSTANCES)
+    if row["status"] != turn.status.value or c.continue_as_new:  # waiters wait for a new status
+        tx.notify(INSTANCES)
 
     if c.activities:
         conn.executemany(

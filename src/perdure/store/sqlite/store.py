@@ -30,6 +30,8 @@ from perdure.store.base import (
     Page,
     QueuedMessage,
     QueueStats,
+    RoundRequest,
+    RoundResult,
     TurnCommit,
     WorkerRecord,
 )
@@ -53,7 +55,7 @@ from perdure.store.common.rows import (
     worker_from_row,
     worker_params,
 )
-from perdure.store.notify import INSTANCES, ORCHESTRATIONS, Notifier
+from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS, Notifier
 from perdure.store.sqlite import activities, orchestrations
 from perdure.store.sqlite.connection import MEMORY, Database
 from perdure.store.sqlite.migrations import migrate
@@ -363,6 +365,50 @@ class SQLiteStore:
             return []
         with self._write("complete_activities") as tx:
             return activities.complete_activities(tx, prepared)
+
+    # -- a worker round --
+
+    def run_round(
+        self,
+        request: RoundRequest,
+        run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]],
+    ) -> RoundResult:
+        """See :meth:`perdure.store.base.Store.run_round`."""
+        prepared_completions = prepare_completions(request.completions)
+        with self._write("run_round") as tx:
+            completed = activities.complete_activities(tx, prepared_completions)
+            locked: list[OrchestrationWorkItem] = []
+            turns: list[Outcome] = []
+            if request.orchestration_limit > 0:
+                locked = orchestrations.lock_orchestrations(
+                    tx,
+                    self.options,
+                    request.owner,
+                    lease_seconds=request.lease_seconds,
+                    limit=request.orchestration_limit,
+                    names=request.orchestration_names,
+                    known_history=request.known_history,
+                    instance_ids=None,
+                )
+            if locked:
+                turns = [orchestrations.commit_turn(tx, prepare_turn(c)) for c in run_turns(locked)]
+            claimed: list[ActivityWorkItem] = []
+            if request.activity_limit > 0:
+                claimed = activities.lock_activities(
+                    tx,
+                    request.owner,
+                    lease_seconds=request.lease_seconds,
+                    limit=request.activity_limit,
+                    names=request.activity_names,
+                    task_row_ids=None,
+                )
+            next_message_at, next_task_at = (tx.conn.execute(q).fetchone()["t"] for q in next_due_queries(Q, None))
+            # Work the round created and took itself wakes nobody (see run_round's contract).
+            if next_message_at is None or next_message_at > tx.now:
+                tx.topics.discard(ORCHESTRATIONS)
+            if next_task_at is None or next_task_at > tx.now:
+                tx.topics.discard(ACTIVITIES)
+        return RoundResult(completed, locked, turns, claimed, next_message_at, next_task_at)
 
     def renew_activity_leases(self, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:
         """See :meth:`perdure.store.base.Store.renew_activity_leases`."""

@@ -28,6 +28,7 @@ from perdure.testing.conformance import (
     lifecycle,
     reads,
     robustness,
+    rounds,
     routing,
 )
 from perdure.testing.faults import FakeClock
@@ -49,7 +50,7 @@ def store(make_store: Callable[..., Store]) -> Iterator[Store]:
 # (a hand-kept list could silently leave one out).
 _TESTS = {
     name: obj
-    for module in (lifecycle, routing, activities, reads, fleet, robustness)
+    for module in (lifecycle, routing, activities, rounds, reads, fleet, robustness)
     for name, obj in vars(module).items()
     if name.startswith("test_") and callable(obj)
 }

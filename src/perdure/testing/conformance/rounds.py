@@ -1,0 +1,165 @@
+"""Conformance: ``run_round``, a worker's whole round in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from perdure.core.history import DiscardReason
+from perdure.store.base import (
+    OrchestrationWorkItem,
+    Outcome,
+    RoundRequest,
+    RoundResult,
+    Store,
+    TurnCommit,
+)
+from perdure.store.notify import ACTIVITIES, ORCHESTRATIONS
+from perdure.testing.conformance.helpers import (
+    COMPLETED,
+    LEASE,
+    commit,
+    done,
+    kinds,
+    lock_one,
+    raise_event,
+    start,
+    task,
+    turn,
+)
+from perdure.testing.faults import FailAt, FakeClock, InjectedFault
+
+Turns = Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]]
+
+
+def round_(store: Store, run_turns: Turns | None = None, **kw: Any) -> RoundResult:
+    """One round as worker ``w1`` (limits 10 unless told otherwise); ``run_turns`` defaults
+    to a turn per item that applies its messages and schedules nothing."""
+    kw.setdefault("orchestration_limit", 10)
+    kw.setdefault("activity_limit", 10)
+    request = RoundRequest(owner="w1", lease_seconds=LEASE, **kw)
+    return store.run_round(request, run_turns or (lambda items: [turn(i) for i in items]))
+
+
+def with_task(store: Store, iid: str = "i1") -> Any:
+    """A running ``iid`` whose task 1 is locked by activity worker ``a1``."""
+    start(store, iid)
+    assert commit(store, lock_one(store, iid), activities=[task(iid)]) is Outcome.OK
+    [work] = store.lock_activities("a1", lease_seconds=LEASE)
+    return work
+
+
+def test_a_round_records_outcomes_runs_the_turns_they_wake_and_takes_the_new_tasks(
+    store: Store, clock: FakeClock
+) -> None:
+    work = with_task(store)
+    seen: list[list[str]] = []
+
+    def run_turns(items: list[OrchestrationWorkItem]) -> list[TurnCommit]:
+        seen.extend(kinds(m.event for m in i.messages) for i in items)
+        return [turn(i, activities=[task("i1", 2, "next")]) for i in items]
+
+    result = round_(store, run_turns, completions=[done(work, "r1")])
+    assert result.completions == [Outcome.OK] and result.turns == [Outcome.OK]
+    assert seen == [["ActivityCompleted"]]  # the lock saw the completion just recorded
+    [claimed] = result.activities
+    assert (claimed.task_id, claimed.name, claimed.lease_owner) == (2, "next", "w1")
+    [row] = store.activity_tasks("i1")
+    assert row.lease_token == claimed.lease_token and row.locked_at == clock()
+    assert kinds(store.get_history("i1"))[-2:] == ["TurnStarted", "ActivityCompleted"]
+    assert store.pending_messages("i1") == []
+
+
+def test_a_round_with_nothing_due_calls_no_turns(store: Store) -> None:
+    work = with_task(store)
+
+    def fail(items: list[OrchestrationWorkItem]) -> list[TurnCommit]:
+        raise AssertionError("run_turns called without work")
+
+    result = round_(store, fail, completions=[done(work)], orchestration_limit=0, activity_limit=0)
+    assert (result.completions, result.locked, result.turns, result.activities) == ([Outcome.OK], [], [], [])
+    assert kinds(store.pending_messages("i1")) == ["ActivityCompleted"]
+    assert round_(store, fail, orchestration_limit=0).activities == []
+
+
+def test_a_round_is_fenced_like_its_parts(store: Store) -> None:
+    work = with_task(store)
+    stale = done(work)
+    store.abandon_activity(work.task_row_id, work.lease_token)
+    [retaken] = store.lock_activities("a2", lease_seconds=LEASE)
+    start(store, "i2")
+
+    def forged(items: list[OrchestrationWorkItem]) -> list[TurnCommit]:
+        return [replace(turn(i), lease_token="not-the-token") for i in items]
+
+    result = round_(store, forged, completions=[stale], activity_limit=0)
+    assert result.completions == [Outcome.LEASE_LOST]
+    assert [i.instance.instance_id for i in result.locked] == ["i2"] and result.turns == [Outcome.LEASE_LOST]
+    assert store.get_history("i2") == [] and store.activity_tasks("i1")[0].lease_token == retaken.lease_token
+
+
+def test_a_round_records_a_late_outcome_for_a_terminal_instance_as_discarded(store: Store) -> None:
+    work = with_task(store)
+    raise_event(store, "i1")
+    assert commit(store, lock_one(store, "i1"), status=COMPLETED) is Outcome.OK
+    result = round_(store, completions=[done(work)])
+    assert result.completions == [Outcome.DISCARDED] and result.locked == []
+    [record] = store.discarded_messages(instance_id="i1")
+    assert record.reason == DiscardReason.TERMINAL_INSTANCE
+
+
+def test_a_round_is_atomic(store: Store) -> None:
+    work = with_task(store)
+    start(store, "i2")
+    store.fault_hook = FailAt("run_round:inside")
+    with pytest.raises(InjectedFault):
+        round_(
+            store,
+            lambda items: [turn(i, activities=[task(i.instance.instance_id, 5)]) for i in items],
+            completions=[done(work)],
+        )
+    store.fault_hook = None
+    # Nothing of it stayed: the completion, the lock, the turns, the new tasks and their locks.
+    [row] = store.activity_tasks("i1")
+    assert row.lease_token == work.lease_token and store.pending_messages("i1") == []
+    assert store.get_history("i2") == [] and store.activity_tasks("i2") == []
+    assert kinds(store.pending_messages("i2")) == ["ExecutionStarted"]
+    assert lock_one(store, "i2").lease_token  # no lease was left behind
+
+    def broken(items: list[OrchestrationWorkItem]) -> list[TurnCommit]:
+        raise RuntimeError("the orchestration code blew up")
+
+    start(store, "i3")
+    with pytest.raises(RuntimeError):
+        round_(store, broken, completions=[done(work)])
+    assert store.activity_tasks("i1")[0].lease_token == work.lease_token
+    assert store.get_history("i3") == [] and lock_one(store, "i3").lease_token
+
+
+def test_a_round_says_when_work_is_due_and_wakes_nobody_for_work_it_took(store: Store, clock: FakeClock) -> None:
+    work = with_task(store)
+    topics = (ORCHESTRATIONS, ACTIVITIES)
+    before = store.notifier.snapshot(topics)
+    result = round_(
+        store,
+        lambda items: [turn(i, activities=[task("i1", 2), task("i1", 3, visible_at=clock() + 5)]) for i in items],
+        completions=[done(work)],
+    )
+    assert [t.task_id for t in result.activities] == [2]
+    assert result.next_message_at is None and result.next_task_at == clock() + 5
+    assert store.notifier.snapshot(topics) == before  # all it created, it took
+    start(store, "other", name="not-mine")
+    result = round_(store, orchestration_names=["wf"])
+    assert result.locked == [] and result.next_message_at == clock()
+    before = store.notifier.snapshot(topics)
+    result = round_(
+        store,
+        lambda items: [turn(i, activities=[task(i.instance.instance_id, 9, "f")]) for i in items],
+        activity_limit=0,
+    )
+    assert [i.instance.instance_id for i in result.locked] == ["other"]
+    moved = {t for t in topics if store.notifier.snapshot(topics)[t] != before[t]}
+    assert moved == {ACTIVITIES}  # a due task nobody took: wake the activity takers
