@@ -43,6 +43,8 @@ OPS = (
     "complete",
     "advance",
     "turns",
+    "round",
+    "round",
     "crash",
     "duplicate",
     "raise_go",
@@ -154,6 +156,8 @@ class Run:
                 worker.run_turns()
             case "turns":
                 worker.turns()
+            case "round":
+                worker.round()
             case "lock_tasks":
                 worker.lock_tasks(limit=1 + arg % 2)
             case "run_task":

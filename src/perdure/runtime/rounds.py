@@ -10,20 +10,23 @@ atomic as each of its parts was (invariants 1 and 2).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from perdure.core.executor import OrchestrationExecutor
 from perdure.runtime.activities import ActivityDispatcher
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.orchestrations import OrchestrationDispatcher
-from perdure.store.base import OrchestrationWorkItem, RoundRequest, RoundResult, Store, TurnCommit
+from perdure.store.base import ActivityWorkItem, OrchestrationWorkItem, RoundRequest, RoundResult, Store, TurnCommit
 
 
 @dataclass(frozen=True, slots=True)
 class RoundReport:
-    """What a round found: whether it hit a limit (more work is probably waiting), and when
-    work it could take next becomes due (``None``: nothing queued it can see)."""
+    """What a round did and found: how many turns it ran, whether it hit a limit (more work
+    is probably waiting), and when work it could take next becomes due (``None``: nothing
+    queued it can see)."""
 
+    turns: int
     busy: bool
     next_due: float | None
 
@@ -45,8 +48,9 @@ class RoundRunner:
         self.orchestrations = orchestrations
         self.activities = activities
 
-    def run(self) -> RoundReport:
-        """One round; raises if the store write failed (then nothing of it was written)."""
+    def run(self, start: Callable[[list[ActivityWorkItem]], None] | None = None) -> RoundReport:
+        """One round; raises if the store write failed (then nothing of it was written).
+        The tasks it locked are started on the activity pool, or handed to ``start``."""
         completions = self.activities.take_completions()
         free = self.activities.free
         request = RoundRequest(
@@ -79,7 +83,7 @@ class RoundRunner:
         if ran:
             commits, executors = ran[0]
             self.orchestrations.settle(commits, executors, result.turns)
-        self.activities.start(result.activities)
+        (start or self.activities.start)(result.activities)
         return self._report(request, result)
 
     def _report(self, request: RoundRequest, result: RoundResult) -> RoundReport:
@@ -89,4 +93,4 @@ class RoundRunner:
         due = [result.next_message_at]
         if self.activities.free > 0:
             due.append(result.next_task_at)
-        return RoundReport(busy, min((t for t in due if t is not None), default=None))
+        return RoundReport(len(result.locked), busy, min((t for t in due if t is not None), default=None))

@@ -6,6 +6,8 @@ leases with a :class:`~perdure.testing.FakeClock` between a lock and its commit,
 worker while it holds work, and so on. Turns run on the worker's real orchestration
 dispatcher (replay executor, state cache, ``runtime.translate``, group commit); activities
 run on the calling thread through the real activity dispatcher (its counters and logs).
+:meth:`StepWorker.round` is a started worker's whole round (``Store.run_round``) as one
+step; the split steps (lock, run, complete) interleave what one round does atomically.
 
 :func:`drain` then runs workers round-robin, moving the fake clock to the next due
 message, task or lease expiry whenever they are idle, until nothing is left to do.
@@ -54,6 +56,14 @@ class StepWorker:
     def turns(self, limit: int | None = None) -> int:
         """Lock and run one batch (one dispatcher poll); return how many turns ran."""
         return self.worker.orchestrations.poll(limit=limit)
+
+    def round(self) -> int:
+        """One worker round, as a started worker's dispatch loop runs it: record the outcomes
+        of the tasks run so far, lock, run and commit turns, lock tasks (held, not run yet),
+        all in one transaction. Returns how many turns and tasks it took."""
+        before = len(self.held_tasks)
+        report = self.worker.rounds.run(start=self.held_tasks.extend)
+        return report.turns + len(self.held_tasks) - before
 
     # -- activities --
 
@@ -116,7 +126,7 @@ def drain(
     max_rounds: int = 1000,
     until: Iterable[str] | None = None,
 ) -> None:
-    """Run the workers round-robin until the store has nothing left to do (or, with
+    """Run the workers round-robin (each runs its held work, then a worker round) until the store has nothing left to do (or, with
     ``until``, until those instances are terminal). When no worker finds work, the clock
     jumps to the next due message, task or lease expiry. Work the workers hold is finished
     first. Raises ``AssertionError`` if that does not settle in ``max_rounds`` rounds."""
@@ -131,9 +141,7 @@ def drain(
             worked += w.run_turns()
             while w.run_task():
                 worked += 1
-            w.complete()
-            worked += w.turns()
-            worked += w.activities()
+            worked += w.round()
         if worked:
             continue
         due = store.next_visible_at()

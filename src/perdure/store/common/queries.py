@@ -28,12 +28,11 @@ class Queries:
             if name in self._sql:
                 raise ValueError(f"query {name!r} is defined twice")
             self._sql[name] = sql
+        # Plain attributes: the hot path reads them thousands of times a second.
+        self.__dict__.update(self._sql)
 
     def __getattr__(self, name: str) -> str:
-        try:
-            return self._sql[name]
-        except KeyError:
-            raise AttributeError(f"no query named {name!r} in queries.sql") from None
+        raise AttributeError(f"no query named {name!r} in queries.sql")
 
     def names(self) -> list[str]:
         """Every query name."""

@@ -86,6 +86,8 @@ def lock_orchestrations(
             item = _lock_instance(tx, options, instance_id, owner, lease_seconds, known)
             if item is not None:
                 items.append(item)
+        if len(candidates) < params["limit"] and sum(c["scanned"] for c in candidates) < params["scan"]:
+            break  # the scan saw every visible message: there is no other candidate
     return items
 
 

@@ -122,10 +122,12 @@ VALUES (:instance_id, :execution_id, :kind, :event, :now, :visible_at);
 -- name: orchestration_candidates
 -- Instances with a due message and no live lease, oldest due message first. The inner
 -- query walks the visible_at index and stops after :scan messages, so a lock never reads
--- the whole queue; the caller asks again if that yielded fewer than :limit instances.
+-- the whole queue; the caller asks again if that yielded fewer than :limit instances and
+-- the scan stopped at its bound (``scanned`` adds up to :scan).
 -- With a names filter, instances that do not exist or are terminal are still swept:
 -- sorting their messages (defer, discard) needs no user code.
-SELECT instance_id, MIN(visible_at) AS first_visible, MIN(message_id) AS first_message
+SELECT instance_id, MIN(visible_at) AS first_visible, MIN(message_id) AS first_message,
+       COUNT(*) AS scanned
 FROM (
     SELECT m.instance_id, m.visible_at, m.message_id
     FROM orchestration_messages AS m
