@@ -65,7 +65,6 @@ class ActivityDispatcher:
         self._loop_thread: threading.Thread | None = None
         self._takes_input = {name: _takes_input(reg.fn) for name, reg in app.activities.items()}
         self._last_renewal = time.monotonic()
-        self.drained = False
 
     # -- one round --
 
@@ -74,28 +73,17 @@ class ActivityDispatcher:
         """Activities running now."""
         return len(self._running)
 
-    def poll(self, *, accept_new: bool = True, task_row_ids: list[int] | None = None) -> int:
-        """Report finished activities, renew leases if due, and start new ones if there is
-        room; return how many were started. ``drained`` tells afterwards whether the queue
-        had fewer due tasks than there was room for (so asking again is pointless until new
-        work is signalled)."""
-        self.flush()
-        self.renew_if_due()
-        free = self.options.activity_concurrency - len(self._running)
-        if not accept_new or free <= 0:
-            return 0
-        limit = min(free, self.options.batch_size)
+    def take(self, task_row_ids: list[int]) -> int:
+        """Lock the given tasks whatever their names and start them (a task whose activity
+        nobody registered fails at once); return how many were taken. For work no live
+        worker can run: rounds take only the names this worker runs."""
         items = self.store.lock_activities(
             self.owner,
             lease_seconds=self.options.lease_seconds,
-            limit=limit,
-            names=None if task_row_ids else self.names,
+            limit=len(task_row_ids),
             task_row_ids=task_row_ids,
         )
-        if task_row_ids is None:
-            self.drained = len(items) < limit
-        for item in items:
-            self._start(item)
+        self.start(items)
         return len(items)
 
     def flush(self) -> None:

@@ -224,7 +224,7 @@ class Worker:
         if instance_ids:
             self.orchestrations.poll(instance_ids=instance_ids, limit=len(instance_ids))
         if task_ids:
-            self.activities.poll(task_row_ids=task_ids)
+            self.activities.take(task_ids)
 
     # -- introspection --
 

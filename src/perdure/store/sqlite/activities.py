@@ -89,20 +89,21 @@ def complete_activities(tx: Tx, prepared: Sequence[tuple[ActivityCompletion, str
             messages.append(message_params(row["instance_id"], row["execution_id"], kind, text, tx.now, None))
             outcomes.append(Outcome.OK)
     tx.conn.executemany(Q.insert_message, messages)
-    tx.conn.executemany(
-        Q.insert_discard,
-        [
-            {
-                "instance_id": row["instance_id"],
-                "execution_id": row["execution_id"],
-                "event": text,
-                "reason": reason,
-                "detail": detail,
-                "now": tx.now,
-            }
-            for row, text, reason, detail in discards
-        ],
-    )
+    if discards:
+        tx.conn.executemany(
+            Q.insert_discard,
+            [
+                {
+                    "instance_id": row["instance_id"],
+                    "execution_id": row["execution_id"],
+                    "event": text,
+                    "reason": reason,
+                    "detail": detail,
+                    "now": tx.now,
+                }
+                for row, text, reason, detail in discards
+            ],
+        )
     tx.conn.executemany(Q.delete_task, [{"task_row_id": i} for i in done])
     if messages:
         tx.notify(ORCHESTRATIONS)

@@ -240,13 +240,14 @@ def _write_turn(tx: Tx, turn: PreparedTurn, row: sqlite3.Row, lease: sqlite3.Row
 
     # Consumed messages: discard records first (they copy the row), then delete. A consumed
     # message that is gone means someone else applied it: the turn must not commit.
-    conn.executemany(
-        Q.discard_consumed,
-        [
-            {"message_id": mid, "instance_id": iid, "reason": reason, "detail": detail, "now": now}
-            for mid, reason, detail in c.discarded
-        ],
-    )
+    if c.discarded:
+        conn.executemany(
+            Q.discard_consumed,
+            [
+                {"message_id": mid, "instance_id": iid, "reason": reason, "detail": detail, "now": now}
+                for mid, reason, detail in c.discarded
+            ],
+        )
     consumed = sorted(set(c.consumed) | {mid for mid, _, _ in c.discarded})
     if consumed:
         deleted = conn.execute(Q.delete_consumed, {"instance_id": iid, "ids": json.dumps(consumed)}).rowcount
