@@ -35,6 +35,7 @@ from perdure.store.base import (
     TurnCommit,
     WorkerRecord,
 )
+from perdure.store.common import rounds
 from perdure.store.common.encode import QueueOptions, dumps_checked, prepare_completions, prepare_turn
 from perdure.store.common.queries import next_due_queries
 from perdure.store.common.rows import (
@@ -54,7 +55,7 @@ from perdure.store.common.rows import (
     worker_from_row,
     worker_params,
 )
-from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS, Notifier
+from perdure.store.notify import INSTANCES, ORCHESTRATIONS, Notifier
 from perdure.store.postgres import activities, orchestrations
 from perdure.store.postgres.connection import Database, RetryPolicy, Tx
 from perdure.store.postgres.listen import Listener, channels
@@ -392,39 +393,7 @@ class PostgresStore:
         prepared_completions = prepare_completions(request.completions)
 
         def body(tx: Tx) -> RoundResult:
-            completed = activities.complete_activities(tx, prepared_completions) if prepared_completions else []
-            locked: list[OrchestrationWorkItem] = []
-            turns: list[Outcome] = []
-            if request.orchestration_limit > 0:
-                locked = orchestrations.lock_orchestrations(
-                    tx,
-                    self.options,
-                    request.owner,
-                    lease_seconds=request.lease_seconds,
-                    limit=request.orchestration_limit,
-                    names=request.orchestration_names,
-                    known_history=request.known_history,
-                    instance_ids=None,
-                )
-            if locked:
-                turns = orchestrations.commit_turns(tx, [prepare_turn(c) for c in run_turns(locked)])
-            claimed: list[ActivityWorkItem] = []
-            if request.activity_limit > 0:
-                claimed = activities.lock_activities(
-                    tx,
-                    request.owner,
-                    lease_seconds=request.lease_seconds,
-                    limit=request.activity_limit,
-                    names=request.activity_names,
-                    task_row_ids=None,
-                )
-            next_message_at, next_task_at = (tx.one(q)["t"] for q in next_due_queries(Q, None))  # type: ignore[index]
-            # Work the round created and took itself wakes nobody (see run_round's contract).
-            if next_message_at is None or next_message_at > tx.now:
-                tx.topics.discard(ORCHESTRATIONS)
-            if next_task_at is None or next_task_at > tx.now:
-                tx.topics.discard(ACTIVITIES)
-            return RoundResult(completed, locked, turns, claimed, next_message_at, next_task_at)
+            return rounds.run_round(tx, _ROUND, self.options, request, prepared_completions, run_turns)
 
         return self._write("run_round", body)  # type: ignore[no-any-return]
 
@@ -622,6 +591,20 @@ class PostgresStore:
 
         result: tuple[int, list[InstanceSummary]] = self._read("stalled_instances", body)
         return result
+
+
+def _next_due(tx: Tx) -> tuple[float | None, float | None]:
+    message, task = (tx.one(q)["t"] for q in next_due_queries(Q, None))  # type: ignore[index]
+    return message, task
+
+
+_ROUND = rounds.RoundSteps(
+    complete_activities=activities.complete_activities,
+    lock_orchestrations=orchestrations.lock_orchestrations,
+    commit_turns=orchestrations.commit_turns,
+    lock_activities=activities.lock_activities,
+    next_due=_next_due,
+)
 
 
 def _purge(tx: Tx, instance_ids: list[str]) -> int:

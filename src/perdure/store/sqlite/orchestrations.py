@@ -215,6 +215,11 @@ def _history_for(
 # --- committing turns --------------------------------------------------------------------
 
 
+def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
+    """Commit each turn under its own savepoint; one outcome per turn, in order."""
+    return [commit_turn(tx, turn) for turn in turns]
+
+
 def commit_turn(tx: Tx, turn: PreparedTurn) -> Outcome:
     """Write one turn under a savepoint; ``LEASE_LOST`` (nothing written) unless the token
     still holds the lease and the instance is not terminal (invariants 1, 2, 5)."""

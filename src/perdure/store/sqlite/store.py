@@ -35,6 +35,7 @@ from perdure.store.base import (
     TurnCommit,
     WorkerRecord,
 )
+from perdure.store.common import rounds
 from perdure.store.common.encode import QueueOptions, dumps_checked, prepare_completions, prepare_turn
 from perdure.store.common.queries import next_due_queries
 from perdure.store.common.rows import (
@@ -55,7 +56,7 @@ from perdure.store.common.rows import (
     worker_from_row,
     worker_params,
 )
-from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS, Notifier
+from perdure.store.notify import INSTANCES, ORCHESTRATIONS, Notifier
 from perdure.store.sqlite import activities, orchestrations
 from perdure.store.sqlite.connection import MEMORY, Database
 from perdure.store.sqlite.migrations import migrate
@@ -322,7 +323,7 @@ class SQLiteStore:
         if not prepared:
             return []
         with self._write("commit_turns") as tx:
-            return [orchestrations.commit_turn(tx, turn) for turn in prepared]
+            return orchestrations.commit_turns(tx, prepared)
 
     def abandon_orchestration(self, instance_id: str, lease_token: str, *, retry_after: float = 0.0) -> None:
         """See :meth:`perdure.store.base.Store.abandon_orchestration`."""
@@ -376,39 +377,7 @@ class SQLiteStore:
         """See :meth:`perdure.store.base.Store.run_round`."""
         prepared_completions = prepare_completions(request.completions)
         with self._write("run_round") as tx:
-            completed = activities.complete_activities(tx, prepared_completions)
-            locked: list[OrchestrationWorkItem] = []
-            turns: list[Outcome] = []
-            if request.orchestration_limit > 0:
-                locked = orchestrations.lock_orchestrations(
-                    tx,
-                    self.options,
-                    request.owner,
-                    lease_seconds=request.lease_seconds,
-                    limit=request.orchestration_limit,
-                    names=request.orchestration_names,
-                    known_history=request.known_history,
-                    instance_ids=None,
-                )
-            if locked:
-                turns = [orchestrations.commit_turn(tx, prepare_turn(c)) for c in run_turns(locked)]
-            claimed: list[ActivityWorkItem] = []
-            if request.activity_limit > 0:
-                claimed = activities.lock_activities(
-                    tx,
-                    request.owner,
-                    lease_seconds=request.lease_seconds,
-                    limit=request.activity_limit,
-                    names=request.activity_names,
-                    task_row_ids=None,
-                )
-            next_message_at, next_task_at = (tx.conn.execute(q).fetchone()["t"] for q in next_due_queries(Q, None))
-            # Work the round created and took itself wakes nobody (see run_round's contract).
-            if next_message_at is None or next_message_at > tx.now:
-                tx.topics.discard(ORCHESTRATIONS)
-            if next_task_at is None or next_task_at > tx.now:
-                tx.topics.discard(ACTIVITIES)
-        return RoundResult(completed, locked, turns, claimed, next_message_at, next_task_at)
+            return rounds.run_round(tx, _ROUND, self.options, request, prepared_completions, run_turns)
 
     def renew_activity_leases(self, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:
         """See :meth:`perdure.store.base.Store.renew_activity_leases`."""
@@ -604,6 +573,20 @@ class SQLiteStore:
             total = conn.execute(Q.count_stalled_instances, {"before": progress_before}).fetchone()["total"]
             rows = conn.execute(Q.stalled_instances, {"before": progress_before, "limit": max(0, limit)}).fetchall()
         return int(total), [summary_from_row(r) for r in rows]
+
+
+def _next_due(tx: Tx) -> tuple[float | None, float | None]:
+    message, task = (tx.conn.execute(q).fetchone()["t"] for q in next_due_queries(Q, None))
+    return message, task
+
+
+_ROUND = rounds.RoundSteps(
+    complete_activities=activities.complete_activities,
+    lock_orchestrations=orchestrations.lock_orchestrations,
+    commit_turns=orchestrations.commit_turns,
+    lock_activities=activities.lock_activities,
+    next_due=_next_due,
+)
 
 
 def _filter_params(query: InstanceQuery) -> dict[str, Any]:
