@@ -13,9 +13,10 @@ class WorkerOptions:
 
     - ``activity_concurrency``: activities running at once (threads for plain functions,
       tasks on one event loop for ``async def`` ones).
-    - ``orchestration_concurrency``: threads running orchestration turns.
-    - ``batch_size``: work items locked, and turns committed, per store transaction
-      (group commit).
+    - ``orchestration_concurrency``: dispatch loops (threads), each running worker rounds
+      (:mod:`perdure.runtime.rounds`).
+    - ``batch_size``: instances locked and turns committed (group commit), and activity
+      tasks taken, per round: one store transaction.
     - ``lease_seconds``: how long a locked orchestration or activity stays ours without
       renewal; running activities are renewed every third of it. After a crash, another
       worker takes the work over once the lease expires.
