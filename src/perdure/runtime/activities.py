@@ -66,7 +66,7 @@ class ActivityDispatcher:
         self._takes_input = {name: _takes_input(reg.fn) for name, reg in app.activities.items()}
         self._last_renewal = time.monotonic()
 
-    # -- one round --
+    # -- taking work, reporting outcomes --
 
     @property
     def running(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from importlib import resources
+from typing import Any
 
 from perdure.errors import InvalidInputError
 
@@ -51,3 +52,9 @@ def next_due_queries(queries: Queries, queue: str | None) -> list[str]:
         raise InvalidInputError(f"queue must be 'orchestrations', 'activities' or None, got {queue!r}")
     parts = (("orchestrations", queries.next_message_at), ("activities", queries.next_task_at))
     return [sql for kind, sql in parts if queue in (None, kind)]
+
+
+def due_times(conn: Any, queries: Queries, queue: str | None = None) -> list[float | None]:
+    """The readings behind ``Store.next_visible_at`` on ``conn`` (a connection of either
+    backend, in or out of a transaction): the next due message and/or task, in that order."""
+    return [conn.execute(sql).fetchone()["t"] for sql in next_due_queries(queries, queue)]

@@ -17,19 +17,20 @@ from perdure.store.base import (
     TurnCommit,
 )
 from perdure.store.common.encode import PreparedTurn, QueueOptions, prepare_turn
+from perdure.store.common.queries import Queries, due_times
 from perdure.store.notify import ACTIVITIES, ORCHESTRATIONS
 
 
 @dataclass(frozen=True, slots=True)
 class RoundSteps:
     """A backend's functions that run inside its write transaction ``tx`` (which has
-    ``now`` and the ``topics`` to signal after the commit)."""
+    ``conn``, ``now`` and the ``topics`` to signal after the commit)."""
 
     complete_activities: Callable[[Any, Sequence[Any]], list[Outcome]]
     lock_orchestrations: Callable[..., list[OrchestrationWorkItem]]
     commit_turns: Callable[[Any, Sequence[PreparedTurn]], list[Outcome]]
     lock_activities: Callable[..., list[ActivityWorkItem]]
-    next_due: Callable[[Any], tuple[float | None, float | None]]  # (next message, next task)
+    queries: Queries  # the backend's named SQL, for the next-due readings
 
 
 def run_round(
@@ -65,7 +66,7 @@ def run_round(
             names=request.activity_names,
             task_row_ids=None,
         )
-    next_message_at, next_task_at = steps.next_due(tx)
+    next_message_at, next_task_at = due_times(tx.conn, steps.queries)
     # Work the round created and took itself wakes nobody: signal a queue only if it holds
     # work due now (another worker's names, more than the round's limits).
     if next_message_at is None or next_message_at > tx.now:

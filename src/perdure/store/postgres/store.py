@@ -37,7 +37,7 @@ from perdure.store.base import (
 )
 from perdure.store.common import rounds
 from perdure.store.common.encode import QueueOptions, dumps_checked, prepare_completions, prepare_turn
-from perdure.store.common.queries import next_due_queries
+from perdure.store.common.queries import due_times
 from perdure.store.common.rows import (
     TERMINAL,
     count_from_row,
@@ -553,8 +553,7 @@ class PostgresStore:
 
     def next_visible_at(self, *, queue: str | None = None) -> float | None:
         """See :meth:`perdure.store.base.Store.next_visible_at`."""
-        queries = next_due_queries(Q, queue)
-        times = self._read("next_visible_at", lambda c: [c.execute(q).fetchone()["t"] for q in queries])
+        times = self._read("next_visible_at", lambda c: due_times(c, Q, queue))
         return min((t for t in times if t is not None), default=None)
 
     # -- fleet reads (diagnosis) --
@@ -593,17 +592,12 @@ class PostgresStore:
         return result
 
 
-def _next_due(tx: Tx) -> tuple[float | None, float | None]:
-    message, task = (tx.one(q)["t"] for q in next_due_queries(Q, None))  # type: ignore[index]
-    return message, task
-
-
 _ROUND = rounds.RoundSteps(
     complete_activities=activities.complete_activities,
     lock_orchestrations=orchestrations.lock_orchestrations,
     commit_turns=orchestrations.commit_turns,
     lock_activities=activities.lock_activities,
-    next_due=_next_due,
+    queries=Q,
 )
 
 

@@ -37,7 +37,7 @@ from perdure.store.base import (
 )
 from perdure.store.common import rounds
 from perdure.store.common.encode import QueueOptions, dumps_checked, prepare_completions, prepare_turn
-from perdure.store.common.queries import next_due_queries
+from perdure.store.common.queries import due_times
 from perdure.store.common.rows import (
     TERMINAL,
     count_from_row,
@@ -535,9 +535,8 @@ class SQLiteStore:
 
     def next_visible_at(self, *, queue: str | None = None) -> float | None:
         """See :meth:`perdure.store.base.Store.next_visible_at`."""
-        queries = next_due_queries(Q, queue)
         with self._read() as conn:
-            times = [conn.execute(q).fetchone()["t"] for q in queries]
+            times = due_times(conn, Q, queue)
         return min((t for t in times if t is not None), default=None)
 
     # -- fleet reads (diagnosis) --
@@ -575,17 +574,12 @@ class SQLiteStore:
         return int(total), [summary_from_row(r) for r in rows]
 
 
-def _next_due(tx: Tx) -> tuple[float | None, float | None]:
-    message, task = (tx.conn.execute(q).fetchone()["t"] for q in next_due_queries(Q, None))
-    return message, task
-
-
 _ROUND = rounds.RoundSteps(
     complete_activities=activities.complete_activities,
     lock_orchestrations=orchestrations.lock_orchestrations,
     commit_turns=orchestrations.commit_turns,
     lock_activities=activities.lock_activities,
-    next_due=_next_due,
+    queries=Q,
 )
 
 
