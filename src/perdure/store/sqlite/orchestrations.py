@@ -66,7 +66,8 @@ def lock_orchestrations(
     Candidates are instances with a visible message and no live lease, oldest visible
     message first. Sorting a candidate's messages either hands it out or removes every one of
     its visible messages from view (discarded, deferred, dead-lettered or held), so asking
-    again for more candidates until ``limit`` is reached always terminates.
+    again for more candidates until ``limit`` is reached always terminates. Each batch of
+    candidates is read and leased with a fixed number of statements, whatever its size.
     """
     items: list[OrchestrationWorkItem] = []
     params: dict[str, Any] = {
@@ -80,68 +81,87 @@ def lock_orchestrations(
         candidates = tx.conn.execute(Q.orchestration_candidates, params).fetchall()
         if not candidates:
             break
-        for candidate in candidates:
-            instance_id = candidate["instance_id"]
-            known = known_history.get(instance_id) if known_history else None
-            item = _lock_instance(tx, options, instance_id, owner, lease_seconds, known)
-            if item is not None:
-                items.append(item)
+        items.extend(_lock_batch(tx, options, [c["instance_id"] for c in candidates], owner, lease_seconds, known_history))
         if len(candidates) < params["limit"] and sum(c["scanned"] for c in candidates) < params["scan"]:
             break  # the scan saw every visible message: there is no other candidate
     return items
 
 
-def _lock_instance(
+def _lock_batch(
     tx: Tx,
     options: QueueOptions,
-    instance_id: str,
+    instance_ids: list[str],
     owner: str,
     lease_seconds: float,
-    known: tuple[int, int] | None,
-) -> OrchestrationWorkItem | None:
-    conn = tx.conn
-    row = conn.execute(Q.get_instance, {"instance_id": instance_id}).fetchone()
-    messages = conn.execute(Q.visible_messages, {"instance_id": instance_id, "now": tx.now}).fetchall()
+    known_history: Mapping[str, tuple[int, int]] | None,
+) -> list[OrchestrationWorkItem]:
+    """Sort the visible messages of each candidate and lease those with messages to deliver.
+    Candidates are independent of each other: what one's sorting writes, another's never reads."""
+    conn, now = tx.conn, tx.now
+    ids = json.dumps(instance_ids)
+    rows = {r["instance_id"]: r for r in conn.execute(Q.instances_among, {"ids": ids})}
+    visible: dict[str, list[sqlite3.Row]] = {iid: [] for iid in instance_ids}
+    for m in conn.execute(Q.visible_messages_among, {"ids": ids, "now": now}):
+        visible[m["instance_id"]].append(m)
+    expires_at = now + lease_seconds
+    leases: list[dict[str, Any]] = []
+    delivered: list[int] = []
+    items: list[OrchestrationWorkItem] = []
+    for iid in instance_ids:
+        row = rows.get(iid)
+        deliver = _deliverable(tx, options, iid, row, visible[iid])
+        if not deliver or row is None:
+            continue
+        token = secrets.token_hex(16)
+        leases.append(
+            {
+                "instance_id": iid,
+                "owner": owner,
+                "token": token,
+                "expires_at": expires_at,
+                "lease_seconds": lease_seconds,
+                "now": now,
+            }
+        )
+        delivered.extend(m["message_id"] for m in deliver)
+        known = known_history.get(iid) if known_history else None
+        history_from, history, history_error = _history_for(conn, row, known)
+        items.append(
+            OrchestrationWorkItem(
+                instance=instance_from_row(row),
+                lease_token=token,
+                lease_expires_at=expires_at,
+                messages=tuple(message_from_row(m, delivery_bump=1) for m in deliver),
+                history=history,
+                history_from=history_from,
+                history_error=history_error,
+            )
+        )
+    if leases:
+        conn.executemany(Q.upsert_lease, leases)
+        conn.execute(Q.mark_delivered, {"ids": json.dumps(delivered)})
+    return items
+
+
+def _deliverable(
+    tx: Tx, options: QueueOptions, instance_id: str, row: sqlite3.Row | None, messages: list[sqlite3.Row]
+) -> list[sqlite3.Row]:
+    """The messages to hand out with the instance; the others are sorted away (deferred,
+    dead-lettered, discarded or held), never left visible."""
     if row is None:
         _defer(tx, options, messages, DeadLetterReason.INSTANCE_NOT_FOUND)
-        return None
+        return []
     status = row["status"]
     if status in TERMINAL:
         _discard(tx, [(m, f"instance is {status}") for m in messages], DiscardReason.TERMINAL_INSTANCE)
-        return None
+        return []
     current = row["execution_id"]
     deliver, stale, future = route_messages(messages, current)
     _discard(tx, stale, DiscardReason.STALE_EXECUTION)
     _defer(tx, options, future, DeadLetterReason.EXECUTION_NOT_FOUND)
     if deliver and row["history_event_count"] == 0:
         deliver = _start_first(tx, options, instance_id, current, deliver)
-    if not deliver:
-        return None
-
-    token = secrets.token_hex(16)
-    expires_at = tx.now + lease_seconds
-    conn.execute(
-        Q.upsert_lease,
-        {
-            "instance_id": instance_id,
-            "owner": owner,
-            "token": token,
-            "expires_at": expires_at,
-            "lease_seconds": lease_seconds,
-            "now": tx.now,
-        },
-    )
-    conn.execute(Q.mark_delivered, {"ids": json.dumps([m["message_id"] for m in deliver])})
-    history_from, history, history_error = _history_for(conn, row, known)
-    return OrchestrationWorkItem(
-        instance=instance_from_row(row),
-        lease_token=token,
-        lease_expires_at=expires_at,
-        messages=tuple(message_from_row(m, delivery_bump=1) for m in deliver),
-        history=history,
-        history_from=history_from,
-        history_error=history_error,
-    )
+    return deliver
 
 
 def _start_first(
@@ -216,104 +236,130 @@ def _history_for(
 
 
 def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
-    """Commit each turn under its own savepoint; one outcome per turn, in order."""
-    return [commit_turn(tx, turn) for turn in turns]
+    """Commit turns in waves, each instance at most once per wave (a second turn of the same
+    instance must see the first one's writes); one outcome per turn, in order."""
+    outcomes = [Outcome.LEASE_LOST] * len(turns)
+    pending = list(range(len(turns)))
+    while pending:
+        wave, later, seen = [], [], set()
+        for index in pending:
+            iid = turns[index].commit.instance_id
+            (later if iid in seen else wave).append(index)
+            seen.add(iid)
+        for index in _commit_wave(tx, [turns[i] for i in wave]):
+            outcomes[wave[index]] = Outcome.OK
+        pending = later
+    return outcomes
 
 
-def commit_turn(tx: Tx, turn: PreparedTurn) -> Outcome:
-    """Write one turn under a savepoint; ``LEASE_LOST`` (nothing written) unless the token
-    still holds the lease and the instance is not terminal (invariants 1, 2, 5)."""
-    c = turn.commit
+def _commit_wave(tx: Tx, turns: list[PreparedTurn]) -> list[int]:
+    """Write the turns (of distinct instances) that may commit; return their positions.
+
+    A turn may commit if its token still holds the lease, the instance is not terminal and
+    is on the same execution (invariants 1, 2, 5), and every message it consumed is still
+    queued for it (else someone else applied them). All of that is checked for the whole
+    wave before anything is written, so a refused turn writes nothing without a savepoint.
+    """
     conn = tx.conn
-    lease = conn.execute(Q.get_lease, {"instance_id": c.instance_id}).fetchone()
-    if lease is None or lease["token"] != c.lease_token:
-        return Outcome.LEASE_LOST
-    row = conn.execute(Q.get_instance, {"instance_id": c.instance_id}).fetchone()
-    if row is None or row["status"] in TERMINAL or row["execution_id"] != c.execution_id:
-        return Outcome.LEASE_LOST
-    conn.execute("SAVEPOINT turn")
-    written = _write_turn(tx, turn, row, lease)
-    if not written:
-        conn.execute("ROLLBACK TO turn")
-    conn.execute("RELEASE turn")
-    return Outcome.OK if written else Outcome.LEASE_LOST
-
-
-def _write_turn(tx: Tx, turn: PreparedTurn, row: sqlite3.Row, lease: sqlite3.Row) -> bool:
-    c = turn.commit
-    conn, now, iid = tx.conn, tx.now, c.instance_id
-
-    # Consumed messages: discard records first (they copy the row), then delete. A consumed
-    # message that is gone means someone else applied it: the turn must not commit.
-    if c.discarded:
-        conn.executemany(
-            Q.discard_consumed,
-            [
-                {"message_id": mid, "instance_id": iid, "reason": reason, "detail": detail, "now": now}
-                for mid, reason, detail in c.discarded
-            ],
+    ids = json.dumps([t.commit.instance_id for t in turns])
+    rows = {r["instance_id"]: r for r in conn.execute(Q.instances_with_leases, {"ids": ids})}
+    consumed = [sorted(set(t.commit.consumed) | {mid for mid, _, _ in t.commit.discarded}) for t in turns]
+    wanted = [mid for ids_ in consumed for mid in ids_]
+    owners = dict(conn.execute(Q.message_owners, {"ids": json.dumps(wanted)}).fetchall()) if wanted else {}
+    ok: list[int] = []
+    for index, turn in enumerate(turns):
+        c = turn.commit
+        row = rows.get(c.instance_id)
+        if (
+            row is not None
+            and row["lease_token"] == c.lease_token
+            and row["status"] not in TERMINAL
+            and row["execution_id"] == c.execution_id
+            and all(owners.get(mid) == c.instance_id for mid in consumed[index])
+        ):
+            ok.append(index)
+    if ok:
+        _write_turns(
+            tx,
+            [(turns[i], rows[turns[i].commit.instance_id]) for i in ok],
+            [mid for i in ok for mid in consumed[i]],
         )
-    consumed = sorted(set(c.consumed) | {mid for mid, _, _ in c.discarded})
-    if consumed:
-        deleted = conn.execute(Q.delete_consumed, {"instance_id": iid, "ids": json.dumps(consumed)}).rowcount
-        if deleted != len(consumed):
-            return False
+    return ok
 
-    first = row["history_event_count"]
+
+def _write_turns(tx: Tx, turns: list[tuple[PreparedTurn, sqlite3.Row]], consumed: list[int]) -> None:
+    """Write validated turns with one statement per kind of write."""
+    conn, now = tx.conn, tx.now
+    # Discard records copy the consumed message rows, so they come before the deletion.
+    discards = [
+        {"message_id": mid, "instance_id": t.commit.instance_id, "reason": reason, "detail": detail, "now": now}
+        for t, _ in turns
+        for mid, reason, detail in t.commit.discarded
+    ]
+    if discards:
+        conn.executemany(Q.discard_consumed, discards)
+    if consumed:
+        conn.execute(Q.delete_messages_by_id, {"ids": json.dumps(consumed)})
     conn.executemany(
         Q.insert_history,
-        [(iid, c.execution_id, first + i, text) for i, text in enumerate(turn.events)],
+        [
+            (t.commit.instance_id, t.commit.execution_id, row["history_event_count"] + i, text)
+            for t, row in turns
+            for i, text in enumerate(t.events)
+        ],
     )
-    conn.execute(Q.update_instance_after_turn, instance_after_turn(turn, row, now))
-    if row["status"] != turn.status.value or c.continue_as_new:  # waiters wait for a new status
-        tx.notify(INSTANCES)
+    conn.executemany(Q.update_instance_after_turn, [instance_after_turn(t, row, now) for t, row in turns])
+    if any(row["status"] != t.status.value or t.commit.continue_as_new for t, row in turns):
+        tx.notify(INSTANCES)  # waiters wait for a new status
 
-    if c.activities:
-        conn.executemany(
-            Q.insert_activity_task,
-            [
-                {
-                    "instance_id": a.instance_id,
-                    "execution_id": a.execution_id,
-                    "task_id": a.task_id,
-                    "name": a.name,
-                    "input": text,
-                    "attempt": a.attempt,
-                    "now": now,
-                    "visible_at": now if a.visible_at is None else a.visible_at,
-                }
-                for a, text in zip(c.activities, turn.activity_inputs, strict=True)
-            ],
-        )
-        tx.notify(ACTIVITIES)
-    messages = [
-        message_params(m.instance_id, m.execution_id, kind, text, now, m.visible_at)
-        for m, (kind, text) in zip(c.messages, turn.messages, strict=True)
+    tasks = [
+        {
+            "instance_id": a.instance_id,
+            "execution_id": a.execution_id,
+            "task_id": a.task_id,
+            "name": a.name,
+            "input": text,
+            "attempt": a.attempt,
+            "now": now,
+            "visible_at": now if a.visible_at is None else a.visible_at,
+        }
+        for t, _ in turns
+        for a, text in zip(t.commit.activities, t.activity_inputs, strict=True)
     ]
-    for child in c.children:
-        messages.extend(_start_child(tx, child))
-    if c.continue_as_new:
-        messages.extend(_continue_as_new(tx, turn, row))
+    if tasks:
+        conn.executemany(Q.insert_activity_task, tasks)
+        tx.notify(ACTIVITIES)
+    messages: list[dict[str, Any]] = []
+    for t, row in turns:
+        c = t.commit
+        messages.extend(
+            message_params(m.instance_id, m.execution_id, kind, text, now, m.visible_at)
+            for m, (kind, text) in zip(c.messages, t.messages, strict=True)
+        )
+        for child in c.children:
+            messages.extend(_start_child(tx, child))
+        if c.continue_as_new:
+            messages.extend(_continue_as_new(tx, t, row))
     if messages:
         conn.executemany(Q.insert_message, messages)
         tx.notify(ORCHESTRATIONS)
 
-    if turn.status.is_terminal:
-        _discard_queued_tasks(tx, iid, f"instance became {turn.status.value}")
-    if c.release:
-        conn.execute(Q.release_lease, {"instance_id": iid, "token": c.lease_token})
-        if conn.execute(Q.has_messages, {"instance_id": iid}).fetchone():
+    for t, _ in turns:
+        if t.status.is_terminal:
+            _discard_queued_tasks(tx, t.commit.instance_id, f"instance became {t.status.value}")
+    released = [t.commit for t, _ in turns if t.commit.release]
+    if released:
+        conn.executemany(Q.release_lease, [{"instance_id": c.instance_id, "token": c.lease_token} for c in released])
+        if conn.execute(Q.any_messages_among, {"ids": json.dumps([c.instance_id for c in released])}).fetchone():
             tx.notify(ORCHESTRATIONS)
-    else:
-        conn.execute(
-            Q.extend_lease,
-            {
-                "instance_id": iid,
-                "token": c.lease_token,
-                "expires_at": now + lease["lease_seconds"],
-            },
-        )
-    return True
+    conn.executemany(
+        Q.extend_lease,
+        [
+            {"instance_id": t.commit.instance_id, "token": t.commit.lease_token, "expires_at": now + row["lease_seconds"]}
+            for t, row in turns
+            if not t.commit.release
+        ],
+    )
 
 
 def message_params(

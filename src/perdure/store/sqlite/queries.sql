@@ -11,6 +11,17 @@
 -- name: get_instance
 SELECT * FROM instances WHERE instance_id = :instance_id;
 
+-- name: instances_among
+-- lock_orchestrations: the rows of a batch of candidates.
+SELECT * FROM instances WHERE instance_id IN (SELECT value FROM json_each(:ids));
+
+-- name: instances_with_leases
+-- commit_turns: the rows of a batch of committing instances with their lease (if any).
+SELECT i.*, l.token AS lease_token, l.lease_seconds AS lease_seconds
+FROM instances AS i
+LEFT JOIN orchestration_leases AS l ON l.instance_id = i.instance_id
+WHERE i.instance_id IN (SELECT value FROM json_each(:ids));
+
 -- name: insert_instance
 -- A new instance: PENDING (or as given), execution 1, nothing run yet.
 INSERT INTO instances (
@@ -152,6 +163,23 @@ LIMIT :limit;
 SELECT * FROM orchestration_messages
 WHERE instance_id = :instance_id AND visible_at <= :now
 ORDER BY message_id;
+
+-- name: visible_messages_among
+-- lock_orchestrations: the visible messages of a batch of candidates.
+SELECT * FROM orchestration_messages
+WHERE instance_id IN (SELECT value FROM json_each(:ids)) AND visible_at <= :now
+ORDER BY message_id;
+
+-- name: message_owners
+-- commit_turns: which of the consumed messages are still queued, and for which instance.
+SELECT message_id, instance_id FROM orchestration_messages
+WHERE message_id IN (SELECT value FROM json_each(:ids));
+
+-- name: delete_messages_by_id
+DELETE FROM orchestration_messages WHERE message_id IN (SELECT value FROM json_each(:ids));
+
+-- name: any_messages_among
+SELECT 1 FROM orchestration_messages WHERE instance_id IN (SELECT value FROM json_each(:ids)) LIMIT 1;
 
 -- name: messages_of_instance
 SELECT * FROM orchestration_messages WHERE instance_id = :instance_id ORDER BY message_id;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
@@ -421,3 +422,54 @@ def test_a_terminal_instance_refuses_further_turns(store: Store) -> None:
     assert commit(store, item, consumed=[], status=RUNNING) is Outcome.LEASE_LOST
     rec = store.get_instance("i1")
     assert rec is not None and rec.status == COMPLETED and rec.output == 1
+
+
+def test_one_group_commit_keeps_each_turns_own_effects(store: Store) -> None:
+    """A batch of turns of different kinds commits each as it would alone: one completes
+    (its queued task discarded), one continues as new, one starts a child, one keeps its
+    lease, one is fenced out."""
+    for iid in ("done", "again", "parent", "kept", "fenced"):
+        running(store, iid)
+        raise_event(store, iid)
+    items = {i.instance.instance_id: i for i in lock(store)}
+    assert store.commit_turns([turn(items["done"], consumed=[], activities=[task("done")], release=False)]) == [
+        Outcome.OK
+    ]
+    stale = dataclasses.replace(turn(items["fenced"]), lease_token="not-the-token")
+    outcomes = store.commit_turns(
+        [
+            turn(items["done"], status=COMPLETED, output="result"),
+            turn(items["again"], continue_as_new=True, continue_as_new_input="next"),
+            turn(items["parent"], children=[ChildStart("child", "wf", 1, ParentRef("parent", 1, 7))]),
+            turn(items["kept"], activities=[task("kept")], release=False),
+            stale,
+        ]
+    )
+    assert outcomes == [Outcome.OK] * 4 + [Outcome.LEASE_LOST]
+    done_rec, again_rec = store.get_instance("done"), store.get_instance("again")
+    assert done_rec is not None and done_rec.status == COMPLETED and done_rec.output == "result"
+    assert store.activity_tasks("done") == [] and kinds(store.discarded_messages(instance_id="done")) == ["ActivityScheduled"]
+    assert again_rec is not None and again_rec.execution_id == 2 and again_rec.input == "next"
+    child = store.get_instance("child")
+    assert child is not None and child.parent == ParentRef("parent", 1, 7)
+    assert [t.name for t in store.activity_tasks("kept")] == ["act"]
+    assert kinds(store.pending_messages("fenced")) == ["EventRaised"]
+    assert kinds(store.get_history("fenced")) == ["TurnStarted", "ExecutionStarted"]
+    # Only the released instances with work are handed out again; "kept" is still leased.
+    assert sorted(i.instance.instance_id for i in lock(store, "w2")) == ["again", "child"]
+
+
+def test_one_lock_batch_sorts_each_candidates_messages_on_its_own(store: Store, clock: FakeClock) -> None:
+    """A batch of candidates where one is deliverable, one terminal and one missing: only the
+    first is handed out; the others' messages are discarded and deferred respectively."""
+    running(store, "live")
+    raise_event(store, "live")
+    start(store, "ended")
+    assert commit(store, lock_one(store, "ended"), status=COMPLETED) is Outcome.OK
+    raise_event(store, "ended")
+    raise_event(store, "missing")
+    items = lock(store)
+    assert [(i.instance.instance_id, kinds(i.messages)) for i in items] == [("live", ["EventRaised"])]
+    assert kinds(store.discarded_messages(instance_id="ended")) == ["EventRaised"]
+    [deferred] = store.pending_messages("missing")
+    assert deferred.delivery_count == 1 and deferred.visible_at > clock()
