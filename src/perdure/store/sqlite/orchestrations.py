@@ -81,7 +81,9 @@ def lock_orchestrations(
         candidates = tx.conn.execute(Q.orchestration_candidates, params).fetchall()
         if not candidates:
             break
-        items.extend(_lock_batch(tx, options, [c["instance_id"] for c in candidates], owner, lease_seconds, known_history))
+        items.extend(
+            _lock_batch(tx, options, [c["instance_id"] for c in candidates], owner, lease_seconds, known_history)
+        )
         if len(candidates) < params["limit"] and sum(c["scanned"] for c in candidates) < params["scan"]:
             break  # the scan saw every visible message: there is no other candidate
     return items
@@ -355,7 +357,11 @@ def _write_turns(tx: Tx, turns: list[tuple[PreparedTurn, sqlite3.Row]], consumed
     conn.executemany(
         Q.extend_lease,
         [
-            {"instance_id": t.commit.instance_id, "token": t.commit.lease_token, "expires_at": now + row["lease_seconds"]}
+            {
+                "instance_id": t.commit.instance_id,
+                "token": t.commit.lease_token,
+                "expires_at": now + row["lease_seconds"],
+            }
             for t, row in turns
             if not t.commit.release
         ],

@@ -448,7 +448,9 @@ def test_one_group_commit_keeps_each_turns_own_effects(store: Store) -> None:
     assert outcomes == [Outcome.OK] * 4 + [Outcome.LEASE_LOST]
     done_rec, again_rec = store.get_instance("done"), store.get_instance("again")
     assert done_rec is not None and done_rec.status == COMPLETED and done_rec.output == "result"
-    assert store.activity_tasks("done") == [] and kinds(store.discarded_messages(instance_id="done")) == ["ActivityScheduled"]
+    assert store.activity_tasks("done") == [] and kinds(store.discarded_messages(instance_id="done")) == [
+        "ActivityScheduled"
+    ]
     assert again_rec is not None and again_rec.execution_id == 2 and again_rec.input == "next"
     child = store.get_instance("child")
     assert child is not None and child.parent == ParentRef("parent", 1, 7)
