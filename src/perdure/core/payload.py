@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import json
+import json.encoder
 from typing import Any
 
 from perdure.errors import SerializationError
 
-#: Compact JSON (no spaces, UTF-8 kept, NaN/Infinity refused). One shared encoder: building
-#: a JSONEncoder per call (what ``json.dumps`` does with non-default options) is the single
-#: largest serialization cost on the hot path.
-compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_make_encoder = json.encoder.c_make_encoder
+
+
+def compact_json(value: Any) -> str:
+    """Compact JSON (no spaces, UTF-8 kept, NaN/Infinity refused): ``TypeError`` for a value
+    JSON cannot hold, ``ValueError`` for NaN, infinities and circular references.
+
+    It calls the C encoder that ``JSONEncoder.encode`` builds, without the Python layers
+    around it (this is the hottest serialization call); a fresh ``markers`` dict per call
+    keeps circular-reference detection exact even after an earlier call failed half way.
+    """
+    if _make_encoder is None:  # an interpreter without the C accelerator
+        return _ENCODER.encode(value)
+    encode = _make_encoder({}, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+    return "".join(encode(value, 0))
 
 
 def dumps_payload(value: Any, *, what: str = "value", limit: int | None = None) -> str:

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from perdure.core.failure import Failure
-from perdure.core.history import ActivityCompleted, ActivityFailed, HistoryEvent
-from perdure.core.payload import dumps_payload
+from perdure.core.history import ActivityCompleted, ActivityFailed, HistoryEvent, dumps_event
 from perdure.core.registry import App, Registration
-from perdure.errors import LeaseLost
+from perdure.errors import LeaseLost, SerializationError
 from perdure.runtime.activity_info import ActivityInfo, reset_activity_info, set_activity_info
 from perdure.runtime.options import WorkerOptions
 from perdure.store.base import ActivityCompletion, ActivityWorkItem, Outcome, Store
@@ -222,7 +221,8 @@ class ActivityDispatcher:
                 f"(waited {self.options.unknown_name_grace:g} s); register it with @app.activity",
                 non_retryable=True,
             )
-            self._finish(item, ActivityFailed(task_id=item.task_id, failure=failure, timestamp=self.clock()), 0.0)
+            event = ActivityFailed(task_id=item.task_id, failure=failure, timestamp=self.clock())
+            self._finish(item, (event, dumps_event(event)), 0.0)
             return
         if registration.is_async:
             future = asyncio.run_coroutine_threadsafe(self._run_async(registration, item), self._event_loop())
@@ -235,31 +235,42 @@ class ActivityDispatcher:
         started = time.perf_counter()
         try:
             result = registration.fn(item.input) if self._takes_input[item.name] else registration.fn()
-            event = self._completed(item, result)
+            outcome = self._completed(item, result)
         except BaseException as exc:
-            event = ActivityFailed(task_id=item.task_id, failure=Failure.from_exception(exc), timestamp=self.clock())
+            outcome = self._failed(item, exc)
         finally:
             reset_activity_info(token)
-        self._finish(item, event, time.perf_counter() - started)
+        self._finish(item, outcome, time.perf_counter() - started)
 
     async def _run_async(self, registration: Registration, item: ActivityWorkItem) -> None:
         token = set_activity_info(self._info(item))
         started = time.perf_counter()
         try:
             args = (item.input,) if self._takes_input[item.name] else ()
-            event = self._completed(item, await registration.fn(*args))
+            outcome = self._completed(item, await registration.fn(*args))
         except BaseException as exc:
-            event = ActivityFailed(task_id=item.task_id, failure=Failure.from_exception(exc), timestamp=self.clock())
+            outcome = self._failed(item, exc)
         finally:
             reset_activity_info(token)
-        self._finish(item, event, time.perf_counter() - started)
+        self._finish(item, outcome, time.perf_counter() - started)
 
-    def _completed(self, item: ActivityWorkItem, result: Any) -> HistoryEvent:
-        dumps_payload(result, what=f"result of activity {item.name!r}")  # fail here, not in the store
-        return ActivityCompleted(task_id=item.task_id, result=result, timestamp=self.clock())
+    def _completed(self, item: ActivityWorkItem, result: Any) -> tuple[HistoryEvent, str]:
+        """The completion event and its JSON, encoded here, on the activity's thread: a result
+        that is not JSON fails as the activity's own error, and the dispatch loop does not
+        have to encode it again."""
+        event = ActivityCompleted(task_id=item.task_id, result=result, timestamp=self.clock())
+        try:
+            return event, dumps_event(event)
+        except (TypeError, ValueError) as exc:
+            raise SerializationError(f"result of activity {item.name!r} is not JSON-serialisable: {exc}") from exc
 
-    def _finish(self, item: ActivityWorkItem, event: HistoryEvent, duration: float) -> None:
-        self._done.put(ActivityCompletion(item.task_row_id, item.lease_token, event, duration))
+    def _failed(self, item: ActivityWorkItem, exc: BaseException) -> tuple[HistoryEvent, str]:
+        event = ActivityFailed(task_id=item.task_id, failure=Failure.from_exception(exc), timestamp=self.clock())
+        return event, dumps_event(event)
+
+    def _finish(self, item: ActivityWorkItem, outcome: tuple[HistoryEvent, str], duration: float) -> None:
+        event, text = outcome
+        self._done.put(ActivityCompletion(item.task_row_id, item.lease_token, event, duration, text))
         self._wake()
 
     def _info(self, item: ActivityWorkItem) -> ActivityInfo:

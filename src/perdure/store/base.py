@@ -77,6 +77,9 @@ class QueuedMessage:
     enqueued_at: float
     visible_at: float
     delivery_count: int
+    #: ``event`` as stored (its JSON), when the store read it: a turn that records the event
+    #: in history writes this text instead of encoding the event again.
+    event_json: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +341,10 @@ class ActivityCompletion:
     lease_token: str
     event: HistoryEvent
     duration: float = 0.0
+    #: ``event`` as :func:`perdure.core.history.dumps_event` encodes it, when the caller has
+    #: that already (the worker encodes it on the activity's thread): stores write this text
+    #: instead of encoding the event again. It must be exactly that encoding of ``event``.
+    event_json: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ the options of its message queue."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,16 +58,19 @@ class PreparedTurn:
     continue_as_new_input: str | None
 
 
-def prepare_turn(commit: TurnCommit) -> PreparedTurn:
-    """Encode everything ``commit`` writes; :class:`SerializationError` if something is not JSON."""
-    events = tuple(dumps_checked(e, "a history event") for e in commit.new_events)
+def prepare_turn(commit: TurnCommit, encoded: Mapping[int, str] | None = None) -> PreparedTurn:
+    """Encode everything ``commit`` writes; :class:`SerializationError` if something is not JSON.
+    ``encoded`` maps ``id(event)`` to the stored JSON of events the caller already holds
+    encoded (the messages the turn consumed, as the store read them)."""
+    known = encoded or {}
+    events = tuple(known.get(id(e)) or dumps_checked(e, "a history event") for e in commit.new_events)
     for child in commit.children:
         payload(child.input, f"input of sub-orchestration {child.instance_id!r}")
     return PreparedTurn(
         commit=commit,
         status=OrchestrationStatus(commit.status),
         events=events,
-        events_bytes=sum(len(text.encode("utf-8")) for text in events),
+        events_bytes=sum(len(text) if text.isascii() else len(text.encode("utf-8")) for text in events),
         output=payload(commit.output, "orchestration output"),
         failure=failure_text(commit.failure),
         custom_status=payload(commit.custom_status, "custom status"),
@@ -83,7 +86,9 @@ def prepare_completions(
     completions: Sequence[ActivityCompletion],
 ) -> list[tuple[ActivityCompletion, str, str]]:
     """Encode each completion's event before the transaction: ``(completion, kind, JSON)``."""
-    return [(c, type(c.event).__name__, dumps_checked(c.event, "an activity result")) for c in completions]
+    return [
+        (c, type(c.event).__name__, c.event_json or dumps_checked(c.event, "an activity result")) for c in completions
+    ]
 
 
 def instance_after_turn(turn: PreparedTurn, row: Row, now: float) -> dict[str, Any]:

@@ -55,7 +55,10 @@ def run_round(
             known_history=request.known_history,
             instance_ids=None,
         )
-    turns = steps.commit_turns(tx, [prepare_turn(c) for c in run_turns(locked)]) if locked else []
+    turns: list[Outcome] = []
+    if locked:
+        encoded = {id(m.event): m.event_json for item in locked for m in item.messages if m.event_json}
+        turns = steps.commit_turns(tx, [prepare_turn(c, encoded) for c in run_turns(locked)])
     claimed: list[ActivityWorkItem] = []
     if request.activity_limit > 0:
         claimed = steps.lock_activities(

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from perdure.core.failure import Failure
@@ -39,6 +39,16 @@ from perdure.store.base import (
 Row = Mapping[str, Any]
 
 TERMINAL = tuple(s.value for s in OrchestrationStatus if s.is_terminal)
+
+#: Status column value -> status (a dict lookup is several times cheaper than the Enum call).
+STATUS = {s.value: s for s in OrchestrationStatus}
+
+
+def lease_tokens(count: int) -> list[str]:
+    """``count`` fresh lease tokens: one random prefix per call, unique by position (a token
+    only has to differ from every other token ever issued for the same row)."""
+    prefix = secrets.token_hex(12)
+    return [f"{prefix}{i:x}" for i in range(count)]
 
 
 def payload(value: Any, what: str = "value") -> str | None:
@@ -78,7 +88,7 @@ def instance_from_row(row: Row) -> InstanceRecord:
     return InstanceRecord(
         instance_id=row["instance_id"],
         name=row["name"],
-        status=OrchestrationStatus(row["status"]),
+        status=STATUS[row["status"]],
         execution_id=row["execution_id"],
         input=loads_payload(row["input"]),
         output=loads_payload(row["output"]),
@@ -129,6 +139,7 @@ def message_from_row(row: Row, delivery_bump: int = 0) -> QueuedMessage:
         enqueued_at=row["enqueued_at"],
         visible_at=row["visible_at"],
         delivery_count=row["delivery_count"] + delivery_bump,
+        event_json=row["event"],
     )
 
 
@@ -156,10 +167,17 @@ def task_from_row(row: Row) -> ActivityWorkItem:
 def locked_task(row: Row, token: str, owner: str, now: float, expires_at: float) -> ActivityWorkItem:
     """The :class:`ActivityWorkItem` of a task row read just before this transaction locked it
     for ``owner`` with ``token`` until ``expires_at`` (the row still holds the old lease)."""
-    return replace(
-        task_from_row(row),
+    return ActivityWorkItem(
+        task_row_id=row["task_row_id"],
+        instance_id=row["instance_id"],
+        execution_id=row["execution_id"],
+        task_id=row["task_id"],
+        name=row["name"],
+        input=loads_payload(row["input"]),
+        attempt=row["attempt"],
         lease_token=token,
         lease_expires_at=expires_at,
+        enqueued_at=row["enqueued_at"],
         delivery_count=row["delivery_count"] + 1,
         locked_at=now,
         lease_owner=owner,

@@ -9,13 +9,12 @@ version of each row it locks, so a task just claimed elsewhere is not claimed tw
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Collection, Sequence
 
 from perdure.core.history import DiscardReason
 from perdure.errors import LeaseLost
 from perdure.store.base import ActivityCompletion, ActivityWorkItem, Outcome
-from perdure.store.common.rows import TERMINAL, locked_task
+from perdure.store.common.rows import TERMINAL, lease_tokens, locked_task
 from perdure.store.notify import ACTIVITIES
 from perdure.store.postgres.connection import Tx
 from perdure.store.postgres.orchestrations import Outbox, insert_discards
@@ -51,7 +50,7 @@ def lock_activities(
     if not rows:
         return []
     expires_at = tx.now + lease_seconds
-    tokens = [secrets.token_hex(16) for _ in rows]
+    tokens = lease_tokens(len(rows))
     tx.run(
         Q.lock_activity_tasks,
         {

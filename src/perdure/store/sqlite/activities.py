@@ -8,13 +8,12 @@ queue scan and lease takeover.
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Collection, Sequence
 
 from perdure.core.history import DiscardReason
 from perdure.errors import LeaseLost
 from perdure.store.base import ActivityCompletion, ActivityWorkItem, Outcome
-from perdure.store.common.rows import TERMINAL, json_list, locked_task
+from perdure.store.common.rows import TERMINAL, json_list, lease_tokens, locked_task
 from perdure.store.notify import ACTIVITIES, ORCHESTRATIONS
 from perdure.store.sqlite.orchestrations import message_params
 from perdure.store.sqlite.queries import Q
@@ -43,7 +42,7 @@ def lock_activities(
     if not rows:
         return []
     expires_at = tx.now + lease_seconds
-    tokens = [secrets.token_hex(16) for _ in rows]
+    tokens = lease_tokens(len(rows))
     tx.conn.executemany(
         Q.lock_activity_task,
         [

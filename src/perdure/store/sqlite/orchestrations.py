@@ -39,6 +39,7 @@ from perdure.store.common.rows import (
     event_row,
     instance_from_row,
     json_list,
+    lease_tokens,
     message_from_row,
     payload,
     task_event,
@@ -109,12 +110,13 @@ def _lock_batch(
     leases: list[dict[str, Any]] = []
     delivered: list[int] = []
     items: list[OrchestrationWorkItem] = []
+    tokens = iter(lease_tokens(len(instance_ids)))
     for iid in instance_ids:
         row = rows.get(iid)
         deliver = _deliverable(tx, options, iid, row, visible[iid])
         if not deliver or row is None:
             continue
-        token = secrets.token_hex(16)
+        token = next(tokens)
         leases.append(
             {
                 "instance_id": iid,
