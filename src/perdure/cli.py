@@ -23,8 +23,11 @@ from perdure.client import Client, InstanceState
 from perdure.core.history import encode_event
 from perdure.core.registry import App
 from perdure.errors import InstanceNotFoundError, InvalidInputError, PerdureError
+from perdure.runtime.options import WorkerOptions
 from perdure.store.base import Store
 from perdure.store.open import open_store
+
+_WORKER = WorkerOptions()  # the defaults the worker command shows
 
 DEFAULT_STORE = "sqlite:///perdure.db"
 EXIT_ERROR = 1
@@ -149,17 +152,24 @@ def demo(demo_store: str | None) -> None:
 
 @cli.command()
 @click.option("--app", "app_ref", required=True, help="Where the App is: module:attribute, e.g. myproject.flows:app.")
-@click.option("--activity-concurrency", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--orchestration-concurrency", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--activity-concurrency", type=click.IntRange(min=1), default=_WORKER.activity_concurrency, show_default=True
+)
+@click.option(
+    "--orchestration-concurrency",
+    type=click.IntRange(min=1),
+    default=_WORKER.orchestration_concurrency,
+    show_default=True,
+)
 @click.option(
     "--lease",
     "lease_seconds",
     type=click.FloatRange(min=0.1),
-    default=30.0,
+    default=_WORKER.lease_seconds,
     show_default=True,
     help="Lease duration in seconds.",
 )
-@click.option("--poll-interval", type=click.FloatRange(min=0.01), default=1.0, show_default=True)
+@click.option("--poll-interval", type=click.FloatRange(min=0.01), default=_WORKER.poll_interval, show_default=True)
 @click.pass_obj
 def worker(
     state: _State,

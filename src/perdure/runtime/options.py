@@ -31,14 +31,14 @@ class WorkerOptions:
       releasing their leases.
     """
 
-    activity_concurrency: int = 64
+    activity_concurrency: int = 256
     orchestration_concurrency: int = 1
-    batch_size: int = 64
+    batch_size: int = 128
     lease_seconds: float = 30.0
     poll_interval: float = 1.0
     heartbeat_interval: float = 5.0
     unknown_name_grace: float = 10.0
-    cache_size: int = 1000
+    cache_size: int = 10000
     shutdown_timeout: float = 30.0
 
     def __post_init__(self) -> None:
