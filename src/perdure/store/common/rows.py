@@ -146,20 +146,10 @@ def message_from_row(row: Row, delivery_bump: int = 0) -> QueuedMessage:
 def task_from_row(row: Row) -> ActivityWorkItem:
     """An :class:`ActivityWorkItem` from an ``activity_tasks`` row (empty lease fields when
     the task is not locked)."""
-    return ActivityWorkItem(
-        task_row_id=row["task_row_id"],
-        instance_id=row["instance_id"],
-        execution_id=row["execution_id"],
-        task_id=row["task_id"],
-        name=row["name"],
-        input=loads_payload(row["input"]),
-        attempt=row["attempt"],
-        lease_token=row["lease_token"] or "",
-        lease_expires_at=row["lease_expires_at"] or 0.0,
-        enqueued_at=row["enqueued_at"],
+    return _task(
+        row,
+        lease=(row["lease_token"] or "", row["lease_expires_at"] or 0.0, row["locked_at"], row["lease_owner"]),
         delivery_count=row["delivery_count"],
-        locked_at=row["locked_at"],
-        lease_owner=row["lease_owner"],
         visible_at=row["visible_at"],
     )
 
@@ -167,6 +157,15 @@ def task_from_row(row: Row) -> ActivityWorkItem:
 def locked_task(row: Row, token: str, owner: str, now: float, expires_at: float) -> ActivityWorkItem:
     """The :class:`ActivityWorkItem` of a task row read just before this transaction locked it
     for ``owner`` with ``token`` until ``expires_at`` (the row still holds the old lease)."""
+    return _task(
+        row, lease=(token, expires_at, now, owner), delivery_count=row["delivery_count"] + 1, visible_at=expires_at
+    )
+
+
+def _task(
+    row: Row, *, lease: tuple[str, float, float | None, str | None], delivery_count: int, visible_at: float | None
+) -> ActivityWorkItem:
+    token, expires_at, locked_at, owner = lease
     return ActivityWorkItem(
         task_row_id=row["task_row_id"],
         instance_id=row["instance_id"],
@@ -178,10 +177,10 @@ def locked_task(row: Row, token: str, owner: str, now: float, expires_at: float)
         lease_token=token,
         lease_expires_at=expires_at,
         enqueued_at=row["enqueued_at"],
-        delivery_count=row["delivery_count"] + 1,
-        locked_at=now,
+        delivery_count=delivery_count,
+        locked_at=locked_at,
         lease_owner=owner,
-        visible_at=expires_at,
+        visible_at=visible_at,
     )
 
 
