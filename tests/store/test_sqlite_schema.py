@@ -136,7 +136,8 @@ def test_every_named_query_compiles_against_the_schema(tmp_path: Path) -> None:
     ("query", "index"),
     [
         ("orchestration_candidates", "orchestration_messages_by_visible"),
-        ("visible_messages", "orchestration_messages_by_instance"),
+        ("visible_messages_among", "orchestration_messages_by_instance"),
+        ("instances_with_leases", "sqlite_autoindex_orchestration_leases_1"),
         ("activity_candidates", "activity_tasks_by_visible"),
         ("unlocked_tasks_of_instance", "activity_tasks_by_instance"),
         ("unserved_instances", "orchestration_messages_by_visible"),

@@ -159,11 +159,6 @@ GROUP BY instance_id
 ORDER BY first_visible, first_message
 LIMIT :limit;
 
--- name: visible_messages
-SELECT * FROM orchestration_messages
-WHERE instance_id = :instance_id AND visible_at <= :now
-ORDER BY message_id;
-
 -- name: visible_messages_among
 -- lock_orchestrations: the visible messages of a batch of candidates.
 SELECT * FROM orchestration_messages
@@ -183,9 +178,6 @@ SELECT 1 FROM orchestration_messages WHERE instance_id IN (SELECT value FROM jso
 
 -- name: messages_of_instance
 SELECT * FROM orchestration_messages WHERE instance_id = :instance_id ORDER BY message_id;
-
--- name: has_messages
-SELECT 1 FROM orchestration_messages WHERE instance_id = :instance_id LIMIT 1;
 
 -- name: pending_start
 -- When the not-yet-started execution's ExecutionStarted becomes due (NULL if there is none).
@@ -214,10 +206,6 @@ WHERE instance_id = :instance_id AND token = :token;
 -- name: delete_message
 DELETE FROM orchestration_messages WHERE message_id = :message_id;
 
--- name: delete_consumed
-DELETE FROM orchestration_messages
-WHERE instance_id = :instance_id AND message_id IN (SELECT value FROM json_each(:ids));
-
 -- name: dead_letter_message
 INSERT INTO dead_letters (
     message_id, instance_id, execution_id, event, reason, delivery_count, enqueued_at, dead_lettered_at
@@ -242,9 +230,6 @@ VALUES (:instance_id, :execution_id, :event, :reason, :detail, :now);
 
 
 -- ===== orchestration leases ===============================================================
-
--- name: get_lease
-SELECT * FROM orchestration_leases WHERE instance_id = :instance_id;
 
 -- name: upsert_lease
 -- Only called for an instance with no live lease; replacing an expired lease's token is the
