@@ -28,6 +28,7 @@ from typing import Any
 
 from perdure.core.failure import Failure
 from perdure.core.payload import compact_json
+from perdure.errors import SerializationError
 
 EVENT_FORMAT_VERSION = 1
 
@@ -305,6 +306,16 @@ def decode_event(data: dict[str, Any]) -> HistoryEvent:
 def dumps_event(event: HistoryEvent) -> str:
     """``event`` as a compact JSON string."""
     return compact_json(encode_event(event))
+
+
+def dumps_checked(event: HistoryEvent, what: str) -> str:
+    """:func:`dumps_event`, turning a payload that is not JSON into a
+    :class:`perdure.errors.SerializationError` that names ``what``, so it fails where it was
+    produced (an activity's thread, a client call) and before any transaction starts."""
+    try:
+        return dumps_event(event)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"{what} is not JSON-serialisable: {exc}") from exc
 
 
 def loads_event(text: str | bytes) -> HistoryEvent:

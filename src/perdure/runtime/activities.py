@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from perdure.core.failure import Failure
-from perdure.core.history import ActivityCompleted, ActivityFailed, HistoryEvent, dumps_event
+from perdure.core.history import ActivityCompleted, ActivityFailed, HistoryEvent, dumps_checked, dumps_event
 from perdure.core.registry import App, Registration
-from perdure.errors import LeaseLost, SerializationError
+from perdure.errors import LeaseLost
 from perdure.runtime.activity_info import ActivityInfo, reset_activity_info, set_activity_info
 from perdure.runtime.options import WorkerOptions
 from perdure.store.base import ActivityCompletion, ActivityWorkItem, Outcome, Store
@@ -221,8 +221,7 @@ class ActivityDispatcher:
                 f"(waited {self.options.unknown_name_grace:g} s); register it with @app.activity",
                 non_retryable=True,
             )
-            event = ActivityFailed(task_id=item.task_id, failure=failure, timestamp=self.clock())
-            self._finish(item, (event, dumps_event(event)), 0.0)
+            self._finish(item, self._failed(item, failure), 0.0)
             return
         if registration.is_async:
             future = asyncio.run_coroutine_threadsafe(self._run_async(registration, item), self._event_loop())
@@ -237,7 +236,7 @@ class ActivityDispatcher:
             result = registration.fn(item.input) if self._takes_input[item.name] else registration.fn()
             outcome = self._completed(item, result)
         except BaseException as exc:
-            outcome = self._failed(item, exc)
+            outcome = self._failed(item, Failure.from_exception(exc))
         finally:
             reset_activity_info(token)
         self._finish(item, outcome, time.perf_counter() - started)
@@ -249,7 +248,7 @@ class ActivityDispatcher:
             args = (item.input,) if self._takes_input[item.name] else ()
             outcome = self._completed(item, await registration.fn(*args))
         except BaseException as exc:
-            outcome = self._failed(item, exc)
+            outcome = self._failed(item, Failure.from_exception(exc))
         finally:
             reset_activity_info(token)
         self._finish(item, outcome, time.perf_counter() - started)
@@ -259,13 +258,10 @@ class ActivityDispatcher:
         that is not JSON fails as the activity's own error, and the dispatch loop does not
         have to encode it again."""
         event = ActivityCompleted(task_id=item.task_id, result=result, timestamp=self.clock())
-        try:
-            return event, dumps_event(event)
-        except (TypeError, ValueError) as exc:
-            raise SerializationError(f"result of activity {item.name!r} is not JSON-serialisable: {exc}") from exc
+        return event, dumps_checked(event, f"result of activity {item.name!r}")
 
-    def _failed(self, item: ActivityWorkItem, exc: BaseException) -> tuple[HistoryEvent, str]:
-        event = ActivityFailed(task_id=item.task_id, failure=Failure.from_exception(exc), timestamp=self.clock())
+    def _failed(self, item: ActivityWorkItem, failure: Failure) -> tuple[HistoryEvent, str]:
+        event = ActivityFailed(task_id=item.task_id, failure=failure, timestamp=self.clock())
         return event, dumps_event(event)
 
     def _finish(self, item: ActivityWorkItem, outcome: tuple[HistoryEvent, str], duration: float) -> None:

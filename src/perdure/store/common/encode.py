@@ -8,9 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from perdure.core.history import dumps_event
+from perdure.core.history import dumps_checked
 from perdure.core.status import OrchestrationStatus
-from perdure.errors import SerializationError
 from perdure.store.base import ActivityCompletion, TurnCommit
 from perdure.store.common.rows import Row, failure_text, payload, waiting_text
 
@@ -28,15 +27,6 @@ class QueueOptions:
     def backoff(self, tries: int) -> float:
         """Delay before try ``tries + 1``."""
         return min(self.defer_backoff_cap, self.defer_backoff * 2.0 ** max(0, tries - 1))
-
-
-def dumps_checked(event: Any, what: str) -> str:
-    """:func:`dumps_event`, turning a payload that is not JSON into :class:`SerializationError`
-    before any transaction starts."""
-    try:
-        return dumps_event(event)
-    except (TypeError, ValueError) as exc:
-        raise SerializationError(f"{what} is not JSON-serialisable: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)

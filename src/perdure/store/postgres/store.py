@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from perdure.core.history import ExecutionStarted
+from perdure.core.history import ExecutionStarted, dumps_checked
 from perdure.core.status import OrchestrationStatus
 from perdure.errors import InstanceExistsError, InvalidInputError
 from perdure.store.base import (
@@ -36,7 +36,7 @@ from perdure.store.base import (
     WorkerRecord,
 )
 from perdure.store.common import rounds
-from perdure.store.common.encode import QueueOptions, dumps_checked, prepare_completions, prepare_turn
+from perdure.store.common.encode import QueueOptions, prepare_completions, prepare_turn
 from perdure.store.common.queries import due_times
 from perdure.store.common.rows import (
     TERMINAL,
