@@ -30,6 +30,7 @@ from perdure.store.base import (
     DeadLetterReason,
     OrchestrationWorkItem,
     Outcome,
+    TurnCommit,
 )
 from perdure.store.common.encode import PreparedTurn, QueueOptions, instance_after_turn
 from perdure.store.common.routing import route_messages
@@ -46,7 +47,7 @@ from perdure.store.common.rows import (
 )
 from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
 from perdure.store.sqlite.queries import Q
-from perdure.store.sqlite.tx import Tx
+from perdure.store.sqlite.tx import RoundLease, Tx
 
 # --- locking -----------------------------------------------------------------------------
 
@@ -117,17 +118,12 @@ def _lock_batch(
         if not deliver or row is None:
             continue
         token = next(tokens)
-        leases.append(
-            {
-                "instance_id": iid,
-                "owner": owner,
-                "token": token,
-                "expires_at": expires_at,
-                "lease_seconds": lease_seconds,
-                "now": now,
-            }
-        )
-        delivered.extend(m["message_id"] for m in deliver)
+        ids_ = [m["message_id"] for m in deliver]
+        if tx.round_leases is not None and row["held_token"] is None:
+            tx.round_leases[iid] = RoundLease(owner, token, expires_at, lease_seconds, row, frozenset(ids_))
+        else:  # an expired lease row is replaced: the takeover that fences its holder out
+            leases.append(_lease_params(iid, owner, token, expires_at, lease_seconds, now))
+        delivered.extend(ids_)
         known = known_history.get(iid) if known_history else None
         history_from, history, history_error = _history_for(conn, row, known)
         items.append(
@@ -143,8 +139,23 @@ def _lock_batch(
         )
     if leases:
         conn.executemany(Q.upsert_lease, leases)
+    if delivered:
         conn.execute(Q.mark_delivered, {"ids": json.dumps(delivered)})
     return items
+
+
+def _lease_params(
+    instance_id: str, owner: str, token: str, expires_at: float, lease_seconds: float, now: float
+) -> dict[str, Any]:
+    """Parameters of the ``upsert_lease`` query."""
+    return {
+        "instance_id": instance_id,
+        "owner": owner,
+        "token": token,
+        "expires_at": expires_at,
+        "lease_seconds": lease_seconds,
+        "now": now,
+    }
 
 
 def _deliverable(
@@ -253,6 +264,18 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
         for index in _commit_wave(tx, [turns[i] for i in wave]):
             outcomes[wave[index]] = Outcome.OK
         pending = later
+    if tx.round_leases:  # locked by this round but not committed: their leases stand
+        leases = tx.round_leases.values()
+        tx.conn.executemany(
+            Q.upsert_lease,
+            [
+                _lease_params(
+                    lease.row["instance_id"], lease.owner, lease.token, lease.expires_at, lease.lease_seconds, tx.now
+                )
+                for lease in leases
+            ],
+        )
+        tx.round_leases.clear()
     return outcomes
 
 
@@ -263,36 +286,83 @@ def _commit_wave(tx: Tx, turns: list[PreparedTurn]) -> list[int]:
     is on the same execution (invariants 1, 2, 5), and every message it consumed is still
     queued for it (else someone else applied them). All of that is checked for the whole
     wave before anything is written, so a refused turn writes nothing without a savepoint.
+    A turn whose instance this same transaction locked (a round) was checked by the lock:
+    no other writer can have come between.
     """
     conn = tx.conn
-    ids = json.dumps([t.commit.instance_id for t in turns])
-    rows = {r["instance_id"]: r for r in conn.execute(Q.instances_with_leases, {"ids": ids})}
     consumed = [sorted(set(t.commit.consumed) | {mid for mid, _, _ in t.commit.discarded}) for t in turns]
-    wanted = [mid for ids_ in consumed for mid in ids_]
-    owners = dict(conn.execute(Q.message_owners, {"ids": json.dumps(wanted)}).fetchall()) if wanted else {}
-    ok: list[int] = []
+    round_leases = tx.round_leases or {}
+    held: dict[int, RoundLease] = {}
+    others: list[int] = []
     for index, turn in enumerate(turns):
         c = turn.commit
-        row = rows.get(c.instance_id)
+        lease = round_leases.get(c.instance_id)
         if (
-            row is not None
-            and row["lease_token"] == c.lease_token
-            and row["status"] not in TERMINAL
-            and row["execution_id"] == c.execution_id
-            and all(owners.get(mid) == c.instance_id for mid in consumed[index])
+            lease is not None
+            and lease.token == c.lease_token
+            and lease.row["execution_id"] == c.execution_id
+            and lease.delivered.issuperset(consumed[index])
         ):
-            ok.append(index)
+            held[index] = lease
+        else:
+            others.append(index)
+    rows: dict[int, sqlite3.Row] = {index: lease.row for index, lease in held.items()}
+    if others:
+        ids = json.dumps([turns[i].commit.instance_id for i in others])
+        stored = {r["instance_id"]: r for r in conn.execute(Q.instances_with_leases, {"ids": ids})}
+        wanted = [mid for i in others for mid in consumed[i]]
+        owners = dict(conn.execute(Q.message_owners, {"ids": json.dumps(wanted)}).fetchall()) if wanted else {}
+        for index in others:
+            c = turns[index].commit
+            row = stored.get(c.instance_id)
+            if (
+                row is not None
+                and row["lease_token"] == c.lease_token
+                and row["status"] not in TERMINAL
+                and row["execution_id"] == c.execution_id
+                and all(owners.get(mid) == c.instance_id for mid in consumed[index])
+            ):
+                rows[index] = row
+    ok = sorted(rows)
     if ok:
-        _write_turns(
-            tx,
-            [(turns[i], rows[turns[i].commit.instance_id]) for i in ok],
-            [mid for i in ok for mid in consumed[i]],
-        )
+        _write_turns(tx, [(turns[i], rows[i]) for i in ok], [mid for i in ok for mid in consumed[i]])
+        _settle_leases(tx, [(turns[i].commit, rows[i], held.get(i)) for i in ok])
     return ok
 
 
+def _settle_leases(tx: Tx, committed: list[tuple[TurnCommit, sqlite3.Row, RoundLease | None]]) -> None:
+    """After the turns' writes: release the leases of the turns that release, extend the others
+    (a lease this round took and never wrote is written now, if its turn keeps it)."""
+    conn, now = tx.conn, tx.now
+    released, extended, kept = [], [], []
+    for c, row, lease in committed:
+        if lease is not None:
+            del tx.round_leases[c.instance_id]  # type: ignore[union-attr]  # a round lease implies the map
+            if not c.release:
+                kept.append(
+                    _lease_params(
+                        c.instance_id, lease.owner, c.lease_token, now + lease.lease_seconds, lease.lease_seconds, now
+                    )
+                )
+        elif c.release:
+            released.append({"instance_id": c.instance_id, "token": c.lease_token})
+        else:
+            extended.append(
+                {"instance_id": c.instance_id, "token": c.lease_token, "expires_at": now + row["lease_seconds"]}
+            )
+    if released:
+        conn.executemany(Q.release_lease, released)
+    if extended:
+        conn.executemany(Q.extend_lease, extended)
+    if kept:
+        conn.executemany(Q.upsert_lease, kept)
+    gone = [c.instance_id for c, _, _ in committed if c.release]
+    if gone and conn.execute(Q.any_messages_among, {"ids": json.dumps(gone)}).fetchone():
+        tx.notify(ORCHESTRATIONS)  # they have more to do
+
+
 def _write_turns(tx: Tx, turns: list[tuple[PreparedTurn, sqlite3.Row]], consumed: list[int]) -> None:
-    """Write validated turns with one statement per kind of write."""
+    """Write validated turns with one statement per kind of write (leases apart)."""
     conn, now = tx.conn, tx.now
     # Discard records copy the consumed message rows, so they come before the deletion.
     discards = [
@@ -351,23 +421,6 @@ def _write_turns(tx: Tx, turns: list[tuple[PreparedTurn, sqlite3.Row]], consumed
     for t, _ in turns:
         if t.status.is_terminal:
             _discard_queued_tasks(tx, t.commit.instance_id, f"instance became {t.status.value}")
-    released = [t.commit for t, _ in turns if t.commit.release]
-    if released:
-        conn.executemany(Q.release_lease, [{"instance_id": c.instance_id, "token": c.lease_token} for c in released])
-        if conn.execute(Q.any_messages_among, {"ids": json.dumps([c.instance_id for c in released])}).fetchone():
-            tx.notify(ORCHESTRATIONS)
-    conn.executemany(
-        Q.extend_lease,
-        [
-            {
-                "instance_id": t.commit.instance_id,
-                "token": t.commit.lease_token,
-                "expires_at": now + row["lease_seconds"],
-            }
-            for t, row in turns
-            if not t.commit.release
-        ],
-    )
 
 
 def message_params(

@@ -12,8 +12,12 @@
 SELECT * FROM instances WHERE instance_id = :instance_id;
 
 -- name: instances_among
--- lock_orchestrations: the rows of a batch of candidates.
-SELECT * FROM instances WHERE instance_id IN (SELECT value FROM json_each(:ids));
+-- lock_orchestrations: the rows of a batch of candidates, with the token of their (expired)
+-- lease row if they have one.
+SELECT i.*, l.token AS held_token
+FROM instances AS i
+LEFT JOIN orchestration_leases AS l ON l.instance_id = i.instance_id
+WHERE i.instance_id IN (SELECT value FROM json_each(:ids));
 
 -- name: instances_with_leases
 -- commit_turns: the rows of a batch of committing instances with their lease (if any).

@@ -377,6 +377,7 @@ class SQLiteStore:
         """See :meth:`perdure.store.base.Store.run_round`."""
         prepared_completions = prepare_completions(request.completions)
         with self._write("run_round") as tx:
+            tx.round_leases = {}
             return rounds.run_round(tx, _ROUND, self.options, request, prepared_completions, run_turns)
 
     def renew_activity_leases(self, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from perdure.core.history import DiscardReason
+from perdure.core.history import DiscardReason, TurnStarted
 from perdure.store.base import (
     OrchestrationWorkItem,
     Outcome,
@@ -24,6 +24,7 @@ from perdure.testing.conformance.helpers import (
     commit,
     done,
     kinds,
+    lock,
     lock_one,
     raise_event,
     start,
@@ -99,6 +100,39 @@ def test_a_round_is_fenced_like_its_parts(store: Store) -> None:
     assert result.completions == [Outcome.LEASE_LOST]
     assert [i.instance.instance_id for i in result.locked] == ["i2"] and result.turns == [Outcome.LEASE_LOST]
     assert store.get_history("i2") == [] and store.activity_tasks("i1")[0].lease_token == retaken.lease_token
+
+
+def test_a_round_that_takes_over_an_expired_lease_fences_its_old_holder_out(store: Store, clock: FakeClock) -> None:
+    start(store, "i1")
+    stale = lock_one(store, "i1", owner="w0")
+    clock.advance(LEASE + 1)
+    result = round_(store)
+    assert [i.instance.instance_id for i in result.locked] == ["i1"] and result.turns == [Outcome.OK]
+    # The old holder's token no longer holds, although the round's own turn released its lease
+    # (a turn consuming nothing: only the lease fences it).
+    assert commit(store, stale, new_events=[TurnStarted(timestamp=3.0)], consumed=[]) is Outcome.LEASE_LOST
+    assert kinds(store.get_history("i1")) == ["TurnStarted", "ExecutionStarted"]
+
+
+def test_a_round_turn_that_keeps_its_lease_holds_it_after_the_round(store: Store) -> None:
+    start(store, "i1")
+    result = round_(store, lambda items: [turn(i, release=False) for i in items])
+    [item] = result.locked
+    assert result.turns == [Outcome.OK]
+    raise_event(store, "i1")
+    assert lock(store, "w2") == []  # still leased to the round's owner
+    assert store.commit_turns([turn(item, new_events=[], consumed=[])]) == [Outcome.OK]
+    assert lock(store, "w2") != []  # released by that commit
+
+
+def test_a_round_keeps_the_leases_of_instances_it_locked_but_did_not_commit(store: Store) -> None:
+    start(store, "i1")
+    start(store, "i2")
+    result = round_(store, lambda items: [turn(i) for i in items if i.instance.instance_id == "i1"])
+    assert sorted(i.instance.instance_id for i in result.locked) == ["i1", "i2"] and result.turns == [Outcome.OK]
+    assert lock(store, "w2") == []  # i2 stays leased until its lease expires, as if locked alone
+    [i2] = [i for i in result.locked if i.instance.instance_id == "i2"]
+    assert commit(store, i2) is Outcome.OK
 
 
 def test_a_round_records_a_late_outcome_for_a_terminal_instance_as_discarded(store: Store) -> None:
