@@ -95,6 +95,24 @@ def test_failed_lease_renewals_give_at_least_once_activities_and_one_completion(
     perdure.testing.assert_invariants(store, settled=True)
 
 
+def test_failing_lease_renewals_do_not_hold_up_the_rounds(store):
+    """Every renewal fails. With a 0.12 s lease, renewals fall due every 0.04 s, sooner than
+    the worker's shortest error backoff (0.05 s): when a failed renewal stopped the loop
+    before its round, every later pass found a renewal due, failed again, and no round ran
+    again. Here the other instance still completes while the renewals keep failing."""
+    client = perdure.Client(store)
+    client.start(napping, 0.3, instance_id="napping")
+    faulty = FaultyStore(store, [Fault("renew_activity_leases:before", "raise", times=None)])
+    worker = perdure.Worker(slow, faulty, poll_interval=0.02, lease_seconds=0.12)  # type: ignore[arg-type]
+    with worker:
+        deadline = time.monotonic() + 10
+        while "renew_activity_leases:before" not in faulty.fired:
+            assert time.monotonic() < deadline, "no renewal was attempted"
+            time.sleep(0.01)
+        state = client.wait(client.start(napping, 0.0, instance_id="quick"), timeout=10)
+    assert (state.status, state.output) == ("COMPLETED", [0.0, 0.0])
+
+
 def test_a_completion_stalled_past_its_lease_is_refused_and_the_rerun_stands(store):
     """Worker A runs both tasks, then its completion write stalls before reaching the
     store (held on an Event) past the 0.3 s lease. Worker B, started only then, takes the

@@ -153,8 +153,8 @@ class Worker:
         while not self._stop.is_set():
             # The snapshot comes before the round, so a signal that arrives meanwhile is not lost.
             seen = self.store.notifier.snapshot(topics)
+            self._renew_leases()
             try:
-                self.activities.renew_if_due()
                 report = self.rounds.run()
                 errors = 0
             except Exception:
@@ -164,6 +164,15 @@ class Worker:
                 continue
             if not report.busy:  # drained: sleep until signalled, due or time to renew
                 self.store.notifier.wait(topics, seen, self._idle_timeout(report.next_due))
+
+    def _renew_leases(self) -> None:
+        """Renew the leases of running activities if due. A failure is retried at the next
+        renewal, and never holds up the round: behind the round's error backoff it would be
+        due again each time the loop came round, so no round would run again."""
+        try:
+            self.activities.renew_if_due()
+        except Exception:
+            log.exception("could not renew activity leases; retrying at the next renewal")
 
     def _housekeeping_loop(self) -> None:
         interval = min(self.options.heartbeat_interval, max(self.options.unknown_name_grace / 2, 0.05))
