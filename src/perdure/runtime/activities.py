@@ -11,7 +11,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ from perdure.core.registry import App, Registration
 from perdure.errors import LeaseLost
 from perdure.runtime.activity_info import ActivityInfo, reset_activity_info, set_activity_info
 from perdure.runtime.options import WorkerOptions
+from perdure.runtime.pool import ThreadPool
 from perdure.store.base import ActivityCompletion, ActivityWorkItem, Outcome, Store
 
 log = logging.getLogger("perdure.worker")
@@ -59,7 +59,7 @@ class ActivityDispatcher:
         self._running: dict[int, _Running] = {}
         self._done: queue.SimpleQueue[ActivityCompletion] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(options.activity_concurrency, thread_name_prefix="perdure-activity")
+        self._pool = ThreadPool(options.activity_concurrency, "perdure-activity")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._takes_input = {name: _takes_input(reg.fn) for name, reg in app.activities.items()}
@@ -320,7 +320,7 @@ class ActivityDispatcher:
         for running in leftovers:
             with contextlib.suppress(LeaseLost):
                 self.store.abandon_activity(running.item.task_row_id, running.lease_token)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._loop_thread is not None:
