@@ -67,6 +67,20 @@ class InstanceRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class LockedInstance:
+    """What a turn needs of a locked instance's row (:attr:`OrchestrationWorkItem.instance`):
+    the whole row, with its payloads decoded, is :meth:`Store.get_instance`'s."""
+
+    instance_id: str
+    name: str
+    status: OrchestrationStatus
+    execution_id: int
+    history_event_count: int
+    parent: ParentRef | None
+    custom_status: Any
+
+
+@dataclass(frozen=True, slots=True)
 class QueuedMessage:
     """A message in the orchestration queue. ``message_id`` increases in enqueue order."""
 
@@ -99,7 +113,7 @@ class OrchestrationWorkItem:
     instance's unreadable history, so the other instances of the batch carry on.
     """
 
-    instance: InstanceRecord
+    instance: LockedInstance
     lease_token: str
     lease_expires_at: float
     messages: tuple[QueuedMessage, ...]

@@ -31,6 +31,7 @@ from perdure.store.base import (
     InstanceRecord,
     InstanceStats,
     InstanceSummary,
+    LockedInstance,
     QueuedMessage,
     WorkerRecord,
 )
@@ -107,6 +108,24 @@ def instance_from_row(row: Row) -> InstanceRecord:
             last_turn_duration=row["last_turn_duration"],
             last_progress_at=row["last_progress_at"],
         ),
+    )
+
+
+def locked_instance_from_row(row: Row) -> LockedInstance:
+    """A :class:`LockedInstance` from an ``instances`` row (payloads other than the custom
+    status are left undecoded: a turn does not read them)."""
+    parent = None
+    if row["parent_instance_id"] is not None:
+        parent = ParentRef(row["parent_instance_id"], row["parent_execution_id"], row["parent_task_id"])
+    custom_status = row["custom_status"]
+    return LockedInstance(
+        instance_id=row["instance_id"],
+        name=row["name"],
+        status=STATUS[row["status"]],
+        execution_id=row["execution_id"],
+        history_event_count=row["history_event_count"],
+        parent=parent,
+        custom_status=None if custom_status is None else loads_payload(custom_status),
     )
 
 

@@ -43,7 +43,7 @@ from perdure.store.common.rows import (
     TERMINAL,
     decode_history,
     event_row,
-    instance_from_row,
+    locked_instance_from_row,
     message_from_row,
     payload,
     task_event,
@@ -210,7 +210,7 @@ def _lock_instance(
     tx.run(Q.mark_delivered, {"ids": [m["message_id"] for m in deliver]})
     history_from, history, history_error = _history_for(tx, row, known)
     return OrchestrationWorkItem(
-        instance=instance_from_row(row),  # type: ignore[arg-type]
+        instance=locked_instance_from_row(row),  # type: ignore[arg-type]
         lease_token=token,
         lease_expires_at=expires_at,
         messages=tuple(message_from_row(m, delivery_bump=1) for m in deliver),  # type: ignore[arg-type]

@@ -38,9 +38,9 @@ from perdure.store.common.rows import (
     TERMINAL,
     decode_history,
     event_row,
-    instance_from_row,
     json_list,
     lease_tokens,
+    locked_instance_from_row,
     message_from_row,
     payload,
     task_event,
@@ -128,7 +128,7 @@ def _lock_batch(
         history_from, history, history_error = _history_for(conn, row, known)
         items.append(
             OrchestrationWorkItem(
-                instance=instance_from_row(row),
+                instance=locked_instance_from_row(row),
                 lease_token=token,
                 lease_expires_at=expires_at,
                 messages=tuple(message_from_row(m, delivery_bump=1) for m in deliver),
