@@ -31,6 +31,7 @@ class RoundSteps:
     commit_turns: Callable[[Any, Sequence[PreparedTurn]], list[Outcome]]
     lock_activities: Callable[..., list[ActivityWorkItem]]
     queries: Queries  # the backend's named SQL, for the next-due readings
+    finish: Callable[[Any], None] | None = None  # writes what the backend's steps held back
 
 
 def run_round(
@@ -69,6 +70,8 @@ def run_round(
             names=request.activity_names,
             task_row_ids=None,
         )
+    if steps.finish is not None:
+        steps.finish(tx)
     next_message_at, next_task_at = due_times(tx.conn, steps.queries)
     # Work the round created and took itself wakes nobody: signal a queue only if it holds
     # work due now (another worker's names, more than the round's limits).

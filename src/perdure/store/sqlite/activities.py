@@ -85,9 +85,13 @@ def complete_activities(tx: Tx, prepared: Sequence[tuple[ActivityCompletion, str
             discards.append((row, text, DiscardReason.STALE_EXECUTION, detail))
             outcomes.append(Outcome.DISCARDED)
         else:
-            messages.append(message_params(row["instance_id"], row["execution_id"], kind, text, tx.now, None))
+            if tx.round is not None:  # handed to the instance's turn if this round locks it
+                tx.round.keep(row["instance_id"], row["execution_id"], text, tx.now)
+            else:
+                messages.append(message_params(row["instance_id"], row["execution_id"], kind, text, tx.now, None))
             outcomes.append(Outcome.OK)
-    tx.conn.executemany(Q.insert_message, messages)
+    if messages:
+        tx.conn.executemany(Q.insert_message, messages)
     if discards:
         tx.conn.executemany(
             Q.insert_discard,

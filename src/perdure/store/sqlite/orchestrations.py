@@ -30,6 +30,7 @@ from perdure.store.base import (
     DeadLetterReason,
     OrchestrationWorkItem,
     Outcome,
+    QueuedMessage,
     TurnCommit,
 )
 from perdure.store.common.encode import PreparedTurn, QueueOptions, instance_after_turn
@@ -84,11 +85,61 @@ def lock_orchestrations(
         if not candidates:
             break
         items.extend(
-            _lock_batch(tx, options, [c["instance_id"] for c in candidates], owner, lease_seconds, known_history)
+            _lock_batch(tx, options, [c["instance_id"] for c in candidates], owner, lease_seconds, known_history, names)
         )
         if len(candidates) < params["limit"] and sum(c["scanned"] for c in candidates) < params["scan"]:
             break  # the scan saw every visible message: there is no other candidate
+    # Instances whose only news is a completion this round recorded come after the queue's
+    # own candidates (they have waited longer). One that cannot take its completion (leased
+    # by someone else, not this worker's) keeps it, to be queued at the end of the round.
+    kept = tx.round.completions if tx.round is not None else {}
+    tried: set[str] = set()
+    while len(items) < limit:
+        ids = [iid for iid in kept if iid not in tried][: limit - len(items)]
+        if not ids:
+            break
+        tried.update(ids)
+        items.extend(_lock_batch(tx, options, ids, owner, lease_seconds, known_history, names))
     return items
+
+
+def finish_round(tx: Tx) -> None:
+    """The end of a round's writes: what the round still holds in memory is written as it
+    would have been without it (:class:`RoundState`). The leases of instances it locked but
+    did not commit stand, as lease rows; the completions it kept for turns that did not
+    take them are queued as message rows."""
+    state = tx.round
+    if state is None:
+        return
+    leases = list(state.leases.values())
+    if leases:
+        tx.conn.executemany(
+            Q.upsert_lease,
+            [
+                _lease_params(
+                    lease.row["instance_id"], lease.owner, lease.token, lease.expires_at, lease.lease_seconds, tx.now
+                )
+                for lease in leases
+            ],
+        )
+    kept = [m for lease in leases for m in lease.direct.values()]
+    kept.extend(m for messages in state.completions.values() for m in messages)
+    _queue_completions(tx, kept)
+    state.leases.clear()
+    state.completions.clear()
+
+
+def _queue_completions(tx: Tx, messages: Sequence[QueuedMessage]) -> None:
+    """Queue as message rows completions a round kept for a turn that will not take them."""
+    if messages:
+        tx.conn.executemany(
+            Q.insert_message,
+            [
+                message_params(m.instance_id, m.execution_id, type(m.event).__name__, m.event_json or "", tx.now, None)
+                for m in messages
+            ],
+        )
+        tx.notify(ORCHESTRATIONS)
 
 
 def _lock_batch(
@@ -98,9 +149,11 @@ def _lock_batch(
     owner: str,
     lease_seconds: float,
     known_history: Mapping[str, tuple[int, int]] | None,
+    names: Collection[str] | None,
 ) -> list[OrchestrationWorkItem]:
-    """Sort the visible messages of each candidate and lease those with messages to deliver.
-    Candidates are independent of each other: what one's sorting writes, another's never reads."""
+    """Sort the visible messages of each candidate and lease those with messages to deliver,
+    with the completions the round kept for them (see :class:`RoundState`). Candidates are
+    independent of each other: what one's sorting writes, another's never reads."""
     conn, now = tx.conn, tx.now
     ids = json.dumps(instance_ids)
     rows = {r["instance_id"]: r for r in conn.execute(Q.instances_among, {"ids": ids})}
@@ -112,15 +165,38 @@ def _lock_batch(
     delivered: list[int] = []
     items: list[OrchestrationWorkItem] = []
     tokens = iter(lease_tokens(len(instance_ids)))
+    round_ = tx.round
     for iid in instance_ids:
         row = rows.get(iid)
+        if row is not None and row["held_token"] is not None and row["held_until"] > now:
+            continue  # leased by someone else (a candidate found by its kept completion alone)
         deliver = _deliverable(tx, options, iid, row, visible[iid])
-        if not deliver or row is None:
+        if row is None:
+            continue
+        direct: list[QueuedMessage] = []
+        # Only under a lease with no row (a round lease): a row lease's commit checks its
+        # messages against the queue's rows.
+        if (
+            round_ is not None
+            and iid in round_.completions
+            and row["held_token"] is None
+            and (names is None or row["name"] in names)
+        ):
+            direct = round_.completions.pop(iid)
+        if not deliver and not direct:
             continue
         token = next(tokens)
         ids_ = [m["message_id"] for m in deliver]
-        if tx.round_leases is not None and row["held_token"] is None:
-            tx.round_leases[iid] = RoundLease(owner, token, expires_at, lease_seconds, row, frozenset(ids_))
+        if round_ is not None and row["held_token"] is None:
+            round_.leases[iid] = RoundLease(
+                owner,
+                token,
+                expires_at,
+                lease_seconds,
+                row,
+                frozenset(ids_ + [m.message_id for m in direct]),
+                {m.message_id: m for m in direct},
+            )
         else:  # an expired lease row is replaced: the takeover that fences its holder out
             leases.append(_lease_params(iid, owner, token, expires_at, lease_seconds, now))
         delivered.extend(ids_)
@@ -131,7 +207,7 @@ def _lock_batch(
                 instance=locked_instance_from_row(row),
                 lease_token=token,
                 lease_expires_at=expires_at,
-                messages=tuple(message_from_row(m, delivery_bump=1) for m in deliver),
+                messages=(*(message_from_row(m, delivery_bump=1) for m in deliver), *direct),
                 history=history,
                 history_from=history_from,
                 history_error=history_error,
@@ -264,18 +340,6 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
         for index in _commit_wave(tx, [turns[i] for i in wave]):
             outcomes[wave[index]] = Outcome.OK
         pending = later
-    if tx.round_leases:  # locked by this round but not committed: their leases stand
-        leases = tx.round_leases.values()
-        tx.conn.executemany(
-            Q.upsert_lease,
-            [
-                _lease_params(
-                    lease.row["instance_id"], lease.owner, lease.token, lease.expires_at, lease.lease_seconds, tx.now
-                )
-                for lease in leases
-            ],
-        )
-        tx.round_leases.clear()
     return outcomes
 
 
@@ -291,7 +355,7 @@ def _commit_wave(tx: Tx, turns: list[PreparedTurn]) -> list[int]:
     """
     conn = tx.conn
     consumed = [sorted(set(t.commit.consumed) | {mid for mid, _, _ in t.commit.discarded}) for t in turns]
-    round_leases = tx.round_leases or {}
+    round_leases = tx.round.leases if tx.round is not None else {}
     held: dict[int, RoundLease] = {}
     others: list[int] = []
     for index, turn in enumerate(turns):
@@ -325,19 +389,22 @@ def _commit_wave(tx: Tx, turns: list[PreparedTurn]) -> list[int]:
                 rows[index] = row
     ok = sorted(rows)
     if ok:
-        _write_turns(tx, [(turns[i], rows[i]) for i in ok], [mid for i in ok for mid in consumed[i]])
-        _settle_leases(tx, [(turns[i].commit, rows[i], held.get(i)) for i in ok])
+        direct = {mid: m for i in ok if i in held for mid, m in held[i].direct.items()}
+        _write_turns(tx, [(turns[i], rows[i]) for i in ok], [mid for i in ok for mid in consumed[i]], direct)
+        _settle_leases(tx, [(turns[i].commit, rows[i], held.get(i), consumed[i]) for i in ok])
     return ok
 
 
-def _settle_leases(tx: Tx, committed: list[tuple[TurnCommit, sqlite3.Row, RoundLease | None]]) -> None:
+def _settle_leases(tx: Tx, committed: list[tuple[TurnCommit, sqlite3.Row, RoundLease | None, list[int]]]) -> None:
     """After the turns' writes: release the leases of the turns that release, extend the others
-    (a lease this round took and never wrote is written now, if its turn keeps it)."""
+    (a lease this round took and never wrote is written now, if its turn keeps it; the
+    completions it handed to a turn that did not consume them are queued)."""
     conn, now = tx.conn, tx.now
-    released, extended, kept = [], [], []
-    for c, row, lease in committed:
+    released, extended, kept, unconsumed = [], [], [], []
+    for c, row, lease, consumed in committed:
         if lease is not None:
-            del tx.round_leases[c.instance_id]  # type: ignore[union-attr]  # a round lease implies the map
+            del tx.round.leases[c.instance_id]  # type: ignore[union-attr]  # a round lease implies a round
+            unconsumed.extend(m for mid, m in lease.direct.items() if mid not in consumed)
             if not c.release:
                 kept.append(
                     _lease_params(
@@ -356,24 +423,47 @@ def _settle_leases(tx: Tx, committed: list[tuple[TurnCommit, sqlite3.Row, RoundL
         conn.executemany(Q.extend_lease, extended)
     if kept:
         conn.executemany(Q.upsert_lease, kept)
-    gone = [c.instance_id for c, _, _ in committed if c.release]
+    _queue_completions(tx, unconsumed)
+    gone = [c.instance_id for c, _, _, _ in committed if c.release]
     if gone and conn.execute(Q.any_messages_among, {"ids": json.dumps(gone)}).fetchone():
         tx.notify(ORCHESTRATIONS)  # they have more to do
 
 
-def _write_turns(tx: Tx, turns: list[tuple[PreparedTurn, sqlite3.Row]], consumed: list[int]) -> None:
-    """Write validated turns with one statement per kind of write (leases apart)."""
+def _write_turns(
+    tx: Tx,
+    turns: list[tuple[PreparedTurn, sqlite3.Row]],
+    consumed: list[int],
+    direct: Mapping[int, QueuedMessage],
+) -> None:
+    """Write validated turns with one statement per kind of write (leases apart). ``direct``
+    are the completions handed to them without a message row (negative ids)."""
     conn, now = tx.conn, tx.now
     # Discard records copy the consumed message rows, so they come before the deletion.
-    discards = [
-        {"message_id": mid, "instance_id": t.commit.instance_id, "reason": reason, "detail": detail, "now": now}
-        for t, _ in turns
-        for mid, reason, detail in t.commit.discarded
-    ]
+    discards, direct_discards = [], []
+    for t, _ in turns:
+        iid = t.commit.instance_id
+        for mid, reason, detail in t.commit.discarded:
+            if mid in direct:
+                m = direct[mid]
+                direct_discards.append(
+                    {
+                        "instance_id": iid,
+                        "execution_id": m.execution_id,
+                        "event": m.event_json,
+                        "reason": reason,
+                        "detail": detail,
+                        "now": now,
+                    }
+                )
+            else:
+                discards.append({"message_id": mid, "instance_id": iid, "reason": reason, "detail": detail, "now": now})
     if discards:
         conn.executemany(Q.discard_consumed, discards)
-    if consumed:
-        conn.execute(Q.delete_messages_by_id, {"ids": json.dumps(consumed)})
+    if direct_discards:
+        conn.executemany(Q.insert_discard, direct_discards)
+    rows_consumed = [mid for mid in consumed if mid not in direct]
+    if rows_consumed:
+        conn.execute(Q.delete_messages_by_id, {"ids": json.dumps(rows_consumed)})
     conn.executemany(
         Q.insert_history,
         [

@@ -12,9 +12,9 @@
 SELECT * FROM instances WHERE instance_id = :instance_id;
 
 -- name: instances_among
--- lock_orchestrations: the rows of a batch of candidates, with the token of their (expired)
--- lease row if they have one.
-SELECT i.*, l.token AS held_token
+-- lock_orchestrations: the rows of a batch of candidates, with their lease row's token and
+-- expiry if they have one.
+SELECT i.*, l.token AS held_token, l.expires_at AS held_until
 FROM instances AS i
 LEFT JOIN orchestration_leases AS l ON l.instance_id = i.instance_id
 WHERE i.instance_id IN (SELECT value FROM json_each(:ids));

@@ -61,7 +61,7 @@ from perdure.store.sqlite import activities, orchestrations
 from perdure.store.sqlite.connection import MEMORY, Database
 from perdure.store.sqlite.migrations import migrate
 from perdure.store.sqlite.queries import Q
-from perdure.store.sqlite.tx import Tx
+from perdure.store.sqlite.tx import RoundState, Tx
 
 
 class SQLiteStore:
@@ -377,7 +377,7 @@ class SQLiteStore:
         """See :meth:`perdure.store.base.Store.run_round`."""
         prepared_completions = prepare_completions(request.completions)
         with self._write("run_round") as tx:
-            tx.round_leases = {}
+            tx.round = RoundState()
             return rounds.run_round(tx, _ROUND, self.options, request, prepared_completions, run_turns)
 
     def renew_activity_leases(self, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:
@@ -581,6 +581,7 @@ _ROUND = rounds.RoundSteps(
     commit_turns=orchestrations.commit_turns,
     lock_activities=activities.lock_activities,
     queries=Q,
+    finish=orchestrations.finish_round,
 )
 
 

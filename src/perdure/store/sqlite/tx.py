@@ -6,6 +6,9 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from perdure.core.history import loads_event
+from perdure.store.base import QueuedMessage
+
 
 @dataclass(slots=True)
 class Tx:
@@ -16,21 +19,47 @@ class Tx:
     conn: sqlite3.Connection
     now: float
     topics: set[str] = field(default_factory=set)
-    # In a worker round (and only there), the leases of the instances locked by this very
-    # transaction, not yet written: a turn committed in the same transaction needs no lease
-    # row, since no other writer can come between its lock and its commit. ``None``: leases
-    # are written as rows when taken (the lock and the commit are separate transactions).
-    round_leases: dict[str, RoundLease] | None = None
+    #: Inside a worker round (and only there): what the round holds in memory instead of
+    #: writing, because its own later steps consume it in the same transaction. ``None``:
+    #: every step writes its rows (the lock and the commit are separate transactions).
+    round: RoundState | None = None
 
     def notify(self, *topics: str) -> None:
         """Signal ``topics`` after the commit (never before: a woken waiter must see the rows)."""
         self.topics.update(topics)
 
 
+@dataclass(slots=True)
+class RoundState:
+    """A round's unwritten state. No other writer can come between a round's steps, so
+
+    - ``leases``: an instance the round locks and commits needs no lease row (one is
+      written only for a turn that keeps its lease, or an instance left uncommitted);
+    - ``completions``: an activity outcome recorded by the round for an instance the round
+      then locks is handed to its turn directly, never queued as a message row.
+
+    What is left when the round's steps are done is written as rows by ``finish_round``.
+    """
+
+    leases: dict[str, RoundLease] = field(default_factory=dict)
+    completions: dict[str, list[QueuedMessage]] = field(default_factory=dict)
+    next_id: int = -1  # handed-out completions have negative ids: no row has one
+
+    def keep(self, instance_id: str, execution_id: int, text: str, now: float) -> None:
+        """Keep a completion (its stored JSON ``text``) for its instance's turn. Its event is
+        decoded from that text, as a queued one would be: the turn sees exactly the value
+        its replay will."""
+        event = loads_event(text)
+        message = QueuedMessage(self.next_id, instance_id, execution_id, event, now, now, 1, event_json=text)
+        self.next_id -= 1
+        self.completions.setdefault(instance_id, []).append(message)
+
+
 @dataclass(frozen=True, slots=True)
 class RoundLease:
     """A lease taken by a round's transaction on an instance that had no lease row: the lock's
-    reading of the instance row and the ids of the messages it delivered."""
+    reading of the instance row, the ids of the messages it delivered and the completions
+    it handed out directly (by id)."""
 
     owner: str
     token: str
@@ -38,3 +67,4 @@ class RoundLease:
     lease_seconds: float
     row: Any  # the instance row (sqlite3.Row) as the lock read it
     delivered: frozenset[int]
+    direct: dict[int, QueuedMessage]

@@ -127,12 +127,75 @@ def test_a_round_turn_that_keeps_its_lease_holds_it_after_the_round(store: Store
 
 def test_a_round_keeps_the_leases_of_instances_it_locked_but_did_not_commit(store: Store) -> None:
     start(store, "i1")
-    start(store, "i2")
-    result = round_(store, lambda items: [turn(i) for i in items if i.instance.instance_id == "i1"])
+    work = with_task(store, "i2")
+    result = round_(
+        store, lambda items: [turn(i) for i in items if i.instance.instance_id == "i1"], completions=[done(work)]
+    )
     assert sorted(i.instance.instance_id for i in result.locked) == ["i1", "i2"] and result.turns == [Outcome.OK]
     assert lock(store, "w2") == []  # i2 stays leased until its lease expires, as if locked alone
+    assert kinds(store.pending_messages("i2")) == ["ActivityCompleted"]  # its completion is kept
     [i2] = [i for i in result.locked if i.instance.instance_id == "i2"]
-    assert commit(store, i2) is Outcome.OK
+    assert commit(store, i2, consumed=[]) is Outcome.OK
+
+
+def test_a_round_hands_a_completion_to_the_turn_as_its_replay_will_read_it(store: Store) -> None:
+    work = with_task(store)
+    seen: list[Any] = []
+
+    def run_turns(items: list[OrchestrationWorkItem]) -> list[TurnCommit]:
+        seen.extend(m.event.result for i in items for m in i.messages)
+        return [turn(i) for i in items]
+
+    assert round_(store, run_turns, completions=[done(work, (1, {"a": (2,)}))]).turns == [Outcome.OK]
+    assert seen == [[1, {"a": [2]}]]  # JSON's reading of the tuple, as in the stored history
+    assert store.get_history("i1")[-1].event.result == [1, {"a": [2]}]
+
+
+def test_a_round_queues_the_completions_it_does_not_deliver(store: Store) -> None:
+    """Each completion the round records reaches the queue unless a turn of the same round
+    applies it: the instance is leased by another worker, runs an orchestration this worker
+    does not, is past the round's limit, or its turn leaves the completion unconsumed."""
+    works = {}
+    for iid, name in [("leased", "wf"), ("foreign", "other"), ("late", "wf"), ("left", "wf"), ("taken", "wf")]:
+        start(store, iid, name=name)
+        assert commit(store, lock_one(store, iid), activities=[task(iid)]) is Outcome.OK
+        works[iid] = next(w for w in store.lock_activities("a1", lease_seconds=LEASE) if w.instance_id == iid)
+    raise_event(store, "leased")
+    held = lock_one(store, "leased", owner="w2")
+
+    def run_turns(items: list[OrchestrationWorkItem]) -> list[TurnCommit]:
+        return [turn(i, consumed=[]) if i.instance.instance_id == "left" else turn(i) for i in items]
+
+    result = round_(
+        store,
+        run_turns,
+        completions=[done(works[i]) for i in ("leased", "foreign", "left", "taken", "late")],
+        orchestration_names=["wf"],
+        orchestration_limit=2,
+    )
+    assert result.completions == [Outcome.OK] * 5
+    assert sorted(i.instance.instance_id for i in result.locked) == ["left", "taken"]
+    assert result.turns == [Outcome.OK, Outcome.OK]
+    for iid in ("leased", "foreign", "late", "left"):
+        assert kinds(store.pending_messages(iid))[-1:] == ["ActivityCompleted"], iid
+    assert store.pending_messages("taken") == [] and kinds(store.get_history("taken"))[-1] == "ActivityCompleted"
+    assert commit(store, held) is Outcome.OK  # the other worker's turn, on the event alone
+    [again] = lock(store, "w2", instance_ids=["leased"])
+    assert kinds(m.event for m in again.messages) == ["ActivityCompleted"]
+
+
+def test_a_round_records_a_completion_its_turn_discards(store: Store) -> None:
+    work = with_task(store)
+
+    def run_turns(items: list[OrchestrationWorkItem]) -> list[TurnCommit]:
+        [item] = items
+        [message] = item.messages
+        return [turn(item, new_events=[], consumed=[], discarded=[(message.message_id, "duplicate", "seen")])]
+
+    assert round_(store, run_turns, completions=[done(work, "late")]).turns == [Outcome.OK]
+    [record] = store.discarded_messages(instance_id="i1")
+    assert (record.reason, record.detail, record.event.result) == ("duplicate", "seen", "late")
+    assert store.pending_messages("i1") == []
 
 
 def test_a_round_records_a_late_outcome_for_a_terminal_instance_as_discarded(store: Store) -> None:
