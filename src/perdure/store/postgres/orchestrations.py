@@ -368,7 +368,7 @@ def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease: Row) -> bool:
             },
         )
     tx.run(Q.update_instance_after_turn, instance_after_turn(turn, row, now))
-    if row["status"] != turn.status.value or c.continue_as_new:  # waiters wait for a new status
+    if turn.status.is_terminal:  # Client.wait waits for an instance to end
         tx.notify(INSTANCES)
 
     if c.activities:

@@ -473,8 +473,8 @@ def _write_turns(
         ],
     )
     conn.executemany(Q.update_instance_after_turn, [instance_after_turn(t, row, now) for t, row in turns])
-    if any(row["status"] != t.status.value or t.commit.continue_as_new for t, row in turns):
-        tx.notify(INSTANCES)  # waiters wait for a new status
+    if any(t.status.is_terminal for t, _ in turns):
+        tx.notify(INSTANCES)  # Client.wait waits for an instance to end
 
     tasks = [
         {
