@@ -566,7 +566,12 @@ class Store(Protocol):
            by step 3.
 
         Each step has its own method's contract (fencing, routing, discard records, payload
-        encoding); together they commit atomically or not at all. ``run_turns`` is opaque
+        encoding); together they commit atomically or not at all. What the round's own later
+        steps consume need not be written in between: a backend may hand a completion from
+        step 1 straight to the turn of step 3 that applies it (a negative ``message_id``: no
+        row) and keep a lease taken and released by the round unwritten, as long as every
+        completion no turn applies ends up queued and every lease still held ends up
+        written when the round commits. ``run_turns`` is opaque
         to the store (it runs the orchestration code); it must not write through this store,
         and it may be called again with freshly locked items if the store retries the
         transaction after a transient fault. If it raises, nothing of the round is written.

@@ -81,9 +81,6 @@ def event_row(event: HistoryEvent) -> tuple[str, str]:
 
 def instance_from_row(row: Row) -> InstanceRecord:
     """An :class:`InstanceRecord` from an ``instances`` row."""
-    parent = None
-    if row["parent_instance_id"] is not None:
-        parent = ParentRef(row["parent_instance_id"], row["parent_execution_id"], row["parent_task_id"])
     failure = row["failure"]
     waiting = row["waiting_on"]
     return InstanceRecord(
@@ -95,7 +92,7 @@ def instance_from_row(row: Row) -> InstanceRecord:
         output=loads_payload(row["output"]),
         failure=Failure.from_dict(json.loads(failure)) if failure else None,
         custom_status=loads_payload(row["custom_status"]),
-        parent=parent,
+        parent=_parent(row),
         created_at=row["created_at"],
         last_updated_at=row["last_updated_at"],
         history_event_count=row["history_event_count"],
@@ -114,19 +111,22 @@ def instance_from_row(row: Row) -> InstanceRecord:
 def locked_instance_from_row(row: Row) -> LockedInstance:
     """A :class:`LockedInstance` from an ``instances`` row (payloads other than the custom
     status are left undecoded: a turn does not read them)."""
-    parent = None
-    if row["parent_instance_id"] is not None:
-        parent = ParentRef(row["parent_instance_id"], row["parent_execution_id"], row["parent_task_id"])
-    custom_status = row["custom_status"]
     return LockedInstance(
         instance_id=row["instance_id"],
         name=row["name"],
         status=STATUS[row["status"]],
         execution_id=row["execution_id"],
         history_event_count=row["history_event_count"],
-        parent=parent,
-        custom_status=None if custom_status is None else loads_payload(custom_status),
+        parent=_parent(row),
+        custom_status=loads_payload(row["custom_status"]),
     )
+
+
+def _parent(row: Row) -> ParentRef | None:
+    """The parent of a sub-orchestration's ``instances`` row, else ``None``."""
+    if row["parent_instance_id"] is None:
+        return None
+    return ParentRef(row["parent_instance_id"], row["parent_execution_id"], row["parent_task_id"])
 
 
 def summary_from_row(row: Row) -> InstanceSummary:

@@ -135,11 +135,16 @@ def _queue_completions(tx: Tx, messages: Sequence[QueuedMessage]) -> None:
         tx.conn.executemany(
             Q.insert_message,
             [
-                message_params(m.instance_id, m.execution_id, type(m.event).__name__, m.event_json or "", tx.now, None)
+                message_params(m.instance_id, m.execution_id, type(m.event).__name__, _text(m), tx.now, None)
                 for m in messages
             ],
         )
         tx.notify(ORCHESTRATIONS)
+
+
+def _text(message: QueuedMessage) -> str:
+    """A kept completion's stored JSON (always there: it was kept as that text)."""
+    return message.event_json if message.event_json is not None else dumps_event(message.event)
 
 
 def _lock_batch(
