@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from perdure.core.history import DiscardReason
 from perdure.errors import LeaseLost
 from perdure.store.base import ActivityCompletion, ActivityWorkItem, Outcome
-from perdure.store.common.rows import TERMINAL, lease_tokens, locked_task
+from perdure.store.common.routing import route_completions
+from perdure.store.common.rows import lease_tokens, locked_task
 from perdure.store.notify import ACTIVITIES
 from perdure.store.postgres.connection import Tx
 from perdure.store.postgres.orchestrations import Outbox, insert_discards
@@ -75,37 +75,25 @@ def complete_activities(tx: Tx, prepared: Sequence[tuple[ActivityCompletion, str
     ids = sorted({c.task_row_id for c, _, _ in prepared})
     tx.all(Q.lock_instances_of_tasks, {"ids": ids})
     tasks = {r["task_row_id"]: r for r in tx.all(Q.tasks_with_instances, {"ids": ids})}
-    outcomes: list[Outcome] = []
+    routes = route_completions([c for c, _, _ in prepared], tasks)
     done: list[int] = []
     outbox = Outbox()
     discards: list[tuple[str, int | None, str, str | None]] = []
     reasons: list[str] = []
-    for completion, kind, text in prepared:
-        row = tasks.get(completion.task_row_id)
-        # The token holds until another caller takes the lease over (a fresh token).
-        if row is None or completion.task_row_id in done or row["lease_token"] != completion.lease_token:
-            outcomes.append(Outcome.LEASE_LOST)
+    for (_completion, kind, text), (outcome, row, reason, detail) in zip(prepared, routes, strict=True):
+        if row is None:
             continue
-        done.append(completion.task_row_id)
-        status, current = row["instance_status"], row["current_execution"]
-        if status is None or status in TERMINAL:
-            detail = f"instance is {status}" if status else "instance no longer exists"
+        done.append(row["task_row_id"])
+        if outcome is Outcome.DISCARDED:
             discards.append((row["instance_id"], row["execution_id"], text, detail))
-            reasons.append(DiscardReason.TERMINAL_INSTANCE)
-            outcomes.append(Outcome.DISCARDED)
-        elif current != row["execution_id"]:
-            detail = f"execution {row['execution_id']} has ended; execution {current} is current"
-            discards.append((row["instance_id"], row["execution_id"], text, detail))
-            reasons.append(DiscardReason.STALE_EXECUTION)
-            outcomes.append(Outcome.DISCARDED)
+            reasons.append(reason)
         else:
             outbox.add(row["instance_id"], row["execution_id"], kind, text, tx.now, None)
-            outcomes.append(Outcome.OK)
     outbox.flush(tx)
     insert_discards(tx, discards, reasons)
     if done:
         tx.run(Q.delete_tasks_by_id, {"ids": done})
-    return outcomes
+    return [outcome for outcome, _, _, _ in routes]
 
 
 def renew_leases(tx: Tx, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 
-from perdure.core.history import DiscardReason
 from perdure.errors import LeaseLost
 from perdure.store.base import ActivityCompletion, ActivityWorkItem, Outcome
-from perdure.store.common.rows import TERMINAL, json_list, lease_tokens, locked_task
+from perdure.store.common.routing import route_completions
+from perdure.store.common.rows import json_list, lease_tokens, locked_task
 from perdure.store.notify import ACTIVITIES, ORCHESTRATIONS
 from perdure.store.sqlite.orchestrations import message_params
 from perdure.store.sqlite.queries import Q
@@ -65,31 +65,18 @@ def complete_activities(tx: Tx, prepared: Sequence[tuple[ActivityCompletion, str
         return []
     ids = [c.task_row_id for c, _, _ in prepared]
     tasks = {r["task_row_id"]: r for r in tx.conn.execute(Q.tasks_with_instances, {"ids": json.dumps(ids)})}
-    outcomes: list[Outcome] = []
-    done: set[int] = set()
-    messages, discards = [], []
-    for completion, kind, text in prepared:
-        row = tasks.get(completion.task_row_id)
-        # The token holds until another caller takes the lease over (a fresh token).
-        if row is None or completion.task_row_id in done or row["lease_token"] != completion.lease_token:
-            outcomes.append(Outcome.LEASE_LOST)
+    routes = route_completions([c for c, _, _ in prepared], tasks)
+    messages, discards, done = [], [], []
+    for (_completion, kind, text), (outcome, row, reason, detail) in zip(prepared, routes, strict=True):
+        if row is None:
             continue
-        done.add(completion.task_row_id)
-        status, current = row["instance_status"], row["current_execution"]
-        if status is None or status in TERMINAL:
-            detail = f"instance is {status}" if status else "instance no longer exists"
-            discards.append((row, text, DiscardReason.TERMINAL_INSTANCE, detail))
-            outcomes.append(Outcome.DISCARDED)
-        elif current != row["execution_id"]:
-            detail = f"execution {row['execution_id']} has ended; execution {current} is current"
-            discards.append((row, text, DiscardReason.STALE_EXECUTION, detail))
-            outcomes.append(Outcome.DISCARDED)
+        done.append(row["task_row_id"])
+        if outcome is Outcome.DISCARDED:
+            discards.append((row, text, reason, detail))
+        elif tx.round is not None:  # handed to the instance's turn if this round locks it
+            tx.round.keep(row["instance_id"], row["execution_id"], text, tx.now)
         else:
-            if tx.round is not None:  # handed to the instance's turn if this round locks it
-                tx.round.keep(row["instance_id"], row["execution_id"], text, tx.now)
-            else:
-                messages.append(message_params(row["instance_id"], row["execution_id"], kind, text, tx.now, None))
-            outcomes.append(Outcome.OK)
+            messages.append(message_params(row["instance_id"], row["execution_id"], kind, text, tx.now, None))
     if messages:
         tx.conn.executemany(Q.insert_message, messages)
     if discards:
@@ -110,7 +97,7 @@ def complete_activities(tx: Tx, prepared: Sequence[tuple[ActivityCompletion, str
     tx.conn.executemany(Q.delete_task, [{"task_row_id": i} for i in done])
     if messages:
         tx.notify(ORCHESTRATIONS)
-    return outcomes
+    return [outcome for outcome, _, _, _ in routes]
 
 
 def renew_leases(tx: Tx, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:
