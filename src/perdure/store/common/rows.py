@@ -79,6 +79,22 @@ def event_row(event: HistoryEvent) -> tuple[str, str]:
     return type(event).__name__, dumps_event(event)
 
 
+def new_instance_params(
+    instance_id: str, name: str, input_text: str | None, parent: ParentRef | None, now: float
+) -> dict[str, Any]:
+    """Parameters of the ``insert_instance`` query: a PENDING instance, nothing run yet."""
+    return {
+        "instance_id": instance_id,
+        "name": name,
+        "status": OrchestrationStatus.PENDING.value,
+        "input": input_text,
+        "parent_instance_id": parent.instance_id if parent else None,
+        "parent_execution_id": parent.execution_id if parent else None,
+        "parent_task_id": parent.task_id if parent else None,
+        "now": now,
+    }
+
+
 def instance_from_row(row: Row) -> InstanceRecord:
     """An :class:`InstanceRecord` from an ``instances`` row."""
     failure = row["failure"]

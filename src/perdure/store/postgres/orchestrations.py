@@ -34,7 +34,6 @@ from perdure.core.history import (
     SubOrchestrationFailed,
     dumps_event,
 )
-from perdure.core.status import OrchestrationStatus
 from perdure.errors import LeaseLost
 from perdure.store.base import ChildStart, DeadLetterReason, OrchestrationWorkItem, Outcome
 from perdure.store.common.encode import PreparedTurn, QueueOptions, instance_after_turn
@@ -45,6 +44,7 @@ from perdure.store.common.rows import (
     event_row,
     locked_instance_from_row,
     message_from_row,
+    new_instance_params,
     payload,
     task_event,
 )
@@ -416,19 +416,7 @@ def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease: Row) -> bool:
 def insert_instance(tx: Tx, instance_id: str, name: str, input_text: str | None, parent: ParentRef | None) -> bool:
     """Insert a PENDING instance unless the id is taken; the caller holds the id lock
     (``lock_instance_id``). Returns True if inserted."""
-    inserted = tx.one(
-        Q.insert_instance,
-        {
-            "instance_id": instance_id,
-            "name": name,
-            "status": OrchestrationStatus.PENDING.value,
-            "input": input_text,
-            "parent_instance_id": parent.instance_id if parent else None,
-            "parent_execution_id": parent.execution_id if parent else None,
-            "parent_task_id": parent.task_id if parent else None,
-            "now": tx.now,
-        },
-    )
+    inserted = tx.one(Q.insert_instance, new_instance_params(instance_id, name, input_text, parent, tx.now))
     return inserted is not None
 
 

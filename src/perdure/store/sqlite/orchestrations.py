@@ -23,7 +23,6 @@ from perdure.core.history import (
     SubOrchestrationFailed,
     dumps_event,
 )
-from perdure.core.status import OrchestrationStatus
 from perdure.errors import LeaseLost
 from perdure.store.base import (
     ChildStart,
@@ -43,6 +42,7 @@ from perdure.store.common.rows import (
     lease_tokens,
     locked_instance_from_row,
     message_from_row,
+    new_instance_params,
     payload,
     task_event,
 )
@@ -544,19 +544,7 @@ def _start_child(tx: Tx, child: ChildStart) -> list[dict[str, Any]]:
     existing = tx.conn.execute(Q.get_instance, {"instance_id": child.instance_id}).fetchone()
     if existing is None:
         input_text = payload(child.input)
-        tx.conn.execute(
-            Q.insert_instance,
-            {
-                "instance_id": child.instance_id,
-                "name": child.name,
-                "status": OrchestrationStatus.PENDING.value,
-                "input": input_text,
-                "parent_instance_id": parent.instance_id,
-                "parent_execution_id": parent.execution_id,
-                "parent_task_id": parent.task_id,
-                "now": now,
-            },
-        )
+        tx.conn.execute(Q.insert_instance, new_instance_params(child.instance_id, child.name, input_text, parent, now))
         start = ExecutionStarted(timestamp=now, name=child.name, input=child.input, execution_id=1, parent=parent)
         return [message_params(child.instance_id, 1, *event_row(start), now, None)]
     started_by = (

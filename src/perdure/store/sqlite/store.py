@@ -50,6 +50,7 @@ from perdure.store.common.rows import (
     instance_from_row,
     json_list,
     message_from_row,
+    new_instance_params,
     payload,
     summary_from_row,
     task_from_row,
@@ -215,19 +216,7 @@ class SQLiteStore:
             for query in (Q.delete_history, Q.delete_messages, Q.delete_tasks, Q.delete_leases):
                 tx.conn.execute(query, {"ids": ids})
             tx.conn.execute(Q.delete_instances, {"ids": ids})
-        tx.conn.execute(
-            Q.insert_instance,
-            {
-                "instance_id": iid,
-                "name": instance.name,
-                "status": OrchestrationStatus.PENDING.value,
-                "input": input_text,
-                "parent_instance_id": parent.instance_id if parent else None,
-                "parent_execution_id": parent.execution_id if parent else None,
-                "parent_task_id": parent.task_id if parent else None,
-                "now": tx.now,
-            },
-        )
+        tx.conn.execute(Q.insert_instance, new_instance_params(iid, instance.name, input_text, parent, tx.now))
         start = ExecutionStarted(
             timestamp=tx.now, name=instance.name, input=instance.input, execution_id=1, parent=parent
         )
