@@ -1,6 +1,7 @@
 """Benchmark runner: each run in a fresh process on a fresh store; the median of several runs.
 
     python -m bench W1 W2 W3 W4          # SQLite (WAL, synchronous=FULL), 3 runs each
+                                         # (W3 and W4 also with local activities)
     python -m bench W1 W5 --store postgres --runs 5
     python -m bench all --json bench/results/latest.json
 
@@ -26,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PLANS: dict[str, list[dict[str, Any]]] = {
     "W1": [{"batch_start": False}, {"batch_start": True}],
     "W2": [{}],
-    "W3": [{}],
-    "W4": [{"k": 100}, {"k": 500}, {"k": 1000}, {"k": 2000}],
+    "W3": [{}, {"local": True}],
+    "W4": [*({"k": k} for k in (100, 500, 1000, 2000)), *({"k": k, "local": True} for k in (100, 500, 1000, 2000))],
     "W5": [{"processes": 1}, {"processes": 2}, {"processes": 4}],
 }
 HEADLINE = {"W1": "activities_per_s", "W2": "wall_s", "W3": "p50_ms", "W4": "ms_per_activity", "W5": "activities_per_s"}
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append({"workload": name, "store": kind, "params": params, "median": median, "runs": runs})
                 shown = ", ".join(f"{k}={v:,.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in median.items())
                 print(
-                    f"{name:<3} {kind:<8} {json.dumps(params):<20} {HEADLINE[name]}={median[HEADLINE[name]]:,.3f}   ({shown})",
+                    f"{name:<3} {kind:<8} {json.dumps(params):<28} {HEADLINE[name]}={median[HEADLINE[name]]:,.3f}   ({shown})",
                     flush=True,
                 )
     if args.json_path:

@@ -35,6 +35,21 @@ async def chain(ctx: perdure.OrchestrationContext, n: int) -> int:
     return x
 
 
+@app.activity(name="inc_local", local=True)
+def inc_local(x: int) -> int:
+    """``inc`` as a local activity: run inside the turn that schedules it."""
+    return x + 1
+
+
+@app.orchestration
+async def local_chain(ctx: perdure.OrchestrationContext, n: int) -> int:
+    """``n`` local activities in sequence."""
+    x = 0
+    for _ in range(n):
+        x = await ctx.call_activity(inc_local, x)
+    return x
+
+
 @app.orchestration
 async def fan(ctx: perdure.OrchestrationContext, n: int) -> int:
     """``n`` activities in parallel, summed."""
@@ -114,16 +129,18 @@ def w2(url: str, n: int = 1000) -> dict[str, Any]:
     return {"wall_s": wall, "activities_per_s": n / wall}
 
 
-def w3(url: str, orchestrations: int = 100) -> dict[str, Any]:
-    """W3: orchestrations one after another, one activity each; start-to-result latency."""
+def w3(url: str, orchestrations: int = 100, local: bool = False) -> dict[str, Any]:
+    """W3: orchestrations one after another, one activity each (a local one if ``local``);
+    start-to-result latency."""
     store = perdure.open_store(url)
     client = perdure.Client(store)
     latencies = []
+    orchestration = local_chain if local else chain
     with perdure.Worker(app, store):
-        client.wait(client.start(chain, 1), timeout=60)  # warm-up
+        client.wait(client.start(orchestration, 1), timeout=60)  # warm-up
         for _ in range(orchestrations):
             started = time.perf_counter()
-            state = client.wait(client.start(chain, 1), timeout=60)
+            state = client.wait(client.start(orchestration, 1), timeout=60)
             latencies.append(time.perf_counter() - started)
             assert state.output == 1
     store.close()
@@ -134,15 +151,17 @@ def w3(url: str, orchestrations: int = 100) -> dict[str, Any]:
     }
 
 
-def w4(url: str, k: int = 100) -> dict[str, Any]:
-    """W4: one orchestration with ``k`` sequential activities; time per activity (after a
-    warm-up orchestration, as in W3, so that one-off start-up costs are not spread over k)."""
+def w4(url: str, k: int = 100, local: bool = False) -> dict[str, Any]:
+    """W4: one orchestration with ``k`` sequential activities (local ones if ``local``); time
+    per activity (after a warm-up orchestration, as in W3, so that one-off start-up costs
+    are not spread over k)."""
     store = perdure.open_store(url)
     client = perdure.Client(store)
+    orchestration = local_chain if local else chain
     with perdure.Worker(app, store):
-        client.wait(client.start(chain, 1), timeout=60)  # warm-up
+        client.wait(client.start(orchestration, 1), timeout=60)  # warm-up
         started = time.perf_counter()
-        state = client.wait(client.start(chain, k), timeout=600)
+        state = client.wait(client.start(orchestration, k), timeout=600)
         wall = time.perf_counter() - started
     store.close()
     assert state.output == k

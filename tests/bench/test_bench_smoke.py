@@ -34,6 +34,11 @@ def test_w4_long_sequence_smoke(sqlite_url):
     assert w4(sqlite_url, k=10)["k"] == 10
 
 
+def test_w3_w4_local_activities_smoke(tmp_path):
+    assert w3(f"sqlite:///{tmp_path / 'a.db'}", orchestrations=3, local=True)["p50_ms"] > 0
+    assert w4(f"sqlite:///{tmp_path / 'b.db'}", k=10, local=True)["k"] == 10
+
+
 def test_w5_worker_processes_on_postgres_smoke():
     from tests import pgserver
 

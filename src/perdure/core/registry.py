@@ -14,11 +14,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass(frozen=True, slots=True)
 class Registration:
-    """One registered function: its name, the function, and whether it is ``async def``."""
+    """One registered function: its name, the function, whether it is ``async def``, and
+    (activities) whether it is a local activity."""
 
     name: str
     fn: Callable[..., Any]
     is_async: bool
+    local: bool = False
 
 
 class App:
@@ -52,17 +54,26 @@ class App:
     @overload
     def activity(self, fn: F, /) -> F: ...
     @overload
-    def activity(self, *, name: str | None = None) -> Callable[[F], F]: ...
-    def activity(self, fn: Any = None, /, *, name: str | None = None) -> Any:
-        """Register an activity: a plain or ``async def`` function of one JSON input."""
+    def activity(self, *, name: str | None = None, local: bool = False) -> Callable[[F], F]: ...
+    def activity(self, fn: Any = None, /, *, name: str | None = None, local: bool = False) -> Any:
+        """Register an activity: a plain or ``async def`` function of one JSON input.
+
+        ``local=True`` makes it a *local activity*: the worker that runs the orchestration's
+        turn runs it at once, on its dispatch thread, and hands the result straight to the
+        next turn, so a chain of local activities commits once instead of once per activity.
+        For short calls only: see the README's "Local activities"."""
+        if not isinstance(local, bool):
+            raise RegistrationError(f"activity local= must be True or False, got {local!r}")
 
         def register(f: F) -> F:
-            self._add(self.activities, "activity", name, f)
+            self._add(self.activities, "activity", name, f, local=local)
             return f
 
         return register(fn) if fn is not None else register
 
-    def _add(self, table: dict[str, Registration], kind: str, name: str | None, fn: Callable[..., Any]) -> None:
+    def _add(
+        self, table: dict[str, Registration], kind: str, name: str | None, fn: Callable[..., Any], local: bool = False
+    ) -> None:
         if not callable(fn):
             raise RegistrationError(f"{kind} must be a function, got {type(fn).__name__}")
         reg_name = name if name is not None else getattr(fn, "__name__", None)
@@ -73,7 +84,7 @@ class App:
                 f"{kind} name {reg_name!r} is already registered (by {table[reg_name].fn.__qualname__}); "
                 f"pass name= to register under another name"
             )
-        table[reg_name] = Registration(reg_name, fn, inspect.iscoroutinefunction(fn))
+        table[reg_name] = Registration(reg_name, fn, inspect.iscoroutinefunction(fn), local)
         # Remember the registered name on the function so calls can pass the function itself.
         try:
             names = fn.__dict__.setdefault("__perdure_names__", {})

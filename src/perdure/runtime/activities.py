@@ -14,8 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from perdure.core.commands import ScheduleActivity
 from perdure.core.failure import Failure
-from perdure.core.history import ActivityCompleted, ActivityFailed, HistoryEvent, dumps_checked, dumps_event
+from perdure.core.history import (
+    ActivityCompleted,
+    ActivityFailed,
+    HistoryEvent,
+    dumps_checked,
+    dumps_event,
+    loads_event,
+)
+from perdure.core.payload import dumps_payload, loads_payload
 from perdure.core.registry import App, Registration
 from perdure.errors import LeaseLost
 from perdure.runtime.activity_info import ActivityInfo, reset_activity_info, set_activity_info
@@ -56,6 +65,7 @@ class ActivityDispatcher:
         self.counters = counters
         self._wake = wake
         self.names = frozenset(app.activities)
+        self.local_names = frozenset(name for name, reg in app.activities.items() if reg.local)
         self._running: dict[int, _Running] = {}
         self._done: queue.SimpleQueue[ActivityCompletion] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -230,28 +240,62 @@ class ActivityDispatcher:
             self._pool.submit(self._run_sync, registration, item)
 
     def _run_sync(self, registration: Registration, item: ActivityWorkItem) -> None:
-        token = set_activity_info(self._info(item))
         started = time.perf_counter()
-        try:
-            result = registration.fn(item.input) if self._takes_input[item.name] else registration.fn()
-            outcome = self._completed(item, result)
-        except BaseException as exc:
-            outcome = self._failed(item, Failure.from_exception(exc))
-        finally:
-            reset_activity_info(token)
+        outcome = self._call_sync(registration, item)
         self._finish(item, outcome, time.perf_counter() - started)
 
     async def _run_async(self, registration: Registration, item: ActivityWorkItem) -> None:
-        token = set_activity_info(self._info(item))
         started = time.perf_counter()
+        outcome = await self._call_async(registration, item)
+        self._finish(item, outcome, time.perf_counter() - started)
+
+    def _call_sync(self, registration: Registration, item: ActivityWorkItem) -> tuple[HistoryEvent, str]:
+        token = set_activity_info(self._info(item))
         try:
-            args = (item.input,) if self._takes_input[item.name] else ()
-            outcome = self._completed(item, await registration.fn(*args))
+            result = registration.fn(item.input) if self._takes_input[item.name] else registration.fn()
+            return self._completed(item, result)
         except BaseException as exc:
-            outcome = self._failed(item, Failure.from_exception(exc))
+            return self._failed(item, Failure.from_exception(exc))
         finally:
             reset_activity_info(token)
-        self._finish(item, outcome, time.perf_counter() - started)
+
+    async def _call_async(self, registration: Registration, item: ActivityWorkItem) -> tuple[HistoryEvent, str]:
+        token = set_activity_info(self._info(item))
+        try:
+            args = (item.input,) if self._takes_input[item.name] else ()
+            return self._completed(item, await registration.fn(*args))
+        except BaseException as exc:
+            return self._failed(item, Failure.from_exception(exc))
+        finally:
+            reset_activity_info(token)
+
+    # -- local activities --
+
+    def is_local(self, name: str) -> bool:
+        """Whether ``name`` is a local activity registered in this worker."""
+        return name in self.local_names
+
+    def run_local(self, instance_id: str, execution_id: int, task: ScheduleActivity) -> HistoryEvent:
+        """Run local activity ``task`` of the given execution now, on the calling thread (an
+        ``async def`` one on the private event loop, waited for), and return its completion
+        event as the orchestration's replay will read it back from the store.
+
+        Nothing is stored here: the caller commits the event with the turns around it, or
+        drops it whole, and then the activity runs again (at-least-once)."""
+        registration = self.app.activities[task.name]
+        # Its input as an ordinary task would get it: decoded from JSON, never the
+        # orchestrator's own object (which the activity could otherwise mutate).
+        data = loads_payload(dumps_payload(task.input, what=f"input of activity {task.name!r}"))
+        item = ActivityWorkItem(
+            0, instance_id, execution_id, task.task_id, task.name, data, task.attempt, "", 0.0, 0.0, 1
+        )
+        if registration.is_async:
+            future = asyncio.run_coroutine_threadsafe(self._call_async(registration, item), self._event_loop())
+            _, text = future.result()
+        else:
+            _, text = self._call_sync(registration, item)
+        self.counters["local_activities"] += 1
+        return loads_event(text)
 
     def _completed(self, item: ActivityWorkItem, result: Any) -> tuple[HistoryEvent, str]:
         """The completion event and its JSON, encoded here, on the activity's thread: a result

@@ -29,6 +29,9 @@ class WorkerOptions:
     - ``cache_size``: live executors kept between turns (the state cache); 0 disables it.
     - ``shutdown_timeout``: how long ``stop()`` lets running activities finish before
       releasing their leases.
+    - ``local_activity_budget``: how long a round may spend running local activities
+      (``@app.activity(local=True)``) before it commits; a local activity due after that
+      goes to the task queue as an ordinary one. 0 runs every local activity that way.
     """
 
     activity_concurrency: int = 256
@@ -40,6 +43,7 @@ class WorkerOptions:
     unknown_name_grace: float = 10.0
     cache_size: int = 10000
     shutdown_timeout: float = 30.0
+    local_activity_budget: float = 0.01
 
     def __post_init__(self) -> None:
         for name in ("activity_concurrency", "orchestration_concurrency", "batch_size"):
@@ -50,7 +54,7 @@ class WorkerOptions:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value <= 0:
                 raise InvalidInputError(f"{name} must be a positive number of seconds, got {value!r}")
-        for name in ("unknown_name_grace", "shutdown_timeout"):
+        for name in ("unknown_name_grace", "shutdown_timeout", "local_activity_budget"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
                 raise InvalidInputError(f"{name} must be a non-negative number of seconds, got {value!r}")

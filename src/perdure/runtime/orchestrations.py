@@ -17,7 +17,9 @@ from perdure.core.history import (
     TurnStarted,
 )
 from perdure.core.registry import App
+from perdure.runtime.activities import ActivityDispatcher
 from perdure.runtime.cache import ExecutorCache
+from perdure.runtime.local import chain_local_activities
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.translate import failing_commit, turn_commit
 from perdure.store.base import OrchestrationWorkItem, Outcome, Store, TurnCommit, TurnStats
@@ -32,9 +34,10 @@ class OrchestrationDispatcher:
     """Runs orchestration turns for one worker.
 
     Each round locks up to ``batch_size`` instances, runs one turn for each (from the state
-    cache when the cached executor is current, else by full replay) and commits all the
-    turns in one store transaction. Each commit is fenced by its lease (invariant 2): a
-    turn whose lease was lost is dropped whole and its executor evicted.
+    cache when the cached executor is current, else by full replay; followed by the turns
+    its local activities wake, :mod:`perdure.runtime.local`) and commits all the turns in
+    one store transaction. Each commit is fenced by its lease (invariant 2): a turn whose
+    lease was lost is dropped whole and its executor evicted.
     """
 
     def __init__(
@@ -46,8 +49,10 @@ class OrchestrationDispatcher:
         cache: ExecutorCache,
         clock: Callable[[], float],
         counters: Counter[str],
+        activities: ActivityDispatcher,
     ) -> None:
         self.app = app
+        self.activities = activities
         self.store = store
         self.owner = owner
         self.options = options
@@ -94,8 +99,9 @@ class OrchestrationDispatcher:
         cache once its commit is known to have landed; ``None`` if it must not be cached)."""
         commits: list[TurnCommit] = []
         executors: list[OrchestrationExecutor | None] = []
+        local_deadline = time.perf_counter() + self.options.local_activity_budget
         for item in items:
-            commit, executor = self._run_turn(item)
+            commit, executor = self._run_turn(item, local_deadline)
             commits.append(commit)
             executors.append(executor)
         return commits, executors
@@ -130,7 +136,9 @@ class OrchestrationDispatcher:
         self.counters["turns_lease_lost"] += 1
         log.warning("lease lost on instance %r: turn dropped, nothing written", iid)
 
-    def _run_turn(self, item: OrchestrationWorkItem) -> tuple[TurnCommit, OrchestrationExecutor | None]:
+    def _run_turn(
+        self, item: OrchestrationWorkItem, local_deadline: float
+    ) -> tuple[TurnCommit, OrchestrationExecutor | None]:
         instance = item.instance
         iid = instance.instance_id
         now = self.clock()
@@ -162,6 +170,15 @@ class OrchestrationDispatcher:
             new.extend(m.event for m in item.messages)
             started = time.perf_counter()
             turn = executor.execute(past, new)
+            if self.activities.local_names:
+                turn = chain_local_activities(
+                    executor,
+                    turn,
+                    is_local=self.activities.is_local,
+                    run_local=self.activities.run_local,
+                    clock=self.clock,
+                    deadline=local_deadline,
+                )
             duration = time.perf_counter() - started
         except Exception as exc:  # an engine error or unreadable history: fail this instance only
             log.exception("turn of instance %r failed inside the engine", iid)

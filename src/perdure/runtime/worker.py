@@ -58,9 +58,6 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._started_at = 0.0
         self._shutdown_timeout = self.options.shutdown_timeout
-        self.orchestrations = OrchestrationDispatcher(
-            app, store, self.worker_id, self.options, self.cache, self.clock, self.counters
-        )
         self.activities = ActivityDispatcher(
             app,
             store,
@@ -69,6 +66,9 @@ class Worker:
             self.clock,
             self.counters,
             wake=lambda: store.notifier.notify(self._done_topic),
+        )
+        self.orchestrations = OrchestrationDispatcher(
+            app, store, self.worker_id, self.options, self.cache, self.clock, self.counters, self.activities
         )
         self.rounds = RoundRunner(store, self.worker_id, self.options, self.orchestrations, self.activities)
 
@@ -238,7 +238,8 @@ class Worker:
     # -- introspection --
 
     def stats(self) -> dict[str, int]:
-        """Counters: turns, cached turns vs full replays, activities, and the dropped writes
+        """Counters: turns, cached turns vs full replays, activities (``local_activities``
+        for those run inside a turn), and the dropped writes
         told apart: ``turns_lease_lost`` / ``activities_lease_lost`` (another worker took the
         work over after our lease expired; nothing was written) versus
         ``activities_discarded`` = ``activities_instance_terminal`` (the instance had been

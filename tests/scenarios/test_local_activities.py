@@ -1,0 +1,260 @@
+"""Local activities (``@app.activity(local=True)``): run by the worker inside the turn that
+schedules them, their completions fed to the next turn at once, the whole chain committed
+in one transaction (or not at all) under the instance's lease."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+
+import perdure
+from perdure.core.history import ActivityCompleted, ActivityFailed, ActivityScheduled, TurnStarted
+from perdure.testing import FakeClock, Fault, FaultyStore, StepWorker
+
+app = perdure.App()
+calls: Counter[str] = Counter()
+calls_lock = threading.Lock()
+inside_inc: list[Callable[[], None]] = []  # each runs once, inside the next ``inc`` call
+
+
+def count(name: str) -> None:
+    with calls_lock:
+        calls[name] += 1
+
+
+@pytest.fixture(autouse=True)
+def fresh_calls():
+    calls.clear()
+    inside_inc.clear()
+
+
+@app.activity(local=True)
+def inc(x: int) -> int:
+    count("inc")
+    if inside_inc:
+        inside_inc.pop(0)()
+    return x + 1
+
+
+@app.activity
+def double(x: int) -> int:
+    return 2 * x
+
+
+@app.activity(local=True)
+async def async_inc(x: int) -> int:
+    return x + 1
+
+
+@app.activity(local=True)
+def flaky(fail_times: int) -> int:
+    info = perdure.activity_info()
+    if info.attempt <= fail_times:
+        raise ConnectionError(f"attempt {info.attempt} failed")
+    return info.attempt
+
+
+@app.activity(local=True)
+def mutate(items: list) -> list:
+    items.append("changed by the activity")
+    return items
+
+
+@app.activity(local=True)
+def not_json(_: object) -> object:
+    return {1, 2}
+
+
+@app.activity(local=True)
+def info(_: object) -> dict:
+    i = perdure.activity_info()
+    return {"instance_id": i.instance_id, "task_id": i.task_id, "attempt": i.attempt, "worker_id": i.worker_id}
+
+
+@app.orchestration
+async def chain(ctx: perdure.OrchestrationContext, n: int) -> int:
+    x = 0
+    for _ in range(n):
+        x = await ctx.call_activity(inc, x)
+    return x
+
+
+@app.orchestration
+async def mixed(ctx: perdure.OrchestrationContext, n: int) -> list:
+    x = await ctx.call_activity(inc, n)
+    y = await ctx.call_activity(double, x)  # an ordinary activity: through the task queue
+    z = await ctx.call_activity(async_inc, y)
+    both = await ctx.when_all([ctx.call_activity(inc, z), ctx.call_activity(double, z)])
+    return [x, y, z, both]
+
+
+@app.orchestration
+async def retrying(ctx: perdure.OrchestrationContext, fail_times: int) -> int:
+    policy = perdure.RetryPolicy(max_attempts=3, first_delay=timedelta(milliseconds=10))
+    return await ctx.call_activity(flaky, fail_times, retry=policy)
+
+
+@app.orchestration
+async def isolated(ctx: perdure.OrchestrationContext, _: object) -> dict:
+    mine = ["mine"]
+    theirs = await ctx.call_activity(mutate, mine)
+    return {"mine": mine, "theirs": theirs}
+
+
+@app.orchestration
+async def bad_result(ctx: perdure.OrchestrationContext, _: object) -> str:
+    try:
+        await ctx.call_activity(not_json, None)
+    except perdure.ActivityError as err:
+        return f"{err.failure.type}: {err.failure.message}"
+    return "no error"
+
+
+@app.orchestration
+async def who(ctx: perdure.OrchestrationContext, _: object) -> dict:
+    return await ctx.call_activity(info, None)
+
+
+def completions(client: perdure.Client, iid: str) -> list[int]:
+    history = client.get(iid, history=True).history
+    return [e.task_id for e in history if isinstance(e, ActivityCompleted)]
+
+
+def test_a_chain_of_local_activities_commits_in_one_round(store, client):
+    """20 sequential steps: one round for the whole chain (an ordinary activity takes one
+    per step), and a history exactly as if they had gone through the queue."""
+    counting = FaultyStore(store)
+    with perdure.Worker(app, counting, poll_interval=0.05) as worker:  # type: ignore[arg-type]
+        iid = client.start(chain, 20)
+        state = client.wait(iid, timeout=20)
+    assert state.status == "COMPLETED" and state.output == 20
+    assert counting.hits["run_round:before"] <= 5
+    assert worker.stats()["local_activities"] == 20 and "activities" not in worker.stats()
+    history = client.get(iid, history=True).history
+    scheduled = [e.task_id for e in history if isinstance(e, ActivityScheduled)]
+    assert scheduled == completions(client, iid) == list(range(1, 21))
+    assert sum(isinstance(e, TurnStarted) for e in history) == 21  # one turn per step, as ever
+    assert store.activity_tasks(iid) == []
+
+
+def test_local_and_ordinary_activities_mix(store, client):
+    with perdure.Worker(app, store, poll_interval=0.05) as worker:
+        state = client.wait(client.start(mixed, 1), timeout=20)
+    assert state.output == [2, 4, 5, [6, 10]]
+    stats = worker.stats()
+    assert stats["local_activities"] == 3 and stats["activities"] == 2
+
+
+def test_every_turn_replays_from_history_without_the_cache(store, client):
+    """With the state cache off, each turn replays the history the chain wrote: the
+    recorded local completions must replay deterministically."""
+    with perdure.Worker(app, store, poll_interval=0.05, cache_size=0) as worker:
+        state = client.wait(client.start(mixed, 1), timeout=20)
+    assert state.status == "COMPLETED" and state.output == [2, 4, 5, [6, 10]]
+    assert worker.stats()["full_replays"] >= 2
+
+
+def test_a_failing_local_activity_is_retried_by_its_policy(store, client):
+    with perdure.Worker(app, store, poll_interval=0.05):
+        ok = client.wait(client.start(retrying, 2), timeout=20)
+        failed = client.wait(client.start(retrying, 5), timeout=20)
+    assert ok.status == "COMPLETED" and ok.output == 3
+    history = client.get(ok.instance_id, history=True).history
+    assert [e.attempt for e in history if isinstance(e, ActivityScheduled)] == [1, 2, 3]
+    assert sum(isinstance(e, ActivityFailed) for e in history) == 2
+    assert failed.status == "FAILED" and "attempt 3 failed" in failed.failure.message
+
+
+def test_a_local_activity_gets_its_input_as_json_and_a_bad_result_fails_it(store, client):
+    """The activity gets a decoded copy of its input, as from the queue: mutating it does
+    not reach into the orchestrator. A result that is not JSON fails the activity."""
+    with perdure.Worker(app, store, poll_interval=0.05):
+        iso = client.wait(client.start(isolated, None), timeout=20)
+        bad = client.wait(client.start(bad_result, None), timeout=20)
+    assert iso.output == {"mine": ["mine"], "theirs": ["mine", "changed by the activity"]}
+    assert bad.output.startswith("perdure.errors.SerializationError: result of activity 'not_json'")
+
+
+def test_activity_info_inside_a_local_activity(store, client):
+    with perdure.Worker(app, store, worker_id="w-local", poll_interval=0.05):
+        iid = client.start(who, None)
+        state = client.wait(iid, timeout=20)
+    assert state.output == {"instance_id": iid, "task_id": 1, "attempt": 1, "worker_id": "w-local"}
+
+
+def test_a_chain_whose_commit_fails_runs_again_and_is_recorded_once(store, client):
+    """Invariant 1 for chains: the first round that runs the chain fails inside its
+    transaction, so nothing of it is written. The worker runs it again (each activity a
+    second time: at-least-once) and the history holds each completion once."""
+    iid = client.start(chain, 3)  # before the worker: its first round runs the chain
+    faulty = FaultyStore(store, [Fault("run_round:inside", "raise", nth=1)])
+    with perdure.Worker(app, faulty, poll_interval=0.02):  # type: ignore[arg-type]
+        state = client.wait(iid, timeout=20)
+    assert faulty.fired == ["run_round:inside"]
+    assert state.output == 3
+    assert calls["inc"] == 6
+    assert completions(client, iid) == [1, 2, 3]
+
+
+def test_a_chain_whose_lease_was_taken_over_writes_nothing(store_url):
+    """Invariant 2 for chains: w1 locks the instance and, while its chain runs (inside the
+    local activity), its lease expires and w2 takes the instance over. w1's commit is
+    refused whole; w2 runs the chain again and its commit stands, with one completion."""
+    clock = FakeClock()
+    store = perdure.open_store(store_url, clock=clock)
+    try:
+        client = perdure.Client(store)
+        w1 = StepWorker(app, store, "w1", lease_seconds=10)
+        w2 = StepWorker(app, store, "w2", lease_seconds=10)
+        iid = client.start(chain, 1)
+        assert w1.lock_turns() == 1
+
+        def take_over() -> None:
+            clock.advance(11)
+            assert w2.lock_turns() == 1
+
+        inside_inc.append(take_over)
+        assert w1.run_turns() == 1
+        assert w1.stats()["turns_lease_lost"] == 1
+        assert store.get_history(iid) == []
+        assert w2.run_turns() == 1
+        state = client.get(iid)
+        assert state.status == "COMPLETED" and state.output == 1
+        assert calls["inc"] == 2 and completions(client, iid) == [1]
+    finally:
+        store.close()
+
+
+def test_the_budget_sends_local_activities_to_the_queue(store, client):
+    """With no budget, local activities go through the task queue like any other."""
+    with perdure.Worker(app, store, poll_interval=0.05, local_activity_budget=0) as worker:
+        state = client.wait(client.start(chain, 5), timeout=20)
+    assert state.output == 5
+    assert worker.stats()["activities"] == 5 and "local_activities" not in worker.stats()
+
+
+def test_a_worker_without_the_activity_queues_it_for_one_with_it(store, client):
+    """``local`` is a property of the activity's registration: a worker that runs the
+    orchestration but not the activity schedules an ordinary task, and a worker that has
+    the activity runs it from the queue."""
+    orchestrations_only = perdure.App()
+    orchestrations_only.orchestration(chain)
+    activities_only = perdure.App()
+    activities_only.activity(local=True)(inc)
+    with (
+        perdure.Worker(orchestrations_only, store, poll_interval=0.05),
+        perdure.Worker(activities_only, store, poll_interval=0.05) as runner,
+    ):
+        state = client.wait(client.start(chain, 3), timeout=20)
+    assert state.output == 3 and runner.stats()["activities"] == 3
+
+
+def test_bad_local_settings_are_refused():
+    with pytest.raises(perdure.RegistrationError, match="local= must be True or False, got 'yes'"):
+        perdure.App().activity(local="yes")  # type: ignore[arg-type]
+    with pytest.raises(perdure.InvalidInputError, match="local_activity_budget must be a non-negative"):
+        perdure.Worker(app, perdure.open_store("sqlite://:memory:"), local_activity_budget=-1)
