@@ -99,6 +99,13 @@ async def retrying(ctx: perdure.OrchestrationContext, fail_times: int) -> int:
 
 
 @app.orchestration
+async def retry_then_wait(ctx: perdure.OrchestrationContext, _: object) -> object:
+    policy = perdure.RetryPolicy(max_attempts=2, first_delay=timedelta(seconds=10))
+    await ctx.call_activity(flaky, 1, retry=policy)
+    return await ctx.wait_for_event("never")
+
+
+@app.orchestration
 async def isolated(ctx: perdure.OrchestrationContext, _: object) -> dict:
     mine = ["mine"]
     theirs = await ctx.call_activity(mutate, mine)
@@ -167,6 +174,25 @@ def test_a_failing_local_activity_is_retried_by_its_policy(store, client):
     assert [e.attempt for e in history if isinstance(e, ActivityScheduled)] == [1, 2, 3]
     assert sum(isinstance(e, ActivityFailed) for e in history) == 2
     assert failed.status == "FAILED" and "attempt 3 failed" in failed.failure.message
+
+
+def test_a_retry_that_succeeds_in_a_chain_counts_as_progress(store_url):
+    """The turn woken by the retry timer (not progress in itself) runs the retried local
+    activity, which succeeds: diagnosis must see that turn as the instance's last progress."""
+    clock = FakeClock()
+    store = perdure.open_store(store_url, clock=clock)
+    try:
+        worker = StepWorker(app, store, "w")
+        iid = perdure.Client(store).start(retry_then_wait, None)
+        started = clock()
+        assert worker.turns() == 1  # attempt 1 fails, a retry timer is set
+        assert store.get_instance(iid).stats.last_progress_at == started
+        clock.advance(60)
+        assert worker.turns() == 1  # the timer fires, attempt 2 succeeds, the event is awaited
+        record = store.get_instance(iid)
+        assert record.waiting_on.events and record.stats.last_progress_at == started + 60
+    finally:
+        store.close()
 
 
 def test_a_local_activity_gets_its_input_as_json_and_a_bad_result_fails_it(store, client):

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from perdure.core.executor import OrchestrationExecutor
 from perdure.core.failure import Failure
 from perdure.core.history import (
+    ActivityCompleted,
     ActivityFailed,
     HistoryEvent,
     SubOrchestrationFailed,
@@ -169,11 +170,11 @@ class OrchestrationDispatcher:
             new: list[HistoryEvent] = [TurnStarted(timestamp=now)]
             new.extend(m.event for m in item.messages)
             started = time.perf_counter()
-            turn = executor.execute(past, new)
+            turn = first = executor.execute(past, new)
             if self.activities.local_names:
                 turn = chain_local_activities(
                     executor,
-                    turn,
+                    first,
                     is_local=self.activities.is_local,
                     run_local=self.activities.run_local,
                     clock=self.clock,
@@ -186,7 +187,9 @@ class OrchestrationDispatcher:
             return failing_commit(item, Failure.from_exception(exc), now), None
         full_replay = bool(past)
         self.counters["full_replays" if full_replay else "cached_turns"] += 1
-        progressed = any(not isinstance(m.event, _NOT_PROGRESS) for m in item.messages)
+        progressed = any(not isinstance(m.event, _NOT_PROGRESS) for m in item.messages) or (
+            turn is not first and any(isinstance(e, ActivityCompleted) for e in turn.new_events)
+        )
         stats = TurnStats(duration, full_replay, turn.replayed_events, progressed)
         return turn_commit(item, turn, stats), executor
 
