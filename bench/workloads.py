@@ -85,7 +85,9 @@ def _worker_processes(url: str, count: int) -> list[subprocess.Popen]:
     ]
 
 
-def _run_many(url: str, orchestrations: int, steps: int, processes: int, batch_start: bool = False) -> dict[str, Any]:
+def _run_many(
+    url: str, orchestrations: int, steps: int, processes: int, batch_start: bool = False, local: bool = False
+) -> dict[str, Any]:
     store = perdure.open_store(url)
     client = perdure.Client(store)
     with ExitStack() as stack:
@@ -96,11 +98,12 @@ def _run_many(url: str, orchestrations: int, steps: int, processes: int, batch_s
             time.sleep(1.5)  # let the worker processes start and register
         else:
             stack.enter_context(perdure.Worker(app, store))
+        orchestration = local_chain if local else chain
         started = time.perf_counter()
         if batch_start:
-            ids = client.start_many(chain, [steps] * orchestrations)
+            ids = client.start_many(orchestration, [steps] * orchestrations)
         else:
-            ids = [client.start(chain, steps) for _ in range(orchestrations)]
+            ids = [client.start(orchestration, steps) for _ in range(orchestrations)]
         for iid in ids:
             state = client.wait(iid, timeout=600)
             assert state.output == steps, state
@@ -110,10 +113,12 @@ def _run_many(url: str, orchestrations: int, steps: int, processes: int, batch_s
     return {"wall_s": wall, "orchestrations_per_s": orchestrations / wall, "activities_per_s": activities / wall}
 
 
-def w1(url: str, orchestrations: int = 200, steps: int = 10, batch_start: bool = False) -> dict[str, Any]:
+def w1(
+    url: str, orchestrations: int = 200, steps: int = 10, batch_start: bool = False, local: bool = False
+) -> dict[str, Any]:
     """W1: ``orchestrations`` started at once (one ``start`` call each, or one ``start_many``),
-    each ``steps`` activities in sequence."""
-    return _run_many(url, orchestrations, steps, processes=0, batch_start=batch_start)
+    each ``steps`` activities (local ones if ``local``) in sequence."""
+    return _run_many(url, orchestrations, steps, processes=0, batch_start=batch_start, local=local)
 
 
 def w2(url: str, n: int = 1000) -> dict[str, Any]:

@@ -170,6 +170,13 @@ def demo(demo_store: str | None) -> None:
     help="Lease duration in seconds.",
 )
 @click.option("--poll-interval", type=click.FloatRange(min=0.01), default=_WORKER.poll_interval, show_default=True)
+@click.option(
+    "--local-activity-budget",
+    type=click.FloatRange(min=0),
+    default=_WORKER.local_activity_budget,
+    show_default=True,
+    help="Seconds a round may spend running local activities before it commits.",
+)
 @click.pass_obj
 def worker(
     state: _State,
@@ -178,6 +185,7 @@ def worker(
     orchestration_concurrency: int,
     lease_seconds: float,
     poll_interval: float,
+    local_activity_budget: float,
 ) -> None:
     """Run a worker for an App until interrupted (Ctrl-C or SIGTERM stop it gracefully)."""
     from perdure.runtime.worker import Worker
@@ -193,6 +201,7 @@ def worker(
         orchestration_concurrency=orchestration_concurrency,
         lease_seconds=lease_seconds,
         poll_interval=poll_interval,
+        local_activity_budget=local_activity_budget,
     )
     with w:
         click.echo(

@@ -61,6 +61,7 @@ CASES = [
     (["worker", "--app", "json:nothing"], ERROR, "module 'json' has no attribute 'nothing'"),
     (["worker", "--app", "json:dumps"], ERROR, "not a perdure.App"),
     (["worker", "--app", "json:dumps", "--lease", "-1"], USAGE, "-1.0 is not in the range"),
+    (["worker", "--app", "json:dumps", "--local-activity-budget", "-1"], USAGE, "-1.0 is not in the range"),
     (["demo", "--store", "garbage"], ERROR, "is not a URL"),
     (["diagnose", "nope"], NOT_FOUND, "no instance with id 'nope'"),
     (["diagnose", "--limit", "-5"], USAGE, "-5 is not in the range"),
