@@ -3,7 +3,8 @@
 One order runs through a fan-out/fan-in reservation, a flaky payment activity that succeeds
 on its third attempt (durable retry timers), a manager approval raised as an external event
 by the demo after a delay, a shipping sub-orchestration with a durable timer, and custom
-status updates; a loyalty-points orchestration meanwhile loops with continue-as-new.
+status updates; a loyalty-points orchestration meanwhile loops with continue-as-new,
+calling a local activity.
 """
 
 from __future__ import annotations
@@ -61,9 +62,10 @@ def print_label(order: dict) -> str:
     return f"TRK-{order['id']}-{len(order['items'])}"
 
 
-@app.activity
+@app.activity(local=True)
 def award_points(state: dict) -> int:
-    """Award loyalty points for one month."""
+    """Award loyalty points for one month: a short computation, so a local activity, run
+    inside the turn that calls it and committed with it."""
     return state["points"] + 10 * state["month"]
 
 
