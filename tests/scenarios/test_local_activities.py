@@ -5,6 +5,7 @@ in one transaction (or not at all) under the instance's lease."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
@@ -59,6 +60,12 @@ def flaky(fail_times: int) -> int:
 
 
 @app.activity(local=True)
+def slow_inc(x: int) -> int:
+    time.sleep(0.06)
+    return x + 1
+
+
+@app.activity(local=True)
 def mutate(items: list) -> list:
     items.append("changed by the activity")
     return items
@@ -80,6 +87,14 @@ async def chain(ctx: perdure.OrchestrationContext, n: int) -> int:
     x = 0
     for _ in range(n):
         x = await ctx.call_activity(inc, x)
+    return x
+
+
+@app.orchestration
+async def slow_chain(ctx: perdure.OrchestrationContext, n: int) -> int:
+    x = 0
+    for _ in range(n):
+        x = await ctx.call_activity(slow_inc, x)
     return x
 
 
@@ -261,6 +276,19 @@ def test_the_budget_sends_local_activities_to_the_queue(store, client):
         state = client.wait(client.start(chain, 5), timeout=20)
     assert state.output == 5
     assert worker.stats()["activities"] == 5 and "local_activities" not in worker.stats()
+
+
+def test_a_chain_stops_at_the_budget_and_goes_on_after_the_queued_step(store, client):
+    """Each step takes 60 ms against a 50 ms budget: a round runs one local step, sends the
+    next one to the queue as an ordinary task, and the turn woken by that task's result
+    chains the following step again."""
+    with perdure.Worker(app, store, poll_interval=0.05, local_activity_budget=0.05) as worker:
+        iid = client.start(slow_chain, 4)
+        state = client.wait(iid, timeout=20)
+    assert state.output == 4
+    stats = worker.stats()
+    assert stats["local_activities"] == 2 and stats["activities"] == 2
+    assert completions(client, iid) == [1, 2, 3, 4]
 
 
 def test_a_worker_without_the_activity_queues_it_for_one_with_it(store, client):
