@@ -50,6 +50,11 @@ async def local_chain(ctx: perdure.OrchestrationContext, n: int) -> int:
     return x
 
 
+def _sequence(local: bool):
+    """The orchestration of sequential steps: ordinary or local activities."""
+    return local_chain if local else chain
+
+
 @app.orchestration
 async def fan(ctx: perdure.OrchestrationContext, n: int) -> int:
     """``n`` activities in parallel, summed."""
@@ -98,7 +103,7 @@ def _run_many(
             time.sleep(1.5)  # let the worker processes start and register
         else:
             stack.enter_context(perdure.Worker(app, store))
-        orchestration = local_chain if local else chain
+        orchestration = _sequence(local)
         started = time.perf_counter()
         if batch_start:
             ids = client.start_many(orchestration, [steps] * orchestrations)
@@ -140,7 +145,7 @@ def w3(url: str, orchestrations: int = 100, local: bool = False) -> dict[str, An
     store = perdure.open_store(url)
     client = perdure.Client(store)
     latencies = []
-    orchestration = local_chain if local else chain
+    orchestration = _sequence(local)
     with perdure.Worker(app, store):
         client.wait(client.start(orchestration, 1), timeout=60)  # warm-up
         for _ in range(orchestrations):
@@ -162,7 +167,7 @@ def w4(url: str, k: int = 100, local: bool = False) -> dict[str, Any]:
     are not spread over k)."""
     store = perdure.open_store(url)
     client = perdure.Client(store)
-    orchestration = local_chain if local else chain
+    orchestration = _sequence(local)
     with perdure.Worker(app, store):
         client.wait(client.start(orchestration, 1), timeout=60)  # warm-up
         started = time.perf_counter()

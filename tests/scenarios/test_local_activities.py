@@ -310,5 +310,9 @@ def test_a_worker_without_the_activity_queues_it_for_one_with_it(store, client):
 def test_bad_local_settings_are_refused():
     with pytest.raises(perdure.RegistrationError, match="local= must be True or False, got 'yes'"):
         perdure.App().activity(local="yes")  # type: ignore[arg-type]
-    with pytest.raises(perdure.InvalidInputError, match="local_activity_budget must be a non-negative"):
-        perdure.Worker(app, perdure.open_store("sqlite://:memory:"), local_activity_budget=-1)
+    store = perdure.open_store("sqlite://:memory:")
+    try:
+        with pytest.raises(perdure.InvalidInputError, match="local_activity_budget must be a non-negative"):
+            perdure.Worker(app, store, local_activity_budget=-1)
+    finally:
+        store.close()

@@ -286,8 +286,18 @@ class ActivityDispatcher:
         # Its input as an ordinary task would get it: decoded from JSON, never the
         # orchestrator's own object (which the activity could otherwise mutate).
         data = loads_payload(dumps_payload(task.input, what=f"input of activity {task.name!r}"))
-        item = ActivityWorkItem(
-            0, instance_id, execution_id, task.task_id, task.name, data, task.attempt, "", 0.0, 0.0, 1
+        item = ActivityWorkItem(  # no task row and no lease: the instance's lease covers it
+            task_row_id=0,
+            instance_id=instance_id,
+            execution_id=execution_id,
+            task_id=task.task_id,
+            name=task.name,
+            input=data,
+            attempt=task.attempt,
+            lease_token="",
+            lease_expires_at=0.0,
+            enqueued_at=0.0,
+            delivery_count=1,
         )
         if registration.is_async:
             future = asyncio.run_coroutine_threadsafe(self._call_async(registration, item), self._event_loop())
