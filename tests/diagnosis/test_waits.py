@@ -10,6 +10,8 @@ from datetime import timedelta
 import pytest
 
 import perdure
+from perdure.core.history import TimerCreated
+from perdure.diagnosis import Diagnoser
 
 from .helpers import eventually, fast_worker, has_event, verdict_becomes
 
@@ -95,6 +97,20 @@ def test_waiting_for_an_event_names_it_since_when_and_its_timeout(store, client,
     else:
         assert event["timeout_at"] is not None
         assert 3500 < event["times_out_in_s"] <= 3600
+
+
+def test_a_wait_recorded_after_the_diagnosis_began_is_measured_from_after_it_was_read(store, client):
+    # Forces the interleaving: the diagnosis begins, then the turn that sets a one-hour
+    # timeout commits, then the diagnosis reads it. Measured from the moment the diagnosis
+    # began, the wait would have more than an hour left.
+    diagnoser = Diagnoser(store)
+    time.sleep(0.05)
+    with fast_worker(app, store):
+        iid = client.start(payment, 3600.0)
+        eventually(lambda: any(isinstance(e, TimerCreated) for e in client.get(iid, history=True).history or []))
+    d = diagnoser.diagnose(iid)
+    [event] = d.top.evidence["events"]
+    assert 3599 < event["times_out_in_s"] <= 3600
 
 
 @pytest.mark.parametrize("sent", ["paymentConfirmed", "payment_confirmed", "Payment Confirmed"])

@@ -8,7 +8,7 @@ gone and no completion is queued" as "moved on meanwhile", never as an error.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from perdure.core.failure import Failure
@@ -183,10 +183,21 @@ class Environment:
     """Store-wide evidence shared by every instance of one diagnosis run (read once)."""
 
     store: Store
-    now: float
+    clock: Callable[[], float]
     worker_timeout: float
+    _now: float | None = None
     _workers: list[WorkerRecord] | None = None
     _queues: QueueStats | None = None
+
+    @property
+    def now(self) -> float:
+        """The moment every age and duration is measured from: the clock read once, when
+        first asked. That is after the first instance's evidence was read, so a turn that
+        commits between the diagnosis's start and its read cannot postdate ``now`` (which
+        would show a one-hour timeout with more than an hour left)."""
+        if self._now is None:
+            self._now = self.clock()
+        return self._now
 
     @property
     def workers(self) -> list[WorkerRecord]:

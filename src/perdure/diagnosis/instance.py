@@ -24,8 +24,8 @@ class Diagnoser:
     def __init__(self, store: Store, thresholds: Thresholds | None = None, *, now: float | None = None) -> None:
         self.store = store
         self.thresholds = thresholds or Thresholds()
-        clock = getattr(store, "clock", time.time)
-        self.env = Environment(store, clock() if now is None else now, self.thresholds.worker_timeout)
+        clock = getattr(store, "clock", time.time) if now is None else (lambda: now)
+        self.env = Environment(store, clock, self.thresholds.worker_timeout)
 
     @property
     def now(self) -> float:
