@@ -139,18 +139,18 @@ def w2(url: str, n: int = 1000) -> dict[str, Any]:
     return {"wall_s": wall, "activities_per_s": n / wall}
 
 
-def w3(url: str, orchestrations: int = 100, local: bool = False) -> dict[str, Any]:
+def w3(url: str, orchestrations: int = 100, local: bool = False, eager: bool = False) -> dict[str, Any]:
     """W3: orchestrations one after another, one activity each (a local one if ``local``);
-    start-to-result latency."""
+    start-to-result latency (with eager starts if ``eager``)."""
     store = perdure.open_store(url)
     client = perdure.Client(store)
     latencies = []
     orchestration = _sequence(local)
     with perdure.Worker(app, store):
-        client.wait(client.start(orchestration, 1), timeout=60)  # warm-up
+        client.wait(client.start(orchestration, 1, eager=eager), timeout=60)  # warm-up
         for _ in range(orchestrations):
             started = time.perf_counter()
-            state = client.wait(client.start(orchestration, 1), timeout=60)
+            state = client.wait(client.start(orchestration, 1, eager=eager), timeout=60)
             latencies.append(time.perf_counter() - started)
             assert state.output == 1
     store.close()

@@ -35,6 +35,7 @@ from perdure.errors import (
     InstanceStateError,
     InvalidInputError,
 )
+from perdure.runtime.eager import start_eagerly
 from perdure.store.base import InstanceQuery, InstanceRecord, Message, NewInstance, Store
 from perdure.store.notify import INSTANCES
 
@@ -158,6 +159,7 @@ class Client:
         instance_id: str | None = None,
         start_at: datetime | None = None,
         replace_terminal: bool = False,
+        eager: bool = False,
     ) -> str:
         """Start ``orchestration`` (the function or its registered name) with ``input``;
         return the instance id.
@@ -166,12 +168,22 @@ class Client:
         sub-orchestration marker). Starting an id held by a non-terminal instance raises
         :class:`~perdure.errors.InstanceExistsError`; a terminal one is replaced only with
         ``replace_terminal=True``. ``start_at`` delays the first turn.
+
+        ``eager=True``: if a worker of this process runs the orchestration on this same
+        store object, the first turn (and the local activities it chains) runs in this
+        thread and commits in the start's transaction, before ``start`` returns: the
+        lowest start-to-result latency. Otherwise (or with a future ``start_at``) it is an
+        ordinary start. See :mod:`perdure.runtime.eager`.
         """
         name = registered_name(orchestration, "orchestration")
         iid = uuid.uuid4().hex if instance_id is None else validate_instance_id(instance_id)
         dumps_payload(input, what=f"input of orchestration {name!r}", limit=self.max_payload_bytes)
         start = _timestamp(start_at, "start_at")
-        self.store.create_instance(NewInstance(iid, name, input, start_at=start), replace_terminal=replace_terminal)
+        if not isinstance(eager, bool):
+            raise InvalidInputError(f"eager must be True or False, got {eager!r}")
+        new = NewInstance(iid, name, input, start_at=start)
+        if not (eager and start_eagerly(self.store, new, replace_terminal=replace_terminal)):
+            self.store.create_instance(new, replace_terminal=replace_terminal)
         return iid
 
     def start_many(

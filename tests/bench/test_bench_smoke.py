@@ -39,6 +39,10 @@ def test_w3_w4_local_activities_smoke(tmp_path):
     assert w4(f"sqlite:///{tmp_path / 'b.db'}", k=10, local=True)["k"] == 10
 
 
+def test_w3_eager_starts_smoke(tmp_path):
+    assert w3(f"sqlite:///{tmp_path / 'e.db'}", orchestrations=3, local=True, eager=True)["p50_ms"] > 0
+
+
 def test_w5_worker_processes_on_postgres_smoke():
     from tests import pgserver
 

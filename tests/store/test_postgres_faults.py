@@ -112,3 +112,44 @@ def test_open_store_accepts_both_schemes_and_hides_the_password(pg_url: str) -> 
         PostgresStore(pg_url, pool_size=(3, 1))
     with pytest.raises(InvalidInputError):
         PostgresStore(pg_url, max_deliveries=0)
+
+
+def test_an_eager_start_retried_after_a_transient_fault_records_its_turn_once(pg_url: str) -> None:
+    """A deadlock inside ``create_and_run`` makes the store run the whole transaction again,
+    the turn (and its local activity) included: only the second attempt's turn is written,
+    and the worker keeps no executor of the void one."""
+    app = perdure.App()
+    runs: list[int] = []
+
+    @app.activity(local=True)
+    def step(x: int) -> int:
+        runs.append(x)
+        return x + 1
+
+    @app.orchestration
+    async def flow(ctx: perdure.OrchestrationContext, x: int) -> int:
+        y = await ctx.call_activity(step, x)
+        return await ctx.wait_for_event("go") + y
+
+    faults = 0
+
+    def deadlock_once(point: str) -> None:
+        nonlocal faults
+        if point == "create_and_run:inside" and not faults:
+            faults += 1
+            raise psycopg.errors.DeadlockDetected("deadlock detected (injected)")
+
+    store = PostgresStore(pg_url)
+    store.fault_hook = deadlock_once
+    client = perdure.Client(store)
+    try:
+        with perdure.Worker(app, store, poll_interval=0.05) as worker:
+            iid = client.start(flow, 1, eager=True)
+            assert faults == 1 and runs == [1, 1]  # the turn ran once per attempt
+            client.raise_event(iid, "go", 40)
+            assert client.wait(iid, timeout=20).output == 42
+        history = client.get(iid, history=True).history
+        assert [type(e).__name__ for e in history].count("ActivityCompleted") == 1
+        assert worker.stats()["eager_starts"] == 1
+    finally:
+        store.close()

@@ -275,10 +275,11 @@ class ActivityDispatcher:
         """Whether ``name`` is a local activity registered in this worker."""
         return name in self.local_names
 
-    def run_local(self, instance_id: str, execution_id: int, task: ScheduleActivity) -> HistoryEvent:
+    def run_local(self, instance_id: str, execution_id: int, task: ScheduleActivity) -> tuple[HistoryEvent, str]:
         """Run local activity ``task`` of the given execution now, on the calling thread (an
         ``async def`` one on the private event loop, waited for), and return its completion
-        event as the orchestration's replay will read it back from the store.
+        event as the orchestration's replay will read it back from the store, with that
+        stored JSON (the store writes it as is).
 
         Nothing is stored here: the caller commits the event with the turns around it, or
         drops it whole, and then the activity runs again (at-least-once)."""
@@ -305,7 +306,7 @@ class ActivityDispatcher:
         else:
             _, text = self._call_sync(registration, item)
         self.counters["local_activities"] += 1
-        return loads_event(text)
+        return loads_event(text), text
 
     def _completed(self, item: ActivityWorkItem, result: Any) -> tuple[HistoryEvent, str]:
         """The completion event and its JSON, encoded here, on the activity's thread: a result

@@ -24,7 +24,7 @@ from perdure.core.history import HistoryEvent, TurnStarted
 from perdure.core.status import OrchestrationStatus
 from perdure.core.turn import Turn
 
-RunLocal = Callable[[str, int, ScheduleActivity], HistoryEvent]
+RunLocal = Callable[[str, int, ScheduleActivity], tuple[HistoryEvent, str]]
 
 
 def chain_local_activities(
@@ -35,25 +35,29 @@ def chain_local_activities(
     run_local: RunLocal,
     clock: Callable[[], float],
     deadline: float,
-) -> Turn:
+) -> tuple[Turn, dict[int, str]]:
     """Run the local activities ``turn`` scheduled, then the turn their completions wake,
-    and so on until a turn schedules none or ``deadline`` (``time.perf_counter``) passes;
-    return one turn that covers them all (``turn`` itself if none ran)."""
+    and so on until a turn schedules none or ``deadline`` (``time.perf_counter``) passes.
+    Return one turn that covers them all (``turn`` itself if none ran), and the stored JSON
+    of the completions it holds by ``id(event)`` (:attr:`TurnCommit.event_json`)."""
     turns = [turn]
     ran: set[int] = set()
+    stored: dict[int, str] = {}
     while turn.status is OrchestrationStatus.RUNNING and not executor.is_finished:
         due = [c for c in turn.commands if isinstance(c, ScheduleActivity) and is_local(c.name)]
         completions: list[HistoryEvent] = []
         for task in due:
             if time.perf_counter() >= deadline:
                 break
-            completions.append(run_local(executor.instance_id, turn.execution_id, task))
+            event, text = run_local(executor.instance_id, turn.execution_id, task)
+            completions.append(event)
+            stored[id(event)] = text
             ran.add(task.task_id)
         if not completions:
             break
         turn = executor.execute((), [TurnStarted(timestamp=clock()), *completions])
         turns.append(turn)
-    return turn if len(turns) == 1 else merge_turns(turns, ran)
+    return (turn if len(turns) == 1 else merge_turns(turns, ran)), stored
 
 
 def merge_turns(turns: list[Turn], ran: set[int]) -> Turn:

@@ -23,7 +23,7 @@ from perdure.runtime.cache import ExecutorCache
 from perdure.runtime.local import chain_local_activities
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.translate import failing_commit, turn_commit
-from perdure.store.base import OrchestrationWorkItem, Outcome, Store, TurnCommit, TurnStats
+from perdure.store.base import NewInstance, OrchestrationWorkItem, Outcome, Store, TurnCommit, TurnStats
 
 log = logging.getLogger("perdure.worker")
 
@@ -85,13 +85,33 @@ class OrchestrationDispatcher:
 
     def process(self, items: Sequence[OrchestrationWorkItem]) -> None:
         """Run one turn per item and group-commit them."""
-        commits, executors = self.run_turns(items)
+        batch = TurnBatch(self)
         try:
-            outcomes = self.store.commit_turns(commits)
+            outcomes = self.store.commit_turns(batch(list(items)))
         except Exception:
-            self.forget(commits)
+            batch.void()
             raise
-        self.settle(commits, executors, outcomes)
+        batch.settle(outcomes)
+
+    def start_eagerly(self, instance: NewInstance, *, replace_terminal: bool) -> None:
+        """Create ``instance`` and run its first turn (with the local activities it chains)
+        in the calling thread, committed together (:meth:`Store.create_and_run`). Raises
+        what the store raises (``InstanceExistsError``: nothing was run)."""
+        batch = TurnBatch(self)
+        try:
+            outcomes = self.store.create_and_run(
+                instance,
+                owner=self.owner,
+                lease_seconds=self.options.lease_seconds,
+                run_turns=batch,
+                replace_terminal=replace_terminal,
+            )
+        except Exception:
+            batch.void()
+            raise
+        batch.settle(outcomes)
+        if outcomes:  # else a scheduled start: its first turn comes when due, from a round
+            self.counters["eager_starts"] += 1
 
     def run_turns(
         self, items: Sequence[OrchestrationWorkItem]
@@ -171,8 +191,9 @@ class OrchestrationDispatcher:
             new.extend(m.event for m in item.messages)
             started = time.perf_counter()
             turn = first = executor.execute(past, new)
+            stored: dict[int, str] = {}
             if self.activities.local_names:
-                turn = chain_local_activities(
+                turn, stored = chain_local_activities(
                     executor,
                     first,
                     is_local=self.activities.is_local,
@@ -191,7 +212,7 @@ class OrchestrationDispatcher:
             turn is not first and any(isinstance(e, ActivityCompleted) for e in turn.new_events)
         )
         stats = TurnStats(duration, full_replay, turn.replayed_events, progressed)
-        return turn_commit(item, turn, stats), executor
+        return turn_commit(item, turn, stats, stored), executor
 
     def _executor_for(self, item: OrchestrationWorkItem) -> tuple[OrchestrationExecutor, Sequence[HistoryEvent]]:
         """The cached executor if it holds exactly the stored history, else a fresh one with
@@ -218,3 +239,29 @@ class OrchestrationDispatcher:
             )
             past = [r.event for r in records]
         return OrchestrationExecutor(self.app, instance.instance_id), past
+
+
+class TurnBatch:
+    """The ``run_turns`` callback of one store transaction (:meth:`Store.run_round`,
+    :meth:`Store.create_and_run`), keeping the turns it ran until the transaction's outcome
+    is known. A store that retries the transaction calls it again: the turns of the void
+    attempt are forgotten, so only the last attempt's can be settled."""
+
+    def __init__(self, dispatcher: OrchestrationDispatcher) -> None:
+        self.dispatcher = dispatcher
+        self.commits: list[TurnCommit] = []
+        self.executors: list[OrchestrationExecutor | None] = []
+
+    def __call__(self, items: list[OrchestrationWorkItem]) -> list[TurnCommit]:
+        self.void()
+        self.commits, self.executors = self.dispatcher.run_turns(items)
+        return self.commits
+
+    def void(self) -> None:
+        """Nothing was written: forget the turns run so far."""
+        self.dispatcher.forget(self.commits)
+        self.commits, self.executors = [], []
+
+    def settle(self, outcomes: Sequence[Outcome]) -> None:
+        """The transaction committed with these outcomes of the turns."""
+        self.dispatcher.settle(self.commits, self.executors, outcomes)

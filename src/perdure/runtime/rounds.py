@@ -13,11 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from perdure.core.executor import OrchestrationExecutor
 from perdure.runtime.activities import ActivityDispatcher
 from perdure.runtime.options import WorkerOptions
-from perdure.runtime.orchestrations import OrchestrationDispatcher
-from perdure.store.base import ActivityWorkItem, OrchestrationWorkItem, RoundRequest, RoundResult, Store, TurnCommit
+from perdure.runtime.orchestrations import OrchestrationDispatcher, TurnBatch
+from perdure.store.base import ActivityWorkItem, RoundRequest, RoundResult, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,26 +62,15 @@ class RoundRunner:
             activity_limit=min(free, self.options.batch_size),
             activity_names=self.activities.names,
         )
-        ran: list[tuple[list[TurnCommit], list[OrchestrationExecutor | None]]] = []
-
-        def run_turns(items: list[OrchestrationWorkItem]) -> list[TurnCommit]:
-            if ran:  # the store retried the transaction: the first attempt's turns are void
-                self.orchestrations.forget(ran.pop()[0])
-            commits, executors = self.orchestrations.run_turns(items)
-            ran.append((commits, executors))
-            return commits
-
+        turns = TurnBatch(self.orchestrations)
         try:
-            result = self.store.run_round(request, run_turns)
+            result = self.store.run_round(request, turns)
         except Exception:
             self.activities.drop(completions)
-            if ran:
-                self.orchestrations.forget(ran[0][0])
+            turns.void()
             raise
         self.activities.settle(completions, result.completions)
-        if ran:
-            commits, executors = ran[0]
-            self.orchestrations.settle(commits, executors, result.turns)
+        turns.settle(result.turns)
         (start or self.activities.start)(result.activities)
         return self._report(request, result)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from perdure.core.commands import (
     CompleteOrchestration,
     ContinueAsNew,
@@ -38,9 +40,12 @@ from perdure.store.base import (
 TERMINATED_TYPE = "perdure.Terminated"
 
 
-def turn_commit(item: OrchestrationWorkItem, turn: Turn, stats: TurnStats) -> TurnCommit:
+def turn_commit(
+    item: OrchestrationWorkItem, turn: Turn, stats: TurnStats, event_json: Mapping[int, str] | None = None
+) -> TurnCommit:
     """The store write for ``turn``, run on the locked ``item``: its history events, status,
-    and every outbound message, all consumed messages removed."""
+    and every outbound message, all consumed messages removed. ``event_json``: the stored
+    JSON of events already encoded (:attr:`TurnCommit.event_json`)."""
     iid = item.instance.instance_id
     execution = turn.execution_id
     activities: list[NewActivityTask] = []
@@ -87,6 +92,7 @@ def turn_commit(item: OrchestrationWorkItem, turn: Turn, stats: TurnStats) -> Tu
         continue_as_new_input=new_input,
         carried_events=carried,
         stats=stats,
+        event_json=event_json or {},
     )
 
 

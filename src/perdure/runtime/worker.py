@@ -14,12 +14,13 @@ from typing import Any
 
 from perdure.core.registry import App
 from perdure.errors import InvalidInputError
+from perdure.runtime import eager
 from perdure.runtime.activities import ActivityDispatcher
 from perdure.runtime.cache import ExecutorCache
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.orchestrations import OrchestrationDispatcher
 from perdure.runtime.rounds import RoundRunner
-from perdure.store.base import Store, WorkerRecord
+from perdure.store.base import NewInstance, Store, WorkerRecord
 from perdure.store.notify import ACTIVITIES, ORCHESTRATIONS
 
 log = logging.getLogger("perdure.worker")
@@ -53,6 +54,8 @@ class Worker:
         self.counters: Counter[str] = Counter()
         self.cache = ExecutorCache(self.options.cache_size)
         self._stop = threading.Event()
+        self._eager = threading.Condition()  # guards the count of eager starts in progress
+        self._eager_running = 0
         self._stop_topic = f"stop:{self.worker_id}"
         self._done_topic = f"done:{self.worker_id}"
         self._threads: list[threading.Thread] = []
@@ -89,6 +92,7 @@ class Worker:
         self._threads = threads
         for thread in threads:
             thread.start()
+        eager.register(self)
         log.info(
             "worker %s started: %d orchestrations, %d activities registered",
             self.worker_id,
@@ -103,7 +107,10 @@ class Worker:
         if not self._threads:
             return
         self._shutdown_timeout = self.options.shutdown_timeout if timeout is None else timeout
-        self._stop.set()
+        eager.unregister(self)
+        with self._eager:  # no eager start begins after this; those running finish first
+            self._stop.set()
+            self._eager.wait_for(lambda: self._eager_running == 0)
         self.store.notifier.notify(self._stop_topic)
         for thread in self._threads:
             thread.join()
@@ -144,6 +151,25 @@ class Worker:
                 await asyncio.sleep(3600)
         finally:
             await asyncio.to_thread(self.stop)
+
+    def start_eagerly(self, instance: NewInstance, *, replace_terminal: bool = False) -> bool:
+        """Create ``instance`` and run its first turn in the calling thread, committed
+        together (see :mod:`perdure.runtime.eager`); False (nothing done) if this worker is
+        not running or does not serve the orchestration. ``Client.start(..., eager=True)``
+        calls this; ``stop()`` waits for eager starts in progress."""
+        if instance.name not in self.app.orchestrations:
+            return False
+        with self._eager:
+            if not self._threads or self._stop.is_set():
+                return False
+            self._eager_running += 1
+        try:
+            self.orchestrations.start_eagerly(instance, replace_terminal=replace_terminal)
+        finally:
+            with self._eager:
+                self._eager_running -= 1
+                self._eager.notify_all()
+        return True
 
     # -- loops --
 
@@ -239,7 +265,7 @@ class Worker:
 
     def stats(self) -> dict[str, int]:
         """Counters: turns, cached turns vs full replays, activities (``local_activities``
-        for those run inside a turn), and the dropped writes
+        for those run inside a turn), ``eager_starts``, and the dropped writes
         told apart: ``turns_lease_lost`` / ``activities_lease_lost`` (another worker took the
         work over after our lease expired; nothing was written) versus
         ``activities_discarded`` = ``activities_instance_terminal`` (the instance had been

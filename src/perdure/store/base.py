@@ -344,6 +344,10 @@ class TurnCommit:
     carried_events: Sequence[HistoryEvent] = ()
     release: bool = True
     stats: TurnStats = field(default_factory=TurnStats)
+    #: ``id(event) -> JSON`` for events of ``new_events`` the caller holds encoded already
+    #: (local activity completions, encoded where they ran): stores write this text instead
+    #: of encoding the event again. Each must be exactly ``dumps_event`` of its event.
+    event_json: Mapping[int, str] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -578,6 +582,32 @@ class Store(Protocol):
 
         Notifications: a queue's topic is signalled after the commit only if the round leaves
         work due in it now (work the round created and took itself wakes nobody).
+        """
+
+    def create_and_run(
+        self,
+        instance: NewInstance,
+        *,
+        owner: str,
+        lease_seconds: float,
+        run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]],
+        replace_terminal: bool = False,
+    ) -> list[Outcome]:
+        """An eager start: a new instance and its first turn in one transaction (one commit).
+
+        1. ``create_instance(instance, replace_terminal=...)``, with its checks: an
+           ``InstanceExistsError`` is raised before anything else happens (nothing is
+           written, ``run_turns`` is not called);
+        2. ``lock_orchestrations(owner, lease_seconds=..., instance_ids=[instance_id])``:
+           the new instance with its ``ExecutionStarted`` first, then any messages already
+           queued for it and visible;
+        3. ``commits = run_turns(locked)`` and ``commit_turns(commits)``, with the rules of
+           :meth:`run_round` for ``run_turns``.
+
+        Returns the outcomes of step 3: an empty list if nothing was locked (a ``start_at``
+        in the future), which leaves an ordinary :meth:`create_instance`. Notifications are
+        those of the steps (a waiter on the instance is woken; a worker is told of queued
+        work it did not take).
         """
 
     def renew_activity_leases(self, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:

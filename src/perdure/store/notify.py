@@ -16,15 +16,18 @@ INSTANCES = "instances"  # an instance ended (became terminal), was created or w
 
 
 class Notifier:
-    """Counters per topic plus one condition variable.
+    """Counters per topic, and the waiters of each topic.
 
-    A waiter reads :meth:`version`, checks the store, and if there was nothing to do calls
-    :meth:`wait` with that version: a signal that arrived in between is not missed.
+    A waiter reads :meth:`snapshot`, checks the store, and if there was nothing to do calls
+    :meth:`wait` with that snapshot: a signal that arrived in between is not missed. A
+    signal wakes only the waiters of its topics: a commit that ends an instance does not
+    wake the worker's dispatch loops to contend for the GIL with the client it is for.
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._versions: dict[str, int] = {}
+        self._waiters: dict[str, set[threading.Event]] = {}
 
     def version(self, topic: str) -> int:
         """The topic's current counter."""
@@ -32,22 +35,29 @@ class Notifier:
 
     def notify(self, *topics: str) -> None:
         """Wake every waiter of ``topics``."""
-        with self._cond:
+        with self._lock:
             for topic in topics:
                 self._versions[topic] = self._versions.get(topic, 0) + 1
-            self._cond.notify_all()
+                for waiter in self._waiters.get(topic, ()):
+                    waiter.set()
 
     def wait(self, topics: tuple[str, ...], seen: dict[str, int], timeout: float) -> bool:
         """Block until one of ``topics`` moves past the version in ``seen`` or ``timeout``
         seconds pass; return True if signalled."""
-
-        def moved() -> bool:
-            return any(self._versions.get(t, 0) != seen.get(t, 0) for t in topics)
-
-        with self._cond:
-            return self._cond.wait_for(moved, timeout=max(0.0, timeout))
+        waiter = threading.Event()
+        with self._lock:
+            if any(self._versions.get(t, 0) != seen.get(t, 0) for t in topics):
+                return True
+            for topic in topics:
+                self._waiters.setdefault(topic, set()).add(waiter)
+        try:
+            return waiter.wait(max(0.0, timeout))
+        finally:
+            with self._lock:
+                for topic in topics:
+                    self._waiters[topic].discard(waiter)
 
     def snapshot(self, topics: tuple[str, ...]) -> dict[str, int]:
         """The versions of ``topics`` now, for a later :meth:`wait`."""
-        with self._cond:
+        with self._lock:
             return {t: self._versions.get(t, 0) for t in topics}

@@ -43,6 +43,7 @@ WRITE_METHODS: tuple[str, ...] = (
     "lock_orchestrations",
     "commit_turns",
     "run_round",
+    "create_and_run",
     "abandon_orchestration",
     "renew_orchestration_lease",
     "lock_activities",
@@ -65,8 +66,8 @@ def write_points(methods: Iterable[str] = WRITE_METHODS) -> list[str]:
 @dataclass
 class WriteCall:
     """The write call a point belongs to, for :attr:`Fault.when`: the method, its
-    arguments, and for ``run_round`` the turn commits its callback produced (known from the
-    ``inside`` point on)."""
+    arguments, and for ``run_round`` and ``create_and_run`` the turn commits its callback
+    produced (known from the ``inside`` point on)."""
 
     method: str
     args: tuple[Any, ...]
@@ -216,6 +217,8 @@ class FaultyStore:
             current = WriteCall(method, args, kwargs)
             if method == "run_round":
                 args = (args[0], _recording(args[1], current))
+            elif method == "create_and_run":
+                kwargs = {**kwargs, "run_turns": _recording(kwargs["run_turns"], current)}
             self._calls.current = current
             try:
                 self.point(f"{method}:before")

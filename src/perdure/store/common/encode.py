@@ -51,9 +51,10 @@ class PreparedTurn:
 def prepare_turn(commit: TurnCommit, encoded: Mapping[int, str] | None = None) -> PreparedTurn:
     """Encode everything ``commit`` writes; :class:`SerializationError` if something is not JSON.
     ``encoded`` maps ``id(event)`` to the stored JSON of events the caller already holds
-    encoded (the messages the turn consumed, as the store read them)."""
-    known = encoded or {}
-    events = tuple(known.get(id(e)) or dumps_checked(e, "a history event") for e in commit.new_events)
+    encoded (the messages the turn consumed, as the store read them), as the commit's own
+    ``event_json`` does for the events its maker encoded."""
+    known, own = encoded or {}, commit.event_json
+    events = tuple(own.get(id(e)) or known.get(id(e)) or dumps_checked(e, "a history event") for e in commit.new_events)
     for child in commit.children:
         payload(child.input, f"input of sub-orchestration {child.instance_id!r}")
     return PreparedTurn(

@@ -56,10 +56,7 @@ def run_round(
             known_history=request.known_history,
             instance_ids=None,
         )
-    turns: list[Outcome] = []
-    if locked:
-        encoded = {id(m.event): m.event_json for item in locked for m in item.messages if m.event_json}
-        turns = steps.commit_turns(tx, [prepare_turn(c, encoded) for c in run_turns(locked)])
+    turns = run_and_commit(tx, steps, locked, run_turns)
     claimed: list[ActivityWorkItem] = []
     if request.activity_limit > 0:
         claimed = steps.lock_activities(
@@ -80,3 +77,17 @@ def run_round(
     if next_task_at is None or next_task_at > tx.now:
         tx.topics.discard(ACTIVITIES)
     return RoundResult(completed, locked, turns, claimed, next_message_at, next_task_at)
+
+
+def run_and_commit(
+    tx: Any,
+    steps: RoundSteps,
+    locked: list[OrchestrationWorkItem],
+    run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]],
+) -> list[Outcome]:
+    """Run the turns of the ``locked`` instances and commit them, inside ``tx``."""
+    if not locked:
+        return []
+    # A message's stored JSON is written to history as is, not encoded again.
+    encoded = {id(m.event): m.event_json for item in locked for m in item.messages if m.event_json}
+    return steps.commit_turns(tx, [prepare_turn(c, encoded) for c in run_turns(locked)])

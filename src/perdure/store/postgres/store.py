@@ -397,6 +397,40 @@ class PostgresStore:
 
         return self._write("run_round", body)  # type: ignore[no-any-return]
 
+    def create_and_run(
+        self,
+        instance: NewInstance,
+        *,
+        owner: str,
+        lease_seconds: float,
+        run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]],
+        replace_terminal: bool = False,
+    ) -> list[Outcome]:
+        """See :meth:`perdure.store.base.Store.create_and_run`."""
+        input_text = payload(instance.input, f"input of instance {instance.instance_id!r}")
+
+        def body(tx: Tx) -> list[Outcome]:
+            outbox = orchestrations.Outbox()
+            self._insert_instance(tx, outbox, instance, input_text, replace_terminal)
+            outbox.flush(tx)
+            tx.notify(INSTANCES)
+            locked = orchestrations.lock_orchestrations(
+                tx,
+                self.options,
+                owner,
+                lease_seconds=lease_seconds,
+                limit=1,
+                names=None,
+                known_history=None,
+                instance_ids=[instance.instance_id],
+            )
+            outcomes = rounds.run_and_commit(tx, _ROUND, locked, run_turns)
+            if not outcomes:  # a scheduled start: the workers must learn when it is due
+                tx.notify(ORCHESTRATIONS)
+            return outcomes
+
+        return self._write("create_and_run", body)  # type: ignore[no-any-return]
+
     def renew_activity_leases(self, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:
         """See :meth:`perdure.store.base.Store.renew_activity_leases`."""
         if not leases:

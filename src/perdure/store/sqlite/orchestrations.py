@@ -103,6 +103,40 @@ def lock_orchestrations(
     return items
 
 
+def lock_new_instance(
+    tx: Tx, options: QueueOptions, start: dict[str, Any], owner: str, lease_seconds: float
+) -> list[OrchestrationWorkItem]:
+    """Lock an instance this round's transaction has just inserted, whose start message
+    (``start``: its ``insert_message`` parameters) is not queued yet.
+
+    The usual case, a start due now and nothing queued for the id, needs no message row:
+    the start is handed to the turn directly, as a round hands over a completion
+    (:class:`RoundState`). Otherwise the start is queued and the instance locked as usual,
+    so that messages queued before the instance existed come after its start, in order.
+    """
+    iid = start["instance_id"]
+    if start["visible_at"] > tx.now or tx.conn.execute(Q.has_messages, {"instance_id": iid}).fetchone():
+        tx.conn.execute(Q.insert_message, start)
+        return lock_orchestrations(
+            tx,
+            options,
+            owner,
+            lease_seconds=lease_seconds,
+            limit=1,
+            names=None,
+            known_history=None,
+            instance_ids=[iid],
+        )
+    assert tx.round is not None, "only a round's transaction hands messages over without rows"
+    row = tx.conn.execute(Q.get_instance, {"instance_id": iid}).fetchone()
+    message = tx.round.message(iid, start["execution_id"], start["event"], tx.now)
+    [token] = lease_tokens(1)
+    expires_at = tx.now + lease_seconds
+    ids = frozenset([message.message_id])
+    tx.round.leases[iid] = RoundLease(owner, token, expires_at, lease_seconds, row, ids, {message.message_id: message})
+    return [OrchestrationWorkItem(locked_instance_from_row(row), token, expires_at, (message,), (), 0)]
+
+
 def finish_round(tx: Tx) -> None:
     """The end of a round's writes: what the round still holds in memory is written as it
     would have been without it (:class:`RoundState`). The leases of instances it locked but

@@ -180,6 +180,10 @@ DELETE FROM orchestration_messages WHERE message_id IN (SELECT value FROM json_e
 -- name: any_messages_among
 SELECT 1 FROM orchestration_messages WHERE instance_id IN (SELECT value FROM json_each(:ids)) LIMIT 1;
 
+-- name: has_messages
+-- An eager start: is anything already queued for the new instance's id?
+SELECT 1 FROM orchestration_messages WHERE instance_id = :instance_id LIMIT 1;
+
 -- name: messages_of_instance
 SELECT * FROM orchestration_messages WHERE instance_id = :instance_id ORDER BY message_id;
 

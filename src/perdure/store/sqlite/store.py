@@ -200,7 +200,11 @@ class SQLiteStore:
             tx.notify(ORCHESTRATIONS, INSTANCES)
 
     @staticmethod
-    def _insert_instance(tx: Tx, instance: NewInstance, input_text: str | None, replace_terminal: bool) -> None:
+    def _insert_instance(
+        tx: Tx, instance: NewInstance, input_text: str | None, replace_terminal: bool, *, queue_start: bool = True
+    ) -> dict[str, Any]:
+        """Insert the instance row (after create_instance's checks) and, if ``queue_start``,
+        its start message; return that message's ``insert_message`` parameters."""
         parent = instance.parent
         iid = instance.instance_id
         row = tx.conn.execute(Q.get_instance, {"instance_id": iid}).fetchone()
@@ -220,10 +224,10 @@ class SQLiteStore:
         start = ExecutionStarted(
             timestamp=tx.now, name=instance.name, input=instance.input, execution_id=1, parent=parent
         )
-        tx.conn.execute(
-            Q.insert_message,
-            orchestrations.message_params(iid, 1, *event_row(start), tx.now, instance.start_at),
-        )
+        message = orchestrations.message_params(iid, 1, *event_row(start), tx.now, instance.start_at)
+        if queue_start:
+            tx.conn.execute(Q.insert_message, message)
+        return message
 
     def enqueue_messages(self, messages: Sequence[Message]) -> None:
         """See :meth:`perdure.store.base.Store.enqueue_messages`."""
@@ -368,6 +372,28 @@ class SQLiteStore:
         with self._write("run_round") as tx:
             tx.round = RoundState()
             return rounds.run_round(tx, _ROUND, self.options, request, prepared_completions, run_turns)
+
+    def create_and_run(
+        self,
+        instance: NewInstance,
+        *,
+        owner: str,
+        lease_seconds: float,
+        run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]],
+        replace_terminal: bool = False,
+    ) -> list[Outcome]:
+        """See :meth:`perdure.store.base.Store.create_and_run`."""
+        input_text = payload(instance.input, f"input of instance {instance.instance_id!r}")
+        with self._write("create_and_run") as tx:
+            tx.round = RoundState()
+            start = self._insert_instance(tx, instance, input_text, replace_terminal, queue_start=False)
+            tx.notify(INSTANCES)
+            locked = orchestrations.lock_new_instance(tx, self.options, start, owner, lease_seconds)
+            outcomes = rounds.run_and_commit(tx, _ROUND, locked, run_turns)
+            orchestrations.finish_round(tx)
+            if not outcomes:  # a scheduled start: the workers must learn when it is due
+                tx.notify(ORCHESTRATIONS)
+            return outcomes
 
     def renew_activity_leases(self, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:
         """See :meth:`perdure.store.base.Store.renew_activity_leases`."""

@@ -46,13 +46,18 @@ class RoundState:
     next_id: int = -1  # handed-out completions have negative ids: no row has one
 
     def keep(self, instance_id: str, execution_id: int, text: str, now: float) -> None:
-        """Keep a completion (its stored JSON ``text``) for its instance's turn. Its event is
-        decoded from that text, as a queued one would be: the turn sees exactly the value
-        its replay will."""
-        event = loads_event(text)
-        message = QueuedMessage(self.next_id, instance_id, execution_id, event, now, now, 1, event_json=text)
+        """Keep a completion (its stored JSON ``text``) for its instance's turn."""
+        self.completions.setdefault(instance_id, []).append(self.message(instance_id, execution_id, text, now))
+
+    def message(self, instance_id: str, execution_id: int, text: str, now: float) -> QueuedMessage:
+        """A message handed to a turn without a row. Its event is decoded from its stored
+        JSON ``text``, as a queued one would be: the turn sees exactly the value its replay
+        will."""
+        message = QueuedMessage(
+            self.next_id, instance_id, execution_id, loads_event(text), now, now, 1, event_json=text
+        )
         self.next_id -= 1
-        self.completions.setdefault(instance_id, []).append(message)
+        return message
 
 
 @dataclass(frozen=True, slots=True)

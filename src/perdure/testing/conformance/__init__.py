@@ -24,6 +24,7 @@ import pytest
 from perdure.store.base import Store
 from perdure.testing.conformance import (
     activities,
+    eager,
     fleet,
     lifecycle,
     reads,
@@ -50,7 +51,7 @@ def store(make_store: Callable[..., Store]) -> Iterator[Store]:
 # (a hand-kept list could silently leave one out).
 _TESTS = {
     name: obj
-    for module in (lifecycle, routing, activities, rounds, reads, fleet, robustness)
+    for module in (lifecycle, routing, activities, rounds, eager, reads, fleet, robustness)
     for name, obj in vars(module).items()
     if name.startswith("test_") and callable(obj)
 }

@@ -1,0 +1,49 @@
+"""Eager starts: a client's start whose first turn runs in the calling thread.
+
+``Client.start(..., eager=True)`` looks here for a running worker of this process that
+serves the orchestration on the same store object. If there is one, the start and the new
+instance's first turn, with the local activities it chains, commit in one transaction
+(:meth:`perdure.store.base.Store.create_and_run`): one commit where an ordinary start takes
+two (the start, then the worker's turn), and no hand-over to the worker's thread. If there
+is none, the start is an ordinary one. Either way the instance runs the same code and
+records the same history.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from perdure.store.base import NewInstance, Store
+
+if TYPE_CHECKING:
+    from perdure.runtime.worker import Worker
+
+_lock = threading.Lock()
+# Running workers by id(store): a worker holds its store, so the id is not reused while the
+# worker is registered.
+_workers: dict[int, list[Worker]] = {}
+
+
+def register(worker: Worker) -> None:
+    """Offer ``worker`` for eager starts on its store (from ``Worker.start``)."""
+    with _lock:
+        _workers.setdefault(id(worker.store), []).append(worker)
+
+
+def unregister(worker: Worker) -> None:
+    """Withdraw ``worker`` (from ``Worker.stop``). Idempotent."""
+    with _lock:
+        workers = _workers.get(id(worker.store), [])
+        if worker in workers:
+            workers.remove(worker)
+        if not workers:
+            _workers.pop(id(worker.store), None)
+
+
+def start_eagerly(store: Store, instance: NewInstance, *, replace_terminal: bool) -> bool:
+    """Start ``instance`` on a worker of this process that serves its orchestration on
+    ``store``, running its first turn here; False (nothing done) if no worker can."""
+    with _lock:
+        workers = list(_workers.get(id(store), ()))
+    return any(w.start_eagerly(instance, replace_terminal=replace_terminal) for w in workers)

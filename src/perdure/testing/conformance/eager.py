@@ -1,0 +1,132 @@
+"""Conformance: ``create_and_run``, an eager start (a new instance and its first turn in
+one transaction)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from perdure.errors import InstanceExistsError
+from perdure.store.base import NewInstance, OrchestrationWorkItem, Outcome, Store, TurnCommit
+from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
+from perdure.testing.conformance.helpers import (
+    COMPLETED,
+    LEASE,
+    RUNNING,
+    commit,
+    kinds,
+    lock,
+    lock_one,
+    raise_event,
+    start,
+    task,
+    turn,
+)
+from perdure.testing.faults import FailAt, FakeClock, InjectedFault
+
+
+class Turns:
+    """A ``run_turns`` callback that records what it was given and returns :func:`turn`
+    of each item with ``kw``."""
+
+    def __init__(self, **kw: Any) -> None:
+        self.kw = kw
+        self.seen: list[OrchestrationWorkItem] = []
+
+    def __call__(self, items: list[OrchestrationWorkItem]) -> list[TurnCommit]:
+        self.seen.extend(items)
+        return [turn(i, **self.kw) for i in items]
+
+
+def eager(store: Store, run_turns: Any, iid: str = "i1", **kw: Any) -> list[Outcome]:
+    """``create_and_run`` of ``iid`` (workflow ``wf``) as worker ``w1``."""
+    replace_terminal = kw.pop("replace_terminal", False)
+    return store.create_and_run(
+        NewInstance(iid, "wf", {"n": 1}, **kw),
+        owner="w1",
+        lease_seconds=LEASE,
+        run_turns=run_turns,
+        replace_terminal=replace_terminal,
+    )
+
+
+def never(items: list[OrchestrationWorkItem]) -> list[TurnCommit]:
+    raise AssertionError("run_turns must not be called")
+
+
+def test_create_and_run_creates_the_instance_and_commits_its_first_turn(store: Store) -> None:
+    topics = (INSTANCES, ACTIVITIES)
+    before = store.notifier.snapshot(topics)
+    turns = Turns(activities=[task("i1")])
+    assert eager(store, turns) == [Outcome.OK]
+    [item] = turns.seen
+    assert item.instance.instance_id == "i1" and item.instance.name == "wf" and item.history_from == 0
+    assert kinds(item.messages) == ["ExecutionStarted"] and item.messages[0].event.input == {"n": 1}
+    assert kinds(store.get_history("i1")) == ["TurnStarted", "ExecutionStarted"]
+    record = store.get_instance("i1")
+    assert record is not None and record.status is RUNNING and record.input == {"n": 1}
+    assert store.pending_messages("i1") == []
+    [queued] = store.activity_tasks("i1")
+    assert queued.task_id == 1 and queued.lease_owner is None
+    # Both the instance's waiters and the activity takers were told.
+    after = store.notifier.snapshot(topics)
+    assert all(after[t] != before[t] for t in topics)
+    # The turn released its lease: a later message is anyone's.
+    raise_event(store, "i1")
+    assert [i.instance.instance_id for i in lock(store, "w2")] == ["i1"]
+
+
+def test_create_and_run_can_finish_the_instance_in_one_commit(store: Store) -> None:
+    assert eager(store, Turns(status=COMPLETED, output=7)) == [Outcome.OK]
+    record = store.get_instance("i1")
+    assert record is not None and record.status is COMPLETED and record.output == 7
+
+
+def test_create_and_run_refuses_a_taken_id_before_running_anything(store: Store) -> None:
+    start(store, "i1")
+    with pytest.raises(InstanceExistsError, match="'i1'"):
+        eager(store, never)
+    with pytest.raises(InstanceExistsError, match="replace_terminal"):
+        assert commit(store, lock_one(store, "i1"), status=COMPLETED) is Outcome.OK
+        eager(store, never)
+    # A terminal instance is replaced when asked: only the new run's history remains.
+    assert eager(store, Turns(), replace_terminal=True) == [Outcome.OK]
+    assert kinds(store.get_history("i1")) == ["TurnStarted", "ExecutionStarted"]
+    assert store.get_instance("i1").status is RUNNING  # type: ignore[union-attr]
+
+
+def test_create_and_run_is_atomic(store: Store) -> None:
+    store.fault_hook = FailAt("create_and_run:inside")
+    with pytest.raises(InjectedFault):
+        eager(store, Turns(activities=[task("i1")]))
+    store.fault_hook = None
+    assert store.get_instance("i1") is None and store.pending_messages("i1") == []
+
+    def broken(items: list[OrchestrationWorkItem]) -> list[TurnCommit]:
+        raise RuntimeError("the orchestration code blew up")
+
+    with pytest.raises(RuntimeError):
+        eager(store, broken)
+    assert store.get_instance("i1") is None and store.activity_tasks("i1") == []
+    assert eager(store, Turns()) == [Outcome.OK]  # the id is still free
+
+
+def test_create_and_run_of_a_scheduled_start_only_creates_the_instance(store: Store, clock: FakeClock) -> None:
+    before = store.notifier.snapshot((ORCHESTRATIONS,))
+    assert eager(store, never, start_at=clock() + 10) == []
+    assert store.notifier.snapshot((ORCHESTRATIONS,)) != before  # workers learn when it is due
+    assert kinds(store.pending_messages("i1")) == ["ExecutionStarted"] and store.get_history("i1") == []
+    assert lock(store) == []
+    clock.advance(10)
+    assert kinds(lock_one(store, "i1").messages) == ["ExecutionStarted"]
+
+
+def test_create_and_run_delivers_what_was_queued_for_the_id_before_it_existed(store: Store) -> None:
+    raise_event(store, "i1", name="early")
+    turns = Turns()
+    assert eager(store, turns) == [Outcome.OK]
+    [item] = turns.seen
+    assert kinds(item.messages) == ["ExecutionStarted", "EventRaised"]
+    assert kinds(store.get_history("i1")) == ["TurnStarted", "ExecutionStarted", "EventRaised"]
+    assert store.pending_messages("i1") == []
