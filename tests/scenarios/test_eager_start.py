@@ -15,6 +15,8 @@ import perdure
 from perdure.testing import Fault, FaultyStore, InjectedFault
 
 app = perdure.App()
+# A local-activity budget no loaded test machine exceeds: chains are never cut short.
+OPTIONS = {"poll_interval": 0.05, "local_activity_budget": 30.0}
 other_app = perdure.App()
 calls: Counter[str] = Counter()
 threads: list[str] = []
@@ -86,7 +88,7 @@ def shape(client: perdure.Client, iid: str) -> list[tuple[str, object]]:
 def test_an_eager_start_finishes_a_local_chain_before_start_returns(store, client):
     """The whole orchestration runs in the caller's thread: done when ``start`` returns,
     with the history an ordinary start records."""
-    with perdure.Worker(app, store, poll_interval=0.05) as worker:
+    with perdure.Worker(app, store, **OPTIONS) as worker:
         eager = client.start(chain, 3, eager=True)
         state = client.get(eager)  # no wait: it is already over
         assert state.status == "COMPLETED" and state.output == 3
@@ -98,7 +100,7 @@ def test_an_eager_start_finishes_a_local_chain_before_start_returns(store, clien
 
 
 def test_an_eager_start_queues_ordinary_activities_for_the_worker(store, client):
-    with perdure.Worker(app, store, poll_interval=0.05) as worker:
+    with perdure.Worker(app, store, **OPTIONS) as worker:
         iid = client.start(then_double, 4, eager=True)
         state = client.get(iid)
         assert state.status == "RUNNING" and [a.name for a in state.waiting_on.activities] == ["double"]
@@ -110,19 +112,19 @@ def test_without_a_worker_serving_it_an_eager_start_is_an_ordinary_start(store, 
     """No worker in this process, or one that does not serve the orchestration, or one on
     another store object: the instance is queued for whichever worker serves it."""
     alone = client.start(chain, 1, eager=True)
-    with perdure.Worker(other_app, store, poll_interval=0.05) as other:
+    with perdure.Worker(other_app, store, **OPTIONS) as other:
         elsewhere = client.start(chain, 1, eager=True)
     assert "eager_starts" not in other.stats()
     for iid in (alone, elsewhere):
         assert client.get(iid).status == "PENDING"
         assert [type(m.event).__name__ for m in store.pending_messages(iid)] == ["ExecutionStarted"]
     assert calls["inc"] == 0
-    with perdure.Worker(app, store, poll_interval=0.05):
+    with perdure.Worker(app, store, **OPTIONS):
         assert client.wait(alone, timeout=20).output == client.wait(elsewhere, timeout=20).output == 1
 
 
 def test_an_eager_start_of_a_taken_id_runs_nothing(store, client):
-    with perdure.Worker(app, store, poll_interval=0.05):
+    with perdure.Worker(app, store, **OPTIONS):
         client.start(chain, 1, instance_id="order-1", eager=True)
         with pytest.raises(perdure.InstanceExistsError, match="order-1"):
             client.start(chain, 5, instance_id="order-1", eager=True)
@@ -132,7 +134,7 @@ def test_an_eager_start_of_a_taken_id_runs_nothing(store, client):
 
 
 def test_an_eager_start_at_a_later_time_waits_for_it(store, client):
-    with perdure.Worker(app, store, poll_interval=0.05) as worker:
+    with perdure.Worker(app, store, **OPTIONS) as worker:
         later = datetime.now(UTC) + timedelta(seconds=0.3)
         iid = client.start(chain, 1, start_at=later, eager=True)
         assert client.get(iid).status == "PENDING" and calls["inc"] == 0
@@ -142,7 +144,7 @@ def test_an_eager_start_at_a_later_time_waits_for_it(store, client):
 
 
 def test_a_first_turn_that_fails_fails_the_instance(store, client):
-    with perdure.Worker(app, store, poll_interval=0.05):
+    with perdure.Worker(app, store, **OPTIONS):
         state = client.get(client.start(fails_at_once, None, eager=True))
     assert state.status == "FAILED" and "bad order" in state.failure.message
 
@@ -152,7 +154,7 @@ def test_an_eager_start_whose_commit_fails_leaves_nothing(store, client):
     all. The activity ran (at-least-once); the instance does not exist; the id is free."""
     faulty = FaultyStore(store, [Fault("create_and_run:inside", "raise", nth=1)])
     eager_client = perdure.Client(faulty)  # type: ignore[arg-type]
-    with perdure.Worker(app, faulty, poll_interval=0.05):  # type: ignore[arg-type]
+    with perdure.Worker(app, faulty, **OPTIONS):  # type: ignore[arg-type]
         with pytest.raises(InjectedFault):
             eager_client.start(chain, 1, instance_id="i1", eager=True)
         assert client.get("i1") is None and store.pending_messages("i1") == []
@@ -165,7 +167,7 @@ def test_stop_waits_for_an_eager_start_in_progress(store, client):
     """Forced interleaving: ``stop()`` is called while an eager start's async local activity
     runs on the worker's event loop. Stop must wait for it (shutting the loop down under it
     would fail the activity); an eager start after stop is an ordinary one."""
-    worker = perdure.Worker(app, store, poll_interval=0.05).start()
+    worker = perdure.Worker(app, store, **OPTIONS).start()
     started: list[str] = []
     starter = threading.Thread(target=lambda: started.append(client.start(waits_at_the_gate, 1, eager=True)))
     starter.start()
@@ -194,7 +196,7 @@ def test_the_async_client_starts_eagerly_too(store, client):
     async def start() -> str:
         return await perdure.AsyncClient(store).start(chain, 2, eager=True)
 
-    with perdure.Worker(app, store, poll_interval=0.05) as worker:
+    with perdure.Worker(app, store, **OPTIONS) as worker:
         iid = asyncio.run(start())
         assert client.get(iid).output == 2  # finished when start returned
     assert worker.stats()["eager_starts"] == 1

@@ -17,6 +17,9 @@ from perdure.core.history import ActivityCompleted, ActivityFailed, ActivitySche
 from perdure.testing import FakeClock, Fault, FaultyStore, StepWorker
 
 app = perdure.App()
+# Where a test counts local runs: a budget no loaded test machine exceeds, so no chain is
+# cut short and its next step queued as an ordinary task.
+UNCUT = {"poll_interval": 0.05, "local_activity_budget": 30.0}
 calls: Counter[str] = Counter()
 calls_lock = threading.Lock()
 inside_inc: list[Callable[[], None]] = []  # each runs once, inside the next ``inc`` call
@@ -150,7 +153,7 @@ def test_a_chain_of_local_activities_commits_in_one_round(store, client):
     """20 sequential steps: one round for the whole chain (an ordinary activity takes one
     per step), and a history exactly as if they had gone through the queue."""
     counting = FaultyStore(store)
-    with perdure.Worker(app, counting, poll_interval=0.05) as worker:  # type: ignore[arg-type]
+    with perdure.Worker(app, counting, **UNCUT) as worker:  # type: ignore[arg-type]
         iid = client.start(chain, 20)
         state = client.wait(iid, timeout=20)
     assert state.status == "COMPLETED" and state.output == 20
@@ -164,7 +167,7 @@ def test_a_chain_of_local_activities_commits_in_one_round(store, client):
 
 
 def test_local_and_ordinary_activities_mix(store, client):
-    with perdure.Worker(app, store, poll_interval=0.05) as worker:
+    with perdure.Worker(app, store, **UNCUT) as worker:
         state = client.wait(client.start(mixed, 1), timeout=20)
     assert state.output == [2, 4, 5, [6, 10]]
     stats = worker.stats()

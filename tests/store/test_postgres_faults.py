@@ -4,16 +4,17 @@ reported when the outcome of a COMMIT is unknown."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 
 import psycopg
 import pytest
 
 import perdure
-from perdure.errors import InvalidInputError, StoreUnavailableError
+from perdure.errors import InvalidInputError, StoreError, StoreUnavailableError
 from perdure.store.base import InstanceQuery, NewInstance
 from perdure.store.postgres import PostgresStore
-from perdure.store.postgres.connection import is_transient
+from perdure.store.postgres.connection import Database, Tx, is_transient
 from perdure.testing.conformance.helpers import running
 from tests import pgserver
 
@@ -66,6 +67,46 @@ def test_a_connection_lost_during_commit_is_reported_and_not_retried(pg_url: str
         store.create_instance(NewInstance("i1", "wf", None))  # the store is still usable
     finally:
         store.close()
+
+
+def _raise_once(sqlstate: str, attempts: list[int]) -> Callable[[Tx], None]:
+    """A transaction body that records a row, then, on its first attempt only, sends (without
+    reading its result) a statement the server fails with ``sqlstate``: that error reaches
+    the client only with the COMMIT that follows it in the pipeline."""
+
+    def body(tx: Tx) -> None:
+        attempts.append(1)
+        tx.run("INSERT INTO workers_probe VALUES (%(n)s)", {"n": len(attempts)})
+        if len(attempts) == 1:
+            tx.run(f"DO $$BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '{sqlstate}'; END$$")
+
+    return body
+
+
+@pytest.mark.parametrize(("sqlstate", "retried"), [("40P01", True), ("22012", False)])
+def test_a_server_error_that_surfaces_at_commit_rolled_back_and_is_not_an_unknown_outcome(
+    pg_url: str, sqlstate: str, retried: bool
+) -> None:
+    """The error of a statement sent before COMMIT arrives with the COMMIT's reply. The
+    server rolled the transaction back, so the outcome is known: a deadlock is retried, and
+    any other error fails the call; neither is reported as an unknown outcome."""
+    db = Database(pg_url, display="test")
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("CREATE TABLE workers_probe (n int)")
+        attempts: list[int] = []
+        write = partial(db.write, clock=time.time, before_commit=lambda tx: None)
+        if retried:
+            write("probe", _raise_once(sqlstate, attempts))
+        else:
+            with pytest.raises(StoreError, match="probe failed") as caught:
+                write("probe", _raise_once(sqlstate, attempts))
+            assert not isinstance(caught.value, StoreUnavailableError)
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            rows = [r[0] for r in admin.execute("SELECT n FROM workers_probe").fetchall()]
+        assert (len(attempts), rows) == ((2, [2]) if retried else (1, []))
+    finally:
+        db.close()
 
 
 def test_an_unreachable_server_fails_fast_at_open() -> None:

@@ -57,4 +57,6 @@ def next_due_queries(queries: Queries, queue: str | None) -> list[str]:
 def due_times(conn: Any, queries: Queries, queue: str | None = None) -> list[float | None]:
     """The readings behind ``Store.next_visible_at`` on ``conn`` (a connection of either
     backend, in or out of a transaction): the next due message and/or task, in that order."""
-    return [conn.execute(sql).fetchone()["t"] for sql in next_due_queries(queries, queue)]
+    # Both sent before either is read: one round trip in a PostgreSQL pipeline.
+    cursors = [conn.execute(sql) for sql in next_due_queries(queries, queue)]
+    return [cursor.fetchone()["t"] for cursor in cursors]

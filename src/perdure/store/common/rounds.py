@@ -31,7 +31,7 @@ class RoundSteps:
     commit_turns: Callable[[Any, Sequence[PreparedTurn]], list[Outcome]]
     lock_activities: Callable[..., list[ActivityWorkItem]]
     queries: Queries  # the backend's named SQL, for the next-due readings
-    finish: Callable[[Any], None] | None = None  # writes what the backend's steps held back
+    finish: Callable[[Any], None] | None = None  # completes what the backend's steps held back
 
 
 def run_round(

@@ -73,7 +73,7 @@ def complete_activities(tx: Tx, prepared: Sequence[tuple[ActivityCompletion, str
     if not prepared:
         return []
     ids = sorted({c.task_row_id for c, _, _ in prepared})
-    tx.all(Q.lock_instances_of_tasks, {"ids": ids})
+    tx.run(Q.lock_instances_of_tasks, {"ids": ids})
     tasks = {r["task_row_id"]: r for r in tx.all(Q.tasks_with_instances, {"ids": ids})}
     routes = route_completions([c for c, _, _ in prepared], tasks)
     done: list[int] = []
@@ -109,7 +109,7 @@ def renew_leases(tx: Tx, leases: Sequence[tuple[int, str]], lease_seconds: float
 
 def abandon(tx: Tx, task_row_id: int, token: str, retry_after: float) -> None:
     """See :meth:`perdure.store.base.Store.abandon_activity`."""
-    released = tx.run(
+    released = tx.count(
         Q.abandon_activity,
         {"task_row_id": task_row_id, "token": token, "visible_at": tx.now + max(0.0, retry_after)},
     )

@@ -1,13 +1,15 @@
 """PostgreSQL connections: a psycopg pool, write transactions, and retries of transient faults.
 
 Every store operation borrows a pooled connection (autocommit mode, ``dict_row`` rows).
-A write runs in one READ COMMITTED transaction (:meth:`Database.write`); a read is a single
-statement (:meth:`Database.read`), which PostgreSQL runs on one snapshot.
+A write runs in one READ COMMITTED transaction in pipeline mode (:meth:`Database.write`,
+:class:`Tx`); a read is a single statement (:meth:`Database.read`), which PostgreSQL runs
+on one snapshot.
 
 Transient faults (the connection broke, the server is restarting, a deadlock was broken)
 are retried with exponential backoff when nothing can have been committed: the failure
-happened before COMMIT was sent, so PostgreSQL rolled the transaction back. A failure
-*during* COMMIT leaves the outcome unknown; that is raised as
+happened before COMMIT was sent, or the server reported an error (which rolled the
+transaction back). A connection lost *during* COMMIT leaves the outcome unknown; that is
+raised as
 :class:`~perdure.errors.StoreUnavailableError` and not retried here. Retrying it at a higher
 level is safe: every write made under a lease is fenced by its token, a lock or renewal is
 idempotent in effect (at worst a lease is held until it expires), and a duplicated
@@ -56,15 +58,37 @@ def is_transient(exc: BaseException) -> bool:
     return state is None or state.startswith("08") or state in _TRANSIENT_STATES
 
 
+def outcome_unknown(exc: psycopg.OperationalError) -> bool:
+    """Whether a fault raised while committing leaves the outcome unknown: the connection
+    broke, or the server was shutting down, after COMMIT may have been carried out. An
+    error the server reported for a statement (one sent before the COMMIT, or the COMMIT
+    itself) means it rolled the transaction back."""
+    state = exc.sqlstate
+    return state is None or state.startswith(("08", "57P"))
+
+
 @dataclass(slots=True)
 class Tx:
-    """One write transaction: its connection, its single reading of the clock (every
-    timestamp written by the transaction uses it), and the notifier topics to signal once
-    it has committed."""
+    """One write transaction: its connection (in pipeline mode), its single reading of the
+    clock (every timestamp written by the transaction uses it), and the notifier topics to
+    signal once it has committed.
+
+    A round trip to the server costs as much as a small statement's work, so statements
+    whose result is not needed at once are only sent (:meth:`run`, :meth:`read_later`): the
+    server runs them in order, and the next statement whose result is read (:meth:`one`,
+    :meth:`all`, :meth:`count`) waits for them too. An error of a sent statement surfaces
+    at that next read, or at the COMMIT; either way the whole transaction is rolled back."""
 
     conn: psycopg.Connection[dict[str, Any]]
+    pipeline: psycopg.Pipeline
     now: float
     topics: set[str] = field(default_factory=set)
+    # Instances this transaction locked and leased, by id (orchestrations.Held): their
+    # turns commit without reading back rows that nobody else can have changed.
+    held: dict[str, Any] = field(default_factory=dict)
+    _later: list[tuple[psycopg.Cursor[dict[str, Any]], Callable[[dict[str, Any] | None], None]]] = field(
+        default_factory=list
+    )
 
     def notify(self, *topics: str) -> None:
         """Signal ``topics`` on commit (never before: a woken waiter must see the rows)."""
@@ -78,9 +102,32 @@ class Tx:
         """Every row of ``query``."""
         return self.conn.execute(query, params).fetchall()
 
-    def run(self, query: str, params: dict[str, Any] | None = None) -> int:
+    def run(self, query: str, params: dict[str, Any] | None = None) -> psycopg.Cursor[dict[str, Any]]:
+        """Send ``query`` without waiting for its result; read it from the cursor later."""
+        return self.conn.execute(query, params)
+
+    def count(self, query: str, params: dict[str, Any] | None = None) -> int:
         """Execute ``query``; return the number of rows it changed."""
-        return self.conn.execute(query, params).rowcount
+        cursor = self.conn.execute(query, params)
+        self.flush()
+        return cursor.rowcount
+
+    def read_later(
+        self, query: str, params: dict[str, Any] | None, use: Callable[[dict[str, Any] | None], None]
+    ) -> None:
+        """Send ``query`` now and hand its first row to ``use`` at :meth:`settle`: a read
+        needed only to decide what to signal costs no round trip of its own."""
+        self._later.append((self.conn.execute(query, params), use))
+
+    def settle(self) -> None:
+        """Hand the reads sent with :meth:`read_later` to their users."""
+        for cursor, use in self._later:
+            use(cursor.fetchone())
+        self._later.clear()
+
+    def flush(self) -> None:
+        """Wait for every statement sent so far, raising the first error among them."""
+        self.pipeline.sync()
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,15 +208,16 @@ class Database:
         def attempt() -> tuple[T, set[str]]:
             committing = False
             try:
-                with self.pool.connection() as conn:
+                with self.pool.connection() as conn, conn.pipeline() as pipeline:
                     with conn.transaction():
-                        tx = Tx(conn, clock())
+                        tx = Tx(conn, pipeline, clock())
                         result = body(tx)
+                        tx.settle()
                         before_commit(tx)
-                        committing = True
+                        committing = True  # statements still unread go with the COMMIT
                     return result, tx.topics
             except psycopg.OperationalError as exc:
-                if committing:
+                if committing and outcome_unknown(exc):
                     raise StoreUnavailableError(
                         f"{method}: the connection to {self.display} failed during COMMIT, so the "
                         f"outcome is unknown: {exc}"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from perdure.core.failure import Failure
@@ -35,7 +36,7 @@ from perdure.core.history import (
     dumps_event,
 )
 from perdure.errors import LeaseLost
-from perdure.store.base import ChildStart, DeadLetterReason, OrchestrationWorkItem, Outcome
+from perdure.store.base import ChildStart, DeadLetterReason, OrchestrationWorkItem, Outcome, TurnCommit
 from perdure.store.common.encode import PreparedTurn, QueueOptions, instance_after_turn
 from perdure.store.common.routing import route_messages
 from perdure.store.common.rows import (
@@ -144,8 +145,6 @@ def lock_orchestrations(
     while len(items) < limit:
         params["limit"] = limit - len(items)
         candidates = tx.all(Q.orchestration_candidates, params)
-        if not candidates:
-            break
         for candidate in candidates:
             instance_id = candidate["instance_id"]
             tried.append(instance_id)
@@ -153,7 +152,32 @@ def lock_orchestrations(
             item = _lock_instance(tx, options, instance_id, owner, lease_seconds, known)
             if item is not None:
                 items.append(item)
+        if len(candidates) < params["limit"]:
+            break  # that was every candidate
     return items
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """An instance locked and leased by the current transaction (``Tx.held``): its row as
+    locked, its new lease, and the messages delivered with it. The transaction holds the
+    instance row, the lease row and (having updated them) the message rows until it ends,
+    so a turn committed in it needs neither to re-read nor to re-check them."""
+
+    row: Row
+    token: str
+    lease_seconds: float
+    delivered: frozenset[int]
+
+    def covers(self, commit: TurnCommit) -> bool:
+        """Whether ``commit`` is a turn under this lock: its token and execution, and only
+        messages delivered with it consumed (else it is checked as any other turn)."""
+        consumed = set(commit.consumed).union(mid for mid, _, _ in commit.discarded)
+        return (
+            commit.lease_token == self.token
+            and commit.execution_id == self.row["execution_id"]
+            and consumed <= self.delivered
+        )
 
 
 def _lock_instance(
@@ -170,12 +194,17 @@ def _lock_instance(
         if tx.one(Q.instance_exists, key) is None:
             _sweep_missing_instance(tx, options, instance_id)
         return None  # else another worker is deciding about it
-    lease = tx.one(Q.try_lock_lease, key)
-    if lease is None and tx.one(Q.lease_exists, key) is not None:
+    # Both sent before either is read: one round trip. The messages are read under the
+    # instance's row lock either way, and not used if the lease is in use.
+    leases = tx.run(Q.try_lock_lease, key)
+    queued = tx.run(Q.visible_messages, {"instance_id": instance_id, "now": tx.now})
+    lease = leases.fetchone()
+    assert lease is not None  # one row, always
+    if lease["present"] and lease["token"] is None:
         return None  # its holder is writing under it right now
-    if lease is not None and lease["expires_at"] > tx.now:
+    if lease["token"] is not None and lease["expires_at"] > tx.now:
         return None  # leased since the candidates were listed
-    messages = tx.all(Q.visible_messages, {"instance_id": instance_id, "now": tx.now})
+    messages = queued.fetchall()
     status = row["status"]
     if status in TERMINAL:
         _discard(
@@ -207,7 +236,9 @@ def _lock_instance(
             "now": tx.now,
         },
     )
-    tx.run(Q.mark_delivered, {"ids": [m["message_id"] for m in deliver]})
+    delivered = [m["message_id"] for m in deliver]
+    tx.run(Q.mark_delivered, {"ids": delivered})
+    tx.held[instance_id] = Held(row, token, lease_seconds, frozenset(delivered))
     history_from, history, history_error = _history_for(tx, row, known)
     return OrchestrationWorkItem(
         instance=locked_instance_from_row(row),  # type: ignore[arg-type]
@@ -318,6 +349,10 @@ def _commit_turn(tx: Tx, turn: PreparedTurn) -> Outcome:
     """Write one turn; ``LEASE_LOST`` (nothing written) unless the token still holds the
     lease and the instance is not terminal (invariants 1, 2, 5)."""
     c = turn.commit
+    held = tx.held.pop(c.instance_id, None)
+    if held is not None and held.covers(c):
+        _write_turn(tx, turn, held.row, held.lease_seconds, check_consumed=False)
+        return Outcome.OK
     key = {"instance_id": c.instance_id}
     row = tx.one(Q.lock_instance, key)
     lease = tx.one(Q.lock_lease, key)
@@ -327,7 +362,7 @@ def _commit_turn(tx: Tx, turn: PreparedTurn) -> Outcome:
         return Outcome.LEASE_LOST
     tx.run("SAVEPOINT turn")
     topics = set(tx.topics)
-    written = _write_turn(tx, turn, row, lease)
+    written = _write_turn(tx, turn, row, lease["lease_seconds"], check_consumed=True)
     if not written:
         tx.run("ROLLBACK TO SAVEPOINT turn")
         tx.topics = topics
@@ -335,7 +370,7 @@ def _commit_turn(tx: Tx, turn: PreparedTurn) -> Outcome:
     return Outcome.OK if written else Outcome.LEASE_LOST
 
 
-def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease: Row) -> bool:
+def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float, *, check_consumed: bool) -> bool:
     c = turn.commit
     now, iid = tx.now, c.instance_id
 
@@ -353,8 +388,12 @@ def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease: Row) -> bool:
             },
         )
     consumed = sorted(set(c.consumed) | {mid for mid, _, _ in c.discarded})
-    if consumed and tx.run(Q.delete_consumed, {"instance_id": iid, "ids": consumed}) != len(consumed):
-        return False
+    if consumed:
+        deleted = {"instance_id": iid, "ids": consumed}
+        if not check_consumed:
+            tx.run(Q.delete_consumed, deleted)
+        elif tx.count(Q.delete_consumed, deleted) != len(consumed):
+            return False
 
     first = row["history_event_count"]
     if turn.events:
@@ -399,15 +438,19 @@ def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease: Row) -> bool:
         _discard_queued_tasks(tx, iid, f"instance became {c.status.value}")
     if c.release:
         tx.run(Q.release_lease, {"instance_id": iid, "token": c.lease_token})
-        if tx.one(Q.has_messages, {"instance_id": iid}):
-            tx.notify(ORCHESTRATIONS)
+
+        def signal_if_queued(row: Row | None) -> None:
+            if row is not None:  # messages came while it was leased: a worker must look
+                tx.notify(ORCHESTRATIONS)
+
+        tx.read_later(Q.has_messages, {"instance_id": iid}, signal_if_queued)
     else:
         tx.run(
             Q.extend_lease,
             {
                 "instance_id": iid,
                 "token": c.lease_token,
-                "expires_at": now + lease["lease_seconds"],
+                "expires_at": now + lease_seconds,
             },
         )
     return True
@@ -423,7 +466,7 @@ def insert_instance(tx: Tx, instance_id: str, name: str, input_text: str | None,
 def _start_child(tx: Tx, child: ChildStart, outbox: Outbox) -> None:
     """Create a sub-orchestration, or tell the parent at once why it cannot (invariant 4)."""
     now, parent = tx.now, child.parent
-    tx.one(Q.lock_instance_id, {"instance_id": child.instance_id})
+    tx.run(Q.lock_instance_id, {"instance_id": child.instance_id})
     if insert_instance(tx, child.instance_id, child.name, payload(child.input), parent):
         start = ExecutionStarted(timestamp=now, name=child.name, input=child.input, execution_id=1, parent=parent)
         outbox.add(child.instance_id, 1, *event_row(start), now, None)
@@ -514,9 +557,9 @@ def abandon(tx: Tx, instance_id: str, token: str, retry_after: float) -> None:
     key = {"instance_id": instance_id, "token": token}
     if retry_after > 0:
         new = {"new_token": secrets.token_hex(16), "expires_at": tx.now + retry_after}
-        released = tx.run(Q.hold_lease, {**key, **new})
+        released = tx.count(Q.hold_lease, {**key, **new})
     else:
-        released = tx.run(Q.release_lease, key)
+        released = tx.count(Q.release_lease, key)
     if not released:
         raise LeaseLost(f"the lease on instance {instance_id!r} is no longer held by this token")
     if retry_after <= 0:
@@ -526,7 +569,7 @@ def abandon(tx: Tx, instance_id: str, token: str, retry_after: float) -> None:
 def renew(tx: Tx, instance_id: str, token: str, lease_seconds: float) -> float:
     """See :meth:`perdure.store.base.Store.renew_orchestration_lease`."""
     expires_at = tx.now + lease_seconds
-    renewed = tx.run(
+    renewed = tx.count(
         Q.renew_lease,
         {
             "instance_id": instance_id,

@@ -272,15 +272,18 @@ ORDER BY ordinality;
 -- ===== orchestration leases ===============================================================
 
 -- name: try_lock_lease
--- The lease row of an instance whose row this transaction holds; a lease row locked by
--- its holder (renewing, committing, abandoning) is in use: skipped.
-SELECT * FROM orchestration_leases WHERE instance_id = %(instance_id)s FOR UPDATE SKIP LOCKED;
+-- The lease row of an instance whose row this transaction holds, locked: one row, with
+-- present false if there is no lease row, and NULL lease columns if the lease row is locked
+-- by its holder (renewing, committing, abandoning): in use, skipped.
+WITH locked AS (
+    SELECT * FROM orchestration_leases WHERE instance_id = %(instance_id)s FOR UPDATE SKIP LOCKED
+)
+SELECT EXISTS (SELECT 1 FROM orchestration_leases WHERE instance_id = %(instance_id)s) AS present,
+       locked.token, locked.expires_at
+FROM (VALUES (1)) AS one LEFT JOIN locked ON true;
 
 -- name: lock_lease
 SELECT * FROM orchestration_leases WHERE instance_id = %(instance_id)s FOR UPDATE;
-
--- name: lease_exists
-SELECT 1 FROM orchestration_leases WHERE instance_id = %(instance_id)s;
 
 -- name: upsert_lease
 -- Only called for an instance with no live lease, under its row lock and lease row lock;

@@ -191,6 +191,7 @@ class PostgresStore:
             if tx.topics and self.notify_enabled:
                 tx.run(Q.notify, {"channels": channels(tx.topics), "sender": self.sender})
             if self.fault_hook is not None:
+                tx.flush()  # the hook finds the transaction as COMMIT will: every statement done
                 self.fault_hook(f"{method}:inside")
 
         result, topics = self._db.write(method, body, clock=self.clock, before_commit=before_commit)
@@ -231,7 +232,7 @@ class PostgresStore:
     ) -> None:
         iid = instance.instance_id
         key = {"instance_id": iid}
-        tx.one(Q.lock_instance_id, key)
+        tx.run(Q.lock_instance_id, key)
         row = tx.one(Q.lock_instance, key)
         if row is not None:
             if row["status"] not in TERMINAL:
@@ -632,6 +633,7 @@ _ROUND = rounds.RoundSteps(
     commit_turns=orchestrations.commit_turns,
     lock_activities=activities.lock_activities,
     queries=Q,
+    finish=Tx.settle,
 )
 
 
