@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 
 from perdure.core.history import EventRaised, ExecutionStarted, TurnStarted
@@ -206,3 +207,29 @@ def test_a_late_commit_racing_a_takeover_never_lets_both_apply_a_message(pg_url:
     finally:
         a.close()
         b.close()
+
+
+def test_an_instance_whose_holder_is_writing_under_its_lease_is_passed_over_not_waited_for(pg_url: str) -> None:
+    """Holder A's lease has expired while A is renewing or committing under it: A's
+    transaction holds the lease row (not the instance row). B's lock passes the instance
+    over at once instead of waiting for A, and takes it over once A's transaction is done."""
+    clock = FakeClock()
+    store = PostgresStore(pg_url, clock=clock, notify=False)
+    try:
+        running(store, "i1")
+        store.enqueue_messages([Message("i1", EventRaised(name="e"), 1)])
+        [held] = store.lock_orchestrations("A", lease_seconds=10, instance_ids=["i1"])
+        clock.advance(11)
+        taken: list[Any] = []
+        with psycopg.connect(pg_url, autocommit=True) as a, a.transaction():
+            a.execute("SELECT 1 FROM orchestration_leases WHERE instance_id = 'i1' FOR UPDATE")
+            lock = threading.Thread(target=lambda: taken.append(store.lock_orchestrations("B", lease_seconds=10)))
+            lock.start()
+            lock.join(5)
+            waited = lock.is_alive()
+        lock.join()
+        assert not waited and taken == [[]]
+        [item] = store.lock_orchestrations("B", lease_seconds=10)
+        assert [m.message_id for m in item.messages] == [m.message_id for m in held.messages]
+    finally:
+        store.close()

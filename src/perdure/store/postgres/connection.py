@@ -34,6 +34,7 @@ from perdure.errors import StoreError, StoreUnavailableError
 log = logging.getLogger("perdure.store.postgres")
 
 T = TypeVar("T")
+Cursor = psycopg.Cursor[dict[str, Any]]
 
 # SQLSTATEs after which the transaction is known to be rolled back and a retry may succeed.
 _TRANSIENT_STATES = frozenset(
@@ -86,9 +87,7 @@ class Tx:
     # Instances this transaction locked and leased, by id (orchestrations.Held): their
     # turns commit without reading back rows that nobody else can have changed.
     held: dict[str, Any] = field(default_factory=dict)
-    _later: list[tuple[psycopg.Cursor[dict[str, Any]], Callable[[dict[str, Any] | None], None]]] = field(
-        default_factory=list
-    )
+    _later: list[tuple[Cursor, Callable[[Cursor], None]]] = field(default_factory=list)
 
     def notify(self, *topics: str) -> None:
         """Signal ``topics`` on commit (never before: a woken waiter must see the rows)."""
@@ -102,7 +101,7 @@ class Tx:
         """Every row of ``query``."""
         return self.conn.execute(query, params).fetchall()
 
-    def run(self, query: str, params: dict[str, Any] | None = None) -> psycopg.Cursor[dict[str, Any]]:
+    def run(self, query: str, params: dict[str, Any] | None = None) -> Cursor:
         """Send ``query`` without waiting for its result; read it from the cursor later."""
         return self.conn.execute(query, params)
 
@@ -112,18 +111,16 @@ class Tx:
         self.flush()
         return cursor.rowcount
 
-    def read_later(
-        self, query: str, params: dict[str, Any] | None, use: Callable[[dict[str, Any] | None], None]
-    ) -> None:
-        """Send ``query`` now and hand its first row to ``use`` at :meth:`settle`: a read
-        needed only to decide what to signal costs no round trip of its own."""
+    def read_later(self, query: str, params: dict[str, Any] | None, use: Callable[[Cursor], None]) -> None:
+        """Send ``query`` now and hand its cursor to ``use`` at :meth:`settle`: a read whose
+        answer is needed only before the commit costs no round trip of its own."""
         self._later.append((self.conn.execute(query, params), use))
 
     def settle(self) -> None:
-        """Hand the reads sent with :meth:`read_later` to their users."""
-        for cursor, use in self._later:
-            use(cursor.fetchone())
-        self._later.clear()
+        """Hand the reads sent with :meth:`read_later` to their users (who may send more)."""
+        while self._later:
+            cursor, use = self._later.pop(0)
+            use(cursor)
 
     def flush(self) -> None:
         """Wait for every statement sent so far, raising the first error among them."""

@@ -43,6 +43,7 @@ from perdure.store.common.rows import (
     TERMINAL,
     decode_history,
     event_row,
+    lease_tokens,
     locked_instance_from_row,
     message_from_row,
     new_instance_params,
@@ -50,7 +51,7 @@ from perdure.store.common.rows import (
     task_event,
 )
 from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
-from perdure.store.postgres.connection import Tx
+from perdure.store.postgres.connection import Cursor, Tx
 from perdure.store.postgres.queries import Q
 
 __all__ = [
@@ -133,6 +134,7 @@ def lock_orchestrations(
     Candidates are instances with a visible message and no live lease, oldest visible
     message first. Each candidate is looked at once per call (``exclude``): it is handed
     out, sorted away, or skipped because another worker is deciding about it right now.
+    A batch of candidates is locked with a few statements, whatever its size.
     """
     items: list[OrchestrationWorkItem] = []
     tried: list[str] = []
@@ -144,14 +146,9 @@ def lock_orchestrations(
     }
     while len(items) < limit:
         params["limit"] = limit - len(items)
-        candidates = tx.all(Q.orchestration_candidates, params)
-        for candidate in candidates:
-            instance_id = candidate["instance_id"]
-            tried.append(instance_id)
-            known = known_history.get(instance_id) if known_history else None
-            item = _lock_instance(tx, options, instance_id, owner, lease_seconds, known)
-            if item is not None:
-                items.append(item)
+        candidates = [c["instance_id"] for c in tx.all(Q.orchestration_candidates, params)]
+        tried.extend(candidates)
+        items.extend(_lock_instances(tx, options, candidates, owner, lease_seconds, known_history or {}))
         if len(candidates) < params["limit"]:
             break  # that was every candidate
     return items
@@ -180,75 +177,102 @@ class Held:
         )
 
 
-def _lock_instance(
+def _lock_instances(
     tx: Tx,
     options: QueueOptions,
-    instance_id: str,
+    candidates: list[str],
     owner: str,
     lease_seconds: float,
-    known: tuple[int, int] | None,
-) -> OrchestrationWorkItem | None:
-    key = {"instance_id": instance_id}
-    row = tx.one(Q.try_lock_instance, key)
-    if row is None:
-        if tx.one(Q.instance_exists, key) is None:
-            _sweep_missing_instance(tx, options, instance_id)
-        return None  # else another worker is deciding about it
+    known_history: Mapping[str, tuple[int, int]],
+) -> list[OrchestrationWorkItem]:
+    """Lock the ``candidates`` (in their order) that no one else holds, sort their messages,
+    and lease those with messages to deliver."""
+    if not candidates:
+        return []
+    rows = {r["instance_id"]: r for r in tx.all(Q.try_lock_instances, {"ids": candidates})}
+    skipped = [iid for iid in candidates if iid not in rows]
+    if skipped:
+        existing = {r["instance_id"] for r in tx.all(Q.existing_instances, {"ids": skipped})}
+        for iid in skipped:
+            if iid not in existing:
+                _sweep_missing_instance(tx, options, iid)
+            # else another worker is deciding about it
+    if not rows:
+        return []
+    ids = list(rows)
     # Both sent before either is read: one round trip. The messages are read under the
-    # instance's row lock either way, and not used if the lease is in use.
-    leases = tx.run(Q.try_lock_lease, key)
-    queued = tx.run(Q.visible_messages, {"instance_id": instance_id, "now": tx.now})
-    lease = leases.fetchone()
-    assert lease is not None  # one row, always
-    if lease["present"] and lease["token"] is None:
-        return None  # its holder is writing under it right now
-    if lease["token"] is not None and lease["expires_at"] > tx.now:
-        return None  # leased since the candidates were listed
-    messages = queued.fetchall()
-    status = row["status"]
-    if status in TERMINAL:
-        _discard(
-            tx,
-            instance_id,
-            [(m, f"instance is {status}") for m in messages],
-            DiscardReason.TERMINAL_INSTANCE,
+    # instances' row locks either way; those of an instance whose lease is in use stay put.
+    leases = tx.run(Q.try_lock_leases, {"ids": ids})
+    queued = tx.run(Q.visible_messages, {"ids": ids, "now": tx.now})
+    free = {lease["instance_id"] for lease in leases.fetchall() if _lease_free(lease, tx.now)}
+    messages: dict[str, list[Row]] = {}
+    for m in queued.fetchall():
+        messages.setdefault(m["instance_id"], []).append(m)
+
+    taken: list[tuple[Row, list[Row]]] = []
+    for iid in candidates:
+        if iid in free:
+            deliver = _deliverable(tx, options, rows[iid], messages.get(iid, []))
+            if deliver:
+                taken.append((rows[iid], deliver))
+    if not taken:
+        return []
+    tokens = lease_tokens(len(taken))
+    expires_at = tx.now + lease_seconds
+    tx.run(
+        Q.upsert_leases,
+        {
+            "instance_ids": [row["instance_id"] for row, _ in taken],
+            "tokens": tokens,
+            "owner": owner,
+            "expires_at": expires_at,
+            "lease_seconds": lease_seconds,
+            "now": tx.now,
+        },
+    )
+    tx.run(Q.mark_delivered, {"ids": [m["message_id"] for _, deliver in taken for m in deliver]})
+    histories = [_send_history(tx, row, known_history.get(row["instance_id"])) for row, _ in taken]
+    items = []
+    for (row, deliver), token, (history_from, sent) in zip(taken, tokens, histories, strict=True):
+        delivered = frozenset(m["message_id"] for m in deliver)
+        tx.held[row["instance_id"]] = Held(row, token, lease_seconds, delivered)
+        history, history_error = _read_history(row, history_from, sent)
+        items.append(
+            OrchestrationWorkItem(
+                instance=locked_instance_from_row(row),  # type: ignore[arg-type]
+                lease_token=token,
+                lease_expires_at=expires_at,
+                messages=tuple(message_from_row(m, delivery_bump=1) for m in deliver),  # type: ignore[arg-type]
+                history=history,
+                history_from=history_from,
+                history_error=history_error,
+            )
         )
-        return None
+    return items
+
+
+def _lease_free(lease: Row, now: float) -> bool:
+    """Whether an instance's lease (a ``try_lock_leases`` row) lets it be taken: no lease,
+    or an expired one this transaction now holds locked."""
+    if lease["token"] is None:
+        return not lease["present"]  # present but not locked: its holder is writing under it
+    return lease["expires_at"] <= now  # else leased since the candidates were listed
+
+
+def _deliverable(tx: Tx, options: QueueOptions, row: Row, messages: list[Row]) -> list[Row]:
+    """The messages of a locked instance to hand to its turn; the others are discarded or
+    deferred here (invariants 3, 4, 5)."""
+    instance_id, status = row["instance_id"], row["status"]
+    if status in TERMINAL:
+        _discard(tx, instance_id, [(m, f"instance is {status}") for m in messages], DiscardReason.TERMINAL_INSTANCE)
+        return []
     current = row["execution_id"]
     deliver, stale, future = route_messages(messages, current)
     _discard(tx, instance_id, stale, DiscardReason.STALE_EXECUTION)
     _defer(tx, options, future, DeadLetterReason.EXECUTION_NOT_FOUND)
     if deliver and row["history_event_count"] == 0:
         deliver = _start_first(tx, options, instance_id, current, deliver)
-    if not deliver:
-        return None
-
-    token = secrets.token_hex(16)
-    expires_at = tx.now + lease_seconds
-    tx.run(
-        Q.upsert_lease,
-        {
-            "instance_id": instance_id,
-            "owner": owner,
-            "token": token,
-            "expires_at": expires_at,
-            "lease_seconds": lease_seconds,
-            "now": tx.now,
-        },
-    )
-    delivered = [m["message_id"] for m in deliver]
-    tx.run(Q.mark_delivered, {"ids": delivered})
-    tx.held[instance_id] = Held(row, token, lease_seconds, frozenset(delivered))
-    history_from, history, history_error = _history_for(tx, row, known)
-    return OrchestrationWorkItem(
-        instance=locked_instance_from_row(row),  # type: ignore[arg-type]
-        lease_token=token,
-        lease_expires_at=expires_at,
-        messages=tuple(message_from_row(m, delivery_bump=1) for m in deliver),  # type: ignore[arg-type]
-        history=history,
-        history_from=history_from,
-        history_error=history_error,
-    )
+    return deliver
 
 
 def _sweep_missing_instance(tx: Tx, options: QueueOptions, instance_id: str) -> None:
@@ -259,7 +283,7 @@ def _sweep_missing_instance(tx: Tx, options: QueueOptions, instance_id: str) -> 
     locked = tx.one(Q.try_lock_instance_id, key)
     if not (locked and locked["locked"]) or tx.one(Q.instance_exists, key) is not None:
         return
-    messages = tx.all(Q.visible_messages, {"instance_id": instance_id, "now": tx.now})
+    messages = tx.all(Q.visible_messages, {"ids": [instance_id], "now": tx.now})
     _defer(tx, options, messages, DeadLetterReason.INSTANCE_NOT_FOUND)
 
 
@@ -316,20 +340,25 @@ def _discard(tx: Tx, instance_id: str, messages: Sequence[tuple[Row, str | None]
         )
 
 
-def _history_for(tx: Tx, row: Row, known: tuple[int, int] | None) -> tuple[int, tuple[HistoryEvent, ...], str | None]:
-    """The part of the current execution's history the caller lacks, and the decode error
-    if a stored event of it cannot be read."""
+def _send_history(tx: Tx, row: Row, known: tuple[int, int] | None) -> tuple[int, Cursor | None]:
+    """Send the read of the part of the current execution's history the caller lacks (none
+    if it lacks nothing): where that part starts, and the cursor to read it from."""
     execution_id, count = row["execution_id"], row["history_event_count"]
     start = 0
     if known is not None and known[0] == execution_id and 0 <= known[1] <= count:
         start = known[1]
     if start == count:
-        return start, (), None
-    rows = tx.all(
-        Q.history_from,
-        {"instance_id": row["instance_id"], "execution_id": execution_id, "from_sequence": start},
-    )
-    return start, *decode_history([r["event"] for r in rows], start, execution_id)
+        return start, None
+    params = {"instance_id": row["instance_id"], "execution_id": execution_id, "from_sequence": start}
+    return start, tx.run(Q.history_from, params)
+
+
+def _read_history(row: Row, start: int, sent: Cursor | None) -> tuple[tuple[HistoryEvent, ...], str | None]:
+    """The events sent for by :func:`_send_history`, and the decode error if a stored event
+    of them cannot be read."""
+    if sent is None:
+        return (), None
+    return decode_history([r["event"] for r in sent.fetchall()], start, row["execution_id"])
 
 
 # --- committing turns --------------------------------------------------------------------
@@ -439,8 +468,8 @@ def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float, *, c
     if c.release:
         tx.run(Q.release_lease, {"instance_id": iid, "token": c.lease_token})
 
-        def signal_if_queued(row: Row | None) -> None:
-            if row is not None:  # messages came while it was leased: a worker must look
+        def signal_if_queued(cursor: Cursor) -> None:
+            if cursor.fetchone() is not None:  # messages came while it was leased: a worker must look
                 tx.notify(ORCHESTRATIONS)
 
         tx.read_later(Q.has_messages, {"instance_id": iid}, signal_if_queued)
@@ -516,14 +545,16 @@ def _continue_as_new(tx: Tx, turn: PreparedTurn, row: Row, outbox: Outbox) -> No
 def _discard_queued_tasks(tx: Tx, instance_id: str, detail: str) -> None:
     """A terminal instance's queued activity tasks will never be needed: remove those no
     live worker holds, each with a discard record (a held one is discarded on completion)."""
-    rows = tx.all(Q.discard_unlocked_tasks, {"instance_id": instance_id, "now": tx.now})
-    if rows:
-        rows.sort(key=lambda r: r["task_row_id"])
+
+    def record(deleted: Cursor) -> None:
+        rows = sorted(deleted.fetchall(), key=lambda r: r["task_row_id"])
         insert_discards(
             tx,
             [(r["instance_id"], r["execution_id"], dumps_event(task_event(r)), detail) for r in rows],  # type: ignore[arg-type]
             DiscardReason.TERMINAL_INSTANCE,
         )
+
+    tx.read_later(Q.discard_unlocked_tasks, {"instance_id": instance_id, "now": tx.now}, record)
 
 
 def insert_discards(

@@ -21,12 +21,18 @@ SELECT * FROM instances WHERE instance_id = %(instance_id)s;
 -- Whoever decides about an instance (commit, create, purge) holds its row.
 SELECT * FROM instances WHERE instance_id = %(instance_id)s FOR UPDATE;
 
--- name: try_lock_instance
--- lock_orchestrations: an instance another worker is deciding about is skipped, not waited for.
-SELECT * FROM instances WHERE instance_id = %(instance_id)s FOR UPDATE SKIP LOCKED;
+-- name: try_lock_instances
+-- lock_orchestrations: the candidates' rows, locked; an instance another worker is deciding
+-- about is skipped, not waited for.
+SELECT * FROM instances WHERE instance_id = ANY(%(ids)s::text[])
+ORDER BY instance_id COLLATE "C"
+FOR UPDATE SKIP LOCKED;
 
 -- name: instance_exists
 SELECT 1 FROM instances WHERE instance_id = %(instance_id)s;
+
+-- name: existing_instances
+SELECT instance_id FROM instances WHERE instance_id = ANY(%(ids)s::text[]);
 
 -- name: lock_instance_id
 -- Serializes the creation of an instance id with the sweep of messages addressed to it
@@ -183,9 +189,9 @@ ORDER BY first_visible, first_message
 LIMIT %(limit)s;
 
 -- name: visible_messages
--- Under the instance's row lock (or, for a missing instance, its id lock).
+-- Under the instances' row locks (or, for a missing instance, its id lock).
 SELECT * FROM orchestration_messages
-WHERE instance_id = %(instance_id)s AND visible_at <= %(now)s
+WHERE instance_id = ANY(%(ids)s::text[]) AND visible_at <= %(now)s
 ORDER BY message_id;
 
 -- name: messages_of_instance
@@ -271,25 +277,29 @@ ORDER BY ordinality;
 
 -- ===== orchestration leases ===============================================================
 
--- name: try_lock_lease
--- The lease row of an instance whose row this transaction holds, locked: one row, with
--- present false if there is no lease row, and NULL lease columns if the lease row is locked
--- by its holder (renewing, committing, abandoning): in use, skipped.
+-- name: try_lock_leases
+-- The lease rows of instances whose rows this transaction holds, locked: one row per id,
+-- with present false if it has no lease row, and NULL lease columns if its lease row is
+-- locked by its holder (renewing, committing, abandoning): in use, skipped.
 WITH locked AS (
-    SELECT * FROM orchestration_leases WHERE instance_id = %(instance_id)s FOR UPDATE SKIP LOCKED
+    SELECT * FROM orchestration_leases WHERE instance_id = ANY(%(ids)s::text[])
+    ORDER BY instance_id COLLATE "C"
+    FOR UPDATE SKIP LOCKED
 )
-SELECT EXISTS (SELECT 1 FROM orchestration_leases WHERE instance_id = %(instance_id)s) AS present,
-       locked.token, locked.expires_at
-FROM (VALUES (1)) AS one LEFT JOIN locked ON true;
+SELECT ids.instance_id, l.instance_id IS NOT NULL AS present, locked.token, locked.expires_at
+FROM unnest(%(ids)s::text[]) AS ids(instance_id)
+LEFT JOIN orchestration_leases AS l ON l.instance_id = ids.instance_id
+LEFT JOIN locked ON locked.instance_id = ids.instance_id;
 
 -- name: lock_lease
 SELECT * FROM orchestration_leases WHERE instance_id = %(instance_id)s FOR UPDATE;
 
--- name: upsert_lease
--- Only called for an instance with no live lease, under its row lock and lease row lock;
+-- name: upsert_leases
+-- Only called for instances with no live lease, under their row locks and lease row locks;
 -- replacing an expired lease's token is the takeover that fences its old holder out.
 INSERT INTO orchestration_leases (instance_id, owner, token, expires_at, lease_seconds, locked_at)
-VALUES (%(instance_id)s, %(owner)s, %(token)s, %(expires_at)s, %(lease_seconds)s, %(now)s)
+SELECT instance_id, %(owner)s, token, %(expires_at)s, %(lease_seconds)s, %(now)s
+FROM unnest(%(instance_ids)s::text[], %(tokens)s::text[]) AS l(instance_id, token)
 ON CONFLICT (instance_id) DO UPDATE SET
     owner = excluded.owner,
     token = excluded.token,
