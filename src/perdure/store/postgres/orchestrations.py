@@ -22,7 +22,7 @@ latest committed version, so no decision rests on a stale snapshot.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,11 +95,11 @@ class Outbox:
         self.events.append(text)
         self.visible_ats.append(now if visible_at is None else visible_at)
 
-    def flush(self, tx: Tx) -> int:
-        """Insert the queued messages; return how many."""
+    def flush(self, tx: Tx, send: Callable[[str, dict[str, Any]], object] | None = None) -> int:
+        """Insert the queued messages (with ``send``, default ``tx.run``); return how many."""
         count = len(self.events)
         if count:
-            tx.run(
+            (send or tx.run)(
                 Q.insert_messages,
                 {
                     "now": tx.now,
@@ -369,18 +369,66 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
     two group commits never wait on each other. Outcomes come back in the given order."""
     outcomes: list[Outcome] = [Outcome.LEASE_LOST] * len(turns)
     order = sorted(range(len(turns)), key=lambda i: turns[i].commit.instance_id)
+    group = GroupWrite()
     for index in order:
-        outcomes[index] = _commit_turn(tx, turns[index])
+        outcomes[index] = _commit_turn(tx, turns[index], group)
+    group.send(tx)
     return outcomes
 
 
-def _commit_turn(tx: Tx, turn: PreparedTurn) -> Outcome:
+class GroupWrite:
+    """The writes of the plain turns of a group commit that this transaction locked itself
+    (no children, no continue-as-new, not ending the instance): sent as one ``executemany``
+    per statement, in the order one turn makes them. Those turns' instances, leases and
+    messages are this transaction's alone, so running each statement for all of them
+    before the next keeps every turn's own order."""
+
+    ORDER = (
+        Q.delete_consumed,
+        Q.insert_history,
+        Q.update_instance_after_turn,
+        Q.insert_activity_tasks,
+        Q.insert_messages,
+        Q.release_lease,
+        Q.extend_lease,
+    )
+
+    def __init__(self) -> None:
+        self.params: dict[str, list[dict[str, Any]]] = {query: [] for query in self.ORDER}
+        self.released: list[str] = []
+
+    def add(self, query: str, params: dict[str, Any]) -> None:
+        """Queue one turn's statement."""
+        self.params[query].append(params)
+
+    def send(self, tx: Tx) -> None:
+        """Send the queued statements; signal if a released instance has messages queued."""
+        for query in self.ORDER:
+            if self.params[query]:
+                tx.run_many(query, self.params[query])
+        if self.released:
+            _signal_if_queued(tx, self.released)
+
+
+def _signal_if_queued(tx: Tx, released: list[str]) -> None:
+    """Signal the orchestration queue if messages came for instances while this transaction
+    held their leases, which it now released: a worker must look at them."""
+
+    def signal(cursor: Cursor) -> None:
+        if cursor.fetchone() is not None:
+            tx.notify(ORCHESTRATIONS)
+
+    tx.read_later(Q.any_messages_among, {"ids": released}, signal)
+
+
+def _commit_turn(tx: Tx, turn: PreparedTurn, group: GroupWrite) -> Outcome:
     """Write one turn; ``LEASE_LOST`` (nothing written) unless the token still holds the
     lease and the instance is not terminal (invariants 1, 2, 5)."""
     c = turn.commit
     held = tx.held.pop(c.instance_id, None)
     if held is not None and held.covers(c):
-        _write_turn(tx, turn, held.row, held.lease_seconds, check_consumed=False)
+        plain = not (c.discarded or c.children or c.continue_as_new or c.status.is_terminal)
+        _write_turn(tx, turn, held.row, held.lease_seconds, check_consumed=False, group=group if plain else None)
         return Outcome.OK
     key = {"instance_id": c.instance_id}
     row = tx.one(Q.lock_instance, key)
@@ -399,9 +447,18 @@ def _commit_turn(tx: Tx, turn: PreparedTurn) -> Outcome:
     return Outcome.OK if written else Outcome.LEASE_LOST
 
 
-def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float, *, check_consumed: bool) -> bool:
+def _write_turn(
+    tx: Tx,
+    turn: PreparedTurn,
+    row: Row,
+    lease_seconds: float,
+    *,
+    check_consumed: bool,
+    group: GroupWrite | None = None,
+) -> bool:
     c = turn.commit
     now, iid = tx.now, c.instance_id
+    send = tx.run if group is None else group.add
 
     # Consumed messages: discard records first (they copy the row), then delete. A consumed
     # message that is gone means someone else applied it: the turn must not commit.
@@ -420,13 +477,13 @@ def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float, *, c
     if consumed:
         deleted = {"instance_id": iid, "ids": consumed}
         if not check_consumed:
-            tx.run(Q.delete_consumed, deleted)
+            send(Q.delete_consumed, deleted)
         elif tx.count(Q.delete_consumed, deleted) != len(consumed):
             return False
 
     first = row["history_event_count"]
     if turn.events:
-        tx.run(
+        send(
             Q.insert_history,
             {
                 "instance_id": iid,
@@ -435,12 +492,12 @@ def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float, *, c
                 "events": list(turn.events),
             },
         )
-    tx.run(Q.update_instance_after_turn, instance_after_turn(turn, row, now))
+    send(Q.update_instance_after_turn, instance_after_turn(turn, row, now))
     if turn.status.is_terminal:  # Client.wait waits for an instance to end
         tx.notify(INSTANCES)
 
     if c.activities:
-        tx.run(
+        send(
             Q.insert_activity_tasks,
             {
                 "now": now,
@@ -461,20 +518,18 @@ def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float, *, c
         _start_child(tx, child, outbox)
     if c.continue_as_new:
         _continue_as_new(tx, turn, row, outbox)
-    outbox.flush(tx)
+    outbox.flush(tx, send)
 
     if c.status.is_terminal:
         _discard_queued_tasks(tx, iid, f"instance became {c.status.value}")
     if c.release:
-        tx.run(Q.release_lease, {"instance_id": iid, "token": c.lease_token})
-
-        def signal_if_queued(cursor: Cursor) -> None:
-            if cursor.fetchone() is not None:  # messages came while it was leased: a worker must look
-                tx.notify(ORCHESTRATIONS)
-
-        tx.read_later(Q.has_messages, {"instance_id": iid}, signal_if_queued)
+        send(Q.release_lease, {"instance_id": iid, "token": c.lease_token})
+        if group is None:
+            _signal_if_queued(tx, [iid])
+        else:
+            group.released.append(iid)
     else:
-        tx.run(
+        send(
             Q.extend_lease,
             {
                 "instance_id": iid,

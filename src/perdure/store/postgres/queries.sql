@@ -197,8 +197,8 @@ ORDER BY message_id;
 -- name: messages_of_instance
 SELECT * FROM orchestration_messages WHERE instance_id = %(instance_id)s ORDER BY message_id;
 
--- name: has_messages
-SELECT 1 FROM orchestration_messages WHERE instance_id = %(instance_id)s LIMIT 1;
+-- name: any_messages_among
+SELECT 1 FROM orchestration_messages WHERE instance_id = ANY(%(ids)s::text[]) LIMIT 1;
 
 -- name: pending_start
 -- When the not-yet-started execution's ExecutionStarted becomes due (NULL if there is none).
