@@ -319,3 +319,46 @@ def test_bad_local_settings_are_refused():
             perdure.Worker(app, store, local_activity_budget=-1)
     finally:
         store.close()
+
+
+# The client a local activity writes through, set by the test that uses it.
+writer: list[perdure.Client] = []
+
+
+@app.orchestration
+async def sidekick(ctx: perdure.OrchestrationContext, _: None) -> str:
+    return "started"
+
+
+@app.activity(local=True)
+def start_sidekick(eager: bool) -> str:
+    try:
+        writer[0].start(sidekick, None, eager=eager)
+    except perdure.StoreError as exc:
+        return f"refused: {exc}"
+    return "started"
+
+
+@app.orchestration
+async def starts_from_a_local_activity(ctx: perdure.OrchestrationContext, eager: bool) -> str:
+    return await ctx.call_activity(start_sidekick, eager)
+
+
+@pytest.mark.parametrize("eager", [False, True])
+def test_a_local_activity_cannot_write_to_its_sqlite_store_and_its_round_stays_whole(tmp_path, caplog, eager):
+    """On SQLite a local activity runs inside its round's write transaction, on the same
+    thread: a write through a client is refused with an error that says so, before it can
+    touch (and roll back) the round's transaction, which then commits as usual."""
+    store = perdure.open_store(f"sqlite:///{tmp_path}/local.db")
+    client = perdure.Client(store)
+    writer[:] = [client]
+    try:
+        with perdure.Worker(app, store, **UNCUT):
+            state = client.wait(client.start(starts_from_a_local_activity, eager), timeout=20)
+        assert state.status == "COMPLETED"
+        assert state.output.startswith("refused: ") and "a local activity cannot write" in state.output
+        assert [i.name for i in client.list().items] == ["starts_from_a_local_activity"]
+        assert "worker round failed" not in caplog.text
+    finally:
+        writer.clear()
+        store.close()

@@ -155,6 +155,18 @@ class SQLiteStore:
         with db.write_lock:
             db.check_open()
             conn = db.writer
+            if conn.in_transaction:
+                # The lock is reentrant, so this thread is inside a write of this store: a
+                # local activity (or an eager start's first turn) writing through a client.
+                # Refused before touching the connection: BEGIN would fail, and the ROLLBACK
+                # after it would end the outer transaction, whose writes would then go on
+                # outside any transaction.
+                raise StoreError(
+                    f"{method}: this thread is already inside a write of this SQLite store (a "
+                    f"local activity runs inside its worker's round); a local activity cannot "
+                    f"write to the store it runs on: make it an ordinary activity, or do the "
+                    f"write from the orchestration (ctx.call_sub_orchestration, an activity)"
+                )
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 tx = Tx(conn, self.clock())
