@@ -362,3 +362,44 @@ def test_a_local_activity_cannot_write_to_its_sqlite_store_and_its_round_stays_w
     finally:
         writer.clear()
         store.close()
+
+
+# The worker an activity tries to stop, set by the test that uses it.
+stopping: list[perdure.Worker] = []
+
+
+def _stop_own_worker() -> str:
+    try:
+        stopping[0].stop()
+    except perdure.PerdureError as exc:
+        return f"refused: {exc}"
+    return "stopped"
+
+
+@app.activity(name="stop_from_local", local=True)
+def stop_from_local(_: None) -> str:
+    return _stop_own_worker()
+
+
+@app.activity(name="stop_from_queued")
+def stop_from_queued(_: None) -> str:
+    return _stop_own_worker()
+
+
+@app.orchestration
+async def stops_its_worker(ctx: perdure.OrchestrationContext, _: None) -> list[str]:
+    return [await ctx.call_activity(stop_from_local, None), await ctx.call_activity(stop_from_queued, None)]
+
+
+def test_an_activity_cannot_stop_the_worker_running_it(store, client):
+    """``stop()`` waits for running activities: from inside one (a local activity runs on
+    the dispatch thread stop() would join) it would wait for itself. It is refused."""
+    with perdure.Worker(app, store, **UNCUT) as worker:
+        stopping[:] = [worker]
+        try:
+            state = client.wait(client.start(stops_its_worker, None), timeout=20)
+        finally:
+            stopping.clear()
+        assert worker.is_running
+    assert [o.split(":")[0] for o in state.output] == ["refused", "refused"]
+    assert "called from inside activity 'stop_from_local'" in state.output[0]

@@ -32,6 +32,11 @@ def activity_info() -> ActivityInfo:
     return info
 
 
+def running_activity() -> ActivityInfo | None:
+    """The :class:`ActivityInfo` of the activity running in this thread or task, if any."""
+    return _current.get()
+
+
 def set_activity_info(info: ActivityInfo | None) -> object:
     """Set the current activity (runtime use); returns a token for :func:`reset_activity_info`."""
     return _current.set(info)

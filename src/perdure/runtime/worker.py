@@ -13,9 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from perdure.core.registry import App
-from perdure.errors import InvalidInputError
+from perdure.errors import InvalidInputError, PerdureError
 from perdure.runtime import eager
 from perdure.runtime.activities import ActivityDispatcher
+from perdure.runtime.activity_info import running_activity
 from perdure.runtime.cache import ExecutorCache
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.orchestrations import OrchestrationDispatcher
@@ -106,6 +107,13 @@ class Worker:
         ``timeout`` (default ``shutdown_timeout``) and release the leases of the rest."""
         if not self._threads:
             return
+        running = running_activity()
+        if running is not None and running.worker_id == self.worker_id:
+            # It would wait for the very activity that called it (a local one: forever).
+            raise PerdureError(
+                f"Worker.stop() was called from inside activity {running.name!r}, which this "
+                f"worker runs; stop the worker from outside its activities"
+            )
         self._shutdown_timeout = self.options.shutdown_timeout if timeout is None else timeout
         eager.unregister(self)
         with self._eager:  # no eager start begins after this; those running finish first
