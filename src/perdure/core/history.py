@@ -277,6 +277,17 @@ class EventDecodeError(ValueError):
     """A stored event could not be read (corrupt JSON, unknown kind, missing field)."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UndecodableEvent(HistoryEvent):
+    """Stands in for a stored message this version cannot decode (written by a newer
+    version, or damaged), where a queue, a dead letter or a discard record is read. It is
+    never delivered to an orchestration nor written: ``text`` is the stored JSON as it is,
+    ``error`` says what could not be read."""
+
+    text: str
+    error: str
+
+
 def encode_event(event: HistoryEvent) -> dict[str, Any]:
     """The stored (JSON-ready) form of ``event``."""
     data: dict[str, Any] = {"v": EVENT_FORMAT_VERSION, "kind": type(event).__name__}

@@ -9,6 +9,7 @@ from perdure.core.history import (
     ExecutionSuspended,
     ExecutionTerminated,
     HistoryEvent,
+    UndecodableEvent,
 )
 from perdure.diagnosis.evidence import InstanceEvidence
 from perdure.diagnosis.model import Code, Finding
@@ -46,16 +47,25 @@ def dead_letter_findings(ev: InstanceEvidence) -> list[Finding]:
     ]
     first = (items or drops)[0]
     iid = ev.record.instance_id
+    mitigation = (
+        f"These messages never reached the orchestration. Dead letters were addressed to an "
+        f"instance or execution that did not exist while they were retried: check the "
+        f"sender's instance id and timing, then re-send what is still needed (`perdure raise "
+        f"{iid} NAME '<json>'`)."
+    )
+    if any(isinstance(d.event, UndecodableEvent) for d in dead):
+        mitigation += (
+            " An undecodable one was written by a newer perdure version than this worker's, "
+            "or damaged: its stored text is kept in the dead letter; upgrade the workers, or "
+            "re-send what it meant."
+        )
     return [
         Finding(
             Code.DEAD_LETTER,
             f"{plural(len(items), 'message')} dead-lettered and {plural(len(drops), 'message')} "
             f"discarded for this instance, e.g. {first['event']} ({first['reason']})",
             {"dead_letters": items, "discarded": drops},
-            f"These messages never reached the orchestration. Dead letters were addressed to an "
-            f"instance or execution that did not exist while they were retried: check the "
-            f"sender's instance id and timing, then re-send what is still needed (`perdure raise "
-            f"{iid} NAME '<json>'`).",
+            mitigation,
         )
     ]
 
@@ -67,4 +77,6 @@ def _is_operator(event: HistoryEvent) -> bool:
 def _event_label(event: HistoryEvent) -> str:
     if isinstance(event, EventRaised):
         return f"EventRaised {event.name!r}"
+    if isinstance(event, UndecodableEvent):
+        return f"an undecodable message ({event.error[:160]})"
     return type(event).__name__

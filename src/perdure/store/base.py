@@ -160,7 +160,9 @@ class HistoryRecord:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A message that could not be delivered after the bounded number of tries."""
+    """A message that could not be delivered after the bounded number of tries, or whose
+    stored event this version cannot decode (its ``event`` then an
+    :class:`~perdure.core.history.UndecodableEvent`; see :class:`DeadLetterReason`)."""
 
     dead_letter_id: int
     instance_id: str
@@ -402,6 +404,7 @@ class DeadLetterReason:
 
     INSTANCE_NOT_FOUND = "instance_not_found"  # no instance with the target id ever appeared
     EXECUTION_NOT_FOUND = "execution_not_found"  # the target execution never started
+    UNDECODABLE = "undecodable"  # this version cannot read the stored event (see UndecodableEvent)
 
 
 class Outcome(StrEnum):

@@ -15,6 +15,7 @@ from perdure.core.history import (
     EventDecodeError,
     HistoryEvent,
     ParentRef,
+    UndecodableEvent,
     dumps_event,
     loads_event,
 )
@@ -164,18 +165,44 @@ def count_from_row(row: Row) -> InstanceCount:
     return InstanceCount(row["name"], OrchestrationStatus(row["status"]), row["count"])
 
 
+def stored_event(text: str) -> HistoryEvent:
+    """A stored message's event, or an :class:`UndecodableEvent` holding its text if this
+    version cannot decode it: one bad message must not make a queue, a dead letter list or
+    a diagnosis unreadable."""
+    try:
+        return loads_event(text)
+    except EventDecodeError as exc:
+        return UndecodableEvent(text=text, error=str(exc))
+
+
 def message_from_row(row: Row, delivery_bump: int = 0) -> QueuedMessage:
-    """A :class:`QueuedMessage` from an ``orchestration_messages`` row."""
+    """A :class:`QueuedMessage` from an ``orchestration_messages`` row (its event an
+    :class:`UndecodableEvent` if it cannot be decoded)."""
     return QueuedMessage(
         message_id=row["message_id"],
         instance_id=row["instance_id"],
         execution_id=row["execution_id"],
-        event=loads_event(row["event"]),
+        event=stored_event(row["event"]),
         enqueued_at=row["enqueued_at"],
         visible_at=row["visible_at"],
         delivery_count=row["delivery_count"] + delivery_bump,
         event_json=row["event"],
     )
+
+
+def decode_deliveries(rows: Sequence[Row]) -> tuple[dict[int, QueuedMessage], list[Row]]:
+    """The messages of ``rows`` as delivered (delivery count bumped), by message id, and the
+    rows whose event this version cannot decode: those are dead-lettered, not delivered (a
+    delivery would fail every round that locks the instance, and with it the others')."""
+    decoded: dict[int, QueuedMessage] = {}
+    undecodable: list[Row] = []
+    for row in rows:
+        message = message_from_row(row, delivery_bump=1)
+        if isinstance(message.event, UndecodableEvent):
+            undecodable.append(row)
+        else:
+            decoded[row["message_id"]] = message
+    return decoded, undecodable
 
 
 def task_from_row(row: Row) -> ActivityWorkItem:
@@ -257,7 +284,7 @@ def dead_letter_from_row(row: Row) -> DeadLetter:
         dead_letter_id=row["dead_letter_id"],
         instance_id=row["instance_id"],
         execution_id=row["execution_id"],
-        event=loads_event(row["event"]),
+        event=stored_event(row["event"]),
         reason=row["reason"],
         delivery_count=row["delivery_count"],
         enqueued_at=row["enqueued_at"],
@@ -271,7 +298,7 @@ def discard_from_row(row: Row) -> DiscardRecord:
         discard_id=row["discard_id"],
         instance_id=row["instance_id"],
         execution_id=row["execution_id"],
-        event=loads_event(row["event"]),
+        event=stored_event(row["event"]),
         reason=row["reason"],
         detail=row["detail"],
         discarded_at=row["discarded_at"],

@@ -36,16 +36,23 @@ from perdure.core.history import (
     dumps_event,
 )
 from perdure.errors import LeaseLost
-from perdure.store.base import ChildStart, DeadLetterReason, OrchestrationWorkItem, Outcome, TurnCommit
+from perdure.store.base import (
+    ChildStart,
+    DeadLetterReason,
+    OrchestrationWorkItem,
+    Outcome,
+    QueuedMessage,
+    TurnCommit,
+)
 from perdure.store.common.encode import PreparedTurn, QueueOptions, instance_after_turn
 from perdure.store.common.routing import route_messages
 from perdure.store.common.rows import (
     TERMINAL,
+    decode_deliveries,
     decode_history,
     event_row,
     lease_tokens,
     locked_instance_from_row,
-    message_from_row,
     new_instance_params,
     payload,
     task_event,
@@ -209,7 +216,7 @@ def _lock_instances(
     for m in queued.fetchall():
         messages.setdefault(m["instance_id"], []).append(m)
 
-    taken: list[tuple[Row, list[Row]]] = []
+    taken: list[tuple[Row, list[QueuedMessage]]] = []
     for iid in candidates:
         if iid in free:
             deliver = _deliverable(tx, options, rows[iid], messages.get(iid, []))
@@ -230,11 +237,11 @@ def _lock_instances(
             "now": tx.now,
         },
     )
-    tx.run(Q.mark_delivered, {"ids": [m["message_id"] for _, deliver in taken for m in deliver]})
+    tx.run(Q.mark_delivered, {"ids": [m.message_id for _, deliver in taken for m in deliver]})
     histories = [_send_history(tx, row, known_history.get(row["instance_id"])) for row, _ in taken]
     items = []
     for (row, deliver), token, (history_from, sent) in zip(taken, tokens, histories, strict=True):
-        delivered = frozenset(m["message_id"] for m in deliver)
+        delivered = frozenset(m.message_id for m in deliver)
         tx.held[row["instance_id"]] = Held(row, token, lease_seconds, delivered)
         history, history_error = _read_history(row, history_from, sent)
         items.append(
@@ -242,7 +249,7 @@ def _lock_instances(
                 instance=locked_instance_from_row(row),  # type: ignore[arg-type]
                 lease_token=token,
                 lease_expires_at=expires_at,
-                messages=tuple(message_from_row(m, delivery_bump=1) for m in deliver),  # type: ignore[arg-type]
+                messages=tuple(deliver),
                 history=history,
                 history_from=history_from,
                 history_error=history_error,
@@ -259,20 +266,23 @@ def _lease_free(lease: Row, now: float) -> bool:
     return lease["expires_at"] <= now  # else leased since the candidates were listed
 
 
-def _deliverable(tx: Tx, options: QueueOptions, row: Row, messages: list[Row]) -> list[Row]:
-    """The messages of a locked instance to hand to its turn; the others are discarded or
-    deferred here (invariants 3, 4, 5)."""
+def _deliverable(tx: Tx, options: QueueOptions, row: Row, messages: list[Row]) -> list[QueuedMessage]:
+    """The messages of a locked instance to hand to its turn; the others are discarded,
+    deferred or dead-lettered here (invariants 3, 4, 5)."""
     instance_id, status = row["instance_id"], row["status"]
     if status in TERMINAL:
         _discard(tx, instance_id, [(m, f"instance is {status}") for m in messages], DiscardReason.TERMINAL_INSTANCE)
         return []
+    decoded, undecodable = decode_deliveries(messages)
+    _dead_letter(tx, undecodable, DeadLetterReason.UNDECODABLE)
+    messages = [m for m in messages if m["message_id"] in decoded]
     current = row["execution_id"]
     deliver, stale, future = route_messages(messages, current)
     _discard(tx, instance_id, stale, DiscardReason.STALE_EXECUTION)
     _defer(tx, options, future, DeadLetterReason.EXECUTION_NOT_FOUND)
     if deliver and row["history_event_count"] == 0:
         deliver = _start_first(tx, options, instance_id, current, deliver)
-    return deliver
+    return [decoded[m["message_id"]] for m in deliver]
 
 
 def _sweep_missing_instance(tx: Tx, options: QueueOptions, instance_id: str) -> None:
@@ -309,20 +319,26 @@ def _defer(tx: Tx, options: QueueOptions, messages: Sequence[Row], reason: str) 
     """Push undeliverable messages back with exponential backoff; dead-letter those that
     used up their tries. Never deleted without a trace (invariant 3)."""
     deferred: dict[str, list[Any]] = {"ids": [], "tries": [], "visible_ats": []}
-    dead: dict[str, list[Any]] = {"ids": [], "tries": []}
+    dead: list[Row] = []
     for m in messages:
         tries = m["delivery_count"] + 1
         if tries >= options.max_deliveries:
-            dead["ids"].append(m["message_id"])
-            dead["tries"].append(tries)
+            dead.append(m)
         else:
             deferred["ids"].append(m["message_id"])
             deferred["tries"].append(tries)
             deferred["visible_ats"].append(tx.now + options.backoff(tries))
     if deferred["ids"]:
         tx.run(Q.defer_messages, deferred)
-    if dead["ids"]:
-        tx.run(Q.dead_letter_messages, {**dead, "reason": reason, "now": tx.now})
+    _dead_letter(tx, dead, reason)
+
+
+def _dead_letter(tx: Tx, messages: Sequence[Row], reason: str) -> None:
+    """Move messages to the dead letters, where diagnosis and the operator see them."""
+    if messages:
+        ids = [m["message_id"] for m in messages]
+        tries = [m["delivery_count"] + 1 for m in messages]
+        tx.run(Q.dead_letter_messages, {"ids": ids, "tries": tries, "reason": reason, "now": tx.now})
 
 
 def _discard(tx: Tx, instance_id: str, messages: Sequence[tuple[Row, str | None]], reason: str) -> None:

@@ -36,12 +36,12 @@ from perdure.store.common.encode import PreparedTurn, QueueOptions, instance_aft
 from perdure.store.common.routing import route_messages
 from perdure.store.common.rows import (
     TERMINAL,
+    decode_deliveries,
     decode_history,
     event_row,
     json_list,
     lease_tokens,
     locked_instance_from_row,
-    message_from_row,
     new_instance_params,
     payload,
     task_event,
@@ -225,7 +225,7 @@ def _lock_batch(
         if not deliver and not direct:
             continue
         token = next(tokens)
-        ids_ = [m["message_id"] for m in deliver]
+        ids_ = [m.message_id for m in deliver]
         if round_ is not None and row["held_token"] is None:
             round_.leases[iid] = RoundLease(
                 owner,
@@ -246,7 +246,7 @@ def _lock_batch(
                 instance=locked_instance_from_row(row),
                 lease_token=token,
                 lease_expires_at=expires_at,
-                messages=(*(message_from_row(m, delivery_bump=1) for m in deliver), *direct),
+                messages=(*deliver, *direct),
                 history=history,
                 history_from=history_from,
                 history_error=history_error,
@@ -275,7 +275,7 @@ def _lease_params(
 
 def _deliverable(
     tx: Tx, options: QueueOptions, instance_id: str, row: sqlite3.Row | None, messages: list[sqlite3.Row]
-) -> list[sqlite3.Row]:
+) -> list[QueuedMessage]:
     """The messages to hand out with the instance; the others are sorted away (deferred,
     dead-lettered, discarded or held), never left visible."""
     if row is None:
@@ -285,13 +285,16 @@ def _deliverable(
     if status in TERMINAL:
         _discard(tx, [(m, f"instance is {status}") for m in messages], DiscardReason.TERMINAL_INSTANCE)
         return []
+    decoded, undecodable = decode_deliveries(messages)
+    _dead_letter(tx, undecodable, DeadLetterReason.UNDECODABLE)
+    messages = [m for m in messages if m["message_id"] in decoded]
     current = row["execution_id"]
     deliver, stale, future = route_messages(messages, current)
     _discard(tx, stale, DiscardReason.STALE_EXECUTION)
     _defer(tx, options, future, DeadLetterReason.EXECUTION_NOT_FOUND)
     if deliver and row["history_event_count"] == 0:
         deliver = _start_first(tx, options, instance_id, current, deliver)
-    return deliver
+    return [decoded[m["message_id"]] for m in deliver]
 
 
 def _start_first(
@@ -326,13 +329,22 @@ def _defer(tx: Tx, options: QueueOptions, messages: Sequence[sqlite3.Row], reaso
     for m in messages:
         tries = m["delivery_count"] + 1
         if tries >= options.max_deliveries:
-            dead.append({"message_id": m["message_id"], "reason": reason, "tries": tries, "now": tx.now})
+            dead.append(m)
         else:
             visible_at = tx.now + options.backoff(tries)
             deferred.append({"message_id": m["message_id"], "tries": tries, "visible_at": visible_at})
     tx.conn.executemany(Q.defer_message, deferred)
-    tx.conn.executemany(Q.dead_letter_message, dead)
-    tx.conn.executemany(Q.delete_message, dead)
+    _dead_letter(tx, dead, reason)
+
+
+def _dead_letter(tx: Tx, messages: Sequence[sqlite3.Row], reason: str) -> None:
+    """Move messages to the dead letters, where diagnosis and the operator see them."""
+    params = [
+        {"message_id": m["message_id"], "reason": reason, "tries": m["delivery_count"] + 1, "now": tx.now}
+        for m in messages
+    ]
+    tx.conn.executemany(Q.dead_letter_message, params)
+    tx.conn.executemany(Q.delete_message, params)
 
 
 def _discard(tx: Tx, messages: Sequence[tuple[sqlite3.Row, str | None]], reason: str) -> None:

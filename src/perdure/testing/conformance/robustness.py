@@ -3,8 +3,8 @@ order of its own messages."""
 
 from __future__ import annotations
 
-from perdure.core.history import ExecutionStarted, TurnStarted
-from perdure.store.base import Outcome, Store
+from perdure.core.history import ActivityFailed, ExecutionStarted, TurnStarted, UndecodableEvent
+from perdure.store.base import DeadLetterReason, Message, Outcome, Store
 from perdure.testing.conformance.helpers import commit, kinds, lock, lock_one, raise_event, running
 from perdure.testing.faults import FakeClock
 
@@ -45,6 +45,29 @@ def test_an_undecodable_event_the_caller_already_holds_is_not_decoded(store: Sto
     raise_event(store, "bad")
     again = lock_one(store, "bad", known_history={"bad": (1, 4)})
     assert again.history_error is None and again.history_from == 4 and again.history == ()
+
+
+def test_an_undecodable_message_is_dead_lettered_and_the_others_delivered(store: Store) -> None:
+    """A queued message this version cannot decode (written by a newer version, or damaged)
+    does not break the lock, nor reading the queue: it is dead-lettered, reason
+    ``undecodable``, with its stored text as it was; its instance's other messages and the
+    other instances of the batch are delivered as usual."""
+    running(store, "bad")
+    running(store, "good")
+    corrupt = ActivityFailed(timestamp=1.0, task_id=7, failure="not a failure")  # type: ignore[arg-type]
+    store.enqueue_messages([Message("bad", corrupt, 1)])
+    raise_event(store, "bad")
+    raise_event(store, "good")
+    queued = store.pending_messages("bad")
+    assert [type(m.event).__name__ for m in queued] == ["UndecodableEvent", "EventRaised"]
+    items = {i.instance.instance_id: i for i in lock(store)}
+    assert sorted(items) == ["bad", "good"]
+    assert kinds(items["bad"].messages) == ["EventRaised"] and kinds(items["good"].messages) == ["EventRaised"]
+    [dead] = store.dead_letters(instance_id="bad")
+    assert dead.reason == DeadLetterReason.UNDECODABLE and dead.enqueued_at == queued[0].enqueued_at
+    assert isinstance(dead.event, UndecodableEvent) and '"failure":"not a failure"' in dead.event.text
+    assert "cannot decode" in dead.event.error
+    assert commit(store, items["bad"]) is Outcome.OK and store.pending_messages("bad") == []
 
 
 def test_abandon_with_retry_after_keeps_the_message_order(store: Store, clock: FakeClock) -> None:
