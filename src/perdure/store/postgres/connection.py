@@ -9,11 +9,10 @@ Transient faults (the connection broke, the server is restarting, a deadlock was
 are retried with exponential backoff when nothing can have been committed: the failure
 happened before COMMIT was sent, or the server reported an error (which rolled the
 transaction back). A connection lost *during* COMMIT leaves the outcome unknown; that is
-raised as
-:class:`~perdure.errors.StoreUnavailableError` and not retried here. Retrying it at a higher
-level is safe: every write made under a lease is fenced by its token, a lock or renewal is
-idempotent in effect (at worst a lease is held until it expires), and a duplicated
-message is discarded at delivery (invariant 7).
+raised as :class:`~perdure.errors.StoreUnavailableError` and not retried here. Retrying it
+at a higher level is safe: every write made under a lease is fenced by its token, a lock or
+renewal is idempotent in effect (at worst a lease is held until it expires), and a
+duplicated message is discarded at delivery (invariant 7).
 """
 
 from __future__ import annotations
