@@ -22,13 +22,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from perdure.errors import StoreError, StoreUnavailableError
+
+if TYPE_CHECKING:
+    from perdure.store.postgres.orchestrations import Held
 
 log = logging.getLogger("perdure.store.postgres")
 
@@ -83,9 +86,9 @@ class Tx:
     pipeline: psycopg.Pipeline
     now: float
     topics: set[str] = field(default_factory=set)
-    # Instances this transaction locked and leased, by id (orchestrations.Held): their
-    # turns commit without reading back rows that nobody else can have changed.
-    held: dict[str, Any] = field(default_factory=dict)
+    # Instances this transaction locked and leased, by id: their turns commit without
+    # reading back rows that nobody else can have changed.
+    held: dict[str, Held] = field(default_factory=dict)
     _later: list[tuple[Cursor, Callable[[Cursor], None]]] = field(default_factory=list)
 
     def notify(self, *topics: str) -> None:

@@ -339,6 +339,8 @@ def _defer(tx: Tx, options: QueueOptions, messages: Sequence[sqlite3.Row], reaso
 
 def _dead_letter(tx: Tx, messages: Sequence[sqlite3.Row], reason: str) -> None:
     """Move messages to the dead letters, where diagnosis and the operator see them."""
+    if not messages:
+        return
     params = [
         {"message_id": m["message_id"], "reason": reason, "tries": m["delivery_count"] + 1, "now": tx.now}
         for m in messages
