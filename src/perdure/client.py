@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from perdure.core.failure import Failure
 from perdure.core.history import (
@@ -34,12 +34,19 @@ from perdure.errors import (
     InstanceNotFoundError,
     InstanceStateError,
     InvalidInputError,
+    StoreUnavailableError,
 )
 from perdure.runtime.eager import start_eagerly
 from perdure.store.base import InstanceQuery, InstanceRecord, Message, NewInstance, Store
 from perdure.store.notify import INSTANCES
 
 DEFAULT_MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+#: The waits before a client write is tried again after the store was unavailable (its
+#: request id makes the retry apply once even if the first try had committed).
+RETRY_DELAYS = (0.05, 0.25, 1.0)
+MAX_REQUEST_ID_LENGTH = 256
+
+T = TypeVar("T")
 
 
 def _datetime(ts: float) -> datetime:
@@ -63,7 +70,9 @@ class InstanceState:
     ``history`` is the current execution's history when asked for (``get(iid,
     history=True)``), else None; ``history_event_count`` always equals its length.
     ``waiting_on`` lists what a running instance awaits (activities, timers, children,
-    event names).
+    event names). ``run_id`` is the run token of the run the state describes: each run of
+    an instance id (a start, a start after a purge, a ``replace_terminal`` start) has its
+    own.
     """
 
     instance_id: str
@@ -80,6 +89,7 @@ class InstanceState:
     parent_instance_id: str | None
     waiting_on: WaitingOn
     history: list[HistoryEvent] | None = None
+    run_id: str = ""
 
     @property
     def is_terminal(self) -> bool:
@@ -104,6 +114,7 @@ class InstanceState:
             parent_instance_id=record.parent.instance_id if record.parent else None,
             waiting_on=record.waiting_on,
             history=history,
+            run_id=record.run_id,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +134,7 @@ class InstanceState:
             "execution_id": self.execution_id,
             "history_event_count": self.history_event_count,
             "parent_instance_id": self.parent_instance_id,
+            "run_id": self.run_id,
             "waiting_on": self.waiting_on.to_dict(),
         }
         if self.history is not None:
@@ -142,6 +154,13 @@ class Client:
     """Start and manage orchestration instances in ``store``.
 
     ``max_payload_bytes`` bounds the JSON size of inputs and event payloads.
+
+    Writes (``start``, ``start_many``, ``raise_event``, ``terminate``, ``suspend``,
+    ``resume``) are idempotent: each carries a request id (``request_id=``, or a random one)
+    that the store records with the write, and a write the store could not confirm (the
+    connection was lost during its commit: :class:`~perdure.errors.StoreUnavailableError`)
+    is tried again with the same id, so it applies once. Pass your own ``request_id`` to
+    make your own retries of a call safe too (the store remembers ids for a day).
     """
 
     def __init__(self, store: Store, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
@@ -160,9 +179,11 @@ class Client:
         start_at: datetime | None = None,
         replace_terminal: bool = False,
         eager: bool = False,
+        request_id: str | None = None,
     ) -> str:
         """Start ``orchestration`` (the function or its registered name) with ``input``;
-        return the instance id.
+        return the instance id. A ``replace_terminal`` start, or a start after a purge, is a
+        new *run* of the id: nothing of the earlier run reaches it.
 
         ``instance_id`` defaults to a random one; a user id is validated (no reserved
         sub-orchestration marker). Starting an id held by a non-terminal instance raises
@@ -182,8 +203,18 @@ class Client:
         if not isinstance(eager, bool):
             raise InvalidInputError(f"eager must be True or False, got {eager!r}")
         new = NewInstance(iid, name, input, start_at=start)
-        if not (eager and start_eagerly(self.store, new, replace_terminal=replace_terminal)):
-            self.store.create_instance(new, replace_terminal=replace_terminal)
+
+        def create(rid: str, retry: bool) -> None:
+            # A retry is never eager: if the eager try committed, the store knows its id.
+            if (
+                eager
+                and not retry
+                and start_eagerly(self.store, new, replace_terminal=replace_terminal, request_id=rid)
+            ):
+                return
+            self.store.create_instances([new], replace_terminal=replace_terminal, request_id=rid)
+
+        _idempotent(create, request_id)
         return iid
 
     def start_many(
@@ -192,6 +223,7 @@ class Client:
         inputs: Iterable[Any],
         *,
         instance_ids: Iterable[str] | None = None,
+        request_id: str | None = None,
     ) -> list[str]:
         """Start one instance of ``orchestration`` per input, all in one store transaction
         (all are created, or none); return their ids in input order. ``instance_ids`` names
@@ -208,7 +240,8 @@ class Client:
                 raise InvalidInputError("start_many got the same instance id twice")
         for i, value in enumerate(values):
             dumps_payload(value, what=f"input {i} of orchestration {name!r}", limit=self.max_payload_bytes)
-        self.store.create_instances([NewInstance(iid, name, value) for iid, value in zip(ids, values, strict=True)])
+        new = [NewInstance(iid, name, value) for iid, value in zip(ids, values, strict=True)]
+        _idempotent(lambda rid, _retry: self.store.create_instances(new, request_id=rid), request_id)
         return ids
 
     # -- reading --
@@ -278,37 +311,48 @@ class Client:
 
     # -- messages to an instance (processed in turn order, invariant 5) --
 
-    def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
-        """Deliver external event ``name`` with ``data``. Events raised before the
-        orchestration waits for them are kept and handed to the next wait on that name."""
+    def raise_event(self, instance_id: str, name: str, data: Any = None, *, request_id: str | None = None) -> None:
+        """Deliver external event ``name`` with ``data`` to the instance's current run.
+        Events raised before the orchestration waits for them are kept and handed to the
+        next wait on that name."""
         if not isinstance(name, str) or not name:
             raise InvalidInputError(f"event name must be a non-empty string, got {name!r}")
         dumps_payload(data, what=f"data of event {name!r}", limit=self.max_payload_bytes)
-        self._send(instance_id, EventRaised(name=name, input=data, timestamp=self._clock()), "raise an event to")
+        event = EventRaised(name=name, input=data, timestamp=self._clock())
+        self._send(instance_id, event, "raise an event to", request_id)
 
-    def terminate(self, instance_id: str, reason: str | None = None) -> None:
-        """Terminate the instance and, recursively, its unfinished sub-orchestrations. Work
-        already running finishes but its results are discarded."""
-        self._send(instance_id, ExecutionTerminated(reason=_reason(reason), timestamp=self._clock()), "terminate")
+    def terminate(self, instance_id: str, reason: str | None = None, *, request_id: str | None = None) -> None:
+        """Terminate the instance's current run and, recursively, its unfinished
+        sub-orchestrations (only its own children: an instance that merely holds an id it
+        asked for is never touched). Work already running finishes but its results are
+        discarded."""
+        event = ExecutionTerminated(reason=_reason(reason), timestamp=self._clock())
+        self._send(instance_id, event, "terminate", request_id)
 
-    def suspend(self, instance_id: str, reason: str | None = None) -> None:
+    def suspend(self, instance_id: str, reason: str | None = None, *, request_id: str | None = None) -> None:
         """Suspend the instance: messages that arrive are kept but not acted on until
         :meth:`resume`."""
-        self._send(instance_id, ExecutionSuspended(reason=_reason(reason), timestamp=self._clock()), "suspend")
+        event = ExecutionSuspended(reason=_reason(reason), timestamp=self._clock())
+        self._send(instance_id, event, "suspend", request_id)
 
-    def resume(self, instance_id: str, reason: str | None = None) -> None:
+    def resume(self, instance_id: str, reason: str | None = None, *, request_id: str | None = None) -> None:
         """Resume a suspended instance; messages kept meanwhile are applied in arrival order."""
-        self._send(instance_id, ExecutionResumed(reason=_reason(reason), timestamp=self._clock()), "resume")
+        event = ExecutionResumed(reason=_reason(reason), timestamp=self._clock())
+        self._send(instance_id, event, "resume", request_id)
 
     def purge(self, instance_id: str) -> None:
-        """Delete a terminal instance with its history and leftover messages."""
-        state = self._require(instance_id)
-        if not state.is_terminal:
+        """Delete a terminal instance with its history (every run's), leftover messages,
+        dead letters and discard records; for an id with no instance (purged, or never
+        created), delete what was left behind under it (dead letters, discard records,
+        queued messages)."""
+        state = self.get(instance_id)
+        if state is not None and not state.is_terminal:
             raise InstanceStateError(
                 f"instance {instance_id!r} is {state.status.value}; only completed, failed or "
                 f"terminated instances can be purged (terminate it first)"
             )
-        self.store.purge_instances([instance_id])
+        if not self.store.purge_instances([instance_id]) and state is None:
+            raise InstanceNotFoundError(f"no instance with id {instance_id!r}, and nothing stored under that id")
 
     # -- diagnosis --
 
@@ -352,13 +396,34 @@ class Client:
             raise InstanceNotFoundError(f"no instance with id {instance_id!r}")
         return state
 
-    def _send(self, instance_id: str, event: HistoryEvent, verb: str) -> None:
+    def _send(self, instance_id: str, event: HistoryEvent, verb: str, request_id: str | None) -> None:
         state = self._require(instance_id)
         if state.is_terminal:
             raise InstanceStateError(f"cannot {verb} instance {instance_id!r}: it is already {state.status.value}")
-        # execution_id=None: operator messages go to whichever execution is current when they
-        # are delivered, so none is lost across continue-as-new.
-        self.store.enqueue_messages([Message(instance_id, event)])
+        # execution_id=None: operator messages go to whichever execution of the run is
+        # current when they are delivered, so none is lost across continue-as-new; run_id:
+        # never to a later run of the id (invariant 9).
+        message = Message(instance_id, event, run_id=state.run_id)
+        _idempotent(lambda rid, _retry: self.store.enqueue_messages([message], request_id=rid), request_id)
+
+
+def _idempotent(call: Callable[[str, bool], T], request_id: str | None) -> T:
+    """Run ``call(request_id, retry)``, trying again with the same request id after the
+    store was unavailable (the write may have committed: the store applies an id once)."""
+    if request_id is None:
+        request_id = uuid.uuid4().hex
+    elif not isinstance(request_id, str) or not request_id or len(request_id) > MAX_REQUEST_ID_LENGTH:
+        raise InvalidInputError(
+            f"request_id must be a non-empty string of at most {MAX_REQUEST_ID_LENGTH} characters, got {request_id!r}"
+        )
+    for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+        try:
+            return call(request_id, attempt > 0)
+        except StoreUnavailableError:
+            if delay is None:
+                raise
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _reason(reason: str | None) -> str | None:
@@ -412,21 +477,21 @@ class AsyncClient:
         """See :meth:`Client.list`."""
         return await asyncio.to_thread(self.sync.list, **filters)
 
-    async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
+    async def raise_event(self, instance_id: str, name: str, data: Any = None, **kwargs: Any) -> None:
         """See :meth:`Client.raise_event`."""
-        await asyncio.to_thread(self.sync.raise_event, instance_id, name, data)
+        await asyncio.to_thread(self.sync.raise_event, instance_id, name, data, **kwargs)
 
-    async def terminate(self, instance_id: str, reason: str | None = None) -> None:
+    async def terminate(self, instance_id: str, reason: str | None = None, **kwargs: Any) -> None:
         """See :meth:`Client.terminate`."""
-        await asyncio.to_thread(self.sync.terminate, instance_id, reason)
+        await asyncio.to_thread(self.sync.terminate, instance_id, reason, **kwargs)
 
-    async def suspend(self, instance_id: str, reason: str | None = None) -> None:
+    async def suspend(self, instance_id: str, reason: str | None = None, **kwargs: Any) -> None:
         """See :meth:`Client.suspend`."""
-        await asyncio.to_thread(self.sync.suspend, instance_id, reason)
+        await asyncio.to_thread(self.sync.suspend, instance_id, reason, **kwargs)
 
-    async def resume(self, instance_id: str, reason: str | None = None) -> None:
+    async def resume(self, instance_id: str, reason: str | None = None, **kwargs: Any) -> None:
         """See :meth:`Client.resume`."""
-        await asyncio.to_thread(self.sync.resume, instance_id, reason)
+        await asyncio.to_thread(self.sync.resume, instance_id, reason, **kwargs)
 
     async def purge(self, instance_id: str) -> None:
         """See :meth:`Client.purge`."""

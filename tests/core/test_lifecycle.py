@@ -19,9 +19,12 @@ from perdure.core.history import (
     CustomStatusSet,
     DiscardReason,
     EventRaised,
+    ExecutionTerminated,
     MessageDiscarded,
+    ParentRef,
     SubOrchestrationCreated,
 )
+from perdure.core.ids import child_instance_id
 from perdure.core.registry import App
 from perdure.core.status import OrchestrationStatus
 
@@ -293,3 +296,50 @@ def test_messages_to_an_ended_history_are_refused():
 def test_status_is_pending_before_the_execution_started():
     t = execute(app, "i", [], [turn(1.0), event("early")])
     assert t.status is OrchestrationStatus.PENDING
+
+
+def test_operator_messages_after_a_continue_as_new_are_carried_not_dropped():
+    """Invariant 5: a terminate (or suspend) in the batch that continues as new is carried
+    into the next execution, ahead of everything that comes later, and acts there first."""
+    s = Scenario(app)
+    s.start("counter", 0)
+    t = s.turn(101.0, event("Tick", "a"), terminated("stop"))
+    assert t.continued_as_new
+    assert t.commands[-1].carried == (terminated("stop"),)
+    t = s.continue_as_new(102.0)
+    assert t.status is OrchestrationStatus.TERMINATED and t.commands == (TerminateOrchestration(reason="stop"),)
+
+    s = Scenario(app)
+    s.start("counter", 0)
+    s.turn(101.0, event("Tick", "a"), suspended("hold"), event("Tick", "b"))
+    t = s.continue_as_new(102.0)  # suspended before its first step: "b" waits for the resume
+    assert t.status is OrchestrationStatus.SUSPENDED and t.waiting_on.is_empty()
+    t = s.turn(103.0, resumed())
+    assert t.continued_as_new  # n=1 took "b" and continued again
+
+
+def test_a_cascading_terminate_applies_only_to_the_parents_own_child():
+    """Invariant 9: a terminate naming a parent task applies only if this instance's own
+    recorded parent is that task (same instance, run, execution, task)."""
+    mine = ParentRef("p", 1, 2, "run-a")
+    s = Scenario(app)
+    s.start("steps", parent=mine)
+    for other in (ParentRef("p", 1, 2, "run-b"), ParentRef("p", 1, 3, "run-a"), ParentRef("q", 1, 2, "run-a")):
+        t = s.turn(101.0, ExecutionTerminated(reason="cascade", parent=other))
+        assert t.status is OrchestrationStatus.RUNNING
+        assert discards(t.new_events) == [(DiscardReason.NOT_A_CHILD, "ExecutionTerminated")]
+    t = s.turn(102.0, ExecutionTerminated(reason="cascade", parent=mine))
+    assert t.status is OrchestrationStatus.TERMINATED
+
+    s = Scenario(app)
+    s.start("steps")  # not a child at all
+    t = s.turn(101.0, ExecutionTerminated(reason="cascade", parent=mine))
+    assert discards(t.new_events) == [(DiscardReason.NOT_A_CHILD, "ExecutionTerminated")]
+
+
+def test_generated_child_ids_carry_the_run():
+    """Invariants 4 and 9: ``{parent}::sub::{run[:8]}.{execution}.{task}``; a run recorded
+    before runs had tokens keeps its old ids."""
+    assert child_instance_id("order-1", "0123456789abcdef", 2, 3) == "order-1::sub::01234567.2.3"
+    assert child_instance_id("order-1", None, 1, 3) == "order-1::sub::3"
+    assert child_instance_id("order-1", None, 2, 3) == "order-1::sub::2_3"

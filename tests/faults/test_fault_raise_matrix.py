@@ -146,12 +146,11 @@ def test_a_completion_stalled_past_its_lease_is_refused_and_the_rerun_stands(sto
 @pytest.mark.parametrize("phase", ["before", "inside", "after"])
 def test_client_writes_are_all_or_nothing(store, phase):
     """``start`` and ``raise_event`` failing before/inside the transaction store nothing;
-    failing after the commit they stored everything (the caller cannot tell, so a retried
-    start meets ``InstanceExistsError`` and a retried event is a second event)."""
-    faulty = FaultyStore(
-        store,
-        [Fault(f"create_instance:{phase}"), Fault(f"enqueue_messages:{phase}")],
-    )
+    failing after the commit they stored everything (the caller cannot tell, so a call
+    made again, with a request id of its own, meets ``InstanceExistsError`` or is a second
+    event; the client's own retries reuse the request id: ``test_idempotent_writes.py``)."""
+    start_point = "create_instance:inside" if phase == "inside" else f"create_instances:{phase}"
+    faulty = FaultyStore(store, [Fault(start_point), Fault(f"enqueue_messages:{phase}")])
     client = perdure.Client(faulty)  # type: ignore[arg-type]
     with pytest.raises(InjectedFault):
         client.start("mixed", 1, instance_id="c-1")

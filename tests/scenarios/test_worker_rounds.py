@@ -4,10 +4,13 @@ commits the due turns, and takes the activity tasks those turns schedule."""
 from __future__ import annotations
 
 import time
+from datetime import timedelta
+
+import pytest
 
 import perdure
 from perdure.core.history import ActivityCompleted
-from perdure.testing import FaultyStore
+from perdure.testing import FakeClock, FaultyStore
 
 app = perdure.App()
 
@@ -62,3 +65,61 @@ def test_an_idle_worker_does_not_spin_on_work_it_cannot_take(store, client):
         time.sleep(0.6)
     assert counting.hits["run_round:before"] <= 10  # about one per poll_interval
     assert client.get(iid).status == "PENDING" and len(store.pending_messages(iid)) == 1
+
+
+@app.orchestration
+async def naps(ctx: perdure.OrchestrationContext, seconds: float) -> str:
+    await ctx.create_timer(timedelta(seconds=seconds))
+    return "up"
+
+
+def test_work_that_comes_due_while_a_round_runs_is_taken_at_once():
+    """Issue 16, item 8: a timer that comes due while a round runs (after the round read the
+    queue, before its worker would go to sleep) is taken at once, not after a whole
+    ``poll_interval``. The round reads at t+0.05 that the timer is due at t+0.1; when the
+    worker decides how long to sleep it is t+0.2.
+
+    Pinned by the round's reading of when it looked (``RoundResult.messages_seen_at``):
+    without it, work already due by the worker's clock was taken for work it cannot run,
+    and the worker slept ``poll_interval`` (5 s here)."""
+    clock = FakeClock()
+    store = perdure.open_store("sqlite://:memory:", clock=clock)
+    try:
+        client = perdure.Client(store)
+        worker = perdure.Worker(app, store, poll_interval=5.0)
+        iid = client.start(naps, 0.1)
+        worker.rounds.run()  # the first turn creates the timer, due at t+0.1
+        clock.advance(0.05)
+        report = worker.rounds.run()
+        assert report.next_due == pytest.approx(clock() + 0.05)
+        clock.advance(0.15)
+        assert worker._idle_timeout(report) == pytest.approx(0.0, abs=0.002)
+        assert worker.rounds.run().turns == 1 and client.get(iid).output == "up"
+        idle = worker.rounds.run()  # nothing due, nothing queued: sleep the whole poll
+        assert idle.next_due is None and worker._idle_timeout(idle) == 5.0
+    finally:
+        store.close()
+
+
+@app.activity
+def fails_first(x: int) -> int:
+    if perdure.activity_info().attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return x
+
+
+@app.orchestration
+async def retries_soon(ctx: perdure.OrchestrationContext, x: int) -> int:
+    policy = perdure.RetryPolicy(max_attempts=3, first_delay=timedelta(seconds=0.1))
+    return await ctx.call_activity(fails_first, x, retry=policy)
+
+
+def test_timers_in_many_instances_fire_close_to_their_time(store, client):
+    """Several instances' 100 ms timers and retry back-off timers all fire long before a
+    missed wake-up (``poll_interval`` 5 s) could make them."""
+    with perdure.Worker(app, store, poll_interval=5.0):
+        started = time.monotonic()
+        ids = [client.start(naps, 0.1) for _ in range(6)] + [client.start(retries_soon, n) for n in range(4)]
+        outputs = [client.wait(iid, timeout=20).output for iid in ids]
+        assert time.monotonic() - started < 2.5
+    assert outputs == ["up"] * 6 + [0, 1, 2, 3]

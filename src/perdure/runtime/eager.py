@@ -41,9 +41,11 @@ def unregister(worker: Worker) -> None:
             _workers.pop(id(worker.store), None)
 
 
-def start_eagerly(store: Store, instance: NewInstance, *, replace_terminal: bool) -> bool:
+def start_eagerly(
+    store: Store, instance: NewInstance, *, replace_terminal: bool, request_id: str | None = None
+) -> bool:
     """Start ``instance`` on a worker of this process that serves its orchestration on
     ``store``, running its first turn here; False (nothing done) if no worker can."""
     with _lock:
         workers = list(_workers.get(id(store), ()))
-    return any(w.start_eagerly(instance, replace_terminal=replace_terminal) for w in workers)
+    return any(w.start_eagerly(instance, replace_terminal=replace_terminal, request_id=request_id) for w in workers)

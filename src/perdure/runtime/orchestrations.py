@@ -91,7 +91,7 @@ class OrchestrationDispatcher:
             raise
         batch.settle(outcomes)
 
-    def start_eagerly(self, instance: NewInstance, *, replace_terminal: bool) -> None:
+    def start_eagerly(self, instance: NewInstance, *, replace_terminal: bool, request_id: str | None = None) -> None:
         """Create ``instance`` and run its first turn (with the local activities it chains)
         in the calling thread, committed together (:meth:`Store.create_and_run`). Raises
         what the store raises (``InstanceExistsError``: nothing was run)."""
@@ -103,6 +103,7 @@ class OrchestrationDispatcher:
                 lease_seconds=self.options.lease_seconds,
                 run_turns=batch,
                 replace_terminal=replace_terminal,
+                request_id=request_id,
             )
         except Exception:
             batch.void()

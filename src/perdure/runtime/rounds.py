@@ -22,15 +22,14 @@ from perdure.store.base import ActivityWorkItem, RoundRequest, RoundResult, Stor
 @dataclass(frozen=True, slots=True)
 class RoundReport:
     """What a round did and found: how many turns it ran, whether it hit a limit (more work
-    is probably waiting), when work it could take next becomes due (``None``: nothing
-    queued it can see), and the store's time when it looked (``seen_at``): work due by then
-    that the round did not take is work this worker cannot take (another worker's names, no
-    room), while work due after it became due during the round."""
+    is probably waiting), and when work it could take comes due (``None``: nothing queued
+    it can see). Work that was due when the round looked at its queue and was not taken is
+    work this worker cannot take (another worker's names, no room): it is left out; work
+    that came due while the round ran is in (``next_due`` then lies in the past)."""
 
     turns: int
     busy: bool
     next_due: float | None
-    seen_at: float
 
 
 class RoundRunner:
@@ -81,7 +80,8 @@ class RoundRunner:
         busy = len(result.locked) >= request.orchestration_limit or (
             request.activity_limit > 0 and len(result.activities) >= request.activity_limit
         )
-        due = [result.next_message_at]
+        due = [(result.next_message_at, result.messages_seen_at)]
         if self.activities.free > 0:
-            due.append(result.next_task_at)
-        return RoundReport(len(result.locked), busy, min((t for t in due if t is not None), default=None), result.now)
+            due.append((result.next_task_at, result.tasks_seen_at))
+        takeable = [at for at, seen in due if at is not None and at > seen]
+        return RoundReport(len(result.locked), busy, min(takeable, default=None))

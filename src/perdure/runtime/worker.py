@@ -165,7 +165,9 @@ class Worker:
         finally:
             await asyncio.to_thread(self.stop)
 
-    def start_eagerly(self, instance: NewInstance, *, replace_terminal: bool = False) -> bool:
+    def start_eagerly(
+        self, instance: NewInstance, *, replace_terminal: bool = False, request_id: str | None = None
+    ) -> bool:
         """Create ``instance`` and run its first turn in the calling thread, committed
         together (see :mod:`perdure.runtime.eager`); False (nothing done) if this worker is
         not running or does not serve the orchestration. ``Client.start(..., eager=True)``
@@ -177,7 +179,7 @@ class Worker:
                 return False
             self._eager_running += 1
         try:
-            self.orchestrations.start_eagerly(instance, replace_terminal=replace_terminal)
+            self.orchestrations.start_eagerly(instance, replace_terminal=replace_terminal, request_id=request_id)
         finally:
             with self._eager:
                 self._eager_running -= 1
@@ -237,9 +239,10 @@ class Worker:
         a task it has room for, a lease expiry) or lease renewal, at most ``poll_interval``.
         Work that was already due when the round looked and was not taken is work this
         worker cannot take (names it does not run, or no room): only a signal or the poll
-        brings it back. Work that became due while the round ran is taken at once."""
+        brings it back (the report leaves it out). Work that came due while the round ran is
+        taken at once."""
         timeout = self.options.poll_interval
-        if report.next_due is not None and report.next_due > report.seen_at:
+        if report.next_due is not None:
             timeout = min(timeout, max(0.0, report.next_due - self.clock() + 0.001))
         renewal = self.activities.next_renewal_in()
         return timeout if renewal is None else min(timeout, renewal)

@@ -192,6 +192,7 @@ class DeadLetter:
     delivery_count: int
     enqueued_at: float
     dead_lettered_at: float
+    run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +207,7 @@ class DiscardRecord:
     reason: str
     detail: str | None
     discarded_at: float
+    run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,9 +429,11 @@ class RoundResult:
     """What :meth:`Store.run_round` did: one outcome per completion, the instances it locked,
     one outcome per turn commit, the activity tasks it locked, and when work next becomes
     takeable in each queue (as :meth:`Store.next_visible_at`, read inside the round's last
-    transaction after its writes; ``None``: the queue is empty), and the store's time of
-    that reading (``now``): work due later than ``now`` but already due by the time the
-    caller reads its clock became due during the round."""
+    transaction after its writes; ``None``: the queue is empty), with the store's time when
+    the round looked at each queue (``messages_seen_at``: when it locked instances,
+    ``tasks_seen_at``: when it locked tasks). Work due by the time the round looked, and not
+    taken, is work the caller cannot take (another worker's names, no room); work due after
+    it became due while the round ran."""
 
     completions: list[Outcome]
     locked: list[OrchestrationWorkItem]
@@ -437,7 +441,8 @@ class RoundResult:
     activities: list[ActivityWorkItem]
     next_message_at: float | None
     next_task_at: float | None
-    now: float = 0.0
+    messages_seen_at: float = 0.0
+    tasks_seen_at: float = 0.0
 
 
 class DeadLetterReason:
@@ -652,9 +657,11 @@ class Store(Protocol):
         lease_seconds: float,
         run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]],
         replace_terminal: bool = False,
+        request_id: str | None = None,
     ) -> list[Outcome]:
         """An eager start: a new instance and its first turn in one transaction (one commit),
-        the turn run before that transaction opens (invariant 10).
+        the turn run before that transaction opens (invariant 10). ``request_id`` is
+        recorded as by :meth:`create_instances`.
 
         1. The checks of ``create_instance(instance, replace_terminal=...)`` are made first:
            an ``InstanceExistsError`` is raised before anything runs.

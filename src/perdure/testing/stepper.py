@@ -57,6 +57,22 @@ class StepWorker:
         """Lock and run one batch (one dispatcher poll); return how many turns ran."""
         return self.worker.orchestrations.poll(limit=limit)
 
+    def turns_of(self, *instance_ids: str) -> int:
+        """Lock and run the turns of these instances only (others wait): to force which
+        instance moves first. Returns how many turns ran."""
+        orchestrations = self.worker.orchestrations
+        items = self.store.lock_orchestrations(
+            self.worker_id,
+            lease_seconds=self.worker.options.lease_seconds,
+            limit=len(instance_ids),
+            names=orchestrations.names,
+            known_history=orchestrations.cache.known_history(),
+            instance_ids=instance_ids,
+        )
+        if items:
+            orchestrations.process(items)
+        return len(items)
+
     def round(self) -> int:
         """One worker round, as a started worker's dispatch loop runs it: record the outcomes
         of the tasks run so far, lock, run and commit turns, lock tasks (held, not run yet),

@@ -64,6 +64,7 @@ class Claim:
 
     completions: list[Outcome]
     locked: list[OrchestrationWorkItem]
+    seen_at: float
     result: RoundResult | None = None
 
 
@@ -95,8 +96,8 @@ def claim(
         # most likely the ones it just took.
         tx.topics.discard(ORCHESTRATIONS)
         tx.topics.discard(ACTIVITIES)
-        return Claim(completed, locked)
-    return Claim(completed, [], _take_tasks(tx, steps, request, completed, [], []))
+        return Claim(completed, locked, tx.now)
+    return Claim(completed, [], tx.now, _take_tasks(tx, steps, request, completed, [], [], tx.now))
 
 
 def run_turns_between(
@@ -115,7 +116,7 @@ def finish(
     """The round's second transaction, inside ``tx``: commit the turns, then take the
     activity tasks (which sees the tasks the turns just scheduled)."""
     outcomes = steps.commit_turns(tx, turns) if turns else []
-    return _take_tasks(tx, steps, request, claimed.completions, claimed.locked, outcomes)
+    return _take_tasks(tx, steps, request, claimed.completions, claimed.locked, outcomes, claimed.seen_at)
 
 
 def _take_tasks(
@@ -125,9 +126,10 @@ def _take_tasks(
     completed: list[Outcome],
     locked: list[OrchestrationWorkItem],
     turns: list[Outcome],
+    messages_seen_at: float,
 ) -> RoundResult:
     """The end of a round, inside ``tx``: lock activity tasks, read the next due times and
-    decide which queues to signal."""
+    decide which queues to signal. ``messages_seen_at``: when the round locked instances."""
     tasks: list[ActivityWorkItem] = []
     if request.activity_limit > 0:
         tasks = steps.lock_activities(
@@ -145,7 +147,7 @@ def _take_tasks(
         tx.topics.discard(ORCHESTRATIONS)
     if next_task_at is None or next_task_at > tx.now:
         tx.topics.discard(ACTIVITIES)
-    return RoundResult(completed, locked, turns, tasks, next_message_at, next_task_at, tx.now)
+    return RoundResult(completed, locked, turns, tasks, next_message_at, next_task_at, messages_seen_at, tx.now)
 
 
 def eager_item(instance: NewInstance, run_id: str, execution_id: int, now: float) -> OrchestrationWorkItem:

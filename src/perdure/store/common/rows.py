@@ -309,6 +309,7 @@ def dead_letter_from_row(row: Row) -> DeadLetter:
         delivery_count=row["delivery_count"],
         enqueued_at=row["enqueued_at"],
         dead_lettered_at=row["dead_lettered_at"],
+        run_id=row["run_id"],
     )
 
 
@@ -322,6 +323,7 @@ def discard_from_row(row: Row) -> DiscardRecord:
         reason=row["reason"],
         detail=row["detail"],
         discarded_at=row["discarded_at"],
+        run_id=row["run_id"],
     )
 
 

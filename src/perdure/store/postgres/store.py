@@ -475,12 +475,13 @@ class PostgresStore:
         lease_seconds: float,
         run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]],
         replace_terminal: bool = False,
+        request_id: str | None = None,
     ) -> list[Outcome]:
         """See :meth:`perdure.store.base.Store.create_and_run`."""
         input_text = payload(instance.input, f"input of instance {instance.instance_id!r}")
         now = self.clock()
         if instance.start_at is not None and instance.start_at > now:
-            self.create_instance(instance, replace_terminal=replace_terminal)
+            self.create_instances([instance], replace_terminal=replace_terminal, request_id=request_id)
             return []
         existing = self.get_instance(instance.instance_id)
         execution = 1
@@ -493,6 +494,7 @@ class PostgresStore:
         new = replace(instance, run_id=run_id)
 
         def body(tx: Tx) -> list[Outcome]:
+            orchestrations.first_request(tx, request_id, "start", instance.instance_id)
             self._insert_instance(tx, None, new, input_text, replace_terminal)
             tx.run(
                 Q.upsert_leases,

@@ -439,12 +439,13 @@ class SQLiteStore:
         lease_seconds: float,
         run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]],
         replace_terminal: bool = False,
+        request_id: str | None = None,
     ) -> list[Outcome]:
         """See :meth:`perdure.store.base.Store.create_and_run`."""
         input_text = payload(instance.input, f"input of instance {instance.instance_id!r}")
         now = self.clock()
         if instance.start_at is not None and instance.start_at > now:
-            self.create_instance(instance, replace_terminal=replace_terminal)
+            self.create_instances([instance], replace_terminal=replace_terminal, request_id=request_id)
             return []
         existing = self.get_instance(instance.instance_id)
         execution = 1
@@ -456,6 +457,7 @@ class SQLiteStore:
         turns = rounds.run_turns_between([item], run_turns)
         new = replace(instance, run_id=run_id)
         with self._write("create_and_run") as tx:
+            orchestrations.first_request(tx, request_id, "start", instance.instance_id)
             self._insert_instance(tx, new, input_text, replace_terminal, queue_start=False)
             tx.conn.execute(
                 Q.upsert_lease,

@@ -82,8 +82,16 @@ def test_create_instance_refuses_a_used_id_unless_replacing_a_terminal_one(store
         "again",
         None,
     )
+    # A new run (invariant 9): its own token, its executions numbered after the old run's,
+    # whose history stays readable; what was queued for the old run is discarded.
+    assert rec.run_id != item.instance.run_id and rec.execution_id == 2
     assert store.get_history("i1") == [] and store.activity_tasks("i1") == []
-    assert kinds(store.pending_messages("i1")) == ["ExecutionStarted"]
+    assert kinds(store.get_history("i1", execution_id=1))[:2] == ["TurnStarted", "ExecutionStarted"]
+    [start_msg] = store.pending_messages("i1")
+    assert isinstance(start_msg.event, ExecutionStarted)
+    assert (start_msg.run_id, start_msg.execution_id, start_msg.event.run_id) == (rec.run_id, 2, rec.run_id)
+    stale = [d for d in store.discarded_messages(instance_id="i1") if d.reason == DiscardReason.STALE_RUN]
+    assert kinds(stale) == ["EventRaised"]
 
 
 def test_create_instances_is_all_or_nothing(store: Store) -> None:

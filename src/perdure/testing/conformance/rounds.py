@@ -279,3 +279,25 @@ def test_a_round_says_when_work_is_due_and_wakes_nobody_for_work_it_took(store: 
     assert [i.instance.instance_id for i in result.locked] == ["other"]
     moved = {t for t in topics if store.notifier.snapshot(topics)[t] != before[t]}
     assert moved == {ACTIVITIES}  # a due task nobody took: wake the activity takers
+
+
+def test_a_round_never_takes_an_instance_of_a_name_it_does_not_run(store: Store) -> None:
+    """Issue 16, item 5: whatever brought its messages (its start, an activity outcome the
+    same round recorded, an event), an instance of another name is never locked, run or
+    failed by the round: it waits for a worker that runs it."""
+    work = with_task(store, "theirs")  # orchestration "wf", with a locked task
+    start(store, "mine", name="mine")
+    start(store, "other", name="other")
+    raise_event(store, "other")
+    seen: list[str] = []
+
+    def run_turns(items: list[OrchestrationWorkItem]) -> list[TurnCommit]:
+        seen.extend(i.instance.instance_id for i in items)
+        return [turn(i) for i in items]
+
+    result = round_(store, run_turns, completions=[done(work)], orchestration_names=["mine"])
+    assert seen == ["mine"] and [i.instance.instance_id for i in result.locked] == ["mine"]
+    assert kinds(store.pending_messages("theirs")) == ["ActivityCompleted"]
+    assert kinds(store.pending_messages("other")) == ["ExecutionStarted", "EventRaised"]
+    assert {i.instance.instance_id for i in lock(store, "w2")} == {"theirs", "other"}  # free, unleased
+    assert round_(store, run_turns, orchestration_names=[]).locked == []  # an activity-only worker
