@@ -313,7 +313,12 @@ class ActivityDispatcher:
         that is not JSON fails as the activity's own error, and the dispatch loop does not
         have to encode it again."""
         event = ActivityCompleted(task_id=item.task_id, result=result, timestamp=self.clock())
-        return event, dumps_checked(event, f"result of activity {item.name!r}")
+        what = f"result of activity {item.name!r}"
+        text = dumps_checked(event, what)
+        limit = self.options.max_payload_bytes
+        if len(text) > limit // 4:  # a UTF-8 character is at most 4 bytes: only then measure exactly
+            dumps_payload(result, what=what, limit=limit)  # raises SerializationError: this attempt fails
+        return event, text
 
     def _failed(self, item: ActivityWorkItem, failure: Failure) -> tuple[HistoryEvent, str]:
         event = ActivityFailed(task_id=item.task_id, failure=failure, timestamp=self.clock())

@@ -238,7 +238,10 @@ class OrchestrationDispatcher:
                 limit=instance.history_event_count,
             )
             past = [r.event for r in records]
-        return OrchestrationExecutor(self.app, instance.instance_id), past
+        executor = OrchestrationExecutor(
+            self.app, instance.instance_id, max_payload_bytes=self.options.max_payload_bytes
+        )
+        return executor, past
 
 
 class TurnBatch:
