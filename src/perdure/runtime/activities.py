@@ -27,6 +27,7 @@ from perdure.core.history import (
 from perdure.core.payload import dumps_payload, loads_payload
 from perdure.core.registry import App, Registration
 from perdure.errors import LeaseLost
+from perdure.logs import ids
 from perdure.runtime.activity_info import ActivityInfo, reset_activity_info, set_activity_info
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.pool import ThreadPool
@@ -141,6 +142,7 @@ class ActivityDispatcher:
                         "this result was dropped, nothing written",
                         name,
                         completion.task_row_id,
+                        extra=_ids_of(running),
                     )
                 else:
                     self.counters["activities_discarded"] += 1
@@ -152,6 +154,11 @@ class ActivityDispatcher:
         """Start running locked tasks (on the pool, or the event loop for ``async def``)."""
         for item in items:
             self._start(item)
+
+    def running_names(self) -> list[str]:
+        """The names of the activities running now, one per run."""
+        with self._lock:
+            return [r.item.name for r in self._running.values()]
 
     @property
     def free(self) -> int:
@@ -255,7 +262,7 @@ class ActivityDispatcher:
             result = registration.fn(item.input) if self._takes_input[item.name] else registration.fn()
             return self._completed(item, result)
         except BaseException as exc:
-            return self._failed(item, Failure.from_exception(exc))
+            return self._raised(item, exc)
         finally:
             reset_activity_info(token)
 
@@ -265,7 +272,7 @@ class ActivityDispatcher:
             args = (item.input,) if self._takes_input[item.name] else ()
             return self._completed(item, await registration.fn(*args))
         except BaseException as exc:
-            return self._failed(item, Failure.from_exception(exc))
+            return self._raised(item, exc)
         finally:
             reset_activity_info(token)
 
@@ -320,6 +327,18 @@ class ActivityDispatcher:
             dumps_payload(result, what=what, limit=limit)  # raises SerializationError: this attempt fails
         return event, text
 
+    def _raised(self, item: ActivityWorkItem, exc: BaseException) -> tuple[HistoryEvent, str]:
+        """The activity raised: one log line (the traceback is stored with the failure)."""
+        log.warning(
+            "activity %r failed on attempt %d: %s: %s",
+            item.name,
+            item.attempt,
+            type(exc).__name__,
+            exc,
+            extra=ids(item.instance_id, item.execution_id, item.task_id),
+        )
+        return self._failed(item, Failure.from_exception(exc))
+
     def _failed(self, item: ActivityWorkItem, failure: Failure) -> tuple[HistoryEvent, str]:
         event = ActivityFailed(task_id=item.task_id, failure=failure, timestamp=self.clock())
         return event, dumps_event(event)
@@ -356,7 +375,11 @@ class ActivityDispatcher:
         for (row_id, _token), ok in zip(leases, held, strict=True):
             if not ok:
                 self.counters["activity_leases_lost"] += 1
-                log.warning("lease on activity task %d was lost while it ran; its result will be dropped", row_id)
+                log.warning(
+                    "lease on activity task %d was lost while it ran; its result will be dropped",
+                    row_id,
+                    extra=_ids_of(self._running.get(row_id)),
+                )
 
     def next_renewal_in(self) -> float | None:
         """Seconds until leases must be renewed, or None when nothing runs."""
@@ -387,6 +410,12 @@ class ActivityDispatcher:
                 self._loop_thread.join(timeout=1.0)
             if not self._loop.is_running():
                 self._loop.close()
+
+
+def _ids_of(running: _Running | None) -> dict[str, Any]:
+    """The log record ids of a run (all None if unknown)."""
+    item = None if running is None else running.item
+    return ids(None) if item is None else ids(item.instance_id, item.execution_id, item.task_id)
 
 
 def _takes_input(fn: Callable[..., Any]) -> bool:
