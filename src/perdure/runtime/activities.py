@@ -400,6 +400,14 @@ class ActivityDispatcher:
         with self._lock:
             leftovers = list(self._running.values())
             self._running.clear()
+        if leftovers:
+            log.warning(
+                "%d activities still running after the %g s shutdown timeout (%s): their leases are "
+                "released, and another worker runs them again",
+                len(leftovers),
+                timeout,
+                ", ".join(sorted(r.item.name for r in leftovers)),
+            )
         for running in leftovers:
             with contextlib.suppress(LeaseLost):
                 self.store.abandon_activity(running.item.task_row_id, running.lease_token)
