@@ -81,6 +81,7 @@ class Background:
         )
         self.out: list[str] = []
         self.err: list[str] = []
+        self.interrupted = False
         self._readers = [
             threading.Thread(target=self._collect, args=(self.proc.stdout, self.out), daemon=True),
             threading.Thread(target=self._collect, args=(self.proc.stderr, self.err), daemon=True),
@@ -108,11 +109,12 @@ class Background:
 
     def interrupt(self) -> None:
         """Send Ctrl-C (SIGINT)."""
+        self.interrupted = True
         self.proc.send_signal(signal.SIGINT)
 
     def stop(self, timeout: float = 30) -> Ran:
-        """Ctrl-C (unless it already exited) and wait for the exit; what it printed."""
-        if self.proc.poll() is None:
+        """Ctrl-C (unless sent already, or it exited) and wait for the exit; what it printed."""
+        if self.proc.poll() is None and not self.interrupted:
             self.interrupt()
         try:
             self.proc.wait(timeout=timeout)

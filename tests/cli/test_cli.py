@@ -26,7 +26,7 @@ def url(tmp_path) -> str:
 def worker(url):
     """A CLI worker on the store (``--store`` given after the subcommand, as documented)."""
     w = Background("worker", "--app", APP, "--store", url, "--poll-interval", "0.05", cwd=ROOT)
-    w.wait_for_log("started on")
+    w.wait_for_log(" serves ")
     yield w
     ran = w.stop()
     assert ran.code == 0, ran.err

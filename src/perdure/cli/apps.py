@@ -51,9 +51,10 @@ def load_app(ref: str) -> App:
 def _user_traceback(exc: BaseException) -> str:
     """``exc``'s traceback from the first frame of the user's code (the import machinery's
     frames and this module's left out)."""
+    machinery = (__file__, importlib.__file__)
     tb = exc.__traceback__
     while tb is not None and (
-        tb.tb_frame.f_code.co_filename.startswith("<frozen") or tb.tb_frame.f_code.co_filename == __file__
+        tb.tb_frame.f_code.co_filename.startswith("<frozen") or tb.tb_frame.f_code.co_filename in machinery
     ):
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb))

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from perdure.cli.base import State, common_options
+from perdure.cli.base import CommandFailed, State, common_options
 from perdure.cli.inputs import filter_given, filter_options, make_filter
 from perdure.cli.main import cli
 from perdure.client import Client
@@ -54,8 +54,8 @@ def _control_command(
         click.echo(f"{count} {_instances(count)} {acts_on} match ({found.describe()})")
         if count == 0 or dry_run:
             return
-        if not yes:
-            click.confirm(f"{verb} {count} {_instances(count)}?", abort=True, err=True)
+        if not yes and not _confirmed(f"{verb} {count} {_instances(count)}?"):
+            raise CommandFailed("not confirmed, nothing was changed (--yes skips the question)")
         done = bulk(client, found, reason, False)
         past = "purged" if verb == "purge" else f"{verb} requested for"
         click.echo(f"{past} {done} {_instances(done)}")
@@ -80,6 +80,15 @@ Examples:
   perdure {verb} --query --status {_example_status(verb)} --created-before 7d --dry-run
   perdure {verb} --query --prefix load-test- --yes"""
     return cli.command(verb, help=summary, epilog=epilog)(decorated)
+
+
+def _confirmed(question: str) -> bool:
+    """Ask ``question`` on stderr; no answer (end of input) is a no."""
+    try:
+        return click.confirm(question, err=True)
+    except click.Abort:
+        click.echo("", err=True)
+        return False
 
 
 def _example_status(verb: str) -> str:

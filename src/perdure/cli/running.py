@@ -145,7 +145,7 @@ def worker(
     signals = _Signals(stop_now)
     w.start()
     log.info(
-        "worker %s started on %s: orchestrations %s; activities %s. Ctrl-C stops it",
+        "worker %s serves %s: orchestrations %s; activities %s. Ctrl-C stops it",
         w.worker_id,
         state.public_url,
         ", ".join(sorted(app.orchestrations)) or "none",
@@ -165,7 +165,7 @@ def worker(
     while stopper.is_alive():
         stopper.join(0.2)
     counts = ", ".join(f"{name} {count}" for name, count in sorted(w.stats().items()) if count)
-    log.info("worker %s stopped (%s)", w.worker_id, counts or "nothing done")
+    log.info("worker %s counted: %s", w.worker_id, counts or "nothing done")
 
 
 def _activities(names: list[str]) -> str:

@@ -95,6 +95,7 @@ def probe_connection(conninfo: str, display: str, timeout: float) -> None:
     work soon (server down or starting) is tried again for up to ``timeout`` seconds
     instead of filling the log with the pool's retries."""
     deadline = time.monotonic() + timeout
+    told = False
     while True:
         remaining = deadline - time.monotonic()
         try:
@@ -108,7 +109,9 @@ def probe_connection(conninfo: str, display: str, timeout: float) -> None:
                 raise StoreUnavailableError(
                     f"cannot connect to PostgreSQL at {display} within {timeout:g} s: {reason}"
                 ) from exc
-            log.info("PostgreSQL at %s is not reachable yet, retrying: %s", display, reason)
+            if not told:
+                log.info("PostgreSQL at %s is not reachable yet (%s); trying for up to %g s", display, reason, timeout)
+                told = True
             time.sleep(_PROBE_INTERVAL)
 
 
