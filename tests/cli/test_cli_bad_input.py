@@ -21,6 +21,7 @@ CASES = [
     (["no-such-command"], USAGE, "No such command"),
     (["start"], USAGE, "Missing argument"),
     (["start", "wf", "{bad json"], ERROR, "input is not valid JSON"),
+    (["start", "wf", "acme"], ERROR, """a string needs JSON quotes: '"acme"'"""),
     (["start", "wf", "[1, NaN]"], ERROR, "not JSON-serialisable"),
     (["start", "", "1"], ERROR, "must not be empty"),
     (["start", "wf", "1", "--id", ""], ERROR, "instance id must not be empty"),

@@ -26,3 +26,20 @@ def test_help_runs_for_every_command():
     for name in COMMANDS:
         ran = run(name, "--help")
         assert ran.out.startswith(f"Usage: perdure {name} ") and "Examples:" in ran.out
+
+
+def test_the_examples_in_the_help_parse():
+    """Every ``perdure ...`` example a ``--help`` prints is a valid command line."""
+    from tests.docs.harness import parse_command, perdure_args
+
+    examples = [cli.epilog or ""] + [cli.commands[name].epilog or "" for name in COMMANDS]
+    checked = 0
+    for text in examples:
+        for line in text.splitlines():
+            for part in line.strip().split(" | "):
+                part = part.split(" > ")[0]
+                args = perdure_args(part) if "perdure " in part else None
+                if args is not None:
+                    parse_command(args)
+                    checked += 1
+    assert checked >= 2 * len(COMMANDS)

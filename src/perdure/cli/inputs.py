@@ -41,7 +41,10 @@ def payload_arg(text: str | None, what: str) -> Any:
     except ValueError as exc:
         origin = {"-": " (from stdin)"}.get(text, f" (from {text[1:]!r})" if text.startswith("@") else "")
         shown = "" if origin else f": {source[:60]!r}"
-        raise InvalidInputError(f"{what}{origin} is not valid JSON ({exc}){shown}") from None
+        hint = ""
+        if not origin and re.fullmatch(r"[\w.@:/-]+", source.strip()):
+            hint = f"; a string needs JSON quotes: '{json.dumps(source.strip())}'"
+        raise InvalidInputError(f"{what}{origin} is not valid JSON ({exc}){shown}{hint}") from None
 
 
 def point_in_time(text: str, what: str, now: datetime | None = None) -> datetime:

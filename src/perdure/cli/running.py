@@ -209,8 +209,8 @@ def demo(state: State, demo_store: str | None) -> None:
     """Run an order workflow that shows the engine's features, live."""
     from perdure.demo import run_demo
 
-    if state.log_level is None:  # the narration says what happens; warnings only
-        configure_logging("WARNING", state.log_format)
+    if state.log_level is None:  # the narration says what happens: errors only
+        configure_logging("ERROR", state.log_format)
     sys.exit(run_demo(demo_store, echo=click.echo))
 
 
