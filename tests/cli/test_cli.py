@@ -88,11 +88,18 @@ def test_history_of_earlier_executions(url, worker):
     assert err == "error: instance 'loop-1' has executions 1 to 3, not 9\n"
 
 
-def test_list_never_cuts_ids_when_piped(url):
+def test_list_never_cuts_ids_when_piped_and_keeps_stdout_for_the_rows(url):
     long_id = "order-" + "x" * 120
     run("start", "quick", "1", "--id", long_id, "--store", url)
-    lines = run("list", "--store", url).out.splitlines()
-    assert long_id in lines[1].split()
+    run("start", "quick", "2", "--id", "short-1", "--store", url)
+    page = run("list", "--limit", "1", "--store", url)
+    lines = page.out.splitlines()
+    assert len(lines) == 2 and lines[0].split()[:3] == ["INSTANCE", "NAME", "STATUS"]
+    assert page.err.startswith("more: --cursor ")
+    rest = run("list", "--cursor", page.err.split()[-1], "--store", url).out.splitlines()
+    assert long_id in rest[1].split()
+    none = run("list", "--prefix", "nothing-", "--store", url)
+    assert none.out == "" and none.err == "no instances match (id prefix 'nothing-')\n"
 
 
 def test_payloads_from_a_file_and_from_stdin(url, tmp_path):

@@ -268,8 +268,8 @@ def list_(
         print_json({"items": [s.to_dict() for s in page.items], "next_cursor": page.next_cursor})
         return
     if not page.items:
-        click.echo(f"no instances match ({found.describe()})")
+        click.echo(f"no instances match ({found.describe()})", err=True)
         return
     show_list(page.items)
-    if page.next_cursor:
-        click.echo(f"more: --cursor {page.next_cursor}")
+    if page.next_cursor:  # on stderr: stdout stays the rows alone, for pipes
+        click.echo(f"more: --cursor {page.next_cursor}", err=True)

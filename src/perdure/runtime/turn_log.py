@@ -42,7 +42,7 @@ def log_turn(commit: TurnCommit) -> None:
 
 def _log_retries(commit: TurnCommit) -> None:
     """One line per retry timer this turn created, with the failure that caused it."""
-    retries = {t.task_id: t.fire_at for t in commit.waiting_on.timers if t.purpose == "retry"}
+    retries = {t.task_id for t in commit.waiting_on.timers if t.purpose == "retry"}
     if not retries:
         return
     failures = [e.failure for e in commit.new_events if isinstance(e, (ActivityFailed, SubOrchestrationFailed))]
@@ -50,7 +50,7 @@ def _log_retries(commit: TurnCommit) -> None:
     now = next((e.timestamp for e in commit.new_events if isinstance(e, TurnStarted)), None)
     for event in commit.new_events:
         if isinstance(event, TimerCreated) and event.task_id in retries:
-            wait = max(0.0, event.fire_at - (event.fire_at if now is None else now))
+            wait = 0.0 if now is None else max(0.0, event.fire_at - now)
             log.info(
                 "instance %r will retry a failed task%s: next attempt in %.1f s",
                 commit.instance_id,
