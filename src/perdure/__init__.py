@@ -32,6 +32,7 @@ from perdure.errors import (
     SubOrchestrationError,
     TaskTimeoutError,
 )
+from perdure.instance_filter import InstanceFilter
 from perdure.runtime.activity_info import ActivityInfo, activity_info
 from perdure.runtime.worker import Worker
 from perdure.store import Store, open_store
@@ -49,6 +50,7 @@ __all__ = [
     "Finding",
     "FleetReport",
     "InstanceExistsError",
+    "InstanceFilter",
     "InstanceNotFoundError",
     "InstancePage",
     "InstanceState",

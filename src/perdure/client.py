@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -25,22 +25,29 @@ from perdure.core.history import (
     HistoryEvent,
 )
 from perdure.core.ids import validate_instance_id
-from perdure.core.payload import dumps_payload
-from perdure.core.registry import registered_name
-from perdure.core.status import OrchestrationStatus
+from perdure.core.payload import DEFAULT_MAX_PAYLOAD_BYTES, dumps_payload
+from perdure.core.registry import App, registered_name
+from perdure.core.status import TERMINAL_STATUSES, OrchestrationStatus
 from perdure.core.turn import WaitingOn
 from perdure.diagnosis import Diagnosis, FleetReport, Thresholds, diagnose, diagnose_all
 from perdure.errors import (
     InstanceNotFoundError,
     InstanceStateError,
     InvalidInputError,
+    RegistrationError,
     StoreUnavailableError,
 )
+from perdure.instance_filter import InstanceFilter, StatusArg, timestamp
 from perdure.runtime.eager import start_eagerly
-from perdure.store.base import InstanceQuery, InstanceRecord, Message, NewInstance, Store
+from perdure.store.base import InstanceRecord, Message, NewInstance, Store
+from perdure.store.common.routing import purges_orphans
 from perdure.store.notify import INSTANCES
+from perdure.views import event_dict, iso_datetime, waiting_on_dict
 
-DEFAULT_MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+__all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "AsyncClient", "Client", "InstanceFilter", "InstancePage", "InstanceState"]
+
+_BULK_PAGE = 500  # instances per page (and per store write) of a bulk operation
+_LIVE = frozenset(OrchestrationStatus) - TERMINAL_STATUSES
 #: The waits before a client write is tried again after the store was unavailable (its
 #: request id makes the retry apply once even if the first try had committed).
 RETRY_DELAYS = (0.05, 0.25, 1.0)
@@ -53,19 +60,16 @@ def _datetime(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def _timestamp(value: datetime | None, what: str) -> float | None:
-    if value is None:
-        return None
-    if not isinstance(value, datetime):
-        raise InvalidInputError(f"{what} must be a datetime, got {type(value).__name__}")
-    if value.tzinfo is None:
-        raise InvalidInputError(f"{what} must be timezone-aware (e.g. datetime.now(UTC))")
-    return value.timestamp()
-
-
 @dataclass(frozen=True, slots=True)
 class InstanceState:
     """What an instance looks like now.
+
+    ``output`` is a completed instance's result; ``failure`` a failed one's error;
+    ``termination_reason`` the reason given when a TERMINATED instance was terminated
+    (``client.terminate(iid, reason=...)``, ``perdure terminate ID --reason ...``; for a
+    child terminated with its parent, the parent's reason; None if none was given). The
+    store keeps it in the instance's output column, so ``output`` of a terminated instance
+    is None.
 
     ``history`` is the current execution's history when asked for (``get(iid,
     history=True)``), else None; ``history_event_count`` always equals its length.
@@ -90,6 +94,7 @@ class InstanceState:
     waiting_on: WaitingOn
     history: list[HistoryEvent] | None = None
     run_id: str = ""
+    termination_reason: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -99,12 +104,14 @@ class InstanceState:
     @classmethod
     def from_record(cls, record: InstanceRecord, history: list[HistoryEvent] | None = None) -> InstanceState:
         """Build from a store row."""
+        terminated = record.status is OrchestrationStatus.TERMINATED
+        reason = record.output if terminated and isinstance(record.output, str) else None
         return cls(
             instance_id=record.instance_id,
             name=record.name,
             status=record.status,
             input=record.input,
-            output=record.output,
+            output=None if terminated else record.output,
             failure=record.failure,
             custom_status=record.custom_status,
             created_at=_datetime(record.created_at),
@@ -115,12 +122,11 @@ class InstanceState:
             waiting_on=record.waiting_on,
             history=history,
             run_id=record.run_id,
+            termination_reason=reason,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (the CLI's ``--json`` form)."""
-        from perdure.core.history import encode_event
-
+        """A JSON-ready dict (the CLI's ``--json`` form); times are ISO 8601 in UTC."""
         data: dict[str, Any] = {
             "instance_id": self.instance_id,
             "name": self.name,
@@ -128,17 +134,18 @@ class InstanceState:
             "input": self.input,
             "output": self.output,
             "failure": self.failure.to_dict() if self.failure else None,
+            "termination_reason": self.termination_reason,
             "custom_status": self.custom_status,
-            "created_at": self.created_at.isoformat(),
-            "last_updated_at": self.last_updated_at.isoformat(),
+            "created_at": iso_datetime(self.created_at),
+            "last_updated_at": iso_datetime(self.last_updated_at),
             "execution_id": self.execution_id,
             "history_event_count": self.history_event_count,
             "parent_instance_id": self.parent_instance_id,
             "run_id": self.run_id,
-            "waiting_on": self.waiting_on.to_dict(),
+            "waiting_on": waiting_on_dict(self.waiting_on),
         }
         if self.history is not None:
-            data["history"] = [encode_event(e) for e in self.history]
+            data["history"] = [event_dict(e) for e in self.history]
         return data
 
 
@@ -153,7 +160,13 @@ class InstancePage:
 class Client:
     """Start and manage orchestration instances in ``store``.
 
-    ``max_payload_bytes`` bounds the JSON size of inputs and event payloads.
+    ``app``: the :class:`~perdure.App` whose orchestrations may be started; with it,
+    :meth:`start` and :meth:`start_many` refuse a name the app does not register, at the
+    call. Without it the name is not checked: an instance whose orchestration no live
+    worker registers waits for one (diagnosis: ``no_worker``).
+
+    ``max_payload_bytes`` bounds the JSON size of inputs and event payloads (workers apply
+    the same default limit to activity results and orchestration outputs).
 
     Writes (``start``, ``start_many``, ``raise_event``, ``terminate``, ``suspend``,
     ``resume``) are idempotent: each carries a request id (``request_id=``, or a random one)
@@ -163,8 +176,15 @@ class Client:
     make your own retries of a call safe too (the store remembers ids for a day).
     """
 
-    def __init__(self, store: Store, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+    def __init__(
+        self, store: Store, *, app: App | None = None, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    ) -> None:
+        if app is not None and not isinstance(app, App):
+            raise InvalidInputError(f"app must be a perdure.App, got {type(app).__name__}")
+        if not isinstance(max_payload_bytes, int) or max_payload_bytes < 1:
+            raise InvalidInputError(f"max_payload_bytes must be a positive integer, got {max_payload_bytes!r}")
         self.store = store
+        self.app = app
         self.max_payload_bytes = max_payload_bytes
         self._clock: Callable[[], float] = getattr(store, "clock", time.time)
 
@@ -188,7 +208,9 @@ class Client:
         ``instance_id`` defaults to a random one; a user id is validated (no reserved
         sub-orchestration marker). Starting an id held by a non-terminal instance raises
         :class:`~perdure.errors.InstanceExistsError`; a terminal one is replaced only with
-        ``replace_terminal=True``. ``start_at`` delays the first turn.
+        ``replace_terminal=True``. ``start_at`` delays the first turn. A client made with
+        an ``app`` refuses a name that app does not register
+        (:class:`~perdure.errors.RegistrationError`).
 
         ``eager=True``: if a worker of this process runs the orchestration on this same
         store object, the first turn (and the local activities it chains) runs in this
@@ -196,10 +218,10 @@ class Client:
         lowest start-to-result latency. Otherwise (or with a future ``start_at``) it is an
         ordinary start. See :mod:`perdure.runtime.eager`.
         """
-        name = registered_name(orchestration, "orchestration")
+        name = self._orchestration_name(orchestration)
         iid = uuid.uuid4().hex if instance_id is None else validate_instance_id(instance_id)
         dumps_payload(input, what=f"input of orchestration {name!r}", limit=self.max_payload_bytes)
-        start = _timestamp(start_at, "start_at")
+        start = timestamp(start_at, "start_at")
         if not isinstance(eager, bool):
             raise InvalidInputError(f"eager must be True or False, got {eager!r}")
         new = NewInstance(iid, name, input, start_at=start)
@@ -228,7 +250,7 @@ class Client:
         """Start one instance of ``orchestration`` per input, all in one store transaction
         (all are created, or none); return their ids in input order. ``instance_ids`` names
         them (validated like :meth:`start`); by default they are random."""
-        name = registered_name(orchestration, "orchestration")
+        name = self._orchestration_name(orchestration)
         values = list(inputs)
         if instance_ids is None:
             ids = [uuid.uuid4().hex for _ in values]
@@ -251,14 +273,27 @@ class Client:
         record = self.store.get_instance(instance_id)
         if record is None:
             return None
-        events = None
-        if history:
-            try:
-                records = self.store.get_history(instance_id, execution_id=record.execution_id)
-            except EventDecodeError as exc:
-                raise EventDecodeError(f"the history of instance {instance_id!r} cannot be read: {exc}") from exc
-            events = [r.event for r in records]
+        events = self._history(record, record.execution_id) if history else None
         return InstanceState.from_record(record, events)
+
+    def history(self, instance_id: str, *, execution_id: int | None = None) -> list[HistoryEvent]:
+        """The history of one execution of the instance, oldest event first: the current
+        execution by default, or ``execution_id`` (1 is the first; each continue-as-new
+        starts the next). Raises :class:`~perdure.errors.InstanceNotFoundError` for an
+        unknown id and :class:`~perdure.errors.InvalidInputError` for an execution the
+        instance does not have."""
+        record = self.store.get_instance(instance_id)
+        if record is None:
+            raise InstanceNotFoundError(f"no instance with id {instance_id!r}")
+        if execution_id is None:
+            execution_id = record.execution_id
+        elif isinstance(execution_id, bool) or not isinstance(execution_id, int):
+            raise InvalidInputError(f"execution_id must be an integer, got {execution_id!r}")
+        elif not 1 <= execution_id <= record.execution_id:
+            raise InvalidInputError(
+                f"instance {instance_id!r} has executions 1 to {record.execution_id}, not {execution_id}"
+            )
+        return self._history(record, execution_id)
 
     def wait(self, instance_id: str, timeout: float | None = None) -> InstanceState:
         """Block until the instance is terminal and return its state; raise ``TimeoutError``
@@ -284,30 +319,32 @@ class Client:
     def list(
         self,
         *,
-        status: str | OrchestrationStatus | Iterable[str | OrchestrationStatus] | None = None,
+        status: StatusArg = None,
         name: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         parent_instance_id: str | None = None,
+        prefix: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
     ) -> InstancePage:
         """One page of instances, newest first, filtered by status (one or several), name,
-        creation time and parent; pass the returned ``next_cursor`` for the next page."""
-        if not isinstance(limit, int) or not 1 <= limit <= 10_000:
+        creation time, parent and instance-id ``prefix``; pass the returned
+        ``next_cursor`` for the next page."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
             raise InvalidInputError(f"limit must be an integer from 1 to 10000, got {limit!r}")
-        page = self.store.list_instances(
-            InstanceQuery(
-                statuses=_statuses(status),
-                name=name,
-                created_after=_timestamp(created_after, "created_after"),
-                created_before=_timestamp(created_before, "created_before"),
-                parent_instance_id=parent_instance_id,
-                limit=limit,
-                cursor=cursor,
-            )
-        )
+        found = InstanceFilter(status, name, created_after, created_before, prefix)
+        query = found.query(limit=limit, cursor=cursor)
+        assert query is not None  # no status restriction was asked for
+        if parent_instance_id is not None:
+            query = replace(query, parent_instance_id=parent_instance_id)
+        page = self.store.list_instances(query)
         return InstancePage([InstanceState.from_record(r) for r in page.items], page.next_cursor)
+
+    def count(self, filter: InstanceFilter | None = None) -> int:
+        """How many instances match ``filter`` (every instance by default). Reads the
+        matching ids page by page; nothing is held in memory but one page."""
+        return sum(len(records) for records in self._pages(filter or InstanceFilter(), None))
 
     # -- messages to an instance (processed in turn order, invariant 5) --
 
@@ -325,7 +362,8 @@ class Client:
         """Terminate the instance's current run and, recursively, its unfinished
         sub-orchestrations (only its own children: an instance that merely holds an id it
         asked for is never touched). Work already running finishes but its results are
-        discarded."""
+        discarded. ``reason`` is recorded in the history and becomes the instance's
+        :attr:`InstanceState.termination_reason`."""
         event = ExecutionTerminated(reason=_reason(reason), timestamp=self._clock())
         self._send(instance_id, event, "terminate", request_id)
 
@@ -353,6 +391,44 @@ class Client:
             )
         if not self.store.purge_instances([instance_id]) and state is None:
             raise InstanceNotFoundError(f"no instance with id {instance_id!r}, and nothing stored under that id")
+
+    # -- bulk operations: page by page, one store write per page --
+
+    def terminate_where(self, filter: InstanceFilter, reason: str | None = None, *, dry_run: bool = False) -> int:
+        """Terminate every live (PENDING, RUNNING or SUSPENDED) instance matching ``filter``
+        as :meth:`terminate` does; return how many were asked to terminate. With
+        ``dry_run=True`` only count them."""
+        text = _reason(reason)
+        return self._bulk(filter, _LIVE, dry_run, lambda: ExecutionTerminated(reason=text, timestamp=self._clock()))
+
+    def suspend_where(self, filter: InstanceFilter, reason: str | None = None, *, dry_run: bool = False) -> int:
+        """Suspend every PENDING or RUNNING instance matching ``filter``; return how many
+        (with ``dry_run=True`` only count them)."""
+        text = _reason(reason)
+        only = {OrchestrationStatus.PENDING, OrchestrationStatus.RUNNING}
+        return self._bulk(filter, only, dry_run, lambda: ExecutionSuspended(reason=text, timestamp=self._clock()))
+
+    def resume_where(self, filter: InstanceFilter, reason: str | None = None, *, dry_run: bool = False) -> int:
+        """Resume every SUSPENDED instance matching ``filter``; return how many (with
+        ``dry_run=True`` only count them)."""
+        text = _reason(reason)
+        only = {OrchestrationStatus.SUSPENDED}
+        return self._bulk(filter, only, dry_run, lambda: ExecutionResumed(reason=text, timestamp=self._clock()))
+
+    def purge_where(self, filter: InstanceFilter, *, dry_run: bool = False) -> int:
+        """Delete every terminal (COMPLETED, FAILED or TERMINATED) instance matching
+        ``filter`` with its history; return how many were deleted (with ``dry_run=True``,
+        how many would be)."""
+        if not isinstance(filter, InstanceFilter):
+            raise InvalidInputError(f"filter must be a perdure.InstanceFilter, got {type(filter).__name__}")
+        total = 0
+        for records in self._pages(filter, TERMINAL_STATUSES):
+            total += len(records) if dry_run else self.store.purge_instances([r.instance_id for r in records])
+        query = filter.query(only=None, limit=1, cursor=None)
+        if not dry_run and query is not None and purges_orphans(query):
+            # What ids without an instance left behind (dead letters, discard records).
+            total += self.store.purge_where(query)
+        return total
 
     # -- diagnosis --
 
@@ -390,6 +466,21 @@ class Client:
 
     # -- helpers --
 
+    def _orchestration_name(self, orchestration: str | Callable[..., Any]) -> str:
+        name = registered_name(orchestration, "orchestration")
+        if self.app is not None and name not in self.app.orchestrations:
+            known = ", ".join(sorted(self.app.orchestrations)) or "none"
+            raise RegistrationError(f"orchestration {name!r} is not registered in the app (registered: {known})")
+        return name
+
+    def _history(self, record: InstanceRecord, execution_id: int) -> list[HistoryEvent]:
+        iid = record.instance_id
+        try:
+            records = self.store.get_history(iid, execution_id=execution_id)
+        except EventDecodeError as exc:
+            raise EventDecodeError(f"the history of instance {iid!r} cannot be read: {exc}") from exc
+        return [r.event for r in records]
+
     def _require(self, instance_id: str) -> InstanceState:
         state = self.get(instance_id)
         if state is None:
@@ -405,6 +496,42 @@ class Client:
         # never to a later run of the id (invariant 9).
         message = Message(instance_id, event, run_id=state.run_id)
         _idempotent(lambda rid, _retry: self.store.enqueue_messages([message], request_id=rid), request_id)
+
+    def _pages(
+        self, filter: InstanceFilter, only: Collection[OrchestrationStatus] | None
+    ) -> Iterator[list[InstanceRecord]]:
+        """The instances matching ``filter`` (and with a status in ``only``), one page at a
+        time. The cursor is the last row's sort key, so a page acted on (purged,
+        terminated) never shifts the pages after it."""
+        cursor = None
+        while True:
+            query = filter.query(only=only, limit=_BULK_PAGE, cursor=cursor)
+            if query is None:
+                return
+            page = self.store.list_instances(query)
+            if page.items:
+                yield page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def _bulk(
+        self,
+        filter: InstanceFilter,
+        only: Collection[OrchestrationStatus],
+        dry_run: bool,
+        event: Callable[[], HistoryEvent],
+    ) -> int:
+        """Send ``event()`` to each matching instance, one store write per page; an instance
+        that ends meanwhile records the message as discarded, as for a single call."""
+        if not isinstance(filter, InstanceFilter):
+            raise InvalidInputError(f"filter must be a perdure.InstanceFilter, got {type(filter).__name__}")
+        total = 0
+        for records in self._pages(filter, only):
+            if not dry_run:  # each to the run the listing saw (invariant 9)
+                self.store.enqueue_messages([Message(r.instance_id, event(), run_id=r.run_id) for r in records])
+            total += len(records)
+        return total
 
 
 def _idempotent(call: Callable[[str, bool], T], request_id: str | None) -> T:
@@ -432,25 +559,10 @@ def _reason(reason: str | None) -> str | None:
     return reason
 
 
-def _statuses(
-    status: str | OrchestrationStatus | Iterable[str | OrchestrationStatus] | None,
-) -> list[OrchestrationStatus] | None:
-    if status is None:
-        return None
-    values = [status] if isinstance(status, str) else list(status)
-    out = []
-    for value in values:
-        try:
-            out.append(OrchestrationStatus(str(value).upper()))
-        except ValueError:
-            choices = ", ".join(s.value for s in OrchestrationStatus)
-            raise InvalidInputError(f"unknown status {value!r}; expected one of {choices}") from None
-    return out
-
-
 class AsyncClient:
     """The asyncio twin of :class:`Client`: the same methods, as coroutines. Store calls run
-    in a thread so the event loop is never blocked."""
+    in a thread so the event loop is never blocked. Options (``app``,
+    ``max_payload_bytes``) as for :class:`Client`."""
 
     def __init__(self, store: Store, **options: Any) -> None:
         self.sync = Client(store, **options)
@@ -469,6 +581,10 @@ class AsyncClient:
         """See :meth:`Client.get`."""
         return await asyncio.to_thread(self.sync.get, instance_id, history=history)
 
+    async def history(self, instance_id: str, *, execution_id: int | None = None) -> list[HistoryEvent]:
+        """See :meth:`Client.history`."""
+        return await asyncio.to_thread(self.sync.history, instance_id, execution_id=execution_id)
+
     async def wait(self, instance_id: str, timeout: float | None = None) -> InstanceState:
         """See :meth:`Client.wait`."""
         return await asyncio.to_thread(self.sync.wait, instance_id, timeout)
@@ -476,6 +592,10 @@ class AsyncClient:
     async def list(self, **filters: Any) -> InstancePage:
         """See :meth:`Client.list`."""
         return await asyncio.to_thread(self.sync.list, **filters)
+
+    async def count(self, filter: InstanceFilter | None = None) -> int:
+        """See :meth:`Client.count`."""
+        return await asyncio.to_thread(self.sync.count, filter)
 
     async def raise_event(self, instance_id: str, name: str, data: Any = None, **kwargs: Any) -> None:
         """See :meth:`Client.raise_event`."""
@@ -496,6 +616,22 @@ class AsyncClient:
     async def purge(self, instance_id: str) -> None:
         """See :meth:`Client.purge`."""
         await asyncio.to_thread(self.sync.purge, instance_id)
+
+    async def terminate_where(self, filter: InstanceFilter, reason: str | None = None, **kwargs: Any) -> int:
+        """See :meth:`Client.terminate_where`."""
+        return await asyncio.to_thread(self.sync.terminate_where, filter, reason, **kwargs)
+
+    async def suspend_where(self, filter: InstanceFilter, reason: str | None = None, **kwargs: Any) -> int:
+        """See :meth:`Client.suspend_where`."""
+        return await asyncio.to_thread(self.sync.suspend_where, filter, reason, **kwargs)
+
+    async def resume_where(self, filter: InstanceFilter, reason: str | None = None, **kwargs: Any) -> int:
+        """See :meth:`Client.resume_where`."""
+        return await asyncio.to_thread(self.sync.resume_where, filter, reason, **kwargs)
+
+    async def purge_where(self, filter: InstanceFilter, **kwargs: Any) -> int:
+        """See :meth:`Client.purge_where`."""
+        return await asyncio.to_thread(self.sync.purge_where, filter, **kwargs)
 
     async def diagnose(self, instance_id: str, **kwargs: Any) -> Diagnosis:
         """See :meth:`Client.diagnose`."""

@@ -121,7 +121,7 @@ def test_terminate_ends_the_instance_and_cascades_to_unfinished_children():
     s.turn(101.0, child_completed(1, "a"))
     t = s.turn(102.0, terminated("operator says stop"))
     assert t.status is OrchestrationStatus.TERMINATED
-    assert t.output is None and t.failure is None
+    assert t.output == "operator says stop" and t.failure is None  # the termination reason
     cascade = "parent instance 'order-1' was terminated: operator says stop"
     assert t.commands == (
         TerminateOrchestration(reason="operator says stop"),

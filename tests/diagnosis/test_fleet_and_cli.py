@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
 import perdure
-from perdure.cli import cli
 from perdure.core.history import TurnStarted
 from perdure.diagnosis import diagnose_all
 from perdure.store.base import NewInstance, TurnCommit
 from perdure.store.sqlite import SQLiteStore
 from perdure.testing.faults import FakeClock
+from tests.cli.helpers import perdure as perdure_command
 
 from .helpers import eventually, fast_worker, has_event
 
@@ -118,9 +117,9 @@ def test_running_age_percentiles_are_nearest_rank_and_the_diagnosed_are_bounded(
 
 
 def run(url: str, *args: str, code: int = 0) -> str:
-    result = CliRunner().invoke(cli, ["--store", url, *args], catch_exceptions=False)
-    assert result.exit_code == code, result.output + result.stderr
-    return result.output if code == 0 else result.stderr
+    """``perdure --store URL ARGS`` in a subprocess: its stdout, or its stderr if it failed."""
+    result = perdure_command("--store", url, *args, code=code)
+    return result.out if code == 0 else result.err
 
 
 def test_perdure_diagnose_prints_the_verdict_and_its_json_has_the_same_fields(store_url):
@@ -153,7 +152,9 @@ def test_perdure_diagnose_without_an_id_prints_the_fleet_report(store_url):
 
 @pytest.mark.parametrize("args", [["diagnose", "nope"], ["diagnose", "nope", "--json"]])
 def test_perdure_diagnose_of_an_unknown_id_is_a_one_line_error(tmp_path, args):
-    err = run(f"sqlite:///{tmp_path / 'cli.db'}", *args, code=2)
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    perdure.open_store(url).close()
+    err = run(url, *args, code=2)
     assert err == "error: no instance with id 'nope'\n"
 
 

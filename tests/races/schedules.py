@@ -136,24 +136,30 @@ EXPECTED = {
     "mixed": (COMPLETED, [2, [4, 6]]),
     "evented": (COMPLETED, ["go!", 42]),
     "renewing": (COMPLETED, 110),
-    "doomed": (TERMINATED, None),
-    "ticker": (TERMINATED, None),
 }
+#: A terminated instance's output is its terminate's reason.
+CASCADE = "parent instance 'again' was terminated: to run it again"
 
 
-def expected(record: Any, again_n: int) -> list[tuple[OrchestrationStatus, Any]]:
-    """The final states ``record`` may legitimately end in: the fixed ones, the latest run
-    of ``again`` (input ``again_n``), and children (their parent's result, or terminated by
-    their parent's cascade)."""
+def expected(record: Any, again_n: int, log: list[str]) -> list[tuple[OrchestrationStatus, Any]]:
+    """The final states ``record`` may legitimately end in: the fixed ones, the terminated
+    ones (with the reason of the terminate that ended them), the latest run of ``again``
+    (input ``again_n``), and children (their parent's result, or terminated by their
+    parent's cascade)."""
     iid = record.instance_id
     if iid in EXPECTED:
         return [EXPECTED[iid]]
+    if iid == "doomed":
+        terminated = any(line.startswith("terminate") for line in log)
+        return [(TERMINATED, "by the schedule" if terminated else "at the end")]
+    if iid == "ticker":  # stopped by the schedule (no reason) or at the end
+        return [(TERMINATED, None), (TERMINATED, "at the end")]
     if iid == "again":
         return [(COMPLETED, [2 * again_n, 2 * again_n]), (COMPLETED, [2 * again_n, None])]
     if iid.startswith("evented::sub::"):
         return [(COMPLETED, 42)]
     if iid.startswith("again::sub::"):  # a child of any run: its own input's double
-        return [(TERMINATED, None), *((COMPLETED, 2 * n) for n in range(1, again_n + 1))]
+        return [(TERMINATED, CASCADE), *((COMPLETED, 2 * n) for n in range(1, again_n + 1))]
     return []
 
 
@@ -302,9 +308,9 @@ class Run:
         for record in all_instances(self.store):
             out += history_violations(self.store, record)
             out += settled_violations(self.store, record)
-            if (record.status, record.output) not in expected(record, self.again_n):
+            if (record.status, record.output) not in expected(record, self.again_n, self.log):
                 out.append(f"{record.instance_id!r} ended {record.status.value} with {record.output!r}")
-        if not {r.instance_id for r in all_instances(self.store)} >= {*EXPECTED, "again"}:
+        if not {r.instance_id for r in all_instances(self.store)} >= {*EXPECTED, "again", "doomed", "ticker"}:
             out.append("instances are missing")
         for worker in self.workers:
             errors = worker.stats().get("turns_engine_error")

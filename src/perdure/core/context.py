@@ -64,7 +64,8 @@ class OrchestrationHost(Protocol):
 class ReplaySafeLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """A logger that emits nothing while the orchestration replays, so each message is
     logged once, when the code first runs; records carry ``instance_id`` and
-    ``execution_id`` as extra attributes."""
+    ``execution_id`` as extra attributes (and ``task_id`` None, as records about a task have
+    it: :mod:`perdure.logs`)."""
 
     def __init__(self, logger: logging.Logger, context: OrchestrationContext) -> None:
         super().__init__(logger, {})
@@ -79,6 +80,7 @@ class ReplaySafeLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         extra = dict(kwargs.get("extra") or {})
         extra.setdefault("instance_id", self._context.instance_id)
         extra.setdefault("execution_id", self._context.execution_id)
+        extra.setdefault("task_id", None)
         kwargs["extra"] = extra
         return msg, kwargs
 

@@ -112,9 +112,10 @@ class OrchestrationExecutor:
     executor is in an undefined state and must be dropped.
     """
 
-    def __init__(self, app: App, instance_id: str) -> None:
+    def __init__(self, app: App, instance_id: str, *, max_payload_bytes: int | None = None) -> None:
         self._app = app
         self._instance_id = instance_id
+        self._max_payload_bytes = max_payload_bytes  # the limit of the orchestration's output
         self._ctx = OrchestrationContext(self)
         # execution
         self._name: str | None = None
@@ -467,7 +468,7 @@ class OrchestrationExecutor:
 
     def _returned(self, result: Any) -> None:
         try:
-            dumps_payload(result, what=f"the result of orchestration {self._name!r}")
+            dumps_payload(result, what=f"the result of orchestration {self._name!r}", limit=self._max_payload_bytes)
         except SerializationError as exc:
             self._fail(Failure.from_exception(exc))
             return
@@ -497,7 +498,7 @@ class OrchestrationExecutor:
         children = [
             t for t in self._open.values() if isinstance(t, SubOrchestrationTask) and t.task_id not in self._arrived
         ]
-        self._finish(OrchestrationStatus.TERMINATED)
+        self._finish(OrchestrationStatus.TERMINATED, output=reason)  # the instance's termination_reason
         self._command(TerminateOrchestration(reason=reason))
         cascade = f"parent instance {self._instance_id!r} was terminated" + (f": {reason}" if reason else "")
         for child in children:

@@ -8,6 +8,10 @@ from typing import Any
 
 from perdure.errors import SerializationError
 
+DEFAULT_MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+"""The default size limit of a payload's JSON: inputs and event data (client), activity
+results and orchestration outputs (worker)."""
+
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _make_encoder = json.encoder.c_make_encoder
 

@@ -61,7 +61,7 @@ class App:
         ``local=True`` makes it a *local activity*: the worker that runs the orchestration's
         turn runs it at once, on its dispatch thread, and hands the result straight to the
         next turn, so a chain of local activities commits once instead of once per activity.
-        For short calls only: see the README's "Local activities"."""
+        For short calls only: see docs/orchestrations.md, "Local activities"."""
         if not isinstance(local, bool):
             raise RegistrationError(f"activity local= must be True or False, got {local!r}")
 

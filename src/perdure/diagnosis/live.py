@@ -174,7 +174,8 @@ class LiveRules:
                         ],
                     },
                     f"Start a worker whose App registers {kind} {name!r} (`perdure worker --app "
-                    f"module:app --store URL`, or perdure.Worker(app, store)); if a deploy renamed "
+                    f"module:app --store {getattr(self.env.store, 'url', 'URL')}`, or perdure.Worker(app, "
+                    f"store)); if a deploy renamed "
                     f"it, register the old name too until instance {iid!r} and its peers finish.",
                 )
             )

@@ -70,7 +70,7 @@ def _failed(ev: InstanceEvidence, index: HistoryIndex) -> list[Finding]:
     }
     findings: list[Finding] = []
     mitigation = (
-        "Fix the cause shown in the error (the traceback is in `perdure status IID --json`), "
+        f"Fix the cause shown in the error (`perdure status {record.instance_id}` shows its traceback), "
         "then start a new instance; wrap calls that may fail in try/except for compensation."
     )
     if failure.type.endswith("NonDeterminismError"):

@@ -27,6 +27,7 @@ from perdure.core.history import (
 from perdure.core.payload import dumps_payload, loads_payload
 from perdure.core.registry import App, Registration
 from perdure.errors import LeaseLost
+from perdure.logs import ids
 from perdure.runtime.activity_info import ActivityInfo, reset_activity_info, set_activity_info
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.pool import ThreadPool
@@ -128,6 +129,7 @@ class ActivityDispatcher:
                         "this result was dropped, nothing written",
                         name,
                         completion.task_row_id,
+                        extra=_ids_of(running),
                     )
                 else:
                     self.counters["activities_discarded"] += 1
@@ -139,6 +141,11 @@ class ActivityDispatcher:
         """Start running locked tasks (on the pool, or the event loop for ``async def``)."""
         for item in items:
             self._start(item)
+
+    def running_names(self) -> list[str]:
+        """The names of the activities running now, one per run."""
+        with self._lock:
+            return [r.item.name for r in self._running.values()]
 
     @property
     def free(self) -> int:
@@ -244,7 +251,7 @@ class ActivityDispatcher:
             result = registration.fn(item.input) if self._takes_input[item.name] else registration.fn()
             return self._completed(item, result)
         except BaseException as exc:
-            return self._failed(item, Failure.from_exception(exc))
+            return self._raised(item, exc)
         finally:
             reset_activity_info(token)
 
@@ -254,7 +261,7 @@ class ActivityDispatcher:
             args = (item.input,) if self._takes_input[item.name] else ()
             return self._completed(item, await registration.fn(*args))
         except BaseException as exc:
-            return self._failed(item, Failure.from_exception(exc))
+            return self._raised(item, exc)
         finally:
             reset_activity_info(token)
 
@@ -302,7 +309,24 @@ class ActivityDispatcher:
         that is not JSON fails as the activity's own error, and the dispatch loop does not
         have to encode it again."""
         event = ActivityCompleted(task_id=item.task_id, result=result, timestamp=self.clock())
-        return event, dumps_checked(event, f"result of activity {item.name!r}")
+        what = f"result of activity {item.name!r}"
+        text = dumps_checked(event, what)
+        limit = self.options.max_payload_bytes
+        if len(text) > limit // 4:  # a UTF-8 character is at most 4 bytes: only then measure exactly
+            dumps_payload(result, what=what, limit=limit)  # raises SerializationError: this attempt fails
+        return event, text
+
+    def _raised(self, item: ActivityWorkItem, exc: BaseException) -> tuple[HistoryEvent, str]:
+        """The activity raised: one log line (the traceback is stored with the failure)."""
+        log.warning(
+            "activity %r failed on attempt %d: %s: %s",
+            item.name,
+            item.attempt,
+            type(exc).__name__,
+            exc,
+            extra=ids(item.instance_id, item.execution_id, item.task_id),
+        )
+        return self._failed(item, Failure.from_exception(exc))
 
     def _failed(self, item: ActivityWorkItem, failure: Failure) -> tuple[HistoryEvent, str]:
         event = ActivityFailed(task_id=item.task_id, failure=failure, timestamp=self.clock())
@@ -340,7 +364,11 @@ class ActivityDispatcher:
         for (row_id, _token), ok in zip(leases, held, strict=True):
             if not ok:
                 self.counters["activity_leases_lost"] += 1
-                log.warning("lease on activity task %d was lost while it ran; its result will be dropped", row_id)
+                log.warning(
+                    "lease on activity task %d was lost while it ran; its result will be dropped",
+                    row_id,
+                    extra=_ids_of(self._running.get(row_id)),
+                )
 
     def next_renewal_in(self) -> float | None:
         """Seconds until leases must be renewed, or None when nothing runs."""
@@ -361,6 +389,14 @@ class ActivityDispatcher:
         with self._lock:
             leftovers = list(self._running.values())
             self._running.clear()
+        if leftovers:
+            log.warning(
+                "%d activities still running after the %g s shutdown timeout (%s): their leases are "
+                "released, and another worker runs them again",
+                len(leftovers),
+                timeout,
+                ", ".join(sorted(r.item.name for r in leftovers)),
+            )
         for running in leftovers:
             with contextlib.suppress(LeaseLost):
                 self.store.abandon_activity(running.item.task_row_id, running.lease_token)
@@ -371,6 +407,12 @@ class ActivityDispatcher:
                 self._loop_thread.join(timeout=1.0)
             if not self._loop.is_running():
                 self._loop.close()
+
+
+def _ids_of(running: _Running | None) -> dict[str, Any]:
+    """The log record ids of a run (all None if unknown)."""
+    item = None if running is None else running.item
+    return ids(None) if item is None else ids(item.instance_id, item.execution_id, item.task_id)
 
 
 def _takes_input(fn: Callable[..., Any]) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from perdure.core.payload import DEFAULT_MAX_PAYLOAD_BYTES
 from perdure.errors import InvalidInputError
 
 
@@ -32,6 +33,9 @@ class WorkerOptions:
     - ``local_activity_budget``: how long a round may spend running local activities
       (``@app.activity(local=True)``) before it commits; a local activity due after that
       goes to the task queue as an ordinary one. 0 runs every local activity that way.
+    - ``max_payload_bytes``: the largest JSON an activity may return or an orchestration
+      may end with (the client's default limit on inputs); a larger activity result fails
+      that attempt with a ``SerializationError``, a larger output fails the orchestration.
     """
 
     activity_concurrency: int = 256
@@ -44,9 +48,10 @@ class WorkerOptions:
     cache_size: int = 10000
     shutdown_timeout: float = 30.0
     local_activity_budget: float = 0.01
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
 
     def __post_init__(self) -> None:
-        for name in ("activity_concurrency", "orchestration_concurrency", "batch_size"):
+        for name in ("activity_concurrency", "orchestration_concurrency", "batch_size", "max_payload_bytes"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")

@@ -18,11 +18,13 @@ from perdure.core.history import (
     TurnStarted,
 )
 from perdure.core.registry import App
+from perdure.logs import ids
 from perdure.runtime.activities import ActivityDispatcher
 from perdure.runtime.cache import ExecutorCache
 from perdure.runtime.local import chain_local_activities
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.translate import failing_commit, turn_commit
+from perdure.runtime.turn_log import log_turn
 from perdure.store.base import NewInstance, OrchestrationWorkItem, Outcome, Store, TurnCommit, TurnStats
 
 log = logging.getLogger("perdure.worker")
@@ -146,6 +148,7 @@ class OrchestrationDispatcher:
         iid = commit.instance_id
         if outcome is Outcome.OK:
             self.counters["turns"] += 1
+            log_turn(commit)
             if executor is not None and not executor.is_finished and commit.run_id is not None:
                 self.cache.put(iid, commit.run_id, executor)
             return
@@ -154,7 +157,7 @@ class OrchestrationDispatcher:
         # expired, and its turns stand.
         self.cache.evict(iid)
         self.counters["turns_lease_lost"] += 1
-        log.warning("lease lost on instance %r: turn dropped, nothing written", iid)
+        log.warning("lease lost on instance %r: turn dropped, nothing written", iid, extra=ids(iid))
 
     def _run_turn(
         self, item: OrchestrationWorkItem, local_deadline: float
@@ -227,7 +230,10 @@ class OrchestrationDispatcher:
                 limit=instance.history_event_count,
             )
             past = [r.event for r in records]
-        return OrchestrationExecutor(self.app, instance.instance_id), past
+        executor = OrchestrationExecutor(
+            self.app, instance.instance_id, max_payload_bytes=self.options.max_payload_bytes
+        )
+        return executor, past
 
 
 class TurnBatch:

@@ -68,6 +68,51 @@ def outcome_unknown(exc: psycopg.OperationalError) -> bool:
     return state is None or state.startswith(("08", "57P"))
 
 
+# What a failed connection attempt says when trying again may succeed: the server is not
+# (yet) reachable or not accepting connections right now. Anything else the server or libpq
+# answered (no such database or role, bad password, bad option, SSL refused) is permanent.
+_TRANSIENT_CONNECT = (
+    "connection refused",
+    "timeout expired",
+    "timed out",
+    "no route to host",
+    "connection reset",
+    "temporary failure in name resolution",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "too many clients",
+    "remaining connection slots are reserved",
+)
+_PROBE_INTERVAL = 0.25
+
+
+def probe_connection(conninfo: str, display: str, timeout: float) -> None:
+    """Connect once before the pool opens, so a connection that cannot work fails at once
+    with the server's reason in one line (:class:`StoreUnavailableError`), and one that may
+    work soon (server down or starting) is tried again for up to ``timeout`` seconds
+    instead of filling the log with the pool's retries."""
+    deadline = time.monotonic() + timeout
+    told = False
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            psycopg.connect(conninfo, connect_timeout=max(1, round(remaining))).close()
+            return
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).removeprefix("connection failed: ").split())
+            if not any(text in reason.lower() for text in _TRANSIENT_CONNECT):
+                raise StoreUnavailableError(f"cannot connect to PostgreSQL at {display}: {reason}") from exc
+            if time.monotonic() + _PROBE_INTERVAL >= deadline:
+                raise StoreUnavailableError(
+                    f"cannot connect to PostgreSQL at {display} within {timeout:g} s: {reason}"
+                ) from exc
+            if not told:
+                log.info("PostgreSQL at %s is not reachable yet (%s); trying for up to %g s", display, reason, timeout)
+                told = True
+            time.sleep(_PROBE_INTERVAL)
+
+
 @dataclass(slots=True)
 class Tx:
     """One write transaction: its connection (in pipeline mode), its single reading of the
@@ -182,10 +227,14 @@ class Database:
             name="perdure",
         )
         try:
+            probe_connection(conninfo, display, timeout)
             self.pool.open(wait=True, timeout=timeout)
         except PoolTimeout as exc:
             self.pool.close(timeout=0)
-            raise StoreUnavailableError(f"cannot connect to PostgreSQL at {display} within {timeout} s") from exc
+            raise StoreUnavailableError(f"cannot connect to PostgreSQL at {display} within {timeout:g} s") from exc
+        except BaseException:
+            self.pool.close(timeout=0)
+            raise
 
     def check_open(self) -> None:
         """Raise :class:`StoreUnavailableError` once closed."""

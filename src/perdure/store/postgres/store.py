@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
@@ -60,6 +59,7 @@ from perdure.store.common.rows import (
     worker_params,
 )
 from perdure.store.notify import INSTANCES, ORCHESTRATIONS, Notifier
+from perdure.store.open import check_postgres_schema, public_url
 from perdure.store.postgres import activities, orchestrations
 from perdure.store.postgres.clock import ServerClock
 from perdure.store.postgres.connection import Database, RetryPolicy, Tx
@@ -69,18 +69,6 @@ from perdure.store.postgres.queries import Q
 
 SCHEMES = ("postgresql", "postgres")
 Conn = psycopg.Connection[dict[str, Any]]
-
-
-def public_url(url: str) -> str:
-    """``url`` without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class PostgresStore:
@@ -102,7 +90,9 @@ class PostgresStore:
     wake-ups across processes, default on), ``listen_url`` (where the listener connects, by
     default ``url``; LISTEN needs a session, so behind a transaction-pooling PgBouncer point
     it at the server itself), ``prepare_threshold`` (psycopg's; ``None`` behind such a
-    PgBouncer) and ``application_name`` (the listener's gets ``-listener`` appended).
+    PgBouncer), ``application_name`` (the listener's gets ``-listener`` appended) and
+    ``create`` (default True: create or migrate the schema; False: refuse a database
+    without perdure's current schema, see :func:`perdure.store.open.open_store`).
 
     Leases: as in the SQLite store, a token holds until another caller takes the lease over
     (possible only once it has expired) or it is released; a holder whose lease expired but
@@ -133,6 +123,7 @@ class PostgresStore:
         listen_url: str | None = None,
         prepare_threshold: int | None = 5,
         application_name: str = "perdure",
+        create: bool = True,
     ) -> None:
         if max_deliveries < 1:
             raise InvalidInputError(f"max_deliveries must be at least 1, not {max_deliveries}")
@@ -166,7 +157,10 @@ class PostgresStore:
                 self.server_clock = ServerClock(self._server_time, host_clock)
                 self.server_clock.start()
                 self.clock = self.server_clock
-            self._db.read("migrate", lambda conn: migrate(conn, now=self.clock()))
+            if create:
+                self._db.read("migrate", lambda conn: migrate(conn, now=self.clock()))
+            else:  # read-only tools: a database without perdure's current schema is refused
+                self._db.read("check schema", lambda conn: check_postgres_schema(conn, self.url))
             if notify:
                 self.listener = Listener(
                     listen_url or url,

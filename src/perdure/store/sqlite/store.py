@@ -60,6 +60,7 @@ from perdure.store.common.rows import (
     worker_params,
 )
 from perdure.store.notify import INSTANCES, ORCHESTRATIONS, Notifier
+from perdure.store.open import check_sqlite_file
 from perdure.store.sqlite import activities, orchestrations
 from perdure.store.sqlite.connection import MEMORY, Database
 from perdure.store.sqlite.migrations import migrate
@@ -76,8 +77,10 @@ class SQLiteStore:
     an undeliverable message is dead-lettered, default 25), ``defer_backoff`` /
     ``defer_backoff_cap`` (backoff of those tries: 0.1 s doubling up to 30 s),
     ``keep_executions`` (history retention: how many executions before an instance's current
-    one keep their history, default 5; ``None`` keeps all), ``cached_statements`` and
-    ``read_pool_size``.
+    one keep their history, default 5; ``None`` keeps all), ``cached_statements``,
+    ``read_pool_size`` and ``create`` (default True: create or migrate the schema; False:
+    refuse a missing file or one without perdure's current schema, see
+    :func:`perdure.store.open.open_store`).
 
     Leases: a token holds until another caller takes the lease over (possible only once it
     has expired) or it is released. A holder whose lease expired but was not yet taken over
@@ -99,11 +102,14 @@ class SQLiteStore:
         cached_statements: int = 256,
         read_pool_size: int = 8,
         url: str | None = None,
+        create: bool = True,
     ) -> None:
         if max_deliveries < 1:
             raise InvalidInputError(f"max_deliveries must be at least 1, not {max_deliveries}")
         check_retention(keep_executions)
         path = str(path)
+        if not create and path != MEMORY:  # read-only tools: refuse, before anything is written
+            check_sqlite_file(path)
         self.url = url or (f"sqlite://{MEMORY}" if path == MEMORY else f"sqlite:///{path}")
         self.clock = clock
         self.notifier = Notifier()
