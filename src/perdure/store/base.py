@@ -709,5 +709,26 @@ class Store(Protocol):
         ``progress_before``: how many there are, and the ``limit`` stalest of them, stalest
         first (ties by ``instance_id``)."""
 
+    def queue_depths(self) -> list[QueueDepth]:
+        """The queues per name: orchestration messages by their target instance's
+        orchestration name (``None`` for messages to an instance that does not exist), and
+        activity tasks by activity name; only names with queued rows, sorted by kind then
+        name. Read-only; one aggregate query over the queue tables."""
+
 
 from perdure.store.notify import Notifier  # noqa: E402  (re-exported for the annotation)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """One queue of :meth:`Store.queue_depths`: ``kind`` is ``"orchestration"`` (messages)
+    or ``"activity"`` (tasks), ``name`` the orchestration or activity name. ``depth`` counts
+    all its rows, ``visible`` those due now (a running task's row is due again when its lease
+    expires), and ``oldest_visible_age`` is how long, in seconds, the oldest due row has been
+    due (``None`` when none is)."""
+
+    kind: str
+    name: str | None
+    depth: int
+    visible: int
+    oldest_visible_age: float | None

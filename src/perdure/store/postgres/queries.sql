@@ -519,3 +519,23 @@ DELETE FROM workers WHERE worker_id = %(worker_id)s;
 SELECT * FROM workers
 WHERE (%(alive_since)s::float8 IS NULL OR heartbeat_at >= %(alive_since)s::float8)
 ORDER BY worker_id;
+
+-- ===== queues per name (dashboard) ========================================================
+
+-- name: queue_depths
+-- Depth, due rows and the oldest due time of each queue: orchestration messages by their
+-- target's orchestration name (a primary-key lookup per message; NULL for a message to an
+-- instance that does not exist), activity tasks by activity name. The queue tables hold only
+-- work in flight, so one pass over each is the whole cost.
+SELECT 'orchestration' AS kind, i.name AS name, COUNT(*) AS depth,
+       COUNT(*) FILTER (WHERE m.visible_at <= %(now)s) AS visible,
+       MIN(m.visible_at) FILTER (WHERE m.visible_at <= %(now)s) AS oldest_visible
+FROM orchestration_messages AS m
+LEFT JOIN instances AS i ON i.instance_id = m.instance_id
+GROUP BY i.name
+UNION ALL
+SELECT 'activity', name, COUNT(*),
+       COUNT(*) FILTER (WHERE visible_at <= %(now)s),
+       MIN(visible_at) FILTER (WHERE visible_at <= %(now)s)
+FROM activity_tasks
+GROUP BY name;

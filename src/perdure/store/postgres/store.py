@@ -28,6 +28,7 @@ from perdure.store.base import (
     OrchestrationWorkItem,
     Outcome,
     Page,
+    QueueDepth,
     QueuedMessage,
     QueueStats,
     RoundRequest,
@@ -50,6 +51,7 @@ from perdure.store.common.rows import (
     instance_from_row,
     message_from_row,
     payload,
+    queue_depths_from_rows,
     summary_from_row,
     task_from_row,
     worker_from_row,
@@ -625,6 +627,12 @@ class PostgresStore:
 
         result: tuple[int, list[InstanceSummary]] = self._read("stalled_instances", body)
         return result
+
+    def queue_depths(self) -> list[QueueDepth]:
+        """See :meth:`perdure.store.base.Store.queue_depths`."""
+        now = self.clock()
+        rows = self._read("queue_depths", lambda c: c.execute(Q.queue_depths, {"now": now}).fetchall())
+        return queue_depths_from_rows(rows, now)
 
 
 _ROUND = rounds.RoundSteps(

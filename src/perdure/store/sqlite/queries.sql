@@ -457,3 +457,23 @@ DELETE FROM workers WHERE worker_id = :worker_id;
 SELECT * FROM workers
 WHERE (:alive_since IS NULL OR heartbeat_at >= :alive_since)
 ORDER BY worker_id;
+
+-- ===== queues per name (dashboard) ========================================================
+
+-- name: queue_depths
+-- Depth, due rows and the oldest due time of each queue: orchestration messages by their
+-- target's orchestration name (a primary-key lookup per message; NULL for a message to an
+-- instance that does not exist), activity tasks by activity name. The queue tables hold only
+-- work in flight, so one pass over each is the whole cost.
+SELECT 'orchestration' AS kind, i.name AS name, COUNT(*) AS depth,
+       SUM(m.visible_at <= :now) AS visible,
+       MIN(CASE WHEN m.visible_at <= :now THEN m.visible_at END) AS oldest_visible
+FROM orchestration_messages AS m
+LEFT JOIN instances AS i ON i.instance_id = m.instance_id
+GROUP BY i.name
+UNION ALL
+SELECT 'activity', name, COUNT(*),
+       SUM(visible_at <= :now),
+       MIN(CASE WHEN visible_at <= :now THEN visible_at END)
+FROM activity_tasks
+GROUP BY name;

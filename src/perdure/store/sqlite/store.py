@@ -28,6 +28,7 @@ from perdure.store.base import (
     OrchestrationWorkItem,
     Outcome,
     Page,
+    QueueDepth,
     QueuedMessage,
     QueueStats,
     RoundRequest,
@@ -52,6 +53,7 @@ from perdure.store.common.rows import (
     message_from_row,
     new_instance_params,
     payload,
+    queue_depths_from_rows,
     summary_from_row,
     task_from_row,
     worker_from_row,
@@ -600,6 +602,13 @@ class SQLiteStore:
             total = conn.execute(Q.count_stalled_instances, {"before": progress_before}).fetchone()["total"]
             rows = conn.execute(Q.stalled_instances, {"before": progress_before, "limit": max(0, limit)}).fetchall()
         return int(total), [summary_from_row(r) for r in rows]
+
+    def queue_depths(self) -> list[QueueDepth]:
+        """See :meth:`perdure.store.base.Store.queue_depths`."""
+        now = self.clock()
+        with self._read() as conn:
+            rows = conn.execute(Q.queue_depths, {"now": now}).fetchall()
+        return queue_depths_from_rows(rows, now)
 
 
 _ROUND = rounds.RoundSteps(
