@@ -36,7 +36,17 @@ from perdure.errors import (
     InvalidInputError,
 )
 from perdure.runtime.eager import start_eagerly
-from perdure.store.base import InstanceQuery, InstanceRecord, Message, NewInstance, Store
+from perdure.store.base import (
+    DeadLetter,
+    InstanceCount,
+    InstanceQuery,
+    InstanceRecord,
+    Message,
+    NewInstance,
+    QueueDepth,
+    Store,
+    WorkerRecord,
+)
 from perdure.store.notify import INSTANCES
 
 DEFAULT_MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
@@ -253,16 +263,22 @@ class Client:
         *,
         status: str | OrchestrationStatus | Iterable[str | OrchestrationStatus] | None = None,
         name: str | None = None,
+        prefix: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         parent_instance_id: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        sort: str = "created",
     ) -> InstancePage:
         """One page of instances, newest first, filtered by status (one or several), name,
-        creation time and parent; pass the returned ``next_cursor`` for the next page."""
+        instance id ``prefix``, creation time and parent; pass the returned ``next_cursor``
+        for the next page. ``sort="updated"`` orders by last update instead of creation
+        (most recently updated first)."""
         if not isinstance(limit, int) or not 1 <= limit <= 10_000:
             raise InvalidInputError(f"limit must be an integer from 1 to 10000, got {limit!r}")
+        if sort not in ("created", "updated"):
+            raise InvalidInputError(f"sort must be 'created' or 'updated', got {sort!r}")
         page = self.store.list_instances(
             InstanceQuery(
                 statuses=_statuses(status),
@@ -270,11 +286,50 @@ class Client:
                 created_after=_timestamp(created_after, "created_after"),
                 created_before=_timestamp(created_before, "created_before"),
                 parent_instance_id=parent_instance_id,
+                instance_id_prefix=prefix,
                 limit=limit,
                 cursor=cursor,
+                sort=sort,
             )
         )
         return InstancePage([InstanceState.from_record(r) for r in page.items], page.next_cursor)
+
+    def history(self, instance_id: str, *, execution_id: int | None = None) -> list[HistoryEvent]:
+        """The history of one execution of the instance (the current one by default), in
+        order. Raises :class:`~perdure.errors.InstanceNotFoundError` for an unknown id and
+        :class:`~perdure.errors.InvalidInputError` for an execution it never had."""
+        record = self.store.get_instance(instance_id)
+        if record is None:
+            raise InstanceNotFoundError(f"no instance with id {instance_id!r}")
+        if execution_id is None:
+            execution_id = record.execution_id
+        elif isinstance(execution_id, bool) or not isinstance(execution_id, int):
+            raise InvalidInputError(f"execution_id must be an integer, got {execution_id!r}")
+        elif not 1 <= execution_id <= record.execution_id:
+            raise InvalidInputError(
+                f"instance {instance_id!r} has no execution {execution_id} "
+                f"(its executions are 1 to {record.execution_id})"
+            )
+        try:
+            records = self.store.get_history(instance_id, execution_id=execution_id)
+        except EventDecodeError as exc:
+            raise EventDecodeError(f"the history of instance {instance_id!r} cannot be read: {exc}") from exc
+        return [r.event for r in records]
+
+    def workers(self, *, alive_within: float | None = None) -> list[WorkerRecord]:
+        """The workers' heartbeat rows (registered names, concurrency and load), only those
+        with a heartbeat in the last ``alive_within`` seconds if given. A worker removes its
+        row when it stops; a crashed one's row stays, with its heartbeat aging."""
+        if alive_within is not None and (
+            isinstance(alive_within, bool) or not isinstance(alive_within, (int, float)) or alive_within < 0
+        ):
+            raise InvalidInputError(f"alive_within must be a number of seconds >= 0, got {alive_within!r}")
+        return self.store.list_workers(alive_within=alive_within)
+
+    def queue_depths(self) -> list[QueueDepth]:
+        """The queues per orchestration and activity name: how many messages or tasks are
+        queued, how many are due now, and how long the oldest due one has waited."""
+        return self.store.queue_depths()
 
     # -- messages to an instance (processed in turn order, invariant 5) --
 
@@ -344,6 +399,20 @@ class Client:
             oldest=oldest,
         )
 
+    # -- fleet --
+
+    def instance_counts(self) -> list[InstanceCount]:
+        """How many instances there are per orchestration name and status (statuses with no
+        instance left out), from one aggregate query."""
+        return self.store.instance_counts()
+
+    def dead_letters(self, *, instance_id: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """Dead-lettered messages (undeliverable after their tries, or undecodable), newest
+        first, of one instance or of all; at most ``limit`` (1 to 10000)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise InvalidInputError(f"limit must be an integer from 1 to 10000, got {limit!r}")
+        return self.store.dead_letters(instance_id=instance_id, limit=limit)
+
     # -- helpers --
 
     def _require(self, instance_id: str) -> InstanceState:
@@ -412,6 +481,18 @@ class AsyncClient:
         """See :meth:`Client.list`."""
         return await asyncio.to_thread(self.sync.list, **filters)
 
+    async def history(self, instance_id: str, *, execution_id: int | None = None) -> list[HistoryEvent]:
+        """See :meth:`Client.history`."""
+        return await asyncio.to_thread(self.sync.history, instance_id, execution_id=execution_id)
+
+    async def workers(self, *, alive_within: float | None = None) -> list[WorkerRecord]:
+        """See :meth:`Client.workers`."""
+        return await asyncio.to_thread(self.sync.workers, alive_within=alive_within)
+
+    async def queue_depths(self) -> list[QueueDepth]:
+        """See :meth:`Client.queue_depths`."""
+        return await asyncio.to_thread(self.sync.queue_depths)
+
     async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
         """See :meth:`Client.raise_event`."""
         await asyncio.to_thread(self.sync.raise_event, instance_id, name, data)
@@ -439,3 +520,11 @@ class AsyncClient:
     async def diagnose_all(self, **kwargs: Any) -> FleetReport:
         """See :meth:`Client.diagnose_all`."""
         return await asyncio.to_thread(self.sync.diagnose_all, **kwargs)
+
+    async def instance_counts(self) -> list[InstanceCount]:
+        """See :meth:`Client.instance_counts`."""
+        return await asyncio.to_thread(self.sync.instance_counts)
+
+    async def dead_letters(self, *, instance_id: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """See :meth:`Client.dead_letters`."""
+        return await asyncio.to_thread(self.sync.dead_letters, instance_id=instance_id, limit=limit)

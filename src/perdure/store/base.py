@@ -427,6 +427,7 @@ class InstanceQuery:
     instance_id_prefix: str | None = None
     limit: int = 100
     cursor: str | None = None
+    sort: str = "created"  # "created": newest first; "updated": most recently updated first
 
 
 # --- the interface -----------------------------------------------------------------------
@@ -648,7 +649,8 @@ class Store(Protocol):
         ``after_sequence + 1``, at most ``limit`` events."""
 
     def list_instances(self, query: InstanceQuery) -> Page:
-        """Instances matching ``query``, newest first, one page of ``InstanceRecord``."""
+        """Instances matching ``query``, newest first (by creation, or by last update with
+        ``sort="updated"``), one page of ``InstanceRecord``."""
 
     def pending_messages(self, instance_id: str) -> list[QueuedMessage]:
         """Messages queued for the instance, in enqueue order (for diagnosis)."""

@@ -539,3 +539,18 @@ SELECT 'activity', name, COUNT(*),
        MIN(visible_at) FILTER (WHERE visible_at <= %(now)s)
 FROM activity_tasks
 GROUP BY name;
+
+-- name: list_instances_by_updated
+-- list_instances with sort="updated": most recently updated first, the cursor being the
+-- (last_updated_at, instance_id) of the previous page's last row (instances_by_updated).
+SELECT * FROM instances
+WHERE (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
+  AND (%(name)s::text IS NULL OR name = %(name)s::text)
+  AND (%(created_after)s::float8 IS NULL OR created_at >= %(created_after)s::float8)
+  AND (%(created_before)s::float8 IS NULL OR created_at < %(created_before)s::float8)
+  AND (%(parent_instance_id)s::text IS NULL OR parent_instance_id = %(parent_instance_id)s::text)
+  AND (%(prefix)s::text IS NULL OR left(instance_id, length(%(prefix)s::text)) = %(prefix)s::text)
+  AND (%(cursor_created)s::float8 IS NULL
+       OR (last_updated_at, instance_id) < (%(cursor_created)s::float8, %(cursor_id)s::text))
+ORDER BY last_updated_at DESC, instance_id DESC
+LIMIT %(limit)s;

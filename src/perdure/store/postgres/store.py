@@ -507,10 +507,15 @@ class PostgresStore:
         if query.cursor:
             params["cursor_created"], params["cursor_id"] = decode_cursor(query.cursor)
         params["limit"] = limit + 1
-        rows = self._read("list_instances", lambda c: c.execute(Q.list_instances, params).fetchall())
+        sql, key = (
+            (Q.list_instances_by_updated, "last_updated_at")
+            if query.sort == "updated"
+            else (Q.list_instances, "created_at")
+        )
+        rows = self._read("list_instances", lambda c: c.execute(sql, params).fetchall())
         more = len(rows) > limit
         rows = rows[:limit]
-        cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["instance_id"]) if more else None
+        cursor = encode_cursor(rows[-1][key], rows[-1]["instance_id"]) if more else None
         return Page([instance_from_row(r) for r in rows], cursor)
 
     def pending_messages(self, instance_id: str) -> list[QueuedMessage]:

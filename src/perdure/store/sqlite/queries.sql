@@ -477,3 +477,19 @@ SELECT 'activity', name, COUNT(*),
        MIN(CASE WHEN visible_at <= :now THEN visible_at END)
 FROM activity_tasks
 GROUP BY name;
+
+-- name: list_instances_by_updated
+-- list_instances with sort="updated": most recently updated first, the cursor being the
+-- (last_updated_at, instance_id) of the previous page's last row (instances_by_updated).
+SELECT * FROM instances
+WHERE (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
+  AND (:name IS NULL OR name = :name)
+  AND (:created_after IS NULL OR created_at >= :created_after)
+  AND (:created_before IS NULL OR created_at < :created_before)
+  AND (:parent_instance_id IS NULL OR parent_instance_id = :parent_instance_id)
+  AND (:prefix IS NULL OR substr(instance_id, 1, length(:prefix)) = :prefix)
+  AND (:cursor_created IS NULL
+       OR last_updated_at < :cursor_created
+       OR (last_updated_at = :cursor_created AND instance_id < :cursor_id))
+ORDER BY last_updated_at DESC, instance_id DESC
+LIMIT :limit;

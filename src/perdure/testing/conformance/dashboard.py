@@ -1,9 +1,9 @@
-"""Conformance: ``queue_depths``, the queues per orchestration and activity name (what the
-dashboard's fleet page shows)."""
+"""Conformance: the reads behind the dashboard: ``queue_depths`` (the queues per
+orchestration and activity name) and ``list_instances`` sorted by last update."""
 
 from __future__ import annotations
 
-from perdure.store.base import Outcome, QueueDepth, Store
+from perdure.store.base import InstanceQuery, Outcome, QueueDepth, Store
 from perdure.testing.conformance.helpers import (
     LEASE,
     commit,
@@ -48,3 +48,24 @@ def test_queue_depths_do_not_count_a_running_task_as_due_until_its_lease_expires
     assert store.queue_depths() == [QueueDepth("activity", "act", 1, 0, None)]
     clock.advance(LEASE + 2)
     assert store.queue_depths() == [QueueDepth("activity", "act", 1, 1, 2.0)]
+
+
+def test_list_instances_sorted_by_update_pages_most_recently_updated_first(store: Store, clock: FakeClock) -> None:
+    for n in range(5):
+        start(store, f"job-{n}")
+        clock.advance(1)
+    start(store, "other")
+    for iid in ("job-3", "job-0", "job-4"):  # updated in this order
+        clock.advance(1)
+        raise_event(store, iid)
+        assert commit(store, lock_one(store, iid)) is Outcome.OK
+    seen, cursor = [], None
+    while True:
+        page = store.list_instances(InstanceQuery(instance_id_prefix="job-", sort="updated", limit=2, cursor=cursor))
+        seen += [r.instance_id for r in page.items]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == ["job-4", "job-0", "job-3", "job-2", "job-1"]
+    newest = store.list_instances(InstanceQuery(sort="created", limit=2)).items
+    assert [r.instance_id for r in newest] == ["other", "job-4"]
