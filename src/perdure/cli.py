@@ -26,6 +26,7 @@ from perdure.errors import InstanceNotFoundError, InvalidInputError, PerdureErro
 from perdure.runtime.options import WorkerOptions
 from perdure.store.base import Store
 from perdure.store.open import open_store
+from perdure.web.cli import web
 
 _WORKER = WorkerOptions()  # the defaults the worker command shows
 
@@ -450,6 +451,9 @@ def _show_state(s: InstanceState, as_json: bool) -> None:
     if s.history is not None:
         for i, event in enumerate(s.history):
             console.print(f"  {i:4d} {type(event).__name__}")
+
+
+cli.add_command(web)
 
 
 def main() -> None:
