@@ -106,7 +106,10 @@ def build_timeline(state: InstanceState, history: list[HistoryEvent], now: float
 
     fired = {e.task_id: e for e in history if isinstance(e, TimerFired)}
     purposes = {t.task_id: t.purpose for t in state.waiting_on.timers}
+    deadlines = {e.timeout_at for e in state.waiting_on.events} if not finished else set()
     for task_id, (pos, created) in sorted(index.timers.items(), key=lambda item: item[1][0]):
+        if task_id not in fired and purposes.get(task_id) == "timeout" and created.fire_at in deadlines:
+            continue  # an open wait's timeout: drawn as the wait's deadline
         retried = _retried_activity(history, index, pos)
         kind = "retry" if retried else "timer"
         label = (
