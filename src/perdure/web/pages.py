@@ -22,7 +22,13 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from perdure.client import InstanceState
-from perdure.core.history import HistoryEvent, TimerCreated
+from perdure.core.history import (
+    HistoryEvent,
+    SubOrchestrationCompleted,
+    SubOrchestrationCreated,
+    SubOrchestrationFailed,
+    TimerCreated,
+)
 from perdure.diagnosis.text import duration
 from perdure.errors import PerdureError
 from perdure.web import auth, humanize, shapes
@@ -34,7 +40,6 @@ from perdure.web.paths import APP_ROOT
 from perdure.web.timeline import build_timeline, render_svg
 
 HISTORY_ROWS = 500
-CHILDREN_ROWS = 50
 LIVE_POLL = "every 2s"
 FLEET_POLL = "every 5s"
 
@@ -200,10 +205,8 @@ class Dashboard:
         wanted = int(execution) if execution.isdigit() else state.execution_id
         if not 1 <= wanted <= state.execution_id:
             raise ApiError(404, "not_found", f"instance {iid!r} has no execution {execution}")
-        history, diagnosis, children = await asyncio.gather(
-            self.client.history(iid, execution_id=wanted),
-            self.client.diagnose(iid),
-            self.client.list(parent_instance_id=iid, limit=CHILDREN_ROWS),
+        history, diagnosis = await asyncio.gather(
+            self.client.history(iid, execution_id=wanted), self.client.diagnose(iid)
         )
         now = time.time()
         timeline = build_timeline(state, history, now)
@@ -214,7 +217,7 @@ class Dashboard:
             "history": [shapes.history_event(len(history) - len(shown) + i, e) for i, e in enumerate(shown)],
             "history_total": len(history),
             "diagnosis": diagnosis,
-            "children": children,
+            "children": _children(history),
             "timeline": timeline,
             "timeline_svg": Markup(render_svg(timeline)),
             "now": now,
@@ -352,6 +355,21 @@ def _waits(state: InstanceState, history: list[HistoryEvent], now: float) -> lis
         row.setdefault("child_id", None)
         row["age"] = None if row["since"] is None else duration(now - row["since"])
     return rows
+
+
+def _children(history: list[HistoryEvent]) -> list[dict[str, str]]:
+    """The sub-orchestrations the execution started (from its history, so no list query),
+    each with how it ended so far: ``completed``, ``failed`` or ``running``."""
+    outcomes = {
+        e.task_id: ("failed" if isinstance(e, SubOrchestrationFailed) else "completed")
+        for e in history
+        if isinstance(e, (SubOrchestrationCompleted, SubOrchestrationFailed))
+    }
+    return [
+        {"instance_id": e.instance_id, "name": e.name, "outcome": outcomes.get(e.task_id, "running")}
+        for e in history
+        if isinstance(e, SubOrchestrationCreated)
+    ]
 
 
 def _form_json(text: str) -> Any:
