@@ -38,7 +38,6 @@ def create_app(
     read_only: bool = False,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     https_only: bool = False,
-    title: str = "perdure",
 ) -> Starlette:
     """The management API and dashboard over ``store``, as an ASGI app.
 
@@ -56,7 +55,6 @@ def create_app(
         token=Token(token),
         read_only=bool(read_only),
         body_limit=2 * max_payload_bytes + 64 * 1024,
-        title=title,
     )
     api = Api(ctx)
     dashboard = Dashboard(ctx)

@@ -18,7 +18,6 @@ class WebContext:
     token: Token
     read_only: bool
     body_limit: int
-    title: str
 
     def check_writable(self) -> None:
         """403 in read-only mode."""

@@ -86,15 +86,9 @@ class Dashboard:
     def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         """``template`` with the common context: links, CSRF token, flash, mode, now."""
         root = request.scope.get(APP_ROOT, "")
-
-        def url(name: str, **params: Any) -> str:
-            return root + request.app.router.url_path_for(name, **params)
-
         context.update(
             request=request,
-            title=self.ctx.title,
             root=root,
-            url=url,
             instance_url=lambda iid: root + "/instances/" + quote(iid, safe=""),
             csrf=auth.csrf_token(request),
             csrf_field=auth.CSRF_FIELD,
@@ -107,7 +101,7 @@ class Dashboard:
         return HTMLResponse(html, status, headers={"cache-control": "no-store"})
 
     def error_page(self, request: Request, error: ApiError) -> Response:
-        """An HTML page for a refusal (or the JSON form for an htmx request)."""
+        """An HTML page for a refusal (a notice fragment for an htmx request)."""
         if "session" not in request.scope:  # outside the session middleware: plain text
             return Response(f"{error.status} {error.message}", error.status, media_type="text/plain")
         if request.headers.get("hx-request"):
