@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                     "page: list filtered by name": (page, "/instances?name=order"),
                     "page: list by id prefix": (page, "/instances?prefix=order-"),
                     "page: list sorted by last update": (page, "/instances?sort=updated"),
+                    "page: list filtered by a prefix no id has": (page, "/instances?prefix=none-"),
                 }
                 figures["requests"] = {label: timed(c, path, args.repeat) for label, (c, path) in requests.items()}
                 figures["plans"] = query_plans(store)
