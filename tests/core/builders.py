@@ -50,10 +50,18 @@ def turn(at: float) -> TurnStarted:
 
 
 def started(
-    name: str, input: Any = None, *, execution_id: int = 1, parent: ParentRef | None = None
+    name: str,
+    input: Any = None,
+    *,
+    execution_id: int = 1,
+    parent: ParentRef | None = None,
+    run_id: str | None = None,
+    carried: Sequence[HistoryEvent] = (),
 ) -> ExecutionStarted:
     """ExecutionStarted for orchestration ``name``."""
-    return ExecutionStarted(name=name, input=input, execution_id=execution_id, parent=parent)
+    return ExecutionStarted(
+        name=name, input=input, execution_id=execution_id, parent=parent, run_id=run_id, carried=tuple(carried)
+    )
 
 
 def activity_scheduled(
@@ -216,11 +224,12 @@ class Scenario:
         command = next(c for c in self.last.commands if isinstance(c, ContinueAsNew))
         name = next(e.name for e in self.history if isinstance(e, ExecutionStarted))
         execution_id = self.last.execution_id + 1
+        run_id = next(e.run_id for e in self.history if isinstance(e, ExecutionStarted))
         self.executions.append(self.history)
         self.live = OrchestrationExecutor(self.app, self.instance_id)
         self.history = []
-        first = started(name, command.input, execution_id=execution_id)
-        return self.turn(at, first, *command.carried_events)
+        first = started(name, command.input, execution_id=execution_id, run_id=run_id, carried=command.carried)
+        return self.turn(at, first)
 
     def _check_final_replay(self) -> None:
         final = execute(self.app, self.instance_id, list(self.history), ())

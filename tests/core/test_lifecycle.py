@@ -122,8 +122,8 @@ def test_terminate_ends_the_instance_and_cascades_to_unfinished_children():
     cascade = "parent instance 'order-1' was terminated: operator says stop"
     assert t.commands == (
         TerminateOrchestration(reason="operator says stop"),
-        TerminateSubOrchestration(instance_id="explicit-b", reason=cascade),
-        TerminateSubOrchestration(instance_id="order-1::sub::3", reason=cascade),
+        TerminateSubOrchestration(instance_id="explicit-b", task_id=2, reason=cascade),
+        TerminateSubOrchestration(instance_id="order-1::sub::3", task_id=3, reason=cascade),
     )
     assert kinds(t.new_events) == ["TurnStarted", "ExecutionTerminated"]
     assert t.waiting_on.is_empty()
@@ -179,7 +179,7 @@ def test_continue_as_new_ends_the_execution_and_asks_for_the_next():
     t = s.turn(101.0, event("Tick", "a"))
     assert t.status is OrchestrationStatus.RUNNING
     assert t.continued_as_new
-    assert t.commands == (ContinueAsNew(input=1, carried_events=()),)
+    assert t.commands == (ContinueAsNew(input=1, carried=()),)
     assert kinds(t.new_events) == ["TurnStarted", "EventRaised", "ContinuedAsNew"]
     assert s.live.is_finished
     with pytest.raises(RuntimeError, match="has ended"):
@@ -193,7 +193,7 @@ def test_continue_as_new_carries_unconsumed_events_including_later_ones_in_the_t
     s = Scenario(app)
     s.start("counter", 0)
     t = s.turn(101.0, event("Tick", "a"), event("Tick", "b"), activity_completed(7), event("Other", "c"))
-    carried = t.commands[-1].carried_events
+    carried = t.commands[-1].carried
     assert [(e.name, e.input) for e in carried] == [("Tick", "b"), ("Other", "c")]
     assert [(e.reason, e.message["kind"], e.detail) for e in of_type(t.new_events, MessageDiscarded)] == [
         (DiscardReason.AFTER_COMPLETION, "EventRaised", "carried over to execution 2"),
@@ -202,7 +202,7 @@ def test_continue_as_new_carries_unconsumed_events_including_later_ones_in_the_t
     ]
     t = s.continue_as_new(102.0)  # execution 2 receives the carried events first
     assert t.continued_as_new  # n=1 consumed "b" and continued again, carrying "Other"
-    assert [(e.name, e.input) for e in t.commands[-1].carried_events] == [("Other", "c")]
+    assert [(e.name, e.input) for e in t.commands[-1].carried] == [("Other", "c")]
     s.continue_as_new(103.0)
     t = s.turn(104.0, event("Tick", "z"))
     assert t.output == [2, "z"]
@@ -213,13 +213,13 @@ def test_buffered_events_are_carried_and_dropped_without_carry_over():
     s.start("buffered_then_continue", True)
     s.turn(100.5, event("E", 1))
     t = s.turn(101.0, timer_fired(1), event("E", 2))
-    assert [e.input for e in t.commands[-1].carried_events] == [1, 2]
+    assert [e.input for e in t.commands[-1].carried] == [1, 2]
 
     s = Scenario(app)
     s.start("buffered_then_continue", False)
     s.turn(100.5, event("E", 1))
     t = s.turn(101.0, timer_fired(1), event("E", 2))
-    assert t.commands[-1].carried_events == ()
+    assert t.commands[-1].carried == ()
     assert of_type(t.new_events, MessageDiscarded)[0].detail == "the execution had already ended"
 
 

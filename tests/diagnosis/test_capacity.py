@@ -92,7 +92,7 @@ def test_a_worker_that_stopped_heartbeating_is_not_alive(store, client):
 
 
 def test_an_activity_no_live_worker_registered_is_no_worker(store, client):
-    with fast_worker(old_app, store, unknown_name_grace=60):
+    with fast_worker(old_app, store):
         iid = client.start(geocoding, None)
         d = verdict_becomes(client, iid, "no_worker")
     e = d.top.evidence
@@ -143,7 +143,7 @@ def test_busy_compatible_workers_are_a_backlog_not_a_missing_worker(store, clien
 
 def test_a_live_worker_without_the_activity_is_no_worker_not_a_backlog(store, client):
     # only a worker of an older deploy (without `quick`) runs
-    with fast_worker(old_app, store, unknown_name_grace=60):
+    with fast_worker(old_app, store):
         iid = client.start(small, 7)
         eventually(lambda: client.store.activity_tasks(iid), what="the quick task")
         time.sleep(0.3)  # older than the backlog threshold: still not a backlog
@@ -168,7 +168,7 @@ def test_an_activity_far_slower_than_its_own_history_is_slow(store, client):
 
 
 def test_an_activity_held_by_a_stopped_worker_is_retried_after_its_lease(store, client):
-    with fast_worker(old_app, store, unknown_name_grace=60):
+    with fast_worker(old_app, store):
         iid = client.start(geocoding, None)
         eventually(lambda: client.store.activity_tasks(iid), what="the geocode task")
         # a worker that has since died took the task: no heartbeat row, lease still running

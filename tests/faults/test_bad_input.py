@@ -49,15 +49,6 @@ async def bad_activity_result(ctx: perdure.OrchestrationContext, _: None) -> str
     return "?"
 
 
-@app.orchestration
-async def calls_unknown(ctx: perdure.OrchestrationContext, _: None) -> str:
-    try:
-        await ctx.call_activity("no_such_activity", None)
-    except perdure.ActivityError as err:
-        return err.error_message
-    return "?"
-
-
 def nothing_stored(store: perdure.Store) -> bool:
     """True if the store holds no instance and no message."""
     return store.list_instances(InstanceQuery()).items == [] and (store.queue_stats().orchestration_depth == 0)
@@ -115,26 +106,15 @@ def test_an_oversize_payload_is_refused_with_its_size_and_the_limit(store):
     assert len(store.pending_messages(iid)) == 1
 
 
-def test_unknown_names_fail_clearly_and_only_what_needs_them(store, client):
-    """An empty or missing name is refused at once; a name no worker registered fails its
-    instance (or task) after the grace, naming it, and the other instances finish."""
+def test_bad_names_are_refused_at_the_call(store, client):
+    """An empty or missing name is refused at once, and nothing is stored (a name no worker
+    registers is not an error: it waits for a worker that has it,
+    ``tests/scenarios/test_recovery.py``)."""
     with pytest.raises(perdure.RegistrationError, match="must not be empty"):
         client.start("", None)
     with pytest.raises(perdure.RegistrationError, match="expected an orchestration function"):
         client.start(None, None)  # type: ignore[arg-type]
     assert nothing_stored(store)
-    orphan = client.start("nobody_registered_this", None)  # other workers may know it
-    caller = client.start(calls_unknown, None)
-    fine = client.start(waits, None)
-    client.raise_event(fine, "go", "fine")
-    with perdure.Worker(app, store, poll_interval=0.02, heartbeat_interval=0.05, unknown_name_grace=0.2):
-        orphan_state = client.wait(orphan, timeout=10)
-        caller_state = client.wait(caller, timeout=10)
-        fine_state = client.wait(fine, timeout=10)
-    assert orphan_state.status == "FAILED"
-    assert "no live worker has orchestration 'nobody_registered_this' registered" in orphan_state.failure.message
-    assert "no live worker has activity 'no_such_activity' registered" in caller_state.output
-    assert (fine_state.status, fine_state.output) == ("COMPLETED", "fine")
 
 
 def test_results_that_are_not_json_fail_only_their_instance(store, client):

@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import perdure
-from perdure.core.history import ActivityCompleted, SubOrchestrationCompleted, TimerFired
+from perdure.core.history import ActivityCompleted, ExecutionStarted, SubOrchestrationCompleted, TimerFired
 from perdure.core.status import OrchestrationStatus
 from perdure.errors import LeaseLost
 from perdure.store.base import Message
@@ -53,6 +53,8 @@ OPS = (
     "abandon",
     "stall",
     "stall",
+    "reuse",
+    "ticker",
 )
 ADVANCES = (0.5, 2.0, LEASE + 1.0, LEASE + 1.0)
 #: Steps that write nothing to the store (a run in memory, the clock, forgetting): the
@@ -111,14 +113,48 @@ async def renewing(ctx: perdure.OrchestrationContext, state: dict) -> int:
     return retried
 
 
+@app.orchestration
+async def ticking(ctx: perdure.OrchestrationContext, n: int) -> None:
+    """An eternal loop: a continue-as-new every second, stopped only by a terminate (one that
+    arrives in the batch that continues as new included)."""
+    await ctx.create_timer(timedelta(seconds=1))
+    ctx.continue_as_new(n + 1)
+
+
+@app.orchestration
+async def again(ctx: perdure.OrchestrationContext, n: int) -> list[Any]:
+    """Run under one id again and again (purge + start, replace_terminal): its child may
+    outlive the run that started it, and its result must never reach a later run."""
+    first = await ctx.call_activity(double, n)
+    child = ctx.call_sub_orchestration(doubler, n)
+    winner = await ctx.when_any([child, ctx.create_timer(timedelta(seconds=3))])
+    return [first, winner.result if winner is child else None]
+
+
 COMPLETED, TERMINATED = OrchestrationStatus.COMPLETED, OrchestrationStatus.TERMINATED
 EXPECTED = {
     "mixed": (COMPLETED, [2, [4, 6]]),
     "evented": (COMPLETED, ["go!", 42]),
-    "evented::sub::1": (COMPLETED, 42),
     "renewing": (COMPLETED, 110),
     "doomed": (TERMINATED, None),
+    "ticker": (TERMINATED, None),
 }
+
+
+def expected(record: Any, again_n: int) -> list[tuple[OrchestrationStatus, Any]]:
+    """The final states ``record`` may legitimately end in: the fixed ones, the latest run
+    of ``again`` (input ``again_n``), and children (their parent's result, or terminated by
+    their parent's cascade)."""
+    iid = record.instance_id
+    if iid in EXPECTED:
+        return [EXPECTED[iid]]
+    if iid == "again":
+        return [(COMPLETED, [2 * again_n, 2 * again_n]), (COMPLETED, [2 * again_n, None])]
+    if iid.startswith("evented::sub::"):
+        return [(COMPLETED, 42)]
+    if iid.startswith("again::sub::"):  # a child of any run: its own input's double
+        return [(TERMINATED, None), *((COMPLETED, 2 * n) for n in range(1, again_n + 1))]
+    return []
 
 
 @dataclass
@@ -129,8 +165,9 @@ class Run:
     clock: FakeClock
     workers: list[StepWorker] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
-    frozen: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    frozen: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
     suspended: bool = False
+    again_n: int = 1
 
     @classmethod
     def start(cls, store: perdure.Store, clock: FakeClock) -> Run:
@@ -142,6 +179,8 @@ class Run:
         client.start(event_then_child, None, instance_id="evented")
         client.start(renewing, {"round": 0}, instance_id="renewing")
         client.start(doomed, None, instance_id="doomed")
+        client.start(ticking, 0, instance_id="ticker")
+        client.start(again, 1, instance_id="again")
         return run
 
     def step(self, op: int, w: int, arg: int) -> None:
@@ -184,6 +223,11 @@ class Run:
                 while worker.run_task():
                     pass
                 self.clock.advance(LEASE + 1.0)
+            case "reuse":
+                self._reuse(arg)
+            case "ticker":
+                verb = ("terminate", "suspend", "resume")[arg % 3]
+                self._send("ticker", verb)
             case "abandon":
                 held, worker.held_turns = worker.held_turns, []
                 for item in held:
@@ -191,6 +235,19 @@ class Run:
                         self.store.abandon_orchestration(
                             item.instance.instance_id, item.lease_token, retry_after=2.0 * (arg % 2)
                         )
+
+    def _reuse(self, arg: int) -> None:
+        """Give ``again`` a new run once its run ended (a purge and a start, or a start
+        with ``replace_terminal``), or end its live run with a terminate."""
+        record = self.store.get_instance("again")
+        client = perdure.Client(self.store)
+        if record is not None and not record.status.is_terminal:
+            client.terminate("again", "to run it again")
+            return
+        self.again_n += 1
+        if record is not None and arg % 2:
+            client.purge("again")
+        client.start(again, self.again_n, instance_id="again", replace_terminal=True)
 
     def _send(self, instance_id: str, verb: str, *args: Any) -> None:
         """A client call to a live instance (nothing once it ended)."""
@@ -203,9 +260,11 @@ class Run:
         found = []
         for record in all_instances(self.store):
             for execution in range(1, record.execution_id + 1):  # ended executions too
-                for r in self.store.get_history(record.instance_id, execution_id=execution):
-                    if isinstance(r.event, (ActivityCompleted, TimerFired, SubOrchestrationCompleted)):
-                        found.append(Message(record.instance_id, r.event, execution_id=execution))
+                history = [r.event for r in self.store.get_history(record.instance_id, execution_id=execution)]
+                run = next((e.run_id for e in history if isinstance(e, ExecutionStarted)), None)
+                for event in history:
+                    if isinstance(event, (ActivityCompleted, TimerFired, SubOrchestrationCompleted)):
+                        found.append(Message(record.instance_id, event, execution_id=execution, run_id=run))
         if found:
             self.store.enqueue_messages([found[arg % len(found)]])
 
@@ -215,11 +274,12 @@ class Run:
         out = []
         for record in all_instances(self.store):
             out += waiting_violations(self.store, record)
+            run = (record.instance_id, record.run_id)  # a new run of the id is not a change
             key = (record.status, record.output, record.execution_id, record.history_event_count)
-            if record.instance_id in self.frozen and self.frozen[record.instance_id] != key:
+            if run in self.frozen and self.frozen[run] != key:
                 out.append(f"{record.instance_id!r} changed after it ended: {key}")
             if record.status.is_terminal:
-                self.frozen.setdefault(record.instance_id, key)
+                self.frozen.setdefault(run, key)
         return out
 
     def finish(self) -> list[str]:
@@ -232,15 +292,20 @@ class Run:
         if self.suspended:
             self._send("evented", "resume")
         self._send("doomed", "terminate", "at the end")
+        self._send("ticker", "terminate", "at the end")
         drain(self.workers, self.clock, max_rounds=400)
+        again_state = self.store.get_instance("again")
+        if again_state is not None and again_state.status is TERMINATED:
+            self._reuse(0)  # its last run was ended by the schedule: one more, to completion
+            drain(self.workers, self.clock, max_rounds=400)
         out = self.check_step()
         for record in all_instances(self.store):
             out += history_violations(self.store, record)
             out += settled_violations(self.store, record)
-            if (record.status, record.output) != EXPECTED.get(record.instance_id):
+            if (record.status, record.output) not in expected(record, self.again_n):
                 out.append(f"{record.instance_id!r} ended {record.status.value} with {record.output!r}")
-        if {r.instance_id for r in all_instances(self.store)} != set(EXPECTED):
-            out.append("unexpected instances")
+        if not {r.instance_id for r in all_instances(self.store)} >= {*EXPECTED, "again"}:
+            out.append("instances are missing")
         for worker in self.workers:
             errors = worker.stats().get("turns_engine_error")
             if errors:

@@ -5,8 +5,9 @@ instance holding that id swallowed the child's start silently, and a parent call
 child inside a continue-as-new loop regenerated the same id every execution and collided
 with its own previous child. perdure pins invariant 4 (execution routing):
 
-- generated child ids are unique across executions (``{parent}::sub::{execution}_{task}``
-  after the first), and a child reports to the execution that scheduled it;
+- generated child ids are unique across executions and runs
+  (``{parent}::sub::{run}.{execution}.{task}``), and a child reports to the run and
+  execution that scheduled it;
 - user ids with the reserved marker are rejected;
 - a child start that finds its id held by another parent's instance fails the parent at
   once with ``SubOrchestrationError``, while a redelivered start of the same child changes
@@ -28,6 +29,7 @@ from perdure.core.history import (
     SubOrchestrationCompleted,
     SubOrchestrationFailed,
 )
+from perdure.core.ids import child_instance_id
 from perdure.store.base import ChildStart, NewInstance, TurnCommit
 from perdure.testing import FakeClock, StepWorker, drain
 from tests.races.helpers import events, of_type
@@ -103,22 +105,23 @@ def test_a_child_called_in_a_continue_as_new_loop_gets_a_new_id_every_execution(
     """Invariant 4: generated child ids differ per execution, so the loop never collides with its own
     previous (now terminal) child, and the parent completes.
 
-    Verified: with ``child_instance_id`` ignoring the execution (always
-    ``{parent}::sub::{task}``), execution 2's child start finds ``looping::sub::1`` held by
-    the child of execution 1 and the parent ends FAILED ("already used by another
-    instance") instead of COMPLETED; without the store's collision check as well it would
-    wait forever, as in the seed.
+    Verified: with ``child_instance_id`` ignoring the execution, execution 2's child start
+    finds the id held by the child of execution 1 and the parent ends FAILED ("already used
+    by another instance") instead of COMPLETED; without the store's collision check as well
+    it would wait forever, as in the seed.
     """
     iid = clocked_client.start(looping_parent, {"n": 1, "got": []}, instance_id="looping")
     drain(worker, clock, until=[iid])
     state = clocked_client.get(iid)
     assert (state.status, state.output, state.execution_id) == ("COMPLETED", [2, 4, 6], 3)
+    run = clocked_store.get_instance(iid).run_id
     children = {
-        child: clocked_store.get_instance(child)
-        for child in ("looping::sub::1", "looping::sub::2_1", "looping::sub::3_1")
+        child_instance_id(iid, run, e, 1): clocked_store.get_instance(child_instance_id(iid, run, e, 1))
+        for e in (1, 2, 3)
     }
+    assert len(children) == 3 and all(r is not None for r in children.values())
     assert {c: r.status for c, r in children.items()} == dict.fromkeys(children, "COMPLETED")
-    assert [r.parent for r in children.values()] == [ParentRef(iid, e, 1) for e in (1, 2, 3)]
+    assert [r.parent for r in children.values()] == [ParentRef(iid, e, 1, run) for e in (1, 2, 3)]
 
 
 @pytest.mark.parametrize("bad_id", ["order::sub::1", "sub::order", "a::sub::", "::sub::"])
@@ -169,21 +172,22 @@ def test_a_generated_child_id_squatted_by_a_terminal_instance_fails_an_uncaught_
     clocked_store, clocked_client, worker, clock: FakeClock
 ):
     """Invariant 4, same guard with a generated id: an instance created outside the client (as by an
-    older version, or another system sharing the store) already holds ``p3::sub::1`` and is
-    completed. ``p3`` does not catch, so it ends FAILED with a ``SubOrchestrationError``
-    that names the id, instead of waiting.
+    older version, or another system sharing the store) already holds the id ``p3``'s run
+    generates for its child, and is completed. ``p3`` does not catch, so it ends FAILED
+    with a ``SubOrchestrationError`` that names the id, instead of waiting.
 
     Verified as above: with the silent skip, ``p3`` stays Running forever.
     """
-    clocked_store.create_instance(NewInstance("p3::sub::1", "doubler", 7))
-    drain(worker, clock, until=["p3::sub::1"])
-    clocked_client.start(plain_parent, None, instance_id="p3")
+    squatted = child_instance_id("p3", "r" * 32, 1, 1)
+    clocked_store.create_instance(NewInstance(squatted, "doubler", 7))
+    drain(worker, clock, until=[squatted])
+    clocked_store.create_instance(NewInstance("p3", "plain_parent", None, run_id="r" * 32))
     drain(worker, clock, until=["p3"])
     state = clocked_client.get("p3")
     assert state.status == "FAILED"
     assert state.failure.type == "perdure.errors.SubOrchestrationError"
-    assert "'p3::sub::1' is already used by another instance" in str(state.failure.cause)
-    assert clocked_store.get_instance("p3::sub::1").output == 14
+    assert f"{squatted!r} is already used by another instance" in str(state.failure.cause)
+    assert clocked_store.get_instance(squatted).output == 14
 
 
 class ResendChildStart:
@@ -225,7 +229,8 @@ def test_a_redelivered_start_of_a_completed_child_leaves_the_parent_untouched(
     child = clocked_store.get_instance("redelivered-child")
     assert (child.status, child.output) == ("COMPLETED", 8)
 
-    start = ChildStart("redelivered-child", "doubler", 4, ParentRef(iid, 1, 1))
+    run = clocked_store.get_instance(iid).run_id
+    start = ChildStart("redelivered-child", "doubler", 4, ParentRef(iid, 1, 1, run))
     resending = StepWorker(app, ResendChildStart(clocked_store, start), "w2")
     client.raise_event(iid, "noise")  # gives the parent a turn, which carries the start again
     assert resending.turns() == 1 and resending.store.sent
@@ -245,8 +250,8 @@ def test_a_redelivered_start_of_a_completed_child_leaves_the_parent_untouched(
 def test_a_child_that_outlives_its_parents_execution_reports_to_that_execution(
     clocked_store, clocked_client, worker, clock: FakeClock
 ):
-    """Invariants 4 and 3: execution 1 starts child ``lp::sub::1`` and continues as new without awaiting it;
-    execution 2 awaits its own child ``lp::sub::2_1``, also task 1. When the first child
+    """Invariants 4 and 3: execution 1 starts a child and continues as new without awaiting it;
+    execution 2 awaits a child of its own, also task 1. When the first child
     finishes, its completion is addressed to execution 1 (stamped at schedule time): it is
     discarded with a ``stale_execution`` record, and execution 2 is untouched until its own
     child reports.
@@ -259,20 +264,22 @@ def test_a_child_that_outlives_its_parents_execution_reports_to_that_execution(
     iid = client.start(leaves_child_behind, {"round": 1}, instance_id="lp")
     drain(worker, clock)
     assert client.get(iid).execution_id == 2
-    client.raise_event("lp::sub::1", "go")
+    run = clocked_store.get_instance(iid).run_id
+    first, second = child_instance_id(iid, run, 1, 1), child_instance_id(iid, run, 2, 1)
+    client.raise_event(first, "go")
     drain(worker, clock)
 
-    assert clocked_store.get_instance("lp::sub::1").status == "COMPLETED"
+    assert clocked_store.get_instance(first).status == "COMPLETED"
     state = client.get(iid, history=True)
     assert (state.status, state.execution_id) == ("RUNNING", 2)
-    assert [c.instance_id for c in state.waiting_on.children] == ["lp::sub::2_1"]
+    assert [c.instance_id for c in state.waiting_on.children] == [second]
     assert not of_type(state.history, SubOrchestrationCompleted)
     assert not of_type(state.history, MessageDiscarded)
     [record] = clocked_store.discarded_messages(instance_id=iid)
     assert (record.reason, record.execution_id) == (DiscardReason.STALE_EXECUTION, 1)
     assert record.event.result == "from execution 1"
 
-    client.raise_event("lp::sub::2_1", "go")
+    client.raise_event(second, "go")
     drain(worker, clock, until=[iid])
     state = client.get(iid)
     assert (state.status, state.output) == ("COMPLETED", "from execution 2")

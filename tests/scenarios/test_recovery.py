@@ -19,18 +19,23 @@ ROOT = Path(__file__).resolve().parents[2]
 app = perdure.App()
 
 
-@app.activity
-def unregistered_elsewhere(_: object) -> None:  # registered only in this app
-    return None
-
-
 @app.orchestration
-async def calls_missing_activity(ctx: perdure.OrchestrationContext, _: None) -> str:
-    try:
-        await ctx.call_activity("no_such_activity", None)
-    except perdure.ActivityError as err:
-        return err.error_message
-    return "?"
+async def calls_late_activity(ctx: perdure.OrchestrationContext, x: int) -> int:
+    return await ctx.call_activity("late_activity", x)
+
+
+# What a later deploy brings: the orchestration and the activity the first workers lack.
+later = perdure.App()
+
+
+@later.orchestration
+async def late_flow(ctx: perdure.OrchestrationContext, x: int) -> int:
+    return x * 2
+
+
+@later.activity
+def late_activity(x: int) -> int:
+    return x + 1
 
 
 def _until(predicate, timeout: float = 15.0) -> None:
@@ -102,16 +107,21 @@ def test_worker_process_killed_mid_activity_is_taken_over_after_lease_expiry(sto
     store.close()
 
 
-def test_unregistered_orchestration_fails_after_the_grace(store, client):
-    iid = client.start("nobody_runs_this", None)
-    with perdure.Worker(app, store, poll_interval=0.05, heartbeat_interval=0.1, unknown_name_grace=0.3):
-        state = client.wait(iid, timeout=10)
-    assert state.status is perdure.OrchestrationStatus.FAILED
-    assert "nobody_runs_this" in state.failure.message
-    assert "registered" in state.failure.message
-
-
-def test_unregistered_activity_fails_its_task_after_the_grace(store, client):
-    with perdure.Worker(app, store, poll_interval=0.05, heartbeat_interval=0.1, unknown_name_grace=0.3):
-        state = client.wait(client.start(calls_missing_activity, None), timeout=10)
-    assert "no_such_activity" in state.output
+def test_an_instance_no_worker_can_run_waits_visibly_and_runs_once_one_can(store, client):
+    """Absence is not failure (issue 16, item 6): work for a name no live worker registers
+    waits, diagnosed as ``no_worker``, however long the deploy gap; it runs once a worker
+    that has it starts. Pinned: the worker used to fail such instances after a grace."""
+    flow = client.start("late_flow", 20)
+    caller = client.start(calls_late_activity, 1)
+    with perdure.Worker(app, store, poll_interval=0.05, heartbeat_interval=0.05):
+        _until(lambda: store.activity_tasks(caller) != [])
+        time.sleep(0.5)  # ten heartbeats: long past any grace a worker could give
+        assert client.get(flow).status is perdure.OrchestrationStatus.PENDING
+        assert client.get(caller).status is perdure.OrchestrationStatus.RUNNING
+        assert client.diagnose(flow).verdict == "no_worker"
+        assert "late_flow" in client.diagnose(flow).top.summary
+        assert client.diagnose(caller).verdict == "no_worker"
+        assert "late_activity" in client.diagnose(caller).top.summary
+        with perdure.Worker(later, store, poll_interval=0.05):
+            assert client.wait(flow, timeout=10).output == 40
+            assert client.wait(caller, timeout=10).output == 2

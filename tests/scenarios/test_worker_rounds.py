@@ -58,7 +58,7 @@ def test_an_idle_worker_does_not_spin_on_work_it_cannot_take(store, client):
     looks again on a signal or every ``poll_interval``, not in a tight loop."""
     iid = client.start("runs_elsewhere", None)
     counting = FaultyStore(store)
-    with perdure.Worker(app, counting, poll_interval=0.1, unknown_name_grace=60):  # type: ignore[arg-type]
+    with perdure.Worker(app, counting, poll_interval=0.1):  # type: ignore[arg-type]
         time.sleep(0.6)
     assert counting.hits["run_round:before"] <= 10  # about one per poll_interval
     assert client.get(iid).status == "PENDING" and len(store.pending_messages(iid)) == 1

@@ -156,9 +156,9 @@ def test_open_store_accepts_both_schemes_and_hides_the_password(pg_url: str) -> 
 
 
 def test_an_eager_start_retried_after_a_transient_fault_records_its_turn_once(pg_url: str) -> None:
-    """A deadlock inside ``create_and_run`` makes the store run the whole transaction again,
-    the turn (and its local activity) included: only the second attempt's turn is written,
-    and the worker keeps no executor of the void one."""
+    """A deadlock inside ``create_and_run`` makes the store run its transaction again. The
+    turn (and its local activity) ran before the transaction opened (invariant 10), so it
+    runs once, and its commit is written once."""
     app = perdure.App()
     runs: list[int] = []
 
@@ -186,7 +186,7 @@ def test_an_eager_start_retried_after_a_transient_fault_records_its_turn_once(pg
     try:
         with perdure.Worker(app, store, poll_interval=0.05) as worker:
             iid = client.start(flow, 1, eager=True)
-            assert faults == 1 and runs == [1, 1]  # the turn ran once per attempt
+            assert faults == 1 and runs == [1]  # run outside the transaction: once
             client.raise_event(iid, "go", 40)
             assert client.wait(iid, timeout=20).output == 42
         history = client.get(iid, history=True).history

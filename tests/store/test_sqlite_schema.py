@@ -140,7 +140,6 @@ def test_every_named_query_compiles_against_the_schema(tmp_path: Path) -> None:
         ("instances_with_leases", "sqlite_autoindex_orchestration_leases_1"),
         ("activity_candidates", "activity_tasks_by_visible"),
         ("unlocked_tasks_of_instance", "activity_tasks_by_instance"),
-        ("unserved_instances", "orchestration_messages_by_visible"),
         ("next_message_at", "orchestration_messages_by_visible"),
         ("history_from", "sqlite_autoindex_history_1"),
     ],

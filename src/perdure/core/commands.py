@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from perdure.core.failure import Failure
-from perdure.core.history import EventRaised
+from perdure.core.history import HistoryEvent
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,9 +51,12 @@ class StartSubOrchestration(Command):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TerminateSubOrchestration(Command):
-    """Terminate unfinished child ``instance_id`` (terminate cascades to children)."""
+    """Terminate unfinished child ``instance_id``, started by this execution's task
+    ``task_id`` (terminate cascades to children, and only to this instance's own: the
+    message names the parent task, invariant 9)."""
 
     instance_id: str
+    task_id: int
     reason: str | None = None
 
 
@@ -82,9 +85,12 @@ class TerminateOrchestration(Command):
 class ContinueAsNew(Command):
     """End this execution and start execution ``execution_id + 1`` with ``input``.
 
-    ``carried_events`` are the external events this execution received but did not consume;
-    they are delivered to the new execution first, in arrival order.
+    ``carried`` are the messages this execution received but did not act on: external
+    events it did not consume (unless the orchestrator passed ``carry_over_events=False``)
+    and operator messages (terminate, suspend, resume) that came in the turn that continued
+    as new, in arrival order. The new execution takes them first
+    (:attr:`perdure.core.history.ExecutionStarted.carried`).
     """
 
     input: Any = None
-    carried_events: tuple[EventRaised, ...] = ()
+    carried: tuple[HistoryEvent, ...] = ()

@@ -120,6 +120,7 @@ class OrchestrationExecutor:
         self._name: str | None = None
         self._input: Any = None
         self._parent: ParentRef | None = None
+        self._run_id: str | None = None
         self._execution_id = 1
         self._coro: Any = None
         self._awaiting: Task[Any] | None = None
@@ -142,7 +143,7 @@ class OrchestrationExecutor:
         self._output: Any = None
         self._failure: Failure | None = None
         self._continue: tuple[Any, bool] | None = None
-        self._carried: list[EventRaised] = []
+        self._carried: list[HistoryEvent] = []
         self._continue_pending = False
         self._divergence: NonDeterminismError | None = None
         # the current execute() call
@@ -238,7 +239,7 @@ class OrchestrationExecutor:
     def start_sub_orchestration(self, name: str, input: Any, instance_id: str | None) -> SubOrchestrationTask[Any]:
         """Record the start of a child (generated id unless ``instance_id``) and return its task."""
         task_id = self._issue_task_id()
-        child_id = instance_id or child_instance_id(self._instance_id, self._execution_id, task_id)
+        child_id = instance_id or child_instance_id(self._instance_id, self._run_id, self._execution_id, task_id)
         task: SubOrchestrationTask[Any] = SubOrchestrationTask(task_id, name, child_id, self._now)
         self._open[task_id] = task
         self._emit(
@@ -331,10 +332,19 @@ class OrchestrationExecutor:
         self._append(event)
         if isinstance(event, ExecutionStarted):
             self._name, self._input, self._parent = event.name, event.input, event.parent
-            self._execution_id = event.execution_id
+            self._run_id, self._execution_id = event.run_id, event.execution_id
             self._status = OrchestrationStatus.RUNNING
+            for message in event.carried:  # ahead of anything delivered after them
+                self._take(message)
+                if self._finished:
+                    return
         elif type(event) in _COMPLETES:
             self._arrived.add(event.task_id)  # type: ignore[attr-defined]
+        self._take(event)
+
+    def _take(self, event: HistoryEvent) -> None:
+        """Act on an accepted message now, or keep it until resumed while suspended
+        (operator messages act at once)."""
         if self._suspended and not isinstance(event, _OPERATOR):
             self._deferred.append(event)
             return
@@ -345,6 +355,13 @@ class OrchestrationExecutor:
         if isinstance(event, ExecutionStarted):
             if self._name is not None:
                 return DiscardReason.DUPLICATE, "the execution has already started"
+            return None
+        if isinstance(event, ExecutionTerminated) and event.parent is not None:
+            if self._parent is None or not self._parent.is_task(event.parent):
+                return DiscardReason.NOT_A_CHILD, (
+                    f"a terminate cascading from instance {event.parent.instance_id!r} (task "
+                    f"{event.parent.task_id}), whose child this instance is not"
+                )
             return None
         kind = _COMPLETES.get(type(event))
         if kind is None:
@@ -484,7 +501,9 @@ class OrchestrationExecutor:
         self._command(TerminateOrchestration(reason=reason))
         cascade = f"parent instance {self._instance_id!r} was terminated" + (f": {reason}" if reason else "")
         for child in children:
-            self._command(TerminateSubOrchestration(instance_id=child.instance_id, reason=cascade))
+            self._command(
+                TerminateSubOrchestration(instance_id=child.instance_id, task_id=child.task_id, reason=cascade)
+            )
 
     def _finish(self, status: OrchestrationStatus, *, output: Any = None, failure: Failure | None = None) -> None:
         self._finished = True
@@ -537,12 +556,17 @@ class OrchestrationExecutor:
         self._append(MessageDiscarded(timestamp=self._now, reason=reason, message=message, detail=detail))
 
     def _discard_after_end(self, event: HistoryEvent) -> None:
-        carry = self._continue is not None and self._continue[1]
-        if carry and self._status is OrchestrationStatus.RUNNING and isinstance(event, EventRaised):
-            self._carried.append(event)
-            detail = f"carried over to execution {self._execution_id + 1}"
-            self._discard(event, DiscardReason.AFTER_COMPLETION, detail)
-            return
+        """A message delivered after the execution ended in this turn. After a
+        continue-as-new, operator messages (and external events, unless the orchestrator
+        declined them) are not this execution's to drop: they are carried over to the next
+        one, in arrival order (invariant 5)."""
+        if self._continue is not None and self._status is OrchestrationStatus.RUNNING:
+            carry_events = self._continue[1]
+            if isinstance(event, _OPERATOR) or (carry_events and isinstance(event, EventRaised)):
+                self._carried.append(event)
+                detail = f"carried over to execution {self._execution_id + 1}"
+                self._discard(event, DiscardReason.AFTER_COMPLETION, detail)
+                return
         self._discard(event, DiscardReason.AFTER_COMPLETION, "the execution had already ended")
 
     # --- nondeterminism --------------------------------------------------------------------
@@ -593,7 +617,7 @@ class OrchestrationExecutor:
         commands = list(self._commands)
         if self._continue_pending:
             assert self._continue is not None
-            commands.append(ContinueAsNew(input=self._continue[0], carried_events=tuple(self._carried)))
+            commands.append(ContinueAsNew(input=self._continue[0], carried=tuple(self._carried)))
         return Turn(
             execution_id=self._execution_id,
             new_events=tuple(self._new_events),

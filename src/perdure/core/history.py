@@ -35,21 +35,49 @@ EVENT_FORMAT_VERSION = 1
 
 @dataclass(frozen=True, slots=True)
 class ParentRef:
-    """Where a sub-orchestration reports back: the parent instance, the parent *execution*
-    that scheduled it (stamped at schedule time, invariant 4) and the parent's task id."""
+    """Where a sub-orchestration reports back: the parent instance, the parent *run* (its
+    run token, invariant 9), the parent *execution* that scheduled it (stamped at schedule
+    time, invariant 4) and the parent's task id.
+
+    ``run_id`` is ``None`` only in references recorded before runs had tokens; such a
+    reference matches any run of the parent."""
 
     instance_id: str
     execution_id: int
     task_id: int
+    run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
-        return {"instance_id": self.instance_id, "execution_id": self.execution_id, "task_id": self.task_id}
+        data: dict[str, Any] = {
+            "instance_id": self.instance_id,
+            "execution_id": self.execution_id,
+            "task_id": self.task_id,
+        }
+        if self.run_id is not None:
+            data["run_id"] = self.run_id
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ParentRef:
         """Read the JSON form."""
-        return cls(str(data["instance_id"]), int(data["execution_id"]), int(data["task_id"]))
+        run_id = data.get("run_id")
+        return cls(
+            str(data["instance_id"]),
+            int(data["execution_id"]),
+            int(data["task_id"]),
+            None if run_id is None else str(run_id),
+        )
+
+    def is_task(self, other: ParentRef) -> bool:
+        """Whether ``other`` names the same parent task: the same instance, execution and
+        task, and the same run (a reference without a run token matches any run)."""
+        return (
+            self.instance_id == other.instance_id
+            and self.execution_id == other.execution_id
+            and self.task_id == other.task_id
+            and (self.run_id is None or other.run_id is None or self.run_id == other.run_id)
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,12 +92,25 @@ class HistoryEvent:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExecutionStarted(HistoryEvent):
-    """First event of every execution. ``execution_id`` counts 1, 2, ... across continue-as-new."""
+    """First event of every execution. ``execution_id`` counts 1, 2, ... across continue-as-new.
+
+    ``run_id`` is the run token of the instance (invariant 9): the same for every execution
+    of one run, new for each run of an instance id (a start after a purge, a
+    ``replace_terminal`` start, a child's retry). ``None`` in histories recorded before runs
+    had tokens.
+
+    ``carried`` are the messages the previous execution received but did not act on when it
+    continued as new (unconsumed external events, and operator messages that came in the
+    same turn), in arrival order: the new execution takes them before anything else, so
+    they keep their place ahead of messages that arrive later (invariant 5).
+    """
 
     name: str
     input: Any = None
     execution_id: int = 1
     parent: ParentRef | None = None
+    run_id: str | None = None
+    carried: tuple[HistoryEvent, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,9 +135,14 @@ class ExecutionFailed(HistoryEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExecutionTerminated(HistoryEvent):
-    """Terminated by an operator (as a message: the request to terminate)."""
+    """Terminated by an operator (as a message: the request to terminate).
+
+    A terminate that cascades from a parent names that parent task in ``parent``: it applies
+    only to an instance whose own recorded parent is that task (invariant 9), never to an
+    unrelated instance that happens to hold the id."""
 
     reason: str | None = None
+    parent: ParentRef | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -239,6 +285,8 @@ class DiscardReason:
     STALE_EXECUTION = "stale_execution"  # addressed to an execution that has ended
     TERMINAL_INSTANCE = "terminal_instance"  # the instance is completed, failed or terminated
     AFTER_COMPLETION = "after_completion"  # arrived in the turn that ended the execution
+    STALE_RUN = "stale_run"  # addressed to an earlier run of the instance id (invariant 9)
+    NOT_A_CHILD = "not_a_child"  # a cascading terminate for an instance that is not that parent's child
 
 
 # --- codec -----------------------------------------------------------------------------
@@ -273,6 +321,14 @@ _FIELD_NAMES: dict[type[HistoryEvent], tuple[str, ...]] = {
 }
 
 
+#: Fields added after the format's first version, with their unset value: an unset one is
+#: not written, so the stored form of an event that does not use it is unchanged.
+_OPTIONAL_FIELDS: dict[type[HistoryEvent], dict[str, Any]] = {
+    ExecutionStarted: {"run_id": None, "carried": ()},
+    ExecutionTerminated: {"parent": None},
+}
+
+
 class EventDecodeError(ValueError):
     """A stored event could not be read (corrupt JSON, unknown kind, missing field)."""
 
@@ -291,10 +347,15 @@ class UndecodableEvent(HistoryEvent):
 def encode_event(event: HistoryEvent) -> dict[str, Any]:
     """The stored (JSON-ready) form of ``event``."""
     data: dict[str, Any] = {"v": EVENT_FORMAT_VERSION, "kind": type(event).__name__}
+    optional = _OPTIONAL_FIELDS.get(type(event), {})
     for name in _FIELD_NAMES[type(event)]:
         value = getattr(event, name)
+        if name in optional and value == optional[name]:
+            continue  # left out while unset: histories stay as they were before the field
         if isinstance(value, (Failure, ParentRef)):
             value = value.to_dict()
+        elif name == "carried":
+            value = [encode_event(e) for e in value]
         data[name] = value
     return data
 
@@ -309,6 +370,8 @@ def decode_event(data: dict[str, Any]) -> HistoryEvent:
             kwargs["failure"] = Failure.from_dict(kwargs["failure"])
         if kwargs.get("parent") is not None:
             kwargs["parent"] = ParentRef.from_dict(kwargs["parent"])
+        if "carried" in kwargs:
+            kwargs["carried"] = tuple(decode_event(e) for e in kwargs["carried"])
         return cls(**kwargs)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise EventDecodeError(f"cannot decode history event {str(data)[:200]}: {exc!r}") from exc

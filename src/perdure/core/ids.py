@@ -34,12 +34,19 @@ def validate_instance_id(instance_id: object) -> str:
     return instance_id
 
 
-def child_instance_id(parent_id: str, execution_id: int, task_id: int) -> str:
+def child_instance_id(parent_id: str, run_id: str | None, execution_id: int, task_id: int) -> str:
     """The id generated for a sub-orchestration started without an explicit id.
 
-    ``{parent}::sub::{task}`` in the first execution and ``{parent}::sub::{execution}_{task}``
-    after a continue-as-new, so no two executions of one parent generate the same id.
+    ``{parent}::sub::{run}.{execution}.{task}``, where ``run`` is the first 8 characters of
+    the parent's run token: no two executions of one run, and no two runs of one parent id
+    (a restart after a purge, a ``replace_terminal`` start), generate the same id, so a
+    child left over from an earlier run is never mistaken for a new run's child
+    (invariants 4 and 9). Runs recorded before runs had tokens (``run_id`` None) keep the
+    ids they generated then: ``{parent}::sub::{task}`` in the first execution and
+    ``{parent}::sub::{execution}_{task}`` after a continue-as-new.
     """
+    if run_id is not None:
+        return f"{parent_id}{CHILD_MARKER}{run_id[:8]}.{execution_id}.{task_id}"
     if execution_id <= 1:
         return f"{parent_id}{CHILD_MARKER}{task_id}"
     return f"{parent_id}{CHILD_MARKER}{execution_id}_{task_id}"

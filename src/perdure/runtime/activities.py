@@ -82,19 +82,6 @@ class ActivityDispatcher:
         """Activities running now."""
         return len(self._running)
 
-    def take(self, task_row_ids: list[int]) -> int:
-        """Lock the given tasks whatever their names and start them (a task whose activity
-        nobody registered fails at once); return how many were taken. For work no live
-        worker can run: rounds take only the names this worker runs."""
-        items = self.store.lock_activities(
-            self.owner,
-            lease_seconds=self.options.lease_seconds,
-            limit=len(task_row_ids),
-            task_row_ids=task_row_ids,
-        )
-        self.start(items)
-        return len(items)
-
     def flush(self) -> None:
         """Write every completion collected so far, in one transaction."""
         completions = self.take_completions()
@@ -211,7 +198,7 @@ class ActivityDispatcher:
         step use it; ``async def`` activities run in a private event loop)."""
         registration = self.app.activities.get(item.name)
         if registration is None:
-            self._start(item)  # unregistered: fails at once, without running anything
+            self._hand_back(item)
             return
         with self._lock:
             self._running[item.task_row_id] = _Running(item, time.monotonic(), item.lease_token)
@@ -221,23 +208,25 @@ class ActivityDispatcher:
             self._run_sync(registration, item)
 
     def _start(self, item: ActivityWorkItem) -> None:
-        with self._lock:
-            self._running[item.task_row_id] = _Running(item, time.monotonic(), item.lease_token)
         registration = self.app.activities.get(item.name)
         if registration is None:
-            failure = Failure(
-                "perdure.errors.RegistrationError",
-                f"no live worker has activity {item.name!r} registered "
-                f"(waited {self.options.unknown_name_grace:g} s); register it with @app.activity",
-                non_retryable=True,
-            )
-            self._finish(item, self._failed(item, failure), 0.0)
+            self._hand_back(item)
             return
+        with self._lock:
+            self._running[item.task_row_id] = _Running(item, time.monotonic(), item.lease_token)
         if registration.is_async:
             future = asyncio.run_coroutine_threadsafe(self._run_async(registration, item), self._event_loop())
             future.add_done_callback(lambda f: f.exception())  # errors are handled inside
         else:
             self._pool.submit(self._run_sync, registration, item)
+
+    def _hand_back(self, item: ActivityWorkItem) -> None:
+        """A task of an activity this worker does not register (the store takes only
+        registered names, so this is a guard): release it for a worker that has it. Absence
+        is not failure: the task waits, and diagnosis names the missing worker."""
+        log.error("activity task %d (%r) is not registered in this worker; released", item.task_row_id, item.name)
+        with contextlib.suppress(LeaseLost):
+            self.store.abandon_activity(item.task_row_id, item.lease_token)
 
     def _run_sync(self, registration: Registration, item: ActivityWorkItem) -> None:
         started = time.perf_counter()

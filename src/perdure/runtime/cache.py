@@ -10,30 +10,38 @@ from perdure.core.executor import OrchestrationExecutor
 
 
 class ExecutorCache:
-    """A bounded LRU of live executors by instance id. Thread-safe.
+    """A bounded LRU of live executors by instance id, each with the run it belongs to.
+    Thread-safe.
 
-    An entry is only valid while its execution and history length match the store's; the
-    dispatcher checks that (via ``known_history``) and evicts on any mismatch, so a miss or a
-    stale entry falls back to a full replay with identical results.
+    An entry is only valid while its run, execution and history length match the store's
+    (invariant 9: a run is not its id, so an executor of one run is never resumed with
+    another run's messages, whatever their history lengths); the dispatcher checks that
+    (via ``known_history``) and evicts on any mismatch, so a miss or a stale entry falls
+    back to a full replay with identical results.
     """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._entries: OrderedDict[str, OrchestrationExecutor] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[str, OrchestrationExecutor]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def take(self, instance_id: str) -> OrchestrationExecutor | None:
-        """Remove and return the executor of ``instance_id`` (the caller owns it while it runs
-        the turn and puts it back afterwards)."""
+    def take(self, instance_id: str, run_id: str) -> OrchestrationExecutor | None:
+        """Remove and return the executor of ``instance_id`` if it runs ``run_id`` (the
+        caller owns it while it runs the turn and puts it back afterwards); an entry of
+        another run is dropped."""
         with self._lock:
-            return self._entries.pop(instance_id, None)
+            entry = self._entries.pop(instance_id, None)
+        if entry is None or entry[0] != run_id:
+            return None
+        return entry[1]
 
-    def put(self, instance_id: str, executor: OrchestrationExecutor) -> None:
-        """Keep ``executor`` as the most recently used entry, evicting the oldest if full."""
+    def put(self, instance_id: str, run_id: str, executor: OrchestrationExecutor) -> None:
+        """Keep ``executor`` of run ``run_id`` as the most recently used entry, evicting the
+        oldest if full."""
         if self.capacity <= 0 or executor.is_finished:
             return
         with self._lock:
-            self._entries[instance_id] = executor
+            self._entries[instance_id] = (run_id, executor)
             self._entries.move_to_end(instance_id)
             while len(self._entries) > self.capacity:
                 self._entries.popitem(last=False)
@@ -43,8 +51,8 @@ class ExecutorCache:
         with self._lock:
             self._entries.pop(instance_id, None)
 
-    def known_history(self) -> Mapping[str, tuple[int, int]]:
-        """A live view ``instance_id -> (execution_id, history_length)`` of the cached
+    def known_history(self) -> Mapping[str, tuple[str | None, int, int]]:
+        """A live view ``instance_id -> (run_id, execution_id, history_length)`` of the cached
         executors, for ``Store.lock_orchestrations(known_history=...)`` (no copy per call)."""
         return _KnownHistory(self._entries)
 
@@ -52,15 +60,15 @@ class ExecutorCache:
         return len(self._entries)
 
 
-class _KnownHistory(Mapping[str, tuple[int, int]]):
-    """Read-only view of a cache's executors as (execution_id, history_length)."""
+class _KnownHistory(Mapping[str, tuple[str | None, int, int]]):
+    """Read-only view of a cache's executors as (run_id, execution_id, history_length)."""
 
-    def __init__(self, entries: OrderedDict[str, OrchestrationExecutor]) -> None:
+    def __init__(self, entries: OrderedDict[str, tuple[str, OrchestrationExecutor]]) -> None:
         self._entries = entries
 
-    def __getitem__(self, instance_id: str) -> tuple[int, int]:
-        executor = self._entries[instance_id]
-        return executor.execution_id, executor.history_length
+    def __getitem__(self, instance_id: str) -> tuple[str | None, int, int]:
+        run_id, executor = self._entries[instance_id]
+        return run_id, executor.execution_id, executor.history_length
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._entries))

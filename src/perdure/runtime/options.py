@@ -24,8 +24,8 @@ class WorkerOptions:
       other processes (work from the same process wakes it at once).
     - ``heartbeat_interval``: how often the worker refreshes its heartbeat row; a worker is
       considered gone after three missed heartbeats.
-    - ``unknown_name_grace``: how long work for an orchestration or activity that no live
-      worker registered waits for one before the instance / task fails.
+    - ``forget_workers_after``: how long the row of a worker that stopped heartbeating (it
+      crashed) is kept for diagnosis before the housekeeping sweep removes it.
     - ``cache_size``: live executors kept between turns (the state cache); 0 disables it.
     - ``shutdown_timeout``: how long ``stop()`` lets running activities finish before
       releasing their leases.
@@ -40,7 +40,7 @@ class WorkerOptions:
     lease_seconds: float = 30.0
     poll_interval: float = 1.0
     heartbeat_interval: float = 5.0
-    unknown_name_grace: float = 10.0
+    forget_workers_after: float = 3600.0
     cache_size: int = 10000
     shutdown_timeout: float = 30.0
     local_activity_budget: float = 0.01
@@ -54,9 +54,11 @@ class WorkerOptions:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value <= 0:
                 raise InvalidInputError(f"{name} must be a positive number of seconds, got {value!r}")
-        for name in ("unknown_name_grace", "shutdown_timeout", "local_activity_budget"):
+        for name in ("forget_workers_after", "shutdown_timeout", "local_activity_budget"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
                 raise InvalidInputError(f"{name} must be a non-negative number of seconds, got {value!r}")
-        if not isinstance(self.cache_size, int) or self.cache_size < 0:
-            raise InvalidInputError(f"cache_size must be a non-negative integer, got {self.cache_size!r}")
+        for name in ("cache_size",):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidInputError(f"{name} must be a non-negative integer, got {value!r}")

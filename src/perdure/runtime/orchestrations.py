@@ -62,25 +62,23 @@ class OrchestrationDispatcher:
         self.counters = counters
         self.names = frozenset(app.orchestrations)
 
-    def poll(self, *, limit: int | None = None, instance_ids: Sequence[str] | None = None) -> int:
+    def poll(self, *, limit: int | None = None) -> int:
         """Lock and process one batch; return how many turns were run."""
-        items = self.lock(limit=limit, instance_ids=instance_ids)
+        items = self.lock(limit=limit)
         if items:
             self.process(items)
         return len(items)
 
-    def lock(
-        self, *, limit: int | None = None, instance_ids: Sequence[str] | None = None
-    ) -> list[OrchestrationWorkItem]:
-        """Lock one batch (the first half of :meth:`poll`; :meth:`process` is the second).
-        Tests that interleave workers step by step call the two halves apart."""
+    def lock(self, *, limit: int | None = None) -> list[OrchestrationWorkItem]:
+        """Lock one batch of the orchestrations this worker runs (the first half of
+        :meth:`poll`; :meth:`process` is the second). Tests that interleave workers step by
+        step call the two halves apart."""
         return self.store.lock_orchestrations(
             self.owner,
             lease_seconds=self.options.lease_seconds,
             limit=limit or self.options.batch_size,
-            names=None if instance_ids else self.names,
+            names=self.names,
             known_history=self.cache.known_history(),
-            instance_ids=instance_ids,
         )
 
     def process(self, items: Sequence[OrchestrationWorkItem]) -> None:
@@ -147,8 +145,8 @@ class OrchestrationDispatcher:
         iid = commit.instance_id
         if outcome is Outcome.OK:
             self.counters["turns"] += 1
-            if executor is not None and not executor.is_finished:
-                self.cache.put(iid, executor)
+            if executor is not None and not executor.is_finished and commit.run_id is not None:
+                self.cache.put(iid, commit.run_id, executor)
             return
         # LEASE_LOST (commit_turns has no other refusal: an instance cannot become terminal
         # while we hold its lease): another worker took the instance over after our lease
@@ -163,16 +161,6 @@ class OrchestrationDispatcher:
         instance = item.instance
         iid = instance.instance_id
         now = self.clock()
-        if instance.name not in self.app.orchestrations:
-            failure = Failure(
-                "perdure.errors.RegistrationError",
-                f"no live worker has orchestration {instance.name!r} registered "
-                f"(waited {self.options.unknown_name_grace:g} s); register it with @app.orchestration "
-                f"and start a worker with that app",
-                non_retryable=True,
-            )
-            self.counters["failed_unknown_orchestration"] += 1
-            return failing_commit(item, failure, now), None
         if item.history_error is not None:
             # The store could not decode this instance's history: it cannot be replayed, so
             # it fails alone (with its messages recorded) while the rest of the batch goes on.
@@ -218,7 +206,7 @@ class OrchestrationDispatcher:
         """The cached executor if it holds exactly the stored history, else a fresh one with
         the full history to replay."""
         instance = item.instance
-        cached = self.cache.take(instance.instance_id)
+        cached = self.cache.take(instance.instance_id, instance.run_id)
         if (
             cached is not None
             and cached.execution_id == instance.execution_id

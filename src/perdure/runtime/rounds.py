@@ -1,11 +1,11 @@
-"""A worker round: record finished activities, run the turns that are due, commit them,
-and take new activity tasks, in one store transaction (:meth:`Store.run_round`).
+"""A worker round: record finished activities and lock the turns that are due, run them,
+then commit them and take new activity tasks (:meth:`Store.run_round`: two store
+transactions, the orchestration code run between them, never inside one).
 
-One transaction per round instead of four (lock turns, commit turns, lock tasks, complete
-tasks) is what makes a sequential step cost one commit: an activity's completion, the turn
-it wakes, the next task that turn schedules and the lock on that task land together.
-Nothing about the invariants changes: each part keeps its own fencing, and the round is as
-atomic as each of its parts was (invariants 1 and 2).
+Grouping the steps this way is what makes a sequential step cheap: an activity's
+completion and the lock on the instance it wakes land together (a commit that need not wait
+for the disk), and the turn, the next task it schedules and the lock on that task land
+together (one durable commit). Each part keeps its own fencing (invariants 1 and 2).
 """
 
 from __future__ import annotations
@@ -22,12 +22,15 @@ from perdure.store.base import ActivityWorkItem, RoundRequest, RoundResult, Stor
 @dataclass(frozen=True, slots=True)
 class RoundReport:
     """What a round did and found: how many turns it ran, whether it hit a limit (more work
-    is probably waiting), and when work it could take next becomes due (``None``: nothing
-    queued it can see)."""
+    is probably waiting), when work it could take next becomes due (``None``: nothing
+    queued it can see), and the store's time when it looked (``seen_at``): work due by then
+    that the round did not take is work this worker cannot take (another worker's names, no
+    room), while work due after it became due during the round."""
 
     turns: int
     busy: bool
     next_due: float | None
+    seen_at: float
 
 
 class RoundRunner:
@@ -81,4 +84,4 @@ class RoundRunner:
         due = [result.next_message_at]
         if self.activities.free > 0:
             due.append(result.next_task_at)
-        return RoundReport(len(result.locked), busy, min((t for t in due if t is not None), default=None))
+        return RoundReport(len(result.locked), busy, min((t for t in due if t is not None), default=None), result.now)

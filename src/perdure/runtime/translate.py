@@ -36,6 +36,7 @@ from perdure.store.base import (
     TurnCommit,
     TurnStats,
 )
+from perdure.store.common.rows import new_run_id
 
 TERMINATED_TYPE = "perdure.Terminated"
 
@@ -46,7 +47,7 @@ def turn_commit(
     """The store write for ``turn``, run on the locked ``item``: its history events, status,
     and every outbound message, all consumed messages removed. ``event_json``: the stored
     JSON of events already encoded (:attr:`TurnCommit.event_json`)."""
-    iid = item.instance.instance_id
+    iid, run = item.instance.instance_id, item.instance.run_id
     execution = turn.execution_id
     activities: list[NewActivityTask] = []
     messages: list[Message] = []
@@ -57,20 +58,24 @@ def turn_commit(
     for command in turn.commands:
         match command:
             case ScheduleActivity(task_id=task_id, name=name, input=data, attempt=attempt):
-                activities.append(NewActivityTask(iid, execution, task_id, name, data, attempt))
+                activities.append(NewActivityTask(iid, execution, task_id, name, data, attempt, run_id=run))
             case CreateTimer(task_id=task_id, fire_at=fire_at):
                 event = TimerFired(task_id=task_id, fire_at=fire_at, timestamp=fire_at)
-                messages.append(Message(iid, event, execution_id=execution, visible_at=fire_at))
+                messages.append(Message(iid, event, execution_id=execution, visible_at=fire_at, run_id=run))
             case StartSubOrchestration(task_id=task_id, name=name, instance_id=child_id, input=data):
-                children.append(ChildStart(child_id, name, data, ParentRef(iid, execution, task_id)))
-            case TerminateSubOrchestration(instance_id=child_id, reason=reason):
-                event = ExecutionTerminated(reason=reason, timestamp=turn_time(turn))
+                parent = ParentRef(iid, execution, task_id, run)
+                children.append(ChildStart(child_id, name, data, parent, run_id=new_run_id()))
+            case TerminateSubOrchestration(instance_id=child_id, task_id=task_id, reason=reason):
+                # Whatever run of the id is current gets it, and applies it only if that run
+                # is this task's child (invariant 9).
+                parent = ParentRef(iid, execution, task_id, run)
+                event = ExecutionTerminated(reason=reason, parent=parent, timestamp=turn_time(turn))
                 messages.append(Message(child_id, event))
             case CompleteOrchestration() | FailOrchestration() | TerminateOrchestration():
                 parent_message = _report_to_parent(iid, turn, command)
                 if parent_message is not None:
                     messages.append(parent_message)
-            case ContinueAsNew(input=data, carried_events=events):
+            case ContinueAsNew(input=data, carried=events):
                 continue_as_new, new_input, carried = True, data, events
             case _:
                 raise TypeError(f"unknown command {command!r}")
@@ -78,6 +83,7 @@ def turn_commit(
         instance_id=iid,
         lease_token=item.lease_token,
         execution_id=execution,
+        run_id=run,
         new_events=turn.new_events,
         consumed=[m.message_id for m in item.messages],
         status=turn.status,
@@ -90,7 +96,7 @@ def turn_commit(
         children=children,
         continue_as_new=continue_as_new,
         continue_as_new_input=new_input,
-        carried_events=carried,
+        carried=carried,
         stats=stats,
         event_json=event_json or {},
     )
@@ -122,7 +128,7 @@ def _report_to_parent(
         case TerminateOrchestration(reason=reason):
             text = f"sub-orchestration {instance_id!r} was terminated" + (f": {reason}" if reason else "")
             event = SubOrchestrationFailed(task_id=parent.task_id, failure=Failure(TERMINATED_TYPE, text), timestamp=ts)
-    return Message(parent.instance_id, event, execution_id=parent.execution_id)
+    return Message(parent.instance_id, event, execution_id=parent.execution_id, run_id=parent.run_id)
 
 
 def failing_commit(item: OrchestrationWorkItem, failure: Failure, now: float) -> TurnCommit:
@@ -140,11 +146,12 @@ def failing_commit(item: OrchestrationWorkItem, failure: Failure, now: float) ->
     messages = []
     if parent is not None:
         event = SubOrchestrationFailed(task_id=parent.task_id, failure=failure, timestamp=now)
-        messages.append(Message(parent.instance_id, event, execution_id=parent.execution_id))
+        messages.append(Message(parent.instance_id, event, execution_id=parent.execution_id, run_id=parent.run_id))
     return TurnCommit(
         instance_id=instance.instance_id,
         lease_token=item.lease_token,
         execution_id=instance.execution_id,
+        run_id=instance.run_id,
         new_events=events,
         consumed=[m.message_id for m in item.messages],
         status=OrchestrationStatus.FAILED,

@@ -20,13 +20,18 @@ from perdure.runtime.activity_info import running_activity
 from perdure.runtime.cache import ExecutorCache
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.orchestrations import OrchestrationDispatcher
-from perdure.runtime.rounds import RoundRunner
+from perdure.runtime.rounds import RoundReport, RoundRunner
 from perdure.store.base import NewInstance, Store, WorkerRecord
 from perdure.store.notify import ACTIVITIES, ORCHESTRATIONS
 
 log = logging.getLogger("perdure.worker")
 
 _ERROR_BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+#: How often the housekeeping thread sweeps retention (seconds).
+SWEEP_INTERVAL = 60.0
+#: How long a client operation's request id is remembered (seconds): far longer than any
+#: retry of an operation whose commit outcome was unknown.
+REQUEST_RETENTION = 86_400.0
 
 
 class Worker:
@@ -39,7 +44,7 @@ class Worker:
     Threads: ``orchestration_concurrency`` dispatch loops, each running rounds (one store
     transaction records finished activities, runs and commits the due turns and takes new
     activity tasks: :mod:`perdure.runtime.rounds`); the activity pool (and an event loop
-    for ``async def`` activities); one housekeeping thread (heartbeat, work nobody can run).
+    for ``async def`` activities); one housekeeping thread (heartbeat, retention sweeps).
     Idle loops sleep until the store signals new work in this process, an activity
     finishes, the next timer or retry is due, or ``poll_interval`` passes.
     """
@@ -197,7 +202,7 @@ class Worker:
                 errors += 1
                 continue
             if not report.busy:  # drained: sleep until signalled, due or time to renew
-                self.store.notifier.wait(topics, seen, self._idle_timeout(report.next_due))
+                self.store.notifier.wait(topics, seen, self._idle_timeout(report))
 
     def _renew_leases(self) -> None:
         """Renew the leases of running activities if due. A failure is retried at the next
@@ -209,31 +214,37 @@ class Worker:
             log.exception("could not renew activity leases; retrying at the next renewal")
 
     def _housekeeping_loop(self) -> None:
-        interval = min(self.options.heartbeat_interval, max(self.options.unknown_name_grace / 2, 0.05))
-        last_heartbeat = time.monotonic()
-        while not self._stop.wait(interval):
+        last_sweep = time.monotonic()
+        while not self._stop.wait(self.options.heartbeat_interval):
             try:
-                if time.monotonic() - last_heartbeat >= self.options.heartbeat_interval:
-                    self._heartbeat()
-                    last_heartbeat = time.monotonic()
-                self._fail_unserved_work()
+                self._heartbeat()
+                if time.monotonic() - last_sweep >= SWEEP_INTERVAL:
+                    self._sweep()
+                    last_sweep = time.monotonic()
             except Exception:
                 log.exception("worker housekeeping error")
 
-    def _idle_timeout(self, next_due: float | None) -> float:
+    def _sweep(self) -> None:
+        """Retention: forget the rows of workers gone for ``forget_workers_after`` and the
+        request ids of client operations older than a day (their retries are long over)."""
+        now = self.clock()
+        self.store.sweep(
+            workers_before=now - self.options.forget_workers_after, requests_before=now - REQUEST_RETENTION
+        )
+
+    def _idle_timeout(self, report: RoundReport) -> float:
         """How long an idle dispatch loop may sleep: until the next due work (a message,
         a task it has room for, a lease expiry) or lease renewal, at most ``poll_interval``.
-        Work already due after a round that did not fill up is work this worker cannot take
-        (names it does not run, or no room): only a signal or the poll brings it back."""
+        Work that was already due when the round looked and was not taken is work this
+        worker cannot take (names it does not run, or no room): only a signal or the poll
+        brings it back. Work that became due while the round ran is taken at once."""
         timeout = self.options.poll_interval
-        if next_due is not None:
-            wait = next_due - self.clock()
-            if wait > 0:
-                timeout = min(timeout, wait + 0.001)
+        if report.next_due is not None and report.next_due > report.seen_at:
+            timeout = min(timeout, max(0.0, report.next_due - self.clock() + 0.001))
         renewal = self.activities.next_renewal_in()
         return timeout if renewal is None else min(timeout, renewal)
 
-    # -- heartbeat and unserved work --
+    # -- heartbeat --
 
     def _heartbeat(self) -> None:
         self.store.heartbeat(
@@ -252,22 +263,6 @@ class Worker:
                 },
             )
         )
-
-    def _fail_unserved_work(self) -> None:
-        """Fail work for names no live worker registered, after ``unknown_name_grace``: an
-        instance never sits in Running forever waiting for code nobody runs."""
-        alive = self.store.list_workers(alive_within=3 * self.options.heartbeat_interval)
-        orchestrations = set(self.app.orchestrations).union(*(w.orchestrations for w in alive))
-        activities = set(self.app.activities).union(*(w.activities for w in alive))
-        instance_ids, task_ids = self.store.unserved_work(
-            orchestration_names=orchestrations,
-            activity_names=activities,
-            older_than=self.options.unknown_name_grace,
-        )
-        if instance_ids:
-            self.orchestrations.poll(instance_ids=instance_ids, limit=len(instance_ids))
-        if task_ids:
-            self.activities.take(task_ids)
 
     # -- introspection --
 

@@ -16,6 +16,20 @@ after a takeover every write with the old token fails and writes nothing.
 Execution routing (invariant 4): a message names its target instance and, unless it is an
 operator message (external event, terminate, suspend, resume) addressed "to whatever
 execution is current" with ``execution_id=None``, the execution it belongs to.
+
+Runs (invariant 9): every run of an instance id (a start, a start after a purge, a
+``replace_terminal`` start, a child's retry under the same id) has a random run token,
+``run_id``. A message, an activity task and a child's parent reference name the run they
+belong to; one addressed to another run of the same id is discarded with a record
+(``stale_run``), never applied. ``run_id=None`` on a message means "the run current at
+delivery" (client messages sent without knowing the run).
+
+Delivery (invariant 10): an instance's deliverable messages are handed to its turn in the
+order they were enqueued (``message_id``), the execution's ``ExecutionStarted`` first;
+nothing else reorders them, whichever way the turn is run (:mod:`perdure.store.common.routing`).
+
+No user code runs while a store transaction is open: :meth:`Store.run_round` and
+:meth:`Store.create_and_run` call their ``run_turns`` between transactions.
 """
 
 from __future__ import annotations
@@ -47,7 +61,8 @@ class InstanceStats:
 @dataclass(frozen=True, slots=True)
 class InstanceRecord:
     """One instance row. ``execution_id`` is the current execution (1, 2, ... across
-    continue-as-new); ``history_event_count`` / ``history_bytes`` cover that execution."""
+    continue-as-new); ``history_event_count`` / ``history_bytes`` cover that execution;
+    ``run_id`` is the run token of the run the row describes."""
 
     instance_id: str
     name: str
@@ -64,6 +79,7 @@ class InstanceRecord:
     history_bytes: int
     waiting_on: WaitingOn
     stats: InstanceStats = field(default_factory=InstanceStats)
+    run_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +94,13 @@ class LockedInstance:
     history_event_count: int
     parent: ParentRef | None
     custom_status: Any
+    run_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class QueuedMessage:
-    """A message in the orchestration queue. ``message_id`` increases in enqueue order."""
+    """A message in the orchestration queue. ``message_id`` increases in enqueue order;
+    ``run_id`` is the run it is addressed to (``None``: the current one)."""
 
     message_id: int
     instance_id: str
@@ -94,6 +112,7 @@ class QueuedMessage:
     #: ``event`` as stored (its JSON), when the store read it: a turn that records the event
     #: in history writes this text instead of encoding the event again.
     event_json: str | None = field(default=None, compare=False, repr=False)
+    run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +123,7 @@ class OrchestrationWorkItem:
 
     ``history`` holds events ``history_from, history_from + 1, ...`` of the current
     execution; ``history_from`` is 0 unless the caller said (``known_history``) that it
-    already holds the first events of this execution.
+    already holds the first events of this run's execution.
 
     ``history_error`` is set, and ``history`` empty, when a stored event of that part of the
     history cannot be decoded (corrupt JSON, unknown kind, missing field): the message names
@@ -146,6 +165,7 @@ class ActivityWorkItem:
     locked_at: float | None = None
     lease_owner: str | None = None
     visible_at: float | None = None
+    run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,30 +275,34 @@ class Page:
 
 @dataclass(frozen=True, slots=True)
 class NewInstance:
-    """An instance to create, with its ``ExecutionStarted`` as the first message."""
+    """An instance to create, with its ``ExecutionStarted`` as the first message. ``run_id``
+    is the new run's token (the store makes one when it is ``None``)."""
 
     instance_id: str
     name: str
     input: Any
     parent: ParentRef | None = None
     start_at: float | None = None  # visible_at of the start message (None: now)
+    run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
     """A message to enqueue for an orchestration instance. ``execution_id=None`` means
-    "the execution current at delivery" (operator messages only); ``visible_at=None`` means
-    now."""
+    "the execution current at delivery" (operator messages only); ``run_id=None`` means "the
+    run current at delivery"; ``visible_at=None`` means now."""
 
     instance_id: str
     event: HistoryEvent
     execution_id: int | None = None
     visible_at: float | None = None
+    run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class NewActivityTask:
-    """An activity task to enqueue for ``instance_id``'s execution ``execution_id``."""
+    """An activity task to enqueue for ``instance_id``'s execution ``execution_id`` of run
+    ``run_id``."""
 
     instance_id: str
     execution_id: int
@@ -287,20 +311,25 @@ class NewActivityTask:
     input: Any
     attempt: int = 1
     visible_at: float | None = None
+    run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ChildStart:
-    """A sub-orchestration to create as part of a turn. If ``instance_id`` is already taken
-    the store does not touch that instance and instead enqueues
-    ``SubOrchestrationFailed(task_id=parent.task_id)`` to ``parent`` in the same transaction
-    (invariant 4), unless the existing instance was started by this very parent task
-    (a redelivered start), in which case nothing happens."""
+    """A sub-orchestration to create as part of a turn, as run ``run_id``.
+
+    If ``instance_id`` is already taken (:func:`perdure.store.common.routing.child_start_rule`):
+    by this very parent task, nothing happens (a redelivered start); by a *terminal* child
+    of the same parent instance (an earlier attempt of a retried child, or a child left from
+    an earlier run of the parent), that instance is replaced by the new run; otherwise the
+    store does not touch it and enqueues ``SubOrchestrationFailed(task_id=parent.task_id)``
+    to ``parent`` in the same transaction (invariant 4)."""
 
     instance_id: str
     name: str
     input: Any
     parent: ParentRef
+    run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,14 +346,17 @@ class TurnStats:
 class TurnCommit:
     """Everything one orchestration turn writes, committed atomically (invariant 1).
 
-    ``execution_id`` is the execution the turn ran. ``new_events`` are appended to that
+    ``execution_id`` is the execution the turn ran, of run ``run_id`` (the turn commits
+    only if that run is still the instance's). ``new_events`` are appended to that
     execution's history. ``consumed`` are the ids of the messages the turn applied or
     discarded (they are deleted). ``discarded`` are consumed messages to record in the
-    discard log with their reason. If ``continue_as_new`` is true, the store ends the execution, makes ``execution_id + 1`` current with fresh history and
-    enqueues its ``ExecutionStarted`` (the instance's name and parent, input
-    ``continue_as_new_input``) followed by ``carried_events`` as messages to the new execution. When ``status`` is terminal, the
-    instance's queued activity tasks that are not locked are removed with a discard record.
-    ``release`` releases the lease after the commit (otherwise it is kept and extended).
+    discard log with their reason. If ``continue_as_new`` is true, the store ends the
+    execution, makes ``execution_id + 1`` current with fresh history and enqueues its
+    ``ExecutionStarted`` (the instance's name, parent and run, input
+    ``continue_as_new_input``, and ``carried``, the messages it takes first). When
+    ``status`` is terminal, the instance's queued activity tasks that are not locked are
+    removed with a discard record. ``release`` releases the lease after the commit
+    (otherwise it is kept and extended).
     """
 
     instance_id: str
@@ -343,8 +375,9 @@ class TurnCommit:
     discarded: Sequence[tuple[int, str, str | None]] = ()  # (message_id, reason, detail)
     continue_as_new: bool = False
     continue_as_new_input: Any = None
-    carried_events: Sequence[HistoryEvent] = ()
+    carried: Sequence[HistoryEvent] = ()
     release: bool = True
+    run_id: str | None = None
     stats: TurnStats = field(default_factory=TurnStats)
     #: ``id(event) -> JSON`` for events of ``new_events`` the caller holds encoded already
     #: (local activity completions, encoded where they ran): stores write this text instead
@@ -367,6 +400,11 @@ class ActivityCompletion:
     event_json: str | None = field(default=None, compare=False, repr=False)
 
 
+#: ``Store.lock_orchestrations(known_history=...)``: instance id -> (run_id, execution_id,
+#: event_count) of the history the caller holds.
+KnownHistory = Mapping[str, tuple[str | None, int, int]]
+
+
 @dataclass(frozen=True, slots=True)
 class RoundRequest:
     """What one worker round asks of :meth:`Store.run_round`: the activity outcomes to
@@ -379,7 +417,7 @@ class RoundRequest:
     completions: Sequence[ActivityCompletion] = ()
     orchestration_limit: int = 0
     orchestration_names: Collection[str] | None = None
-    known_history: Mapping[str, tuple[int, int]] | None = None
+    known_history: KnownHistory | None = None
     activity_limit: int = 0
     activity_names: Collection[str] | None = None
 
@@ -388,8 +426,10 @@ class RoundRequest:
 class RoundResult:
     """What :meth:`Store.run_round` did: one outcome per completion, the instances it locked,
     one outcome per turn commit, the activity tasks it locked, and when work next becomes
-    takeable in each queue (as :meth:`Store.next_visible_at`, read inside the round's
-    transaction after its writes; ``None``: the queue is empty)."""
+    takeable in each queue (as :meth:`Store.next_visible_at`, read inside the round's last
+    transaction after its writes; ``None``: the queue is empty), and the store's time of
+    that reading (``now``): work due later than ``now`` but already due by the time the
+    caller reads its clock became due during the round."""
 
     completions: list[Outcome]
     locked: list[OrchestrationWorkItem]
@@ -397,6 +437,7 @@ class RoundResult:
     activities: list[ActivityWorkItem]
     next_message_at: float | None
     next_task_at: float | None
+    now: float = 0.0
 
 
 class DeadLetterReason:
@@ -457,27 +498,38 @@ class Store(Protocol):
     # -- client writes --
 
     def create_instance(self, instance: NewInstance, *, replace_terminal: bool = False) -> None:
-        """Atomically insert the instance (PENDING, execution 1) and its ``ExecutionStarted``
+        """Atomically insert the instance (PENDING, a new run) and its ``ExecutionStarted``
         message. If the id exists and is not terminal, raise ``InstanceExistsError``; if it is
-        terminal, raise ``InstanceExistsError`` unless ``replace_terminal``, in which case the
-        old instance's history, messages, tasks and lease are deleted in the same transaction."""
+        terminal, raise ``InstanceExistsError`` unless ``replace_terminal``: then the new
+        run replaces the old one in the same transaction. The old run's history stays
+        (the new run's executions are numbered after its last one), its lease goes, and the
+        messages still queued for it are discarded with a ``stale_run`` record."""
 
-    def create_instances(self, instances: Sequence[NewInstance], *, replace_terminal: bool = False) -> None:
+    def create_instances(
+        self, instances: Sequence[NewInstance], *, replace_terminal: bool = False, request_id: str | None = None
+    ) -> None:
         """:meth:`create_instance` for many instances in one transaction: all are created, or
-        none (``InstanceExistsError`` names the first id in the way)."""
+        none (``InstanceExistsError`` names the first id in the way). With ``request_id``,
+        a call whose id was applied before does nothing (a retry after an unknown commit
+        outcome applies once)."""
 
-    def enqueue_messages(self, messages: Sequence[Message]) -> None:
+    def enqueue_messages(self, messages: Sequence[Message], *, request_id: str | None = None) -> None:
         """Atomically append messages to the orchestration queue (any target, existing or not:
         a message for an instance or execution that does not exist yet is kept and deferred at
-        lock time, never dropped; invariant 3)."""
+        lock time, never dropped; invariant 3). With ``request_id``, a call whose id was
+        applied before does nothing."""
 
     def purge_instances(self, instance_ids: Sequence[str]) -> int:
-        """Delete terminal instances with their history, messages, tasks, lease, dead letters
-        and discard records, atomically; return how many were deleted. Ids that are missing
-        or not terminal are skipped."""
+        """Delete terminal instances with their history (every run's), messages, tasks,
+        lease, dead letters and discard records, atomically; and what ids without an
+        instance left behind (dead letters, discard records, queued messages: a purged or
+        never-created instance). Return how many ids were purged; ids of live instances, and
+        ids with nothing stored, are skipped."""
 
     def purge_where(self, query: InstanceQuery) -> int:
-        """Purge every terminal instance matching ``query`` (``limit``/``cursor`` ignored)."""
+        """Purge every terminal instance matching ``query`` (``limit``/``cursor`` ignored);
+        a query without filters, or with an id prefix alone, also purges what ids without
+        an instance left behind (:func:`perdure.store.common.routing.purges_orphans`)."""
 
     # -- orchestration work --
 
@@ -488,29 +540,30 @@ class Store(Protocol):
         lease_seconds: float,
         limit: int = 1,
         names: Collection[str] | None = None,
-        known_history: Mapping[str, tuple[int, int]] | None = None,
+        known_history: KnownHistory | None = None,
         instance_ids: Collection[str] | None = None,
     ) -> list[OrchestrationWorkItem]:
         """Lock up to ``limit`` instances that have visible messages and no live lease, oldest
         visible message first, returning each with a new lease (owner + fresh token + expiry).
 
         Only one holder per instance at any moment; an expired lease is taken over. Filters:
-        orchestration ``names``, specific ``instance_ids``. ``known_history`` maps an instance
-        id to ``(execution_id, event_count)`` the caller already holds; if it matches the
-        current execution, only later events are returned.
+        orchestration ``names`` (an instance of another name is never locked, whatever
+        brought its messages), specific ``instance_ids``. ``known_history`` maps an instance
+        id to ``(run_id, execution_id, event_count)`` the caller already holds; if it matches
+        the current run and execution, only later events are returned.
 
-        Messages are sorted by target before being handed out (invariant 3):
-        - ``execution_id`` is None or the current execution: returned.
-        - an earlier execution: deleted with a ``stale_execution`` discard record.
+        Messages are sorted by target before being handed out
+        (:func:`perdure.store.common.routing.route_messages`, invariants 3, 4, 9):
+        - addressed to another run of the id: deleted with a ``stale_run`` discard record;
+        - ``execution_id`` None or the current execution: returned;
+        - an earlier execution: deleted with a ``stale_execution`` discard record;
         - a later execution, or an instance that does not exist: kept, ``delivery_count``
           incremented and ``visible_at`` pushed back with exponential backoff; after
-          ``max_deliveries`` tries moved to the dead-letter table.
+          ``max_deliveries`` tries moved to the dead-letter table;
         - instance terminal: deleted with a ``terminal_instance`` discard record.
         An instance whose visible messages were all sorted away is not returned.
-        Delivered messages come in this order: the execution's ``ExecutionStarted`` first
-        (while its history is empty), then messages addressed to the current execution, then
-        those addressed to "whichever is current", each in enqueue order (so events carried
-        over by continue-as-new precede events raised during the hand-over).
+        Delivered messages come in enqueue order, the execution's ``ExecutionStarted`` first
+        while its history is empty; nothing else reorders them (invariants 5, 10).
 
         A current-execution history that cannot be decoded does not make this method raise:
         the instance is locked and returned with ``history_error`` set (see
@@ -521,10 +574,11 @@ class Store(Protocol):
         """Commit several turns in one transaction (group commit); one outcome per commit.
 
         Each commit is all-or-nothing (invariant 1) and conditional on its lease token still
-        holding and the instance not being terminal before the turn (invariants 2, 5);
-        otherwise its outcome is ``LEASE_LOST`` and nothing of it is written, while the other
-        commits of the batch proceed. A commit whose ``consumed`` messages are no longer all
-        queued (an earlier commit already applied them) is ``LEASE_LOST`` as well.
+        holding, the instance not being terminal before the turn and still being on the
+        commit's run and execution (invariants 2, 5, 9); otherwise its outcome is
+        ``LEASE_LOST`` and nothing of it is written, while the other commits of the batch
+        proceed. A commit whose ``consumed`` messages are no longer all queued (an earlier
+        commit already applied them) is ``LEASE_LOST`` as well.
         """
 
     def abandon_orchestration(self, instance_id: str, lease_token: str, *, retry_after: float = 0.0) -> None:
@@ -563,29 +617,32 @@ class Store(Protocol):
         request: RoundRequest,
         run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]],
     ) -> RoundResult:
-        """A worker's whole round in one transaction (one commit, one fsync):
+        """A worker's round (:mod:`perdure.store.common.rounds`): two transactions, with the
+        orchestration code run between them and never inside one (invariant 10).
 
-        1. ``complete_activities(request.completions)``;
-        2. ``lock_orchestrations`` (up to ``orchestration_limit``), which sees the messages
-           just enqueued by step 1;
-        3. ``commits = run_turns(locked)``, called inside the transaction (only if something
-           was locked), then ``commit_turns(commits)``;
+        1. The *claim*: ``complete_activities(request.completions)`` (each outcome queued as
+           a message to its task's run and execution, or discarded with a record), then
+           ``lock_orchestrations`` (up to ``orchestration_limit``), which sees the messages
+           just enqueued. If it locked nothing, it also runs step 4, and the round ends. It
+           holds only leases and activity outcomes, so a backend may commit it without
+           waiting for the disk: a crash of the machine then loses at most those, and the
+           activities run again (at-least-once).
+        2. ``commits = run_turns(locked)``, with no transaction open. ``run_turns`` is
+           opaque to the store (it runs the orchestration code and its local activities);
+           it may read and write through this store like any other caller.
+        3. The *finish*, durable: ``commit_turns(commits)``, each fenced by its lease, then
         4. ``lock_activities`` (up to ``activity_limit``), which sees the tasks just enqueued
            by step 3.
 
         Each step has its own method's contract (fencing, routing, discard records, payload
-        encoding); together they commit atomically or not at all. What the round's own later
-        steps consume need not be written in between: a backend may hand a completion from
-        step 1 straight to the turn of step 3 that applies it (a negative ``message_id``: no
-        row) and keep a lease taken and released by the round unwritten, as long as every
-        completion no turn applies ends up queued and every lease still held ends up
-        written when the round commits. ``run_turns`` is opaque
-        to the store (it runs the orchestration code); it must not write through this store,
-        and it may be called again with freshly locked items if the store retries the
-        transaction after a transient fault. If it raises, nothing of the round is written.
+        encoding). If ``run_turns`` raises or the finish fails, nothing of the turns is
+        written and the claim's leases are released when the store can still be reached
+        (else they expire). Messages reach a turn by the one delivery rule of
+        :meth:`lock_orchestrations`, whichever transaction recorded them.
 
-        Notifications: a queue's topic is signalled after the commit only if the round leaves
-        work due in it now (work the round created and took itself wakes nobody).
+        Notifications: a queue's topic is signalled after the round's last commit only if
+        the round leaves work due in it now (work the round created and took itself wakes
+        nobody).
         """
 
     def create_and_run(
@@ -597,21 +654,21 @@ class Store(Protocol):
         run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]],
         replace_terminal: bool = False,
     ) -> list[Outcome]:
-        """An eager start: a new instance and its first turn in one transaction (one commit).
+        """An eager start: a new instance and its first turn in one transaction (one commit),
+        the turn run before that transaction opens (invariant 10).
 
-        1. ``create_instance(instance, replace_terminal=...)``, with its checks: an
-           ``InstanceExistsError`` is raised before anything else happens (nothing is
-           written, ``run_turns`` is not called);
-        2. ``lock_orchestrations(owner, lease_seconds=..., instance_ids=[instance_id])``:
-           the new instance with its ``ExecutionStarted`` first, then any messages already
-           queued for it and visible;
-        3. ``commits = run_turns(locked)`` and ``commit_turns(commits)``, with the rules of
-           :meth:`run_round` for ``run_turns``.
+        1. The checks of ``create_instance(instance, replace_terminal=...)`` are made first:
+           an ``InstanceExistsError`` is raised before anything runs.
+        2. ``commits = run_turns([item])``, with no transaction open, on a work item for the
+           new run (:func:`perdure.store.common.rounds.eager_item`): its ``ExecutionStarted``
+           handed over without a row (``message_id`` -1).
+        3. One transaction creates the instance (``InstanceExistsError`` if the id was
+           taken meanwhile: nothing is written) and commits the turn. Messages that were
+           queued for the id before it existed are left queued, after the start: the next
+           turn takes them.
 
-        Returns the outcomes of step 3: an empty list if nothing was locked (a ``start_at``
-        in the future), which leaves an ordinary :meth:`create_instance`. Notifications are
-        those of the steps (a waiter on the instance is woken; a worker is told of queued
-        work it did not take).
+        Returns the outcomes of step 3; an empty list, and an ordinary
+        :meth:`create_instance`, when ``instance.start_at`` is in the future.
         """
 
     def renew_activity_leases(self, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:
@@ -627,6 +684,11 @@ class Store(Protocol):
 
     def remove_worker(self, worker_id: str) -> None:
         """Delete the worker's row (graceful stop)."""
+
+    def sweep(self, *, workers_before: float, requests_before: float) -> None:
+        """Retention: delete the rows of workers whose last heartbeat is older than
+        ``workers_before`` (they crashed), and the request ids of client operations
+        recorded before ``requests_before``."""
 
     def list_workers(self, *, alive_within: float | None = None) -> list[WorkerRecord]:
         """Worker rows, only those with a heartbeat in the last ``alive_within`` seconds if
@@ -667,19 +729,6 @@ class Store(Protocol):
 
     def discarded_messages(self, *, instance_id: str | None = None, limit: int = 100) -> list[DiscardRecord]:
         """Discard records, newest first."""
-
-    def unserved_work(
-        self,
-        *,
-        orchestration_names: Collection[str],
-        activity_names: Collection[str],
-        older_than: float,
-        limit: int = 100,
-    ) -> tuple[list[str], list[int]]:
-        """Work no live worker can run: ids of instances with a message visible for more than
-        ``older_than`` seconds whose orchestration name is not in ``orchestration_names``, and
-        row ids of unlocked activity tasks visible for that long whose name is not in
-        ``activity_names`` (the names registered by live workers). Read-only."""
 
     def next_visible_at(self, *, queue: str | None = None) -> float | None:
         """The earliest time work becomes takeable, so an idle worker knows how long it may

@@ -4,7 +4,9 @@ Each write method of :class:`~perdure.store.base.Store` has three *write points*
 
 - ``"<method>:before"``: before the call reaches the store (nothing written yet);
 - ``"<method>:inside"``: inside its transaction, just before COMMIT (through the store's
-  ``fault_hook``; a fault there rolls the transaction back);
+  ``fault_hook``; a fault there rolls the transaction back); ``run_round`` has a second
+  one, ``"run_round:claim"``, inside its first transaction (the claim), and reaches
+  ``"run_round:inside"`` (its finish) only when the claim locked instances;
 - ``"<method>:after"``: after the commit, before the caller sees the result (everything
   written, the caller does not know).
 
@@ -52,15 +54,21 @@ WRITE_METHODS: tuple[str, ...] = (
     "abandon_activity",
     "heartbeat",
     "remove_worker",
+    "sweep",
 )
 PHASES: tuple[str, ...] = ("before", "inside", "after")
+#: Points a method has besides its three phases: the claim transaction of a round.
+EXTRA_POINTS: tuple[str, ...] = ("run_round:claim",)
 ACTIONS: tuple[str, ...] = ("raise", "kill", "delay")
 ENV_VAR = "PERDURE_FAULTS"
 
 
 def write_points(methods: Iterable[str] = WRITE_METHODS) -> list[str]:
-    """Every ``"<method>:<phase>"`` point of ``methods``."""
-    return [f"{m}:{p}" for m in methods for p in PHASES]
+    """Every write point of ``methods``: their ``"<method>:<phase>"`` points, and the extra
+    ones (``"run_round:claim"``)."""
+    methods = list(methods)
+    points = [f"{m}:{p}" for m in methods for p in PHASES]
+    return points + [p for p in EXTRA_POINTS if p.partition(":")[0] in methods]
 
 
 @dataclass
@@ -100,7 +108,7 @@ class Fault:
 
     def __post_init__(self) -> None:
         method, _, phase = self.point.partition(":")
-        if method not in WRITE_METHODS or phase not in PHASES:
+        if self.point not in EXTRA_POINTS and (method not in WRITE_METHODS or phase not in PHASES):
             raise ValueError(
                 f"unknown write point {self.point!r}; expected <method>:<phase> with a method "
                 f"of {', '.join(WRITE_METHODS)} and a phase of {', '.join(PHASES)}"

@@ -30,6 +30,7 @@ from perdure.core.history import (
     ExecutionTerminated,
     HistoryEvent,
     MessageDiscarded,
+    ParentRef,
     SubOrchestrationCompleted,
     SubOrchestrationCreated,
     SubOrchestrationFailed,
@@ -66,8 +67,12 @@ def all_instances(store: Store) -> list[InstanceRecord]:
 
 
 def histories(store: Store, instance_id: str, last: int) -> dict[int, list[HistoryEvent]]:
-    """The histories of executions ``1..last`` of an instance."""
-    return {e: [r.event for r in store.get_history(instance_id, execution_id=e)] for e in range(1, last + 1)}
+    """The histories of executions ``1..last`` of an instance that the store keeps: those
+    from the first one with a history on (older ones were forgotten by the store's
+    retention, ``keep_executions``; the later ones must all be there)."""
+    found = {e: [r.event for r in store.get_history(instance_id, execution_id=e)] for e in range(1, last + 1)}
+    first = next((e for e, events in found.items() if events), last)
+    return {e: events for e, events in found.items() if e >= first}
 
 
 def history_violations(store: Store, instance: InstanceRecord) -> list[str]:
@@ -105,8 +110,8 @@ def waiting_violations(store: Store, instance: InstanceRecord) -> list[str]:
     status = instance.status
     if status.is_terminal:
         return []
-    iid, current = instance.instance_id, instance.execution_id
-    messages = [m for m in store.pending_messages(iid) if m.execution_id in (None, current)]
+    iid, current, run = instance.instance_id, instance.execution_id, instance.run_id
+    messages = [m for m in store.pending_messages(iid) if m.execution_id in (None, current) and m.run_id in (None, run)]
     if status is OrchestrationStatus.PENDING or instance.history_event_count == 0:
         if not any(isinstance(m.event, ExecutionStarted) for m in messages):
             return [f"{iid!r} execution {current} has not started and no start is queued"]
@@ -132,11 +137,7 @@ def waiting_violations(store: Store, instance: InstanceRecord) -> list[str]:
             continue
         record = store.get_instance(child.instance_id)
         parent = record.parent if record is not None else None
-        mine = parent is not None and (parent.instance_id, parent.execution_id, parent.task_id) == (
-            iid,
-            current,
-            child.task_id,
-        )
+        mine = parent is not None and parent.is_task(ParentRef(iid, current, child.task_id, run))
         if record is None or record.status.is_terminal or not mine:
             state = "missing" if record is None else f"{record.status.value}, parent {parent}"
             out.append(

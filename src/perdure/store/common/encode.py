@@ -1,6 +1,6 @@
 """Everything a SQL store encodes before it opens a transaction, so that a payload that is
 not JSON fails before anything is written and the write lock is held for less time; and
-the options of its message queue."""
+the options of its queues and its retention."""
 
 from __future__ import annotations
 
@@ -10,23 +10,39 @@ from typing import Any
 
 from perdure.core.history import dumps_checked
 from perdure.core.status import OrchestrationStatus
+from perdure.errors import InvalidInputError
 from perdure.store.base import ActivityCompletion, TurnCommit
 from perdure.store.common.rows import Row, failure_text, payload, waiting_text
 
 
 @dataclass(frozen=True, slots=True)
-class QueueOptions:
+class StoreOptions:
     """Deferral of undeliverable messages (invariant 3): retry ``max_deliveries`` times with
     exponential backoff from ``defer_backoff`` seconds, doubling, capped at
-    ``defer_backoff_cap``; then dead-letter."""
+    ``defer_backoff_cap``; then dead-letter.
+
+    Retention: ``keep_executions`` is how many executions of an instance before its current
+    one keep their history and discard records (older ones are deleted when it continues as
+    new, or when a new run takes the id); ``None`` keeps them all."""
 
     max_deliveries: int = 25
     defer_backoff: float = 0.1
     defer_backoff_cap: float = 30.0
+    keep_executions: int | None = 5
 
     def backoff(self, tries: int) -> float:
         """Delay before try ``tries + 1``."""
         return min(self.defer_backoff_cap, self.defer_backoff * 2.0 ** max(0, tries - 1))
+
+
+def check_retention(keep_executions: object) -> None:
+    """Refuse a ``keep_executions`` store option that is not ``None`` or an integer >= 0."""
+    if keep_executions is not None and (
+        not isinstance(keep_executions, int) or isinstance(keep_executions, bool) or keep_executions < 0
+    ):
+        raise InvalidInputError(
+            f"keep_executions must be None (keep every execution) or an integer >= 0, got {keep_executions!r}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +60,6 @@ class PreparedTurn:
     waiting_on: str | None
     activity_inputs: tuple[str | None, ...]
     messages: tuple[tuple[str, str], ...]
-    carried: tuple[tuple[str, str], ...]
     continue_as_new_input: str | None
 
 
@@ -68,7 +83,6 @@ def prepare_turn(commit: TurnCommit, encoded: Mapping[int, str] | None = None) -
         waiting_on=waiting_text(commit.waiting_on),
         activity_inputs=tuple(payload(a.input, f"input of activity {a.name!r}") for a in commit.activities),
         messages=tuple((type(m.event).__name__, dumps_checked(m.event, "a message")) for m in commit.messages),
-        carried=tuple((type(e).__name__, dumps_checked(e, "a carried event")) for e in commit.carried_events),
         continue_as_new_input=payload(commit.continue_as_new_input, "continue-as-new input"),
     )
 

@@ -47,6 +47,11 @@ TERMINAL = tuple(s.value for s in OrchestrationStatus if s.is_terminal)
 STATUS = {s.value: s for s in OrchestrationStatus}
 
 
+def new_run_id() -> str:
+    """A fresh run token (invariant 9): random, so no two runs of any id share one."""
+    return secrets.token_hex(16)
+
+
 def lease_tokens(count: int) -> list[str]:
     """``count`` fresh lease tokens: one random prefix per call, unique by position (a token
     only has to differ from every other token ever issued for the same row)."""
@@ -82,15 +87,26 @@ def event_row(event: HistoryEvent) -> tuple[str, str]:
 
 
 def new_instance_params(
-    instance_id: str, name: str, input_text: str | None, parent: ParentRef | None, now: float
+    instance_id: str,
+    name: str,
+    input_text: str | None,
+    parent: ParentRef | None,
+    now: float,
+    run_id: str,
+    execution_id: int = 1,
 ) -> dict[str, Any]:
-    """Parameters of the ``insert_instance`` query: a PENDING instance, nothing run yet."""
+    """Parameters of the ``insert_instance`` query: a PENDING instance of run ``run_id``,
+    nothing run yet, whose first execution is ``execution_id`` (1 for the first run of an
+    id; executions are numbered across the runs of an id)."""
     return {
         "instance_id": instance_id,
+        "run_id": run_id,
+        "execution_id": execution_id,
         "name": name,
         "status": OrchestrationStatus.PENDING.value,
         "input": input_text,
         "parent_instance_id": parent.instance_id if parent else None,
+        "parent_run_id": parent.run_id if parent else None,
         "parent_execution_id": parent.execution_id if parent else None,
         "parent_task_id": parent.task_id if parent else None,
         "now": now,
@@ -110,7 +126,7 @@ def instance_from_row(row: Row) -> InstanceRecord:
         output=loads_payload(row["output"]),
         failure=Failure.from_dict(json.loads(failure)) if failure else None,
         custom_status=loads_payload(row["custom_status"]),
-        parent=_parent(row),
+        parent=parent_of(row),
         created_at=row["created_at"],
         last_updated_at=row["last_updated_at"],
         history_event_count=row["history_event_count"],
@@ -123,6 +139,7 @@ def instance_from_row(row: Row) -> InstanceRecord:
             last_turn_duration=row["last_turn_duration"],
             last_progress_at=row["last_progress_at"],
         ),
+        run_id=row["run_id"],
     )
 
 
@@ -135,16 +152,17 @@ def locked_instance_from_row(row: Row) -> LockedInstance:
         status=STATUS[row["status"]],
         execution_id=row["execution_id"],
         history_event_count=row["history_event_count"],
-        parent=_parent(row),
+        parent=parent_of(row),
         custom_status=loads_payload(row["custom_status"]),
+        run_id=row["run_id"],
     )
 
 
-def _parent(row: Row) -> ParentRef | None:
+def parent_of(row: Row) -> ParentRef | None:
     """The parent of a sub-orchestration's ``instances`` row, else ``None``."""
     if row["parent_instance_id"] is None:
         return None
-    return ParentRef(row["parent_instance_id"], row["parent_execution_id"], row["parent_task_id"])
+    return ParentRef(row["parent_instance_id"], row["parent_execution_id"], row["parent_task_id"], row["parent_run_id"])
 
 
 def summary_from_row(row: Row) -> InstanceSummary:
@@ -188,6 +206,7 @@ def message_from_row(row: Row, delivery_bump: int = 0) -> QueuedMessage:
         visible_at=row["visible_at"],
         delivery_count=row["delivery_count"] + delivery_bump,
         event_json=row["event"],
+        run_id=row["run_id"],
     )
 
 
@@ -244,6 +263,7 @@ def _task(
         locked_at=locked_at,
         lease_owner=owner,
         visible_at=visible_at,
+        run_id=row["run_id"],
     )
 
 

@@ -78,17 +78,17 @@ def complete_activities(tx: Tx, prepared: Sequence[tuple[ActivityCompletion, str
     routes = route_completions([c for c, _, _ in prepared], tasks)
     done: list[int] = []
     outbox = Outbox()
-    discards: list[tuple[str, int | None, str, str | None]] = []
+    discards: list[tuple[str, str | None, int | None, str, str | None]] = []
     reasons: list[str] = []
     for (_completion, kind, text), (outcome, row, reason, detail) in zip(prepared, routes, strict=True):
         if row is None:
             continue
         done.append(row["task_row_id"])
         if outcome is Outcome.DISCARDED:
-            discards.append((row["instance_id"], row["execution_id"], text, detail))
+            discards.append((row["instance_id"], row["run_id"], row["execution_id"], text, detail))
             reasons.append(reason)
         else:
-            outbox.add(row["instance_id"], row["execution_id"], kind, text, tx.now, None)
+            outbox.add(row["instance_id"], row["run_id"], row["execution_id"], kind, text, tx.now, None)
     outbox.flush(tx)
     insert_discards(tx, discards, reasons)
     if done:

@@ -22,16 +22,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from perdure.errors import StoreError, StoreUnavailableError
-
-if TYPE_CHECKING:
-    from perdure.store.postgres.orchestrations import Held
+from perdure.store.common.encode import StoreOptions
 
 log = logging.getLogger("perdure.store.postgres")
 
@@ -73,8 +71,8 @@ def outcome_unknown(exc: psycopg.OperationalError) -> bool:
 @dataclass(slots=True)
 class Tx:
     """One write transaction: its connection (in pipeline mode), its single reading of the
-    clock (every timestamp written by the transaction uses it), and the notifier topics to
-    signal once it has committed.
+    clock (every timestamp written by the transaction uses it), the store's options, and the
+    notifier topics to signal once it has committed.
 
     A round trip to the server costs as much as a small statement's work, so statements
     whose result is not needed at once are only sent (:meth:`run`, :meth:`read_later`): the
@@ -85,10 +83,8 @@ class Tx:
     conn: psycopg.Connection[dict[str, Any]]
     pipeline: psycopg.Pipeline
     now: float
+    options: StoreOptions = field(default_factory=StoreOptions)
     topics: set[str] = field(default_factory=set)
-    # Instances this transaction locked and leased, by id: their turns commit without
-    # reading back rows that nobody else can have changed.
-    held: dict[str, Held] = field(default_factory=dict)
     _later: list[tuple[Cursor, Callable[[Cursor], None]]] = field(default_factory=list)
 
     def notify(self, *topics: str) -> None:
@@ -203,17 +199,24 @@ class Database:
         *,
         clock: Callable[[], float],
         before_commit: Callable[[Tx], None],
+        options: StoreOptions | None = None,
+        durable: bool = True,
     ) -> tuple[T, set[str]]:
         """Run ``body`` in one transaction and commit it; return its result and the topics to
         signal. ``before_commit`` runs last inside the transaction (notifications, the fault
-        hook). Transient faults before COMMIT are retried (the whole body runs again)."""
+        hook). Transient faults before COMMIT are retried (the whole body runs again).
+        ``durable=False`` commits without waiting for the WAL to reach the disk
+        (``synchronous_commit = off`` for this transaction: it stays atomic and ordered, and
+        any later durable commit makes it durable too)."""
 
         def attempt() -> tuple[T, set[str]]:
             committing = False
             try:
                 with self.pool.connection() as conn, conn.pipeline() as pipeline:
                     with conn.transaction():
-                        tx = Tx(conn, pipeline, clock())
+                        tx = Tx(conn, pipeline, clock(), options or StoreOptions())
+                        if not durable:
+                            tx.run("SET LOCAL synchronous_commit TO OFF")
                         result = body(tx)
                         tx.settle()
                         before_commit(tx)

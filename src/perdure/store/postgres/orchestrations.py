@@ -1,7 +1,8 @@
 """The orchestration side of the PostgreSQL store: locking instances with their messages,
 committing turns, abandoning and renewing leases. The semantics are the SQLite store's
-(:mod:`perdure.store.sqlite.orchestrations`; both share :mod:`perdure.store.common`); what differs is how many workers on many
-hosts are kept from deciding about the same instance at once.
+(:mod:`perdure.store.sqlite.orchestrations`; the rules both share are in
+:mod:`perdure.store.common`); what differs is how many workers on many hosts are kept from
+deciding about the same instance at once.
 
 Locks, always taken in this order so that no two transactions wait on each other:
 
@@ -22,16 +23,13 @@ latest committed version, so no decision rests on a stale snapshot.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from perdure.core.failure import Failure
 from perdure.core.history import (
     DiscardReason,
     ExecutionStarted,
     HistoryEvent,
-    ParentRef,
     SubOrchestrationFailed,
     dumps_event,
 )
@@ -39,13 +37,21 @@ from perdure.errors import LeaseLost
 from perdure.store.base import (
     ChildStart,
     DeadLetterReason,
+    KnownHistory,
     OrchestrationWorkItem,
     Outcome,
     QueuedMessage,
-    TurnCommit,
 )
-from perdure.store.common.encode import PreparedTurn, QueueOptions, instance_after_turn
-from perdure.store.common.routing import route_messages
+from perdure.store.common.encode import PreparedTurn, StoreOptions, instance_after_turn
+from perdure.store.common.rounds import stored_messages
+from perdure.store.common.routing import (
+    ChildStartRule,
+    Discard,
+    child_refusal,
+    child_start_rule,
+    route_messages,
+    start_first,
+)
 from perdure.store.common.rows import (
     TERMINAL,
     decode_deliveries,
@@ -54,6 +60,8 @@ from perdure.store.common.rows import (
     lease_tokens,
     locked_instance_from_row,
     new_instance_params,
+    new_run_id,
+    parent_of,
     payload,
     task_event,
 )
@@ -81,6 +89,7 @@ class Outbox:
     def clear(self) -> None:
         """Forget the queued messages."""
         self.instance_ids: list[str] = []
+        self.run_ids: list[str | None] = []
         self.execution_ids: list[int | None] = []
         self.kinds: list[str] = []
         self.events: list[str] = []
@@ -89,6 +98,7 @@ class Outbox:
     def add(
         self,
         instance_id: str,
+        run_id: str | None,
         execution_id: int | None,
         kind: str,
         text: str,
@@ -97,6 +107,7 @@ class Outbox:
     ) -> None:
         """Queue one message (``visible_at`` None: now)."""
         self.instance_ids.append(instance_id)
+        self.run_ids.append(run_id)
         self.execution_ids.append(execution_id)
         self.kinds.append(kind)
         self.events.append(text)
@@ -111,6 +122,7 @@ class Outbox:
                 {
                     "now": tx.now,
                     "instance_ids": self.instance_ids,
+                    "run_ids": self.run_ids,
                     "execution_ids": self.execution_ids,
                     "kinds": self.kinds,
                     "events": self.events,
@@ -127,13 +139,13 @@ class Outbox:
 
 def lock_orchestrations(
     tx: Tx,
-    options: QueueOptions,
+    options: StoreOptions,
     owner: str,
     *,
     lease_seconds: float,
     limit: int,
     names: Collection[str] | None,
-    known_history: Mapping[str, tuple[int, int]] | None,
+    known_history: KnownHistory | None,
     instance_ids: Collection[str] | None,
 ) -> list[OrchestrationWorkItem]:
     """See :meth:`perdure.store.base.Store.lock_orchestrations`.
@@ -155,42 +167,20 @@ def lock_orchestrations(
         params["limit"] = limit - len(items)
         candidates = [c["instance_id"] for c in tx.all(Q.orchestration_candidates, params)]
         tried.extend(candidates)
-        items.extend(_lock_instances(tx, options, candidates, owner, lease_seconds, known_history or {}))
+        items.extend(_lock_instances(tx, options, candidates, owner, lease_seconds, known_history or {}, names))
         if len(candidates) < params["limit"]:
             break  # that was every candidate
     return items
 
 
-@dataclass(frozen=True, slots=True)
-class Held:
-    """An instance locked and leased by the current transaction (``Tx.held``): its row as
-    locked, its new lease, and the messages delivered with it. The transaction holds the
-    instance row, the lease row and (having updated them) the message rows until it ends,
-    so a turn committed in it needs neither to re-read nor to re-check them."""
-
-    row: Row
-    token: str
-    lease_seconds: float
-    delivered: frozenset[int]
-
-    def covers(self, commit: TurnCommit) -> bool:
-        """Whether ``commit`` is a turn under this lock: its token and execution, and only
-        messages delivered with it consumed (else it is checked as any other turn)."""
-        consumed = set(commit.consumed).union(mid for mid, _, _ in commit.discarded)
-        return (
-            commit.lease_token == self.token
-            and commit.execution_id == self.row["execution_id"]
-            and consumed <= self.delivered
-        )
-
-
 def _lock_instances(
     tx: Tx,
-    options: QueueOptions,
+    options: StoreOptions,
     candidates: list[str],
     owner: str,
     lease_seconds: float,
-    known_history: Mapping[str, tuple[int, int]],
+    known_history: KnownHistory,
+    names: Collection[str] | None,
 ) -> list[OrchestrationWorkItem]:
     """Lock the ``candidates`` (in their order) that no one else holds, sort their messages,
     and lease those with messages to deliver."""
@@ -219,9 +209,11 @@ def _lock_instances(
     taken: list[tuple[Row, list[QueuedMessage]]] = []
     for iid in candidates:
         if iid in free:
-            deliver = _deliverable(tx, options, rows[iid], messages.get(iid, []))
-            if deliver:
-                taken.append((rows[iid], deliver))
+            row = rows[iid]
+            deliver = _deliverable(tx, options, row, messages.get(iid, []))
+            # Never taken under another name, whatever brought its messages (invariant 5).
+            if deliver and (names is None or row["name"] in names):
+                taken.append((row, deliver))
     if not taken:
         return []
     tokens = lease_tokens(len(taken))
@@ -241,12 +233,10 @@ def _lock_instances(
     histories = [_send_history(tx, row, known_history.get(row["instance_id"])) for row, _ in taken]
     items = []
     for (row, deliver), token, (history_from, sent) in zip(taken, tokens, histories, strict=True):
-        delivered = frozenset(m.message_id for m in deliver)
-        tx.held[row["instance_id"]] = Held(row, token, lease_seconds, delivered)
         history, history_error = _read_history(row, history_from, sent)
         items.append(
             OrchestrationWorkItem(
-                instance=locked_instance_from_row(row),  # type: ignore[arg-type]
+                instance=locked_instance_from_row(row),
                 lease_token=token,
                 lease_expires_at=expires_at,
                 messages=tuple(deliver),
@@ -266,26 +256,26 @@ def _lease_free(lease: Row, now: float) -> bool:
     return lease["expires_at"] <= now  # else leased since the candidates were listed
 
 
-def _deliverable(tx: Tx, options: QueueOptions, row: Row, messages: list[Row]) -> list[QueuedMessage]:
+def _deliverable(tx: Tx, options: StoreOptions, row: Row, messages: list[Row]) -> list[QueuedMessage]:
     """The messages of a locked instance to hand to its turn; the others are discarded,
-    deferred or dead-lettered here (invariants 3, 4, 5)."""
+    deferred or dead-lettered here (invariants 3, 4, 5, 9)."""
     instance_id, status = row["instance_id"], row["status"]
     if status in TERMINAL:
-        _discard(tx, instance_id, [(m, f"instance is {status}") for m in messages], DiscardReason.TERMINAL_INSTANCE)
+        _discard(tx, instance_id, [(m, DiscardReason.TERMINAL_INSTANCE, f"instance is {status}") for m in messages])
         return []
     decoded, undecodable = decode_deliveries(messages)
     _dead_letter(tx, undecodable, DeadLetterReason.UNDECODABLE)
     messages = [m for m in messages if m["message_id"] in decoded]
     current = row["execution_id"]
-    deliver, stale, future = route_messages(messages, current)
-    _discard(tx, instance_id, stale, DiscardReason.STALE_EXECUTION)
+    deliver, discard, future = route_messages(messages, current, row["run_id"])
+    _discard(tx, instance_id, discard)
     _defer(tx, options, future, DeadLetterReason.EXECUTION_NOT_FOUND)
     if deliver and row["history_event_count"] == 0:
         deliver = _start_first(tx, options, instance_id, current, deliver)
     return [decoded[m["message_id"]] for m in deliver]
 
 
-def _sweep_missing_instance(tx: Tx, options: QueueOptions, instance_id: str) -> None:
+def _sweep_missing_instance(tx: Tx, options: StoreOptions, instance_id: str) -> None:
     """Defer the visible messages of an instance that does not exist (invariant 3), unless
     it is being created right now (its id lock is taken): then it is left for the next
     call. The existence check after taking the id lock sees every committed creation."""
@@ -297,13 +287,13 @@ def _sweep_missing_instance(tx: Tx, options: QueueOptions, instance_id: str) -> 
     _defer(tx, options, messages, DeadLetterReason.INSTANCE_NOT_FOUND)
 
 
-def _start_first(tx: Tx, options: QueueOptions, instance_id: str, execution_id: int, deliver: list[Row]) -> list[Row]:
+def _start_first(tx: Tx, options: StoreOptions, instance_id: str, execution_id: int, deliver: list[Row]) -> list[Row]:
     """Messages for an execution whose history is still empty: its ``ExecutionStarted`` must
     come first. Without it in view, the others wait for it (held until the start message is
     due, e.g. a scheduled start), or are deferred if there is no start message at all."""
-    starts = [m for m in deliver if m["kind"] == ExecutionStarted.__name__]
-    if starts:
-        return starts + [m for m in deliver if m["kind"] != ExecutionStarted.__name__]
+    ordered, started = start_first(deliver)
+    if started:
+        return ordered
     pending = tx.one(Q.pending_start, {"instance_id": instance_id, "execution_id": execution_id})
     if pending is not None and pending["visible_at"] is not None:
         tx.run(
@@ -315,7 +305,7 @@ def _start_first(tx: Tx, options: QueueOptions, instance_id: str, execution_id: 
     return []
 
 
-def _defer(tx: Tx, options: QueueOptions, messages: Sequence[Row], reason: str) -> None:
+def _defer(tx: Tx, options: StoreOptions, messages: Sequence[Row], reason: str) -> None:
     """Push undeliverable messages back with exponential backoff; dead-letter those that
     used up their tries. Never deleted without a trace (invariant 3)."""
     deferred: dict[str, list[Any]] = {"ids": [], "tries": [], "visible_ats": []}
@@ -341,28 +331,28 @@ def _dead_letter(tx: Tx, messages: Sequence[Row], reason: str) -> None:
         tx.run(Q.dead_letter_messages, {"ids": ids, "tries": tries, "reason": reason, "now": tx.now})
 
 
-def _discard(tx: Tx, instance_id: str, messages: Sequence[tuple[Row, str | None]], reason: str) -> None:
+def _discard(tx: Tx, instance_id: str, messages: Sequence[Discard]) -> None:
     """Delete messages with a discard record each."""
     if messages:
         tx.run(
             Q.discard_messages,
             {
                 "instance_id": instance_id,
-                "ids": [m["message_id"] for m, _ in messages],
-                "details": [detail for _, detail in messages],
-                "reason": reason,
+                "ids": [m["message_id"] for m, _, _ in messages],
+                "reasons": [reason for _, reason, _ in messages],
+                "details": [detail for _, _, detail in messages],
                 "now": tx.now,
             },
         )
 
 
-def _send_history(tx: Tx, row: Row, known: tuple[int, int] | None) -> tuple[int, Cursor | None]:
+def _send_history(tx: Tx, row: Row, known: tuple[str | None, int, int] | None) -> tuple[int, Cursor | None]:
     """Send the read of the part of the current execution's history the caller lacks (none
     if it lacks nothing): where that part starts, and the cursor to read it from."""
     execution_id, count = row["execution_id"], row["history_event_count"]
     start = 0
-    if known is not None and known[0] == execution_id and 0 <= known[1] <= count:
-        start = known[1]
+    if known is not None and known[0] == row["run_id"] and known[1] == execution_id and 0 <= known[2] <= count:
+        start = known[2]
     if start == count:
         return start, None
     params = {"instance_id": row["instance_id"], "execution_id": execution_id, "from_sequence": start}
@@ -381,22 +371,75 @@ def _read_history(row: Row, start: int, sent: Cursor | None) -> tuple[tuple[Hist
 
 
 def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
-    """Commit each turn under its own savepoint; instance rows are locked in id order so that
-    two group commits never wait on each other. Outcomes come back in the given order."""
+    """Commit turns; one outcome per turn, in the given order.
+
+    Every committing instance is locked in one statement, in instance id order (so two
+    group commits never wait on each other), with its lease; a turn may commit if its token
+    still holds the lease, the instance is not terminal and still on the turn's run and
+    execution, and every message it consumed is still queued for it (invariants 1, 2, 5,
+    9). Everything is checked before anything is written, with two reads sent together (one
+    round trip). The plain turns are written together (:class:`GroupWrite`), the others one
+    by one. Two turns of the same instance in one call commit in turn: the second is
+    checked against the first one's writes.
+    """
     outcomes: list[Outcome] = [Outcome.LEASE_LOST] * len(turns)
-    order = sorted(range(len(turns)), key=lambda i: turns[i].commit.instance_id)
-    group = GroupWrite()
-    for index in order:
-        outcomes[index] = _commit_turn(tx, turns[index], group)
-    group.send(tx)
+    pending = list(range(len(turns)))
+    while pending:
+        wave: list[int] = []
+        later: list[int] = []
+        seen: set[str] = set()
+        for index in pending:
+            iid = turns[index].commit.instance_id
+            (later if iid in seen else wave).append(index)
+            seen.add(iid)
+        ids = sorted({turns[i].commit.instance_id for i in wave})
+        consumed = {i: _consumed(turns[i]) for i in wave}
+        # Sent together, run in order: the reads after the lock see what committed before it.
+        locked = tx.run(Q.lock_committing, {"ids": ids})
+        leases = tx.run(Q.leases_among, {"ids": ids})
+        queued = tx.run(Q.message_owners, {"ids": [mid for mids in consumed.values() for mid in mids]})
+        rows = {r["instance_id"]: r for r in locked.fetchall()}
+        held = {r["instance_id"]: r for r in leases.fetchall()}
+        owners = {r["message_id"]: r["instance_id"] for r in queued.fetchall()}
+        group = GroupWrite()
+        for index in wave:
+            turn = turns[index]
+            row, lease = rows.get(turn.commit.instance_id), held.get(turn.commit.instance_id)
+            if row is None or lease is None or not _may_commit(turn, row, lease):
+                continue
+            if any(owners.get(mid) != turn.commit.instance_id for mid in consumed[index]):
+                continue  # someone applied them already
+            c = turn.commit
+            plain = not (c.discarded or c.children or c.continue_as_new or c.status.is_terminal)
+            _write_turn(tx, turn, row, lease["lease_seconds"], group if plain else None)
+            outcomes[index] = Outcome.OK
+        group.send(tx)
+        pending = later
     return outcomes
 
 
+def _consumed(turn: PreparedTurn) -> list[int]:
+    """The message rows ``turn`` consumed (applied or discarded)."""
+    c = turn.commit
+    return stored_messages(sorted({*c.consumed, *(mid for mid, _, _ in c.discarded)}))
+
+
+def _may_commit(turn: PreparedTurn, row: Row, lease: Row) -> bool:
+    """Whether ``turn`` may commit on the instance ``row`` (locked) under ``lease``."""
+    c = turn.commit
+    return (
+        lease["token"] == c.lease_token
+        and row["status"] not in TERMINAL
+        and row["execution_id"] == c.execution_id
+        and (c.run_id is None or row["run_id"] == c.run_id)
+    )
+
+
 class GroupWrite:
-    """The writes of the plain turns of a group commit that this transaction locked itself
-    (no children, no continue-as-new, not ending the instance): sent as one ``executemany``
-    per statement, in the order one turn makes them. Those turns' instances, leases and
-    messages are this transaction's alone, so running each statement for all of them
+    """The writes of the plain turns of a group commit (no children, no continue-as-new,
+    not ending the instance, no discards): sent as one ``executemany`` per statement, in the
+    order one turn makes them. Those turns' instances, leases and messages are this
+    transaction's alone (their rows are locked), so running each statement for all of them
     before the next keeps every turn's own order."""
 
     ORDER = (
@@ -437,47 +480,13 @@ def _signal_if_queued(tx: Tx, released: list[str]) -> None:
     tx.read_later(Q.any_messages_among, {"ids": released}, signal)
 
 
-def _commit_turn(tx: Tx, turn: PreparedTurn, group: GroupWrite) -> Outcome:
-    """Write one turn; ``LEASE_LOST`` (nothing written) unless the token still holds the
-    lease and the instance is not terminal (invariants 1, 2, 5)."""
-    c = turn.commit
-    held = tx.held.pop(c.instance_id, None)
-    if held is not None and held.covers(c):
-        plain = not (c.discarded or c.children or c.continue_as_new or c.status.is_terminal)
-        _write_turn(tx, turn, held.row, held.lease_seconds, check_consumed=False, group=group if plain else None)
-        return Outcome.OK
-    key = {"instance_id": c.instance_id}
-    row = tx.one(Q.lock_instance, key)
-    lease = tx.one(Q.lock_lease, key)
-    if lease is None or lease["token"] != c.lease_token:
-        return Outcome.LEASE_LOST
-    if row is None or row["status"] in TERMINAL or row["execution_id"] != c.execution_id:
-        return Outcome.LEASE_LOST
-    tx.run("SAVEPOINT turn")
-    topics = set(tx.topics)
-    written = _write_turn(tx, turn, row, lease["lease_seconds"], check_consumed=True)
-    if not written:
-        tx.run("ROLLBACK TO SAVEPOINT turn")
-        tx.topics = topics
-    tx.run("RELEASE SAVEPOINT turn")
-    return Outcome.OK if written else Outcome.LEASE_LOST
-
-
-def _write_turn(
-    tx: Tx,
-    turn: PreparedTurn,
-    row: Row,
-    lease_seconds: float,
-    *,
-    check_consumed: bool,
-    group: GroupWrite | None = None,
-) -> bool:
+def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float, group: GroupWrite | None) -> None:
+    """Write one checked turn: with ``group``, its plain statements are queued there."""
     c = turn.commit
     now, iid = tx.now, c.instance_id
     send = tx.run if group is None else group.add
 
-    # Consumed messages: discard records first (they copy the row), then delete. A consumed
-    # message that is gone means someone else applied it: the turn must not commit.
+    # Consumed messages: discard records first (they copy the row), then delete.
     if c.discarded:
         tx.run(
             Q.discard_consumed,
@@ -489,22 +498,17 @@ def _write_turn(
                 "now": now,
             },
         )
-    consumed = sorted(set(c.consumed) | {mid for mid, _, _ in c.discarded})
+    consumed = _consumed(turn)
     if consumed:
-        deleted = {"instance_id": iid, "ids": consumed}
-        if not check_consumed:
-            send(Q.delete_consumed, deleted)
-        elif tx.count(Q.delete_consumed, deleted) != len(consumed):
-            return False
+        send(Q.delete_consumed, {"instance_id": iid, "ids": consumed})
 
-    first = row["history_event_count"]
     if turn.events:
         send(
             Q.insert_history,
             {
                 "instance_id": iid,
                 "execution_id": c.execution_id,
-                "first": first,
+                "first": row["history_event_count"],
                 "events": list(turn.events),
             },
         )
@@ -518,6 +522,7 @@ def _write_turn(
             {
                 "now": now,
                 "instance_ids": [a.instance_id for a in c.activities],
+                "run_ids": [a.run_id for a in c.activities],
                 "execution_ids": [a.execution_id for a in c.activities],
                 "task_ids": [a.task_id for a in c.activities],
                 "names": [a.name for a in c.activities],
@@ -529,7 +534,7 @@ def _write_turn(
         tx.notify(ACTIVITIES)
     outbox = Outbox()
     for m, (kind, text) in zip(c.messages, turn.messages, strict=True):
-        outbox.add(m.instance_id, m.execution_id, kind, text, now, m.visible_at)
+        outbox.add(m.instance_id, m.run_id, m.execution_id, kind, text, now, m.visible_at)
     for child in c.children:
         _start_child(tx, child, outbox)
     if c.continue_as_new:
@@ -547,70 +552,86 @@ def _write_turn(
     else:
         send(
             Q.extend_lease,
-            {
-                "instance_id": iid,
-                "token": c.lease_token,
-                "expires_at": now + lease_seconds,
-            },
+            {"instance_id": iid, "token": c.lease_token, "expires_at": now + lease_seconds},
         )
-    return True
 
 
-def insert_instance(tx: Tx, instance_id: str, name: str, input_text: str | None, parent: ParentRef | None) -> bool:
-    """Insert a PENDING instance unless the id is taken; the caller holds the id lock
-    (``lock_instance_id``). Returns True if inserted."""
-    inserted = tx.one(Q.insert_instance, new_instance_params(instance_id, name, input_text, parent, tx.now))
-    return inserted is not None
+def insert_instance(tx: Tx, params: dict[str, Any]) -> bool:
+    """Insert a new run's instance row (``new_instance_params``) unless the id is taken; the
+    caller holds the id lock (``lock_instance_id``). Returns True if inserted."""
+    return tx.one(Q.insert_instance, params) is not None
+
+
+def retire_run(tx: Tx, row: Row) -> int:
+    """Make way for a new run of a terminal instance's id (the caller holds its row lock):
+    its row and lease go, the messages still queued for it are discarded with a record
+    (``stale_run``: none may reach the new run, invariant 9), its history stays readable
+    (within the retention). Returns the new run's first execution (executions are numbered
+    across the runs of an id)."""
+    iid = row["instance_id"]
+    queued = tx.all(Q.messages_of_instance, {"instance_id": iid})
+    detail = f"queued for run {row['run_id'][:8]}, which had ended, when the id was given a new run"
+    _discard(tx, iid, [(m, DiscardReason.STALE_RUN, detail) for m in queued])
+    tx.run(Q.delete_leases, {"ids": [iid]})
+    tx.run(Q.delete_instances, {"ids": [iid]})
+    forget_executions(tx, iid, row["execution_id"] + 1)
+    return int(row["execution_id"]) + 1
+
+
+def forget_executions(tx: Tx, instance_id: str, current: int) -> None:
+    """Retention: delete the history and discard records of the executions of an instance
+    that are more than the store's ``keep_executions`` before ``current``, its new current
+    execution."""
+    keep = tx.options.keep_executions
+    if keep is not None and current - 1 - keep >= 1:
+        params = {"instance_id": instance_id, "up_to": current - 1 - keep}
+        tx.run(Q.forget_history, params)
+        tx.run(Q.forget_discards, params)
 
 
 def _start_child(tx: Tx, child: ChildStart, outbox: Outbox) -> None:
-    """Create a sub-orchestration, or tell the parent at once why it cannot (invariant 4)."""
+    """Create a sub-orchestration, or tell the parent at once why it cannot (invariant 4,
+    :func:`perdure.store.common.routing.child_start_rule`)."""
     now, parent = tx.now, child.parent
     tx.run(Q.lock_instance_id, {"instance_id": child.instance_id})
-    if insert_instance(tx, child.instance_id, child.name, payload(child.input), parent):
-        start = ExecutionStarted(timestamp=now, name=child.name, input=child.input, execution_id=1, parent=parent)
-        outbox.add(child.instance_id, 1, *event_row(start), now, None)
-        tx.notify(INSTANCES)
-        return
-    existing = tx.one(Q.get_instance, {"instance_id": child.instance_id})
-    if existing is None:  # pragma: no cover - the id lock keeps it from vanishing
-        raise RuntimeError(f"instance {child.instance_id!r} exists and does not")
-    started_by = (
-        existing["parent_instance_id"],
-        existing["parent_execution_id"],
-        existing["parent_task_id"],
-    )
-    if started_by == (parent.instance_id, parent.execution_id, parent.task_id):
+    existing = tx.one(Q.lock_instance, {"instance_id": child.instance_id})
+    rule = child_start_rule(existing, child)
+    if rule is ChildStartRule.EXISTS:
         return  # the same start, redelivered: the child exists already
-    failure = Failure(
-        "perdure.errors.InstanceExistsError",
-        f"cannot start sub-orchestration {child.name!r}: instance id {child.instance_id!r} is "
-        f"already used by another instance (orchestration {existing['name']!r}, "
-        f"status {existing['status']})",
-        non_retryable=True,
+    if rule is ChildStartRule.REFUSE:
+        assert existing is not None
+        event = SubOrchestrationFailed(timestamp=now, task_id=parent.task_id, failure=child_refusal(existing, child))
+        outbox.add(parent.instance_id, parent.run_id, parent.execution_id, *event_row(event), now, None)
+        return
+    execution = retire_run(tx, existing) if existing is not None else 1
+    run_id = child.run_id or new_run_id()
+    params = new_instance_params(child.instance_id, child.name, payload(child.input), parent, now, run_id, execution)
+    if not insert_instance(tx, params):  # pragma: no cover - the id lock keeps others out
+        raise RuntimeError(f"instance {child.instance_id!r} was created concurrently despite its id lock")
+    start = ExecutionStarted(
+        timestamp=now, name=child.name, input=child.input, execution_id=execution, parent=parent, run_id=run_id
     )
-    event = SubOrchestrationFailed(timestamp=now, task_id=parent.task_id, failure=failure)
-    outbox.add(parent.instance_id, parent.execution_id, *event_row(event), now, None)
+    outbox.add(child.instance_id, run_id, execution, *event_row(start), now, None)
+    tx.notify(INSTANCES)
 
 
 def _continue_as_new(tx: Tx, turn: PreparedTurn, row: Row, outbox: Outbox) -> None:
-    """The messages that open the next execution: its ``ExecutionStarted``, then the carried
-    events, all addressed to it."""
+    """The message that opens the next execution: its ``ExecutionStarted``, of the same run,
+    with the messages it takes first. The history of executions beyond the retention is
+    deleted, with their discard records."""
     c, now = turn.commit, tx.now
     new_execution = c.execution_id + 1
-    parent = None
-    if row["parent_instance_id"] is not None:
-        parent = ParentRef(row["parent_instance_id"], row["parent_execution_id"], row["parent_task_id"])
+    forget_executions(tx, c.instance_id, new_execution)
     start = ExecutionStarted(
         timestamp=now,
         name=row["name"],
         input=c.continue_as_new_input,
         execution_id=new_execution,
-        parent=parent,
+        parent=parent_of(row),
+        run_id=row["run_id"],
+        carried=tuple(c.carried),
     )
-    outbox.add(c.instance_id, new_execution, *event_row(start), now, None)
-    for kind, text in turn.carried:
-        outbox.add(c.instance_id, new_execution, kind, text, now, None)
+    outbox.add(c.instance_id, row["run_id"], new_execution, *event_row(start), now, None)
 
 
 def _discard_queued_tasks(tx: Tx, instance_id: str, detail: str) -> None:
@@ -621,7 +642,7 @@ def _discard_queued_tasks(tx: Tx, instance_id: str, detail: str) -> None:
         rows = sorted(deleted.fetchall(), key=lambda r: r["task_row_id"])
         insert_discards(
             tx,
-            [(r["instance_id"], r["execution_id"], dumps_event(task_event(r)), detail) for r in rows],  # type: ignore[arg-type]
+            [(r["instance_id"], r["run_id"], r["execution_id"], dumps_event(task_event(r)), detail) for r in rows],  # type: ignore[arg-type]
             DiscardReason.TERMINAL_INSTANCE,
         )
 
@@ -629,10 +650,10 @@ def _discard_queued_tasks(tx: Tx, instance_id: str, detail: str) -> None:
 
 
 def insert_discards(
-    tx: Tx, records: Sequence[tuple[str, int | None, str, str | None]], reason: str | Sequence[str]
+    tx: Tx, records: Sequence[tuple[str, str | None, int | None, str, str | None]], reason: str | Sequence[str]
 ) -> None:
-    """Write discard records ``(instance_id, execution_id, event JSON, detail)`` with one
-    ``reason`` for all, or one per record."""
+    """Write discard records ``(instance_id, run_id, execution_id, event JSON, detail)`` with
+    one ``reason`` for all, or one per record."""
     if not records:
         return
     reasons = [reason] * len(records) if isinstance(reason, str) else list(reason)
@@ -641,12 +662,22 @@ def insert_discards(
         {
             "now": tx.now,
             "instance_ids": [r[0] for r in records],
-            "execution_ids": [r[1] for r in records],
-            "events": [r[2] for r in records],
+            "run_ids": [r[1] for r in records],
+            "execution_ids": [r[2] for r in records],
+            "events": [r[3] for r in records],
             "reasons": reasons,
-            "details": [r[3] for r in records],
+            "details": [r[4] for r in records],
         },
     )
+
+
+def first_request(tx: Tx, request_id: str | None, operation: str, instance_id: str) -> bool:
+    """Record a client operation's request id; False if it was recorded before (the
+    operation was applied already and must not be applied again). No id: always True."""
+    if request_id is None:
+        return True
+    params = {"request_id": request_id, "operation": operation, "instance_id": instance_id, "now": tx.now}
+    return tx.one(Q.insert_request, params) is not None
 
 
 # --- leases ------------------------------------------------------------------------------

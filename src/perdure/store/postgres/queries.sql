@@ -43,17 +43,41 @@ SELECT pg_advisory_xact_lock(7250417, hashtext(%(instance_id)s));
 SELECT pg_try_advisory_xact_lock(7250417, hashtext(%(instance_id)s)) AS locked;
 
 -- name: insert_instance
--- A new instance: PENDING (or as given), execution 1, nothing run yet. Nothing is inserted
--- if the id is taken (a concurrent start); the caller then reads the existing row.
+-- A new run of an instance: PENDING (or as given), nothing run yet; its first execution is
+-- 1, or the one after the last execution of the id's previous run. Nothing is inserted if
+-- the id is taken (a concurrent start); the caller then reads the existing row.
 INSERT INTO instances (
-    instance_id, name, status, execution_id, input,
-    parent_instance_id, parent_execution_id, parent_task_id, created_at, last_updated_at
+    instance_id, run_id, name, status, execution_id, input,
+    parent_instance_id, parent_run_id, parent_execution_id, parent_task_id, created_at, last_updated_at
 ) VALUES (
-    %(instance_id)s, %(name)s, %(status)s, 1, %(input)s,
-    %(parent_instance_id)s, %(parent_execution_id)s, %(parent_task_id)s, %(now)s, %(now)s
+    %(instance_id)s, %(run_id)s, %(name)s, %(status)s, %(execution_id)s, %(input)s,
+    %(parent_instance_id)s, %(parent_run_id)s, %(parent_execution_id)s, %(parent_task_id)s, %(now)s, %(now)s
 )
 ON CONFLICT (instance_id) DO NOTHING
 RETURNING instance_id;
+
+-- name: lock_committing
+-- commit_turns: the committing instances, locked in one order.
+SELECT * FROM instances WHERE instance_id = ANY(%(ids)s::text[])
+ORDER BY instance_id COLLATE "C"
+FOR UPDATE;
+
+-- name: leases_among
+-- commit_turns: the leases of the instances it locked, read by a statement that starts once
+-- those locks are held (a fresh snapshot), so a takeover committed meanwhile is seen:
+-- nobody changes a lease's holder without holding its instance row.
+SELECT instance_id, token, lease_seconds FROM orchestration_leases WHERE instance_id = ANY(%(ids)s::text[]);
+
+-- name: message_owners
+-- commit_turns: which of the consumed messages are still queued, and for which instance.
+SELECT message_id, instance_id FROM orchestration_messages WHERE message_id = ANY(%(ids)s::bigint[]);
+
+-- name: insert_request
+-- A client operation's request id, unless it was recorded before (then nothing is returned).
+INSERT INTO client_requests (request_id, operation, instance_id, created_at)
+VALUES (%(request_id)s, %(operation)s, %(instance_id)s, %(now)s)
+ON CONFLICT (request_id) DO NOTHING
+RETURNING request_id;
 
 -- name: update_instance_after_turn
 -- The row after a committed turn; stats accumulate.
@@ -110,6 +134,29 @@ WHERE instance_id = ANY(%(ids)s::text[])
 ORDER BY instance_id COLLATE "C"
 FOR UPDATE;
 
+-- name: orphans_among
+-- purge_instances: those of the ids that have no instance but left something behind (dead
+-- letters, discard records, queued messages: a purged or never-created instance).
+SELECT ids.instance_id FROM unnest(%(ids)s::text[]) AS ids (instance_id)
+WHERE NOT EXISTS (SELECT 1 FROM instances AS i WHERE i.instance_id = ids.instance_id)
+  AND (EXISTS (SELECT 1 FROM dead_letters AS d WHERE d.instance_id = ids.instance_id)
+       OR EXISTS (SELECT 1 FROM discarded_messages AS x WHERE x.instance_id = ids.instance_id)
+       OR EXISTS (SELECT 1 FROM orchestration_messages AS m WHERE m.instance_id = ids.instance_id));
+
+-- name: orphans_with_prefix
+-- purge_where: the ids (with the id prefix, if any) that have no instance but left dead
+-- letters, discard records or queued messages behind.
+SELECT instance_id FROM (
+    SELECT instance_id FROM dead_letters
+    UNION SELECT instance_id FROM discarded_messages
+    UNION SELECT instance_id FROM orchestration_messages
+) AS left_behind
+WHERE NOT EXISTS (SELECT 1 FROM instances AS i WHERE i.instance_id = left_behind.instance_id)
+  AND (%(prefix)s::text IS NULL OR left(instance_id, length(%(prefix)s::text)) = %(prefix)s::text);
+
+-- name: delete_requests
+DELETE FROM client_requests WHERE instance_id = ANY(%(ids)s::text[]);
+
 -- name: delete_instances
 DELETE FROM instances WHERE instance_id = ANY(%(ids)s::text[]);
 
@@ -139,6 +186,14 @@ INSERT INTO history (instance_id, execution_id, sequence, event)
 SELECT %(instance_id)s, %(execution_id)s, %(first)s + ordinality - 1, event
 FROM unnest(%(events)s::text[]) WITH ORDINALITY AS e (event, ordinality);
 
+-- name: forget_history
+-- Retention: the history of executions up to :up_to of one instance.
+DELETE FROM history WHERE instance_id = %(instance_id)s AND execution_id <= %(up_to)s;
+
+-- name: forget_discards
+-- Retention: the discard records of executions up to :up_to of one instance.
+DELETE FROM discarded_messages WHERE instance_id = %(instance_id)s AND execution_id <= %(up_to)s;
+
 -- name: history_from
 SELECT event FROM history
 WHERE instance_id = %(instance_id)s AND execution_id = %(execution_id)s AND sequence >= %(from_sequence)s
@@ -160,11 +215,11 @@ LIMIT %(limit)s;
 
 -- name: insert_messages
 -- Many messages in one statement, in the order given (message ids follow it).
-INSERT INTO orchestration_messages (instance_id, execution_id, kind, event, enqueued_at, visible_at)
-SELECT instance_id, execution_id, kind, event, %(now)s, visible_at
-FROM unnest(%(instance_ids)s::text[], %(execution_ids)s::integer[], %(kinds)s::text[],
+INSERT INTO orchestration_messages (instance_id, run_id, execution_id, kind, event, enqueued_at, visible_at)
+SELECT instance_id, run_id, execution_id, kind, event, %(now)s, visible_at
+FROM unnest(%(instance_ids)s::text[], %(run_ids)s::text[], %(execution_ids)s::integer[], %(kinds)s::text[],
             %(events)s::text[], %(visible_ats)s::float8[])
-     WITH ORDINALITY AS m (instance_id, execution_id, kind, event, visible_at, ordinality)
+     WITH ORDINALITY AS m (instance_id, run_id, execution_id, kind, event, visible_at, ordinality)
 ORDER BY ordinality;
 
 -- name: orchestration_candidates
@@ -232,31 +287,31 @@ WITH gone AS (
     DELETE FROM orchestration_messages AS m
     USING unnest(%(ids)s::bigint[], %(tries)s::integer[]) AS d (message_id, tries)
     WHERE m.message_id = d.message_id
-    RETURNING m.message_id, m.instance_id, m.execution_id, m.event, m.enqueued_at, d.tries
+    RETURNING m.message_id, m.instance_id, m.run_id, m.execution_id, m.event, m.enqueued_at, d.tries
 )
 INSERT INTO dead_letters (
-    message_id, instance_id, execution_id, event, reason, delivery_count, enqueued_at, dead_lettered_at
+    message_id, instance_id, run_id, execution_id, event, reason, delivery_count, enqueued_at, dead_lettered_at
 )
-SELECT message_id, instance_id, execution_id, event, %(reason)s, tries, enqueued_at, %(now)s
+SELECT message_id, instance_id, run_id, execution_id, event, %(reason)s, tries, enqueued_at, %(now)s
 FROM gone ORDER BY message_id;
 
 -- name: discard_messages
--- Delete messages with a discard record each (reason shared, detail per message).
+-- Delete messages with a discard record each (reason and detail per message).
 WITH gone AS (
     DELETE FROM orchestration_messages AS m
-    USING unnest(%(ids)s::bigint[], %(details)s::text[]) AS d (message_id, detail)
+    USING unnest(%(ids)s::bigint[], %(reasons)s::text[], %(details)s::text[]) AS d (message_id, reason, detail)
     WHERE m.message_id = d.message_id AND m.instance_id = %(instance_id)s
-    RETURNING m.message_id, m.instance_id, m.execution_id, m.event, d.detail
+    RETURNING m.message_id, m.instance_id, m.run_id, m.execution_id, m.event, d.reason, d.detail
 )
-INSERT INTO discarded_messages (instance_id, execution_id, event, reason, detail, discarded_at)
-SELECT instance_id, execution_id, event, %(reason)s, detail, %(now)s
+INSERT INTO discarded_messages (instance_id, run_id, execution_id, event, reason, detail, discarded_at)
+SELECT instance_id, run_id, execution_id, event, reason, detail, %(now)s
 FROM gone ORDER BY message_id;
 
 -- name: discard_consumed
 -- A turn's discarded messages, each with its own reason, only if they belong to the
 -- committing instance; the rows are deleted with the other consumed messages.
-INSERT INTO discarded_messages (instance_id, execution_id, event, reason, detail, discarded_at)
-SELECT m.instance_id, m.execution_id, m.event, d.reason, d.detail, %(now)s
+INSERT INTO discarded_messages (instance_id, run_id, execution_id, event, reason, detail, discarded_at)
+SELECT m.instance_id, m.run_id, m.execution_id, m.event, d.reason, d.detail, %(now)s
 FROM unnest(%(ids)s::bigint[], %(reasons)s::text[], %(details)s::text[])
      WITH ORDINALITY AS d (message_id, reason, detail, ordinality)
 JOIN orchestration_messages AS m ON m.message_id = d.message_id AND m.instance_id = %(instance_id)s
@@ -267,11 +322,11 @@ DELETE FROM orchestration_messages
 WHERE instance_id = %(instance_id)s AND message_id = ANY(%(ids)s::bigint[]);
 
 -- name: insert_discards
-INSERT INTO discarded_messages (instance_id, execution_id, event, reason, detail, discarded_at)
-SELECT instance_id, execution_id, event, reason, detail, %(now)s
-FROM unnest(%(instance_ids)s::text[], %(execution_ids)s::integer[], %(events)s::text[],
+INSERT INTO discarded_messages (instance_id, run_id, execution_id, event, reason, detail, discarded_at)
+SELECT instance_id, run_id, execution_id, event, reason, detail, %(now)s
+FROM unnest(%(instance_ids)s::text[], %(run_ids)s::text[], %(execution_ids)s::integer[], %(events)s::text[],
             %(reasons)s::text[], %(details)s::text[])
-     WITH ORDINALITY AS d (instance_id, execution_id, event, reason, detail, ordinality)
+     WITH ORDINALITY AS d (instance_id, run_id, execution_id, event, reason, detail, ordinality)
 ORDER BY ordinality;
 
 
@@ -290,9 +345,6 @@ SELECT ids.instance_id, l.instance_id IS NOT NULL AS present, locked.token, lock
 FROM unnest(%(ids)s::text[]) AS ids(instance_id)
 LEFT JOIN orchestration_leases AS l ON l.instance_id = ids.instance_id
 LEFT JOIN locked ON locked.instance_id = ids.instance_id;
-
--- name: lock_lease
-SELECT * FROM orchestration_leases WHERE instance_id = %(instance_id)s FOR UPDATE;
 
 -- name: upsert_leases
 -- Only called for instances with no live lease, under their row locks and lease row locks;
@@ -323,12 +375,12 @@ DELETE FROM orchestration_leases WHERE instance_id = %(instance_id)s AND token =
 
 -- name: insert_activity_tasks
 INSERT INTO activity_tasks (
-    instance_id, execution_id, task_id, name, input, attempt, enqueued_at, visible_at
+    instance_id, run_id, execution_id, task_id, name, input, attempt, enqueued_at, visible_at
 )
-SELECT instance_id, execution_id, task_id, name, input, attempt, %(now)s, visible_at
-FROM unnest(%(instance_ids)s::text[], %(execution_ids)s::integer[], %(task_ids)s::integer[],
+SELECT instance_id, run_id, execution_id, task_id, name, input, attempt, %(now)s, visible_at
+FROM unnest(%(instance_ids)s::text[], %(run_ids)s::text[], %(execution_ids)s::integer[], %(task_ids)s::integer[],
             %(names)s::text[], %(inputs)s::text[], %(attempts)s::integer[], %(visible_ats)s::float8[])
-     WITH ORDINALITY AS t (instance_id, execution_id, task_id, name, input, attempt, visible_at, ordinality)
+     WITH ORDINALITY AS t (instance_id, run_id, execution_id, task_id, name, input, attempt, visible_at, ordinality)
 ORDER BY ordinality;
 
 -- name: activity_candidates
@@ -362,8 +414,9 @@ ORDER BY i.instance_id COLLATE "C"
 FOR SHARE;
 
 -- name: tasks_with_instances
--- complete_activities: the tasks (locked) with their instance's status and current execution.
-SELECT t.*, i.status AS instance_status, i.execution_id AS current_execution
+-- complete_activities: the tasks (locked) with their instance's status, current execution
+-- and run.
+SELECT t.*, i.status AS instance_status, i.execution_id AS current_execution, i.run_id AS current_run
 FROM activity_tasks AS t
 LEFT JOIN instances AS i ON i.instance_id = t.instance_id
 WHERE t.task_row_id = ANY(%(ids)s::bigint[])
@@ -394,6 +447,11 @@ SELECT * FROM activity_tasks WHERE instance_id = %(instance_id)s ORDER BY task_r
 
 -- name: delete_tasks_by_id
 DELETE FROM activity_tasks WHERE task_row_id = ANY(%(ids)s::bigint[]);
+
+
+-- name: server_time
+-- The server's clock (ServerClock measures its offset from the host's).
+SELECT extract(epoch FROM clock_timestamp())::float8 AS t;
 
 
 -- ===== notifications ======================================================================
@@ -440,30 +498,6 @@ SELECT MIN(visible_at) AS t FROM activity_tasks;
 SELECT MIN(GREATEST(l.expires_at, m.visible_at)) AS t
 FROM orchestration_messages AS m
 LEFT JOIN orchestration_leases AS l ON l.instance_id = m.instance_id;
-
--- name: unserved_instances
--- Live instances with a message due since :due_before that no worker holds, whose
--- orchestration name is not among :names.
-SELECT m.instance_id
-FROM orchestration_messages AS m
-JOIN instances AS i ON i.instance_id = m.instance_id
-LEFT JOIN orchestration_leases AS l ON l.instance_id = m.instance_id
-WHERE m.visible_at <= %(due_before)s
-  AND (l.instance_id IS NULL OR l.expires_at <= %(now)s)
-  AND i.status NOT IN ('COMPLETED', 'FAILED', 'TERMINATED')
-  AND i.name <> ALL(%(names)s::text[])
-GROUP BY m.instance_id
-ORDER BY MIN(m.visible_at)
-LIMIT %(limit)s;
-
--- name: unserved_tasks
--- Tasks due since :due_before, not held by a live lease, whose name is not among :names.
-SELECT task_row_id FROM activity_tasks
-WHERE visible_at <= %(due_before)s
-  AND name <> ALL(%(names)s::text[])
-ORDER BY visible_at, task_row_id
-LIMIT %(limit)s;
-
 
 -- ===== fleet reads (diagnosis) ============================================================
 
@@ -514,6 +548,14 @@ ON CONFLICT (worker_id) DO UPDATE SET
 
 -- name: delete_worker
 DELETE FROM workers WHERE worker_id = %(worker_id)s;
+
+-- name: forget_workers
+-- Retention: workers whose last heartbeat is older than :before (they crashed).
+DELETE FROM workers WHERE heartbeat_at < %(before)s;
+
+-- name: forget_requests
+-- Retention: request ids of client operations recorded before :before.
+DELETE FROM client_requests WHERE created_at < %(before)s;
 
 -- name: list_workers
 SELECT * FROM workers

@@ -44,7 +44,9 @@ CREATE TABLE instances (
     full_replays         INTEGER NOT NULL DEFAULT 0,              -- InstanceStats.full_replays: turns replayed from event 0
     replayed_events      BIGINT NOT NULL DEFAULT 0,               -- InstanceStats.replayed_events: events replayed, summed
     last_turn_duration   DOUBLE PRECISION NOT NULL DEFAULT 0,     -- InstanceStats.last_turn_duration (seconds)
-    last_progress_at     DOUBLE PRECISION                         -- InstanceStats.last_progress_at: last turn that progressed
+    last_progress_at     DOUBLE PRECISION,  -- InstanceStats.last_progress_at: last turn that progressed
+    run_id               TEXT NOT NULL DEFAULT '',  -- the run token of the run this row describes (invariant 9)
+    parent_run_id        TEXT                       -- the parent's run token (a sub-orchestration), else NULL
 );
 
 -- list_instances: newest first, keyset paging on (created_at, instance_id).
@@ -81,7 +83,8 @@ CREATE TABLE orchestration_messages (
     event           TEXT NOT NULL,                                    -- the event (JSON)
     enqueued_at     DOUBLE PRECISION NOT NULL,                        -- when it was enqueued
     visible_at      DOUBLE PRECISION NOT NULL,                        -- not delivered before (timers, backoff)
-    delivery_count  INTEGER NOT NULL DEFAULT 0                        -- times handed out or deferred
+    delivery_count  INTEGER NOT NULL DEFAULT 0,  -- times handed out or deferred
+    run_id          TEXT                                -- target run; NULL: the run current at delivery
 );
 
 -- lock_orchestrations / next_visible_at: due messages, oldest first.
@@ -115,7 +118,8 @@ CREATE TABLE activity_tasks (
     lease_owner       TEXT,                                             -- worker holding it, NULL when unlocked
     lease_token       TEXT,                                             -- fresh random token per lock
     lease_expires_at  DOUBLE PRECISION,                                 -- after this another caller may take it over
-    locked_at         DOUBLE PRECISION                                  -- when the current lease was taken (NULL when unlocked)
+    locked_at         DOUBLE PRECISION,  -- when the current lease was taken (NULL when unlocked)
+    run_id            TEXT                                -- run that scheduled it (NULL: queued before runs had tokens)
 );
 
 -- lock_activities / next_visible_at: due or lease-expired tasks, oldest first.
@@ -134,7 +138,8 @@ CREATE TABLE dead_letters (
     reason            TEXT NOT NULL,                                    -- DeadLetterReason value
     delivery_count    INTEGER NOT NULL,                                 -- tries made
     enqueued_at       DOUBLE PRECISION NOT NULL,                        -- when it was first enqueued
-    dead_lettered_at  DOUBLE PRECISION NOT NULL                         -- when it was moved here
+    dead_lettered_at  DOUBLE PRECISION NOT NULL,  -- when it was moved here
+    run_id            TEXT                                -- its target run
 );
 
 CREATE INDEX dead_letters_by_instance ON dead_letters (instance_id);
@@ -147,7 +152,8 @@ CREATE TABLE discarded_messages (
     event         TEXT NOT NULL,                                    -- the discarded event (JSON)
     reason        TEXT NOT NULL,                                    -- DiscardReason value
     detail        TEXT,                                             -- human-readable explanation
-    discarded_at  DOUBLE PRECISION NOT NULL                         -- when it was discarded
+    discarded_at  DOUBLE PRECISION NOT NULL,  -- when it was discarded
+    run_id        TEXT                                -- the target run
 );
 
 CREATE INDEX discarded_messages_by_instance ON discarded_messages (instance_id);
@@ -163,3 +169,14 @@ CREATE TABLE workers (
     started_at      DOUBLE PRECISION NOT NULL,    -- when the worker started
     heartbeat_at    DOUBLE PRECISION NOT NULL     -- last heartbeat
 );
+
+-- Request ids of client operations applied recently, so a retried operation applies once.
+CREATE TABLE client_requests (
+    request_id   TEXT PRIMARY KEY,  -- the caller's idempotency key
+    operation    TEXT NOT NULL,     -- what it did (start, raise_event, terminate, suspend, resume)
+    instance_id  TEXT NOT NULL,     -- the instance it addressed
+    created_at   DOUBLE PRECISION NOT NULL    -- when it was applied (swept after the retention period)
+);
+
+-- The sweep of old request ids.
+CREATE INDEX client_requests_by_created ON client_requests (created_at);

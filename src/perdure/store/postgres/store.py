@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -37,10 +39,10 @@ from perdure.store.base import (
     WorkerRecord,
 )
 from perdure.store.common import rounds
-from perdure.store.common.encode import QueueOptions, prepare_completions, prepare_turn
+from perdure.store.common.encode import StoreOptions, check_retention, prepare_completions, prepare_turn
 from perdure.store.common.queries import due_times
+from perdure.store.common.routing import check_replaceable, purges_orphans
 from perdure.store.common.rows import (
-    TERMINAL,
     count_from_row,
     dead_letter_from_row,
     decode_cursor,
@@ -50,6 +52,8 @@ from perdure.store.common.rows import (
     history_from_row,
     instance_from_row,
     message_from_row,
+    new_instance_params,
+    new_run_id,
     payload,
     queue_depths_from_rows,
     summary_from_row,
@@ -59,6 +63,7 @@ from perdure.store.common.rows import (
 )
 from perdure.store.notify import INSTANCES, ORCHESTRATIONS, Notifier
 from perdure.store.postgres import activities, orchestrations
+from perdure.store.postgres.clock import ServerClock
 from perdure.store.postgres.connection import Database, RetryPolicy, Tx
 from perdure.store.postgres.listen import Listener, channels
 from perdure.store.postgres.migrations import migrate
@@ -83,10 +88,16 @@ def public_url(url: str) -> str:
 class PostgresStore:
     """A store in one PostgreSQL database, shared by any number of worker processes.
 
-    Options: ``clock`` (``() -> float`` UTC epoch seconds, default ``time.time``; every
-    process sharing a database should agree on it), ``max_deliveries`` (tries before an
-    undeliverable message is dead-lettered, default 25), ``defer_backoff`` /
-    ``defer_backoff_cap`` (backoff of those tries: 0.1 s doubling up to 30 s),
+    Time: lease expiry, lease takeover and timer due times follow the database server's
+    clock (:class:`~perdure.store.postgres.clock.ServerClock`: this host's clock, given by
+    ``host_clock``, plus the measured offset to the server's), so hosts whose clocks
+    disagree still agree on them. ``clock`` (``() -> float`` UTC epoch seconds) replaces it
+    entirely (tests control time with it; every process sharing a database must then agree).
+
+    Options: ``max_deliveries`` (tries before an undeliverable message is dead-lettered,
+    default 25), ``defer_backoff`` / ``defer_backoff_cap`` (backoff of those tries: 0.1 s
+    doubling up to 30 s), ``keep_executions`` (history retention: how many executions
+    before an instance's current one keep their history, default 5; ``None`` keeps all),
     ``pool_size`` (most connections, default 10; or a ``(min, max)`` pair), ``connect_timeout``
     (seconds to wait for a connection, default 10), ``retry_attempts`` / ``retry_backoff``
     (transient faults: 6 tries, from 0.05 s doubling up to 2 s), ``notify`` (LISTEN/NOTIFY
@@ -110,10 +121,12 @@ class PostgresStore:
         self,
         url: str,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
+        host_clock: Callable[[], float] = time.time,
         max_deliveries: int = 25,
         defer_backoff: float = 0.1,
         defer_backoff_cap: float = 30.0,
+        keep_executions: int | None = 5,
         pool_size: int | tuple[int, int] = 10,
         connect_timeout: float = 10.0,
         retry_attempts: int = 6,
@@ -125,16 +138,16 @@ class PostgresStore:
     ) -> None:
         if max_deliveries < 1:
             raise InvalidInputError(f"max_deliveries must be at least 1, not {max_deliveries}")
+        check_retention(keep_executions)
         if url.split("://", 1)[0].lower() not in SCHEMES:
             raise InvalidInputError(f"not a PostgreSQL URL: {public_url(url)!r}")
         min_size, max_size = (1, pool_size) if isinstance(pool_size, int) else pool_size
         if not 0 <= min_size <= max_size or max_size < 1:
             raise InvalidInputError(f"pool_size must be a positive size or a (min, max) pair, not {pool_size!r}")
         self.url = public_url(url)
-        self.clock = clock
         self.notifier = Notifier()
         self.fault_hook: Callable[[str], None] | None = None
-        self.options = QueueOptions(max_deliveries, float(defer_backoff), float(defer_backoff_cap))
+        self.options = StoreOptions(max_deliveries, float(defer_backoff), float(defer_backoff_cap), keep_executions)
         self.notify_enabled = notify
         self.sender = secrets.token_hex(8)  # NOTIFY payload: lets our listener skip our own
         self._db = Database(
@@ -148,8 +161,14 @@ class PostgresStore:
             application_name=application_name,
         )
         self.listener: Listener | None = None
+        self.server_clock: ServerClock | None = None
+        self.clock: Callable[[], float] = clock or host_clock
         try:
-            self._db.read("migrate", lambda conn: migrate(conn, now=clock()))
+            if clock is None:
+                self.server_clock = ServerClock(self._server_time, host_clock)
+                self.server_clock.start()
+                self.clock = self.server_clock
+            self._db.read("migrate", lambda conn: migrate(conn, now=self.clock()))
             if notify:
                 self.listener = Listener(
                     listen_url or url,
@@ -165,6 +184,8 @@ class PostgresStore:
                     },
                 )
         except BaseException:
+            if self.server_clock is not None:
+                self.server_clock.stop()
             self._db.close()
             raise
 
@@ -175,28 +196,38 @@ class PostgresStore:
         return cls(url, **options)
 
     def close(self) -> None:
-        """Stop the listener and close the connections. Idempotent."""
+        """Stop the listener and the clock and close the connections. Idempotent."""
         if self.listener is not None:
             self.listener.close()
+        if self.server_clock is not None:
+            self.server_clock.stop()
         self._db.close()
+
+    def _server_time(self) -> float:
+        """The server's clock now (one query)."""
+        row = self._db.read("server_time", lambda conn: conn.execute(Q.server_time).fetchone())
+        return float(row["t"])
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
 
     # -- transactions --
 
-    def _write(self, method: str, body: Callable[[Tx], Any]) -> Any:
+    def _write(self, method: str, body: Callable[[Tx], Any], *, durable: bool = True, point: str = "inside") -> Any:
         """Run ``body`` in one transaction (retried on transient faults before COMMIT). The
-        NOTIFYs and the fault hook run last inside it; local waiters are woken after it."""
+        NOTIFYs and the fault hook (as ``f"{method}:{point}"``) run last inside it; local
+        waiters are woken after it. ``durable=False``: see :meth:`Database.write`."""
 
         def before_commit(tx: Tx) -> None:
             if tx.topics and self.notify_enabled:
                 tx.run(Q.notify, {"channels": channels(tx.topics), "sender": self.sender})
             if self.fault_hook is not None:
                 tx.flush()  # the hook finds the transaction as COMMIT will: every statement done
-                self.fault_hook(f"{method}:inside")
+                self.fault_hook(f"{method}:{point}")
 
-        result, topics = self._db.write(method, body, clock=self.clock, before_commit=before_commit)
+        result, topics = self._db.write(
+            method, body, clock=self.clock, before_commit=before_commit, options=self.options, durable=durable
+        )
         if topics:
             self.notifier.notify(*sorted(topics))
         return result
@@ -210,7 +241,9 @@ class PostgresStore:
         """See :meth:`perdure.store.base.Store.create_instance`."""
         self.create_instances([instance], replace_terminal=replace_terminal)
 
-    def create_instances(self, instances: Sequence[NewInstance], *, replace_terminal: bool = False) -> None:
+    def create_instances(
+        self, instances: Sequence[NewInstance], *, replace_terminal: bool = False, request_id: str | None = None
+    ) -> None:
         """See :meth:`perdure.store.base.Store.create_instances`."""
         inputs = {i.instance_id: payload(i.input, f"input of instance {i.instance_id!r}") for i in instances}
         if not instances:
@@ -220,6 +253,8 @@ class PostgresStore:
         ordered = sorted(instances, key=lambda i: i.instance_id)
 
         def body(tx: Tx) -> None:
+            if not orchestrations.first_request(tx, request_id, "start", instances[0].instance_id):
+                return  # applied already: a retry after an unknown outcome
             outbox = orchestrations.Outbox()
             for instance in ordered:
                 self._insert_instance(tx, outbox, instance, inputs[instance.instance_id], replace_terminal)
@@ -230,40 +265,49 @@ class PostgresStore:
 
     @staticmethod
     def _insert_instance(
-        tx: Tx, outbox: orchestrations.Outbox, instance: NewInstance, input_text: str | None, replace_terminal: bool
+        tx: Tx,
+        outbox: orchestrations.Outbox | None,
+        instance: NewInstance,
+        input_text: str | None,
+        replace_terminal: bool,
     ) -> None:
+        """Insert the instance row, a new run (after create_instance's checks), and, with an
+        ``outbox``, queue its start message there."""
         iid = instance.instance_id
         key = {"instance_id": iid}
         tx.run(Q.lock_instance_id, key)
         row = tx.one(Q.lock_instance, key)
+        execution = 1
         if row is not None:
-            if row["status"] not in TERMINAL:
-                raise InstanceExistsError(f"instance {iid!r} already exists and is {row['status']}")
-            if not replace_terminal:
-                raise InstanceExistsError(
-                    f"instance {iid!r} already exists ({row['status']}); purge it or start "
-                    f"with replace_terminal=True to reuse the id"
-                )
-            for query in (Q.delete_history, Q.delete_messages, Q.delete_tasks, Q.delete_leases):
-                tx.run(query, {"ids": [iid]})
-            tx.run(Q.delete_instances, {"ids": [iid]})
-        if not orchestrations.insert_instance(tx, iid, instance.name, input_text, instance.parent):
+            check_replaceable(row, replace_terminal)
+            execution = orchestrations.retire_run(tx, row)
+        run_id = instance.run_id or new_run_id()
+        params = new_instance_params(iid, instance.name, input_text, instance.parent, tx.now, run_id, execution)
+        if not orchestrations.insert_instance(tx, params):
             raise InstanceExistsError(f"instance {iid!r} already exists")  # held by the id lock
-        start = ExecutionStarted(
-            timestamp=tx.now, name=instance.name, input=instance.input, execution_id=1, parent=instance.parent
-        )
-        outbox.add(iid, 1, *event_row(start), tx.now, instance.start_at)
+        if outbox is not None:
+            start = ExecutionStarted(
+                timestamp=tx.now,
+                name=instance.name,
+                input=instance.input,
+                execution_id=execution,
+                parent=instance.parent,
+                run_id=run_id,
+            )
+            outbox.add(iid, run_id, execution, *event_row(start), tx.now, instance.start_at)
 
-    def enqueue_messages(self, messages: Sequence[Message]) -> None:
+    def enqueue_messages(self, messages: Sequence[Message], *, request_id: str | None = None) -> None:
         """See :meth:`perdure.store.base.Store.enqueue_messages`."""
         encoded = [(m, type(m.event).__name__, dumps_checked(m.event, "a message")) for m in messages]
         if not encoded:
             return
 
         def body(tx: Tx) -> None:
+            if not orchestrations.first_request(tx, request_id, encoded[0][1], messages[0].instance_id):
+                return  # applied already: a retry after an unknown outcome
             outbox = orchestrations.Outbox()
             for m, kind, text in encoded:
-                outbox.add(m.instance_id, m.execution_id, kind, text, tx.now, m.visible_at)
+                outbox.add(m.instance_id, m.run_id, m.execution_id, kind, text, tx.now, m.visible_at)
             outbox.flush(tx)
 
         self._write("enqueue_messages", body)
@@ -275,7 +319,9 @@ class PostgresStore:
             return 0
 
         def body(tx: Tx) -> int:
-            return _purge(tx, [r["instance_id"] for r in tx.all(Q.terminal_instances_among, {"ids": ids})])
+            terminal = [r["instance_id"] for r in tx.all(Q.terminal_instances_among, {"ids": ids})]
+            orphans = [r["instance_id"] for r in tx.all(Q.orphans_among, {"ids": ids})]
+            return _purge(tx, terminal + orphans)
 
         return int(self._write("purge_instances", body))
 
@@ -284,7 +330,10 @@ class PostgresStore:
         params = _filter_params(query)
 
         def body(tx: Tx) -> int:
-            return _purge(tx, [r["instance_id"] for r in tx.all(Q.terminal_instances_matching, params)])
+            ids = [r["instance_id"] for r in tx.all(Q.terminal_instances_matching, params)]
+            if purges_orphans(query):
+                ids += [r["instance_id"] for r in tx.all(Q.orphans_with_prefix, params)]
+            return _purge(tx, ids)
 
         return int(self._write("purge_where", body))
 
@@ -391,14 +440,34 @@ class PostgresStore:
         request: RoundRequest,
         run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]],
     ) -> RoundResult:
-        """See :meth:`perdure.store.base.Store.run_round`. Instance rows stay locked from the
-        lock to the commit, so no other worker waits on them: its lock skips them."""
+        """See :meth:`perdure.store.base.Store.run_round`."""
         prepared_completions = prepare_completions(request.completions)
+        claimed: rounds.Claim = self._write(
+            "run_round",
+            lambda tx: rounds.claim(tx, _ROUND, self.options, request, prepared_completions),
+            durable=False,
+            point="claim",
+        )
+        if claimed.result is not None:
+            return claimed.result
+        try:
+            turns = rounds.run_turns_between(claimed.locked, run_turns)
+            return self._write("run_round", lambda tx: rounds.finish(tx, _ROUND, request, claimed, turns))  # type: ignore[no-any-return]
+        except BaseException:
+            self._release(claimed.locked)
+            raise
 
-        def body(tx: Tx) -> RoundResult:
-            return rounds.run_round(tx, _ROUND, self.options, request, prepared_completions, run_turns)
+    def _release(self, items: Sequence[OrchestrationWorkItem]) -> None:
+        """Best effort: release the leases of a round whose turns were not committed, so the
+        instances need not wait for them to expire."""
 
-        return self._write("run_round", body)  # type: ignore[no-any-return]
+        def body(tx: Tx) -> None:
+            for item in items:
+                tx.run(Q.release_lease, {"instance_id": item.instance.instance_id, "token": item.lease_token})
+            tx.notify(ORCHESTRATIONS)
+
+        with contextlib.suppress(Exception):  # the leases expire instead
+            self._write("abandon_orchestration", body)
 
     def create_and_run(
         self,
@@ -411,25 +480,41 @@ class PostgresStore:
     ) -> list[Outcome]:
         """See :meth:`perdure.store.base.Store.create_and_run`."""
         input_text = payload(instance.input, f"input of instance {instance.instance_id!r}")
+        now = self.clock()
+        if instance.start_at is not None and instance.start_at > now:
+            self.create_instance(instance, replace_terminal=replace_terminal)
+            return []
+        existing = self.get_instance(instance.instance_id)
+        execution = 1
+        if existing is not None:
+            check_replaceable({"instance_id": existing.instance_id, "status": existing.status.value}, replace_terminal)
+            execution = existing.execution_id + 1
+        run_id = instance.run_id or new_run_id()
+        item = rounds.eager_item(instance, run_id, execution, now)
+        turns = rounds.run_turns_between([item], run_turns)
+        new = replace(instance, run_id=run_id)
 
         def body(tx: Tx) -> list[Outcome]:
-            outbox = orchestrations.Outbox()
-            self._insert_instance(tx, outbox, instance, input_text, replace_terminal)
-            outbox.flush(tx)
-            tx.notify(INSTANCES)
-            locked = orchestrations.lock_orchestrations(
-                tx,
-                self.options,
-                owner,
-                lease_seconds=lease_seconds,
-                limit=1,
-                names=None,
-                known_history=None,
-                instance_ids=[instance.instance_id],
+            self._insert_instance(tx, None, new, input_text, replace_terminal)
+            tx.run(
+                Q.upsert_leases,
+                {
+                    "instance_ids": [instance.instance_id],
+                    "tokens": [item.lease_token],
+                    "owner": owner,
+                    "expires_at": tx.now + lease_seconds,
+                    "lease_seconds": lease_seconds,
+                    "now": tx.now,
+                },
             )
-            outcomes = rounds.run_and_commit(tx, _ROUND, locked, run_turns)
-            if not outcomes:  # a scheduled start: the workers must learn when it is due
-                tx.notify(ORCHESTRATIONS)
+            outcomes = orchestrations.commit_turns(tx, turns)
+            tx.notify(INSTANCES)
+            # Messages queued for the id before it existed: the next turn takes them.
+            tx.read_later(
+                Q.any_messages_among,
+                {"ids": [instance.instance_id]},
+                lambda cursor: tx.notify(ORCHESTRATIONS) if cursor.fetchone() else None,
+            )
             return outcomes
 
         return self._write("create_and_run", body)  # type: ignore[no-any-return]
@@ -461,6 +546,15 @@ class PostgresStore:
     def remove_worker(self, worker_id: str) -> None:
         """See :meth:`perdure.store.base.Store.remove_worker`."""
         self._write("remove_worker", lambda tx: tx.run(Q.delete_worker, {"worker_id": worker_id}))
+
+    def sweep(self, *, workers_before: float, requests_before: float) -> None:
+        """See :meth:`perdure.store.base.Store.sweep`."""
+
+        def body(tx: Tx) -> None:
+            tx.run(Q.forget_workers, {"before": workers_before})
+            tx.run(Q.forget_requests, {"before": requests_before})
+
+        self._write("sweep", body)
 
     def list_workers(self, *, alive_within: float | None = None) -> list[WorkerRecord]:
         """See :meth:`perdure.store.base.Store.list_workers`."""
@@ -562,37 +656,6 @@ class PostgresStore:
         rows = self._read("discarded_messages", lambda c: c.execute(Q.discarded_messages, params).fetchall())
         return [discard_from_row(r) for r in rows]
 
-    def unserved_work(
-        self,
-        *,
-        orchestration_names: Collection[str],
-        activity_names: Collection[str],
-        older_than: float,
-        limit: int = 100,
-    ) -> tuple[list[str], list[int]]:
-        """See :meth:`perdure.store.base.Store.unserved_work`."""
-        now = self.clock()
-        due_before = now - older_than
-
-        def body(c: Conn) -> tuple[list[str], list[int]]:
-            instances = c.execute(
-                Q.unserved_instances,
-                {
-                    "now": now,
-                    "due_before": due_before,
-                    "names": sorted(orchestration_names),
-                    "limit": limit,
-                },
-            ).fetchall()
-            tasks = c.execute(
-                Q.unserved_tasks,
-                {"due_before": due_before, "names": sorted(activity_names), "limit": limit},
-            ).fetchall()
-            return [r["instance_id"] for r in instances], [r["task_row_id"] for r in tasks]
-
-        result: tuple[list[str], list[int]] = self._read("unserved_work", body)
-        return result
-
     def next_visible_at(self, *, queue: str | None = None) -> float | None:
         """See :meth:`perdure.store.base.Store.next_visible_at`."""
         times = self._read("next_visible_at", lambda c: due_times(c, Q, queue))
@@ -646,7 +709,6 @@ _ROUND = rounds.RoundSteps(
     commit_turns=orchestrations.commit_turns,
     lock_activities=activities.lock_activities,
     queries=Q,
-    finish=Tx.settle,
 )
 
 
@@ -661,6 +723,7 @@ def _purge(tx: Tx, instance_ids: list[str]) -> int:
         Q.delete_leases,
         Q.delete_dead_letters,
         Q.delete_discards,
+        Q.delete_requests,
         Q.delete_instances,
     ):
         tx.run(query, {"ids": instance_ids})

@@ -72,31 +72,27 @@ def complete_activities(tx: Tx, prepared: Sequence[tuple[ActivityCompletion, str
             continue
         done.append(row["task_row_id"])
         if outcome is Outcome.DISCARDED:
-            discards.append((row, text, reason, detail))
-        elif tx.round is not None:  # handed to the instance's turn if this round locks it
-            tx.round.keep(row["instance_id"], row["execution_id"], text, tx.now)
-        else:
-            messages.append(message_params(row["instance_id"], row["execution_id"], kind, text, tx.now, None))
-    if messages:
-        tx.conn.executemany(Q.insert_message, messages)
-    if discards:
-        tx.conn.executemany(
-            Q.insert_discard,
-            [
+            discards.append(
                 {
                     "instance_id": row["instance_id"],
+                    "run_id": row["run_id"],
                     "execution_id": row["execution_id"],
                     "event": text,
                     "reason": reason,
                     "detail": detail,
                     "now": tx.now,
                 }
-                for row, text, reason, detail in discards
-            ],
-        )
-    tx.conn.executemany(Q.delete_task, [{"task_row_id": i} for i in done])
+            )
+        else:
+            messages.append(
+                message_params(row["instance_id"], row["run_id"], row["execution_id"], kind, text, tx.now, None)
+            )
     if messages:
+        tx.conn.executemany(Q.insert_message, messages)
         tx.notify(ORCHESTRATIONS)
+    if discards:
+        tx.conn.executemany(Q.insert_discard, discards)
+    tx.conn.executemany(Q.delete_task, [{"task_row_id": i} for i in done])
     return [outcome for outcome, _, _, _ in routes]
 
 

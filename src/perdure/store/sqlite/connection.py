@@ -39,7 +39,7 @@ class Database:
             raise InvalidInputError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, not {synchronous!r}")
         self.path = path
         self.memory = path == MEMORY
-        self._synchronous = mode
+        self.synchronous = mode
         self._busy_ms = int(float(busy_timeout) * 1000)
         self._cached_statements = cached_statements
         self._read_pool_size = read_pool_size
@@ -65,7 +65,7 @@ class Database:
                 cached_statements=self._cached_statements,
             )
             conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("PRAGMA foreign_keys = OFF")
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"cannot open SQLite database {self.path!r}: {exc}") from exc

@@ -3,7 +3,8 @@ committing turns, abandoning and renewing leases.
 
 Every function runs inside a write transaction (:class:`Tx`) opened by the store, so each
 is atomic; fencing is a comparison of the caller's token with the lease row, made in the
-same transaction as the writes it guards.
+same transaction as the writes it guards. Which messages a turn gets, in which order, and
+what a child start does with a taken id is decided by :mod:`perdure.store.common.routing`.
 """
 
 from __future__ import annotations
@@ -11,15 +12,13 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from perdure.core.failure import Failure
 from perdure.core.history import (
     DiscardReason,
     ExecutionStarted,
     HistoryEvent,
-    ParentRef,
     SubOrchestrationFailed,
     dumps_event,
 )
@@ -27,13 +26,21 @@ from perdure.errors import LeaseLost
 from perdure.store.base import (
     ChildStart,
     DeadLetterReason,
+    KnownHistory,
     OrchestrationWorkItem,
     Outcome,
     QueuedMessage,
-    TurnCommit,
 )
-from perdure.store.common.encode import PreparedTurn, QueueOptions, instance_after_turn
-from perdure.store.common.routing import route_messages
+from perdure.store.common.encode import PreparedTurn, StoreOptions, instance_after_turn
+from perdure.store.common.rounds import stored_messages
+from perdure.store.common.routing import (
+    ChildStartRule,
+    Discard,
+    child_refusal,
+    child_start_rule,
+    route_messages,
+    start_first,
+)
 from perdure.store.common.rows import (
     TERMINAL,
     decode_deliveries,
@@ -43,25 +50,27 @@ from perdure.store.common.rows import (
     lease_tokens,
     locked_instance_from_row,
     new_instance_params,
+    new_run_id,
+    parent_of,
     payload,
     task_event,
 )
 from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
 from perdure.store.sqlite.queries import Q
-from perdure.store.sqlite.tx import RoundLease, Tx
+from perdure.store.sqlite.tx import Tx
 
 # --- locking -----------------------------------------------------------------------------
 
 
 def lock_orchestrations(
     tx: Tx,
-    options: QueueOptions,
+    options: StoreOptions,
     owner: str,
     *,
     lease_seconds: float,
     limit: int,
     names: Collection[str] | None,
-    known_history: Mapping[str, tuple[int, int]] | None,
+    known_history: KnownHistory | None,
     instance_ids: Collection[str] | None,
 ) -> list[OrchestrationWorkItem]:
     """See :meth:`perdure.store.base.Store.lock_orchestrations`.
@@ -84,115 +93,25 @@ def lock_orchestrations(
         candidates = tx.conn.execute(Q.orchestration_candidates, params).fetchall()
         if not candidates:
             break
-        items.extend(
-            _lock_batch(tx, options, [c["instance_id"] for c in candidates], owner, lease_seconds, known_history, names)
-        )
+        ids = [c["instance_id"] for c in candidates]
+        items.extend(_lock_batch(tx, options, ids, owner, lease_seconds, known_history, names))
         if len(candidates) < params["limit"] and sum(c["scanned"] for c in candidates) < params["scan"]:
             break  # the scan saw every visible message: there is no other candidate
-    # Instances whose only news is a completion this round recorded come after the queue's
-    # own candidates (they have waited longer). One that cannot take its completion (leased
-    # by someone else, not this worker's) keeps it, to be queued at the end of the round.
-    kept = tx.round.completions if tx.round is not None else {}
-    tried: set[str] = set()
-    while len(items) < limit:
-        ids = [iid for iid in kept if iid not in tried][: limit - len(items)]
-        if not ids:
-            break
-        tried.update(ids)
-        items.extend(_lock_batch(tx, options, ids, owner, lease_seconds, known_history, names))
     return items
-
-
-def lock_new_instance(
-    tx: Tx, options: QueueOptions, start: dict[str, Any], owner: str, lease_seconds: float
-) -> list[OrchestrationWorkItem]:
-    """Lock an instance this round's transaction has just inserted, whose start message
-    (``start``: its ``insert_message`` parameters) is not queued yet.
-
-    The usual case, a start due now and nothing queued for the id, needs no message row:
-    the start is handed to the turn directly, as a round hands over a completion
-    (:class:`RoundState`). Otherwise the start is queued and the instance locked as usual,
-    so that messages queued before the instance existed come after its start, in order.
-    """
-    iid = start["instance_id"]
-    if start["visible_at"] > tx.now or tx.conn.execute(Q.has_messages, {"instance_id": iid}).fetchone():
-        tx.conn.execute(Q.insert_message, start)
-        return lock_orchestrations(
-            tx,
-            options,
-            owner,
-            lease_seconds=lease_seconds,
-            limit=1,
-            names=None,
-            known_history=None,
-            instance_ids=[iid],
-        )
-    assert tx.round is not None, "only a round's transaction hands messages over without rows"
-    row = tx.conn.execute(Q.get_instance, {"instance_id": iid}).fetchone()
-    message = tx.round.message(iid, start["execution_id"], start["event"], tx.now)
-    [token] = lease_tokens(1)
-    expires_at = tx.now + lease_seconds
-    ids = frozenset([message.message_id])
-    tx.round.leases[iid] = RoundLease(owner, token, expires_at, lease_seconds, row, ids, {message.message_id: message})
-    return [OrchestrationWorkItem(locked_instance_from_row(row), token, expires_at, (message,), (), 0)]
-
-
-def finish_round(tx: Tx) -> None:
-    """The end of a round's writes: what the round still holds in memory is written as it
-    would have been without it (:class:`RoundState`). The leases of instances it locked but
-    did not commit stand, as lease rows; the completions it kept for turns that did not
-    take them are queued as message rows."""
-    state = tx.round
-    if state is None:
-        return
-    leases = list(state.leases.values())
-    if leases:
-        tx.conn.executemany(
-            Q.upsert_lease,
-            [
-                _lease_params(
-                    lease.row["instance_id"], lease.owner, lease.token, lease.expires_at, lease.lease_seconds, tx.now
-                )
-                for lease in leases
-            ],
-        )
-    kept = [m for lease in leases for m in lease.direct.values()]
-    kept.extend(m for messages in state.completions.values() for m in messages)
-    _queue_completions(tx, kept)
-    state.leases.clear()
-    state.completions.clear()
-
-
-def _queue_completions(tx: Tx, messages: Sequence[QueuedMessage]) -> None:
-    """Queue as message rows completions a round kept for a turn that will not take them."""
-    if messages:
-        tx.conn.executemany(
-            Q.insert_message,
-            [
-                message_params(m.instance_id, m.execution_id, type(m.event).__name__, _text(m), tx.now, None)
-                for m in messages
-            ],
-        )
-        tx.notify(ORCHESTRATIONS)
-
-
-def _text(message: QueuedMessage) -> str:
-    """A kept completion's stored JSON (always there: it was kept as that text)."""
-    return message.event_json if message.event_json is not None else dumps_event(message.event)
 
 
 def _lock_batch(
     tx: Tx,
-    options: QueueOptions,
+    options: StoreOptions,
     instance_ids: list[str],
     owner: str,
     lease_seconds: float,
-    known_history: Mapping[str, tuple[int, int]] | None,
+    known_history: KnownHistory | None,
     names: Collection[str] | None,
 ) -> list[OrchestrationWorkItem]:
-    """Sort the visible messages of each candidate and lease those with messages to deliver,
-    with the completions the round kept for them (see :class:`RoundState`). Candidates are
-    independent of each other: what one's sorting writes, another's never reads."""
+    """Sort the visible messages of each candidate and lease those with messages to
+    deliver. Candidates are independent of each other: what one's sorting writes, another's
+    never reads."""
     conn, now = tx.conn, tx.now
     ids = json.dumps(instance_ids)
     rows = {r["instance_id"]: r for r in conn.execute(Q.instances_among, {"ids": ids})}
@@ -204,41 +123,16 @@ def _lock_batch(
     delivered: list[int] = []
     items: list[OrchestrationWorkItem] = []
     tokens = iter(lease_tokens(len(instance_ids)))
-    round_ = tx.round
     for iid in instance_ids:
         row = rows.get(iid)
-        if row is not None and row["held_token"] is not None and row["held_until"] > now:
-            continue  # leased by someone else (a candidate found by its kept completion alone)
         deliver = _deliverable(tx, options, iid, row, visible[iid])
-        if row is None:
+        if row is None or not deliver:
             continue
-        direct: list[QueuedMessage] = []
-        # Only under a lease with no row (a round lease): a row lease's commit checks its
-        # messages against the queue's rows.
-        if (
-            round_ is not None
-            and iid in round_.completions
-            and row["held_token"] is None
-            and (names is None or row["name"] in names)
-        ):
-            direct = round_.completions.pop(iid)
-        if not deliver and not direct:
-            continue
+        if names is not None and row["name"] not in names:
+            continue  # swept (nothing to deliver can remain), but never taken: invariant 5
         token = next(tokens)
-        ids_ = [m.message_id for m in deliver]
-        if round_ is not None and row["held_token"] is None:
-            round_.leases[iid] = RoundLease(
-                owner,
-                token,
-                expires_at,
-                lease_seconds,
-                row,
-                frozenset(ids_ + [m.message_id for m in direct]),
-                {m.message_id: m for m in direct},
-            )
-        else:  # an expired lease row is replaced: the takeover that fences its holder out
-            leases.append(_lease_params(iid, owner, token, expires_at, lease_seconds, now))
-        delivered.extend(ids_)
+        leases.append(lease_params(iid, owner, token, expires_at, lease_seconds, now))
+        delivered.extend(m.message_id for m in deliver)
         known = known_history.get(iid) if known_history else None
         history_from, history, history_error = _history_for(conn, row, known)
         items.append(
@@ -246,20 +140,20 @@ def _lock_batch(
                 instance=locked_instance_from_row(row),
                 lease_token=token,
                 lease_expires_at=expires_at,
-                messages=(*deliver, *direct),
+                messages=tuple(deliver),
                 history=history,
                 history_from=history_from,
                 history_error=history_error,
             )
         )
-    if leases:
+    if leases:  # an expired lease row is replaced: the takeover that fences its holder out
         conn.executemany(Q.upsert_lease, leases)
     if delivered:
         conn.execute(Q.mark_delivered, {"ids": json.dumps(delivered)})
     return items
 
 
-def _lease_params(
+def lease_params(
     instance_id: str, owner: str, token: str, expires_at: float, lease_seconds: float, now: float
 ) -> dict[str, Any]:
     """Parameters of the ``upsert_lease`` query."""
@@ -274,7 +168,7 @@ def _lease_params(
 
 
 def _deliverable(
-    tx: Tx, options: QueueOptions, instance_id: str, row: sqlite3.Row | None, messages: list[sqlite3.Row]
+    tx: Tx, options: StoreOptions, instance_id: str, row: sqlite3.Row | None, messages: list[sqlite3.Row]
 ) -> list[QueuedMessage]:
     """The messages to hand out with the instance; the others are sorted away (deferred,
     dead-lettered, discarded or held), never left visible."""
@@ -283,14 +177,14 @@ def _deliverable(
         return []
     status = row["status"]
     if status in TERMINAL:
-        _discard(tx, [(m, f"instance is {status}") for m in messages], DiscardReason.TERMINAL_INSTANCE)
+        _discard(tx, [(m, DiscardReason.TERMINAL_INSTANCE, f"instance is {status}") for m in messages])
         return []
     decoded, undecodable = decode_deliveries(messages)
     _dead_letter(tx, undecodable, DeadLetterReason.UNDECODABLE)
     messages = [m for m in messages if m["message_id"] in decoded]
     current = row["execution_id"]
-    deliver, stale, future = route_messages(messages, current)
-    _discard(tx, stale, DiscardReason.STALE_EXECUTION)
+    deliver, discard, future = route_messages(messages, current, row["run_id"])
+    _discard(tx, discard)
     _defer(tx, options, future, DeadLetterReason.EXECUTION_NOT_FOUND)
     if deliver and row["history_event_count"] == 0:
         deliver = _start_first(tx, options, instance_id, current, deliver)
@@ -298,14 +192,14 @@ def _deliverable(
 
 
 def _start_first(
-    tx: Tx, options: QueueOptions, instance_id: str, execution_id: int, deliver: list[sqlite3.Row]
+    tx: Tx, options: StoreOptions, instance_id: str, execution_id: int, deliver: list[sqlite3.Row]
 ) -> list[sqlite3.Row]:
     """Messages for an execution whose history is still empty: its ``ExecutionStarted`` must
     come first. Without it in view, the others wait for it (held until the start message is
     due, e.g. a scheduled start), or are deferred if there is no start message at all."""
-    starts = [m for m in deliver if m["kind"] == ExecutionStarted.__name__]
-    if starts:
-        return starts + [m for m in deliver if m["kind"] != ExecutionStarted.__name__]
+    ordered, started = start_first(deliver)
+    if started:
+        return ordered
     pending = tx.conn.execute(Q.pending_start, {"instance_id": instance_id, "execution_id": execution_id}).fetchone()
     if pending is not None and pending["visible_at"] is not None:
         tx.conn.execute(
@@ -320,7 +214,7 @@ def _start_first(
     return []
 
 
-def _defer(tx: Tx, options: QueueOptions, messages: Sequence[sqlite3.Row], reason: str) -> None:
+def _defer(tx: Tx, options: StoreOptions, messages: Sequence[sqlite3.Row], reason: str) -> None:
     """Push undeliverable messages back with exponential backoff; dead-letter those that
     used up their tries. Never deleted without a trace (invariant 3)."""
     if not messages:
@@ -349,24 +243,25 @@ def _dead_letter(tx: Tx, messages: Sequence[sqlite3.Row], reason: str) -> None:
     tx.conn.executemany(Q.delete_message, params)
 
 
-def _discard(tx: Tx, messages: Sequence[tuple[sqlite3.Row, str | None]], reason: str) -> None:
+def _discard(tx: Tx, messages: Sequence[Discard]) -> None:
     """Delete messages with a discard record each."""
     if not messages:
         return
-    params = [{"message_id": m["message_id"], "reason": reason, "detail": d, "now": tx.now} for m, d in messages]
+    params = [{"message_id": m["message_id"], "reason": r, "detail": d, "now": tx.now} for m, r, d in messages]
     tx.conn.executemany(Q.discard_message, params)
     tx.conn.executemany(Q.delete_message, params)
 
 
 def _history_for(
-    conn: sqlite3.Connection, row: sqlite3.Row, known: tuple[int, int] | None
+    conn: sqlite3.Connection, row: sqlite3.Row, known: tuple[str | None, int, int] | None
 ) -> tuple[int, tuple[HistoryEvent, ...], str | None]:
-    """The part of the current execution's history the caller lacks, and the decode error
-    if a stored event of it cannot be read."""
+    """The part of the current execution's history the caller lacks (it holds ``known``:
+    run, execution and event count), and the decode error if a stored event of it cannot
+    be read."""
     execution_id, count = row["execution_id"], row["history_event_count"]
     start = 0
-    if known is not None and known[0] == execution_id and 0 <= known[1] <= count:
-        start = known[1]
+    if known is not None and known[0] == row["run_id"] and known[1] == execution_id and 0 <= known[2] <= count:
+        start = known[2]
     if start == count:
         return start, (), None
     rows = conn.execute(
@@ -400,71 +295,48 @@ def _commit_wave(tx: Tx, turns: list[PreparedTurn]) -> list[int]:
     """Write the turns (of distinct instances) that may commit; return their positions.
 
     A turn may commit if its token still holds the lease, the instance is not terminal and
-    is on the same execution (invariants 1, 2, 5), and every message it consumed is still
-    queued for it (else someone else applied them). All of that is checked for the whole
-    wave before anything is written, so a refused turn writes nothing without a savepoint.
-    A turn whose instance this same transaction locked (a round) was checked by the lock:
-    no other writer can have come between.
+    is on the same run and execution (invariants 1, 2, 5, 9), and every message it consumed
+    is still queued for it (else someone else applied them). All of that is checked for the
+    whole wave before anything is written, so a refused turn writes nothing without a
+    savepoint.
     """
     conn = tx.conn
-    consumed = [sorted(set(t.commit.consumed) | {mid for mid, _, _ in t.commit.discarded}) for t in turns]
-    round_leases = tx.round.leases if tx.round is not None else {}
-    held: dict[int, RoundLease] = {}
-    others: list[int] = []
+    consumed = [
+        stored_messages(sorted({*t.commit.consumed, *(mid for mid, _, _ in t.commit.discarded)})) for t in turns
+    ]
+    ids = json.dumps([t.commit.instance_id for t in turns])
+    stored = {r["instance_id"]: r for r in conn.execute(Q.instances_with_leases, {"ids": ids})}
+    wanted = [mid for mids in consumed for mid in mids]
+    owners = dict(conn.execute(Q.message_owners, {"ids": json.dumps(wanted)}).fetchall()) if wanted else {}
+    ok: list[int] = []
     for index, turn in enumerate(turns):
         c = turn.commit
-        lease = round_leases.get(c.instance_id)
+        row = stored.get(c.instance_id)
         if (
-            lease is not None
-            and lease.token == c.lease_token
-            and lease.row["execution_id"] == c.execution_id
-            and lease.delivered.issuperset(consumed[index])
+            row is not None
+            and row["lease_token"] == c.lease_token
+            and row["status"] not in TERMINAL
+            and row["execution_id"] == c.execution_id
+            and (c.run_id is None or row["run_id"] == c.run_id)
+            and all(owners.get(mid) == c.instance_id for mid in consumed[index])
         ):
-            held[index] = lease
-        else:
-            others.append(index)
-    rows: dict[int, sqlite3.Row] = {index: lease.row for index, lease in held.items()}
-    if others:
-        ids = json.dumps([turns[i].commit.instance_id for i in others])
-        stored = {r["instance_id"]: r for r in conn.execute(Q.instances_with_leases, {"ids": ids})}
-        wanted = [mid for i in others for mid in consumed[i]]
-        owners = dict(conn.execute(Q.message_owners, {"ids": json.dumps(wanted)}).fetchall()) if wanted else {}
-        for index in others:
-            c = turns[index].commit
-            row = stored.get(c.instance_id)
-            if (
-                row is not None
-                and row["lease_token"] == c.lease_token
-                and row["status"] not in TERMINAL
-                and row["execution_id"] == c.execution_id
-                and all(owners.get(mid) == c.instance_id for mid in consumed[index])
-            ):
-                rows[index] = row
-    ok = sorted(rows)
+            ok.append(index)
     if ok:
-        direct = {mid: m for i in ok if i in held for mid, m in held[i].direct.items()}
-        _write_turns(tx, [(turns[i], rows[i]) for i in ok], [mid for i in ok for mid in consumed[i]], direct)
-        _settle_leases(tx, [(turns[i].commit, rows[i], held.get(i), consumed[i]) for i in ok])
+        _write_turns(
+            tx, [(turns[i], stored[turns[i].commit.instance_id]) for i in ok], [m for i in ok for m in consumed[i]]
+        )
+        _settle_leases(tx, [(turns[i], stored[turns[i].commit.instance_id]) for i in ok])
     return ok
 
 
-def _settle_leases(tx: Tx, committed: list[tuple[TurnCommit, sqlite3.Row, RoundLease | None, list[int]]]) -> None:
-    """After the turns' writes: release the leases of the turns that release, extend the others
-    (a lease this round took and never wrote is written now, if its turn keeps it; the
-    completions it handed to a turn that did not consume them are queued)."""
+def _settle_leases(tx: Tx, committed: list[tuple[PreparedTurn, sqlite3.Row]]) -> None:
+    """After the turns' writes: release the leases of the turns that release, extend the
+    others; signal the queue if a released instance has messages that came meanwhile."""
     conn, now = tx.conn, tx.now
-    released, extended, kept, unconsumed = [], [], [], []
-    for c, row, lease, consumed in committed:
-        if lease is not None:
-            del tx.round.leases[c.instance_id]  # type: ignore[union-attr]  # a round lease implies a round
-            unconsumed.extend(m for mid, m in lease.direct.items() if mid not in consumed)
-            if not c.release:
-                kept.append(
-                    _lease_params(
-                        c.instance_id, lease.owner, c.lease_token, now + lease.lease_seconds, lease.lease_seconds, now
-                    )
-                )
-        elif c.release:
+    released, extended = [], []
+    for turn, row in committed:
+        c = turn.commit
+        if c.release:
             released.append({"instance_id": c.instance_id, "token": c.lease_token})
         else:
             extended.append(
@@ -474,49 +346,24 @@ def _settle_leases(tx: Tx, committed: list[tuple[TurnCommit, sqlite3.Row, RoundL
         conn.executemany(Q.release_lease, released)
     if extended:
         conn.executemany(Q.extend_lease, extended)
-    if kept:
-        conn.executemany(Q.upsert_lease, kept)
-    _queue_completions(tx, unconsumed)
-    gone = [c.instance_id for c, _, _, _ in committed if c.release]
+    gone = [r["instance_id"] for r in released]
     if gone and conn.execute(Q.any_messages_among, {"ids": json.dumps(gone)}).fetchone():
         tx.notify(ORCHESTRATIONS)  # they have more to do
 
 
-def _write_turns(
-    tx: Tx,
-    turns: list[tuple[PreparedTurn, sqlite3.Row]],
-    consumed: list[int],
-    direct: Mapping[int, QueuedMessage],
-) -> None:
-    """Write validated turns with one statement per kind of write (leases apart). ``direct``
-    are the completions handed to them without a message row (negative ids)."""
+def _write_turns(tx: Tx, turns: list[tuple[PreparedTurn, sqlite3.Row]], consumed: list[int]) -> None:
+    """Write validated turns with one statement per kind of write (leases apart)."""
     conn, now = tx.conn, tx.now
     # Discard records copy the consumed message rows, so they come before the deletion.
-    discards, direct_discards = [], []
-    for t, _ in turns:
-        iid = t.commit.instance_id
-        for mid, reason, detail in t.commit.discarded:
-            if mid in direct:
-                m = direct[mid]
-                direct_discards.append(
-                    {
-                        "instance_id": iid,
-                        "execution_id": m.execution_id,
-                        "event": m.event_json,
-                        "reason": reason,
-                        "detail": detail,
-                        "now": now,
-                    }
-                )
-            else:
-                discards.append({"message_id": mid, "instance_id": iid, "reason": reason, "detail": detail, "now": now})
+    discards = [
+        {"message_id": mid, "instance_id": t.commit.instance_id, "reason": reason, "detail": detail, "now": now}
+        for t, _ in turns
+        for mid, reason, detail in t.commit.discarded
+    ]
     if discards:
         conn.executemany(Q.discard_consumed, discards)
-    if direct_discards:
-        conn.executemany(Q.insert_discard, direct_discards)
-    rows_consumed = [mid for mid in consumed if mid not in direct]
-    if rows_consumed:
-        conn.execute(Q.delete_messages_by_id, {"ids": json.dumps(rows_consumed)})
+    if consumed:
+        conn.execute(Q.delete_messages_by_id, {"ids": json.dumps(consumed)})
     conn.executemany(
         Q.insert_history,
         [
@@ -532,6 +379,7 @@ def _write_turns(
     tasks = [
         {
             "instance_id": a.instance_id,
+            "run_id": a.run_id,
             "execution_id": a.execution_id,
             "task_id": a.task_id,
             "name": a.name,
@@ -550,13 +398,13 @@ def _write_turns(
     for t, row in turns:
         c = t.commit
         messages.extend(
-            message_params(m.instance_id, m.execution_id, kind, text, now, m.visible_at)
+            message_params(m.instance_id, m.run_id, m.execution_id, kind, text, now, m.visible_at)
             for m, (kind, text) in zip(c.messages, t.messages, strict=True)
         )
         for child in c.children:
             messages.extend(_start_child(tx, child))
         if c.continue_as_new:
-            messages.extend(_continue_as_new(tx, t, row))
+            messages.append(_continue_as_new(tx, t, row))
     if messages:
         conn.executemany(Q.insert_message, messages)
         tx.notify(ORCHESTRATIONS)
@@ -568,6 +416,7 @@ def _write_turns(
 
 def message_params(
     instance_id: str,
+    run_id: str | None,
     execution_id: int | None,
     kind: str,
     text: str,
@@ -577,6 +426,7 @@ def message_params(
     """Parameters of the ``insert_message`` query."""
     return {
         "instance_id": instance_id,
+        "run_id": run_id,
         "execution_id": execution_id,
         "kind": kind,
         "event": text,
@@ -585,52 +435,91 @@ def message_params(
     }
 
 
+def first_request(tx: Tx, request_id: str | None, operation: str, instance_id: str) -> bool:
+    """Record a client operation's request id; False if it was recorded before (the
+    operation was applied already and must not be applied again). No id: always True."""
+    if request_id is None:
+        return True
+    params = {"request_id": request_id, "operation": operation, "instance_id": instance_id, "now": tx.now}
+    return tx.conn.execute(Q.insert_request, params).rowcount == 1
+
+
+def insert_instance(tx: Tx, params: dict[str, Any]) -> None:
+    """Insert a new instance row (``new_instance_params``)."""
+    tx.conn.execute(Q.insert_instance, params)
+
+
+def retire_run(tx: Tx, row: sqlite3.Row) -> int:
+    """Make way for a new run of a terminal instance's id (a ``replace_terminal`` start, a
+    retried child): its row and lease go, the messages still queued for it are discarded
+    with a record (``stale_run``: none of them may reach the new run, invariant 9), and its
+    history stays readable under its executions. Returns the new run's first execution
+    (executions are numbered across the runs of an id, so the old ones keep theirs)."""
+    key = {"instance_id": row["instance_id"]}
+    queued = tx.conn.execute(Q.messages_of_instance, key).fetchall()
+    detail = f"queued for run {row['run_id'][:8]}, which had ended, when the id was given a new run"
+    _discard(tx, [(m, DiscardReason.STALE_RUN, detail) for m in queued])
+    ids = {"ids": json.dumps([row["instance_id"]])}
+    tx.conn.execute(Q.delete_leases, ids)
+    tx.conn.execute(Q.delete_instances, ids)
+    forget_executions(tx, row["instance_id"], row["execution_id"] + 1)
+    return int(row["execution_id"]) + 1
+
+
 def _start_child(tx: Tx, child: ChildStart) -> list[dict[str, Any]]:
-    """Create a sub-orchestration, or tell the parent at once why it cannot (invariant 4).
-    Returns the messages to enqueue."""
+    """Create a sub-orchestration, or tell the parent at once why it cannot (invariant 4,
+    :func:`perdure.store.common.routing.child_start_rule`). Returns the messages to
+    enqueue."""
     now, parent = tx.now, child.parent
     existing = tx.conn.execute(Q.get_instance, {"instance_id": child.instance_id}).fetchone()
-    if existing is None:
-        input_text = payload(child.input)
-        tx.conn.execute(Q.insert_instance, new_instance_params(child.instance_id, child.name, input_text, parent, now))
-        start = ExecutionStarted(timestamp=now, name=child.name, input=child.input, execution_id=1, parent=parent)
-        return [message_params(child.instance_id, 1, *event_row(start), now, None)]
-    started_by = (
-        existing["parent_instance_id"],
-        existing["parent_execution_id"],
-        existing["parent_task_id"],
-    )
-    if started_by == (parent.instance_id, parent.execution_id, parent.task_id):
+    rule = child_start_rule(existing, child)
+    if rule is ChildStartRule.EXISTS:
         return []  # the same start, redelivered: the child exists already
-    failure = Failure(
-        "perdure.errors.InstanceExistsError",
-        f"cannot start sub-orchestration {child.name!r}: instance id {child.instance_id!r} "
-        f"is already used by another instance (orchestration {existing['name']!r}, "
-        f"status {existing['status']})",
-        non_retryable=True,
+    if rule is ChildStartRule.REFUSE:
+        event = SubOrchestrationFailed(timestamp=now, task_id=parent.task_id, failure=child_refusal(existing, child))
+        return [message_params(parent.instance_id, parent.run_id, parent.execution_id, *event_row(event), now, None)]
+    execution = retire_run(tx, existing) if rule is ChildStartRule.REPLACE else 1
+    run_id = child.run_id or new_run_id()
+    text = payload(child.input)
+    insert_instance(tx, new_instance_params(child.instance_id, child.name, text, parent, now, run_id, execution))
+    tx.notify(INSTANCES)
+    start = ExecutionStarted(
+        timestamp=now, name=child.name, input=child.input, execution_id=execution, parent=parent, run_id=run_id
     )
-    event = SubOrchestrationFailed(timestamp=now, task_id=parent.task_id, failure=failure)
-    return [message_params(parent.instance_id, parent.execution_id, *event_row(event), now, None)]
+    return [message_params(child.instance_id, run_id, execution, *event_row(start), now, None)]
 
 
-def _continue_as_new(tx: Tx, turn: PreparedTurn, row: sqlite3.Row) -> list[dict[str, Any]]:
-    """The messages that open the next execution: its ``ExecutionStarted``, then the carried
-    events, all addressed to it."""
+def _continue_as_new(tx: Tx, turn: PreparedTurn, row: sqlite3.Row) -> dict[str, Any]:
+    """The message that opens the next execution: its ``ExecutionStarted``, of the same run,
+    with the messages it takes first. The history of executions beyond the retention is
+    deleted, with their discard records."""
     c, now = turn.commit, tx.now
     new_execution = c.execution_id + 1
-    parent = None
-    if row["parent_instance_id"] is not None:
-        parent = ParentRef(row["parent_instance_id"], row["parent_execution_id"], row["parent_task_id"])
+    forget_executions(tx, c.instance_id, new_execution)
     start = ExecutionStarted(
         timestamp=now,
         name=row["name"],
         input=c.continue_as_new_input,
         execution_id=new_execution,
-        parent=parent,
+        parent=parent_of(row),
+        run_id=row["run_id"],
+        carried=tuple(c.carried),
     )
-    out = [message_params(c.instance_id, new_execution, *event_row(start), now, None)]
-    out.extend(message_params(c.instance_id, new_execution, kind, text, now, None) for kind, text in turn.carried)
-    return out
+    return message_params(c.instance_id, row["run_id"], new_execution, *event_row(start), now, None)
+
+
+def forget_executions(tx: Tx, instance_id: str, current: int) -> None:
+    """Retention: delete the history and discard records of the executions of an instance
+    that are more than the store's ``keep_executions`` before ``current``, its new current
+    execution."""
+    keep = tx.options.keep_executions
+    if keep is None:
+        return
+    up_to = current - 1 - keep
+    if up_to >= 1:
+        params = {"instance_id": instance_id, "up_to": up_to}
+        tx.conn.execute(Q.forget_history, params)
+        tx.conn.execute(Q.forget_discards, params)
 
 
 def _discard_queued_tasks(tx: Tx, instance_id: str, detail: str) -> None:
@@ -644,6 +533,7 @@ def _discard_queued_tasks(tx: Tx, instance_id: str, detail: str) -> None:
         [
             {
                 "instance_id": r["instance_id"],
+                "run_id": r["run_id"],
                 "execution_id": r["execution_id"],
                 "event": dumps_event(task_event(r)),
                 "reason": DiscardReason.TERMINAL_INSTANCE,

@@ -27,13 +27,14 @@ LEFT JOIN orchestration_leases AS l ON l.instance_id = i.instance_id
 WHERE i.instance_id IN (SELECT value FROM json_each(:ids));
 
 -- name: insert_instance
--- A new instance: PENDING (or as given), execution 1, nothing run yet.
+-- A new run of an instance: PENDING (or as given), nothing run yet; its first execution is
+-- 1, or the one after the last execution of the id's previous run.
 INSERT INTO instances (
-    instance_id, name, status, execution_id, input,
-    parent_instance_id, parent_execution_id, parent_task_id, created_at, last_updated_at
+    instance_id, run_id, name, status, execution_id, input,
+    parent_instance_id, parent_run_id, parent_execution_id, parent_task_id, created_at, last_updated_at
 ) VALUES (
-    :instance_id, :name, :status, 1, :input,
-    :parent_instance_id, :parent_execution_id, :parent_task_id, :now, :now
+    :instance_id, :run_id, :name, :status, :execution_id, :input,
+    :parent_instance_id, :parent_run_id, :parent_execution_id, :parent_task_id, :now, :now
 );
 
 -- name: update_instance_after_turn
@@ -88,6 +89,29 @@ SELECT instance_id FROM instances
 WHERE instance_id IN (SELECT value FROM json_each(:ids))
   AND status IN ('COMPLETED', 'FAILED', 'TERMINATED');
 
+-- name: orphans_among
+-- purge_instances: those of the ids that have no instance but left something behind (dead
+-- letters, discard records, queued messages: a purged or never-created instance).
+SELECT value AS instance_id FROM json_each(:ids) AS ids
+WHERE NOT EXISTS (SELECT 1 FROM instances AS i WHERE i.instance_id = ids.value)
+  AND (EXISTS (SELECT 1 FROM dead_letters AS d WHERE d.instance_id = ids.value)
+       OR EXISTS (SELECT 1 FROM discarded_messages AS x WHERE x.instance_id = ids.value)
+       OR EXISTS (SELECT 1 FROM orchestration_messages AS m WHERE m.instance_id = ids.value));
+
+-- name: orphans_with_prefix
+-- purge_where: the ids (with the id prefix, if any) that have no instance but left dead
+-- letters, discard records or queued messages behind.
+SELECT instance_id FROM (
+    SELECT instance_id FROM dead_letters
+    UNION SELECT instance_id FROM discarded_messages
+    UNION SELECT instance_id FROM orchestration_messages
+) AS left_behind
+WHERE NOT EXISTS (SELECT 1 FROM instances AS i WHERE i.instance_id = left_behind.instance_id)
+  AND (:prefix IS NULL OR substr(instance_id, 1, length(:prefix)) = :prefix);
+
+-- name: delete_requests
+DELETE FROM client_requests WHERE instance_id IN (SELECT value FROM json_each(:ids));
+
 -- name: delete_instances
 DELETE FROM instances WHERE instance_id IN (SELECT value FROM json_each(:ids));
 
@@ -110,10 +134,25 @@ DELETE FROM dead_letters WHERE instance_id IN (SELECT value FROM json_each(:ids)
 DELETE FROM discarded_messages WHERE instance_id IN (SELECT value FROM json_each(:ids));
 
 
+-- name: insert_request
+-- A client operation's request id, unless it was recorded before (then it changes nothing).
+INSERT INTO client_requests (request_id, operation, instance_id, created_at)
+VALUES (:request_id, :operation, :instance_id, :now)
+ON CONFLICT (request_id) DO NOTHING;
+
+
 -- ===== history ============================================================================
 
 -- name: insert_history
 INSERT INTO history (instance_id, execution_id, sequence, event) VALUES (?, ?, ?, ?);
+
+-- name: forget_history
+-- Retention: the history of executions up to :up_to of one instance.
+DELETE FROM history WHERE instance_id = :instance_id AND execution_id <= :up_to;
+
+-- name: forget_discards
+-- Retention: the discard records of executions up to :up_to of one instance.
+DELETE FROM discarded_messages WHERE instance_id = :instance_id AND execution_id <= :up_to;
 
 -- name: history_from
 SELECT event FROM history
@@ -131,8 +170,8 @@ LIMIT :limit;
 -- ===== orchestration messages =============================================================
 
 -- name: insert_message
-INSERT INTO orchestration_messages (instance_id, execution_id, kind, event, enqueued_at, visible_at)
-VALUES (:instance_id, :execution_id, :kind, :event, :now, :visible_at);
+INSERT INTO orchestration_messages (instance_id, run_id, execution_id, kind, event, enqueued_at, visible_at)
+VALUES (:instance_id, :run_id, :execution_id, :kind, :event, :now, :visible_at);
 
 -- name: orchestration_candidates
 -- Instances with a due message and no live lease, oldest due message first. The inner
@@ -216,25 +255,25 @@ DELETE FROM orchestration_messages WHERE message_id = :message_id;
 
 -- name: dead_letter_message
 INSERT INTO dead_letters (
-    message_id, instance_id, execution_id, event, reason, delivery_count, enqueued_at, dead_lettered_at
+    message_id, instance_id, run_id, execution_id, event, reason, delivery_count, enqueued_at, dead_lettered_at
 )
-SELECT message_id, instance_id, execution_id, event, :reason, :tries, enqueued_at, :now
+SELECT message_id, instance_id, run_id, execution_id, event, :reason, :tries, enqueued_at, :now
 FROM orchestration_messages WHERE message_id = :message_id;
 
 -- name: discard_message
-INSERT INTO discarded_messages (instance_id, execution_id, event, reason, detail, discarded_at)
-SELECT instance_id, execution_id, event, :reason, :detail, :now
+INSERT INTO discarded_messages (instance_id, run_id, execution_id, event, reason, detail, discarded_at)
+SELECT instance_id, run_id, execution_id, event, :reason, :detail, :now
 FROM orchestration_messages WHERE message_id = :message_id;
 
 -- name: discard_consumed
 -- A turn's discarded message, only if it belongs to the committing instance.
-INSERT INTO discarded_messages (instance_id, execution_id, event, reason, detail, discarded_at)
-SELECT instance_id, execution_id, event, :reason, :detail, :now
+INSERT INTO discarded_messages (instance_id, run_id, execution_id, event, reason, detail, discarded_at)
+SELECT instance_id, run_id, execution_id, event, :reason, :detail, :now
 FROM orchestration_messages WHERE message_id = :message_id AND instance_id = :instance_id;
 
 -- name: insert_discard
-INSERT INTO discarded_messages (instance_id, execution_id, event, reason, detail, discarded_at)
-VALUES (:instance_id, :execution_id, :event, :reason, :detail, :now);
+INSERT INTO discarded_messages (instance_id, run_id, execution_id, event, reason, detail, discarded_at)
+VALUES (:instance_id, :run_id, :execution_id, :event, :reason, :detail, :now);
 
 
 -- ===== orchestration leases ===============================================================
@@ -267,9 +306,9 @@ DELETE FROM orchestration_leases WHERE instance_id = :instance_id AND token = :t
 
 -- name: insert_activity_task
 INSERT INTO activity_tasks (
-    instance_id, execution_id, task_id, name, input, attempt, enqueued_at, visible_at
+    instance_id, run_id, execution_id, task_id, name, input, attempt, enqueued_at, visible_at
 ) VALUES (
-    :instance_id, :execution_id, :task_id, :name, :input, :attempt, :now, :visible_at
+    :instance_id, :run_id, :execution_id, :task_id, :name, :input, :attempt, :now, :visible_at
 );
 
 -- name: activity_candidates
@@ -292,8 +331,8 @@ UPDATE activity_tasks SET
 WHERE task_row_id = :task_row_id;
 
 -- name: tasks_with_instances
--- complete_activities: the tasks with their instance's status and current execution.
-SELECT t.*, i.status AS instance_status, i.execution_id AS current_execution
+-- complete_activities: the tasks with their instance's status, current execution and run.
+SELECT t.*, i.status AS instance_status, i.execution_id AS current_execution, i.run_id AS current_run
 FROM activity_tasks AS t
 LEFT JOIN instances AS i ON i.instance_id = t.instance_id
 WHERE t.task_row_id IN (SELECT value FROM json_each(:ids));
@@ -366,35 +405,6 @@ SELECT MIN(t) AS t FROM (
     WHERE EXISTS (SELECT 1 FROM orchestration_messages AS m WHERE m.instance_id = l.instance_id)
 );
 
--- name: unserved_instances
--- Live instances with a message due since :due_before that no worker holds, whose
--- orchestration name is not among :names (the inner query reads only the overdue range of
--- the visible_at index; left to itself the planner prefers a full scan for the GROUP BY).
-SELECT instance_id FROM (
-    SELECT m.instance_id, m.visible_at
-    FROM orchestration_messages AS m INDEXED BY orchestration_messages_by_visible
-    JOIN instances AS i ON i.instance_id = m.instance_id
-    WHERE m.visible_at <= :due_before
-      AND NOT EXISTS (
-          SELECT 1 FROM orchestration_leases AS l
-          WHERE l.instance_id = m.instance_id AND l.expires_at > :now)
-      AND i.status NOT IN ('COMPLETED', 'FAILED', 'TERMINATED')
-      AND i.name NOT IN (SELECT value FROM json_each(:names))
-    ORDER BY m.visible_at
-)
-GROUP BY instance_id
-ORDER BY MIN(visible_at)
-LIMIT :limit;
-
--- name: unserved_tasks
--- Tasks due since :due_before, not held by a live lease, whose name is not among :names.
-SELECT task_row_id FROM activity_tasks
-WHERE visible_at <= :due_before
-  AND name NOT IN (SELECT value FROM json_each(:names))
-ORDER BY visible_at, task_row_id
-LIMIT :limit;
-
-
 -- ===== fleet reads (diagnosis) ============================================================
 
 -- name: instance_counts
@@ -452,6 +462,14 @@ ON CONFLICT (worker_id) DO UPDATE SET
 
 -- name: delete_worker
 DELETE FROM workers WHERE worker_id = :worker_id;
+
+-- name: forget_workers
+-- Retention: workers whose last heartbeat is older than :before (they crashed).
+DELETE FROM workers WHERE heartbeat_at < :before;
+
+-- name: forget_requests
+-- Retention: request ids of client operations recorded before :before.
+DELETE FROM client_requests WHERE created_at < :before;
 
 -- name: list_workers
 SELECT * FROM workers

@@ -37,7 +37,9 @@ CREATE TABLE instances (
     full_replays         INTEGER NOT NULL DEFAULT 0,       -- InstanceStats.full_replays: turns replayed from event 0
     replayed_events      INTEGER NOT NULL DEFAULT 0,       -- InstanceStats.replayed_events: events replayed, summed
     last_turn_duration   REAL NOT NULL DEFAULT 0,          -- InstanceStats.last_turn_duration (seconds)
-    last_progress_at     REAL                              -- InstanceStats.last_progress_at: last turn that progressed
+    last_progress_at     REAL,  -- InstanceStats.last_progress_at: last turn that progressed
+    run_id               TEXT NOT NULL DEFAULT '',  -- the run token of the run this row describes (invariant 9)
+    parent_run_id        TEXT                       -- the parent's run token (a sub-orchestration), else NULL
 );
 
 -- list_instances: newest first, keyset paging on (created_at, instance_id).
@@ -74,7 +76,8 @@ CREATE TABLE orchestration_messages (
     event           TEXT NOT NULL,                      -- the event (JSON)
     enqueued_at     REAL NOT NULL,                      -- when it was enqueued
     visible_at      REAL NOT NULL,                      -- not delivered before (timers, backoff)
-    delivery_count  INTEGER NOT NULL DEFAULT 0          -- times handed out or deferred
+    delivery_count  INTEGER NOT NULL DEFAULT 0,  -- times handed out or deferred
+    run_id          TEXT                                -- target run; NULL: the run current at delivery
 );
 
 -- lock_orchestrations / next_visible_at: due messages, oldest first.
@@ -108,7 +111,8 @@ CREATE TABLE activity_tasks (
     lease_owner       TEXT,                               -- worker holding it, NULL when unlocked
     lease_token       TEXT,                               -- fresh random token per lock
     lease_expires_at  REAL,                               -- after this another caller may take it over
-    locked_at         REAL                                -- when the current lease was taken (NULL when unlocked)
+    locked_at         REAL,  -- when the current lease was taken (NULL when unlocked)
+    run_id            TEXT                                -- run that scheduled it (NULL: queued before runs had tokens)
 );
 
 -- lock_activities / next_visible_at: due or lease-expired tasks, oldest first.
@@ -127,7 +131,8 @@ CREATE TABLE dead_letters (
     reason            TEXT NOT NULL,                      -- DeadLetterReason value
     delivery_count    INTEGER NOT NULL,                   -- tries made
     enqueued_at       REAL NOT NULL,                      -- when it was first enqueued
-    dead_lettered_at  REAL NOT NULL                       -- when it was moved here
+    dead_lettered_at  REAL NOT NULL,  -- when it was moved here
+    run_id            TEXT                                -- its target run
 );
 
 -- dead_letters(instance_id=...), purge.
@@ -141,7 +146,8 @@ CREATE TABLE discarded_messages (
     event         TEXT NOT NULL,                      -- the discarded event (JSON)
     reason        TEXT NOT NULL,                      -- DiscardReason value
     detail        TEXT,                               -- human-readable explanation
-    discarded_at  REAL NOT NULL                       -- when it was discarded
+    discarded_at  REAL NOT NULL,  -- when it was discarded
+    run_id        TEXT                                -- the target run
 );
 
 -- discarded_messages(instance_id=...), purge.
@@ -158,3 +164,14 @@ CREATE TABLE workers (
     started_at      REAL NOT NULL,     -- when the worker started
     heartbeat_at    REAL NOT NULL      -- last heartbeat
 );
+
+-- Request ids of client operations applied recently, so a retried operation applies once.
+CREATE TABLE client_requests (
+    request_id   TEXT PRIMARY KEY,  -- the caller's idempotency key
+    operation    TEXT NOT NULL,     -- what it did (start, raise_event, terminate, suspend, resume)
+    instance_id  TEXT NOT NULL,     -- the instance it addressed
+    created_at   REAL NOT NULL    -- when it was applied (swept after the retention period)
+) WITHOUT ROWID;
+
+-- The sweep of old request ids.
+CREATE INDEX client_requests_by_created ON client_requests (created_at);

@@ -7,12 +7,13 @@ import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from perdure.core.history import ExecutionStarted, dumps_checked
 from perdure.core.status import OrchestrationStatus
-from perdure.errors import InstanceExistsError, InvalidInputError, StoreError, StoreUnavailableError
+from perdure.errors import InvalidInputError, StoreError, StoreUnavailableError
 from perdure.store.base import (
     ActivityCompletion,
     ActivityWorkItem,
@@ -37,10 +38,10 @@ from perdure.store.base import (
     WorkerRecord,
 )
 from perdure.store.common import rounds
-from perdure.store.common.encode import QueueOptions, prepare_completions, prepare_turn
+from perdure.store.common.encode import StoreOptions, check_retention, prepare_completions, prepare_turn
 from perdure.store.common.queries import due_times
+from perdure.store.common.routing import check_replaceable, purges_orphans
 from perdure.store.common.rows import (
-    TERMINAL,
     count_from_row,
     dead_letter_from_row,
     decode_cursor,
@@ -52,6 +53,7 @@ from perdure.store.common.rows import (
     json_list,
     message_from_row,
     new_instance_params,
+    new_run_id,
     payload,
     queue_depths_from_rows,
     summary_from_row,
@@ -64,7 +66,7 @@ from perdure.store.sqlite import activities, orchestrations
 from perdure.store.sqlite.connection import MEMORY, Database
 from perdure.store.sqlite.migrations import migrate
 from perdure.store.sqlite.queries import Q
-from perdure.store.sqlite.tx import RoundState, Tx
+from perdure.store.sqlite.tx import Tx
 
 
 class SQLiteStore:
@@ -75,7 +77,9 @@ class SQLiteStore:
     to wait for another process's write lock, default 10), ``max_deliveries`` (tries before
     an undeliverable message is dead-lettered, default 25), ``defer_backoff`` /
     ``defer_backoff_cap`` (backoff of those tries: 0.1 s doubling up to 30 s),
-    ``cached_statements`` and ``read_pool_size``.
+    ``keep_executions`` (history retention: how many executions before an instance's current
+    one keep their history, default 5; ``None`` keeps all), ``cached_statements`` and
+    ``read_pool_size``.
 
     Leases: a token holds until another caller takes the lease over (possible only once it
     has expired) or it is released. A holder whose lease expired but was not yet taken over
@@ -93,18 +97,20 @@ class SQLiteStore:
         max_deliveries: int = 25,
         defer_backoff: float = 0.1,
         defer_backoff_cap: float = 30.0,
+        keep_executions: int | None = 5,
         cached_statements: int = 256,
         read_pool_size: int = 8,
         url: str | None = None,
     ) -> None:
         if max_deliveries < 1:
             raise InvalidInputError(f"max_deliveries must be at least 1, not {max_deliveries}")
+        check_retention(keep_executions)
         path = str(path)
         self.url = url or (f"sqlite://{MEMORY}" if path == MEMORY else f"sqlite:///{path}")
         self.clock = clock
         self.notifier = Notifier()
         self.fault_hook: Callable[[str], None] | None = None
-        self.options = QueueOptions(max_deliveries, float(defer_backoff), float(defer_backoff_cap))
+        self.options = StoreOptions(max_deliveries, float(defer_backoff), float(defer_backoff_cap), keep_executions)
         self._db = Database(
             path,
             synchronous=synchronous,
@@ -149,32 +155,35 @@ class SQLiteStore:
     # -- transactions --
 
     @contextmanager
-    def _write(self, method: str) -> Iterator[Tx]:
+    def _write(self, method: str, *, durable: bool = True, point: str = "inside") -> Iterator[Tx]:
         """One ``BEGIN IMMEDIATE`` transaction on the write connection. The fault hook runs
-        just before COMMIT; any exception rolls everything back. Notifications go out after
-        the commit."""
+        just before COMMIT (as ``f"{method}:{point}"``); any exception rolls everything back.
+        Notifications go out after the commit. ``durable=False`` commits without waiting
+        for the disk when the store is ``synchronous=FULL`` (``NORMAL`` for this one
+        transaction: in WAL mode it stays atomic and ordered, and the next durable commit
+        makes it durable too)."""
         db = self._db
         with db.write_lock:
             db.check_open()
             conn = db.writer
             if conn.in_transaction:
-                # The lock is reentrant, so this thread is inside a write of this store: a
-                # local activity (or an eager start's first turn) writing through a client.
-                # Refused before touching the connection: BEGIN would fail, and the ROLLBACK
-                # after it would end the outer transaction, whose writes would then go on
-                # outside any transaction.
+                # The lock is reentrant, so this thread is inside a write of this store
+                # (a fault hook, say, writing through a client). Refused before touching the
+                # connection: BEGIN would fail, and the ROLLBACK after it would end the outer
+                # transaction, whose writes would then go on outside any transaction.
                 raise StoreError(
-                    f"{method}: this thread is already inside a write of this SQLite store (a "
-                    f"local activity runs inside its worker's round); a local activity cannot "
-                    f"write to the store it runs on: make it an ordinary activity, or do the "
-                    f"write from the orchestration (ctx.call_sub_orchestration, an activity)"
+                    f"{method}: this thread is already inside a write transaction of this SQLite "
+                    f"store; write from outside it"
                 )
+            relax = not durable and db.synchronous == "FULL"
             try:
+                if relax:
+                    conn.execute("PRAGMA synchronous = NORMAL")
                 conn.execute("BEGIN IMMEDIATE")
-                tx = Tx(conn, self.clock())
+                tx = Tx(conn, self.clock(), self.options)
                 yield tx
                 if self.fault_hook is not None:
-                    self.fault_hook(f"{method}:inside")
+                    self.fault_hook(f"{method}:{point}")
                 conn.execute("COMMIT")
             except BaseException as exc:
                 if conn.in_transaction:
@@ -184,6 +193,9 @@ class SQLiteStore:
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"{method} failed: {exc}") from exc
                 raise
+            finally:
+                if relax:
+                    conn.execute("PRAGMA synchronous = FULL")
         if tx.topics:
             self.notifier.notify(*sorted(tx.topics))
 
@@ -203,12 +215,16 @@ class SQLiteStore:
         """See :meth:`perdure.store.base.Store.create_instance`."""
         self.create_instances([instance], replace_terminal=replace_terminal)
 
-    def create_instances(self, instances: Sequence[NewInstance], *, replace_terminal: bool = False) -> None:
+    def create_instances(
+        self, instances: Sequence[NewInstance], *, replace_terminal: bool = False, request_id: str | None = None
+    ) -> None:
         """See :meth:`perdure.store.base.Store.create_instances`."""
         inputs = [payload(i.input, f"input of instance {i.instance_id!r}") for i in instances]
         if not instances:
             return
         with self._write("create_instance") as tx:
+            if not orchestrations.first_request(tx, request_id, "start", instances[0].instance_id):
+                return  # applied already: a retry after an unknown outcome
             for instance, input_text in zip(instances, inputs, strict=True):
                 self._insert_instance(tx, instance, input_text, replace_terminal)
             tx.notify(ORCHESTRATIONS, INSTANCES)
@@ -216,43 +232,46 @@ class SQLiteStore:
     @staticmethod
     def _insert_instance(
         tx: Tx, instance: NewInstance, input_text: str | None, replace_terminal: bool, *, queue_start: bool = True
-    ) -> dict[str, Any]:
-        """Insert the instance row (after create_instance's checks) and, if ``queue_start``,
-        its start message; return that message's ``insert_message`` parameters."""
-        parent = instance.parent
+    ) -> None:
+        """Insert the instance row, a new run (after create_instance's checks), and, if
+        ``queue_start``, its start message."""
         iid = instance.instance_id
         row = tx.conn.execute(Q.get_instance, {"instance_id": iid}).fetchone()
+        execution = 1
         if row is not None:
-            if row["status"] not in TERMINAL:
-                raise InstanceExistsError(f"instance {iid!r} already exists and is {row['status']}")
-            if not replace_terminal:
-                raise InstanceExistsError(
-                    f"instance {iid!r} already exists ({row['status']}); purge it or "
-                    f"start with replace_terminal=True to reuse the id"
-                )
-            ids = json.dumps([iid])
-            for query in (Q.delete_history, Q.delete_messages, Q.delete_tasks, Q.delete_leases):
-                tx.conn.execute(query, {"ids": ids})
-            tx.conn.execute(Q.delete_instances, {"ids": ids})
-        tx.conn.execute(Q.insert_instance, new_instance_params(iid, instance.name, input_text, parent, tx.now))
-        start = ExecutionStarted(
-            timestamp=tx.now, name=instance.name, input=instance.input, execution_id=1, parent=parent
-        )
-        message = orchestrations.message_params(iid, 1, *event_row(start), tx.now, instance.start_at)
+            check_replaceable(row, replace_terminal)
+            execution = orchestrations.retire_run(tx, row)
+        run_id = instance.run_id or new_run_id()
+        params = new_instance_params(iid, instance.name, input_text, instance.parent, tx.now, run_id, execution)
+        orchestrations.insert_instance(tx, params)
         if queue_start:
+            start = ExecutionStarted(
+                timestamp=tx.now,
+                name=instance.name,
+                input=instance.input,
+                execution_id=execution,
+                parent=instance.parent,
+                run_id=run_id,
+            )
+            message = orchestrations.message_params(
+                iid, run_id, execution, *event_row(start), tx.now, instance.start_at
+            )
             tx.conn.execute(Q.insert_message, message)
-        return message
 
-    def enqueue_messages(self, messages: Sequence[Message]) -> None:
+    def enqueue_messages(self, messages: Sequence[Message], *, request_id: str | None = None) -> None:
         """See :meth:`perdure.store.base.Store.enqueue_messages`."""
         encoded = [(m, type(m.event).__name__, dumps_checked(m.event, "a message")) for m in messages]
         if not encoded:
             return
         with self._write("enqueue_messages") as tx:
+            if not orchestrations.first_request(tx, request_id, encoded[0][1], messages[0].instance_id):
+                return  # applied already: a retry after an unknown outcome
             tx.conn.executemany(
                 Q.insert_message,
                 [
-                    orchestrations.message_params(m.instance_id, m.execution_id, kind, text, tx.now, m.visible_at)
+                    orchestrations.message_params(
+                        m.instance_id, m.run_id, m.execution_id, kind, text, tx.now, m.visible_at
+                    )
                     for m, kind, text in encoded
                 ],
             )
@@ -260,15 +279,20 @@ class SQLiteStore:
 
     def purge_instances(self, instance_ids: Sequence[str]) -> int:
         """See :meth:`perdure.store.base.Store.purge_instances`."""
+        ids = json.dumps(list(instance_ids))
         with self._write("purge_instances") as tx:
-            rows = tx.conn.execute(Q.terminal_instances_among, {"ids": json.dumps(list(instance_ids))})
-            return self._purge(tx, [r["instance_id"] for r in rows])
+            rows = tx.conn.execute(Q.terminal_instances_among, {"ids": ids}).fetchall()
+            orphans = tx.conn.execute(Q.orphans_among, {"ids": ids}).fetchall()
+            return self._purge(tx, [r["instance_id"] for r in (*rows, *orphans)])
 
     def purge_where(self, query: InstanceQuery) -> int:
         """See :meth:`perdure.store.base.Store.purge_where`."""
+        params = _filter_params(query)
         with self._write("purge_where") as tx:
-            rows = tx.conn.execute(Q.terminal_instances_matching, _filter_params(query))
-            return self._purge(tx, [r["instance_id"] for r in rows])
+            ids = [r["instance_id"] for r in tx.conn.execute(Q.terminal_instances_matching, params)]
+            if purges_orphans(query):
+                ids += [r["instance_id"] for r in tx.conn.execute(Q.orphans_with_prefix, params)]
+            return self._purge(tx, ids)
 
     @staticmethod
     def _purge(tx: Tx, instance_ids: list[str]) -> int:
@@ -282,6 +306,7 @@ class SQLiteStore:
             Q.delete_leases,
             Q.delete_dead_letters,
             Q.delete_discards,
+            Q.delete_requests,
             Q.delete_instances,
         ):
             tx.conn.execute(query, {"ids": ids})
@@ -383,9 +408,30 @@ class SQLiteStore:
     ) -> RoundResult:
         """See :meth:`perdure.store.base.Store.run_round`."""
         prepared_completions = prepare_completions(request.completions)
-        with self._write("run_round") as tx:
-            tx.round = RoundState()
-            return rounds.run_round(tx, _ROUND, self.options, request, prepared_completions, run_turns)
+        with self._write("run_round", durable=False, point="claim") as tx:
+            claimed = rounds.claim(tx, _ROUND, self.options, request, prepared_completions)
+        if claimed.result is not None:
+            return claimed.result
+        try:
+            turns = rounds.run_turns_between(claimed.locked, run_turns)
+            with self._write("run_round") as tx:
+                return rounds.finish(tx, _ROUND, request, claimed, turns)
+        except BaseException:
+            self._release(claimed.locked)
+            raise
+
+    def _release(self, items: Sequence[OrchestrationWorkItem]) -> None:
+        """Best effort: release the leases of a round whose turns were not committed, so the
+        instances need not wait for them to expire."""
+        try:
+            with self._write("abandon_orchestration") as tx:
+                for item in items:
+                    tx.conn.execute(
+                        Q.release_lease, {"instance_id": item.instance.instance_id, "token": item.lease_token}
+                    )
+                tx.notify(ORCHESTRATIONS)
+        except Exception:  # the leases expire instead
+            pass
 
     def create_and_run(
         self,
@@ -398,15 +444,31 @@ class SQLiteStore:
     ) -> list[Outcome]:
         """See :meth:`perdure.store.base.Store.create_and_run`."""
         input_text = payload(instance.input, f"input of instance {instance.instance_id!r}")
+        now = self.clock()
+        if instance.start_at is not None and instance.start_at > now:
+            self.create_instance(instance, replace_terminal=replace_terminal)
+            return []
+        existing = self.get_instance(instance.instance_id)
+        execution = 1
+        if existing is not None:
+            check_replaceable({"instance_id": existing.instance_id, "status": existing.status.value}, replace_terminal)
+            execution = existing.execution_id + 1
+        run_id = instance.run_id or new_run_id()
+        item = rounds.eager_item(instance, run_id, execution, now)
+        turns = rounds.run_turns_between([item], run_turns)
+        new = replace(instance, run_id=run_id)
         with self._write("create_and_run") as tx:
-            tx.round = RoundState()
-            start = self._insert_instance(tx, instance, input_text, replace_terminal, queue_start=False)
+            self._insert_instance(tx, new, input_text, replace_terminal, queue_start=False)
+            tx.conn.execute(
+                Q.upsert_lease,
+                orchestrations.lease_params(
+                    instance.instance_id, owner, item.lease_token, now + lease_seconds, lease_seconds, tx.now
+                ),
+            )
+            outcomes = orchestrations.commit_turns(tx, turns)
             tx.notify(INSTANCES)
-            locked = orchestrations.lock_new_instance(tx, self.options, start, owner, lease_seconds)
-            outcomes = rounds.run_and_commit(tx, _ROUND, locked, run_turns)
-            orchestrations.finish_round(tx)
-            if not outcomes:  # a scheduled start: the workers must learn when it is due
-                tx.notify(ORCHESTRATIONS)
+            if tx.conn.execute(Q.has_messages, {"instance_id": instance.instance_id}).fetchone():
+                tx.notify(ORCHESTRATIONS)  # queued for the id before it existed: next turn
             return outcomes
 
     def renew_activity_leases(self, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:
@@ -432,6 +494,12 @@ class SQLiteStore:
         """See :meth:`perdure.store.base.Store.remove_worker`."""
         with self._write("remove_worker") as tx:
             tx.conn.execute(Q.delete_worker, {"worker_id": worker_id})
+
+    def sweep(self, *, workers_before: float, requests_before: float) -> None:
+        """See :meth:`perdure.store.base.Store.sweep`."""
+        with self._write("sweep") as tx:
+            tx.conn.execute(Q.forget_workers, {"before": workers_before})
+            tx.conn.execute(Q.forget_requests, {"before": requests_before})
 
     def list_workers(self, *, alive_within: float | None = None) -> list[WorkerRecord]:
         """See :meth:`perdure.store.base.Store.list_workers`."""
@@ -537,37 +605,6 @@ class SQLiteStore:
             rows = conn.execute(Q.discarded_messages, {"instance_id": instance_id, "limit": limit}).fetchall()
         return [discard_from_row(r) for r in rows]
 
-    def unserved_work(
-        self,
-        *,
-        orchestration_names: Collection[str],
-        activity_names: Collection[str],
-        older_than: float,
-        limit: int = 100,
-    ) -> tuple[list[str], list[int]]:
-        """See :meth:`perdure.store.base.Store.unserved_work`."""
-        now = self.clock()
-        due_before = now - older_than
-        with self._read() as conn:
-            instances = conn.execute(
-                Q.unserved_instances,
-                {
-                    "now": now,
-                    "due_before": due_before,
-                    "names": json_list(sorted(orchestration_names)),
-                    "limit": limit,
-                },
-            ).fetchall()
-            tasks = conn.execute(
-                Q.unserved_tasks,
-                {
-                    "due_before": due_before,
-                    "names": json_list(sorted(activity_names)),
-                    "limit": limit,
-                },
-            ).fetchall()
-        return [r["instance_id"] for r in instances], [r["task_row_id"] for r in tasks]
-
     def next_visible_at(self, *, queue: str | None = None) -> float | None:
         """See :meth:`perdure.store.base.Store.next_visible_at`."""
         with self._read() as conn:
@@ -622,7 +659,6 @@ _ROUND = rounds.RoundSteps(
     commit_turns=orchestrations.commit_turns,
     lock_activities=activities.lock_activities,
     queries=Q,
-    finish=orchestrations.finish_round,
 )
 
 

@@ -59,6 +59,7 @@ def turn(item: OrchestrationWorkItem, **kw: Any) -> TurnCommit:
     kw.setdefault("new_events", events)
     kw.setdefault("consumed", [m.message_id for m in item.messages])
     kw.setdefault("status", RUNNING)
+    kw.setdefault("run_id", item.instance.run_id)
     return TurnCommit(
         instance_id=item.instance.instance_id,
         lease_token=item.lease_token,

@@ -11,6 +11,7 @@ from perdure.core.history import (
     DiscardReason,
     EventRaised,
     ExecutionStarted,
+    ExecutionTerminated,
     ParentRef,
     TimerFired,
 )
@@ -197,12 +198,16 @@ def test_messages_are_delivered_in_enqueue_order(store: Store) -> None:
     assert ids == sorted(ids)
 
 
-def test_messages_for_this_execution_come_before_those_for_whichever_is_current(store: Store) -> None:
+def test_operator_messages_keep_their_place_among_completions(store: Store) -> None:
+    """Invariant 5: a message addressed to "whichever execution is current" (an operator's)
+    is not sorted behind those addressed to the execution (completions): enqueue order."""
     running(store, "i1")
-    raise_event(store, "i1", "raised during the hand-over")  # execution_id None
-    store.enqueue_messages([Message("i1", EventRaised(name="carried over"), execution_id=1)])
+    raise_event(store, "i1", "operator first")  # execution_id None
+    store.enqueue_messages([Message("i1", EventRaised(name="completion after"), execution_id=1)])
+    store.enqueue_messages([Message("i1", ExecutionTerminated(reason="stop"))])
     [item] = lock(store)
-    assert [m.event.name for m in item.messages] == ["carried over", "raised during the hand-over"]
+    assert kinds(item.messages) == ["EventRaised", "EventRaised", "ExecutionTerminated"]
+    assert [m.event.name for m in item.messages[:2]] == ["operator first", "completion after"]
 
 
 def test_lock_takes_oldest_work_first_and_honours_limit_and_names(store: Store, clock: FakeClock) -> None:
@@ -232,13 +237,17 @@ def test_known_history_returns_only_the_missing_events(store: Store) -> None:
     raise_event(store, "i1", "A")
     assert commit(store, lock_one(store, "i1")) is Outcome.OK  # history: 4 events
     raise_event(store, "i1", "B")
-    item = lock_one(store, "i1", known_history={"i1": (1, 2)})
+    run = store.get_instance("i1").run_id  # type: ignore[union-attr]
+    item = lock_one(store, "i1", known_history={"i1": (run, 1, 2)})
     assert item.history_from == 2 and kinds(item.history) == ["TurnStarted", "EventRaised"]
     store.abandon_orchestration("i1", item.lease_token)
-    item = lock_one(store, "i1", known_history={"i1": (1, 4)})
+    item = lock_one(store, "i1", known_history={"i1": (run, 1, 4)})
     assert item.history_from == 4 and item.history == ()
     store.abandon_orchestration("i1", item.lease_token)
-    item = lock_one(store, "i1", known_history={"i1": (7, 2)})  # another execution: everything
+    item = lock_one(store, "i1", known_history={"i1": (run, 7, 2)})  # another execution: everything
+    assert item.history_from == 0 and len(item.history) == 4
+    store.abandon_orchestration("i1", item.lease_token)
+    item = lock_one(store, "i1", known_history={"i1": ("another run", 1, 4)})  # invariant 9: everything
     assert item.history_from == 0 and len(item.history) == 4
 
 

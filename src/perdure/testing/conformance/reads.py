@@ -158,16 +158,6 @@ def test_worker_heartbeats(store: Store, clock: FakeClock) -> None:
     assert [w.worker_id for w in store.list_workers()] == ["w2"]
 
 
-def test_unserved_work_names_what_no_worker_can_run(store: Store, clock: FakeClock) -> None:
-    start(store, "i1", "known")
-    start(store, "i2", "unknown")
-    assert commit(store, lock_one(store, "i1"), activities=[task("i1", 1, "f"), task("i1", 2, "nobody")]) is Outcome.OK
-    assert store.unserved_work(orchestration_names=["known"], activity_names=["f"], older_than=5) == ([], [])
-    clock.advance(6)
-    ids, tasks = store.unserved_work(orchestration_names=["known"], activity_names=["f"], older_than=5)
-    assert ids == ["i2"] and [t.name for t in store.activity_tasks("i1") if t.task_row_id in tasks] == ["nobody"]
-
-
 def test_commits_wake_the_notifier_topics(store: Store) -> None:
     topics = (ORCHESTRATIONS, ACTIVITIES, INSTANCES)
 

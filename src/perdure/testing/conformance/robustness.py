@@ -43,7 +43,7 @@ def test_an_undecodable_event_the_caller_already_holds_is_not_decoded(store: Sto
     corrupt = [TurnStarted(timestamp=1.0), _undecodable_event()]
     assert commit(store, item, new_events=corrupt) is Outcome.OK
     raise_event(store, "bad")
-    again = lock_one(store, "bad", known_history={"bad": (1, 4)})
+    again = lock_one(store, "bad", known_history={"bad": (item.instance.run_id, 1, 4)})
     assert again.history_error is None and again.history_from == 4 and again.history == ()
 
 

@@ -1,4 +1,5 @@
-"""Conformance: ``run_round``, a worker's whole round in one transaction."""
+"""Conformance: ``run_round``, a worker's round: the claim, the turns run with no
+transaction open, the finish."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from perdure.core.history import DiscardReason, TurnStarted
+from perdure.core.history import DiscardReason, EventRaised, TurnStarted
 from perdure.store.base import (
+    Message,
     OrchestrationWorkItem,
     Outcome,
     RoundRequest,
@@ -27,6 +29,7 @@ from perdure.testing.conformance.helpers import (
     lock,
     lock_one,
     raise_event,
+    running,
     start,
     task,
     turn,
@@ -208,7 +211,7 @@ def test_a_round_records_a_late_outcome_for_a_terminal_instance_as_discarded(sto
     assert record.reason == DiscardReason.TERMINAL_INSTANCE
 
 
-def test_a_round_is_atomic(store: Store) -> None:
+def test_a_round_whose_finish_fails_writes_no_turn_and_releases_its_leases(store: Store) -> None:
     work = with_task(store)
     start(store, "i2")
     store.fault_hook = FailAt("run_round:inside")
@@ -219,21 +222,37 @@ def test_a_round_is_atomic(store: Store) -> None:
             completions=[done(work)],
         )
     store.fault_hook = None
-    # Nothing of it stayed: the completion, the lock, the turns, the new tasks and their locks.
-    [row] = store.activity_tasks("i1")
-    assert row.lease_token == work.lease_token and store.pending_messages("i1") == []
+    # The claim stands (the completion is queued); nothing of the turns, their new tasks
+    # and their locks; the leases of the claim were released.
+    assert store.activity_tasks("i1") == [] and kinds(store.pending_messages("i1")) == ["ActivityCompleted"]
     assert store.get_history("i2") == [] and store.activity_tasks("i2") == []
     assert kinds(store.pending_messages("i2")) == ["ExecutionStarted"]
-    assert lock_one(store, "i2").lease_token  # no lease was left behind
+    assert {i.instance.instance_id for i in lock(store, "w2")} == {"i1", "i2"}
 
+
+def test_a_round_whose_code_raises_writes_no_turn_and_releases_its_leases(store: Store) -> None:
     def broken(items: list[OrchestrationWorkItem]) -> list[TurnCommit]:
         raise RuntimeError("the orchestration code blew up")
 
     start(store, "i3")
     with pytest.raises(RuntimeError):
-        round_(store, broken, completions=[done(work)])
-    assert store.activity_tasks("i1")[0].lease_token == work.lease_token
+        round_(store, broken)
     assert store.get_history("i3") == [] and lock_one(store, "i3").lease_token
+
+
+def test_a_round_runs_its_turns_with_no_transaction_open(store: Store) -> None:
+    """Invariant 10: the orchestration code runs between the round's transactions, so the
+    store can be written meanwhile (on SQLite a transaction would hold the write lock)."""
+    running(store, "i1")
+    raise_event(store, "i1")
+
+    def writes_meanwhile(items: list[OrchestrationWorkItem]) -> list[TurnCommit]:
+        store.enqueue_messages([Message("i1", EventRaised(timestamp=1.0, name="meanwhile"))])
+        return [turn(i) for i in items]
+
+    assert round_(store, writes_meanwhile).turns == [Outcome.OK]
+    [pending] = store.pending_messages("i1")  # taken by the next turn, in order
+    assert pending.event.name == "meanwhile"
 
 
 def test_a_round_says_when_work_is_due_and_wakes_nobody_for_work_it_took(store: Store, clock: FakeClock) -> None:

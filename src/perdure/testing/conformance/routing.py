@@ -15,6 +15,7 @@ from perdure.core.history import (
     DiscardReason,
     EventRaised,
     ExecutionStarted,
+    ExecutionSuspended,
     ParentRef,
     SubOrchestrationFailed,
     TurnStarted,
@@ -222,12 +223,12 @@ def test_child_start_redelivered_by_the_same_parent_does_nothing(store: Store) -
 # --- continue-as-new ---------------------------------------------------------------------
 
 
-def test_continue_as_new_starts_the_next_execution_with_carried_events(store: Store) -> None:
+def test_continue_as_new_starts_the_next_execution_with_what_it_carries(store: Store) -> None:
     start(store, "p0")
-    running(store, "i1", input="v1", parent=ParentRef("p0", 1, 9))
+    running(store, "i1", input="v1", parent=ParentRef("p0", 1, 9, "run-of-p0"))
     raise_event(store, "i1", "go")
     item = lock_one(store, "i1")
-    carried = EventRaised(timestamp=1.0, name="carried", input=42)
+    carried = (EventRaised(timestamp=1.0, name="carried", input=42), ExecutionSuspended(reason="hold"))
     events = [
         TurnStarted(timestamp=1.0),
         item.messages[0].event,
@@ -239,7 +240,7 @@ def test_continue_as_new_starts_the_next_execution_with_carried_events(store: St
         new_events=events,
         continue_as_new=True,
         continue_as_new_input="v2",
-        carried_events=[carried],
+        carried=carried,
     )
     assert outcome is Outcome.OK
     rec = store.get_instance("i1")
@@ -248,19 +249,18 @@ def test_continue_as_new_starts_the_next_execution_with_carried_events(store: St
         rec.status,
         rec.input,
         rec.history_event_count,
-    ) == (2, RUNNING, "v2", 0)
+        rec.run_id,
+    ) == (2, RUNNING, "v2", 0, item.instance.run_id)
     assert kinds(store.get_history("i1", execution_id=1))[-1] == "ContinuedAsNew"
     assert store.get_history("i1") == []
-    start_msg, carried_msg = store.pending_messages("i1")
-    assert (start_msg.execution_id, carried_msg.execution_id) == (2, 2)
+    [start_msg] = store.pending_messages("i1")
+    assert (start_msg.execution_id, start_msg.run_id) == (2, item.instance.run_id)
     assert isinstance(start_msg.event, ExecutionStarted)
-    assert (start_msg.event.execution_id, start_msg.event.input, start_msg.event.name) == (
-        2,
-        "v2",
-        "wf",
-    )
-    assert start_msg.event.parent == ParentRef("p0", 1, 9)
-    assert carried_msg.event == carried
+    event = start_msg.event
+    assert (event.execution_id, event.input, event.name, event.run_id) == (2, "v2", "wf", item.instance.run_id)
+    assert event.parent == ParentRef("p0", 1, 9, "run-of-p0")
+    assert event.carried == carried
+    raise_event(store, "i1", "later")
     item = lock_one(store, "i1")
     assert kinds(item.messages) == ["ExecutionStarted", "EventRaised"] and item.history == ()
 
