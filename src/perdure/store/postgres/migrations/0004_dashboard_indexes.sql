@@ -1,4 +1,4 @@
--- Migration 0003: indexes for the dashboard's reads (perdure 0.1, perdure.web).
+-- Migration 0004: indexes for the dashboard's reads (perdure 0.1, perdure.web).
 --
 -- instances_by_name_status: instance_counts (counts by name and status) reads this index
 -- alone instead of every row. instances_by_updated: list_instances(sort="updated"), most
