@@ -67,3 +67,9 @@ def from_exception(exc: PerdureError) -> ApiError:
         if isinstance(exc, cls):
             return ApiError(status, code, message)
     return ApiError(500, "store_error", message)  # pragma: no cover  (PerdureError is last)
+
+
+def as_api_error(exc: ApiError | PerdureError) -> ApiError:
+    """``exc`` as an :class:`ApiError` (one of perdure's exceptions mapped by
+    :func:`from_exception`)."""
+    return exc if isinstance(exc, ApiError) else from_exception(exc)

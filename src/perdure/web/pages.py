@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -33,9 +34,9 @@ from perdure.diagnosis.text import duration
 from perdure.errors import PerdureError
 from perdure.web import auth, humanize, shapes
 from perdure.web.context import WebContext
-from perdure.web.errors import ApiError, from_exception
+from perdure.web.errors import ApiError, as_api_error, from_exception
 from perdure.web.operations import OPERATIONS
-from perdure.web.params import SORTS, STATUSES, ListFilters
+from perdure.web.params import STATUSES, ListFilters
 from perdure.web.paths import APP_ROOT
 from perdure.web.timeline import build_timeline, render_svg
 
@@ -171,7 +172,7 @@ class Dashboard:
                 self.client.list(**filters.client_kwargs()), self.client.instance_counts()
             )
         except (ApiError, PerdureError) as exc:
-            error = exc if isinstance(exc, ApiError) else from_exception(exc)
+            error = as_api_error(exc)
             if error.status >= 500:
                 return self.error_page(request, error)
             filters = ListFilters()
@@ -185,7 +186,6 @@ class Dashboard:
             page=page,
             counts=summary,
             names=sorted(summary["by_name"]),
-            sorts=SORTS,
             logged_in=True,
             nav="instances",
         )
@@ -227,10 +227,8 @@ class Dashboard:
             return redirect
         try:
             context = await self._instance_context(request)
-        except PerdureError as exc:
-            return self.error_page(request, from_exception(exc))
-        except ApiError as exc:
-            return self.error_page(request, exc)
+        except (PerdureError, ApiError) as exc:
+            return self.error_page(request, as_api_error(exc))
         return self.render(request, "instance.html", **context)
 
     async def instance_live(self, request: Request) -> Response:
@@ -241,47 +239,48 @@ class Dashboard:
         try:
             context = await self._instance_context(request)
         except (PerdureError, ApiError) as exc:
-            error = exc if isinstance(exc, ApiError) else from_exception(exc)
-            return self.error_page(request, error)
+            return self.error_page(request, as_api_error(exc))
         if request.query_params.get("status") not in (None, context["state"].status.value):
             return Response(status_code=204, headers={"HX-Refresh": "true"})
         return self.render(request, "instance_live.html", **context)
 
     async def raise_event(self, request: Request) -> Response:
-        if (redirect := self._guard(request)) is not None:
-            return redirect
-        iid = request.path_params["instance_id"]
-        try:
-            form = await self._form(request)
-            self.ctx.check_writable()
+        async def run(form: FormData) -> str:
             name = str(form.get("name") or "").strip()
             data = _form_json(str(form.get("data") or ""))
-            await self.client.raise_event(iid, name, data)
-        except (PerdureError, ApiError) as exc:
-            error = exc if isinstance(exc, ApiError) else from_exception(exc)
-            if error.status in (401, 403) and error.code != "read_only":
-                return self.error_page(request, error)
-            return self._after_post(request, _instance_path(request, iid), ("error", error.message))
-        return self._after_post(request, _instance_path(request, iid), ("ok", f"Event {name!r} raised."))
+            await self.client.raise_event(request.path_params["instance_id"], name, data)
+            return f"Event {name!r} raised."
+
+        return await self._act(request, run)
 
     async def operation(self, request: Request) -> Response:
-        if (redirect := self._guard(request)) is not None:
-            return redirect
-        iid = request.path_params["instance_id"]
         op = OPERATIONS.get(request.path_params["operation"])
         if op is None:
             return self.error_page(request, ApiError(404, "not_found", "no such action"))
+
+        async def run(form: FormData) -> str:
+            reason = str(form.get("reason") or "").strip() or None
+            await asyncio.to_thread(op.run, self.client.sync, request.path_params["instance_id"], reason)
+            return f"{op.label} requested."
+
+        return await self._act(request, run)
+
+    async def _act(self, request: Request, run: Callable[[FormData], Awaitable[str]]) -> Response:
+        """A posted action: session, CSRF and mode checks, then ``run(form)``; back to the
+        instance page with its message (or the refusal's) shown once."""
+        if (redirect := self._guard(request)) is not None:
+            return redirect
+        target = _instance_path(request, request.path_params["instance_id"])
         try:
             form = await self._form(request)
             self.ctx.check_writable()
-            reason = str(form.get("reason") or "").strip() or None
-            await asyncio.to_thread(op.run, self.client.sync, iid, reason)
+            done = await run(form)
         except (PerdureError, ApiError) as exc:
-            error = exc if isinstance(exc, ApiError) else from_exception(exc)
-            if error.status in (401, 403) and error.code != "read_only":
+            error = as_api_error(exc)
+            if error.code == "csrf":
                 return self.error_page(request, error)
-            return self._after_post(request, _instance_path(request, iid), ("error", error.message))
-        return self._after_post(request, _instance_path(request, iid), ("ok", f"{op.label} requested."))
+            return self._after_post(request, target, ("error", error.message))
+        return self._after_post(request, target, ("ok", done))
 
     # -- fleet --
 

@@ -27,17 +27,17 @@ from perdure.core.history import (
     TurnStarted,
 )
 from perdure.diagnosis.evidence import HistoryIndex
-from perdure.diagnosis.text import duration
+from perdure.diagnosis.text import clock_time, duration
 
-#: Outcomes, and the colour class each is drawn with (``tl-<outcome>`` in app.css).
-OUTCOMES = ("completed", "failed", "running", "waiting", "fired", "cancelled")
 MAX_SPANS = 200
 
 
 @dataclass(slots=True)
 class Span:
     """One bar: ``kind`` is ``activity``, ``timer``, ``retry``, ``child`` or ``event``; ``end``
-    is None while it is open; ``due`` is a timer's fire time or a wait's deadline."""
+    is None while it is open; ``due`` is a timer's fire time or a wait's deadline.
+    ``outcome`` (``completed``, ``failed``, ``running``, ``waiting``, ``fired`` or
+    ``cancelled``) picks its colour (the CSS class ``tl-<outcome>``)."""
 
     kind: str
     label: str
@@ -188,8 +188,6 @@ def _retried_activity(history: list[HistoryEvent], index: HistoryIndex, timer_po
 
 
 def _clock(ts: float | None) -> str:
-    from perdure.diagnosis.text import clock_time
-
     return "-" if ts is None else clock_time(ts)
 
 
