@@ -39,7 +39,16 @@ from perdure.errors import (
 )
 from perdure.instance_filter import InstanceFilter, StatusArg, timestamp
 from perdure.runtime.eager import start_eagerly
-from perdure.store.base import InstanceRecord, Message, NewInstance, Store
+from perdure.store.base import (
+    DeadLetter,
+    InstanceCount,
+    InstanceRecord,
+    Message,
+    NewInstance,
+    QueueDepth,
+    Store,
+    WorkerRecord,
+)
 from perdure.store.common.routing import purges_orphans
 from perdure.store.notify import INSTANCES
 from perdure.views import event_dict, iso_datetime, waiting_on_dict
@@ -321,23 +330,26 @@ class Client:
         *,
         status: StatusArg = None,
         name: str | None = None,
+        prefix: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         parent_instance_id: str | None = None,
-        prefix: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        sort: str = "created",
     ) -> InstancePage:
         """One page of instances, newest first, filtered by status (one or several), name,
         creation time, parent and instance-id ``prefix``; pass the returned
-        ``next_cursor`` for the next page."""
+        ``next_cursor`` for the next page. ``sort="updated"`` orders by last update instead
+        of creation (most recently updated first)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
             raise InvalidInputError(f"limit must be an integer from 1 to 10000, got {limit!r}")
+        if sort not in ("created", "updated"):
+            raise InvalidInputError(f"sort must be 'created' or 'updated', got {sort!r}")
         found = InstanceFilter(status, name, created_after, created_before, prefix)
         query = found.query(limit=limit, cursor=cursor)
         assert query is not None  # no status restriction was asked for
-        if parent_instance_id is not None:
-            query = replace(query, parent_instance_id=parent_instance_id)
+        query = replace(query, parent_instance_id=parent_instance_id, sort=sort)
         page = self.store.list_instances(query)
         return InstancePage([InstanceState.from_record(r) for r in page.items], page.next_cursor)
 
@@ -345,6 +357,22 @@ class Client:
         """How many instances match ``filter`` (every instance by default). Reads the
         matching ids page by page; nothing is held in memory but one page."""
         return sum(len(records) for records in self._pages(filter or InstanceFilter(), None))
+
+    def workers(self, *, alive_within: float | None = None) -> list[WorkerRecord]:
+        """The workers' heartbeat rows (registered names, concurrency and load), only those
+        with a heartbeat in the last ``alive_within`` seconds if given. A worker removes its
+        row when it stops; a crashed one's row stays, with its heartbeat aging, until the
+        retention sweep forgets it."""
+        if alive_within is not None and (
+            isinstance(alive_within, bool) or not isinstance(alive_within, (int, float)) or alive_within < 0
+        ):
+            raise InvalidInputError(f"alive_within must be a number of seconds >= 0, got {alive_within!r}")
+        return self.store.list_workers(alive_within=alive_within)
+
+    def queue_depths(self) -> list[QueueDepth]:
+        """The queues per orchestration and activity name: how many messages or tasks are
+        queued, how many are due now, and how long the oldest due one has waited."""
+        return self.store.queue_depths()
 
     # -- messages to an instance (processed in turn order, invariant 5) --
 
@@ -463,6 +491,20 @@ class Client:
             limit=limit,
             oldest=oldest,
         )
+
+    # -- fleet --
+
+    def instance_counts(self) -> list[InstanceCount]:
+        """How many instances there are per orchestration name and status (statuses with no
+        instance left out), from one aggregate query."""
+        return self.store.instance_counts()
+
+    def dead_letters(self, *, instance_id: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """Dead-lettered messages (undeliverable after their tries, or undecodable), newest
+        first, of one instance or of all; at most ``limit`` (1 to 10000)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise InvalidInputError(f"limit must be an integer from 1 to 10000, got {limit!r}")
+        return self.store.dead_letters(instance_id=instance_id, limit=limit)
 
     # -- helpers --
 
@@ -597,6 +639,14 @@ class AsyncClient:
         """See :meth:`Client.count`."""
         return await asyncio.to_thread(self.sync.count, filter)
 
+    async def workers(self, *, alive_within: float | None = None) -> list[WorkerRecord]:
+        """See :meth:`Client.workers`."""
+        return await asyncio.to_thread(self.sync.workers, alive_within=alive_within)
+
+    async def queue_depths(self) -> list[QueueDepth]:
+        """See :meth:`Client.queue_depths`."""
+        return await asyncio.to_thread(self.sync.queue_depths)
+
     async def raise_event(self, instance_id: str, name: str, data: Any = None, **kwargs: Any) -> None:
         """See :meth:`Client.raise_event`."""
         await asyncio.to_thread(self.sync.raise_event, instance_id, name, data, **kwargs)
@@ -640,3 +690,11 @@ class AsyncClient:
     async def diagnose_all(self, **kwargs: Any) -> FleetReport:
         """See :meth:`Client.diagnose_all`."""
         return await asyncio.to_thread(self.sync.diagnose_all, **kwargs)
+
+    async def instance_counts(self) -> list[InstanceCount]:
+        """See :meth:`Client.instance_counts`."""
+        return await asyncio.to_thread(self.sync.instance_counts)
+
+    async def dead_letters(self, *, instance_id: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """See :meth:`Client.dead_letters`."""
+        return await asyncio.to_thread(self.sync.dead_letters, instance_id=instance_id, limit=limit)

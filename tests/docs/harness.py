@@ -48,7 +48,8 @@ BIN = Path(sys.executable).parent
 RUN = {"python", "bash"}
 SHOWN = {"output"}
 CONFIG = {"ini", "dockerfile"}
-KNOWN = RUN | SHOWN | CONFIG
+DATA = {"json"}  # example payloads and responses: each must be valid JSON
+KNOWN = RUN | SHOWN | CONFIG | DATA
 
 _FENCE = re.compile(r"^```([\w+-]*)\s*$")
 _MARKER = re.compile(r"^<!--\s*docs-test:\s*(\w+)\s*(.*?)\s*-->$")
@@ -256,6 +257,11 @@ class PageRun:
             self.bash(block)
         elif block.lang in CONFIG:
             self.config(block)
+        elif block.lang in DATA:
+            try:
+                json.loads(block.text)
+            except ValueError as exc:
+                raise AssertionError(f"{block.where}: not valid JSON: {exc}") from None
 
     def finish(self) -> None:
         """Stop the background workers with Ctrl-C; each must exit 0."""

@@ -13,6 +13,7 @@ import pytest
 from perdure.store.base import Store
 from perdure.store.sqlite import SQLiteStore
 from perdure.testing.conformance import *  # noqa: F403  (the shared tests and fixtures)
+from perdure.testing.conformance.dashboard import *  # noqa: F403
 from perdure.testing.faults import FakeClock
 
 

@@ -473,6 +473,7 @@ class InstanceQuery:
     instance_id_prefix: str | None = None
     limit: int = 100
     cursor: str | None = None
+    sort: str = "created"  # "created": newest first; "updated": most recently updated first
 
 
 # --- the interface -----------------------------------------------------------------------
@@ -717,7 +718,8 @@ class Store(Protocol):
         ``after_sequence + 1``, at most ``limit`` events."""
 
     def list_instances(self, query: InstanceQuery) -> Page:
-        """Instances matching ``query``, newest first, one page of ``InstanceRecord``."""
+        """Instances matching ``query``, newest first (by creation, or by last update with
+        ``sort="updated"``), one page of ``InstanceRecord``."""
 
     def pending_messages(self, instance_id: str) -> list[QueuedMessage]:
         """Messages queued for the instance, in enqueue order (for diagnosis)."""
@@ -765,5 +767,26 @@ class Store(Protocol):
         ``progress_before``: how many there are, and the ``limit`` stalest of them, stalest
         first (ties by ``instance_id``)."""
 
+    def queue_depths(self) -> list[QueueDepth]:
+        """The queues per name: orchestration messages by their target instance's
+        orchestration name (``None`` for messages to an instance that does not exist), and
+        activity tasks by activity name; only names with queued rows, sorted by kind then
+        name. Read-only; one aggregate query over the queue tables."""
+
 
 from perdure.store.notify import Notifier  # noqa: E402  (re-exported for the annotation)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """One queue of :meth:`Store.queue_depths`: ``kind`` is ``"orchestration"`` (messages)
+    or ``"activity"`` (tasks), ``name`` the orchestration or activity name. ``depth`` counts
+    all its rows, ``visible`` those due now (a running task's row is due again when its lease
+    expires), and ``oldest_visible_age`` is how long, in seconds, the oldest due row has been
+    due (``None`` when none is)."""
+
+    kind: str
+    name: str | None
+    depth: int
+    visible: int
+    oldest_visible_age: float | None

@@ -33,6 +33,7 @@ from perdure.store.base import (
     InstanceStats,
     InstanceSummary,
     LockedInstance,
+    QueueDepth,
     QueuedMessage,
     WorkerRecord,
 )
@@ -368,3 +369,18 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         return float(created_at), str(instance_id)
     except (ValueError, TypeError, UnicodeError) as exc:
         raise InvalidInputError(f"invalid list cursor {cursor!r}") from exc
+
+
+def queue_depths_from_rows(rows: Sequence[Row], now: float) -> list[QueueDepth]:
+    """The rows of the ``queue_depths`` query as records, sorted by kind then name (no name first)."""
+    depths = [
+        QueueDepth(
+            kind=r["kind"],
+            name=r["name"],
+            depth=int(r["depth"]),
+            visible=int(r["visible"] or 0),
+            oldest_visible_age=None if r["oldest_visible"] is None else max(0.0, now - r["oldest_visible"]),
+        )
+        for r in rows
+    ]
+    return sorted(depths, key=lambda d: (d.kind, d.name is not None, d.name or ""))

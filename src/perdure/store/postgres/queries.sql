@@ -561,3 +561,38 @@ DELETE FROM client_requests WHERE created_at < %(before)s;
 SELECT * FROM workers
 WHERE (%(alive_since)s::float8 IS NULL OR heartbeat_at >= %(alive_since)s::float8)
 ORDER BY worker_id;
+
+-- ===== queues per name (dashboard) ========================================================
+
+-- name: queue_depths
+-- Depth, due rows and the oldest due time of each queue: orchestration messages by their
+-- target's orchestration name (a primary-key lookup per message; NULL for a message to an
+-- instance that does not exist), activity tasks by activity name. The queue tables hold only
+-- work in flight, so one pass over each is the whole cost.
+SELECT 'orchestration' AS kind, i.name AS name, COUNT(*) AS depth,
+       COUNT(*) FILTER (WHERE m.visible_at <= %(now)s) AS visible,
+       MIN(m.visible_at) FILTER (WHERE m.visible_at <= %(now)s) AS oldest_visible
+FROM orchestration_messages AS m
+LEFT JOIN instances AS i ON i.instance_id = m.instance_id
+GROUP BY i.name
+UNION ALL
+SELECT 'activity', name, COUNT(*),
+       COUNT(*) FILTER (WHERE visible_at <= %(now)s),
+       MIN(visible_at) FILTER (WHERE visible_at <= %(now)s)
+FROM activity_tasks
+GROUP BY name;
+
+-- name: list_instances_by_updated
+-- list_instances with sort="updated": most recently updated first, the cursor being the
+-- (last_updated_at, instance_id) of the previous page's last row (instances_by_updated).
+SELECT * FROM instances
+WHERE (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
+  AND (%(name)s::text IS NULL OR name = %(name)s::text)
+  AND (%(created_after)s::float8 IS NULL OR created_at >= %(created_after)s::float8)
+  AND (%(created_before)s::float8 IS NULL OR created_at < %(created_before)s::float8)
+  AND (%(parent_instance_id)s::text IS NULL OR parent_instance_id = %(parent_instance_id)s::text)
+  AND (%(prefix)s::text IS NULL OR left(instance_id, length(%(prefix)s::text)) = %(prefix)s::text)
+  AND (%(cursor_created)s::float8 IS NULL
+       OR (last_updated_at, instance_id) < (%(cursor_created)s::float8, %(cursor_id)s::text))
+ORDER BY last_updated_at DESC, instance_id DESC
+LIMIT %(limit)s;

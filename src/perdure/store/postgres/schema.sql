@@ -58,6 +58,13 @@ CREATE INDEX instances_by_status ON instances (status, created_at);
 -- list_instances filtered by parent (children of an instance).
 CREATE INDEX instances_by_parent ON instances (parent_instance_id) WHERE parent_instance_id IS NOT NULL;
 
+-- instance_counts: counts by name and status from the index alone.
+CREATE INDEX instances_by_name_status ON instances (name, status);
+
+-- list_instances(sort="updated"): most recently updated first, keyset paging on
+-- (last_updated_at, instance_id).
+CREATE INDEX instances_by_updated ON instances (last_updated_at, instance_id);
+
 -- The event-sourced history of every execution of every instance.
 CREATE TABLE history (
     instance_id   TEXT NOT NULL,     -- the instance

@@ -29,6 +29,7 @@ from perdure.store.base import (
     OrchestrationWorkItem,
     Outcome,
     Page,
+    QueueDepth,
     QueuedMessage,
     QueueStats,
     RoundRequest,
@@ -53,6 +54,7 @@ from perdure.store.common.rows import (
     new_instance_params,
     new_run_id,
     payload,
+    queue_depths_from_rows,
     summary_from_row,
     task_from_row,
     worker_from_row,
@@ -595,10 +597,15 @@ class PostgresStore:
         if query.cursor:
             params["cursor_created"], params["cursor_id"] = decode_cursor(query.cursor)
         params["limit"] = limit + 1
-        rows = self._read("list_instances", lambda c: c.execute(Q.list_instances, params).fetchall())
+        sql, key = (
+            (Q.list_instances_by_updated, "last_updated_at")
+            if query.sort == "updated"
+            else (Q.list_instances, "created_at")
+        )
+        rows = self._read("list_instances", lambda c: c.execute(sql, params).fetchall())
         more = len(rows) > limit
         rows = rows[:limit]
-        cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["instance_id"]) if more else None
+        cursor = encode_cursor(rows[-1][key], rows[-1]["instance_id"]) if more else None
         return Page([instance_from_row(r) for r in rows], cursor)
 
     def pending_messages(self, instance_id: str) -> list[QueuedMessage]:
@@ -684,6 +691,12 @@ class PostgresStore:
 
         result: tuple[int, list[InstanceSummary]] = self._read("stalled_instances", body)
         return result
+
+    def queue_depths(self) -> list[QueueDepth]:
+        """See :meth:`perdure.store.base.Store.queue_depths`."""
+        now = self.clock()
+        rows = self._read("queue_depths", lambda c: c.execute(Q.queue_depths, {"now": now}).fetchall())
+        return queue_depths_from_rows(rows, now)
 
 
 _ROUND = rounds.RoundSteps(

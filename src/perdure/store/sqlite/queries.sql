@@ -475,3 +475,39 @@ DELETE FROM client_requests WHERE created_at < :before;
 SELECT * FROM workers
 WHERE (:alive_since IS NULL OR heartbeat_at >= :alive_since)
 ORDER BY worker_id;
+
+-- ===== queues per name (dashboard) ========================================================
+
+-- name: queue_depths
+-- Depth, due rows and the oldest due time of each queue: orchestration messages by their
+-- target's orchestration name (a primary-key lookup per message; NULL for a message to an
+-- instance that does not exist), activity tasks by activity name. The queue tables hold only
+-- work in flight, so one pass over each is the whole cost.
+SELECT 'orchestration' AS kind, i.name AS name, COUNT(*) AS depth,
+       SUM(m.visible_at <= :now) AS visible,
+       MIN(CASE WHEN m.visible_at <= :now THEN m.visible_at END) AS oldest_visible
+FROM orchestration_messages AS m
+LEFT JOIN instances AS i ON i.instance_id = m.instance_id
+GROUP BY i.name
+UNION ALL
+SELECT 'activity', name, COUNT(*),
+       SUM(visible_at <= :now),
+       MIN(CASE WHEN visible_at <= :now THEN visible_at END)
+FROM activity_tasks
+GROUP BY name;
+
+-- name: list_instances_by_updated
+-- list_instances with sort="updated": most recently updated first, the cursor being the
+-- (last_updated_at, instance_id) of the previous page's last row (instances_by_updated).
+SELECT * FROM instances
+WHERE (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
+  AND (:name IS NULL OR name = :name)
+  AND (:created_after IS NULL OR created_at >= :created_after)
+  AND (:created_before IS NULL OR created_at < :created_before)
+  AND (:parent_instance_id IS NULL OR parent_instance_id = :parent_instance_id)
+  AND (:prefix IS NULL OR substr(instance_id, 1, length(:prefix)) = :prefix)
+  AND (:cursor_created IS NULL
+       OR last_updated_at < :cursor_created
+       OR (last_updated_at = :cursor_created AND instance_id < :cursor_id))
+ORDER BY last_updated_at DESC, instance_id DESC
+LIMIT :limit;

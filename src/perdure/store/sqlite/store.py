@@ -29,6 +29,7 @@ from perdure.store.base import (
     OrchestrationWorkItem,
     Outcome,
     Page,
+    QueueDepth,
     QueuedMessage,
     QueueStats,
     RoundRequest,
@@ -54,6 +55,7 @@ from perdure.store.common.rows import (
     new_instance_params,
     new_run_id,
     payload,
+    queue_depths_from_rows,
     summary_from_row,
     task_from_row,
     worker_from_row,
@@ -558,11 +560,16 @@ class SQLiteStore:
         if query.cursor:
             params["cursor_created"], params["cursor_id"] = decode_cursor(query.cursor)
         params["limit"] = limit + 1
+        sql, key = (
+            (Q.list_instances_by_updated, "last_updated_at")
+            if query.sort == "updated"
+            else (Q.list_instances, "created_at")
+        )
         with self._read() as conn:
-            rows = conn.execute(Q.list_instances, params).fetchall()
+            rows = conn.execute(sql, params).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
-        cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["instance_id"]) if more else None
+        cursor = encode_cursor(rows[-1][key], rows[-1]["instance_id"]) if more else None
         return Page([instance_from_row(r) for r in rows], cursor)
 
     def pending_messages(self, instance_id: str) -> list[QueuedMessage]:
@@ -645,6 +652,13 @@ class SQLiteStore:
             total = conn.execute(Q.count_stalled_instances, {"before": progress_before}).fetchone()["total"]
             rows = conn.execute(Q.stalled_instances, {"before": progress_before, "limit": max(0, limit)}).fetchall()
         return int(total), [summary_from_row(r) for r in rows]
+
+    def queue_depths(self) -> list[QueueDepth]:
+        """See :meth:`perdure.store.base.Store.queue_depths`."""
+        now = self.clock()
+        with self._read() as conn:
+            rows = conn.execute(Q.queue_depths, {"now": now}).fetchall()
+        return queue_depths_from_rows(rows, now)
 
 
 _ROUND = rounds.RoundSteps(

@@ -1,0 +1,54 @@
+"""The operations on one instance that the API and the dashboard both offer: one table, so
+a new operation of the client (rewind, restart) is one line here, and becomes
+``POST /api/v1/instances/{id}/<name>`` and a button with its confirmation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from perdure.client import Client, InstanceState
+from perdure.core.status import OrchestrationStatus as S
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """``run(client, instance_id, reason)`` does it; ``offered(state)`` says whether the
+    dashboard shows its button; ``confirm`` is the question asked first (``{id}`` is the
+    instance id); ``danger`` styles it as destructive."""
+
+    name: str
+    label: str
+    run: Callable[[Client, str, str | None], None]
+    offered: Callable[[InstanceState], bool]
+    confirm: str
+    danger: bool = False
+
+
+OPERATIONS: dict[str, Operation] = {
+    op.name: op
+    for op in (
+        Operation(
+            "suspend",
+            "Suspend",
+            lambda c, iid, reason: c.suspend(iid, reason),
+            lambda s: s.status in (S.PENDING, S.RUNNING),
+            "Suspend {id}? Messages that arrive are kept and applied when it is resumed.",
+        ),
+        Operation(
+            "resume",
+            "Resume",
+            lambda c, iid, reason: c.resume(iid, reason),
+            lambda s: s.status is S.SUSPENDED,
+            "Resume {id}? Messages kept while it was suspended are applied in arrival order.",
+        ),
+        Operation(
+            "terminate",
+            "Terminate",
+            lambda c, iid, reason: c.terminate(iid, reason),
+            lambda s: not s.is_terminal,
+            "Terminate {id} and its unfinished sub-orchestrations? This cannot be undone.",
+            danger=True,
+        ),
+    )
+}
