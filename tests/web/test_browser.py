@@ -1,12 +1,14 @@
 """The dashboard in headless Chromium (Debian's chromium and chromium-driver, driven by
 Selenium): log in, filter, open an instance and its timeline, raise an event and watch the
 instance complete, terminate another, look at the fleet. Any console error fails a test.
-The screenshots in docs/images/ come from here."""
+The screenshots in docs/images/ come from here: ``PERDURE_SCREENSHOTS=docs`` refreshes them."""
 
 from __future__ import annotations
 
 import base64
+import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,12 @@ from tests.web.shop import declined, nightly, order_saga
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+#: Where the screenshots go: docs/images/ when PERDURE_SCREENSHOTS=docs (to refresh the
+#: ones the docs show), else a temporary folder (a test run leaves the repository as it is).
+IMAGES = (
+    DOCS_IMAGES if os.environ.get("PERDURE_SCREENSHOTS") == "docs" else Path(tempfile.mkdtemp(prefix="perdure-shots-"))
+)
 FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -73,7 +80,7 @@ def console_errors(driver) -> list[str]:
 
 
 def screenshot(driver, name: str, *, full_page: bool = False) -> None:
-    """Save a PNG of the viewport (or the whole page) into docs/images/."""
+    """Save a PNG of the viewport (or the whole page) into :data:`IMAGES`."""
     IMAGES.mkdir(parents=True, exist_ok=True)
     params: dict = {"format": "png"}
     if full_page:
