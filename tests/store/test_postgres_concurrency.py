@@ -20,7 +20,7 @@ import pytest
 
 from perdure.core.history import EventRaised, ExecutionStarted, TurnStarted
 from perdure.core.status import OrchestrationStatus
-from perdure.store.base import Message, NewActivityTask, NewInstance, Outcome, TurnCommit
+from perdure.store.base import Message, NewActivityTask, NewInstance, Outcome, RoundRequest, TurnCommit
 from perdure.store.postgres import PostgresStore
 from perdure.testing.conformance.helpers import running, turn
 from perdure.testing.faults import FakeClock
@@ -231,5 +231,32 @@ def test_an_instance_whose_holder_is_writing_under_its_lease_is_passed_over_not_
         assert not waited and taken == [[]]
         [item] = store.lock_orchestrations("B", lease_seconds=10)
         assert [m.message_id for m in item.messages] == [m.message_id for m in held.messages]
+    finally:
+        store.close()
+
+
+def test_no_row_is_locked_while_a_rounds_turns_run(pg_url: str) -> None:
+    """Invariant 10 on PostgreSQL: while a round's turns run (user code), the round holds no
+    transaction, so no row lock either: another session can lock the instance's row at
+    once (``NOWAIT``). The instance is still leased (its lease row), which is what keeps
+    other workers away."""
+    store = PostgresStore(pg_url, notify=False)
+    seen: list[str] = []
+    try:
+        running(store, "i1")
+        store.enqueue_messages([Message("i1", EventRaised(name="e"), 1)])
+
+        def run_turns(items: list[Any]) -> list[Any]:
+            with psycopg.connect(pg_url, autocommit=True) as other, other.transaction():
+                other.execute("SET lock_timeout = '1ms'")
+                row = other.execute("SELECT instance_id FROM instances WHERE instance_id = 'i1' FOR UPDATE NOWAIT")
+                seen.append(row.fetchone()[0])
+                lease = other.execute("SELECT owner FROM orchestration_leases WHERE instance_id = 'i1'").fetchone()
+                seen.append(lease[0])
+            return [turn(i) for i in items]
+
+        request = RoundRequest(owner="w1", lease_seconds=30, orchestration_limit=10)
+        result = store.run_round(request, run_turns)
+        assert seen == ["i1", "w1"] and result.turns == [Outcome.OK]
     finally:
         store.close()
