@@ -34,29 +34,40 @@ async def eternal(ctx: perdure.OrchestrationContext, n: int) -> None:
     ctx.continue_as_new(n + 1)
 
 
-@pytest.mark.parametrize("path", ["queued", "round"])
+@pytest.mark.parametrize("path", ["queued", "round", "handed"])
 def test_a_terminate_enqueued_before_a_completion_wins(clocked_store, clocked_client, path: str) -> None:
     """The activity finishes; a terminate is enqueued; then the completion is recorded. The
-    turn applies them in that order: the instance ends TERMINATED, on both stores and
-    whether the completion is queued first (``queued``) or recorded by the round that
-    runs the turn (``round``).
+    turn applies them in that order and the instance ends TERMINATED, on both stores and
+    whichever way the completion reaches it: queued first (``queued``), recorded by the
+    round that locks the instance (``round``), or handed over to the next turn by the
+    worker that holds the instance and ran the activity (``handed``: that turn is refused,
+    and the completion is queued behind the terminate).
 
-    Pinned by enqueue order in ``route_messages`` (``perdure.store.common.routing``): with
-    the old sort (messages addressed to the execution before those addressed to "whichever
-    is current"), the completion came first and the instance ended COMPLETED.
+    Pinned by enqueue order in ``route_messages`` (``perdure.store.common.routing``) and
+    by the hand-over's check that nothing is queued before its outcomes: with the old sort
+    (messages addressed to the execution before those addressed to "whichever is current")
+    the completion came first and the instance ended COMPLETED; without the check, the
+    handed-over completion is applied before the terminate.
     """
     worker = StepWorker(app, clocked_store, "w1")
     iid = clocked_client.start(one_step, 1)
-    assert worker.turns() == 1 and worker.lock_tasks() == 1 and worker.run_task()
+    if path == "handed":
+        assert worker.round() == 1 and worker.round() == 2  # claims, then runs: keeps the lease, takes the task
+        assert worker.run_task()
+    else:
+        assert worker.turns() == 1 and worker.lock_tasks() == 1 and worker.run_task()
     clocked_client.terminate(iid, "operator first")
     if path == "queued":
         worker.complete()
         assert worker.turns() == 1
-    else:
-        assert worker.round() == 1  # records the completion and runs the turn it wakes
+    else:  # the round records the completion (or hands it over), and the next runs the turn
+        while worker.round():
+            pass
     state = clocked_client.get(iid, history=True)
     assert state.status == "TERMINATED"
     assert state.history[-1].__class__.__name__ == "MessageDiscarded"  # the completion, after the end
+    if path == "handed":
+        assert worker.stats()["handovers_refused"] == 1
 
 
 def test_a_terminate_in_the_batch_that_continues_as_new_ends_the_instance(

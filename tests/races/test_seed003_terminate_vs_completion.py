@@ -46,6 +46,13 @@ async def order_flow(ctx: perdure.OrchestrationContext, order: str) -> list[str]
     return [await ctx.call_activity(charge, order), await ctx.call_activity(ship, order)]
 
 
+# The same code split between an orchestration worker and an activity worker.
+orchestrations_only, activities_only = perdure.App(), perdure.App()
+orchestrations_only.orchestration(order_flow)
+activities_only.activity(charge)
+activities_only.activity(ship)
+
+
 @app.orchestration
 async def charge_and_renew(ctx: perdure.OrchestrationContext, order: str) -> str:
     """Schedules a charge, then continues as new without waiting for it."""
@@ -58,13 +65,13 @@ async def charge_and_renew(ctx: perdure.OrchestrationContext, order: str) -> str
 def test_terminate_between_an_activity_finishing_and_its_completion_being_written(
     store, client, caplog: pytest.LogCaptureFixture
 ):
-    """Invariants 2 and 5: ``charge`` has finished; the worker round that carries its
-    completion is held just before it reaches the store (a fault hook waiting on an Event)
-    while the instance is terminated and the terminate turn commits (on the worker's second
-    dispatch loop). Released, the completion is discarded with
-    a ``terminal_instance`` record: the instance stays TERMINATED, its history gains
-    nothing, ``ship`` never runs. The worker counts and logs it as "instance terminal",
-    not as a lost lease.
+    """Invariants 2 and 5: ``charge`` has finished on an activity worker; the round that
+    carries its completion is held just before it reaches the store (a fault hook waiting
+    on an Event) while the instance is terminated and the terminate turn commits (on the
+    orchestration worker). Released, the completion is discarded with a
+    ``terminal_instance`` record: the instance stays TERMINATED, its history gains nothing,
+    ``ship`` never runs. The worker counts and logs it as "instance terminal", not as a
+    lost lease.
 
     Verified: without the terminal-status check in the store's ``complete_activities``
     (the seed's bug: fenced by the lease only), the completion is accepted as if it would
@@ -82,8 +89,8 @@ def test_terminate_between_an_activity_finishing_and_its_completion_being_writte
     faulty = FaultyStore(store, [Fault("run_round:before", hold, when=lambda c: bool(c.arg(0, "request").completions))])
     iid = client.start(order_flow, "o-1", instance_id="order-1")
     caplog.set_level(logging.INFO, logger="perdure.worker")
-    worker = perdure.Worker(app, faulty, poll_interval=0.05, orchestration_concurrency=2)
-    with worker:
+    worker = perdure.Worker(activities_only, faulty, poll_interval=0.05)  # type: ignore[arg-type]
+    with perdure.Worker(orchestrations_only, store, poll_interval=0.05), worker:
         assert inside.wait(10)  # charge ran; its completion is not written yet
         try:
             client.terminate(iid, reason="customer cancelled")

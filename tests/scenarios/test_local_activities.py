@@ -231,11 +231,12 @@ def test_activity_info_inside_a_local_activity(store, client):
 
 
 def test_a_chain_whose_commit_fails_runs_again_and_is_recorded_once(store, client):
-    """Invariant 1 for chains: the first round that runs the chain fails inside its
+    """Invariant 1 for chains: the first round that commits the chain fails inside its
     transaction, so nothing of it is written. The worker runs it again (each activity a
     second time: at-least-once) and the history holds each completion once."""
     iid = client.start(chain, 3)  # before the worker: its first round runs the chain
-    faulty = FaultyStore(store, [Fault("run_round:inside", "raise", nth=1)])
+    commits_turns = Fault("run_round:inside", "raise", when=lambda call: bool(call.commits))
+    faulty = FaultyStore(store, [commits_turns])
     with perdure.Worker(app, faulty, poll_interval=0.02):  # type: ignore[arg-type]
         state = client.wait(iid, timeout=20)
     assert faulty.fired == ["run_round:inside"]

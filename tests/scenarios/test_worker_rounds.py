@@ -88,13 +88,15 @@ def test_work_that_comes_due_while_a_round_runs_is_taken_at_once():
         client = perdure.Client(store)
         worker = perdure.Worker(app, store, poll_interval=5.0)
         iid = client.start(naps, 0.1)
-        worker.rounds.run()  # the first turn creates the timer, due at t+0.1
+        worker.rounds.run()  # locks the instance
+        worker.rounds.run()  # its first turn creates the timer, due at t+0.1
         clock.advance(0.05)
         report = worker.rounds.run()
         assert report.next_due == pytest.approx(clock() + 0.05)
         clock.advance(0.15)
         assert worker._idle_timeout(report) == pytest.approx(0.0, abs=0.002)
-        assert worker.rounds.run().turns == 1 and client.get(iid).output == "up"
+        assert worker.rounds.run().claimed == 1 and worker.rounds.run().turns == 1
+        assert client.get(iid).output == "up"
         idle = worker.rounds.run()  # nothing due, nothing queued: sleep the whole poll
         assert idle.next_due is None and worker._idle_timeout(idle) == 5.0
     finally:

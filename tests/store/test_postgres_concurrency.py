@@ -18,9 +18,10 @@ from typing import Any
 import psycopg
 import pytest
 
+import perdure
 from perdure.core.history import EventRaised, ExecutionStarted, TurnStarted
 from perdure.core.status import OrchestrationStatus
-from perdure.store.base import Message, NewActivityTask, NewInstance, Outcome, RoundRequest, TurnCommit
+from perdure.store.base import Message, NewActivityTask, NewInstance, Outcome, TurnCommit
 from perdure.store.postgres import PostgresStore
 from perdure.testing.conformance.helpers import running, turn
 from perdure.testing.faults import FakeClock
@@ -235,28 +236,39 @@ def test_an_instance_whose_holder_is_writing_under_its_lease_is_passed_over_not_
         store.close()
 
 
-def test_no_row_is_locked_while_a_rounds_turns_run(pg_url: str) -> None:
-    """Invariant 10 on PostgreSQL: while a round's turns run (user code), the round holds no
-    transaction, so no row lock either: another session can lock the instance's row at
-    once (``NOWAIT``). The instance is still leased (its lease row), which is what keeps
-    other workers away."""
-    store = PostgresStore(pg_url, notify=False)
-    seen: list[str] = []
+lock_probe = perdure.App()
+probe_url: list[str] = []
+
+
+@lock_probe.activity(local=True)
+def lock_own_row(instance_id: str) -> list[str]:
+    """Lock the instance's row from another session, NOWAIT: it fails if a transaction of
+    the worker holds it."""
+    with psycopg.connect(probe_url[0], autocommit=True) as other, other.transaction():
+        row = other.execute("SELECT instance_id FROM instances WHERE instance_id = %s FOR UPDATE NOWAIT", [instance_id])
+        lease = other.execute("SELECT owner FROM orchestration_leases WHERE instance_id = %s", [instance_id])
+        return [row.fetchone()[0], lease.fetchone()[0]]
+
+
+@lock_probe.orchestration
+async def probes(ctx: perdure.OrchestrationContext, _: None) -> list[str]:
+    return await ctx.call_activity(lock_own_row, ctx.instance_id)
+
+
+def test_no_row_is_locked_while_orchestration_code_runs(pg_url: str) -> None:
+    """Invariant 10 on PostgreSQL: while a turn's code runs (here a local activity, inside
+    the turn), the worker holds no transaction, so no row lock either: another session
+    locks the instance's row at once (``NOWAIT``). The instance is leased (its lease row),
+    which is what keeps other workers away.
+
+    Pinned: when a round ran its turns inside its transaction, the row was locked and the
+    probe failed with "could not obtain lock on row" (checked against the earlier code)."""
+    probe_url[:] = [pg_url]
+    store = PostgresStore(pg_url)
     try:
-        running(store, "i1")
-        store.enqueue_messages([Message("i1", EventRaised(name="e"), 1)])
-
-        def run_turns(items: list[Any]) -> list[Any]:
-            with psycopg.connect(pg_url, autocommit=True) as other, other.transaction():
-                other.execute("SET lock_timeout = '1ms'")
-                row = other.execute("SELECT instance_id FROM instances WHERE instance_id = 'i1' FOR UPDATE NOWAIT")
-                seen.append(row.fetchone()[0])
-                lease = other.execute("SELECT owner FROM orchestration_leases WHERE instance_id = 'i1'").fetchone()
-                seen.append(lease[0])
-            return [turn(i) for i in items]
-
-        request = RoundRequest(owner="w1", lease_seconds=30, orchestration_limit=10)
-        result = store.run_round(request, run_turns)
-        assert seen == ["i1", "w1"] and result.turns == [Outcome.OK]
+        client = perdure.Client(store)
+        with perdure.Worker(lock_probe, store, poll_interval=0.05, worker_id="w-probe"):
+            state = client.wait(client.start(probes, None, instance_id="p1"), timeout=20)
+        assert (state.status, state.output) == ("COMPLETED", ["p1", "w-probe"])
     finally:
         store.close()

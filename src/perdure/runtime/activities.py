@@ -105,6 +105,12 @@ class ActivityDispatcher:
             except queue.Empty:
                 return completions
 
+    def retry_later(self, completions: list[ActivityCompletion]) -> None:
+        """The completions could not be written (the round failed, nothing of it was): the
+        next round tries again (while their tasks' leases hold, their runs are still ours)."""
+        for completion in completions:
+            self._done.put(completion)
+
     def drop(self, completions: list[ActivityCompletion]) -> None:
         """The completions could not be written: nothing was, so the tasks stay locked until
         their leases expire and then run again (at-least-once). Stop tracking their runs."""
@@ -334,7 +340,18 @@ class ActivityDispatcher:
 
     def _finish(self, item: ActivityWorkItem, outcome: tuple[HistoryEvent, str], duration: float) -> None:
         event, text = outcome
-        self._done.put(ActivityCompletion(item.task_row_id, item.lease_token, event, duration, text))
+        self._done.put(
+            ActivityCompletion(
+                item.task_row_id,
+                item.lease_token,
+                event,
+                duration,
+                text,
+                instance_id=item.instance_id,
+                run_id=item.run_id,
+                execution_id=item.execution_id,
+            )
+        )
         self._wake()
 
     def _info(self, item: ActivityWorkItem) -> ActivityInfo:

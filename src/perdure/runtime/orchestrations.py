@@ -6,6 +6,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from perdure.core.executor import OrchestrationExecutor
 from perdure.core.failure import Failure
@@ -18,14 +19,25 @@ from perdure.core.history import (
     TurnStarted,
 )
 from perdure.core.registry import App
+from perdure.core.status import OrchestrationStatus
+from perdure.core.turn import Turn
 from perdure.logs import ids
 from perdure.runtime.activities import ActivityDispatcher
 from perdure.runtime.cache import ExecutorCache
+from perdure.runtime.held import HeldLeases
 from perdure.runtime.local import chain_local_activities
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.translate import failing_commit, turn_commit
 from perdure.runtime.turn_log import log_turn
-from perdure.store.base import NewInstance, OrchestrationWorkItem, Outcome, Store, TurnCommit, TurnStats
+from perdure.store.base import (
+    LockedInstance,
+    NewInstance,
+    OrchestrationWorkItem,
+    Outcome,
+    Store,
+    TurnCommit,
+    TurnStats,
+)
 
 log = logging.getLogger("perdure.worker")
 
@@ -36,11 +48,12 @@ _NOT_PROGRESS = (ActivityFailed, SubOrchestrationFailed, TimerFired)
 class OrchestrationDispatcher:
     """Runs orchestration turns for one worker.
 
-    Each round locks up to ``batch_size`` instances, runs one turn for each (from the state
-    cache when the cached executor is current, else by full replay; followed by the turns
-    its local activities wake, :mod:`perdure.runtime.local`) and commits all the turns in
-    one store transaction. Each commit is fenced by its lease (invariant 2): a turn whose
-    lease was lost is dropped whole and its executor evicted.
+    It runs one turn per locked instance (from the state cache when the cached executor is
+    current, else by full replay; followed by the turns its local activities wake,
+    :mod:`perdure.runtime.local`), and the worker's round commits them in one store
+    transaction. Each commit is fenced by its lease (invariant 2): a turn whose lease was
+    lost is dropped whole and its executor evicted. ``held``: the leases it kept
+    (:mod:`perdure.runtime.held`).
     """
 
     def __init__(
@@ -63,6 +76,7 @@ class OrchestrationDispatcher:
         self.clock = clock
         self.counters = counters
         self.names = frozenset(app.orchestrations)
+        self.held = HeldLeases(clock, options.lease_seconds)
 
     def poll(self, *, limit: int | None = None) -> int:
         """Lock and process one batch; return how many turns were run."""
@@ -81,6 +95,7 @@ class OrchestrationDispatcher:
             limit=limit or self.options.batch_size,
             names=self.names,
             known_history=self.cache.known_history(),
+            held=self.held.tokens(),
         )
 
     def process(self, items: Sequence[OrchestrationWorkItem]) -> None:
@@ -97,7 +112,7 @@ class OrchestrationDispatcher:
         """Create ``instance`` and run its first turn (with the local activities it chains)
         in the calling thread, committed together (:meth:`Store.create_and_run`). Raises
         what the store raises (``InstanceExistsError``: nothing was run)."""
-        batch = TurnBatch(self)
+        batch = TurnBatch(self, keep_leases=True)
         try:
             outcomes = self.store.create_and_run(
                 instance,
@@ -114,54 +129,58 @@ class OrchestrationDispatcher:
         if outcomes:  # else a scheduled start: its first turn comes when due, from a round
             self.counters["eager_starts"] += 1
 
-    def run_turns(
-        self, items: Sequence[OrchestrationWorkItem]
-    ) -> tuple[list[TurnCommit], list[OrchestrationExecutor | None]]:
-        """Run one turn per item: the commits to write, and the executor behind each (to
-        cache once its commit is known to have landed; ``None`` if it must not be cached)."""
-        commits: list[TurnCommit] = []
-        executors: list[OrchestrationExecutor | None] = []
+    def run_turns(self, items: Sequence[OrchestrationWorkItem], *, keep_leases: bool = False) -> list[TurnRun]:
+        """Run one turn per item. With ``keep_leases``, a turn that leaves its instance
+        waiting on activities this worker runs keeps its lease (:mod:`perdure.runtime.held`)."""
         local_deadline = time.perf_counter() + self.options.local_activity_budget
-        for item in items:
-            commit, executor = self._run_turn(item, local_deadline)
-            commits.append(commit)
-            executors.append(executor)
-        return commits, executors
+        return [self._run_turn(item, local_deadline, keep_leases) for item in items]
 
-    def forget(self, commits: Sequence[TurnCommit]) -> None:
+    def release_held(self) -> None:
+        """Give back every held lease (a stopping worker), so other workers take the
+        instances at once instead of when the leases expire."""
+        for iid, token in self.held.take_all().items():
+            try:
+                self.store.abandon_orchestration(iid, token)
+            except Exception:  # lost meanwhile, or the store is gone: it expires instead
+                log.debug("could not release the lease on %r", iid, exc_info=True)
+
+    def forget(self, runs: Sequence[TurnRun]) -> None:
         """The commits were not written (the write failed): the executors that ran them are
         ahead of the stored history, so none of them may be cached."""
-        for commit in commits:
-            self.cache.evict(commit.instance_id)
+        for run in runs:
+            self.cache.evict(run.commit.instance_id)
 
-    def settle(
-        self,
-        commits: Sequence[TurnCommit],
-        executors: Sequence[OrchestrationExecutor | None],
-        outcomes: Sequence[Outcome],
-    ) -> None:
-        """Account for each commit's outcome: cache the executor of a turn that landed."""
-        for commit, executor, outcome in zip(commits, executors, outcomes, strict=True):
-            self._settle(commit, executor, outcome)
+    def settle(self, runs: Sequence[TurnRun], outcomes: Sequence[Outcome]) -> None:
+        """Account for each commit's outcome: cache the executor of a turn that landed, and
+        hold the lease it kept."""
+        for run, outcome in zip(runs, outcomes, strict=True):
+            self._settle(run, outcome)
 
-    def _settle(self, commit: TurnCommit, executor: OrchestrationExecutor | None, outcome: Outcome) -> None:
+    def _settle(self, run: TurnRun, outcome: Outcome) -> None:
+        commit, executor = run.commit, run.executor
         iid = commit.instance_id
         if outcome is Outcome.OK:
             self.counters["turns"] += 1
             log_turn(commit)
             if executor is not None and not executor.is_finished and commit.run_id is not None:
                 self.cache.put(iid, commit.run_id, executor)
+            if run.kept is not None:
+                self.held.keep(commit, run.kept)
+            else:
+                self.held.drop(iid)
             return
-        # LEASE_LOST (commit_turns has no other refusal: an instance cannot become terminal
-        # while we hold its lease): another worker took the instance over after our lease
-        # expired, and its turns stand.
+        # LEASE_LOST: another worker took the instance over after our lease expired, and its
+        # turns stand; or outcomes handed to the turn came after messages it did not see
+        # (they were queued behind them instead, and the instance is taken again).
         self.cache.evict(iid)
+        self.held.drop(iid)
+        if commit.handed_over:
+            self.counters["handovers_refused"] += 1
+            return
         self.counters["turns_lease_lost"] += 1
         log.warning("lease lost on instance %r: turn dropped, nothing written", iid, extra=ids(iid))
 
-    def _run_turn(
-        self, item: OrchestrationWorkItem, local_deadline: float
-    ) -> tuple[TurnCommit, OrchestrationExecutor | None]:
+    def _run_turn(self, item: OrchestrationWorkItem, local_deadline: float, keep_leases: bool) -> TurnRun:
         instance = item.instance
         iid = instance.instance_id
         now = self.clock()
@@ -176,7 +195,7 @@ class OrchestrationDispatcher:
             )
             log.error("instance %r failed: %s", iid, item.history_error)
             self.counters["failed_corrupt_history"] += 1
-            return failing_commit(item, failure, now), None
+            return TurnRun(failing_commit(item, failure, now), None)
         try:
             executor, past = self._executor_for(item)
             new: list[HistoryEvent] = [TurnStarted(timestamp=now)]
@@ -197,14 +216,34 @@ class OrchestrationDispatcher:
         except Exception as exc:  # an engine error or unreadable history: fail this instance only
             log.exception("turn of instance %r failed inside the engine", iid)
             self.counters["turns_engine_error"] += 1
-            return failing_commit(item, Failure.from_exception(exc), now), None
+            return TurnRun(failing_commit(item, Failure.from_exception(exc), now), None)
         full_replay = bool(past)
         self.counters["full_replays" if full_replay else "cached_turns"] += 1
         progressed = any(not isinstance(m.event, _NOT_PROGRESS) for m in item.messages) or (
             turn is not first and any(isinstance(e, ActivityCompleted) for e in turn.new_events)
         )
         stats = TurnStats(duration, full_replay, turn.replayed_events, progressed)
-        return turn_commit(item, turn, stats, stored), executor
+        # Messages already encoded (as the store read them, or handed over) are written as is.
+        stored.update((id(m.event), m.event_json) for m in item.messages if m.event_json)
+        commit = turn_commit(item, turn, stats, stored)
+        kept = self._kept(item, turn, executor) if keep_leases else None
+        if kept is not None:
+            commit = replace(commit, release=False)
+        return TurnRun(commit, executor, kept)
+
+    def _kept(self, item: OrchestrationWorkItem, turn: Turn, executor: OrchestrationExecutor) -> LockedInstance | None:
+        """The instance as ``turn`` leaves it, if its lease is worth keeping: it waits on an
+        activity this worker runs (then its outcome goes straight to the next turn)."""
+        if turn.status is not OrchestrationStatus.RUNNING or turn.continued_as_new:
+            return None
+        if not any(a.name in self.activities.names for a in turn.waiting_on.activities):
+            return None
+        return replace(
+            item.instance,
+            status=OrchestrationStatus.RUNNING,
+            history_event_count=executor.history_length,
+            custom_status=turn.custom_status,
+        )
 
     def _executor_for(self, item: OrchestrationWorkItem) -> tuple[OrchestrationExecutor, Sequence[HistoryEvent]]:
         """The cached executor if it holds exactly the stored history, else a fresh one with
@@ -236,27 +275,38 @@ class OrchestrationDispatcher:
         return executor, past
 
 
-class TurnBatch:
-    """The ``run_turns`` callback of one store transaction (:meth:`Store.run_round`,
-    :meth:`Store.create_and_run`), keeping the turns it ran until the transaction's outcome
-    is known. A store that retries the transaction calls it again: the turns of the void
-    attempt are forgotten, so only the last attempt's can be settled."""
+@dataclass(frozen=True, slots=True)
+class TurnRun:
+    """One turn run: its commit, the executor behind it (to cache once the commit is known
+    to have landed; ``None`` if it must not be), and the instance as the turn left it when
+    the commit keeps the lease (``kept``)."""
 
-    def __init__(self, dispatcher: OrchestrationDispatcher) -> None:
+    commit: TurnCommit
+    executor: OrchestrationExecutor | None
+    kept: LockedInstance | None = None
+
+
+class TurnBatch:
+    """The turns of one store write (:meth:`Store.run_round`, :meth:`Store.commit_turns`,
+    :meth:`Store.create_and_run`), kept until the write's outcome is known. Calling it runs
+    the turns (the ``run_turns`` callback of ``create_and_run``); a second call forgets the
+    first one's."""
+
+    def __init__(self, dispatcher: OrchestrationDispatcher, *, keep_leases: bool = False) -> None:
         self.dispatcher = dispatcher
-        self.commits: list[TurnCommit] = []
-        self.executors: list[OrchestrationExecutor | None] = []
+        self.keep_leases = keep_leases
+        self.runs: list[TurnRun] = []
 
     def __call__(self, items: list[OrchestrationWorkItem]) -> list[TurnCommit]:
         self.void()
-        self.commits, self.executors = self.dispatcher.run_turns(items)
-        return self.commits
+        self.runs = self.dispatcher.run_turns(items, keep_leases=self.keep_leases)
+        return [run.commit for run in self.runs]
 
     def void(self) -> None:
         """Nothing was written: forget the turns run so far."""
-        self.dispatcher.forget(self.commits)
-        self.commits, self.executors = [], []
+        self.dispatcher.forget(self.runs)
+        self.runs = []
 
     def settle(self, outcomes: Sequence[Outcome]) -> None:
-        """The transaction committed with these outcomes of the turns."""
-        self.dispatcher.settle(self.commits, self.executors, outcomes)
+        """The write committed with these outcomes of the turns."""
+        self.dispatcher.settle(self.runs, outcomes)

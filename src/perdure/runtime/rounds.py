@@ -1,39 +1,45 @@
-"""A worker round: record finished activities and lock the turns that are due, run them,
-then commit them and take new activity tasks (:meth:`Store.run_round`: two store
-transactions, the orchestration code run between them, never inside one).
+"""A worker round: run the turns of the instances in hand, then one store transaction
+(:meth:`Store.run_round`) commits them, records the activities that finished, and locks
+the instances and activity tasks that come next.
 
-Grouping the steps this way is what makes a sequential step cheap: an activity's
-completion and the lock on the instance it wakes land together (a commit that need not wait
-for the disk), and the turn, the next task it schedules and the lock on that task land
-together (one durable commit). Each part keeps its own fencing (invariants 1 and 2).
+No orchestration code runs inside the transaction (invariant 10): the turns run before it,
+on the instances the previous round locked and on the instances this worker holds, with
+the outcomes of their activities handed over (:mod:`perdure.runtime.held`). So a
+sequential step (an activity, then the turn its outcome wakes, which schedules the next
+activity) costs one transaction: the turn's commit records the outcome, and takes the
+next task. Each part keeps its own fencing (invariants 1 and 2).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from perdure.runtime.activities import ActivityDispatcher
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.orchestrations import OrchestrationDispatcher, TurnBatch
-from perdure.store.base import ActivityWorkItem, RoundRequest, RoundResult, Store
+from perdure.store.base import ActivityWorkItem, OrchestrationWorkItem, Outcome, RoundRequest, RoundResult, Store
 
 
 @dataclass(frozen=True, slots=True)
 class RoundReport:
-    """What a round did and found: how many turns it ran, whether it hit a limit (more work
+    """What a round did and found: how many turns it committed, how many instances it locked
+    for the next round (``claimed``), whether it hit a limit (more work
     is probably waiting), and when work it could take comes due (``None``: nothing queued
     it can see). Work that was due when the round looked at its queue and was not taken is
     work this worker cannot take (another worker's names, no room): it is left out; work
     that came due while the round ran is in (``next_due`` then lies in the past)."""
 
     turns: int
+    claimed: int
     busy: bool
     next_due: float | None
 
 
 class RoundRunner:
-    """Runs worker rounds with the worker's two dispatchers."""
+    """Runs one dispatch loop's worker rounds with the worker's two dispatchers. It keeps
+    the instances its last round locked (``claimed``) until the next round runs them."""
 
     def __init__(
         self,
@@ -48,40 +54,62 @@ class RoundRunner:
         self.options = options
         self.orchestrations = orchestrations
         self.activities = activities
+        self.claimed: list[OrchestrationWorkItem] = []
 
     def run(self, start: Callable[[list[ActivityWorkItem]], None] | None = None) -> RoundReport:
-        """One round; raises if the store write failed (then nothing of it was written).
-        The tasks it locked are started on the activity pool, or handed to ``start``."""
+        """One round; raises if the store write failed (then nothing of it was written, and
+        the turns run for it are forgotten). The tasks it locked are started on the
+        activity pool, or handed to ``start``."""
         completions = self.activities.take_completions()
+        claimed, self.claimed = self.claimed, []
+        items, taken = self.orchestrations.held.hand_over(claimed, completions)
+        turns = TurnBatch(self.orchestrations, keep_leases=True)
+        commits = turns(items) if items else []
         free = self.activities.free
         request = RoundRequest(
             owner=self.owner,
             lease_seconds=self.options.lease_seconds,
+            commits=commits,
             completions=completions,
             orchestration_limit=self.options.batch_size,
             orchestration_names=self.orchestrations.names,
             known_history=self.orchestrations.cache.known_history(),
+            held=self.orchestrations.held.tokens(),
             activity_limit=min(free, self.options.batch_size),
             activity_names=self.activities.names,
         )
-        turns = TurnBatch(self.orchestrations)
         try:
-            result = self.store.run_round(request, turns)
+            result = self.store.run_round(request)
         except Exception:
-            self.activities.drop(completions)
+            # Nothing of the round was written: what it held is still held, and is tried
+            # again by the next round (the turns run again, from a full replay).
             turns.void()
+            self.claimed = claimed
+            self.orchestrations.held.restore(taken)
+            self.activities.retry_later(completions)
             raise
         self.activities.settle(completions, result.completions)
         turns.settle(result.turns)
+        # A turn refused with outcomes handed over most likely met messages queued before
+        # them (they were queued behind those): the lease is still held, to take it again.
+        refused = {r.commit.instance_id for r, o in zip(turns.runs, result.turns, strict=True) if o is not Outcome.OK}
+        self.orchestrations.held.restore({iid: held for iid, held in taken.items() if iid in refused})
+        self.claimed = result.locked
         (start or self.activities.start)(result.activities)
         return self._report(request, result)
 
+    def release(self) -> None:
+        """Give back the leases of the instances claimed but not run (a stopping worker)."""
+        claimed, self.claimed = self.claimed, []
+        for item in claimed:
+            with contextlib.suppress(Exception):  # else the lease expires
+                self.store.abandon_orchestration(item.instance.instance_id, item.lease_token)
+
     def _report(self, request: RoundRequest, result: RoundResult) -> RoundReport:
-        busy = len(result.locked) >= request.orchestration_limit or (
-            request.activity_limit > 0 and len(result.activities) >= request.activity_limit
-        )
+        # Instances locked now are run by the next round at once: the loop must not sleep.
+        busy = bool(result.locked) or (request.activity_limit > 0 and len(result.activities) >= request.activity_limit)
         due = [(result.next_message_at, result.messages_seen_at)]
         if self.activities.free > 0:
             due.append((result.next_task_at, result.tasks_seen_at))
         takeable = [at for at, seen in due if at is not None and at > seen]
-        return RoundReport(len(result.locked), busy, min(takeable, default=None))
+        return RoundReport(len(result.turns), len(result.locked), busy, min(takeable, default=None))

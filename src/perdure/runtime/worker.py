@@ -79,7 +79,12 @@ class Worker:
         self.orchestrations = OrchestrationDispatcher(
             app, store, self.worker_id, self.options, self.cache, self.clock, self.counters, self.activities
         )
-        self.rounds = RoundRunner(store, self.worker_id, self.options, self.orchestrations, self.activities)
+        # One runner per dispatch loop: each keeps the instances its last round locked.
+        self._runners = [
+            RoundRunner(store, self.worker_id, self.options, self.orchestrations, self.activities)
+            for _ in range(self.options.orchestration_concurrency)
+        ]
+        self.rounds = self._runners[0]
 
     # -- lifecycle --
 
@@ -91,8 +96,8 @@ class Worker:
         self._started_at = self.clock()
         self._heartbeat()
         threads = [
-            threading.Thread(target=self._dispatch_loop, name=f"perdure-dispatch-{i}", daemon=True)
-            for i in range(self.options.orchestration_concurrency)
+            threading.Thread(target=self._dispatch_loop, args=(runner,), name=f"perdure-dispatch-{i}", daemon=True)
+            for i, runner in enumerate(self._runners)
         ]
         threads.append(threading.Thread(target=self._housekeeping_loop, name="perdure-housekeeping", daemon=True))
         self._threads = threads
@@ -128,7 +133,10 @@ class Worker:
         for thread in self._threads:
             thread.join()
         self._threads = []
+        for runner in self._runners:
+            runner.release()
         self.activities.shutdown(self._shutdown_timeout)
+        self.orchestrations.release_held()
         try:
             self.store.remove_worker(self.worker_id)
         except Exception:  # the store may already be gone; the row then just ages out
@@ -188,7 +196,7 @@ class Worker:
 
     # -- loops --
 
-    def _dispatch_loop(self) -> None:
+    def _dispatch_loop(self, runner: RoundRunner) -> None:
         topics = (ORCHESTRATIONS, ACTIVITIES, self._done_topic, self._stop_topic)
         errors = 0
         while not self._stop.is_set():
@@ -196,7 +204,7 @@ class Worker:
             seen = self.store.notifier.snapshot(topics)
             self._renew_leases()
             try:
-                report = self.rounds.run()
+                report = runner.run()
                 errors = 0
             except Exception:
                 log.exception("worker round failed; retrying")

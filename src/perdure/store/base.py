@@ -139,6 +139,9 @@ class OrchestrationWorkItem:
     history: tuple[HistoryEvent, ...]
     history_from: int
     history_error: str | None = None
+    #: Activity outcomes handed to this turn by the worker that ran them (their messages
+    #: are among ``messages``, with negative ids): see :attr:`TurnCommit.handed_over`.
+    handed_over: tuple[ActivityCompletion, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,6 +383,14 @@ class TurnCommit:
     carried: Sequence[HistoryEvent] = ()
     release: bool = True
     run_id: str | None = None
+    #: Activity outcomes the turn applied that were never queued: the worker that ran them
+    #: holds the instance's lease and handed them to the turn (their messages, in
+    #: ``consumed``, have negative ids). The commit records them: it stands only if each
+    #: task still holds its lease token (the task is then deleted) and no message is
+    #: queued for the instance that the turn did not consume, which would have to come
+    #: first (invariant 10); otherwise the turn is refused and the outcomes are recorded as
+    #: :meth:`Store.complete_activities` records them.
+    handed_over: Sequence[ActivityCompletion] = ()
     stats: TurnStats = field(default_factory=TurnStats)
     #: ``id(event) -> JSON`` for events of ``new_events`` the caller holds encoded already
     #: (local activity completions, encoded where they ran): stores write this text instead
@@ -390,7 +401,11 @@ class TurnCommit:
 @dataclass(frozen=True, slots=True)
 class ActivityCompletion:
     """The outcome of a locked activity task: ``result`` or ``failure`` becomes an
-    ``ActivityCompleted`` / ``ActivityFailed`` message to the task's execution."""
+    ``ActivityCompleted`` / ``ActivityFailed`` message to the task's execution.
+
+    ``instance_id``, ``run_id`` and ``execution_id`` say whose task it was, when the caller
+    knows (a worker hands a completion straight to a turn of that run: see
+    :attr:`TurnCommit.handed_over`); stores read them from the task row."""
 
     task_row_id: int
     lease_token: str
@@ -400,6 +415,9 @@ class ActivityCompletion:
     #: that already (the worker encodes it on the activity's thread): stores write this text
     #: instead of encoding the event again. It must be exactly that encoding of ``event``.
     event_json: str | None = field(default=None, compare=False, repr=False)
+    instance_id: str | None = None
+    run_id: str | None = None
+    execution_id: int | None = None
 
 
 #: ``Store.lock_orchestrations(known_history=...)``: instance id -> (run_id, execution_id,
@@ -409,17 +427,22 @@ KnownHistory = Mapping[str, tuple[str | None, int, int]]
 
 @dataclass(frozen=True, slots=True)
 class RoundRequest:
-    """What one worker round asks of :meth:`Store.run_round`: the activity outcomes to
-    record, how many instances to lock for turns (``orchestration_limit``; 0: none) and how
+    """What one worker round asks of :meth:`Store.run_round`: the turns to commit (run
+    before the call, under leases the caller holds), the activity outcomes to record, how
+    many instances to lock for the next turns (``orchestration_limit``; 0: none) and how
     many activity tasks to lock (``activity_limit``; 0: none), with the same filters as
-    :meth:`Store.lock_orchestrations` and :meth:`Store.lock_activities`."""
+    :meth:`Store.lock_orchestrations` and :meth:`Store.lock_activities`. ``held`` maps the
+    instances whose leases the caller holds to their tokens: they are locked again (a
+    fresh token) when they have messages, though their leases are live."""
 
     owner: str
     lease_seconds: float
+    commits: Sequence[TurnCommit] = ()
     completions: Sequence[ActivityCompletion] = ()
     orchestration_limit: int = 0
     orchestration_names: Collection[str] | None = None
     known_history: KnownHistory | None = None
+    held: Mapping[str, str] | None = None
     activity_limit: int = 0
     activity_names: Collection[str] | None = None
 
@@ -547,8 +570,10 @@ class Store(Protocol):
         names: Collection[str] | None = None,
         known_history: KnownHistory | None = None,
         instance_ids: Collection[str] | None = None,
+        held: Mapping[str, str] | None = None,
     ) -> list[OrchestrationWorkItem]:
-        """Lock up to ``limit`` instances that have visible messages and no live lease, oldest
+        """Lock up to ``limit`` instances that have visible messages and no live lease (or a
+        lease the caller holds: ``held`` maps instance ids to the caller's tokens), oldest
         visible message first, returning each with a new lease (owner + fresh token + expiry).
 
         Only one holder per instance at any moment; an expired lease is taken over. Filters:
@@ -617,37 +642,28 @@ class Store(Protocol):
 
     # -- a worker round --
 
-    def run_round(
-        self,
-        request: RoundRequest,
-        run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]],
-    ) -> RoundResult:
-        """A worker's round (:mod:`perdure.store.common.rounds`): two transactions, with the
-        orchestration code run between them and never inside one (invariant 10).
+    def run_round(self, request: RoundRequest) -> RoundResult:
+        """A worker's round in one transaction (:mod:`perdure.store.common.rounds`). The
+        caller runs the orchestration code before it, never inside it (invariant 10):
 
-        1. The *claim*: ``complete_activities(request.completions)`` (each outcome queued as
-           a message to its task's run and execution, or discarded with a record), then
-           ``lock_orchestrations`` (up to ``orchestration_limit``), which sees the messages
-           just enqueued. If it locked nothing, it also runs step 4, and the round ends. It
-           holds only leases and activity outcomes, so a backend may commit it without
-           waiting for the disk: a crash of the machine then loses at most those, and the
-           activities run again (at-least-once).
-        2. ``commits = run_turns(locked)``, with no transaction open. ``run_turns`` is
-           opaque to the store (it runs the orchestration code and its local activities);
-           it may read and write through this store like any other caller.
-        3. The *finish*, durable: ``commit_turns(commits)``, each fenced by its lease, then
+        1. ``commit_turns(request.commits)``: the turns the caller ran on instances it
+           locked in an earlier round (or holds, with outcomes handed over:
+           :attr:`TurnCommit.handed_over`), each fenced by its lease;
+        2. ``complete_activities`` of the completions no committed turn applied (queued as
+           messages to their task's run and execution, or discarded with a record);
+        3. ``lock_orchestrations`` (up to ``orchestration_limit``; ``held`` leases included),
+           which sees the messages just enqueued: the instances for the caller's next turns;
         4. ``lock_activities`` (up to ``activity_limit``), which sees the tasks just enqueued
-           by step 3.
+           by step 1.
 
         Each step has its own method's contract (fencing, routing, discard records, payload
-        encoding). If ``run_turns`` raises or the finish fails, nothing of the turns is
-        written and the claim's leases are released when the store can still be reached
-        (else they expire). Messages reach a turn by the one delivery rule of
-        :meth:`lock_orchestrations`, whichever transaction recorded them.
+        encoding); together they commit atomically or not at all. The transaction is
+        durable when it commits turns; one that only records outcomes and takes leases may
+        commit without waiting for the disk (a crash of the machine then loses at most
+        those, and the activities run again: at-least-once).
 
-        Notifications: a queue's topic is signalled after the round's last commit only if
-        the round leaves work due in it now (work the round created and took itself wakes
-        nobody).
+        Notifications: a queue's topic is signalled after the commit only if the round
+        leaves work due in it now (work the round created and took itself wakes nobody).
         """
 
     def create_and_run(

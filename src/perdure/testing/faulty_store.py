@@ -4,9 +4,7 @@ Each write method of :class:`~perdure.store.base.Store` has three *write points*
 
 - ``"<method>:before"``: before the call reaches the store (nothing written yet);
 - ``"<method>:inside"``: inside its transaction, just before COMMIT (through the store's
-  ``fault_hook``; a fault there rolls the transaction back); ``run_round`` has a second
-  one, ``"run_round:claim"``, inside its first transaction (the claim), and reaches
-  ``"run_round:inside"`` (its finish) only when the claim locked instances;
+  ``fault_hook``; a fault there rolls the transaction back);
 - ``"<method>:after"``: after the commit, before the caller sees the result (everything
   written, the caller does not know).
 
@@ -57,25 +55,20 @@ WRITE_METHODS: tuple[str, ...] = (
     "sweep",
 )
 PHASES: tuple[str, ...] = ("before", "inside", "after")
-#: Points a method has besides its three phases: the claim transaction of a round.
-EXTRA_POINTS: tuple[str, ...] = ("run_round:claim",)
 ACTIONS: tuple[str, ...] = ("raise", "kill", "delay")
 ENV_VAR = "PERDURE_FAULTS"
 
 
 def write_points(methods: Iterable[str] = WRITE_METHODS) -> list[str]:
-    """Every write point of ``methods``: their ``"<method>:<phase>"`` points, and the extra
-    ones (``"run_round:claim"``)."""
-    methods = list(methods)
-    points = [f"{m}:{p}" for m in methods for p in PHASES]
-    return points + [p for p in EXTRA_POINTS if p.partition(":")[0] in methods]
+    """Every ``"<method>:<phase>"`` point of ``methods``."""
+    return [f"{m}:{p}" for m in methods for p in PHASES]
 
 
 @dataclass
 class WriteCall:
     """The write call a point belongs to, for :attr:`Fault.when`: the method, its
-    arguments, and for ``run_round`` and ``create_and_run`` the turn commits its callback
-    produced (known from the ``inside`` point on)."""
+    arguments, and for ``run_round`` (its request's) and ``create_and_run`` (its
+    callback's, known from the ``inside`` point on) the turn commits."""
 
     method: str
     args: tuple[Any, ...]
@@ -108,7 +101,7 @@ class Fault:
 
     def __post_init__(self) -> None:
         method, _, phase = self.point.partition(":")
-        if self.point not in EXTRA_POINTS and (method not in WRITE_METHODS or phase not in PHASES):
+        if method not in WRITE_METHODS or phase not in PHASES:
             raise ValueError(
                 f"unknown write point {self.point!r}; expected <method>:<phase> with a method "
                 f"of {', '.join(WRITE_METHODS)} and a phase of {', '.join(PHASES)}"
@@ -224,7 +217,7 @@ class FaultyStore:
         def call(*args: Any, **kwargs: Any) -> Any:
             current = WriteCall(method, args, kwargs)
             if method == "run_round":
-                args = (args[0], _recording(args[1], current))
+                current.commits = list(current.arg(0, "request").commits)
             elif method == "create_and_run":
                 kwargs = {**kwargs, "run_turns": _recording(kwargs["run_turns"], current)}
             self._calls.current = current

@@ -79,7 +79,7 @@ class StepWorker:
         all in one transaction. Returns how many turns and tasks it took."""
         before = len(self.held_tasks)
         report = self.worker.rounds.run(start=self.held_tasks.extend)
-        return report.turns + len(self.held_tasks) - before
+        return report.turns + report.claimed + len(self.held_tasks) - before
 
     # -- activities --
 

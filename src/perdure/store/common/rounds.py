@@ -3,17 +3,11 @@
 transaction-level steps, so that every backend runs the same steps in the same order and
 signals the same way.
 
-A round is two transactions with the orchestration code run between them, never inside
-one (invariant 10: no user code while a store transaction is open):
-
-1. the *claim* records the finished activities (as queued messages) and locks the
-   instances that are due, under leases; it locks activity tasks too when it locked no
-   instance (there is then nothing more to do). A claim holds nothing a crash of the whole
-   machine could not lose without harm (leases, and activity outcomes whose tasks would
-   then simply run again), so a backend may commit it without waiting for the disk.
-2. the turns run, with no transaction open;
-3. the *finish* commits the turns (each fenced by its lease) and locks the activity tasks
-   they scheduled, durably.
+A round is one transaction, and no orchestration code runs inside it (invariant 10): the
+worker runs the turns of the instances it locked in its previous round (and of those it
+holds, with the outcomes of their activities handed over) *before* the round, and the
+round commits them, records the other outcomes, and locks the instances and tasks for
+what comes next.
 """
 
 from __future__ import annotations
@@ -35,14 +29,24 @@ from perdure.store.base import (
     RoundResult,
     TurnCommit,
 )
-from perdure.store.common.encode import PreparedTurn, StoreOptions, prepare_turn
+from perdure.store.common.encode import PreparedTurn, StoreOptions, prepare_completions, prepare_turn
 from perdure.store.common.queries import Queries, due_times
 from perdure.store.common.rows import lease_tokens
 from perdure.store.notify import ACTIVITIES, ORCHESTRATIONS
 
-#: The id of a message handed to a turn without ever being a row: an eager start's
-#: ``ExecutionStarted``. A turn's commit neither checks nor deletes it.
+#: The id of an eager start's ``ExecutionStarted``, handed to its turn without ever being a
+#: row. Every message id below zero is such a hand-over (no row to check or delete).
 HANDED_OVER = -1
+
+
+def is_row(message_id: int) -> bool:
+    """Whether a consumed message is a queued row (a hand-over has a negative id)."""
+    return message_id > 0
+
+
+def stored_messages(message_ids: Sequence[int]) -> list[int]:
+    """The ids among ``message_ids`` that are rows."""
+    return [mid for mid in message_ids if mid > 0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,27 +62,43 @@ class RoundSteps:
 
 
 @dataclass(frozen=True, slots=True)
-class Claim:
-    """What a round's first transaction did: the outcome of each completion it recorded,
-    the instances it locked, and, when it locked none, the round's whole result."""
+class PreparedRound:
+    """A round's payloads, encoded before its transaction opens (a payload that is not
+    JSON fails before anything is written)."""
 
-    completions: list[Outcome]
-    locked: list[OrchestrationWorkItem]
-    seen_at: float
-    result: RoundResult | None = None
+    turns: list[PreparedTurn]
+    completions: list[Any]
+
+    @property
+    def durable(self) -> bool:
+        """Whether the round must wait for the disk: it commits turns (what they start must
+        not run before they are durable)."""
+        return bool(self.turns)
 
 
-def claim(
-    tx: Any,
-    steps: RoundSteps,
-    options: StoreOptions,
-    request: RoundRequest,
-    prepared_completions: Sequence[Any],
-) -> Claim:
-    """The round's first transaction, inside ``tx``: record the completions, lock the due
-    instances (which sees the messages just enqueued); with none locked, take activity tasks
-    and read the next due times too, which ends the round."""
-    completed = steps.complete_activities(tx, prepared_completions) if prepared_completions else []
+def prepare_round(request: RoundRequest) -> PreparedRound:
+    """Encode the round's turns and completions. A message's stored JSON is written to
+    history as is, not encoded again."""
+    return PreparedRound([prepare_turn(c) for c in request.commits], prepare_completions(request.completions))
+
+
+def run_round(
+    tx: Any, steps: RoundSteps, options: StoreOptions, request: RoundRequest, prepared: PreparedRound
+) -> RoundResult:
+    """The round's steps, in the order of the contract, inside ``tx``."""
+    turns = steps.commit_turns(tx, prepared.turns) if prepared.turns else []
+    # Outcomes a committed turn applied are recorded by its commit; the others are queued.
+    applied = {
+        c.task_row_id: Outcome.OK
+        for turn, outcome in zip(prepared.turns, turns, strict=True)
+        if outcome is Outcome.OK
+        for c in turn.commit.handed_over
+    }
+    rest = [p for p in prepared.completions if p[0].task_row_id not in applied]
+    recorded = dict(
+        zip((p[0].task_row_id for p in rest), steps.complete_activities(tx, rest) if rest else [], strict=True)
+    )
+    completed = [applied.get(c.task_row_id) or recorded[c.task_row_id] for c in request.completions]
     locked: list[OrchestrationWorkItem] = []
     if request.orchestration_limit > 0:
         locked = steps.lock_orchestrations(
@@ -90,46 +110,8 @@ def claim(
             names=request.orchestration_names,
             known_history=request.known_history,
             instance_ids=None,
+            held=request.held,
         )
-    if locked:
-        # The finish transaction signals what is left; the messages this one enqueued are
-        # most likely the ones it just took.
-        tx.topics.discard(ORCHESTRATIONS)
-        tx.topics.discard(ACTIVITIES)
-        return Claim(completed, locked, tx.now)
-    return Claim(completed, [], tx.now, _take_tasks(tx, steps, request, completed, [], [], tx.now))
-
-
-def run_turns_between(
-    locked: list[OrchestrationWorkItem],
-    run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]],
-) -> list[PreparedTurn]:
-    """Run the turns of the ``locked`` instances and encode their commits, outside any
-    transaction. A message's stored JSON is written to history as is, not encoded again."""
-    encoded = {id(m.event): m.event_json for item in locked for m in item.messages if m.event_json}
-    return [prepare_turn(c, encoded) for c in run_turns(locked)]
-
-
-def finish(
-    tx: Any, steps: RoundSteps, request: RoundRequest, claimed: Claim, turns: Sequence[PreparedTurn]
-) -> RoundResult:
-    """The round's second transaction, inside ``tx``: commit the turns, then take the
-    activity tasks (which sees the tasks the turns just scheduled)."""
-    outcomes = steps.commit_turns(tx, turns) if turns else []
-    return _take_tasks(tx, steps, request, claimed.completions, claimed.locked, outcomes, claimed.seen_at)
-
-
-def _take_tasks(
-    tx: Any,
-    steps: RoundSteps,
-    request: RoundRequest,
-    completed: list[Outcome],
-    locked: list[OrchestrationWorkItem],
-    turns: list[Outcome],
-    messages_seen_at: float,
-) -> RoundResult:
-    """The end of a round, inside ``tx``: lock activity tasks, read the next due times and
-    decide which queues to signal. ``messages_seen_at``: when the round locked instances."""
     tasks: list[ActivityWorkItem] = []
     if request.activity_limit > 0:
         tasks = steps.lock_activities(
@@ -147,7 +129,16 @@ def _take_tasks(
         tx.topics.discard(ORCHESTRATIONS)
     if next_task_at is None or next_task_at > tx.now:
         tx.topics.discard(ACTIVITIES)
-    return RoundResult(completed, locked, turns, tasks, next_message_at, next_task_at, messages_seen_at, tx.now)
+    return RoundResult(completed, locked, turns, tasks, next_message_at, next_task_at, tx.now, tx.now)
+
+
+def run_turns_between(
+    locked: list[OrchestrationWorkItem],
+    run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]],
+) -> list[PreparedTurn]:
+    """Run the turns of the ``locked`` instances and encode their commits, outside any
+    transaction. A message's stored JSON is written to history as is, not encoded again."""
+    return [prepare_turn(c) for c in run_turns(locked)]
 
 
 def eager_item(instance: NewInstance, run_id: str, execution_id: int, now: float) -> OrchestrationWorkItem:
@@ -185,8 +176,3 @@ def eager_item(instance: NewInstance, run_id: str, execution_id: int, now: float
     )
     [token] = lease_tokens(1)
     return OrchestrationWorkItem(locked, token, now, (message,), (), 0)
-
-
-def stored_messages(message_ids: Sequence[int]) -> list[int]:
-    """The ids among ``message_ids`` that are rows (not :data:`HANDED_OVER`)."""
-    return [mid for mid in message_ids if mid != HANDED_OVER]

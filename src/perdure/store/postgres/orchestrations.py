@@ -23,7 +23,7 @@ latest committed version, so no decision rests on a stale snapshot.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from perdure.core.history import (
@@ -147,6 +147,7 @@ def lock_orchestrations(
     names: Collection[str] | None,
     known_history: KnownHistory | None,
     instance_ids: Collection[str] | None,
+    held: Mapping[str, str] | None = None,
 ) -> list[OrchestrationWorkItem]:
     """See :meth:`perdure.store.base.Store.lock_orchestrations`.
 
@@ -161,13 +162,16 @@ def lock_orchestrations(
         "now": tx.now,
         "names": sorted(names) if names is not None else None,
         "instance_ids": list(instance_ids) if instance_ids is not None else None,
+        "held": list(held.values()) if held else None,
         "exclude": tried,
     }
     while len(items) < limit:
         params["limit"] = limit - len(items)
         candidates = [c["instance_id"] for c in tx.all(Q.orchestration_candidates, params)]
         tried.extend(candidates)
-        items.extend(_lock_instances(tx, options, candidates, owner, lease_seconds, known_history or {}, names))
+        items.extend(
+            _lock_instances(tx, options, candidates, owner, lease_seconds, known_history or {}, names, held or {})
+        )
         if len(candidates) < params["limit"]:
             break  # that was every candidate
     return items
@@ -181,6 +185,7 @@ def _lock_instances(
     lease_seconds: float,
     known_history: KnownHistory,
     names: Collection[str] | None,
+    held: Mapping[str, str],
 ) -> list[OrchestrationWorkItem]:
     """Lock the ``candidates`` (in their order) that no one else holds, sort their messages,
     and lease those with messages to deliver."""
@@ -201,7 +206,7 @@ def _lock_instances(
     # instances' row locks either way; those of an instance whose lease is in use stay put.
     leases = tx.run(Q.try_lock_leases, {"ids": ids})
     queued = tx.run(Q.visible_messages, {"ids": ids, "now": tx.now})
-    free = {lease["instance_id"] for lease in leases.fetchall() if _lease_free(lease, tx.now)}
+    free = {lease["instance_id"] for lease in leases.fetchall() if _lease_free(lease, tx.now, held)}
     messages: dict[str, list[Row]] = {}
     for m in queued.fetchall():
         messages.setdefault(m["instance_id"], []).append(m)
@@ -248,11 +253,14 @@ def _lock_instances(
     return items
 
 
-def _lease_free(lease: Row, now: float) -> bool:
+def _lease_free(lease: Row, now: float, held: Mapping[str, str]) -> bool:
     """Whether an instance's lease (a ``try_lock_leases`` row) lets it be taken: no lease,
-    or an expired one this transaction now holds locked."""
+    or an expired one, or the caller's own (``held``), which this transaction now holds
+    locked."""
     if lease["token"] is None:
         return not lease["present"]  # present but not locked: its holder is writing under it
+    if held.get(lease["instance_id"]) == lease["token"]:
+        return True
     return lease["expires_at"] <= now  # else leased since the candidates were listed
 
 
@@ -394,14 +402,18 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
             seen.add(iid)
         ids = sorted({turns[i].commit.instance_id for i in wave})
         consumed = {i: _consumed(turns[i]) for i in wave}
+        handing = [turns[i].commit for i in wave if turns[i].commit.handed_over]
         # Sent together, run in order: the reads after the lock see what committed before it.
         locked = tx.run(Q.lock_committing, {"ids": ids})
         leases = tx.run(Q.leases_among, {"ids": ids})
         queued = tx.run(Q.message_owners, {"ids": [mid for mids in consumed.values() for mid in mids]})
+        tokens, due = _send_handing_over(tx, handing)
         rows = {r["instance_id"]: r for r in locked.fetchall()}
         held = {r["instance_id"]: r for r in leases.fetchall()}
         owners = {r["message_id"]: r["instance_id"] for r in queued.fetchall()}
+        task_tokens, visible = _read_handing_over(tokens, due)
         group = GroupWrite()
+        handed: list[int] = []  # tasks whose outcomes committed turns applied: recorded now
         for index in wave:
             turn = turns[index]
             row, lease = rows.get(turn.commit.instance_id), held.get(turn.commit.instance_id)
@@ -409,13 +421,41 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
                 continue
             if any(owners.get(mid) != turn.commit.instance_id for mid in consumed[index]):
                 continue  # someone applied them already
+            if any(task_tokens.get(h.task_row_id) != h.lease_token for h in turn.commit.handed_over):
+                continue  # a handed-over outcome's task was taken over: the other run's stands
+            if not visible.get(turn.commit.instance_id, set()) <= set(consumed[index]):
+                continue  # messages came before the handed-over outcomes: they go first
             c = turn.commit
             plain = not (c.discarded or c.children or c.continue_as_new or c.status.is_terminal)
             _write_turn(tx, turn, row, lease["lease_seconds"], group if plain else None)
             outcomes[index] = Outcome.OK
+            handed.extend(h.task_row_id for h in turn.commit.handed_over)
         group.send(tx)
+        if handed:
+            tx.run(Q.delete_tasks_by_id, {"ids": handed})
         pending = later
     return outcomes
+
+
+def _send_handing_over(tx: Tx, handing: list[Any]) -> tuple[Cursor | None, Cursor | None]:
+    """Send the reads that check turns with handed-over outcomes (the tasks' lease tokens,
+    the due messages queued for their instances), after the locks."""
+    if not handing:
+        return None, None
+    tasks = [h.task_row_id for c in handing for h in c.handed_over]
+    tokens = tx.run(Q.task_tokens, {"ids": tasks})
+    due = tx.run(Q.visible_message_ids_among, {"ids": [c.instance_id for c in handing], "now": tx.now})
+    return tokens, due
+
+
+def _read_handing_over(tokens: Cursor | None, due: Cursor | None) -> tuple[dict[int, str], dict[str, set[int]]]:
+    """The answers of :func:`_send_handing_over`."""
+    task_tokens = {r["task_row_id"]: r["lease_token"] for r in tokens.fetchall()} if tokens is not None else {}
+    visible: dict[str, set[int]] = {}
+    if due is not None:
+        for r in due.fetchall():
+            visible.setdefault(r["instance_id"], set()).add(r["message_id"])
+    return task_tokens, visible
 
 
 def _consumed(turn: PreparedTurn) -> list[int]:

@@ -68,6 +68,16 @@ FOR UPDATE;
 -- nobody changes a lease's holder without holding its instance row.
 SELECT instance_id, token, lease_seconds FROM orchestration_leases WHERE instance_id = ANY(%(ids)s::text[]);
 
+-- name: visible_message_ids_among
+-- commit_turns: the queued, due messages of instances whose turns apply handed-over
+-- activity outcomes (any the turn did not consume came first: the turn must not commit).
+SELECT instance_id, message_id FROM orchestration_messages
+WHERE instance_id = ANY(%(ids)s::text[]) AND visible_at <= %(now)s;
+
+-- name: task_tokens
+-- commit_turns: the lease tokens of the tasks whose outcomes a turn applies handed over.
+SELECT task_row_id, lease_token FROM activity_tasks WHERE task_row_id = ANY(%(ids)s::bigint[]);
+
 -- name: message_owners
 -- commit_turns: which of the consumed messages are still queued, and for which instance.
 SELECT message_id, instance_id FROM orchestration_messages WHERE message_id = ANY(%(ids)s::bigint[]);
@@ -223,7 +233,8 @@ FROM unnest(%(instance_ids)s::text[], %(run_ids)s::text[], %(execution_ids)s::in
 ORDER BY ordinality;
 
 -- name: orchestration_candidates
--- Instances with a due message and no live lease, oldest due message first. With a names
+-- Instances with a due message and no live lease (or one of the caller's, :held), oldest
+-- due message first. With a names
 -- filter, instances that do not exist or are terminal are still swept: sorting their
 -- messages (defer, discard) needs no user code. :exclude holds the instances this call
 -- already looked at (skipped ones would otherwise come back).
@@ -232,7 +243,7 @@ FROM orchestration_messages AS m
 LEFT JOIN instances AS i ON i.instance_id = m.instance_id
 LEFT JOIN orchestration_leases AS l ON l.instance_id = m.instance_id
 WHERE m.visible_at <= %(now)s
-  AND (l.instance_id IS NULL OR l.expires_at <= %(now)s)
+  AND (l.instance_id IS NULL OR l.expires_at <= %(now)s OR l.token = ANY(%(held)s::text[]))
   AND (%(names)s::text[] IS NULL
        OR i.instance_id IS NULL
        OR i.status IN ('COMPLETED', 'FAILED', 'TERMINATED')

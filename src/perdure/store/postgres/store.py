@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -24,6 +23,7 @@ from perdure.store.base import (
     InstanceQuery,
     InstanceRecord,
     InstanceSummary,
+    KnownHistory,
     Message,
     NewInstance,
     OrchestrationWorkItem,
@@ -340,8 +340,9 @@ class PostgresStore:
         lease_seconds: float,
         limit: int = 1,
         names: Collection[str] | None = None,
-        known_history: Mapping[str, tuple[int, int]] | None = None,
+        known_history: KnownHistory | None = None,
         instance_ids: Collection[str] | None = None,
+        held: Mapping[str, str] | None = None,
     ) -> list[OrchestrationWorkItem]:
         """See :meth:`perdure.store.base.Store.lock_orchestrations`.
 
@@ -362,6 +363,7 @@ class PostgresStore:
                 names=names,
                 known_history=known_history,
                 instance_ids=instance_ids,
+                held=held,
             )
 
         return list(self._write("lock_orchestrations", body))
@@ -429,39 +431,14 @@ class PostgresStore:
 
     # -- a worker round --
 
-    def run_round(
-        self,
-        request: RoundRequest,
-        run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]],
-    ) -> RoundResult:
+    def run_round(self, request: RoundRequest) -> RoundResult:
         """See :meth:`perdure.store.base.Store.run_round`."""
-        prepared_completions = prepare_completions(request.completions)
-        claimed: rounds.Claim = self._write(
-            "run_round",
-            lambda tx: rounds.claim(tx, _ROUND, self.options, request, prepared_completions),
-            durable=False,
-            point="claim",
-        )
-        if claimed.result is not None:
-            return claimed.result
-        try:
-            turns = rounds.run_turns_between(claimed.locked, run_turns)
-            return self._write("run_round", lambda tx: rounds.finish(tx, _ROUND, request, claimed, turns))  # type: ignore[no-any-return]
-        except BaseException:
-            self._release(claimed.locked)
-            raise
+        prepared = rounds.prepare_round(request)
 
-    def _release(self, items: Sequence[OrchestrationWorkItem]) -> None:
-        """Best effort: release the leases of a round whose turns were not committed, so the
-        instances need not wait for them to expire."""
+        def body(tx: Tx) -> RoundResult:
+            return rounds.run_round(tx, _ROUND, self.options, request, prepared)
 
-        def body(tx: Tx) -> None:
-            for item in items:
-                tx.run(Q.release_lease, {"instance_id": item.instance.instance_id, "token": item.lease_token})
-            tx.notify(ORCHESTRATIONS)
-
-        with contextlib.suppress(Exception):  # the leases expire instead
-            self._write("abandon_orchestration", body)
+        return self._write("run_round", body, durable=prepared.durable)  # type: ignore[no-any-return]
 
     def create_and_run(
         self,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from perdure.core.history import (
@@ -72,6 +72,7 @@ def lock_orchestrations(
     names: Collection[str] | None,
     known_history: KnownHistory | None,
     instance_ids: Collection[str] | None,
+    held: Mapping[str, str] | None = None,
 ) -> list[OrchestrationWorkItem]:
     """See :meth:`perdure.store.base.Store.lock_orchestrations`.
 
@@ -86,6 +87,7 @@ def lock_orchestrations(
         "now": tx.now,
         "names": json_list(sorted(names) if names is not None else None),
         "instance_ids": json_list(instance_ids),
+        "held": json_list(held.values() if held else None),
     }
     while len(items) < limit:
         params["limit"] = limit - len(items)
@@ -296,9 +298,12 @@ def _commit_wave(tx: Tx, turns: list[PreparedTurn]) -> list[int]:
 
     A turn may commit if its token still holds the lease, the instance is not terminal and
     is on the same run and execution (invariants 1, 2, 5, 9), and every message it consumed
-    is still queued for it (else someone else applied them). All of that is checked for the
-    whole wave before anything is written, so a refused turn writes nothing without a
-    savepoint.
+    is still queued for it (else someone else applied them). A turn with outcomes handed
+    over (:attr:`~perdure.store.base.TurnCommit.handed_over`) also needs each task to hold
+    its token, and no queued message for the instance besides those it consumed: those
+    came before the outcomes, which are recorded now (invariant 10). All of that is checked
+    for the whole wave before anything is written, so a refused turn writes nothing without
+    a savepoint.
     """
     conn = tx.conn
     consumed = [
@@ -308,6 +313,7 @@ def _commit_wave(tx: Tx, turns: list[PreparedTurn]) -> list[int]:
     stored = {r["instance_id"]: r for r in conn.execute(Q.instances_with_leases, {"ids": ids})}
     wanted = [mid for mids in consumed for mid in mids]
     owners = dict(conn.execute(Q.message_owners, {"ids": json.dumps(wanted)}).fetchall()) if wanted else {}
+    tokens, queued = _handing_over(tx, turns)
     ok: list[int] = []
     for index, turn in enumerate(turns):
         c = turn.commit
@@ -319,14 +325,34 @@ def _commit_wave(tx: Tx, turns: list[PreparedTurn]) -> list[int]:
             and row["execution_id"] == c.execution_id
             and (c.run_id is None or row["run_id"] == c.run_id)
             and all(owners.get(mid) == c.instance_id for mid in consumed[index])
+            and all(tokens.get(h.task_row_id) == h.lease_token for h in c.handed_over)
+            and queued.get(c.instance_id, set()) <= set(consumed[index])
         ):
             ok.append(index)
     if ok:
         _write_turns(
             tx, [(turns[i], stored[turns[i].commit.instance_id]) for i in ok], [m for i in ok for m in consumed[i]]
         )
+        handed = [{"task_row_id": h.task_row_id} for i in ok for h in turns[i].commit.handed_over]
+        if handed:  # recorded by the turn that applied them
+            conn.executemany(Q.delete_task, handed)
         _settle_leases(tx, [(turns[i], stored[turns[i].commit.instance_id]) for i in ok])
     return ok
+
+
+def _handing_over(tx: Tx, turns: list[PreparedTurn]) -> tuple[dict[int, str], dict[str, set[int]]]:
+    """For the turns with handed-over outcomes: the lease tokens of their tasks, and the
+    due messages queued for their instances (by instance)."""
+    handing = [t.commit for t in turns if t.commit.handed_over]
+    if not handing:
+        return {}, {}
+    task_ids = json.dumps([h.task_row_id for c in handing for h in c.handed_over])
+    tokens = dict(tx.conn.execute(Q.task_tokens, {"ids": task_ids}).fetchall())
+    queued: dict[str, set[int]] = {}
+    params = {"ids": json.dumps([c.instance_id for c in handing]), "now": tx.now}
+    for iid, mid in tx.conn.execute(Q.visible_message_ids_among, params):
+        queued.setdefault(iid, set()).add(mid)
+    return tokens, queued
 
 
 def _settle_leases(tx: Tx, committed: list[tuple[PreparedTurn, sqlite3.Row]]) -> None:

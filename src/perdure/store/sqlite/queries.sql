@@ -174,7 +174,8 @@ INSERT INTO orchestration_messages (instance_id, run_id, execution_id, kind, eve
 VALUES (:instance_id, :run_id, :execution_id, :kind, :event, :now, :visible_at);
 
 -- name: orchestration_candidates
--- Instances with a due message and no live lease, oldest due message first. The inner
+-- Instances with a due message and no live lease (or one of the caller's, :held), oldest
+-- due message first. The inner
 -- query walks the visible_at index and stops after :scan messages, so a lock never reads
 -- the whole queue; the caller asks again if that yielded fewer than :limit instances and
 -- the scan stopped at its bound (``scanned`` adds up to :scan).
@@ -189,7 +190,8 @@ FROM (
     WHERE m.visible_at <= :now
       AND NOT EXISTS (
           SELECT 1 FROM orchestration_leases AS l
-          WHERE l.instance_id = m.instance_id AND l.expires_at > :now)
+          WHERE l.instance_id = m.instance_id AND l.expires_at > :now
+            AND (:held IS NULL OR l.token NOT IN (SELECT value FROM json_each(:held))))
       AND (:names IS NULL
            OR i.instance_id IS NULL
            OR i.status IN ('COMPLETED', 'FAILED', 'TERMINATED')
@@ -207,6 +209,16 @@ LIMIT :limit;
 SELECT * FROM orchestration_messages
 WHERE instance_id IN (SELECT value FROM json_each(:ids)) AND visible_at <= :now
 ORDER BY message_id;
+
+-- name: visible_message_ids_among
+-- commit_turns: the queued, due messages of instances whose turns apply handed-over
+-- activity outcomes (any the turn did not consume came first: the turn must not commit).
+SELECT instance_id, message_id FROM orchestration_messages
+WHERE instance_id IN (SELECT value FROM json_each(:ids)) AND visible_at <= :now;
+
+-- name: task_tokens
+-- commit_turns: the lease tokens of the tasks whose outcomes a turn applies handed over.
+SELECT task_row_id, lease_token FROM activity_tasks WHERE task_row_id IN (SELECT value FROM json_each(:ids));
 
 -- name: message_owners
 -- commit_turns: which of the consumed messages are still queued, and for which instance.

@@ -24,6 +24,7 @@ from perdure.store.base import (
     InstanceQuery,
     InstanceRecord,
     InstanceSummary,
+    KnownHistory,
     Message,
     NewInstance,
     OrchestrationWorkItem,
@@ -328,8 +329,9 @@ class SQLiteStore:
         lease_seconds: float,
         limit: int = 1,
         names: Collection[str] | None = None,
-        known_history: Mapping[str, tuple[int, int]] | None = None,
+        known_history: KnownHistory | None = None,
         instance_ids: Collection[str] | None = None,
+        held: Mapping[str, str] | None = None,
     ) -> list[OrchestrationWorkItem]:
         """See :meth:`perdure.store.base.Store.lock_orchestrations`.
 
@@ -349,6 +351,7 @@ class SQLiteStore:
                 names=names,
                 known_history=known_history,
                 instance_ids=instance_ids,
+                held=held,
             )
 
     def commit_turns(self, commits: Sequence[TurnCommit]) -> list[Outcome]:
@@ -407,37 +410,11 @@ class SQLiteStore:
 
     # -- a worker round --
 
-    def run_round(
-        self,
-        request: RoundRequest,
-        run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]],
-    ) -> RoundResult:
+    def run_round(self, request: RoundRequest) -> RoundResult:
         """See :meth:`perdure.store.base.Store.run_round`."""
-        prepared_completions = prepare_completions(request.completions)
-        with self._write("run_round", durable=False, point="claim") as tx:
-            claimed = rounds.claim(tx, _ROUND, self.options, request, prepared_completions)
-        if claimed.result is not None:
-            return claimed.result
-        try:
-            turns = rounds.run_turns_between(claimed.locked, run_turns)
-            with self._write("run_round") as tx:
-                return rounds.finish(tx, _ROUND, request, claimed, turns)
-        except BaseException:
-            self._release(claimed.locked)
-            raise
-
-    def _release(self, items: Sequence[OrchestrationWorkItem]) -> None:
-        """Best effort: release the leases of a round whose turns were not committed, so the
-        instances need not wait for them to expire."""
-        try:
-            with self._write("abandon_orchestration") as tx:
-                for item in items:
-                    tx.conn.execute(
-                        Q.release_lease, {"instance_id": item.instance.instance_id, "token": item.lease_token}
-                    )
-                tx.notify(ORCHESTRATIONS)
-        except Exception:  # the leases expire instead
-            pass
+        prepared = rounds.prepare_round(request)
+        with self._write("run_round", durable=prepared.durable) as tx:
+            return rounds.run_round(tx, _ROUND, self.options, request, prepared)
 
     def create_and_run(
         self,
