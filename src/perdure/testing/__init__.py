@@ -10,6 +10,8 @@
   step at a time, without threads, to force interleavings.
 - :func:`assert_invariants`, :func:`violations` (``perdure.testing.invariants``): check a
   store's state against perdure's invariants.
+- :func:`replay`, :class:`ReplayMismatch` (``perdure.testing.replay_gate``): assert that
+  your code still replays exported histories (the replay gate in a test).
 - ``perdure.testing.conformance``: the suite every store implementation must pass (needs
   pytest); import its tests into a test module that provides a ``store`` fixture.
 """
@@ -17,6 +19,7 @@
 from perdure.testing.faults import FailAt, FakeClock, InjectedFault
 from perdure.testing.faulty_store import Fault, FaultyStore, WriteCall, write_points
 from perdure.testing.invariants import assert_invariants, violations
+from perdure.testing.replay_gate import ReplayMismatch, replay
 from perdure.testing.stepper import StepWorker, drain
 
 __all__ = [
@@ -25,10 +28,12 @@ __all__ = [
     "Fault",
     "FaultyStore",
     "InjectedFault",
+    "ReplayMismatch",
     "StepWorker",
     "WriteCall",
     "assert_invariants",
     "drain",
+    "replay",
     "violations",
     "write_points",
 ]
