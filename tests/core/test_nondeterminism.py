@@ -195,6 +195,18 @@ def test_the_error_names_the_position_and_both_sides_as_fields_too():
     error = _divergence(stops_short, PAST)
     assert (error.position, error.recorded) == (5, "ActivityScheduled 'charge' (task 2)")
     assert error.produced == "nothing (it is waiting on <EventTask 'never' pending>)"
+
+    async def adds_a_call(ctx, x):
+        await ctx.call_activity("reserve", x)
+        ctx.call_activity("audit", x)
+        await ctx.call_activity("charge", x)
+
+    error = _divergence(adds_a_call, [*PAST[:5], turn(3.0)])
+    assert (error.position, error.recorded, error.produced) == (
+        5,
+        "nothing (the next event is TurnStarted)",
+        "ActivityScheduled 'audit' (task 2)",
+    )
     error = _divergence(goes_further, [*PAST, turn(3.0), activity_completed(2)])
     assert (error.position, error.recorded, error.produced) == (
         8,

@@ -611,7 +611,11 @@ class OrchestrationExecutor:
             f"after history index {index - 1}{_task_of(produced)} the code now produced "
             f"{describe_event(produced)}, which the history does not record ({where})",
             position=index,
-            recorded=describe_event(recorded) if recorded is not None else "nothing (the history ends there)",
+            recorded=(
+                "nothing (the history ends there)"
+                if recorded is None
+                else f"nothing (the next event is {describe_event(recorded)})"
+            ),
             produced=describe_event(produced),
         )
 

@@ -25,7 +25,7 @@ from perdure.core.history import HistoryEvent
 from perdure.core.payload import dumps_payload
 from perdure.core.registry import App, registered_name
 from perdure.core.status import OrchestrationStatus
-from perdure.errors import InvalidInputError, RegistrationError
+from perdure.errors import InstanceNotFoundError, InvalidInputError, RegistrationError
 from perdure.store.open import open_store
 from perdure.testing.faults import FakeClock
 from perdure.testing.stepper import StepWorker, next_due, work_once
@@ -78,7 +78,9 @@ class Environment:
     def mock_activity(self, activity: str | Callable[..., Any], replacement: Callable[..., Any]) -> None:
         """Run ``replacement`` instead of ``activity`` (the function or its registered name)
         in this environment: it gets the activity's input and its return value is the
-        result; what it raises fails the activity (and retry policies apply)."""
+        result; what it raises fails the activity (and retry policies apply). Replace
+        activities before running anything: tasks the worker holds when a replacement is
+        made run again once their lease expires in virtual time."""
         name = registered_name(activity, "activity")
         if name not in self.app.activities:
             known = ", ".join(sorted(self.app.activities)) or "none"
@@ -163,7 +165,7 @@ class Environment:
         """The instance as it is now (finished or not)."""
         state = self.client.get(instance_id, history=True)
         if state is None:
-            raise InvalidInputError(f"no instance with id {instance_id!r} in this environment")
+            raise InstanceNotFoundError(f"no instance with id {instance_id!r} in this environment")
         return RunResult(
             instance_id=state.instance_id,
             status=state.status,
@@ -228,7 +230,7 @@ class Environment:
     def _finished(self, instance_id: str) -> bool:
         state = self.client.get(instance_id)
         if state is None:
-            raise InvalidInputError(f"no instance with id {instance_id!r} in this environment")
+            raise InstanceNotFoundError(f"no instance with id {instance_id!r} in this environment")
         return state.is_terminal
 
     def _step_worker(self) -> StepWorker:
@@ -255,5 +257,5 @@ def _waits(state: InstanceState) -> str:
     parts = [f"event {e.name!r}" for e in waiting.events]
     parts += [f"activity {a.name!r}" for a in waiting.activities]
     parts += [f"child {c.instance_id!r}" for c in waiting.children]
-    parts += ["a timer" for _ in waiting.timers]
+    parts += [f"a timer due {datetime.fromtimestamp(t.fire_at, UTC):%Y-%m-%d %H:%M:%S} UTC" for t in waiting.timers]
     return ", ".join(parts) or "nothing it can get (see client.diagnose)"
