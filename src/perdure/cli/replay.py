@@ -5,6 +5,7 @@ JSON, for a check without access to the store)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import click
@@ -15,7 +16,7 @@ from perdure.cli.inputs import filter_given, filter_options, make_filter
 from perdure.cli.instances import json_option
 from perdure.cli.main import cli
 from perdure.cli.render import print_json
-from perdure.replay import ExportedHistory, export_history, replay_histories, stored_histories
+from perdure.replay import ExecutionHistory, ExportedHistory, export_history, replay_histories, stored_histories
 
 
 @cli.command(
@@ -69,18 +70,18 @@ def replay_check(
     if missing:
         raise CommandFailed(f"no such file: {missing[0]!r}", EXIT_NOT_FOUND)
     app = load_app(app_ref)
+    found = make_filter(*filters)
     if files:
-        histories = [h for path in files for h in ExportedHistory.load(path).executions]
-    else:
-        found = make_filter(*filters)
-        histories = list(stored_histories(state.client(), found, include_terminal=include_terminal))
-        if not histories:
-            click.echo(f"no instances to check ({found.describe()})", err=True)
+        histories: Iterable[ExecutionHistory] = [h for path in files for h in ExportedHistory.load(path).executions]
+    else:  # read one at a time as they are replayed: a large fleet is never all in memory
+        histories = stored_histories(state.client(), found, include_terminal=include_terminal)
     report = replay_histories(app, histories)
     if as_json:
         print_json(report.to_dict())
-    elif histories:
+    elif report.results:
         click.echo(report.text())
+    else:
+        click.echo(f"no instances to check ({found.describe()})", err=True)
     raise SystemExit(EXIT_OK if report.ok else EXIT_FAILED)
 
 
