@@ -75,8 +75,31 @@ class NonDeterminismError(PerdureError):
     """Replaying the history did not reproduce what the code does now.
 
     The message names the history position, what the history recorded, what the code did,
-    and the remedy (version the orchestration or keep the old code path).
+    and the remedy (version the orchestration or keep the old code path). Raised by the
+    replay executor, the same facts are fields too (``None`` where not known): the
+    ``instance_id``, the ``orchestration`` name, the ``execution_id``, the history
+    ``position`` (index in the execution's history), what the history ``recorded`` there
+    and what the code ``produced`` now (short descriptions, as in the message).
     """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        instance_id: str | None = None,
+        orchestration: str | None = None,
+        execution_id: int | None = None,
+        position: int | None = None,
+        recorded: str | None = None,
+        produced: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.instance_id = instance_id
+        self.orchestration = orchestration
+        self.execution_id = execution_id
+        self.position = position
+        self.recorded = recorded
+        self.produced = produced
 
 
 class InvalidInputError(PerdureError, ValueError):

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from perdure.core.commands import FailOrchestration
-from perdure.core.executor import execute
+from perdure.core.executor import OrchestrationExecutor, execute
 from perdure.core.history import ActivityCompleted
 from perdure.core.registry import App
 from perdure.core.status import OrchestrationStatus
@@ -161,6 +161,68 @@ def test_timer_replaced_by_an_activity_is_detected():
 
     _, message = _fail(_app(saga), past)
     assert "recorded TimerCreated (task 1), but the code now produced ActivityScheduled 'poll' (task 1)" in message
+
+
+def _divergence(fn, past):
+    executor = OrchestrationExecutor(_app(fn), "order-1")
+    executor.execute(past, ())
+    assert executor.divergence is not None
+    return executor.divergence
+
+
+def test_the_error_names_the_position_and_both_sides_as_fields_too():
+    async def changed(ctx, x):
+        await ctx.call_activity("reserve", x)
+        await ctx.call_activity("charge_v2", x)
+
+    async def stops_short(ctx, x):
+        await ctx.call_activity("reserve", x)
+        await ctx.wait_for_event("never")
+
+    async def goes_further(ctx, x):
+        await ctx.call_activity("reserve", x)
+        await ctx.call_activity("charge", x)
+        await ctx.call_activity("more", x)
+
+    error = _divergence(changed, PAST)
+    assert (error.instance_id, error.orchestration, error.execution_id) == ("order-1", "saga", 1)
+    assert (error.position, error.recorded, error.produced) == (
+        5,
+        "ActivityScheduled 'charge' (task 2)",
+        "ActivityScheduled 'charge_v2' (task 2)",
+    )
+    assert "at history index 5 (task 2)" in str(error)
+    error = _divergence(stops_short, PAST)
+    assert (error.position, error.recorded) == (5, "ActivityScheduled 'charge' (task 2)")
+    assert error.produced == "nothing (it is waiting on <EventTask 'never' pending>)"
+
+    async def adds_a_call(ctx, x):
+        await ctx.call_activity("reserve", x)
+        ctx.call_activity("audit", x)
+        await ctx.call_activity("charge", x)
+
+    error = _divergence(adds_a_call, [*PAST[:5], turn(3.0)])
+    assert (error.position, error.recorded, error.produced) == (
+        5,
+        "nothing (the next event is TurnStarted)",
+        "ActivityScheduled 'audit' (task 2)",
+    )
+    error = _divergence(goes_further, [*PAST, turn(3.0), activity_completed(2)])
+    assert (error.position, error.recorded, error.produced) == (
+        8,
+        "nothing (the history ends there)",
+        "ActivityScheduled 'more' (task 3)",
+    )
+
+
+def test_a_history_the_code_reproduces_has_no_divergence():
+    async def saga(ctx, x):
+        await ctx.call_activity("reserve", x)
+        await ctx.call_activity("charge", x)
+
+    executor = OrchestrationExecutor(_app(saga), "order-1")
+    assert executor.execute(PAST, ()).status is OrchestrationStatus.RUNNING
+    assert executor.divergence is None
 
 
 def test_changed_input_is_not_nondeterminism():

@@ -174,6 +174,12 @@ class OrchestrationExecutor:
         return self._finished
 
     @property
+    def divergence(self) -> NonDeterminismError | None:
+        """The nondeterminism replay found, if any (the execution then fails with it); its
+        fields name the position and what history and code hold there."""
+        return self._divergence
+
+    @property
     def pending_events(self) -> tuple[EventRaised, ...]:
         """External events received but not yet handed to a ``wait_for_event``, oldest first."""
         return tuple(self._buffer)
@@ -299,10 +305,13 @@ class OrchestrationExecutor:
                 event = past[index]
                 self._cursor += 1
                 if isinstance(event, OUTPUT_EVENTS):
+                    state = self._code_state()
                     self._diverge(
                         f"at history index {index}{_task_of(event)} the history recorded "
-                        f"{describe_event(event)}, but the code now did not produce it "
-                        f"({self._code_state()})"
+                        f"{describe_event(event)}, but the code now did not produce it ({state})",
+                        position=index,
+                        recorded=describe_event(event),
+                        produced=f"nothing ({state})",
                     )
                 if not isinstance(event, _RECORDS):
                     self._receive(event)
@@ -551,7 +560,10 @@ class OrchestrationExecutor:
             self._diverge(
                 f"at history index {self._cursor - 1} the history holds {describe_event(event)}, "
                 f"which should have been discarded ({reason}: {detail}); the history is "
-                f"inconsistent"
+                f"inconsistent",
+                position=self._cursor - 1,
+                recorded=describe_event(event),
+                produced=f"a discard of it ({reason})",
             )
         message = encode_event(event)
         self._append(MessageDiscarded(timestamp=self._now, reason=reason, message=message, detail=detail))
@@ -585,7 +597,10 @@ class OrchestrationExecutor:
         if recorded is not None and isinstance(recorded, OUTPUT_EVENTS):
             self._diverge(
                 f"at history index {index}{_task_of(recorded)} the history recorded "
-                f"{describe_event(recorded)}, but the code now produced {describe_event(produced)}"
+                f"{describe_event(recorded)}, but the code now produced {describe_event(produced)}",
+                position=index,
+                recorded=describe_event(recorded),
+                produced=describe_event(produced),
             )
         where = (
             f"the next recorded event is {type(recorded).__name__} at index {index}"
@@ -594,14 +609,29 @@ class OrchestrationExecutor:
         )
         self._diverge(
             f"after history index {index - 1}{_task_of(produced)} the code now produced "
-            f"{describe_event(produced)}, which the history does not record ({where})"
+            f"{describe_event(produced)}, which the history does not record ({where})",
+            position=index,
+            recorded=(
+                "nothing (the history ends there)"
+                if recorded is None
+                else f"nothing (the next event is {describe_event(recorded)})"
+            ),
+            produced=describe_event(produced),
         )
 
-    def _diverge(self, what: str) -> NoReturn:
+    def _diverge(
+        self, what: str, *, position: int | None = None, recorded: str | None = None, produced: str | None = None
+    ) -> NoReturn:
         if self._divergence is None:
             self._divergence = NonDeterminismError(
                 f"nondeterministic orchestration {self._name!r} (instance {self._instance_id!r}, "
-                f"execution {self._execution_id}): {what}. {_REMEDY}"
+                f"execution {self._execution_id}): {what}. {_REMEDY}",
+                instance_id=self._instance_id,
+                orchestration=self._name,
+                execution_id=self._execution_id,
+                position=position,
+                recorded=recorded,
+                produced=produced,
             )
         raise _Diverged()
 

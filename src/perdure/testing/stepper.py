@@ -152,22 +152,37 @@ def drain(
     for _ in range(max_rounds):
         if watched is not None and _all_terminal(store, watched):
             return
-        worked = 0
-        for w in pool:
-            worked += w.run_turns()
-            while w.run_task():
-                worked += 1
-            worked += w.round()
-        if worked:
+        if work_once(pool):
             continue
-        due = store.next_visible_at()
+        due = next_due(store, clock())
         if due is None:
             if watched is None or _all_terminal(store, watched):
                 return
             raise AssertionError(f"nothing left to do but {watched} are not all terminal")
-        now = clock()
-        clock.set(due + 0.001 if due > now else now + 1.0)
+        clock.set(due)
     raise AssertionError(f"the store did not settle in {max_rounds} rounds")
+
+
+def work_once(workers: Sequence[StepWorker]) -> int:
+    """One pass over the workers: each runs the turns and tasks it holds, then a worker
+    round. Returns how much work was done (0: none of them found any)."""
+    worked = 0
+    for w in workers:
+        worked += w.run_turns()
+        while w.run_task():
+            worked += 1
+        worked += w.round()
+    return worked
+
+
+def next_due(store: Store, now: float) -> float | None:
+    """The time to move a fake clock to when workers find nothing to do at ``now``: just
+    past the next due message, task or lease expiry (a second on if that is not later than
+    ``now``); None if nothing is waiting for a time at all."""
+    due = store.next_visible_at()
+    if due is None:
+        return None
+    return due + 0.001 if due > now else now + 1.0
 
 
 def _all_terminal(store: Store, instance_ids: list[str]) -> bool:
