@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from perdure.core.context import check_version
 from perdure.core.failure import Failure
 from perdure.core.history import (
     EventDecodeError,
@@ -85,7 +86,8 @@ class InstanceState:
     ``waiting_on`` lists what a running instance awaits (activities, timers, children,
     event names). ``run_id`` is the run token of the run the state describes: each run of
     an instance id (a start, a start after a purge, a ``replace_terminal`` start) has its
-    own.
+    own. ``version`` is the orchestration version the current execution runs (``None``
+    until a worker took the first turn of a start that left it open).
     """
 
     instance_id: str
@@ -104,6 +106,7 @@ class InstanceState:
     history: list[HistoryEvent] | None = None
     run_id: str = ""
     termination_reason: str | None = None
+    version: int | None = 1
 
     @property
     def is_terminal(self) -> bool:
@@ -132,6 +135,7 @@ class InstanceState:
             history=history,
             run_id=record.run_id,
             termination_reason=reason,
+            version=record.version,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,6 +143,7 @@ class InstanceState:
         data: dict[str, Any] = {
             "instance_id": self.instance_id,
             "name": self.name,
+            "version": self.version,
             "status": self.status.value,
             "input": self.input,
             "output": self.output,
@@ -209,6 +214,7 @@ class Client:
         replace_terminal: bool = False,
         eager: bool = False,
         request_id: str | None = None,
+        version: int | None = None,
     ) -> str:
         """Start ``orchestration`` (the function or its registered name) with ``input``;
         return the instance id. A ``replace_terminal`` start, or a start after a purge, is a
@@ -221,6 +227,11 @@ class Client:
         an ``app`` refuses a name that app does not register
         (:class:`~perdure.errors.RegistrationError`).
 
+        ``version``: the orchestration version the instance runs, for as long as it runs
+        (until it continues as new on another). By default the latest version the client's
+        ``app`` registers; a client without an app leaves it to the worker that takes the
+        first turn, which runs its own latest and records it.
+
         ``eager=True``: if a worker of this process runs the orchestration on this same
         store object, the first turn (and the local activities it chains) runs in this
         thread and commits in the start's transaction, before ``start`` returns: the
@@ -228,12 +239,13 @@ class Client:
         ordinary start. See :mod:`perdure.runtime.eager`.
         """
         name = self._orchestration_name(orchestration)
+        version = self._version(name, version)
         iid = uuid.uuid4().hex if instance_id is None else validate_instance_id(instance_id)
         dumps_payload(input, what=f"input of orchestration {name!r}", limit=self.max_payload_bytes)
         start = timestamp(start_at, "start_at")
         if not isinstance(eager, bool):
             raise InvalidInputError(f"eager must be True or False, got {eager!r}")
-        new = NewInstance(iid, name, input, start_at=start)
+        new = NewInstance(iid, name, input, start_at=start, version=version)
 
         def create(rid: str, retry: bool) -> None:
             # A retry is never eager: if the eager try committed, the store knows its id.
@@ -255,11 +267,14 @@ class Client:
         *,
         instance_ids: Iterable[str] | None = None,
         request_id: str | None = None,
+        version: int | None = None,
     ) -> list[str]:
         """Start one instance of ``orchestration`` per input, all in one store transaction
         (all are created, or none); return their ids in input order. ``instance_ids`` names
-        them (validated like :meth:`start`); by default they are random."""
+        them (validated like :meth:`start`); by default they are random. ``version`` as for
+        :meth:`start`."""
         name = self._orchestration_name(orchestration)
+        version = self._version(name, version)
         values = list(inputs)
         if instance_ids is None:
             ids = [uuid.uuid4().hex for _ in values]
@@ -271,7 +286,7 @@ class Client:
                 raise InvalidInputError("start_many got the same instance id twice")
         for i, value in enumerate(values):
             dumps_payload(value, what=f"input {i} of orchestration {name!r}", limit=self.max_payload_bytes)
-        new = [NewInstance(iid, name, value) for iid, value in zip(ids, values, strict=True)]
+        new = [NewInstance(iid, name, value, version=version) for iid, value in zip(ids, values, strict=True)]
         _idempotent(lambda rid, _retry: self.store.create_instances(new, request_id=rid), request_id)
         return ids
 
@@ -337,16 +352,17 @@ class Client:
         limit: int = 100,
         cursor: str | None = None,
         sort: str = "created",
+        version: int | None = None,
     ) -> InstancePage:
         """One page of instances, newest first, filtered by status (one or several), name,
-        creation time, parent and instance-id ``prefix``; pass the returned
+        orchestration ``version``, creation time, parent and instance-id ``prefix``; pass the returned
         ``next_cursor`` for the next page. ``sort="updated"`` orders by last update instead
         of creation (most recently updated first)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
             raise InvalidInputError(f"limit must be an integer from 1 to 10000, got {limit!r}")
         if sort not in ("created", "updated"):
             raise InvalidInputError(f"sort must be 'created' or 'updated', got {sort!r}")
-        found = InstanceFilter(status, name, created_after, created_before, prefix)
+        found = InstanceFilter(status, name, created_after, created_before, prefix, version)
         query = found.query(limit=limit, cursor=cursor)
         assert query is not None  # no status restriction was asked for
         query = replace(query, parent_instance_id=parent_instance_id, sort=sort)
@@ -514,6 +530,16 @@ class Client:
             known = ", ".join(sorted(self.app.orchestrations)) or "none"
             raise RegistrationError(f"orchestration {name!r} is not registered in the app (registered: {known})")
         return name
+
+    def _version(self, name: str, version: int | None) -> int | None:
+        """The version a start of ``name`` runs: ``version`` (checked against the app, if
+        the client has one), else the app's latest; without an app, ``None`` (the worker's
+        latest)."""
+        if version is not None:
+            check_version(version)
+        if self.app is None:
+            return version
+        return self.app.orchestration_named(name, version).version
 
     def _history(self, record: InstanceRecord, execution_id: int) -> list[HistoryEvent]:
         iid = record.instance_id

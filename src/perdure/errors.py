@@ -75,7 +75,7 @@ class NonDeterminismError(PerdureError):
     """Replaying the history did not reproduce what the code does now.
 
     The message names the history position, what the history recorded, what the code did,
-    and the remedy (version the orchestration or keep the old code path). Raised by the
+    and the remedy (a patch or a new version, then a rewind). Raised by the
     replay executor, the same facts are fields too (``None`` where not known): the
     ``instance_id``, the ``orchestration`` name, the ``execution_id``, the history
     ``position`` (index in the execution's history), what the history ``recorded`` there

@@ -6,6 +6,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from perdure.core.context import check_version
 from perdure.core.status import OrchestrationStatus
 from perdure.errors import InvalidInputError
 from perdure.store.base import InstanceQuery
@@ -21,7 +22,8 @@ class InstanceFilter:
     - ``status``: one status or several (``"RUNNING"``, ``OrchestrationStatus.FAILED``...);
     - ``name``: the orchestration's registered name;
     - ``created_after`` / ``created_before``: timezone-aware datetimes;
-    - ``prefix``: the start of the instance id (``"order-"`` matches ``order-7``).
+    - ``prefix``: the start of the instance id (``"order-"`` matches ``order-7``);
+    - ``version``: the orchestration version the instance runs.
 
     ``InstanceFilter()`` matches every instance. Invalid values raise
     :class:`~perdure.errors.InvalidInputError` when the filter is made.
@@ -32,9 +34,12 @@ class InstanceFilter:
     created_after: datetime | None = None
     created_before: datetime | None = None
     prefix: str | None = None
+    version: int | None = None
 
     def __post_init__(self) -> None:
         parse_statuses(self.status)
+        if self.version is not None:
+            check_version(self.version)
         for field in ("created_after", "created_before"):
             timestamp(getattr(self, field), field)
         for field in ("name", "prefix"):
@@ -68,6 +73,7 @@ class InstanceFilter:
             created_after=timestamp(self.created_after, "created_after"),
             created_before=timestamp(self.created_before, "created_before"),
             instance_id_prefix=self.prefix,
+            version=self.version,
             limit=limit,
             cursor=cursor,
         )
@@ -79,6 +85,8 @@ class InstanceFilter:
             parts.append("status " + "|".join(sorted(s.value for s in self.statuses)))
         if self.name is not None:
             parts.append(f"name {self.name}")
+        if self.version is not None:
+            parts.append(f"version {self.version}")
         if self.prefix is not None:
             parts.append(f"id prefix {self.prefix!r}")
         if self.created_after is not None:

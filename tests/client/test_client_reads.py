@@ -73,7 +73,7 @@ def test_workers_queue_depths_and_counts_describe_the_fleet(client: perdure.Clie
             time.sleep(0.02)
         assert client.queue_depths() == []
         [row] = client.workers(alive_within=60)
-        assert row.worker_id == worker.worker_id and "waits" in row.orchestrations and "inc" in row.activities
+        assert row.worker_id == worker.worker_id and "waits@1" in row.orchestrations and "inc" in row.activities
         assert row.concurrency["activity_concurrency"] == 256
     assert client.workers() == []  # a stopped worker removes its row
     assert client.instance_counts() == [InstanceCount("waits", OrchestrationStatus.RUNNING, 2)]

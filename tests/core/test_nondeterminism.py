@@ -27,7 +27,7 @@ from .builders import (
     turn,
 )
 
-REMEDY = "version the orchestration (register the new code under a new name) or keep the old code path"
+REMEDY = "keep the old code path for running instances behind ctx.patched(...), or register the new code as a new version"
 
 
 def _app(fn):

@@ -98,7 +98,7 @@ def test_an_activity_no_live_worker_registered_is_no_worker(store, client):
     e = d.top.evidence
     assert (e["kind"], e["name"]) == ("activity", "geocode")
     [worker] = e["live_workers"]
-    assert "geocode" not in worker["activities"] and "geocoding" in worker["orchestrations"]
+    assert "geocode" not in worker["activities"] and "geocoding@1" in worker["orchestrations"]
     assert "no live worker has activity 'geocode' registered" in d.top.summary
 
 

@@ -266,7 +266,7 @@ def test_the_fleet_routes_show_workers_queues_counts_and_dead_letters(served: Se
         wait_until(lambda: client.get("o1").status.value == "RUNNING", what="o1 running")
         [row] = api.get("/api/v1/workers").json()["items"]
         assert row["worker_id"] == worker.worker_id and row["alive"] is True and row["activity_concurrency"] == 256
-        assert "order_saga" in row["orchestrations"] and "charge" in row["activities"]
+        assert "order_saga@1" in row["orchestrations"] and "charge" in row["activities"]
         assert row["heartbeat_at"].endswith("Z") and row["heartbeat_age_s"] < 15
         fleet = api.get("/api/v1/diagnosis", params={"stalled_after": 0, "limit": 10}).json()
         assert fleet["totals"]["RUNNING"] == 1 and fleet["workers"][0]["worker_id"] == worker.worker_id

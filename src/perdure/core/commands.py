@@ -41,12 +41,14 @@ class CreateTimer(Command):
 class StartSubOrchestration(Command):
     """Create child ``instance_id`` running ``name`` with ``input``; it reports to this
     execution's task ``task_id``. If the id is held by another instance, the runtime fails
-    the task at once (invariant 4) instead of leaving the parent waiting."""
+    the task at once (invariant 4) instead of leaving the parent waiting. ``version``: the
+    child's orchestration version (``None``: the latest of the worker that takes it)."""
 
     task_id: int
     name: str
     instance_id: str
     input: Any = None
+    version: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,8 +91,10 @@ class ContinueAsNew(Command):
     events it did not consume (unless the orchestrator passed ``carry_over_events=False``)
     and operator messages (terminate, suspend, resume) that came in the turn that continued
     as new, in arrival order. The new execution takes them first
-    (:attr:`perdure.core.history.ExecutionStarted.carried`).
+    (:attr:`perdure.core.history.ExecutionStarted.carried`). ``version`` is the version the
+    next execution runs.
     """
 
     input: Any = None
     carried: tuple[HistoryEvent, ...] = ()
+    version: int = 1

@@ -54,11 +54,14 @@ class OrchestrationHost(Protocol):
     def schedule_activity(
         self, name: str, input: Any, attempt: int, max_attempts: int | None = None
     ) -> ActivityTask[Any]: ...
-    def start_sub_orchestration(self, name: str, input: Any, instance_id: str | None) -> SubOrchestrationTask[Any]: ...
+    def start_sub_orchestration(
+        self, name: str, input: Any, instance_id: str | None, version: int | None = None
+    ) -> SubOrchestrationTask[Any]: ...
     def create_timer(self, fire_at: float, purpose: str) -> TimerTask: ...
     def wait_for_event(self, name: str, timeout: timedelta | None) -> EventTask[Any]: ...
     def set_custom_status(self, status: Any) -> None: ...
-    def continue_as_new(self, input: Any, carry_over_events: bool) -> None: ...
+    def continue_as_new(self, input: Any, carry_over_events: bool, version: int | str | None = None) -> None: ...
+    def patched(self, patch_id: str, deprecated: bool) -> bool: ...
 
 
 class ReplaySafeLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -149,24 +152,29 @@ class OrchestrationContext:
         *,
         instance_id: str | None = None,
         retry: RetryPolicy | None = None,
+        version: int | None = None,
     ) -> Task[Any]:
         """Start orchestration ``orchestration`` as a child instance and wait for its result.
 
         Without ``instance_id`` the child gets a generated id, unique across executions and
-        (with ``retry``) across attempts. Fails with :class:`perdure.SubOrchestrationError`.
+        (with ``retry``) across attempts. The child runs ``version`` of the orchestration, by
+        default the latest this app registers (or, if this app does not register it, the
+        latest of the worker that takes it). Fails with :class:`perdure.SubOrchestrationError`.
         """
         name = registered_name(orchestration, "orchestration")
         dumps_payload(input, what=f"input of sub-orchestration {name!r}")
         if instance_id is not None:
             validate_instance_id(instance_id)
+        if version is not None:
+            check_version(version)
         host = self._host
         if retry is None:
-            return host.start_sub_orchestration(name, input, instance_id)
+            return host.start_sub_orchestration(name, input, instance_id, version)
         _check_policy(retry)
         return RetryableTask(
             retry,
             f"sub-orchestration {name!r}",
-            lambda _attempt: host.start_sub_orchestration(name, input, instance_id),
+            lambda _attempt: host.start_sub_orchestration(name, input, instance_id, version),
             lambda fire_at: host.create_timer(fire_at, "retry"),
             lambda: host.now,
         )
@@ -210,20 +218,52 @@ class OrchestrationContext:
 
     # --- lifecycle and status ----------------------------------------------------------
 
-    def continue_as_new(self, input: Any = None, *, carry_over_events: bool = True) -> NoReturn:
+    def continue_as_new(
+        self, input: Any = None, *, carry_over_events: bool = True, version: int | str | None = None
+    ) -> NoReturn:
         """End this execution and start the next one with ``input`` and a fresh history.
 
         External events received but not consumed are passed on to the next execution
-        unless ``carry_over_events`` is false. Open tasks are abandoned. Does not return.
+        unless ``carry_over_events`` is false. Open tasks are abandoned. The next execution
+        runs the same version of the orchestration as this one, or ``version``: a version
+        number, or ``"latest"`` for the latest this app registers (the clean moment for an
+        eternal orchestration to move to new code). Does not return.
         """
         dumps_payload(input, what="continue_as_new input")
-        self._host.continue_as_new(input, bool(carry_over_events))
+        if version is not None and version != "latest":
+            check_version(version)
+        self._host.continue_as_new(input, bool(carry_over_events), version)
         raise ContinueAsNewSignal()
 
     def set_custom_status(self, status: Any) -> None:
         """Publish a JSON-serialisable status for clients (``InstanceState.custom_status``)."""
         dumps_payload(status, what="custom status")
         self._host.set_custom_status(status)
+
+    # --- changing code under running instances ---------------------------------------------
+
+    def patched(self, patch_id: str) -> bool:
+        """Whether to take the new code path of a change named ``patch_id``.
+
+        An execution that reaches this call live records a marker in its history and gets
+        True; replaying, it gets True only if its history has that marker here. So
+        instances that ran this point under the old code keep the old path, and the others
+        take the new one. The first answer for an id holds for the whole execution::
+
+            if ctx.patched("send-receipt"):
+                await ctx.call_activity(send_receipt, order)
+
+        Once no running instance can still take the old path, replace the call with
+        :meth:`deprecate_patch` and remove the old branch (docs/upgrading.md, "Patches").
+        """
+        return self._host.patched(_patch_id(patch_id), False)
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """The step after :meth:`patched`: the code always takes the new path, instances
+        whose history has the marker of ``patch_id`` still replay, and so do instances that
+        run this code (they record a deprecated marker, which a later version of the code may
+        drop together with this call)."""
+        self._host.patched(_patch_id(patch_id), True)
 
     # --- deterministic helpers ---------------------------------------------------------
 
@@ -268,6 +308,20 @@ def _tasks(what: str, tasks: Iterable[Task[Any]]) -> list[Task[Any]]:
                 f"{what} takes tasks from the context (ctx.call_activity, ctx.create_timer, ...), got {child!r}"
             )
     return children
+
+
+def check_version(version: object) -> int:
+    """``version`` if it is an orchestration version (an integer from 1), else
+    :class:`InvalidInputError`."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidInputError(f"an orchestration version is an integer >= 1, got {version!r}")
+    return version
+
+
+def _patch_id(patch_id: object) -> str:
+    if not isinstance(patch_id, str) or not patch_id.strip():
+        raise InvalidInputError(f"a patch id must be a non-empty string, got {patch_id!r}")
+    return patch_id
 
 
 def _check_policy(retry: object) -> None:

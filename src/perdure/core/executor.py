@@ -14,6 +14,7 @@ event is applied, it is resumed for as long as the task it awaits is complete.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, NoReturn
 
@@ -47,6 +48,7 @@ from perdure.core.history import (
     HistoryEvent,
     MessageDiscarded,
     ParentRef,
+    PatchMarker,
     SubOrchestrationCompleted,
     SubOrchestrationCreated,
     SubOrchestrationFailed,
@@ -78,6 +80,7 @@ OUTPUT_EVENTS: tuple[type[HistoryEvent], ...] = (
     ExecutionCompleted,
     ExecutionFailed,
     ContinuedAsNew,
+    PatchMarker,
 )
 # Records rather than commands: skipped on replay (custom status is recomputed by the code,
 # and a discarded message changed nothing).
@@ -95,8 +98,9 @@ _OPERATOR = (ExecutionTerminated, ExecutionSuspended, ExecutionResumed)
 
 _REMEDY = (
     "The orchestration code changed in a way that does not match running instances, or it is "
-    "not deterministic: version the orchestration (register the new code under a new name) "
-    "or keep the old code path for instances already running."
+    "not deterministic: keep the old code path for running instances behind ctx.patched(...), "
+    "or register the new code as a new version (docs/upgrading.md); once the code is fixed or "
+    "rolled back, rewind the failed instances."
 )
 
 
@@ -122,6 +126,7 @@ class OrchestrationExecutor:
         self._input: Any = None
         self._parent: ParentRef | None = None
         self._run_id: str | None = None
+        self._version: int | None = None
         self._execution_id = 1
         self._coro: Any = None
         self._awaiting: Task[Any] | None = None
@@ -138,12 +143,13 @@ class OrchestrationExecutor:
         self._deferred: list[HistoryEvent] = []
         self._custom_status: Any = None
         self._custom_status_json = "null"
+        self._patches: dict[str, bool] = {}
         # outcome
         self._finished = False
         self._status = OrchestrationStatus.PENDING
         self._output: Any = None
         self._failure: Failure | None = None
-        self._continue: tuple[Any, bool] | None = None
+        self._continue: tuple[Any, bool, int] | None = None
         self._carried: list[HistoryEvent] = []
         self._continue_pending = False
         self._divergence: NonDeterminismError | None = None
@@ -243,15 +249,21 @@ class OrchestrationExecutor:
         )
         return task
 
-    def start_sub_orchestration(self, name: str, input: Any, instance_id: str | None) -> SubOrchestrationTask[Any]:
-        """Record the start of a child (generated id unless ``instance_id``) and return its task."""
+    def start_sub_orchestration(
+        self, name: str, input: Any, instance_id: str | None, version: int | None = None
+    ) -> SubOrchestrationTask[Any]:
+        """Record the start of a child (generated id unless ``instance_id``) running
+        ``version`` (by default the latest this app registers, if it registers the name)
+        and return its task."""
+        if version is None and name in self._app.orchestrations:
+            version = self._app.orchestrations[name].version
         task_id = self._issue_task_id()
         child_id = instance_id or child_instance_id(self._instance_id, self._run_id, self._execution_id, task_id)
         task: SubOrchestrationTask[Any] = SubOrchestrationTask(task_id, name, child_id, self._now)
         self._open[task_id] = task
         self._emit(
             SubOrchestrationCreated(timestamp=self._now, task_id=task_id, name=name, instance_id=child_id, input=input),
-            StartSubOrchestration(task_id=task_id, name=name, instance_id=child_id, input=input),
+            StartSubOrchestration(task_id=task_id, name=name, instance_id=child_id, input=input, version=version),
         )
         return task
 
@@ -289,10 +301,43 @@ class OrchestrationExecutor:
         self._custom_status, self._custom_status_json = status, text
         self._emit(CustomStatusSet(timestamp=self._now, status=status), None)
 
-    def continue_as_new(self, input: Any, carry_over_events: bool) -> None:
-        """Note that the orchestrator asked to continue as new (it then unwinds)."""
+    def patched(self, patch_id: str, deprecated: bool) -> bool:
+        """Whether this execution takes the code path of patch ``patch_id``: live, yes (a
+        :class:`PatchMarker` is recorded); on replay, only if the history has the marker at
+        this point. The first answer for an id holds for the rest of the execution.
+        ``deprecated`` (``ctx.deprecate_patch``): the path is taken either way, and a marker
+        is recorded live and consumed on replay when present."""
+        known = self._patches.get(patch_id)
+        if known is not None:
+            return known
+        if self._finished:
+            return True
+        if self._replaying:
+            index = self._next_output(patch_id)
+            recorded = self._past[index] if index < len(self._past) else None
+            taken = isinstance(recorded, PatchMarker) and recorded.patch_id == patch_id
+            if taken:
+                self._cursor = index + 1
+            taken = taken or deprecated
+        else:
+            taken = True
+            self._append(PatchMarker(timestamp=self._now, patch_id=patch_id, deprecated=deprecated))
+        self._patches[patch_id] = taken
+        return taken
+
+    def continue_as_new(self, input: Any, carry_over_events: bool, version: int | str | None = None) -> None:
+        """Note that the orchestrator asked to continue as new (it then unwinds), on
+        ``version``: the same as now (``None``), ``"latest"`` (the latest this app
+        registers) or a number this app registers."""
         if self._continue is None and not self._finished:
-            self._continue = (input, carry_over_events)
+            assert self._name is not None
+            if version is None:
+                version = self._version or 1
+            elif version == "latest":
+                version = self._app.orchestration_named(self._name).version
+            else:
+                version = self._app.orchestration_named(self._name, int(version)).version
+            self._continue = (input, carry_over_events, version)
 
     # --- replay and message intake ---------------------------------------------------------
 
@@ -304,6 +349,8 @@ class OrchestrationExecutor:
                 index = self._cursor
                 event = past[index]
                 self._cursor += 1
+                if isinstance(event, PatchMarker) and event.deprecated:
+                    continue  # a deprecate_patch call may be removed: its marker asks nothing
                 if isinstance(event, OUTPUT_EVENTS):
                     state = self._code_state()
                     self._diverge(
@@ -330,6 +377,9 @@ class OrchestrationExecutor:
             return
         if isinstance(event, (*OUTPUT_EVENTS, *_RECORDS)):
             raise ValueError(f"{type(event).__name__} is not a message; only messages can be delivered")
+        if isinstance(event, ExecutionStarted) and event.version is None:
+            # A start that left the version open runs this app's latest, and says so in history.
+            event = replace(event, version=self._app.orchestration_named(event.name).version)
         if self._divergence is not None and not self._finished:
             self._fail(Failure.from_exception(self._divergence))
         if self._finished:
@@ -343,6 +393,7 @@ class OrchestrationExecutor:
         if isinstance(event, ExecutionStarted):
             self._name, self._input, self._parent = event.name, event.input, event.parent
             self._run_id, self._execution_id = event.run_id, event.execution_id
+            self._version = event.version
             self._status = OrchestrationStatus.RUNNING
             for message in event.carried:  # ahead of anything delivered after them
                 self._take(message)
@@ -437,7 +488,7 @@ class OrchestrationExecutor:
 
     def _start(self) -> None:
         assert self._name is not None
-        registration = self._app.orchestration_named(self._name)
+        registration = self._app.orchestration_named(self._name, self._version)
         self._coro = registration.fn(self._ctx, self._input)
         self._step(None)
 
@@ -489,7 +540,7 @@ class OrchestrationExecutor:
 
     def _continued(self) -> None:
         assert self._continue is not None
-        next_input, carry = self._continue
+        next_input, carry, _ = self._continue
         self._emit(ContinuedAsNew(timestamp=self._now, input=next_input), None)
         self._continue_pending = not self._replaying
         if carry:
@@ -587,9 +638,7 @@ class OrchestrationExecutor:
     def _match(self, produced: HistoryEvent) -> None:
         """Check a replayed output against the next recorded output."""
         past = self._past
-        while self._cursor < len(past) and isinstance(past[self._cursor], CustomStatusSet):
-            self._cursor += 1
-        index = self._cursor
+        index = self._cursor = self._next_output()
         recorded = past[index] if index < len(past) else None
         if recorded is not None and same_output(recorded, produced):
             self._cursor += 1
@@ -618,6 +667,21 @@ class OrchestrationExecutor:
             ),
             produced=describe_event(produced),
         )
+
+    def _next_output(self, patch_id: str | None = None) -> int:
+        """The history index of the next recorded output the code can be matched with,
+        skipping custom status records and deprecated patch markers (other than one of
+        ``patch_id``, which the code is asking about)."""
+        past, index = self._past, self._cursor
+        while index < len(past):
+            event = past[index]
+            if not (
+                isinstance(event, CustomStatusSet)
+                or (isinstance(event, PatchMarker) and event.deprecated and event.patch_id != patch_id)
+            ):
+                break
+            index += 1
+        return index
 
     def _diverge(
         self, what: str, *, position: int | None = None, recorded: str | None = None, produced: str | None = None
@@ -648,7 +712,8 @@ class OrchestrationExecutor:
         commands = list(self._commands)
         if self._continue_pending:
             assert self._continue is not None
-            commands.append(ContinueAsNew(input=self._continue[0], carried=tuple(self._carried)))
+            next_input, _, version = self._continue
+            commands.append(ContinueAsNew(input=next_input, carried=tuple(self._carried), version=version))
         return Turn(
             execution_id=self._execution_id,
             new_events=tuple(self._new_events),
@@ -660,6 +725,7 @@ class OrchestrationExecutor:
             waiting_on=WaitingOn() if self._finished else self._waiting_on(),
             parent=self._parent,
             replayed_events=replayed,
+            version=self._version,
         )
 
     def _current_status(self) -> OrchestrationStatus:
@@ -726,6 +792,9 @@ def describe_event(event: HistoryEvent) -> str:
             return f"ExecutionFailed (the orchestrator raised {failure.type})"
         case ContinuedAsNew():
             return "ContinuedAsNew (the orchestrator called continue_as_new)"
+        case PatchMarker(patch_id=patch_id, deprecated=deprecated):
+            call = "deprecate_patch" if deprecated else "patched"
+            return f"PatchMarker {patch_id!r} (the orchestrator called ctx.{call}({patch_id!r}))"
         case EventRaised(name=name):
             return f"EventRaised {name!r}"
         case _:

@@ -103,6 +103,10 @@ class ExecutionStarted(HistoryEvent):
     continued as new (unconsumed external events, and operator messages that came in the
     same turn), in arrival order: the new execution takes them before anything else, so
     they keep their place ahead of messages that arrive later (invariant 5).
+
+    ``version`` is the version of the orchestration the execution runs (1 in histories
+    recorded before versions). As a message it may be ``None``: "the latest version of the
+    worker that takes the first turn", which records the version it chose.
     """
 
     name: str
@@ -111,6 +115,7 @@ class ExecutionStarted(HistoryEvent):
     parent: ParentRef | None = None
     run_id: str | None = None
     carried: tuple[HistoryEvent, ...] = ()
+    version: int | None = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -249,6 +254,20 @@ class SubOrchestrationFailed(HistoryEvent):
     failure: Failure
 
 
+# --- patches ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PatchMarker(HistoryEvent):
+    """The orchestrator called ``ctx.patched(patch_id)`` live (or ``ctx.deprecate_patch``,
+    then ``deprecated``): from here on this execution takes the patched code path. Replay
+    checks the marker like any other command; a deprecated marker that the code no longer
+    asks for is skipped instead."""
+
+    patch_id: str
+    deprecated: bool = False
+
+
 # --- external events, status, records --------------------------------------------------
 
 
@@ -310,6 +329,7 @@ EVENT_TYPES: dict[str, type[HistoryEvent]] = {
         SubOrchestrationCreated,
         SubOrchestrationCompleted,
         SubOrchestrationFailed,
+        PatchMarker,
         EventRaised,
         CustomStatusSet,
         MessageDiscarded,
@@ -324,8 +344,9 @@ _FIELD_NAMES: dict[type[HistoryEvent], tuple[str, ...]] = {
 #: Fields added after the format's first version, with their unset value: an unset one is
 #: not written, so the stored form of an event that does not use it is unchanged.
 _OPTIONAL_FIELDS: dict[type[HistoryEvent], dict[str, Any]] = {
-    ExecutionStarted: {"run_id": None, "carried": ()},
+    ExecutionStarted: {"run_id": None, "carried": (), "version": 1},
     ExecutionTerminated: {"parent": None},
+    PatchMarker: {"deprecated": False},
 }
 
 

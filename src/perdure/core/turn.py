@@ -95,7 +95,8 @@ class Turn:
     ``MessageDiscarded`` records) interleaved with the events of new commands.
     ``status`` is the instance status after the turn: RUNNING or SUSPENDED while it goes on,
     COMPLETED / FAILED / TERMINATED when it ended; after a continue-as-new it is RUNNING and
-    ``commands`` holds a :class:`ContinueAsNew`.
+    ``commands`` holds a :class:`ContinueAsNew`. ``version`` is the orchestration version the
+    execution runs (``None`` before its ``ExecutionStarted`` was taken).
     """
 
     execution_id: int
@@ -108,6 +109,7 @@ class Turn:
     waiting_on: WaitingOn = field(default_factory=WaitingOn)
     parent: ParentRef | None = None
     replayed_events: int = 0
+    version: int | None = None
 
     @property
     def continued_as_new(self) -> bool:

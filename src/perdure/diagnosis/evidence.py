@@ -26,6 +26,7 @@ from perdure.core.history import (
     SubOrchestrationFailed,
     TimerCreated,
 )
+from perdure.core.registry import versions_in
 from perdure.errors import InstanceNotFoundError
 from perdure.store.base import (
     ActivityWorkItem,
@@ -223,8 +224,13 @@ class Environment:
             self._queues = self.store.queue_stats()
         return self._queues
 
-    def serving(self, kind: str, name: str) -> list[WorkerRecord]:
+    def serving(self, kind: str, name: str, version: int | None = None) -> list[WorkerRecord]:
         """Live workers that registered orchestration (``kind="orchestration"``) or activity
-        ``name``."""
-        attr = "orchestrations" if kind == "orchestration" else "activities"
-        return [w for w in self.alive if name in getattr(w, attr)]
+        ``name``; for an orchestration with a ``version``, that version of it."""
+        if kind != "orchestration":
+            return [w for w in self.alive if name in w.activities]
+        return [
+            w
+            for w in self.alive
+            if (versions := versions_in(w.orchestrations, name)) and (version is None or version in versions)
+        ]

@@ -21,6 +21,7 @@ from perdure.core.history import (
     EventRaised,
     ExecutionStarted,
 )
+from perdure.core.registry import versions_in
 from perdure.core.status import OrchestrationStatus
 from perdure.core.turn import AwaitedActivity, AwaitedTimer
 from perdure.diagnosis.children import examine_child
@@ -143,16 +144,36 @@ class LiveRules:
         oldest = min(m.visible_at for m in due)
         kinds = Counter(type(m.event).__name__ for m in due)
         what = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
-        self._due_work("orchestration", self.ev.record.name, self.now - oldest, len(due), what)
+        record = self.ev.record
+        self._due_work("orchestration", record.name, self.now - oldest, len(due), what, record.version)
 
-    def _due_work(self, kind: str, name: str, age: float, count: int, what: str) -> None:
-        """Due work of ``kind`` for ``name``: a ``no_worker`` or ``backlog`` finding, or a
-        healthy item."""
-        serving = self.env.serving(kind, name)
+    def _due_work(self, kind: str, name: str, age: float, count: int, what: str, version: int | None = None) -> None:
+        """Due work of ``kind`` for ``name`` (an orchestration's ``version``): a
+        ``no_worker`` or ``backlog`` finding, or a healthy item."""
+        serving = self.env.serving(kind, name, version)
         iid = self.ev.record.instance_id
         if not serving:
             alive = self.env.alive
-            if alive:
+            others = sorted({v for w in self.env.serving(kind, name) for v in versions_in(w.orchestrations, name)})
+            remedy = (
+                f"Start a worker whose App registers {kind} {name!r} (`perdure worker --app "
+                f"module:app --store {getattr(self.env.store, 'url', 'URL')}`, or perdure.Worker(app, "
+                f"store)); if a deploy renamed "
+                f"it, register the old name too until instance {iid!r} and its peers finish."
+            )
+            if others:
+                summary = (
+                    f"no live worker runs version {version} of {kind} {name!r} (live workers run "
+                    f"{'version' if len(others) == 1 else 'versions'} {', '.join(map(str, others))}); "
+                    f"{what} waiting {duration(age)}"
+                )
+                remedy = (
+                    f"A running instance stays on the version it started with: keep version {version} "
+                    f"of {name!r} registered (next to the new one, @app.orchestration(name={name!r}, "
+                    f"version={version})) on a live worker until instance {iid!r} and its peers "
+                    f"finish (docs/upgrading.md)."
+                )
+            elif alive:
                 summary = (
                     f"no live worker has {kind} {name!r} registered ({len(alive)} live, none with "
                     f"it); {what} waiting {duration(age)}"
@@ -166,6 +187,8 @@ class LiveRules:
                     {
                         "kind": kind,
                         "name": name,
+                        "version": version,
+                        "versions_served": others,
                         "due": count,
                         "waiting_s": seconds(age),
                         "live_workers": [worker_brief(w, self.now) for w in alive],
@@ -173,10 +196,7 @@ class LiveRules:
                             {"worker_id": w.worker_id, "last_heartbeat_at": iso(w.heartbeat_at)} for w in self.env.stale
                         ],
                     },
-                    f"Start a worker whose App registers {kind} {name!r} (`perdure worker --app "
-                    f"module:app --store {getattr(self.env.store, 'url', 'URL')}`, or perdure.Worker(app, "
-                    f"store)); if a deploy renamed "
-                    f"it, register the old name too until instance {iid!r} and its peers finish.",
+                    remedy,
                 )
             )
             return

@@ -161,8 +161,13 @@ class ReplayReport:
 def registration_for(app: App, name: str, started: ExecutionStarted | None) -> Registration | None:
     """The registration of ``app`` that replays an execution of orchestration ``name``
     started by ``started`` (None if its history does not hold the start), or None if the
-    app has none. The one place that choice is made for the replay check: today by name."""
-    return app.orchestrations.get(started.name if started is not None else name)
+    app has none: the version the execution runs (the latest registered when the history
+    does not say). The one place that choice is made for the replay check."""
+    if started is None:
+        return app.orchestrations.get(name)
+    version = started.version
+    versions = app.orchestration_versions.get(started.name, {})
+    return app.orchestrations.get(started.name) if version is None else versions.get(version)
 
 
 def replayed_part(events: Sequence[HistoryEvent]) -> tuple[Sequence[HistoryEvent], str | None]:
@@ -205,7 +210,8 @@ def replay_execution(app: App, history: ExecutionHistory) -> ReplayResult:
     started = next((e for e in history.events if isinstance(e, ExecutionStarted)), None)
     name = started.name if started is not None else history.name
     if registration_for(app, name, started) is None:
-        return result(problem=Problem.NOT_REGISTERED, message=_unregistered(app, name), note=note)
+        message = _unregistered(app, name, started.version if started is not None else None)
+        return result(problem=Problem.NOT_REGISTERED, message=message, note=note)
     executor = OrchestrationExecutor(app, history.instance_id)
     try:
         executor.execute(events, ())
@@ -232,6 +238,14 @@ def replay_histories(app: App, histories: Iterable[ExecutionHistory]) -> ReplayR
     return ReplayReport(tuple(replay_execution(app, h) for h in histories))
 
 
-def _unregistered(app: App, name: str) -> str:
+def _unregistered(app: App, name: str, version: int | None) -> str:
+    versions = app.orchestration_versions.get(name)
+    if versions:
+        known_versions = ", ".join(str(v) for v in sorted(versions))
+        return (
+            f"the instance runs version {version} of orchestration {name!r}, which the app no longer "
+            f"registers (it registers versions {known_versions}): keep version {version} registered "
+            f"until its instances finish"
+        )
     known = ", ".join(sorted(app.orchestrations)) or "none"
     return f"the app registers no orchestration named {name!r} (it registers: {known})"

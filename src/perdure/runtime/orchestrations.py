@@ -75,7 +75,7 @@ class OrchestrationDispatcher:
         self.cache = cache
         self.clock = clock
         self.counters = counters
-        self.names = frozenset(app.orchestrations)
+        self.names = app.routing_keys()
         self.held = HeldLeases(clock, options.lease_seconds)
 
     def poll(self, *, limit: int | None = None) -> int:

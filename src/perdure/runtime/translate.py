@@ -54,6 +54,7 @@ def turn_commit(
     children: list[ChildStart] = []
     continue_as_new = False
     new_input = None
+    new_version = None
     carried: tuple[HistoryEvent, ...] = ()
     for command in turn.commands:
         match command:
@@ -62,9 +63,9 @@ def turn_commit(
             case CreateTimer(task_id=task_id, fire_at=fire_at):
                 event = TimerFired(task_id=task_id, fire_at=fire_at, timestamp=fire_at)
                 messages.append(Message(iid, event, execution_id=execution, visible_at=fire_at, run_id=run))
-            case StartSubOrchestration(task_id=task_id, name=name, instance_id=child_id, input=data):
+            case StartSubOrchestration(task_id=task_id, name=name, instance_id=child_id, input=data, version=v):
                 parent = ParentRef(iid, execution, task_id, run)
-                children.append(ChildStart(child_id, name, data, parent, run_id=new_run_id()))
+                children.append(ChildStart(child_id, name, data, parent, run_id=new_run_id(), version=v))
             case TerminateSubOrchestration(instance_id=child_id, task_id=task_id, reason=reason):
                 # Whatever run of the id is current gets it, and applies it only if that run
                 # is this task's child (invariant 9).
@@ -75,8 +76,8 @@ def turn_commit(
                 parent_message = _report_to_parent(iid, turn, command)
                 if parent_message is not None:
                     messages.append(parent_message)
-            case ContinueAsNew(input=data, carried=events):
-                continue_as_new, new_input, carried = True, data, events
+            case ContinueAsNew(input=data, carried=events, version=v):
+                continue_as_new, new_input, carried, new_version = True, data, events, v
             case _:
                 raise TypeError(f"unknown command {command!r}")
     return TurnCommit(
@@ -97,6 +98,8 @@ def turn_commit(
         children=children,
         continue_as_new=continue_as_new,
         continue_as_new_input=new_input,
+        continue_as_new_version=new_version,
+        version=turn.version,
         carried=carried,
         stats=stats,
         event_json=event_json or {},

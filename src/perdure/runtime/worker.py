@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from perdure.core.registry import App
+from perdure.core.registry import App, version_key
 from perdure.errors import InvalidInputError, PerdureError
 from perdure.runtime import eager
 from perdure.runtime.activities import ActivityDispatcher
@@ -180,7 +180,7 @@ class Worker:
         together (see :mod:`perdure.runtime.eager`); False (nothing done) if this worker is
         not running or does not serve the orchestration. ``Client.start(..., eager=True)``
         calls this; ``stop()`` waits for eager starts in progress."""
-        if instance.name not in self.app.orchestrations:
+        if version_key(instance.name, instance.version) not in self.orchestrations.names:
             return False
         with self._eager:
             if not self._threads or self._stop.is_set():
@@ -263,7 +263,7 @@ class Worker:
                 worker_id=self.worker_id,
                 host=socket.gethostname(),
                 pid=os.getpid(),
-                orchestrations=tuple(sorted(self.app.orchestrations)),
+                orchestrations=self.app.version_keys(),
                 activities=tuple(sorted(self.app.activities)),
                 started_at=self._started_at,
                 heartbeat_at=self.clock(),

@@ -62,7 +62,9 @@ class InstanceStats:
 class InstanceRecord:
     """One instance row. ``execution_id`` is the current execution (1, 2, ... across
     continue-as-new); ``history_event_count`` / ``history_bytes`` cover that execution;
-    ``run_id`` is the run token of the run the row describes."""
+    ``run_id`` is the run token of the run the row describes; ``version`` the orchestration
+    version its current execution runs (``None`` until the first turn of a start that left
+    it to the worker)."""
 
     instance_id: str
     name: str
@@ -80,6 +82,7 @@ class InstanceRecord:
     waiting_on: WaitingOn
     stats: InstanceStats = field(default_factory=InstanceStats)
     run_id: str = ""
+    version: int | None = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,7 @@ class LockedInstance:
     parent: ParentRef | None
     custom_status: Any
     run_id: str = ""
+    version: int | None = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +219,8 @@ class DiscardRecord:
 
 @dataclass(frozen=True, slots=True)
 class WorkerRecord:
-    """A worker's heartbeat row."""
+    """A worker's heartbeat row. ``orchestrations`` lists the orchestration versions it runs
+    as ``name@version`` (:func:`perdure.core.registry.version_key`)."""
 
     worker_id: str
     host: str
@@ -281,7 +286,8 @@ class Page:
 @dataclass(frozen=True, slots=True)
 class NewInstance:
     """An instance to create, with its ``ExecutionStarted`` as the first message. ``run_id``
-    is the new run's token (the store makes one when it is ``None``)."""
+    is the new run's token (the store makes one when it is ``None``); ``version`` the
+    orchestration version it runs (``None``: the latest of the worker that takes it)."""
 
     instance_id: str
     name: str
@@ -289,6 +295,7 @@ class NewInstance:
     parent: ParentRef | None = None
     start_at: float | None = None  # visible_at of the start message (None: now)
     run_id: str | None = None
+    version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +342,7 @@ class ChildStart:
     input: Any
     parent: ParentRef
     run_id: str | None = None
+    version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,7 +369,9 @@ class TurnCommit:
     ``continue_as_new_input``, and ``carried``, the messages it takes first). When
     ``status`` is terminal, the instance's queued activity tasks that are not locked are
     removed with a discard record. ``release`` releases the lease after the commit
-    (otherwise it is kept and extended).
+    (otherwise it is kept and extended). ``version`` is the orchestration version the turn
+    ran (recorded on the instance row; ``None`` leaves it), ``continue_as_new_version`` the
+    one the next execution runs.
     """
 
     instance_id: str
@@ -383,6 +393,8 @@ class TurnCommit:
     carried: Sequence[HistoryEvent] = ()
     release: bool = True
     run_id: str | None = None
+    version: int | None = None
+    continue_as_new_version: int | None = None
     #: Activity outcomes the turn applied that were never queued: the worker that ran them
     #: holds the instance's lease and handed them to the turn (their messages, in
     #: ``consumed``, have negative ids). The commit records them: it stands only if each
@@ -490,6 +502,7 @@ class InstanceQuery:
 
     statuses: Collection[OrchestrationStatus] | None = None
     name: str | None = None
+    version: int | None = None
     created_after: float | None = None
     created_before: float | None = None
     parent_instance_id: str | None = None
@@ -577,8 +590,10 @@ class Store(Protocol):
         visible message first, returning each with a new lease (owner + fresh token + expiry).
 
         Only one holder per instance at any moment; an expired lease is taken over. Filters:
-        orchestration ``names`` (an instance of another name is never locked, whatever
-        brought its messages), specific ``instance_ids``. ``known_history`` maps an instance
+        ``names``, the routing keys of the orchestration versions the caller runs
+        (:func:`perdure.core.registry.version_key`: ``name@version``, and ``name@*`` for
+        instances whose version is not chosen yet; an instance of another name or version
+        is never locked, whatever brought its messages), specific ``instance_ids``. ``known_history`` maps an instance
         id to ``(run_id, execution_id, event_count)`` the caller already holds; if it matches
         the current run and execution, only later events are returned.
 

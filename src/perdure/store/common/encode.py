@@ -101,15 +101,17 @@ def instance_after_turn(turn: PreparedTurn, row: Row, now: float) -> dict[str, A
     ``turn`` is appended (or, after a continue-as-new, the next execution with fresh
     history counters), with the turn's evidence for diagnosis."""
     c = turn.commit
-    execution_id, input_text = c.execution_id, row["input"]
+    execution_id, input_text, version = c.execution_id, row["input"], c.version
     count = row["history_event_count"] + len(turn.events)
     size = row["history_bytes"] + turn.events_bytes
     if c.continue_as_new:
         execution_id, input_text, count, size = c.execution_id + 1, turn.continue_as_new_input, 0, 0
+        version = c.continue_as_new_version
     return {
         "instance_id": c.instance_id,
         "status": turn.status.value,
         "execution_id": execution_id,
+        "version": version,
         "input": input_text,
         "output": turn.output,
         "failure": turn.failure,

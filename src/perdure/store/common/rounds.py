@@ -152,6 +152,7 @@ def eager_item(instance: NewInstance, run_id: str, execution_id: int, now: float
         execution_id=execution_id,
         parent=instance.parent,
         run_id=run_id,
+        version=instance.version,
     )
     message = QueuedMessage(
         message_id=HANDED_OVER,
@@ -172,6 +173,7 @@ def eager_item(instance: NewInstance, run_id: str, execution_id: int, now: float
         history_event_count=0,
         parent=instance.parent,
         custom_status=None,
+        version=instance.version,
         run_id=run_id,
     )
     [token] = lease_tokens(1)

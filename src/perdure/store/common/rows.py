@@ -20,6 +20,7 @@ from perdure.core.history import (
     loads_event,
 )
 from perdure.core.payload import compact_json, dumps_payload, loads_payload
+from perdure.core.registry import version_key
 from perdure.core.status import OrchestrationStatus
 from perdure.core.turn import WaitingOn
 from perdure.errors import InvalidInputError
@@ -94,11 +95,13 @@ def new_instance_params(
     now: float,
     run_id: str,
     execution_id: int = 1,
+    version: int | None = None,
 ) -> dict[str, Any]:
     """Parameters of the ``insert_instance`` query: a PENDING instance of run ``run_id``,
     nothing run yet, whose first execution is ``execution_id`` (1 for the first run of an
-    id; executions are numbered across the runs of an id)."""
+    id; executions are numbered across the runs of an id), running ``version``."""
     return {
+        "version": version,
         "instance_id": instance_id,
         "run_id": run_id,
         "execution_id": execution_id,
@@ -140,6 +143,7 @@ def instance_from_row(row: Row) -> InstanceRecord:
             last_progress_at=row["last_progress_at"],
         ),
         run_id=row["run_id"],
+        version=row["version"],
     )
 
 
@@ -155,7 +159,14 @@ def locked_instance_from_row(row: Row) -> LockedInstance:
         parent=parent_of(row),
         custom_status=loads_payload(row["custom_status"]),
         run_id=row["run_id"],
+        version=row["version"],
     )
+
+
+def instance_key(row: Row) -> str:
+    """The routing key of an ``instances`` row (``name@version``, ``name@*`` while its
+    version is not chosen): a worker takes the instance only if it runs that key."""
+    return version_key(row["name"], row["version"])
 
 
 def parent_of(row: Row) -> ParentRef | None:

@@ -57,6 +57,7 @@ from perdure.store.common.rows import (
     decode_deliveries,
     decode_history,
     event_row,
+    instance_key,
     lease_tokens,
     locked_instance_from_row,
     new_instance_params,
@@ -217,7 +218,7 @@ def _lock_instances(
             row = rows[iid]
             deliver = _deliverable(tx, options, row, messages.get(iid, []))
             # Never taken under another name, whatever brought its messages (invariant 5).
-            if deliver and (names is None or row["name"] in names):
+            if deliver and (names is None or instance_key(row) in names):
                 taken.append((row, deliver))
     if not taken:
         return []
@@ -645,11 +646,18 @@ def _start_child(tx: Tx, child: ChildStart, outbox: Outbox) -> None:
         return
     execution = retire_run(tx, existing) if existing is not None else 1
     run_id = child.run_id or new_run_id()
-    params = new_instance_params(child.instance_id, child.name, payload(child.input), parent, now, run_id, execution)
+    text = payload(child.input)
+    params = new_instance_params(child.instance_id, child.name, text, parent, now, run_id, execution, child.version)
     if not insert_instance(tx, params):  # pragma: no cover - the id lock keeps others out
         raise RuntimeError(f"instance {child.instance_id!r} was created concurrently despite its id lock")
     start = ExecutionStarted(
-        timestamp=now, name=child.name, input=child.input, execution_id=execution, parent=parent, run_id=run_id
+        timestamp=now,
+        name=child.name,
+        input=child.input,
+        execution_id=execution,
+        parent=parent,
+        run_id=run_id,
+        version=child.version,
     )
     outbox.add(child.instance_id, run_id, execution, *event_row(start), now, None)
     tx.notify(INSTANCES)
@@ -670,6 +678,7 @@ def _continue_as_new(tx: Tx, turn: PreparedTurn, row: Row, outbox: Outbox) -> No
         parent=parent_of(row),
         run_id=row["run_id"],
         carried=tuple(c.carried),
+        version=c.continue_as_new_version,
     )
     outbox.add(c.instance_id, row["run_id"], new_execution, *event_row(start), now, None)
 

@@ -48,10 +48,10 @@ SELECT pg_try_advisory_xact_lock(7250417, hashtext(%(instance_id)s)) AS locked;
 -- the id is taken (a concurrent start); the caller then reads the existing row.
 INSERT INTO instances (
     instance_id, run_id, name, status, execution_id, input,
-    parent_instance_id, parent_run_id, parent_execution_id, parent_task_id, created_at, last_updated_at
+    parent_instance_id, parent_run_id, parent_execution_id, parent_task_id, created_at, last_updated_at, version
 ) VALUES (
     %(instance_id)s, %(run_id)s, %(name)s, %(status)s, %(execution_id)s, %(input)s,
-    %(parent_instance_id)s, %(parent_run_id)s, %(parent_execution_id)s, %(parent_task_id)s, %(now)s, %(now)s
+    %(parent_instance_id)s, %(parent_run_id)s, %(parent_execution_id)s, %(parent_task_id)s, %(now)s, %(now)s, %(version)s
 )
 ON CONFLICT (instance_id) DO NOTHING
 RETURNING instance_id;
@@ -94,6 +94,7 @@ RETURNING request_id;
 UPDATE instances SET
     status = %(status)s,
     execution_id = %(execution_id)s,
+    version = COALESCE(%(version)s, version),
     input = %(input)s,
     output = %(output)s,
     failure = %(failure)s,
@@ -115,6 +116,7 @@ WHERE instance_id = %(instance_id)s;
 SELECT * FROM instances
 WHERE (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
   AND (%(name)s::text IS NULL OR name = %(name)s::text)
+  AND (%(version)s::int IS NULL OR version = %(version)s::int)
   AND (%(created_after)s::float8 IS NULL OR created_at >= %(created_after)s::float8)
   AND (%(created_before)s::float8 IS NULL OR created_at < %(created_before)s::float8)
   AND (%(parent_instance_id)s::text IS NULL OR parent_instance_id = %(parent_instance_id)s::text)
@@ -130,6 +132,7 @@ SELECT instance_id FROM instances
 WHERE status IN ('COMPLETED', 'FAILED', 'TERMINATED')
   AND (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
   AND (%(name)s::text IS NULL OR name = %(name)s::text)
+  AND (%(version)s::int IS NULL OR version = %(version)s::int)
   AND (%(created_after)s::float8 IS NULL OR created_at >= %(created_after)s::float8)
   AND (%(created_before)s::float8 IS NULL OR created_at < %(created_before)s::float8)
   AND (%(parent_instance_id)s::text IS NULL OR parent_instance_id = %(parent_instance_id)s::text)
@@ -234,9 +237,9 @@ ORDER BY ordinality;
 
 -- name: orchestration_candidates
 -- Instances with a due message and no live lease (or one of the caller's, :held), oldest
--- due message first. With a names
--- filter, instances that do not exist or are terminal are still swept: sorting their
--- messages (defer, discard) needs no user code. :exclude holds the instances this call
+-- due message first. %(names)s holds routing keys (name@version, name@* for an instance
+-- whose version is not chosen yet). With it, instances that do not exist or are terminal
+-- are still swept: sorting their messages (defer, discard) needs no user code. :exclude holds the instances this call
 -- already looked at (skipped ones would otherwise come back).
 SELECT m.instance_id, MIN(m.visible_at) AS first_visible, MIN(m.message_id) AS first_message
 FROM orchestration_messages AS m
@@ -247,7 +250,7 @@ WHERE m.visible_at <= %(now)s
   AND (%(names)s::text[] IS NULL
        OR i.instance_id IS NULL
        OR i.status IN ('COMPLETED', 'FAILED', 'TERMINATED')
-       OR i.name = ANY(%(names)s::text[]))
+       OR i.name || '@' || COALESCE(i.version::text, '*') = ANY(%(names)s::text[]))
   AND (%(instance_ids)s::text[] IS NULL OR m.instance_id = ANY(%(instance_ids)s::text[]))
   AND m.instance_id <> ALL(%(exclude)s::text[])
 GROUP BY m.instance_id
@@ -599,6 +602,7 @@ GROUP BY name;
 SELECT * FROM instances
 WHERE (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
   AND (%(name)s::text IS NULL OR name = %(name)s::text)
+  AND (%(version)s::int IS NULL OR version = %(version)s::int)
   AND (%(created_after)s::float8 IS NULL OR created_at >= %(created_after)s::float8)
   AND (%(created_before)s::float8 IS NULL OR created_at < %(created_before)s::float8)
   AND (%(parent_instance_id)s::text IS NULL OR parent_instance_id = %(parent_instance_id)s::text)

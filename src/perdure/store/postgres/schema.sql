@@ -46,7 +46,8 @@ CREATE TABLE instances (
     last_turn_duration   DOUBLE PRECISION NOT NULL DEFAULT 0,     -- InstanceStats.last_turn_duration (seconds)
     last_progress_at     DOUBLE PRECISION,  -- InstanceStats.last_progress_at: last turn that progressed
     run_id               TEXT NOT NULL DEFAULT '',  -- the run token of the run this row describes (invariant 9)
-    parent_run_id        TEXT                       -- the parent's run token (a sub-orchestration), else NULL
+    parent_run_id        TEXT,                      -- the parent's run token (a sub-orchestration), else NULL
+    version              INTEGER                    -- orchestration version of the current execution; NULL: not chosen yet
 );
 
 -- list_instances: newest first, keyset paging on (created_at, instance_id).

@@ -276,7 +276,9 @@ class PostgresStore:
             check_replaceable(row, replace_terminal)
             execution = orchestrations.retire_run(tx, row)
         run_id = instance.run_id or new_run_id()
-        params = new_instance_params(iid, instance.name, input_text, instance.parent, tx.now, run_id, execution)
+        params = new_instance_params(
+            iid, instance.name, input_text, instance.parent, tx.now, run_id, execution, instance.version
+        )
         if not orchestrations.insert_instance(tx, params):
             raise InstanceExistsError(f"instance {iid!r} already exists")  # held by the id lock
         if outbox is not None:
@@ -287,6 +289,7 @@ class PostgresStore:
                 execution_id=execution,
                 parent=instance.parent,
                 run_id=run_id,
+                version=instance.version,
             )
             outbox.add(iid, run_id, execution, *event_row(start), tx.now, instance.start_at)
 
@@ -712,6 +715,7 @@ def _filter_params(query: InstanceQuery) -> dict[str, Any]:
     return {
         "statuses": statuses,
         "name": query.name,
+        "version": query.version,
         "created_after": query.created_after,
         "created_before": query.created_before,
         "parent_instance_id": query.parent_instance_id,

@@ -46,6 +46,7 @@ from perdure.store.common.rows import (
     decode_deliveries,
     decode_history,
     event_row,
+    instance_key,
     json_list,
     lease_tokens,
     locked_instance_from_row,
@@ -130,7 +131,7 @@ def _lock_batch(
         deliver = _deliverable(tx, options, iid, row, visible[iid])
         if row is None or not deliver:
             continue
-        if names is not None and row["name"] not in names:
+        if names is not None and instance_key(row) not in names:
             continue  # swept (nothing to deliver can remain), but never taken: invariant 5
         token = next(tokens)
         leases.append(lease_params(iid, owner, token, expires_at, lease_seconds, now))
@@ -507,10 +508,17 @@ def _start_child(tx: Tx, child: ChildStart) -> list[dict[str, Any]]:
     execution = retire_run(tx, existing) if rule is ChildStartRule.REPLACE else 1
     run_id = child.run_id or new_run_id()
     text = payload(child.input)
-    insert_instance(tx, new_instance_params(child.instance_id, child.name, text, parent, now, run_id, execution))
+    params = new_instance_params(child.instance_id, child.name, text, parent, now, run_id, execution, child.version)
+    insert_instance(tx, params)
     tx.notify(INSTANCES)
     start = ExecutionStarted(
-        timestamp=now, name=child.name, input=child.input, execution_id=execution, parent=parent, run_id=run_id
+        timestamp=now,
+        name=child.name,
+        input=child.input,
+        execution_id=execution,
+        parent=parent,
+        run_id=run_id,
+        version=child.version,
     )
     return [message_params(child.instance_id, run_id, execution, *event_row(start), now, None)]
 
@@ -530,6 +538,7 @@ def _continue_as_new(tx: Tx, turn: PreparedTurn, row: sqlite3.Row) -> dict[str, 
         parent=parent_of(row),
         run_id=row["run_id"],
         carried=tuple(c.carried),
+        version=c.continue_as_new_version,
     )
     return message_params(c.instance_id, row["run_id"], new_execution, *event_row(start), now, None)
 

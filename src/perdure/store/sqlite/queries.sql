@@ -31,10 +31,10 @@ WHERE i.instance_id IN (SELECT value FROM json_each(:ids));
 -- 1, or the one after the last execution of the id's previous run.
 INSERT INTO instances (
     instance_id, run_id, name, status, execution_id, input,
-    parent_instance_id, parent_run_id, parent_execution_id, parent_task_id, created_at, last_updated_at
+    parent_instance_id, parent_run_id, parent_execution_id, parent_task_id, created_at, last_updated_at, version
 ) VALUES (
     :instance_id, :run_id, :name, :status, :execution_id, :input,
-    :parent_instance_id, :parent_run_id, :parent_execution_id, :parent_task_id, :now, :now
+    :parent_instance_id, :parent_run_id, :parent_execution_id, :parent_task_id, :now, :now, :version
 );
 
 -- name: update_instance_after_turn
@@ -42,6 +42,7 @@ INSERT INTO instances (
 UPDATE instances SET
     status = :status,
     execution_id = :execution_id,
+    version = COALESCE(:version, version),
     input = :input,
     output = :output,
     failure = :failure,
@@ -63,6 +64,7 @@ WHERE instance_id = :instance_id;
 SELECT * FROM instances
 WHERE (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
   AND (:name IS NULL OR name = :name)
+  AND (:version IS NULL OR version = :version)
   AND (:created_after IS NULL OR created_at >= :created_after)
   AND (:created_before IS NULL OR created_at < :created_before)
   AND (:parent_instance_id IS NULL OR parent_instance_id = :parent_instance_id)
@@ -79,6 +81,7 @@ SELECT instance_id FROM instances
 WHERE status IN ('COMPLETED', 'FAILED', 'TERMINATED')
   AND (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
   AND (:name IS NULL OR name = :name)
+  AND (:version IS NULL OR version = :version)
   AND (:created_after IS NULL OR created_at >= :created_after)
   AND (:created_before IS NULL OR created_at < :created_before)
   AND (:parent_instance_id IS NULL OR parent_instance_id = :parent_instance_id)
@@ -179,7 +182,8 @@ VALUES (:instance_id, :run_id, :execution_id, :kind, :event, :now, :visible_at);
 -- query walks the visible_at index and stops after :scan messages, so a lock never reads
 -- the whole queue; the caller asks again if that yielded fewer than :limit instances and
 -- the scan stopped at its bound (``scanned`` adds up to :scan).
--- With a names filter, instances that do not exist or are terminal are still swept:
+-- :names holds routing keys (name@version, name@* for an instance whose version is not
+-- chosen yet). With it, instances that do not exist or are terminal are still swept:
 -- sorting their messages (defer, discard) needs no user code.
 SELECT instance_id, MIN(visible_at) AS first_visible, MIN(message_id) AS first_message,
        COUNT(*) AS scanned
@@ -195,7 +199,7 @@ FROM (
       AND (:names IS NULL
            OR i.instance_id IS NULL
            OR i.status IN ('COMPLETED', 'FAILED', 'TERMINATED')
-           OR i.name IN (SELECT value FROM json_each(:names)))
+           OR i.name || '@' || COALESCE(i.version, '*') IN (SELECT value FROM json_each(:names)))
       AND (:instance_ids IS NULL OR m.instance_id IN (SELECT value FROM json_each(:instance_ids)))
     ORDER BY m.visible_at, m.message_id
     LIMIT :scan
@@ -514,6 +518,7 @@ GROUP BY name;
 SELECT * FROM instances
 WHERE (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
   AND (:name IS NULL OR name = :name)
+  AND (:version IS NULL OR version = :version)
   AND (:created_after IS NULL OR created_at >= :created_after)
   AND (:created_before IS NULL OR created_at < :created_before)
   AND (:parent_instance_id IS NULL OR parent_instance_id = :parent_instance_id)

@@ -249,7 +249,9 @@ class SQLiteStore:
             check_replaceable(row, replace_terminal)
             execution = orchestrations.retire_run(tx, row)
         run_id = instance.run_id or new_run_id()
-        params = new_instance_params(iid, instance.name, input_text, instance.parent, tx.now, run_id, execution)
+        params = new_instance_params(
+            iid, instance.name, input_text, instance.parent, tx.now, run_id, execution, instance.version
+        )
         orchestrations.insert_instance(tx, params)
         if queue_start:
             start = ExecutionStarted(
@@ -259,6 +261,7 @@ class SQLiteStore:
                 execution_id=execution,
                 parent=instance.parent,
                 run_id=run_id,
+                version=instance.version,
             )
             message = orchestrations.message_params(
                 iid, run_id, execution, *event_row(start), tx.now, instance.start_at
@@ -655,6 +658,7 @@ def _filter_params(query: InstanceQuery) -> dict[str, Any]:
     return {
         "statuses": json_list(statuses),
         "name": query.name,
+        "version": query.version,
         "created_after": query.created_after,
         "created_before": query.created_before,
         "parent_instance_id": query.parent_instance_id,

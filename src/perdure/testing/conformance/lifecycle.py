@@ -223,9 +223,29 @@ def test_lock_takes_oldest_work_first_and_honours_limit_and_names(store: Store, 
         start(store, f"i{n}", name)
         clock.advance(1)
     assert [i.instance.instance_id for i in lock(store, limit=1)] == ["i0"]
-    assert [i.instance.instance_id for i in lock(store, names=["a"])] == ["i2"]
-    assert [i.instance.instance_id for i in lock(store, names=["a", "b"])] == ["i1"]
+    assert [i.instance.instance_id for i in lock(store, names=["a@*"])] == ["i2"]
+    assert [i.instance.instance_id for i in lock(store, names=["a@*", "b@*"])] == ["i1"]
     assert lock(store) == []
+
+
+def test_lock_takes_only_the_versions_the_caller_runs(store: Store) -> None:
+    """A running instance stays on its version: a worker takes it only if it runs that
+    version; one whose version is still open (``name@*``) goes to any worker of the name,
+    and the turn that takes it records the version it ran."""
+    store.create_instance(NewInstance("v1", "a", None, version=1))
+    store.create_instance(NewInstance("v2", "a", None, version=2))
+    store.create_instance(NewInstance("open", "a", None))
+    assert store.get_instance("v2").version == 2 and store.get_instance("open").version is None
+    taken = {i.instance.instance_id: i for i in lock(store, "w1", names=["a@2"], limit=5)}
+    assert set(taken) == {"v2"}
+    assert taken["v2"].messages[0].event.version == 2
+    taken = {i.instance.instance_id: i for i in lock(store, "w2", names=["a@3", "a@*"], limit=5)}
+    assert set(taken) == {"open"}
+    assert taken["open"].messages[0].event.version is None
+    assert commit(store, taken["open"], version=3) is Outcome.OK
+    assert store.get_instance("open").version == 3
+    assert lock(store, "w3", names=["a@3", "a@*"], limit=5) == []  # v1 waits for a worker of version 1
+    assert [i.instance.instance_id for i in lock(store, "w4", names=["a@1"], limit=5)] == ["v1"]
 
 
 def test_timer_message_is_not_delivered_before_its_visible_at(store: Store, clock: FakeClock) -> None:

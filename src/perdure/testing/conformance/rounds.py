@@ -248,7 +248,7 @@ def test_a_round_says_when_work_is_due_and_wakes_nobody_for_work_it_took(store: 
     assert result.next_message_at is None and result.next_task_at == clock() + 5
     assert store.notifier.snapshot(topics) == before  # all it created, it took
     start(store, "other", name="not-mine")
-    result = round_(store, orchestration_names=["wf"])
+    result = round_(store, orchestration_names=["wf@*"])
     assert result.locked == [] and result.next_message_at == clock() and result.messages_seen_at == clock()
     before = store.notifier.snapshot(topics)
     [other] = round_(store).locked
@@ -266,7 +266,7 @@ def test_a_round_never_takes_an_instance_of_a_name_it_does_not_run(store: Store)
     start(store, "mine", name="mine")
     start(store, "other", name="other")
     raise_event(store, "other")
-    result = round_(store, completions=[done(work)], orchestration_names=["mine"])
+    result = round_(store, completions=[done(work)], orchestration_names=["mine@*", "wf@2"])
     assert [i.instance.instance_id for i in result.locked] == ["mine"]
     assert kinds(store.pending_messages("theirs")) == ["ActivityCompleted"]
     assert kinds(store.pending_messages("other")) == ["ExecutionStarted", "EventRaised"]

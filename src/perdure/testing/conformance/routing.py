@@ -70,7 +70,7 @@ def test_message_for_a_future_execution_is_deferred_then_delivered(store: Store,
 
 def test_message_for_a_missing_instance_is_deferred_until_it_exists(store: Store, clock: FakeClock) -> None:
     raise_event(store, "later", "hello")
-    assert lock(store) == [] and lock(store, names=["wf"]) == []
+    assert lock(store) == [] and lock(store, names=["wf@*"]) == []
     [msg] = store.pending_messages("later")
     assert msg.delivery_count == 1 and msg.visible_at > clock()
     clock.advance(1)
@@ -135,7 +135,7 @@ def test_message_for_a_terminal_instance_is_discarded_with_a_record(store: Store
     start(store, "i1", name="wf")
     assert commit(store, lock_one(store, "i1"), status=COMPLETED) is Outcome.OK
     raise_event(store, "i1", "late")
-    assert lock(store, names=["other"]) == []  # swept by any worker, whatever its names
+    assert lock(store, names=["other@*"]) == []  # swept by any worker, whatever its names
     assert store.pending_messages("i1") == []
     [record] = store.discarded_messages()
     assert (record.instance_id, record.reason) == ("i1", DiscardReason.TERMINAL_INSTANCE)
