@@ -94,7 +94,7 @@ def test_list_never_cuts_ids_when_piped_and_keeps_stdout_for_the_rows(url):
     run("start", "quick", "2", "--id", "short-1", "--store", url)
     page = run("list", "--limit", "1", "--store", url)
     lines = page.out.splitlines()
-    assert len(lines) == 2 and lines[0].split()[:3] == ["INSTANCE", "NAME", "STATUS"]
+    assert len(lines) == 2 and lines[0].split()[:4] == ["INSTANCE", "NAME", "VER", "STATUS"]
     assert page.err.startswith("more: --cursor ")
     rest = run("list", "--cursor", page.err.split()[-1], "--store", url).out.splitlines()
     assert long_id in rest[1].split()

@@ -27,7 +27,9 @@ from .builders import (
     turn,
 )
 
-REMEDY = "keep the old code path for running instances behind ctx.patched(...), or register the new code as a new version"
+REMEDY = (
+    "keep the old code path for running instances behind ctx.patched(...), or register the new code as a new version"
+)
 
 
 def _app(fn):

@@ -188,10 +188,14 @@ def test_max_delay_caps_the_backoff():
 def test_sub_orchestration_retry_uses_a_new_child_id_per_attempt():
     s = Scenario(app)
     t = s.start("ship")
-    assert t.commands == (StartSubOrchestration(task_id=1, name="ship", instance_id="order-1::sub::1", input=1, version=1),)
+    assert t.commands == (
+        StartSubOrchestration(task_id=1, name="ship", instance_id="order-1::sub::1", input=1, version=1),
+    )
     s.turn(101.0, child_failed(1))
     t = s.turn(102.0, timer_fired(2))
-    assert t.commands == (StartSubOrchestration(task_id=3, name="ship", instance_id="order-1::sub::3", input=1, version=1),)
+    assert t.commands == (
+        StartSubOrchestration(task_id=3, name="ship", instance_id="order-1::sub::3", input=1, version=1),
+    )
     assert s.turn(103.0, child_completed(3, "ok")).output == "ok"
 
 

@@ -35,9 +35,10 @@ def _control_command(
         created_after: str | None,
         created_before: str | None,
         prefix: str | None,
+        version: int | None,
         reason: str | None = None,
     ) -> None:
-        filters = (statuses, name, created_after, created_before, prefix)
+        filters = (statuses, name, created_after, created_before, prefix, version)
         if query and instance_id is not None:
             raise click.UsageError("give an INSTANCE_ID or --query, not both")
         if not query:

@@ -68,6 +68,13 @@ def filter_options(fn: F) -> F:
     """The instance filters of ``list`` and of the bulk operations."""
     options = [
         click.option(
+            "--version",
+            type=click.IntRange(min=1),
+            default=None,
+            metavar="N",
+            help="Only instances running version N of their orchestration.",
+        ),
+        click.option(
             "--prefix", default=None, metavar="TEXT", help="Only instances whose id starts with TEXT (e.g. order-)."
         ),
         click.option(
@@ -104,6 +111,7 @@ def make_filter(
     created_after: str | None,
     created_before: str | None,
     prefix: str | None,
+    version: int | None = None,
 ) -> InstanceFilter:
     """The :class:`InstanceFilter` of the :func:`filter_options` values."""
     wanted = [s.strip() for value in statuses for s in value.split(",") if s.strip()]
@@ -113,6 +121,7 @@ def make_filter(
         created_after=None if created_after is None else point_in_time(created_after, "--created-after"),
         created_before=None if created_before is None else point_in_time(created_before, "--created-before"),
         prefix=prefix,
+        version=version,
     )
 
 
@@ -122,6 +131,7 @@ def filter_given(
     created_after: str | None,
     created_before: str | None,
     prefix: str | None,
+    version: int | None = None,
 ) -> bool:
     """Whether any filter option was given."""
-    return bool(statuses) or any(v is not None for v in (name, created_after, created_before, prefix))
+    return bool(statuses) or any(v is not None for v in (name, created_after, created_before, prefix, version))

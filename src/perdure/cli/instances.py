@@ -53,6 +53,14 @@ finished in time."""
     metavar="SECONDS",
     help="Wait up to SECONDS for the instance to finish, then show it.",
 )
+@click.option(
+    "--version",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Run version N of the orchestration (default: the latest the --app registers; without "
+    "--app, the latest of the worker that takes it).",
+)
 @click.option("--app", "app_ref", envvar="PERDURE_APP", default=None, help=APP_HELP + " Checks the name.")
 @json_option
 @common_options()
@@ -63,6 +71,7 @@ def start(
     input_json: str | None,
     instance_id: str | None,
     wait_seconds: float | None,
+    version: int | None,
     app_ref: str | None,
     as_json: bool,
 ) -> None:
@@ -73,11 +82,11 @@ def start(
     if app_ref is not None:
         state.app = load_app(app_ref)
     client = state.client(create=True)
-    iid = client.start(orchestration, data, instance_id=instance_id)
+    iid = client.start(orchestration, data, instance_id=instance_id, version=version)
     if app_ref is None:
         click.echo(
             f"note: the name {orchestration!r} was not checked (no --app or PERDURE_APP): if no worker "
-            f"registers it, the instance fails once a worker has waited for one",
+            f"registers it, the instance waits for one (perdure diagnose {iid} says so)",
             err=True,
         )
     if wait_seconds is None:
@@ -249,15 +258,17 @@ def list_(
     created_after: str | None,
     created_before: str | None,
     prefix: str | None,
+    version: int | None,
     limit: int,
     cursor: str | None,
     as_json: bool,
 ) -> None:
     """List instances, newest first, one page at a time."""
-    found = make_filter(statuses, name, created_after, created_before, prefix)
+    found = make_filter(statuses, name, created_after, created_before, prefix, version)
     page = state.client().list(
         status=found.status,
         name=found.name,
+        version=found.version,
         created_after=found.created_after,
         created_before=found.created_before,
         prefix=found.prefix,

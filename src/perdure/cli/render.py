@@ -31,6 +31,7 @@ from perdure.core.history import (
     ExecutionTerminated,
     HistoryEvent,
     MessageDiscarded,
+    PatchMarker,
     SubOrchestrationCompleted,
     SubOrchestrationCreated,
     SubOrchestrationFailed,
@@ -149,6 +150,7 @@ def show_state(state: InstanceState, children: Sequence[InstanceState] = ()) -> 
     rows: list[tuple[str, list[str]]] = [
         ("instance", [state.instance_id]),
         ("name", [state.name]),
+        ("version", [str(state.version) if state.version is not None else "not chosen yet (the first turn picks it)"]),
         ("status", [state.status.value]),
         ("execution", [str(state.execution_id)]),
         ("created", [when(state.created_at.timestamp(), now)]),
@@ -186,6 +188,7 @@ def show_list(states: Sequence[InstanceState]) -> None:
     longest = max((len(s.instance_id) for s in states), default=8)
     table.add_column("INSTANCE", no_wrap=True, min_width=longest, overflow="fold")
     table.add_column("NAME", no_wrap=True, overflow="fold")
+    table.add_column("VER", justify="right", no_wrap=True)
     table.add_column("STATUS", no_wrap=True)
     table.add_column("EXEC", justify="right", no_wrap=True)
     table.add_column("CREATED", no_wrap=True)
@@ -195,6 +198,7 @@ def show_list(states: Sequence[InstanceState]) -> None:
         table.add_row(
             s.instance_id,
             s.name,
+            "-" if s.version is None else str(s.version),
             s.status.value,
             str(s.execution_id),
             local_time(s.created_at.timestamp()),
@@ -210,9 +214,11 @@ def show_list(states: Sequence[InstanceState]) -> None:
 def event_details(event: HistoryEvent, now: float) -> str:
     """What one history event says, in words and JSON payloads."""
     match event:
-        case ExecutionStarted(name=name, input=data, execution_id=execution, parent=parent):
+        case ExecutionStarted(name=name, input=data, execution_id=execution, parent=parent, version=version):
             child = f", child of {parent.instance_id} (task {parent.task_id})" if parent else ""
-            return f"{name} execution {execution}{child}, input {payload(data)}"
+            return f"{name} version {version} execution {execution}{child}, input {payload(data)}"
+        case PatchMarker(patch_id=patch_id, deprecated=deprecated):
+            return patch_id + (" (deprecated)" if deprecated else "")
         case ActivityScheduled(task_id=task, name=name, input=data, attempt=attempt, max_attempts=most):
             tries = f", attempt {attempt}" + (f" of {most}" if most else "") if attempt > 1 or most else ""
             return f"{name} (task {task}{tries}), input {payload(data)}"

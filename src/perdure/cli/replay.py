@@ -53,6 +53,7 @@ def replay_check(
     created_after: str | None,
     created_before: str | None,
     prefix: str | None,
+    version: int | None,
     include_terminal: int,
     as_json: bool,
 ) -> None:
@@ -61,7 +62,7 @@ def replay_check(
     code would not reproduce: where, what the history recorded and what the code does now.
     With FILEs (written by perdure export), check those instead of the store. Only the
     orchestration code runs: no activity is called, and nothing is written."""
-    filters = (statuses, name, created_after, created_before, prefix)
+    filters = (statuses, name, created_after, created_before, prefix, version)
     if files and (filter_given(*filters) or include_terminal):
         raise click.UsageError(
             "FILEs are checked instead of the store: the filters and --include-terminal go without them"

@@ -93,7 +93,7 @@ class Api:
         reject_unknown(request.query_params.keys(), ())
         body = json_object(
             await read_json(request, self.ctx.body_limit),
-            {"name": True, "input": False, "instance_id": False},
+            {"name": True, "input": False, "instance_id": False, "version": False},
             "the start request",
         )
         name = body["name"]
@@ -102,7 +102,12 @@ class Api:
                 400, "invalid_body", f"the start request: 'name' must be a string, got {type(name).__name__}"
             )
         instance_id = optional_string(body, "instance_id", "the start request")
-        iid = await self.client.start(name, body.get("input"), instance_id=instance_id)
+        version = body.get("version")
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
+            raise ApiError(
+                400, "invalid_body", f"the start request: 'version' must be an integer >= 1, got {version!r}"
+            )
+        iid = await self.client.start(name, body.get("input"), instance_id=instance_id, version=version)
         return JSONResponse({"instance_id": iid}, 201)
 
     async def get_instance(self, request: Request) -> Response:

@@ -16,7 +16,9 @@ from perdure.web.errors import ApiError
 STATUSES = tuple(s.value for s in OrchestrationStatus)
 SORTS = ("created", "updated")
 MAX_PAGE = 1000
-LIST_PARAMS = frozenset({"status", "name", "prefix", "created_after", "created_before", "sort", "limit", "cursor"})
+LIST_PARAMS = frozenset(
+    {"status", "name", "version", "prefix", "created_after", "created_before", "sort", "limit", "cursor"}
+)
 
 
 def bad(name: str, message: str) -> ApiError:
@@ -74,12 +76,14 @@ def timestamp(params: Mapping[str, str], name: str) -> datetime | None:
 @dataclass(frozen=True, slots=True)
 class ListFilters:
     """The instance list's filters, paging and order, as the API and the dashboard take them:
-    ``status`` (repeatable or comma-separated), ``name``, ``prefix`` (of the instance id),
+    ``status`` (repeatable or comma-separated), ``name``, ``version`` (of the orchestration),
+    ``prefix`` (of the instance id),
     ``created_after`` / ``created_before`` (ISO 8601), ``sort`` (``created`` or ``updated``,
     newest first), ``limit`` and ``cursor``."""
 
     statuses: tuple[str, ...] = ()
     name: str | None = None
+    version: int | None = None
     prefix: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
@@ -109,6 +113,7 @@ class ListFilters:
         return cls(
             statuses=tuple(statuses),
             name=query.get("name") or None,
+            version=integer(query, "version", 0, 1, 2**31 - 1) or None,
             prefix=query.get("prefix") or None,
             created_after=timestamp(query, "created_after"),
             created_before=timestamp(query, "created_before"),
@@ -123,6 +128,7 @@ class ListFilters:
         return {
             "status": list(self.statuses) or None,
             "name": self.name,
+            "version": self.version,
             "prefix": self.prefix,
             "created_after": self.created_after,
             "created_before": self.created_before,
@@ -139,6 +145,7 @@ class ListFilters:
         pairs: list[tuple[str, str]] = [("status", s) for s in f.statuses]
         for key, value in (
             ("name", f.name),
+            ("version", None if f.version is None else str(f.version)),
             ("prefix", f.prefix),
             ("created_after", f.raw_times[0]),
             ("created_before", f.raw_times[1]),
@@ -153,4 +160,6 @@ class ListFilters:
     @property
     def is_filtered(self) -> bool:
         """True when any filter narrows the list."""
-        return bool(self.statuses or self.name or self.prefix or self.created_after or self.created_before)
+        return bool(
+            self.statuses or self.name or self.version or self.prefix or self.created_after or self.created_before
+        )
