@@ -125,3 +125,32 @@ async def refund_breaking(ctx: perdure.OrchestrationContext, request: dict) -> s
 
 
 breaking.orchestration(name="loyalty")(loyalty)
+
+
+# -- the same change made safely: the new code as version 2 next to version 1, or behind a patch --
+
+
+def _with_rest(changed: perdure.App) -> perdure.App:
+    for fn in (refund, loyalty, gift):
+        changed.orchestration(name=fn.__name__)(fn)
+    return changed
+
+
+versioned = _with_rest(_changed_app())
+versioned.orchestration(name="order_saga", version=1)(order_saga)
+versioned.orchestration(name="order_saga", version=2)(order_saga_breaking)
+
+only_v2 = _with_rest(_changed_app())
+only_v2.orchestration(name="order_saga", version=2)(order_saga_breaking)
+
+patched = _with_rest(_changed_app())
+
+
+@patched.orchestration(name="order_saga")
+async def order_saga_patched(ctx: perdure.OrchestrationContext, order: dict) -> dict:
+    if ctx.patched("reserve-first"):
+        await ctx.call_activity("reserve", order)
+    receipt = await ctx.call_activity("charge", order)
+    await ctx.wait_for_event("PaymentConfirmed")
+    parts = await ctx.when_all([ctx.call_activity("pack", item) for item in order["items"]])
+    return {"receipt": receipt, "parts": parts}

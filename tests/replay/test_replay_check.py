@@ -10,7 +10,7 @@ import perdure
 from perdure.replay import Problem, replay_histories, stored_histories
 from perdure.testing import StepWorker
 
-from .apps import app, breaking, compatible
+from .apps import app, breaking, compatible, only_v2, patched, versioned
 from .fleet import COMPLETED, RUNNING, settle
 
 
@@ -125,3 +125,18 @@ def test_a_history_that_cannot_be_decoded_is_reported(fleet_url):
     assert result.problem is Problem.UNDECODABLE
     assert "the history of instance 'order-2' cannot be read" in result.message
     assert "Teleported" in result.message
+
+
+def test_the_breaking_change_made_as_a_new_version_or_behind_a_patch_replays(fleet):
+    """Running instances replay on the version they started with (1), and a patch keeps
+    their old path; dropping version 1 while they run is reported for each of them."""
+    assert check(fleet, versioned).ok
+    assert check(fleet, patched).ok
+    report = check(fleet, only_v2)
+    assert sorted(r.instance_id for r in report.problems) == ["order-1", "order-2"]
+    for result in report.problems:
+        assert result.problem is Problem.NOT_REGISTERED
+        assert result.message == (
+            "the instance runs version 1 of orchestration 'order_saga', which the app no longer registers "
+            "(it registers versions 2): keep version 1 registered until its instances finish"
+        )
