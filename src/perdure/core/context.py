@@ -50,6 +50,8 @@ class OrchestrationHost(Protocol):
     @property
     def is_replaying(self) -> bool: ...
     @property
+    def seed_execution(self) -> int: ...
+    @property
     def now(self) -> float: ...
     def schedule_activity(
         self, name: str, input: Any, attempt: int, max_attempts: int | None = None
@@ -276,14 +278,14 @@ class OrchestrationContext:
         """A UUID that is the same on every replay (derived from the instance id, the
         execution and how many were made before)."""
         self._uuid_counter += 1
-        name = f"{self.instance_id}\x00{self.execution_id}\x00{self._uuid_counter}"
+        name = f"{self.instance_id}\x00{self._host.seed_execution}\x00{self._uuid_counter}"
         return uuid.uuid5(_UUID_NAMESPACE, name)
 
     def random(self) -> float:
         """A pseudo-random float in [0, 1), the same sequence on every replay (seeded from
         the instance id and execution)."""
         if self._prng_state is None:
-            seed = hashlib.sha256(f"{self.instance_id}\x00{self.execution_id}".encode()).digest()
+            seed = hashlib.sha256(f"{self.instance_id}\x00{self._host.seed_execution}".encode()).digest()
             self._prng_state = int.from_bytes(seed[:8], "big")
         self._prng_state, value = _splitmix64(self._prng_state)
         return (value >> 11) / float(1 << 53)

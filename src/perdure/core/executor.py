@@ -42,6 +42,7 @@ from perdure.core.history import (
     ExecutionCompleted,
     ExecutionFailed,
     ExecutionResumed,
+    ExecutionRewound,
     ExecutionStarted,
     ExecutionSuspended,
     ExecutionTerminated,
@@ -60,6 +61,7 @@ from perdure.core.history import (
 from perdure.core.ids import child_instance_id
 from perdure.core.payload import dumps_payload
 from perdure.core.registry import App
+from perdure.core.rewind import effective_history
 from perdure.core.status import OrchestrationStatus
 from perdure.core.tasks import ActivityTask, EventTask, SubOrchestrationTask, Task, TimerTask
 from perdure.core.turn import (
@@ -84,7 +86,7 @@ OUTPUT_EVENTS: tuple[type[HistoryEvent], ...] = (
 )
 # Records rather than commands: skipped on replay (custom status is recomputed by the code,
 # and a discarded message changed nothing).
-_RECORDS = (CustomStatusSet, MessageDiscarded)
+_RECORDS = (CustomStatusSet, MessageDiscarded, ExecutionRewound)
 # Completion messages and the kind of task each one completes.
 _COMPLETES: dict[type[HistoryEvent], type[Task[Any]]] = {
     ActivityCompleted: ActivityTask,
@@ -128,6 +130,7 @@ class OrchestrationExecutor:
         self._run_id: str | None = None
         self._version: int | None = None
         self._execution_id = 1
+        self._seed_execution = 1
         self._coro: Any = None
         self._awaiting: Task[Any] | None = None
         self._now = 0.0
@@ -155,6 +158,7 @@ class OrchestrationExecutor:
         self._divergence: NonDeterminismError | None = None
         # the current execute() call
         self._past: Sequence[HistoryEvent] = ()
+        self._positions: Sequence[int] = ()  # stored history index of each event of _past
         self._cursor = 0
         self._length = 0
         self._new_events: list[HistoryEvent] = []
@@ -225,6 +229,12 @@ class OrchestrationExecutor:
         return self._replaying
 
     @property
+    def seed_execution(self) -> int:
+        """The execution that seeds ``ctx.new_uuid`` and ``ctx.random``: this one, or for a
+        run reset from another, the execution it continues (:class:`RunOrigin`)."""
+        return self._seed_execution
+
+    @property
     def now(self) -> float:
         """The current turn's ``TurnStarted`` timestamp (UTC epoch seconds)."""
         return self._now
@@ -258,7 +268,8 @@ class OrchestrationExecutor:
         if version is None and name in self._app.orchestrations:
             version = self._app.orchestrations[name].version
         task_id = self._issue_task_id()
-        child_id = instance_id or child_instance_id(self._instance_id, self._run_id, self._execution_id, task_id)
+        child_id = instance_id or self._recorded_child_id(task_id, name)
+        child_id = child_id or child_instance_id(self._instance_id, self._run_id, self._execution_id, task_id)
         task: SubOrchestrationTask[Any] = SubOrchestrationTask(task_id, name, child_id, self._now)
         self._open[task_id] = task
         self._emit(
@@ -266,6 +277,18 @@ class OrchestrationExecutor:
             StartSubOrchestration(task_id=task_id, name=name, instance_id=child_id, input=input, version=version),
         )
         return task
+
+    def _recorded_child_id(self, task_id: int, name: str) -> str | None:
+        """Replaying, the id history recorded for the child of ``task_id`` the code starts
+        without an id of its own: generated ids are the engine's to choose, so a history
+        copied into another run (a reset) replays with its children's ids."""
+        if not self._replaying:
+            return None
+        index = self._next_output()
+        recorded = self._past[index] if index < len(self._past) else None
+        if isinstance(recorded, SubOrchestrationCreated) and (recorded.task_id, recorded.name) == (task_id, name):
+            return recorded.instance_id
+        return None
 
     def create_timer(self, fire_at: float, purpose: str) -> TimerTask:
         """Record a durable timer due at ``fire_at`` and return it."""
@@ -343,7 +366,14 @@ class OrchestrationExecutor:
 
     def _replay(self, past: Sequence[HistoryEvent]) -> None:
         self._replaying = True
-        self._past, self._cursor = past, 0
+        self._cursor = 0
+        if any(isinstance(e, ExecutionRewound) for e in past):
+            kept = effective_history(past)  # the turns a rewind undid do not count
+            self._past, self._positions = [e for _, e in kept], [i for i, _ in kept]
+        else:
+            self._past, self._positions = past, range(len(past))
+        stored = len(past)
+        past = self._past
         try:
             while self._cursor < len(past):
                 index = self._cursor
@@ -354,9 +384,9 @@ class OrchestrationExecutor:
                 if isinstance(event, OUTPUT_EVENTS):
                     state = self._code_state()
                     self._diverge(
-                        f"at history index {index}{_task_of(event)} the history recorded "
+                        f"at history index {self._at(index)}{_task_of(event)} the history recorded "
                         f"{describe_event(event)}, but the code now did not produce it ({state})",
-                        position=index,
+                        position=self._at(index),
                         recorded=describe_event(event),
                         produced=f"nothing ({state})",
                     )
@@ -366,8 +396,8 @@ class OrchestrationExecutor:
             pass
         finally:
             self._replaying = False
-            self._length += len(past)
-            self._past = ()
+            self._length += stored
+            self._past, self._positions = (), ()
 
     def _receive(self, event: HistoryEvent) -> None:
         """Take one input: record it (or its discard) and act on it unless suspended."""
@@ -394,6 +424,8 @@ class OrchestrationExecutor:
             self._name, self._input, self._parent = event.name, event.input, event.parent
             self._run_id, self._execution_id = event.run_id, event.execution_id
             self._version = event.version
+            origin = event.origin
+            self._seed_execution = (origin.seed_execution if origin else None) or event.execution_id
             self._status = OrchestrationStatus.RUNNING
             for message in event.carried:  # ahead of anything delivered after them
                 self._take(message)
@@ -609,10 +641,10 @@ class OrchestrationExecutor:
     def _discard(self, event: HistoryEvent, reason: str, detail: str | None) -> None:
         if self._replaying:
             self._diverge(
-                f"at history index {self._cursor - 1} the history holds {describe_event(event)}, "
+                f"at history index {self._at(self._cursor - 1)} the history holds {describe_event(event)}, "
                 f"which should have been discarded ({reason}: {detail}); the history is "
                 f"inconsistent",
-                position=self._cursor - 1,
+                position=self._at(self._cursor - 1),
                 recorded=describe_event(event),
                 produced=f"a discard of it ({reason})",
             )
@@ -645,21 +677,21 @@ class OrchestrationExecutor:
             return
         if recorded is not None and isinstance(recorded, OUTPUT_EVENTS):
             self._diverge(
-                f"at history index {index}{_task_of(recorded)} the history recorded "
+                f"at history index {self._at(index)}{_task_of(recorded)} the history recorded "
                 f"{describe_event(recorded)}, but the code now produced {describe_event(produced)}",
-                position=index,
+                position=self._at(index),
                 recorded=describe_event(recorded),
                 produced=describe_event(produced),
             )
         where = (
-            f"the next recorded event is {type(recorded).__name__} at index {index}"
+            f"the next recorded event is {type(recorded).__name__} at index {self._at(index)}"
             if recorded is not None
             else "the history ends there"
         )
         self._diverge(
-            f"after history index {index - 1}{_task_of(produced)} the code now produced "
+            f"after history index {self._at(index - 1)}{_task_of(produced)} the code now produced "
             f"{describe_event(produced)}, which the history does not record ({where})",
-            position=index,
+            position=self._at(index),
             recorded=(
                 "nothing (the history ends there)"
                 if recorded is None
@@ -667,6 +699,14 @@ class OrchestrationExecutor:
             ),
             produced=describe_event(produced),
         )
+
+    def _at(self, index: int) -> int:
+        """The stored history index of position ``index`` of the replayed history (they
+        differ after a rewind: :func:`perdure.core.rewind.effective_history`)."""
+        positions = self._positions
+        if 0 <= index < len(positions):
+            return positions[index]
+        return (positions[-1] + 1 if positions else 0) if index >= 0 else index
 
     def _next_output(self, patch_id: str | None = None) -> int:
         """The history index of the next recorded output the code can be matched with,

@@ -80,6 +80,50 @@ class ParentRef:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class RunOrigin:
+    """Where an operator made a run from (:attr:`ExecutionStarted.origin`): ``kind`` is
+    ``"restart"`` (a new run with the same input) or ``"reset"`` (a new run whose history is
+    the source's up to the end of ``turn``); the source instance, run and execution; the
+    operator's ``reason``. ``seed_execution`` is the execution whose deterministic helpers
+    (``ctx.new_uuid``, ``ctx.random``) a reset run continues, so its copied turns replay
+    with the values they had."""
+
+    kind: str
+    instance_id: str
+    run_id: str
+    execution_id: int
+    turn: int | None = None
+    reason: str | None = None
+    seed_execution: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (unset fields left out)."""
+        data: dict[str, Any] = {
+            "kind": self.kind,
+            "instance_id": self.instance_id,
+            "run_id": self.run_id,
+            "execution_id": self.execution_id,
+        }
+        for name in ("turn", "reason", "seed_execution"):
+            if getattr(self, name) is not None:
+                data[name] = getattr(self, name)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunOrigin:
+        """Read the JSON form."""
+        return cls(
+            str(data["kind"]),
+            str(data["instance_id"]),
+            str(data["run_id"]),
+            int(data["execution_id"]),
+            data.get("turn"),
+            data.get("reason"),
+            data.get("seed_execution"),
+        )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HistoryEvent:
     """Base of all history events."""
@@ -107,6 +151,8 @@ class ExecutionStarted(HistoryEvent):
     ``version`` is the version of the orchestration the execution runs (1 in histories
     recorded before versions). As a message it may be ``None``: "the latest version of the
     worker that takes the first turn", which records the version it chose.
+
+    ``origin`` says which run an operator made this one from (a restart or a reset).
     """
 
     name: str
@@ -116,6 +162,7 @@ class ExecutionStarted(HistoryEvent):
     run_id: str | None = None
     carried: tuple[HistoryEvent, ...] = ()
     version: int | None = 1
+    origin: RunOrigin | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -287,6 +334,18 @@ class CustomStatusSet(HistoryEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionRewound(HistoryEvent):
+    """A record: an operator rewound the failed execution (``client.rewind``). The events from
+    history index ``undone_from`` up to this record, the turn that failed, no longer count:
+    replay skips them, and the messages that turn had taken were queued again. ``failure``
+    is the failure undone, ``reason`` the operator's."""
+
+    undone_from: int
+    failure: Failure | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MessageDiscarded(HistoryEvent):
     """A delivered message was not applied; ``reason`` says why (see :class:`DiscardReason`)
     and ``message`` holds the discarded event in its stored form."""
@@ -332,6 +391,7 @@ EVENT_TYPES: dict[str, type[HistoryEvent]] = {
         PatchMarker,
         EventRaised,
         CustomStatusSet,
+        ExecutionRewound,
         MessageDiscarded,
     )
 }
@@ -344,7 +404,7 @@ _FIELD_NAMES: dict[type[HistoryEvent], tuple[str, ...]] = {
 #: Fields added after the format's first version, with their unset value: an unset one is
 #: not written, so the stored form of an event that does not use it is unchanged.
 _OPTIONAL_FIELDS: dict[type[HistoryEvent], dict[str, Any]] = {
-    ExecutionStarted: {"run_id": None, "carried": (), "version": 1},
+    ExecutionStarted: {"run_id": None, "carried": (), "version": 1, "origin": None},
     ExecutionTerminated: {"parent": None},
     PatchMarker: {"deprecated": False},
 }
@@ -373,7 +433,7 @@ def encode_event(event: HistoryEvent) -> dict[str, Any]:
         value = getattr(event, name)
         if name in optional and value == optional[name]:
             continue  # left out while unset: histories stay as they were before the field
-        if isinstance(value, (Failure, ParentRef)):
+        if isinstance(value, (Failure, ParentRef, RunOrigin)):
             value = value.to_dict()
         elif name == "carried":
             value = [encode_event(e) for e in value]
@@ -387,8 +447,10 @@ def decode_event(data: dict[str, Any]) -> HistoryEvent:
         cls = EVENT_TYPES[data["kind"]]
         names = _FIELD_NAMES[cls]
         kwargs = {k: v for k, v in data.items() if k in names}
-        if "failure" in kwargs:
+        if kwargs.get("failure") is not None:
             kwargs["failure"] = Failure.from_dict(kwargs["failure"])
+        if kwargs.get("origin") is not None:
+            kwargs["origin"] = RunOrigin.from_dict(kwargs["origin"])
         if kwargs.get("parent") is not None:
             kwargs["parent"] = ParentRef.from_dict(kwargs["parent"])
         if "carried" in kwargs:

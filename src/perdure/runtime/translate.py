@@ -21,11 +21,11 @@ from perdure.core.history import (
     ExecutionTerminated,
     HistoryEvent,
     ParentRef,
-    SubOrchestrationCompleted,
     SubOrchestrationFailed,
     TimerFired,
     TurnStarted,
 )
+from perdure.core.rewind import child_outcome
 from perdure.core.status import OrchestrationStatus
 from perdure.core.turn import Turn
 from perdure.store.base import (
@@ -37,8 +37,6 @@ from perdure.store.base import (
     TurnStats,
 )
 from perdure.store.common.rows import new_run_id
-
-TERMINATED_TYPE = "perdure.Terminated"
 
 
 def turn_commit(
@@ -122,16 +120,14 @@ def _report_to_parent(
     parent = turn.parent
     if parent is None:
         return None
-    ts = turn_time(turn)
-    event: HistoryEvent
     match outcome:
         case CompleteOrchestration(result=result):
-            event = SubOrchestrationCompleted(task_id=parent.task_id, result=result, timestamp=ts)
+            status, output, failure = OrchestrationStatus.COMPLETED, result, None
         case FailOrchestration(failure=failure):
-            event = SubOrchestrationFailed(task_id=parent.task_id, failure=failure, timestamp=ts)
+            status, output = OrchestrationStatus.FAILED, None
         case TerminateOrchestration(reason=reason):
-            text = f"sub-orchestration {instance_id!r} was terminated" + (f": {reason}" if reason else "")
-            event = SubOrchestrationFailed(task_id=parent.task_id, failure=Failure(TERMINATED_TYPE, text), timestamp=ts)
+            status, output, failure = OrchestrationStatus.TERMINATED, reason, None
+    event = child_outcome(instance_id, status, output, failure, parent.task_id, turn_time(turn))
     return Message(parent.instance_id, event, execution_id=parent.execution_id, run_id=parent.run_id)
 
 
