@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from perdure import run_operations
 from perdure.core.context import check_version
 from perdure.core.failure import Failure
 from perdure.core.history import (
@@ -24,6 +25,7 @@ from perdure.core.history import (
     ExecutionSuspended,
     ExecutionTerminated,
     HistoryEvent,
+    RunOrigin,
 )
 from perdure.core.ids import validate_instance_id
 from perdure.core.payload import DEFAULT_MAX_PAYLOAD_BYTES, dumps_payload
@@ -436,6 +438,90 @@ class Client:
         if not self.store.purge_instances([instance_id]) and state is None:
             raise InstanceNotFoundError(f"no instance with id {instance_id!r}, and nothing stored under that id")
 
+    # -- runs made live again, or anew --
+
+    def rewind(self, instance_id: str, reason: str | None = None, *, request_id: str | None = None) -> None:
+        """Resume a FAILED instance from the point of failure: the turn that failed is undone
+        (its history stays, marked by an ``ExecutionRewound`` record that replay skips), the
+        messages it had taken are queued again, the failed activity is scheduled again and
+        a failed child is rewound too (or started again, if it cannot be), and everything
+        before is kept. The instance replays on the code the workers run now, so a failure
+        that came from a bug (a nondeterminism error after a bad deploy, say) is rewound
+        once the code is fixed or rolled back. Raises
+        :class:`~perdure.errors.InstanceStateError` for an instance that is not FAILED."""
+        reason = _reason(reason)
+        record = self.store.get_instance(instance_id)
+        if record is None:
+            raise InstanceNotFoundError(f"no instance with id {instance_id!r}")
+        if record.status is not OrchestrationStatus.FAILED:
+            raise InstanceStateError(
+                f"cannot rewind instance {instance_id!r}: it is {record.status.value}; only a FAILED instance "
+                f"can be rewound"
+            )
+        history = self._history(record, record.execution_id)
+        batch = run_operations.rewinds(self.store, record, history, reason=reason, now=self._clock())
+        _idempotent(lambda rid, _retry: self.store.rewind(batch, request_id=rid), request_id)
+
+    def restart(
+        self,
+        instance_id: str,
+        new_instance_id: str | None = None,
+        *,
+        version: int | None = None,
+        request_id: str | None = None,
+    ) -> str:
+        """Start the orchestration of ``instance_id`` again with the input of its current
+        execution (for an instance that continued as new, the input of its latest
+        execution): as a new run of the same id when ``new_instance_id`` is None (the
+        instance must have ended; the old run's history stays readable until purged), or as
+        a new instance ``new_instance_id``. Return the id of the started instance. The run
+        records where it came from (``ExecutionStarted.origin``); it starts as a top-level
+        instance, and runs ``version`` (by default the latest, as :meth:`start`)."""
+        record = self.store.get_instance(instance_id)
+        if record is None:
+            raise InstanceNotFoundError(f"no instance with id {instance_id!r}")
+        in_place = new_instance_id is None
+        if in_place and not record.status.is_terminal:
+            raise InstanceStateError(
+                f"cannot restart instance {instance_id!r} in place: it is {record.status.value}; terminate it "
+                f"first, or restart it under a new_instance_id"
+            )
+        target = instance_id if new_instance_id is None else validate_instance_id(new_instance_id)
+        origin = RunOrigin("restart", instance_id, record.run_id, record.execution_id)
+        new = NewInstance(
+            target,
+            record.name,
+            record.input,
+            version=self._version(record.name, version),
+            origin=origin,
+            replaces_run=record.run_id if in_place else None,
+        )
+        create = self.store.create_instances
+        _idempotent(lambda rid, _retry: create([new], replace_terminal=in_place, request_id=rid), request_id)
+        return target
+
+    def reset(self, instance_id: str, to_turn: int, *, reason: str | None = None, request_id: str | None = None) -> str:
+        """Start a new run of ``instance_id`` (which must have ended) whose history is the
+        current execution's up to the end of turn ``to_turn`` (turns are numbered from 1, as
+        ``perdure history`` shows them), and which continues live from there: what those
+        turns scheduled and the rest never received runs again (activities, timers; a
+        child still running is re-attached, one that completed gives its result again, any
+        other is started again), and the external events that came after that turn are
+        delivered again. The old run's history stays readable until purged. Return the new
+        run's token."""
+        reason = _reason(reason)
+        record = self.store.get_instance(instance_id)
+        if record is None:
+            raise InstanceNotFoundError(f"no instance with id {instance_id!r}")
+        if not record.status.is_terminal:
+            raise InstanceStateError(
+                f"cannot reset instance {instance_id!r}: it is {record.status.value}; terminate it first"
+            )
+        history = self._history(record, record.execution_id)
+        plan = run_operations.reset(record, history, to_turn, reason=reason)
+        _idempotent(lambda rid, _retry: self.store.reset(plan, request_id=rid), request_id)
+        return plan.run_id
+
     # -- bulk operations: page by page, one store write per page --
 
     def terminate_where(self, filter: InstanceFilter, reason: str | None = None, *, dry_run: bool = False) -> int:
@@ -692,6 +778,18 @@ class AsyncClient:
     async def purge(self, instance_id: str) -> None:
         """See :meth:`Client.purge`."""
         await asyncio.to_thread(self.sync.purge, instance_id)
+
+    async def rewind(self, instance_id: str, reason: str | None = None, **kwargs: Any) -> None:
+        """See :meth:`Client.rewind`."""
+        await asyncio.to_thread(self.sync.rewind, instance_id, reason, **kwargs)
+
+    async def restart(self, instance_id: str, new_instance_id: str | None = None, **kwargs: Any) -> str:
+        """See :meth:`Client.restart`."""
+        return await asyncio.to_thread(self.sync.restart, instance_id, new_instance_id, **kwargs)
+
+    async def reset(self, instance_id: str, to_turn: int, **kwargs: Any) -> str:
+        """See :meth:`Client.reset`."""
+        return await asyncio.to_thread(self.sync.reset, instance_id, to_turn, **kwargs)
 
     async def terminate_where(self, filter: InstanceFilter, reason: str | None = None, **kwargs: Any) -> int:
         """See :meth:`Client.terminate_where`."""

@@ -106,6 +106,10 @@ _REMEDY = (
 )
 
 
+#: ``execute(parent=...)`` not given: the parent is the one the history records.
+_AS_RECORDED: Any = object()
+
+
 class _Diverged(BaseException):
     """Unwinds the orchestrator and the replay once the code stopped matching history."""
 
@@ -127,6 +131,7 @@ class OrchestrationExecutor:
         self._name: str | None = None
         self._input: Any = None
         self._parent: ParentRef | None = None
+        self._reports_to: ParentRef | None = _AS_RECORDED
         self._run_id: str | None = None
         self._version: int | None = None
         self._execution_id = 1
@@ -194,9 +199,17 @@ class OrchestrationExecutor:
         """External events received but not yet handed to a ``wait_for_event``, oldest first."""
         return tuple(self._buffer)
 
-    def execute(self, past: Sequence[HistoryEvent], new: Sequence[HistoryEvent]) -> Turn:
+    def execute(
+        self, past: Sequence[HistoryEvent], new: Sequence[HistoryEvent], *, parent: ParentRef | None = _AS_RECORDED
+    ) -> Turn:
         """Replay ``past`` (on a fresh executor; pass ``()`` afterwards), then apply the
-        turn's ``new`` events: ``TurnStarted`` first, then the delivered messages."""
+        turn's ``new`` events: ``TurnStarted`` first, then the delivered messages.
+
+        ``parent``: the parent task the instance reports to now, as the store's row says
+        (a reset re-attaches a running child to its parent's new run); by default the one
+        its ``ExecutionStarted`` recorded. A cascading terminate applies only from it."""
+        if parent is not _AS_RECORDED:
+            self._reports_to = parent
         if self._finished:
             raise RuntimeError(f"execution {self._execution_id} of {self._instance_id!r} has ended; use a new executor")
         if self._used and past:
@@ -450,7 +463,8 @@ class OrchestrationExecutor:
                 return DiscardReason.DUPLICATE, "the execution has already started"
             return None
         if isinstance(event, ExecutionTerminated) and event.parent is not None:
-            if self._parent is None or not self._parent.is_task(event.parent):
+            parent = self._parent if self._reports_to is _AS_RECORDED else self._reports_to
+            if parent is None or not parent.is_task(event.parent):
                 return DiscardReason.NOT_A_CHILD, (
                     f"a terminate cascading from instance {event.parent.instance_id!r} (task "
                     f"{event.parent.task_id}), whose child this instance is not"
@@ -763,7 +777,7 @@ class OrchestrationExecutor:
             failure=self._failure,
             custom_status=self._custom_status,
             waiting_on=WaitingOn() if self._finished else self._waiting_on(),
-            parent=self._parent,
+            parent=self._parent if self._reports_to is _AS_RECORDED else self._reports_to,
             replayed_events=replayed,
             version=self._version,
         )

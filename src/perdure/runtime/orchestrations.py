@@ -201,7 +201,7 @@ class OrchestrationDispatcher:
             new: list[HistoryEvent] = [TurnStarted(timestamp=now)]
             new.extend(m.event for m in item.messages)
             started = time.perf_counter()
-            turn = first = executor.execute(past, new)
+            turn = first = executor.execute(past, new, parent=item.instance.parent)
             stored: dict[int, str] = {}
             if self.activities.local_names:
                 turn, stored = chain_local_activities(

@@ -17,15 +17,12 @@ from perdure.core.commands import (
 from perdure.core.failure import Failure
 from perdure.core.history import (
     ExecutionFailed,
-    ExecutionStarted,
     ExecutionTerminated,
     HistoryEvent,
     ParentRef,
-    SubOrchestrationFailed,
     TimerFired,
     TurnStarted,
 )
-from perdure.core.rewind import child_outcome
 from perdure.core.status import OrchestrationStatus
 from perdure.core.turn import Turn
 from perdure.store.base import (
@@ -71,9 +68,7 @@ def turn_commit(
                 event = ExecutionTerminated(reason=reason, parent=parent, timestamp=turn_time(turn))
                 messages.append(Message(child_id, event))
             case CompleteOrchestration() | FailOrchestration() | TerminateOrchestration():
-                parent_message = _report_to_parent(iid, turn, command)
-                if parent_message is not None:
-                    messages.append(parent_message)
+                pass  # the store tells the parent: see perdure.store.common.routing.parent_report
             case ContinueAsNew(input=data, carried=events, version=v):
                 continue_as_new, new_input, carried, new_version = True, data, events, v
             case _:
@@ -112,25 +107,6 @@ def turn_time(turn: Turn) -> float:
     return 0.0
 
 
-def _report_to_parent(
-    instance_id: str, turn: Turn, outcome: CompleteOrchestration | FailOrchestration | TerminateOrchestration
-) -> Message | None:
-    """The completion message a finished child sends to the parent execution that scheduled
-    it (stamped at schedule time, invariant 4)."""
-    parent = turn.parent
-    if parent is None:
-        return None
-    match outcome:
-        case CompleteOrchestration(result=result):
-            status, output, failure = OrchestrationStatus.COMPLETED, result, None
-        case FailOrchestration(failure=failure):
-            status, output = OrchestrationStatus.FAILED, None
-        case TerminateOrchestration(reason=reason):
-            status, output, failure = OrchestrationStatus.TERMINATED, reason, None
-    event = child_outcome(instance_id, status, output, failure, parent.task_id, turn_time(turn))
-    return Message(parent.instance_id, event, execution_id=parent.execution_id, run_id=parent.run_id)
-
-
 def failing_commit(item: OrchestrationWorkItem, failure: Failure, now: float) -> TurnCommit:
     """A commit that fails the instance without running user code: for a missing
     registration, a corrupt history or an engine error. The consumed messages are recorded
@@ -139,14 +115,6 @@ def failing_commit(item: OrchestrationWorkItem, failure: Failure, now: float) ->
     events: list[HistoryEvent] = [TurnStarted(timestamp=now)]
     events.extend(m.event for m in item.messages)
     events.append(ExecutionFailed(failure=failure, timestamp=now))
-    parent = instance.parent
-    for m in item.messages:
-        if isinstance(m.event, ExecutionStarted) and m.event.parent is not None:
-            parent = m.event.parent
-    messages = []
-    if parent is not None:
-        event = SubOrchestrationFailed(task_id=parent.task_id, failure=failure, timestamp=now)
-        messages.append(Message(parent.instance_id, event, execution_id=parent.execution_id, run_id=parent.run_id))
     return TurnCommit(
         instance_id=instance.instance_id,
         lease_token=item.lease_token,
@@ -158,5 +126,4 @@ def failing_commit(item: OrchestrationWorkItem, failure: Failure, now: float) ->
         status=OrchestrationStatus.FAILED,
         failure=failure,
         custom_status=instance.custom_status,
-        messages=messages,
     )

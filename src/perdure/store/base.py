@@ -40,7 +40,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from perdure.core.failure import Failure
-from perdure.core.history import HistoryEvent, ParentRef
+from perdure.core.history import HistoryEvent, ParentRef, RunOrigin
 from perdure.core.status import OrchestrationStatus
 from perdure.core.turn import WaitingOn
 
@@ -287,7 +287,10 @@ class Page:
 class NewInstance:
     """An instance to create, with its ``ExecutionStarted`` as the first message. ``run_id``
     is the new run's token (the store makes one when it is ``None``); ``version`` the
-    orchestration version it runs (``None``: the latest of the worker that takes it)."""
+    orchestration version it runs (``None``: the latest of the worker that takes it);
+    ``origin`` the run it was made from (a restart). ``replaces_run``: the id is expected to
+    hold that terminal run, which the new one replaces (any other state of the id raises
+    :class:`~perdure.errors.InstanceStateError`, nothing written)."""
 
     instance_id: str
     name: str
@@ -296,6 +299,8 @@ class NewInstance:
     start_at: float | None = None  # visible_at of the start message (None: now)
     run_id: str | None = None
     version: int | None = None
+    origin: RunOrigin | None = None
+    replaces_run: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +348,70 @@ class ChildStart:
     parent: ParentRef
     run_id: str | None = None
     version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenChild:
+    """A sub-orchestration that a rewound or reset run still awaits: ``instance_id``, started
+    by the parent task ``recorded`` (as the child's row names its parent), now awaited by the
+    task ``parent``. A child still that task's and not ended reports to ``parent`` from now
+    on; one that completed has its result queued to ``parent``; otherwise (it failed, was
+    terminated, is gone, or the id is another's) it is started again as a
+    :class:`ChildStart` of ``name``, ``input`` and ``version`` would be."""
+
+    instance_id: str
+    name: str
+    input: Any
+    recorded: ParentRef
+    parent: ParentRef
+    version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LiveWork:
+    """What a rewound or reset run awaits and takes next (:class:`Rewind`, :class:`Reset`):
+    its ``status`` and ``waiting_on`` until its next turn, the ``messages`` queued to it (in
+    order; timers as messages due at their time), the activity tasks scheduled for it and
+    its open ``children``."""
+
+    status: OrchestrationStatus
+    waiting_on: WaitingOn = field(default_factory=WaitingOn)
+    messages: Sequence[Message] = ()
+    activities: Sequence[NewActivityTask] = ()
+    children: Sequence[OpenChild] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Rewind:
+    """A failed execution made live again (:meth:`Store.rewind`): ``record`` (an
+    ``ExecutionRewound``) is appended to its history, which must still hold
+    ``history_event_count`` events of execution ``execution_id`` of run ``run_id``."""
+
+    instance_id: str
+    run_id: str
+    execution_id: int
+    history_event_count: int
+    record: HistoryEvent
+    work: LiveWork
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """A new run ``run_id`` of ``instance_id`` replacing the terminal run ``replaces_run``
+    (:meth:`Store.reset`), whose execution ``execution_id`` (the one after the old run's
+    last) starts with ``history``, runs orchestration ``name`` at ``version`` with ``input``,
+    and reports to ``parent`` (the old run's parent, if it had one)."""
+
+    instance_id: str
+    replaces_run: str
+    run_id: str
+    execution_id: int
+    name: str
+    input: Any
+    history: Sequence[HistoryEvent]
+    work: LiveWork
+    version: int | None = 1
+    parent: ParentRef | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -571,6 +640,25 @@ class Store(Protocol):
         """Purge every terminal instance matching ``query`` (``limit``/``cursor`` ignored);
         a query without filters, or with an id prefix alone, also purges what ids without
         an instance left behind (:func:`perdure.store.common.routing.purges_orphans`)."""
+
+    def rewind(self, rewinds: Sequence[Rewind], *, request_id: str | None = None) -> None:
+        """Make failed executions live again, in one transaction, in the given order (a
+        child before its parent). Each applies only if its instance is still FAILED, on the
+        rewind's run and execution, with the history the plan was made from; otherwise
+        :class:`~perdure.errors.InstanceStateError` and nothing is written. For each: the
+        messages still queued for the instance are discarded with a record, as are its
+        activity tasks (a running one's outcome is then refused); ``record`` is appended;
+        the instance takes the ``work``'s status and what it awaits (output and failure
+        cleared); the work is queued (:class:`LiveWork`). With ``request_id``, a call whose
+        id was applied before does nothing."""
+
+    def reset(self, reset: Reset, *, request_id: str | None = None) -> None:
+        """Replace the terminal run ``reset.replaces_run`` of the id with the new run of
+        ``reset`` (:class:`Reset`), in one transaction: the old run is retired as a
+        ``replace_terminal`` start retires it (its history stays readable); the new run's
+        history is written and its work queued. :class:`~perdure.errors.InstanceStateError`
+        (nothing written) if the id no longer holds that run, or it is not terminal. With
+        ``request_id``, a call whose id was applied before does nothing."""
 
     # -- orchestration work --
 

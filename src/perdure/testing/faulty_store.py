@@ -40,6 +40,8 @@ WRITE_METHODS: tuple[str, ...] = (
     "enqueue_messages",
     "purge_instances",
     "purge_where",
+    "rewind",
+    "reset",
     "lock_orchestrations",
     "commit_turns",
     "run_round",

@@ -17,9 +17,11 @@ from enum import Enum
 
 from perdure.core.failure import Failure
 from perdure.core.history import DiscardReason, ExecutionStarted
+from perdure.core.rewind import child_outcome
+from perdure.core.status import OrchestrationStatus
 from perdure.errors import InstanceExistsError
-from perdure.store.base import ActivityCompletion, ChildStart, InstanceQuery, Outcome
-from perdure.store.common.rows import TERMINAL, Row
+from perdure.store.base import ActivityCompletion, ChildStart, InstanceQuery, Message, Outcome, TurnCommit
+from perdure.store.common.rows import TERMINAL, Row, parent_of
 
 #: A message sorted away with its reason and detail.
 Discard = tuple[Row, str, str]
@@ -99,6 +101,21 @@ def route_completions(
         else:
             routes.append((Outcome.OK, row, None, None))
     return routes
+
+
+def parent_report(commit: TurnCommit, row: Row, now: float) -> Message | None:
+    """The message a sub-orchestration whose turn ``commit`` ends it sends to its parent
+    task: its result, failure or termination (:func:`perdure.core.rewind.child_outcome`).
+    Addressed from the instance's row (``row``, read in the commit's transaction), not from
+    its history: a reset re-attaches a running child to the parent's new run by changing the
+    row, and a turn in flight meanwhile reports to the new run all the same."""
+    parent = parent_of(row)
+    if parent is None or not OrchestrationStatus(commit.status).is_terminal:
+        return None
+    event = child_outcome(
+        commit.instance_id, OrchestrationStatus(commit.status), commit.output, commit.failure, parent.task_id, now
+    )
+    return Message(parent.instance_id, event, execution_id=parent.execution_id, run_id=parent.run_id)
 
 
 def check_replaceable(existing: Row, replace_terminal: bool) -> None:

@@ -108,11 +108,18 @@ def new_instance_params(
         "name": name,
         "status": OrchestrationStatus.PENDING.value,
         "input": input_text,
+        **parent_params(parent),
+        "now": now,
+    }
+
+
+def parent_params(parent: ParentRef | None) -> dict[str, Any]:
+    """The parent columns of an ``instances`` row (NULL for a top-level instance)."""
+    return {
         "parent_instance_id": parent.instance_id if parent else None,
         "parent_run_id": parent.run_id if parent else None,
         "parent_execution_id": parent.execution_id if parent else None,
         "parent_task_id": parent.task_id if parent else None,
-        "now": now,
     }
 
 

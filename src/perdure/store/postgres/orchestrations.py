@@ -49,6 +49,7 @@ from perdure.store.common.routing import (
     Discard,
     child_refusal,
     child_start_rule,
+    parent_report,
     route_messages,
     start_first,
 )
@@ -270,14 +271,14 @@ def _deliverable(tx: Tx, options: StoreOptions, row: Row, messages: list[Row]) -
     deferred or dead-lettered here (invariants 3, 4, 5, 9)."""
     instance_id, status = row["instance_id"], row["status"]
     if status in TERMINAL:
-        _discard(tx, instance_id, [(m, DiscardReason.TERMINAL_INSTANCE, f"instance is {status}") for m in messages])
+        discard(tx, instance_id, [(m, DiscardReason.TERMINAL_INSTANCE, f"instance is {status}") for m in messages])
         return []
     decoded, undecodable = decode_deliveries(messages)
     _dead_letter(tx, undecodable, DeadLetterReason.UNDECODABLE)
     messages = [m for m in messages if m["message_id"] in decoded]
     current = row["execution_id"]
-    deliver, discard, future = route_messages(messages, current, row["run_id"])
-    _discard(tx, instance_id, discard)
+    deliver, discarded, future = route_messages(messages, current, row["run_id"])
+    discard(tx, instance_id, discarded)
     _defer(tx, options, future, DeadLetterReason.EXECUTION_NOT_FOUND)
     if deliver and row["history_event_count"] == 0:
         deliver = _start_first(tx, options, instance_id, current, deliver)
@@ -340,7 +341,7 @@ def _dead_letter(tx: Tx, messages: Sequence[Row], reason: str) -> None:
         tx.run(Q.dead_letter_messages, {"ids": ids, "tries": tries, "reason": reason, "now": tx.now})
 
 
-def _discard(tx: Tx, instance_id: str, messages: Sequence[Discard]) -> None:
+def discard(tx: Tx, instance_id: str, messages: Sequence[Discard]) -> None:
     """Delete messages with a discard record each."""
     if messages:
         tx.run(
@@ -428,7 +429,7 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
                 continue  # messages came before the handed-over outcomes: they go first
             c = turn.commit
             plain = not (c.discarded or c.children or c.continue_as_new or c.status.is_terminal)
-            _write_turn(tx, turn, row, lease["lease_seconds"], group if plain else None)
+            write_turn(tx, turn, row, lease["lease_seconds"], group if plain else None)
             outcomes[index] = Outcome.OK
             handed.extend(h.task_row_id for h in turn.commit.handed_over)
         group.send(tx)
@@ -521,7 +522,7 @@ def _signal_if_queued(tx: Tx, released: list[str]) -> None:
     tx.read_later(Q.any_messages_among, {"ids": released}, signal)
 
 
-def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float, group: GroupWrite | None) -> None:
+def write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float, group: GroupWrite | None) -> None:
     """Write one checked turn: with ``group``, its plain statements are queued there."""
     c = turn.commit
     now, iid = tx.now, c.instance_id
@@ -576,6 +577,9 @@ def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float, grou
     outbox = Outbox()
     for m, (kind, text) in zip(c.messages, turn.messages, strict=True):
         outbox.add(m.instance_id, m.run_id, m.execution_id, kind, text, now, m.visible_at)
+    report = parent_report(c, row, now)
+    if report is not None:
+        outbox.add(report.instance_id, report.run_id, report.execution_id, *event_row(report.event), now, None)
     for child in c.children:
         _start_child(tx, child, outbox)
     if c.continue_as_new:
@@ -583,7 +587,7 @@ def _write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float, grou
     outbox.flush(tx, send)
 
     if c.status.is_terminal:
-        _discard_queued_tasks(tx, iid, f"instance became {c.status.value}")
+        discard_queued_tasks(tx, iid, f"instance became {c.status.value}")
     if c.release:
         send(Q.release_lease, {"instance_id": iid, "token": c.lease_token})
         if group is None:
@@ -612,7 +616,7 @@ def retire_run(tx: Tx, row: Row) -> int:
     iid = row["instance_id"]
     queued = tx.all(Q.messages_of_instance, {"instance_id": iid})
     detail = f"queued for run {row['run_id'][:8]}, which had ended, when the id was given a new run"
-    _discard(tx, iid, [(m, DiscardReason.STALE_RUN, detail) for m in queued])
+    discard(tx, iid, [(m, DiscardReason.STALE_RUN, detail) for m in queued])
     tx.run(Q.delete_leases, {"ids": [iid]})
     tx.run(Q.delete_instances, {"ids": [iid]})
     forget_executions(tx, iid, row["execution_id"] + 1)
@@ -683,7 +687,7 @@ def _continue_as_new(tx: Tx, turn: PreparedTurn, row: Row, outbox: Outbox) -> No
     outbox.add(c.instance_id, row["run_id"], new_execution, *event_row(start), now, None)
 
 
-def _discard_queued_tasks(tx: Tx, instance_id: str, detail: str) -> None:
+def discard_queued_tasks(tx: Tx, instance_id: str, detail: str) -> None:
     """A terminal instance's queued activity tasks will never be needed: remove those no
     live worker holds, each with a discard record (a held one is discarded on completion)."""
 

@@ -611,3 +611,12 @@ WHERE (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
        OR (last_updated_at, instance_id) < (%(cursor_created)s::float8, %(cursor_id)s::text))
 ORDER BY last_updated_at DESC, instance_id DESC
 LIMIT %(limit)s;
+
+-- name: set_parent
+-- A child a reset run still awaits reports to that run from now on.
+UPDATE instances SET
+    parent_instance_id = %(parent_instance_id)s,
+    parent_run_id = %(parent_run_id)s,
+    parent_execution_id = %(parent_execution_id)s,
+    parent_task_id = %(parent_task_id)s
+WHERE instance_id = %(instance_id)s;

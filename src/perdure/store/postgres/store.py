@@ -32,6 +32,8 @@ from perdure.store.base import (
     QueueDepth,
     QueuedMessage,
     QueueStats,
+    Reset,
+    Rewind,
     RoundRequest,
     RoundResult,
     TurnCommit,
@@ -40,6 +42,7 @@ from perdure.store.base import (
 from perdure.store.common import rounds
 from perdure.store.common.encode import StoreOptions, check_retention, prepare_completions, prepare_turn
 from perdure.store.common.queries import due_times
+from perdure.store.common.reopen import check_new_instance
 from perdure.store.common.routing import check_replaceable, purges_orphans
 from perdure.store.common.rows import (
     count_from_row,
@@ -62,7 +65,7 @@ from perdure.store.common.rows import (
 )
 from perdure.store.notify import INSTANCES, ORCHESTRATIONS, Notifier
 from perdure.store.open import check_postgres_schema, public_url
-from perdure.store.postgres import activities, orchestrations
+from perdure.store.postgres import activities, orchestrations, reopen
 from perdure.store.postgres.clock import ServerClock
 from perdure.store.postgres.connection import Database, RetryPolicy, Tx
 from perdure.store.postgres.listen import Listener, channels
@@ -271,6 +274,7 @@ class PostgresStore:
         key = {"instance_id": iid}
         tx.run(Q.lock_instance_id, key)
         row = tx.one(Q.lock_instance, key)
+        check_new_instance(row, instance)
         execution = 1
         if row is not None:
             check_replaceable(row, replace_terminal)
@@ -290,8 +294,30 @@ class PostgresStore:
                 parent=instance.parent,
                 run_id=run_id,
                 version=instance.version,
+                origin=instance.origin,
             )
             outbox.add(iid, run_id, execution, *event_row(start), tx.now, instance.start_at)
+
+    def rewind(self, rewinds: Sequence[Rewind], *, request_id: str | None = None) -> None:
+        """See :meth:`perdure.store.base.Store.rewind`."""
+        if not rewinds:
+            return
+
+        def body(tx: Tx) -> None:
+            if orchestrations.first_request(tx, request_id, "rewind", rewinds[-1].instance_id):
+                for one in rewinds:
+                    reopen.rewind(tx, one)
+
+        self._write("rewind", body)
+
+    def reset(self, reset: Reset, *, request_id: str | None = None) -> None:
+        """See :meth:`perdure.store.base.Store.reset`."""
+
+        def body(tx: Tx) -> None:
+            if orchestrations.first_request(tx, request_id, "reset", reset.instance_id):
+                reopen.reset(tx, reset)
+
+        self._write("reset", body)
 
     def enqueue_messages(self, messages: Sequence[Message], *, request_id: str | None = None) -> None:
         """See :meth:`perdure.store.base.Store.enqueue_messages`."""

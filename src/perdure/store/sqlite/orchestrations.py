@@ -38,6 +38,7 @@ from perdure.store.common.routing import (
     Discard,
     child_refusal,
     child_start_rule,
+    parent_report,
     route_messages,
     start_first,
 )
@@ -180,14 +181,14 @@ def _deliverable(
         return []
     status = row["status"]
     if status in TERMINAL:
-        _discard(tx, [(m, DiscardReason.TERMINAL_INSTANCE, f"instance is {status}") for m in messages])
+        discard(tx, [(m, DiscardReason.TERMINAL_INSTANCE, f"instance is {status}") for m in messages])
         return []
     decoded, undecodable = decode_deliveries(messages)
     _dead_letter(tx, undecodable, DeadLetterReason.UNDECODABLE)
     messages = [m for m in messages if m["message_id"] in decoded]
     current = row["execution_id"]
-    deliver, discard, future = route_messages(messages, current, row["run_id"])
-    _discard(tx, discard)
+    deliver, discarded, future = route_messages(messages, current, row["run_id"])
+    discard(tx, discarded)
     _defer(tx, options, future, DeadLetterReason.EXECUTION_NOT_FOUND)
     if deliver and row["history_event_count"] == 0:
         deliver = _start_first(tx, options, instance_id, current, deliver)
@@ -246,7 +247,7 @@ def _dead_letter(tx: Tx, messages: Sequence[sqlite3.Row], reason: str) -> None:
     tx.conn.executemany(Q.delete_message, params)
 
 
-def _discard(tx: Tx, messages: Sequence[Discard]) -> None:
+def discard(tx: Tx, messages: Sequence[Discard]) -> None:
     """Delete messages with a discard record each."""
     if not messages:
         return
@@ -331,7 +332,7 @@ def _commit_wave(tx: Tx, turns: list[PreparedTurn]) -> list[int]:
         ):
             ok.append(index)
     if ok:
-        _write_turns(
+        write_turns(
             tx, [(turns[i], stored[turns[i].commit.instance_id]) for i in ok], [m for i in ok for m in consumed[i]]
         )
         handed = [{"task_row_id": h.task_row_id} for i in ok for h in turns[i].commit.handed_over]
@@ -378,7 +379,7 @@ def _settle_leases(tx: Tx, committed: list[tuple[PreparedTurn, sqlite3.Row]]) ->
         tx.notify(ORCHESTRATIONS)  # they have more to do
 
 
-def _write_turns(tx: Tx, turns: list[tuple[PreparedTurn, sqlite3.Row]], consumed: list[int]) -> None:
+def write_turns(tx: Tx, turns: list[tuple[PreparedTurn, sqlite3.Row]], consumed: list[int]) -> None:
     """Write validated turns with one statement per kind of write (leases apart)."""
     conn, now = tx.conn, tx.now
     # Discard records copy the consumed message rows, so they come before the deletion.
@@ -428,6 +429,13 @@ def _write_turns(tx: Tx, turns: list[tuple[PreparedTurn, sqlite3.Row]], consumed
             message_params(m.instance_id, m.run_id, m.execution_id, kind, text, now, m.visible_at)
             for m, (kind, text) in zip(c.messages, t.messages, strict=True)
         )
+        report = parent_report(c, row, now)
+        if report is not None:
+            messages.append(
+                message_params(
+                    report.instance_id, report.run_id, report.execution_id, *event_row(report.event), now, None
+                )
+            )
         for child in c.children:
             messages.extend(_start_child(tx, child))
         if c.continue_as_new:
@@ -438,7 +446,7 @@ def _write_turns(tx: Tx, turns: list[tuple[PreparedTurn, sqlite3.Row]], consumed
 
     for t, _ in turns:
         if t.status.is_terminal:
-            _discard_queued_tasks(tx, t.commit.instance_id, f"instance became {t.status.value}")
+            discard_queued_tasks(tx, t.commit.instance_id, f"instance became {t.status.value}")
 
 
 def message_params(
@@ -485,7 +493,7 @@ def retire_run(tx: Tx, row: sqlite3.Row) -> int:
     key = {"instance_id": row["instance_id"]}
     queued = tx.conn.execute(Q.messages_of_instance, key).fetchall()
     detail = f"queued for run {row['run_id'][:8]}, which had ended, when the id was given a new run"
-    _discard(tx, [(m, DiscardReason.STALE_RUN, detail) for m in queued])
+    discard(tx, [(m, DiscardReason.STALE_RUN, detail) for m in queued])
     ids = {"ids": json.dumps([row["instance_id"]])}
     tx.conn.execute(Q.delete_leases, ids)
     tx.conn.execute(Q.delete_instances, ids)
@@ -557,7 +565,7 @@ def forget_executions(tx: Tx, instance_id: str, current: int) -> None:
         tx.conn.execute(Q.forget_discards, params)
 
 
-def _discard_queued_tasks(tx: Tx, instance_id: str, detail: str) -> None:
+def discard_queued_tasks(tx: Tx, instance_id: str, detail: str) -> None:
     """A terminal instance's queued activity tasks will never be needed: remove those no
     live worker holds, each with a discard record (a held one is discarded on completion)."""
     rows = tx.conn.execute(Q.unlocked_tasks_of_instance, {"instance_id": instance_id, "now": tx.now}).fetchall()

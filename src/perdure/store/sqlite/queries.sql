@@ -528,3 +528,12 @@ WHERE (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
        OR (last_updated_at = :cursor_created AND instance_id < :cursor_id))
 ORDER BY last_updated_at DESC, instance_id DESC
 LIMIT :limit;
+
+-- name: set_parent
+-- A child a reset run still awaits reports to that run from now on.
+UPDATE instances SET
+    parent_instance_id = :parent_instance_id,
+    parent_run_id = :parent_run_id,
+    parent_execution_id = :parent_execution_id,
+    parent_task_id = :parent_task_id
+WHERE instance_id = :instance_id;

@@ -33,6 +33,8 @@ from perdure.store.base import (
     QueueDepth,
     QueuedMessage,
     QueueStats,
+    Reset,
+    Rewind,
     RoundRequest,
     RoundResult,
     TurnCommit,
@@ -41,6 +43,7 @@ from perdure.store.base import (
 from perdure.store.common import rounds
 from perdure.store.common.encode import StoreOptions, check_retention, prepare_completions, prepare_turn
 from perdure.store.common.queries import due_times
+from perdure.store.common.reopen import check_new_instance
 from perdure.store.common.routing import check_replaceable, purges_orphans
 from perdure.store.common.rows import (
     count_from_row,
@@ -64,7 +67,7 @@ from perdure.store.common.rows import (
 )
 from perdure.store.notify import INSTANCES, ORCHESTRATIONS, Notifier
 from perdure.store.open import check_sqlite_file
-from perdure.store.sqlite import activities, orchestrations
+from perdure.store.sqlite import activities, orchestrations, reopen
 from perdure.store.sqlite.connection import MEMORY, Database
 from perdure.store.sqlite.migrations import migrate
 from perdure.store.sqlite.queries import Q
@@ -244,6 +247,7 @@ class SQLiteStore:
         ``queue_start``, its start message."""
         iid = instance.instance_id
         row = tx.conn.execute(Q.get_instance, {"instance_id": iid}).fetchone()
+        check_new_instance(row, instance)
         execution = 1
         if row is not None:
             check_replaceable(row, replace_terminal)
@@ -262,6 +266,7 @@ class SQLiteStore:
                 parent=instance.parent,
                 run_id=run_id,
                 version=instance.version,
+                origin=instance.origin,
             )
             message = orchestrations.message_params(
                 iid, run_id, execution, *event_row(start), tx.now, instance.start_at
@@ -322,6 +327,21 @@ class SQLiteStore:
             tx.conn.execute(query, {"ids": ids})
         tx.notify(INSTANCES)
         return len(instance_ids)
+
+    def rewind(self, rewinds: Sequence[Rewind], *, request_id: str | None = None) -> None:
+        """See :meth:`perdure.store.base.Store.rewind`."""
+        if not rewinds:
+            return
+        with self._write("rewind") as tx:
+            if orchestrations.first_request(tx, request_id, "rewind", rewinds[-1].instance_id):
+                for one in rewinds:
+                    reopen.rewind(tx, one)
+
+    def reset(self, reset: Reset, *, request_id: str | None = None) -> None:
+        """See :meth:`perdure.store.base.Store.reset`."""
+        with self._write("reset") as tx:
+            if orchestrations.first_request(tx, request_id, "reset", reset.instance_id):
+                reopen.reset(tx, reset)
 
     # -- orchestration work --
 
