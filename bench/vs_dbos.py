@@ -331,7 +331,7 @@ def _context(store: str, pairs: int, python: Path) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line: workloads (default W1 W3 W4), ``--store``, ``--pairs``, ``--json``,
-    ``--dbos-python``."""
+    ``--dbos-python``, ``--dbos-sqlite-wal``."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.vs_dbos", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -340,6 +340,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--json", dest="json_path", type=Path, default=None, help="write every run's figures here")
     parser.add_argument("--dbos-python", type=Path, default=DBOS_PYTHON, help="an interpreter with dbos installed")
+    parser.add_argument(
+        "--dbos-sqlite-wal",
+        action="store_true",
+        help="SQLite: put DBOS's file in WAL mode, as perdure's (DBOS's default is a rollback journal)",
+    )
     args = parser.parse_args(argv)
     args.workloads = [w.upper() for w in args.workloads]
     unknown = [w for w in args.workloads if w not in CASES]
@@ -350,14 +355,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _run(side: str, case: Case, store: str, tmp: Path, python: Path, cpu: bool, empty: bool = False) -> dict[str, Any]:
-    url, drop = _fresh_store(store, tmp)
+@dataclass(frozen=True)
+class Setting:
+    """What every run of one invocation shares."""
+
+    store: str
+    tmp: Path
+    dbos_python: Path
+    dbos_sqlite_wal: bool = False
+    """Put DBOS's SQLite file in WAL mode before it opens it (its default: a rollback journal)."""
+
+
+def _run(side: str, case: Case, setting: Setting, cpu: bool, empty: bool = False) -> dict[str, Any]:
+    url, drop = _fresh_store(setting.store, setting.tmp)
     probe = BackendCpu(url.rsplit("/", 1)[1]) if cpu else None
     try:
         with probe or contextlib.nullcontext():
             if side == DBOS:
+                if setting.dbos_sqlite_wal and setting.store == "sqlite":
+                    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+                        conn.execute("PRAGMA journal_mode=WAL")  # kept in the file
                 params = {**case.dbos, "workflows": 0} if empty else case.dbos
-                figures = run_dbos(python, case.workload, url, params)
+                figures = run_dbos(setting.dbos_python, case.workload, url, params)
             else:
                 params = {**case.perdure[side], "orchestrations": 0} if empty else case.perdure[side]
                 figures = run_perdure(case.workload, url, params)
@@ -369,16 +388,16 @@ def _run(side: str, case: Case, store: str, tmp: Path, python: Path, cpu: bool, 
     return figures
 
 
-def run_side(side: str, case: Case, store: str, tmp: Path, python: Path) -> dict[str, Any]:
+def run_side(side: str, case: Case, setting: Setting) -> dict[str, Any]:
     """One run of one side of ``case``, on a fresh store dropped after it. W1 on PostgreSQL
     also gets the CPU time of the server backends of the run's database (``server_cpu_s``),
     and the CPU times of the same run with no workflows (``setup_cpu_s``,
     ``setup_server_cpu_s``: opening the store, migrations, starting and stopping the worker),
     which the CPU per activity leaves out."""
-    measure_cpu = store == "postgres" and case.workload == "W1"
-    figures = _run(side, case, store, tmp, python, cpu=measure_cpu)
+    measure_cpu = setting.store == "postgres" and case.workload == "W1"
+    figures = _run(side, case, setting, cpu=measure_cpu)
     if measure_cpu:
-        setup = _run(side, case, store, tmp, python, cpu=True, empty=True)
+        setup = _run(side, case, setting, cpu=True, empty=True)
         figures["setup_cpu_s"], figures["setup_server_cpu_s"] = setup["cpu_s"], setup["server_cpu_s"]
     return figures
 
@@ -399,16 +418,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     python = _ensure_dbos(args.dbos_python)
     context = _context(args.store, args.pairs, python)
+    if args.dbos_sqlite_wal:
+        context += ", DBOS's SQLite file in WAL mode"
     print(context, flush=True)
     cases = [case for name in args.workloads for case in CASES[name]]
     results = {case.label: {side: [] for side in (*case.perdure, DBOS)} for case in cases}
     limits: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="perdure-vs-dbos-") as tmp:
+        setting = Setting(args.store, Path(tmp), python, args.dbos_sqlite_wal)
         for pair in range(args.pairs):
             limits.append(limits_of(args.store, Path(tmp)))
             for case in cases:
                 for side in pair_order(pair, list(case.perdure)):
-                    figures = run_side(side, case, args.store, Path(tmp), python)
+                    figures = run_side(side, case, setting)
                     results[case.label][side].append(figures)
                     key = HEADLINE[case.workload]
                     print(f"pair {pair + 1}: {case.label}, {side}: {key}={figures[key]:,.3f}", flush=True)

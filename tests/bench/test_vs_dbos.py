@@ -31,8 +31,9 @@ def test_parse_args_defaults_to_every_workload_on_postgres():
 
 
 def test_parse_args_takes_workloads_in_any_case():
-    args = parse_args(["w4", "W3", "--store", "sqlite", "--pairs", "2"])
-    assert (args.workloads, args.store, args.pairs) == (["W4", "W3"], "sqlite", 2)
+    args = parse_args(["w4", "W3", "--store", "sqlite", "--pairs", "2", "--dbos-sqlite-wal"])
+    assert (args.workloads, args.store, args.pairs, args.dbos_sqlite_wal) == (["W4", "W3"], "sqlite", 2, True)
+    assert parse_args([]).dbos_sqlite_wal is False
 
 
 @pytest.mark.parametrize(
