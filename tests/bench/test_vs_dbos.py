@@ -131,3 +131,11 @@ def test_run_perdure_runs_the_bench_workload_in_a_fresh_process(tmp_path):
     figures = run_perdure("W4", f"sqlite:///{tmp_path / 'w4.db'}", {"k": 3})
     assert figures["k"] == 3
     assert figures["cpu_s"] > 0
+
+
+def test_report_gives_w3_p50_and_p95():
+    w3 = CASES["W3"][0]
+    runs = {side: [{"p50_ms": 2.0, "p95_ms": 4.0}] for side in ("ordinary", "local")}
+    table = report("postgres", {w3.label: {**runs, DBOS: [{"p50_ms": 5.0, "p95_ms": 6.0}]}}, [])
+    assert "| ms, p50 (lower is better) | 2 [2–2] | 5 [5–5] | **2.5 [2.5–2.5]** |" in table
+    assert "| ms, p95 (lower is better) | 4 [4–4] | 6 [6–6] | **1.5 [1.5–1.5]** |" in table
