@@ -545,6 +545,24 @@ class Client:
         only = {OrchestrationStatus.SUSPENDED}
         return self._bulk(filter, only, dry_run, lambda: ExecutionResumed(reason=text, timestamp=self._clock()))
 
+    def rewind_where(self, filter: InstanceFilter, reason: str | None = None, *, dry_run: bool = False) -> int:
+        """Rewind every FAILED instance matching ``filter`` (:meth:`rewind`), one at a time;
+        return how many were rewound (with ``dry_run=True``, how many would be). One that
+        changed meanwhile (rewound by someone else, purged) is skipped."""
+        if not isinstance(filter, InstanceFilter):
+            raise InvalidInputError(f"filter must be a perdure.InstanceFilter, got {type(filter).__name__}")
+        reason = _reason(reason)
+        total = 0
+        for records in self._pages(filter, {OrchestrationStatus.FAILED}):
+            for record in records:
+                if not dry_run:
+                    try:
+                        self.rewind(record.instance_id, reason)
+                    except (InstanceStateError, InstanceNotFoundError):
+                        continue
+                total += 1
+        return total
+
     def purge_where(self, filter: InstanceFilter, *, dry_run: bool = False) -> int:
         """Delete every terminal (COMPLETED, FAILED or TERMINATED) instance matching
         ``filter`` with its history; return how many were deleted (with ``dry_run=True``,
@@ -802,6 +820,10 @@ class AsyncClient:
     async def resume_where(self, filter: InstanceFilter, reason: str | None = None, **kwargs: Any) -> int:
         """See :meth:`Client.resume_where`."""
         return await asyncio.to_thread(self.sync.resume_where, filter, reason, **kwargs)
+
+    async def rewind_where(self, filter: InstanceFilter, reason: str | None = None, **kwargs: Any) -> int:
+        """See :meth:`Client.rewind_where`."""
+        return await asyncio.to_thread(self.sync.rewind_where, filter, reason, **kwargs)
 
     async def purge_where(self, filter: InstanceFilter, **kwargs: Any) -> int:
         """See :meth:`Client.purge_where`."""

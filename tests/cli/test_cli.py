@@ -157,3 +157,30 @@ def _env(**extra: str) -> dict[str, str]:
     from .helpers import environment
 
     return environment(**extra)
+
+
+def test_rewind_restart_and_reset_from_the_command_line(url, worker):
+    run("start", "boom", "--id", "b-1", "--store", url)
+    run("start", "quick", "4", "--id", "q-1", "--store", url)
+    worker.wait_for(lambda: json.loads(run("status", "b-1", "--json", "--store", url).out)["status"] == "FAILED")
+    assert json.loads(run("result", "q-1", "--wait", "20", "--store", url).out) == 5
+
+    assert run("rewind", "b-1", "--reason", "stock refilled", "--store", url).out == "rewound b-1\n"
+    worker.wait_for(lambda: run("history", "b-1", "--store", url).out.count("ExecutionFailed") == 2)  # again
+    table = run("history", "b-1", "--all", "--store", url).out
+    assert table.splitlines()[0].split()[:3] == ["#", "TURN", "TIME"]
+    assert "undid events 0 to here: stock refilled" in table
+    err = run("rewind", "q-1", "--store", url, code=1).err
+    assert err == "error: cannot rewind instance 'q-1': it is COMPLETED; only a FAILED instance can be rewound\n"
+    counted = run("rewind", "--query", "--status", "FAILED", "--dry-run", "--store", url).out
+    assert counted.startswith("1 instance FAILED match")
+
+    assert run("restart", "q-1", "--new-id", "q-2", "--store", url).out == "q-2\n"
+    assert json.loads(run("result", "q-2", "--wait", "20", "--store", url).out) == 5
+    turns = [e["turn"] for e in json.loads(run("history", "q-1", "--all", "--json", "--store", url).out)]
+    assert turns[0] == 1 and turns[-1] == 2
+    new_run = run("reset", "q-1", "--to-turn", "1", "--reason", "again", "--store", url).out.strip()
+    worker.wait_for(lambda: json.loads(run("status", "q-1", "--json", "--store", url).out)["run_id"] == new_run)
+    assert json.loads(run("result", "q-1", "--wait", "20", "--store", url).out) == 5
+    err = run("reset", "q-1", "--to-turn", "7", "--store", url, code=1).err
+    assert err == "error: cannot reset instance 'q-1': its history has turns 1 to 2, not 7\n"

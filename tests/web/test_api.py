@@ -274,3 +274,38 @@ def test_the_fleet_routes_show_workers_queues_counts_and_dead_letters(served: Se
         assert fleet["stalled_total"] >= 1
     assert error(api.get("/api/v1/diagnosis", params={"stalled_after": "-1"}))[:2] == (400, "invalid_parameter")
     assert error(api.get("/api/v1/workers", params={"limit": "0"}))[:2] == (400, "invalid_parameter")
+
+
+def test_a_failed_instance_is_rewound_restarted_and_reset_over_http(served: Served) -> None:
+    """``declined`` fails on its activity every time: a rewind runs the activity again (and
+    fails again), a restart is a new run, a reset to turn 1 is one more; bad requests are 400,
+    a rewind of an instance that did not fail is 409."""
+    api, client = served.api, served.client
+    client.start("declined", None, instance_id="d")
+    with perdure.Worker(shop, served.store, poll_interval=0.02):
+        first = client.wait("d", timeout=30)
+        assert first.status == perdure.OrchestrationStatus.FAILED
+        answer = api.post("/api/v1/instances/d/rewind", json={"reason": "card fixed?"})
+        assert (answer.status_code, answer.json()) == (202, {"instance_id": "d", "accepted": True})
+        wait_until(lambda: "ExecutionRewound" in _kinds(api, "d"), what="the rewind")
+        again = client.wait("d", timeout=30)
+        assert again.status == perdure.OrchestrationStatus.FAILED and again.run_id == first.run_id
+
+        assert api.post("/api/v1/instances/d/restart").status_code == 202
+        wait_until(lambda: client.get("d").run_id != first.run_id, what="the restart")
+        restarted = client.wait("d", timeout=30)
+
+        assert error(api.post("/api/v1/instances/d/reset", json={"to_turn": "1"}))[:2] == (400, "invalid_body")
+        assert error(api.post("/api/v1/instances/d/reset", json={}))[:2] == (400, "invalid_body")
+        reset = api.post("/api/v1/instances/d/reset", json={"to_turn": 1, "reason": "once more"})
+        assert reset.status_code == 202 and reset.json()["run_id"] not in (first.run_id, restarted.run_id)
+        assert client.wait("d", timeout=30).run_id == reset.json()["run_id"]
+    status, code, message = error(api.post("/api/v1/instances/d/reset", json={"to_turn": 9}))
+    assert (status, code) == (409, "invalid_state") and "its history has turns 1 to 2, not 9" in message
+    client.start("nightly", None, instance_id="n")
+    status, code, message = error(api.post("/api/v1/instances/n/rewind"))
+    assert (status, code) == (409, "invalid_state") and "only a FAILED instance can be rewound" in message
+
+
+def _kinds(api, iid: str) -> list[str]:
+    return [e["kind"] for e in api.get(f"/api/v1/instances/{iid}/history").json()["items"]]

@@ -47,7 +47,7 @@ def _control_command(
             if filter_given(*filters) or yes or dry_run:
                 raise click.UsageError("the filters, --yes and --dry-run go with --query")
             single(state.client(), instance_id, reason)
-            click.echo(f"{verb} requested for {instance_id}" if verb != "purge" else f"purged {instance_id}")
+            click.echo(f"{_DONE.get(verb, f'{verb} requested for')} {instance_id}")
             return
         found = make_filter(*filters)
         client = state.client()
@@ -58,7 +58,7 @@ def _control_command(
         if not yes and not _confirmed(f"{verb} {count} {_instances(count)}?"):
             raise CommandFailed("not confirmed, nothing was changed (--yes skips the question)")
         done = bulk(client, found, reason, False)
-        past = "purged" if verb == "purge" else f"{verb} requested for"
+        past = _DONE.get(verb, f"{verb} requested for")
         click.echo(f"{past} {done} {_instances(done)}")
 
     # Applied innermost first; the help lists them the other way round.
@@ -83,6 +83,10 @@ Examples:
     return cli.command(verb, help=summary, epilog=epilog)(decorated)
 
 
+#: What a verb that acts at once (not through a message) says it did.
+_DONE = {"purge": "purged", "rewind": "rewound"}
+
+
 def _confirmed(question: str) -> bool:
     """Ask ``question`` on stderr; no answer (end of input) is a no."""
     try:
@@ -93,7 +97,13 @@ def _confirmed(question: str) -> bool:
 
 
 def _example_status(verb: str) -> str:
-    return {"terminate": "RUNNING", "suspend": "RUNNING", "resume": "SUSPENDED", "purge": "COMPLETED"}[verb]
+    return {
+        "terminate": "RUNNING",
+        "suspend": "RUNNING",
+        "resume": "SUSPENDED",
+        "purge": "COMPLETED",
+        "rewind": "FAILED",
+    }[verb]
 
 
 def _instances(n: int) -> str:
@@ -124,6 +134,15 @@ resume = _control_command(
     lambda c, iid, why: c.resume(iid, why),
     lambda c, f, why, dry: c.resume_where(f, why, dry_run=dry),
 )
+rewind = _control_command(
+    "rewind",
+    "Resume a FAILED instance from its point of failure: the failed turn is undone, its failed activity or "
+    "child runs again on the code the workers run now, everything before it is kept. With --query, every "
+    "FAILED instance matching the filters (after a fix is deployed, say).",
+    "FAILED",
+    lambda c, iid, why: c.rewind(iid, why),
+    lambda c, f, why, dry: c.rewind_where(f, why, dry_run=dry),
+)
 purge = _control_command(
     "purge",
     "Delete a finished instance with its history. With --query, every COMPLETED, FAILED or TERMINATED "
@@ -133,3 +152,46 @@ purge = _control_command(
     lambda c, f, _why, dry: c.purge_where(f, dry_run=dry),
     reason=False,
 )
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  perdure restart order-7                  # a new run of order-7 (it must have ended)
+  perdure restart order-7 --new-id order-7-retry
+  perdure restart order-7 --version 2"""
+)
+@click.argument("instance_id")
+@click.option("--new-id", "new_instance_id", default=None, help="Start it as this new instance instead.")
+@click.option(
+    "--version",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Run version N of the orchestration (default: the latest, as for start).",
+)
+@common_options()
+@click.pass_obj
+def restart(state: State, instance_id: str, new_instance_id: str | None, version: int | None) -> None:
+    """Start INSTANCE_ID's orchestration again with the input of its latest execution: as a
+    new run of the same id (the old run's history stays readable until purged), or as a new
+    instance with --new-id; print the id."""
+    click.echo(state.client().restart(instance_id, new_instance_id, version=version))
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  perdure history order-7 --all            # the TURN column numbers the turns
+  perdure reset order-7 --to-turn 3 --reason "charge used the wrong rate\""""
+)
+@click.argument("instance_id")
+@click.option("--to-turn", type=click.IntRange(min=1), required=True, metavar="N", help="The last turn to keep.")
+@click.option("--reason", default=None, help="Why: recorded in the new run's start.")
+@common_options()
+@click.pass_obj
+def reset(state: State, instance_id: str, to_turn: int, reason: str | None) -> None:
+    """Start a new run of INSTANCE_ID (it must have ended) whose history is the current
+    execution's up to the end of turn N, and which goes on live from there; print the new
+    run's token."""
+    click.echo(state.client().reset(instance_id, to_turn, reason=reason))

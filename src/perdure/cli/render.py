@@ -26,6 +26,7 @@ from perdure.core.history import (
     ExecutionCompleted,
     ExecutionFailed,
     ExecutionResumed,
+    ExecutionRewound,
     ExecutionStarted,
     ExecutionSuspended,
     ExecutionTerminated,
@@ -40,6 +41,7 @@ from perdure.core.history import (
     TurnStarted,
     encode_event,
 )
+from perdure.core.rewind import turn_numbers
 from perdure.core.turn import WaitingOn
 from perdure.views import event_dict
 
@@ -216,9 +218,13 @@ def event_details(event: HistoryEvent, now: float) -> str:
     match event:
         case ExecutionStarted(name=name, input=data, execution_id=execution, parent=parent, version=version):
             child = f", child of {parent.instance_id} (task {parent.task_id})" if parent else ""
-            return f"{name} version {version} execution {execution}{child}, input {payload(data)}"
+            origin = event.origin
+            made = f", {origin.kind} of run {origin.run_id[:8]}" if origin else ""
+            return f"{name} version {version} execution {execution}{child}{made}, input {payload(data)}"
         case PatchMarker(patch_id=patch_id, deprecated=deprecated):
             return patch_id + (" (deprecated)" if deprecated else "")
+        case ExecutionRewound(undone_from=undone, reason=reason):
+            return f"undid events {undone} to here" + (f": {reason}" if reason else "")
         case ActivityScheduled(task_id=task, name=name, input=data, attempt=attempt, max_attempts=most):
             tries = f", attempt {attempt}" + (f" of {most}" if most else "") if attempt > 1 or most else ""
             return f"{name} (task {task}{tries}), input {payload(data)}"
@@ -257,26 +263,27 @@ def event_details(event: HistoryEvent, now: float) -> str:
 
 
 def show_history(events: Sequence[HistoryEvent], *, turns: bool, title: str | None = None) -> None:
-    """A history as a table: position, local time, event, details; turn markers only if
-    ``turns``."""
+    """A history as a table: position, turn (as ``perdure reset --to-turn`` counts them),
+    local time, event, details; turn markers only if ``turns``."""
     now = time.time()
     table = Table(box=None, padding=(0, 3, 0, 0), header_style="bold", title=title, title_justify="left")
     table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("TURN", justify="right", no_wrap=True)
     table.add_column("TIME", no_wrap=True)
     table.add_column("EVENT", no_wrap=True)
     table.add_column("DETAILS", overflow="fold")
-    for index, event in enumerate(events):
+    for index, (event, turn) in enumerate(zip(events, turn_numbers(events), strict=True)):
         if isinstance(event, TurnStarted) and not turns:
             continue
         stamp = local_time(event.timestamp, ms=True) if event.timestamp else ""
-        table.add_row(str(index), stamp, type(event).__name__, event_details(event, now))
+        table.add_row(str(index), str(turn), stamp, type(event).__name__, event_details(event, now))
     print_table(table)
 
 
 def history_json(events: Sequence[HistoryEvent], execution_id: int, *, turns: bool) -> list[dict[str, Any]]:
-    """A history as JSON objects with their position (``index``) and execution."""
+    """A history as JSON objects with their position (``index``), turn and execution."""
     return [
-        {"index": index, "execution_id": execution_id, **event_dict(event)}
-        for index, event in enumerate(events)
+        {"index": index, "turn": turn, "execution_id": execution_id, **event_dict(event)}
+        for index, (event, turn) in enumerate(zip(events, turn_numbers(events), strict=True))
         if turns or not isinstance(event, TurnStarted)
     ]

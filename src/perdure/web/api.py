@@ -71,6 +71,7 @@ class Api:
             Route(iid + "/history", json_errors(self.history), methods=["GET"], name="api_history"),
             Route(iid + "/diagnosis", json_errors(self.diagnosis), methods=["GET"], name="api_diagnosis"),
             Route(iid + "/events/{event_name:iid}", json_errors(self.raise_event), methods=["POST"], name="api_raise"),
+            Route(iid + "/reset", json_errors(self.reset), methods=["POST"], name="api_reset"),
             Route("/counts", json_errors(self.counts), methods=["GET"], name="api_counts"),
             Route("/diagnosis", json_errors(self.fleet), methods=["GET"], name="api_fleet"),
             Route("/workers", json_errors(self.workers), methods=["GET"], name="api_workers"),
@@ -147,6 +148,21 @@ class Api:
         data = await read_json(request, self.ctx.body_limit, empty=None)
         await self.client.raise_event(_iid(request), request.path_params["event_name"], data)
         return JSONResponse({"instance_id": _iid(request), "accepted": True}, 202)
+
+    async def reset(self, request: Request) -> Response:
+        self.ctx.check_writable()
+        reject_unknown(request.query_params.keys(), ())
+        body = json_object(
+            await read_json(request, self.ctx.body_limit), {"to_turn": True, "reason": False}, "the reset request"
+        )
+        to_turn = body["to_turn"]
+        if isinstance(to_turn, bool) or not isinstance(to_turn, int) or to_turn < 1:
+            raise ApiError(
+                400, "invalid_body", f"the reset request: 'to_turn' must be an integer >= 1, got {to_turn!r}"
+            )
+        reason = optional_string(body, "reason", "the reset request")
+        run_id = await self.client.reset(_iid(request), to_turn, reason=reason)
+        return JSONResponse({"instance_id": _iid(request), "run_id": run_id}, 202)
 
     def operation(self, op: Operation) -> Endpoint:
         """The endpoint of ``POST /instances/{id}/<op>`` with an optional ``{"reason"}``."""

@@ -50,5 +50,20 @@ OPERATIONS: dict[str, Operation] = {
             "Terminate {id} and its unfinished sub-orchestrations? This cannot be undone.",
             danger=True,
         ),
+        Operation(
+            "rewind",
+            "Rewind",
+            lambda c, iid, reason: c.rewind(iid, reason),
+            lambda s: s.status is S.FAILED,
+            "Rewind {id}? The turn that failed is undone and the failed work runs again on the code the "
+            "workers run now; everything before it is kept.",
+        ),
+        Operation(
+            "restart",
+            "Restart",
+            lambda c, iid, reason: c.restart(iid) and None,
+            lambda s: s.is_terminal,
+            "Restart {id}? A new run starts with the input of its latest execution; the old run's history stays.",
+        ),
     )
 }
