@@ -12,7 +12,7 @@ Before the start and every 10 % of the way it reads the store's size: on SQLite 
 of the database's pages in use (``page_count - freelist_count``, WAL included); on
 PostgreSQL the sum of ``pg_total_relation_size`` over perdure's tables right after a
 ``VACUUM`` that the benchmark runs, as autovacuum would (the space of deleted rows becomes
-reusable). At the end it prints, through the client, how many executions still have a
+reusable; ``--no-vacuum`` leaves it out). At the end it prints, through the client, how many executions still have a
 history and how many events those hold, and the size at rest: the SQLite file after a
 ``wal_checkpoint(TRUNCATE)``, or the PostgreSQL tables after a ``VACUUM FULL`` (only
 their live rows).
@@ -54,17 +54,17 @@ def _sqlite_path(url: str) -> str:
     return url.removeprefix("sqlite:///")
 
 
-def size_in_use(url: str) -> int:
+def size_in_use(url: str, vacuum: bool = True) -> int:
     """Bytes the store's data takes now: SQLite's pages in use, or PostgreSQL's tables with
-    their indexes and TOAST after a ``VACUUM`` (which makes the space of deleted rows
-    reusable, as autovacuum does)."""
+    their indexes and TOAST, after a ``VACUUM`` if ``vacuum`` (which makes the space of
+    deleted rows reusable, as autovacuum does)."""
     if url.startswith("sqlite"):
         with sqlite3.connect(_sqlite_path(url)) as conn:
             pages, free, size = (
                 conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count", "page_size")
             )
         return (pages - free) * size
-    return _postgres_size(url, "VACUUM")
+    return _postgres_size(url, "VACUUM" if vacuum else None)
 
 
 def size_at_rest(url: str) -> int:
@@ -77,7 +77,7 @@ def size_at_rest(url: str) -> int:
     return _postgres_size(url, "VACUUM FULL")
 
 
-def _postgres_size(url: str, vacuum: str) -> int:
+def _postgres_size(url: str, vacuum: str | None) -> int:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
@@ -87,34 +87,38 @@ def _postgres_size(url: str, vacuum: str) -> int:
                 "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = current_schema()::regnamespace"
             )
         ]
-        conn.execute(f"{vacuum} {', '.join(tables)}")
+        if vacuum:
+            conn.execute(f"{vacuum} {', '.join(tables)}")
         row = conn.execute(
             "SELECT sum(pg_total_relation_size(relname::regclass)) FROM unnest(%s::text[]) AS relname", (tables,)
         ).fetchone()
     return int(row[0])
 
 
-def run(url: str, iterations: int = 10_000, keep: int | None = 5, samples: int = 10) -> dict[str, Any]:
+def run(
+    url: str, iterations: int = 10_000, keep: int | None = 5, samples: int = 10, vacuum: bool = True
+) -> dict[str, Any]:
     """Run ``eternal`` for ``iterations`` continue-as-new on the fresh store at ``url``
-    opened with ``keep_executions=keep``; the sizes seen on the way and at the end."""
+    opened with ``keep_executions=keep``; the sizes seen on the way (PostgreSQL: after a
+    ``VACUUM`` if ``vacuum``) and at the end."""
     store = perdure.open_store(url, keep_executions=keep)
     client = perdure.Client(store, app=app)
     every = max(1, iterations // samples)
-    sizes = [(0, size_in_use(url))]
+    sizes = [(0, size_in_use(url, vacuum))]
     started = time.perf_counter()
     with perdure.Worker(app, store):
         iid = client.start(eternal, {"i": 0, "stop": iterations}, instance_id="eternal")
         next_sample = every
         while not (state := client.get(iid)).is_terminal:
             if state.execution_id >= next_sample:
-                sizes.append((state.execution_id - 1, size_in_use(url)))
+                sizes.append((state.execution_id - 1, size_in_use(url, vacuum)))
                 next_sample = state.execution_id + every
             time.sleep(0.01)
     wall = time.perf_counter() - started
     assert (state.status, state.output, state.execution_id) == ("COMPLETED", iterations + 1, iterations + 1), state
     kept = [len(client.history(iid, execution_id=e)) for e in range(1, state.execution_id + 1)]
     store.close()
-    sizes.append((iterations, size_in_use(url)))
+    sizes.append((iterations, size_in_use(url, vacuum)))
     return {
         "keep_executions": keep,
         "iterations": iterations,
@@ -143,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="keep_executions: an integer or none (repeatable; default 5 and none)",
     )
+    parser.add_argument(
+        "--no-vacuum", dest="vacuum", action="store_false", help="PostgreSQL: measure without running VACUUM"
+    )
     args = parser.parse_args(argv)
     if args.iterations < 1:
         parser.error("--iterations must be at least 1")
@@ -158,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         for keep in keeps:
             url, drop = _fresh_store(args.store, Path(tmp))
             try:
-                figures = run(url, args.iterations, keep)
+                figures = run(url, args.iterations, keep, vacuum=args.vacuum)
             finally:
                 if drop:
                     drop()
