@@ -91,7 +91,7 @@ class SoakReport:
         return "\n".join(
             [
                 f"soak {verdict}: store {self.store}, seed {self.seed}, {self.workers} worker processes",
-                f"  {self.instances} instances ({self.executions} executions), all checked",
+                f"  {self.instances} instances started ({self.executions} executions, children included)",
                 f"  {self.kills} SIGKILLs, {self.restarts} restarts in {self.chaos_s:.1f} s; "
                 f"drained in {self.drain_s:.1f} s",
                 f"  activities: {self.activities_executed} executions, {self.activities_completed} completions and "
@@ -113,6 +113,7 @@ class Fleet:
             soak_app.LOG_ENV: str(activity_log),
         }
         self.spawned = 0
+        self.logs: dict[int, Path] = {}  # pid -> the worker's output
         self.procs: list[subprocess.Popen[bytes]] = [self._spawn() for _ in range(count)]
         self.kills = 0
         self.restarts = 0
@@ -137,8 +138,11 @@ class Fleet:
             "--log-level",
             "warning",
         ]
-        with open(self.log_dir / f"worker-{self.spawned}.log", "wb") as log:
-            return subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        path = self.log_dir / f"worker-{self.spawned}.log"
+        with open(path, "wb") as log:
+            proc = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.logs[proc.pid] = path
+        return proc
 
     def kill(self, rng: random.Random) -> None:
         """SIGKILL a random worker, or one time in ten all of them (a host crash), and
@@ -157,7 +161,8 @@ class Fleet:
         found = []
         for i, proc in enumerate(self.procs):
             if proc.poll() is not None:
-                found.append(f"worker process {proc.pid} exited by itself with status {proc.returncode}")
+                output = self.logs[proc.pid].read_text(errors="replace")[-3000:]
+                found.append(f"worker process {proc.pid} exited by itself with status {proc.returncode}:\n{output}")
                 self.procs[i] = self._spawn()
                 self.restarts += 1
         return found
@@ -230,10 +235,13 @@ def check_outputs(client: perdure.Client, started: dict[str, int]) -> list[str]:
         state = client.get(iid)
         expected = soak_app.expected_output(n)
         if state.status is not perdure.OrchestrationStatus.COMPLETED or state.output != expected:
-            problems.append(
+            problem = (
                 f"{iid}: {state.status.value}, output {state.output!r}, failure {state.failure!r}; "
-                f"expected COMPLETED with {expected!r}\n{render_diagnosis(client.diagnose(iid))}"
+                f"expected COMPLETED with {expected!r}"
             )
+            if state.is_terminal:  # a live one is diagnosed by ``stuck``
+                problem += "\n" + render_diagnosis(client.diagnose(iid))
+            problems.append(problem)
     return problems
 
 
