@@ -118,7 +118,8 @@ def run(
     assert (state.status, state.output, state.execution_id) == ("COMPLETED", iterations + 1, iterations + 1), state
     kept = [len(client.history(iid, execution_id=e)) for e in range(1, state.execution_id + 1)]
     store.close()
-    sizes.append((iterations, size_in_use(url, vacuum)))
+    if sizes[-1][0] != iterations:
+        sizes.append((iterations, size_in_use(url, vacuum)))
     return {
         "keep_executions": keep,
         "iterations": iterations,
