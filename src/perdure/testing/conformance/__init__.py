@@ -28,6 +28,7 @@ from perdure.testing.conformance import (
     fleet,
     lifecycle,
     reads,
+    reopen,
     robustness,
     rounds,
     routing,
@@ -51,7 +52,7 @@ def store(make_store: Callable[..., Store]) -> Iterator[Store]:
 # (a hand-kept list could silently leave one out).
 _TESTS = {
     name: obj
-    for module in (lifecycle, routing, activities, rounds, eager, reads, fleet, robustness)
+    for module in (lifecycle, routing, activities, rounds, eager, reads, fleet, robustness, reopen)
     for name, obj in vars(module).items()
     if name.startswith("test_") and callable(obj)
 }
