@@ -28,8 +28,9 @@ Delivery (invariant 10): an instance's deliverable messages are handed to its tu
 order they were enqueued (``message_id``), the execution's ``ExecutionStarted`` first;
 nothing else reorders them, whichever way the turn is run (:mod:`perdure.store.common.routing`).
 
-No user code runs while a store transaction is open: :meth:`Store.run_round` and
-:meth:`Store.create_and_run` call their ``run_turns`` between transactions.
+No user code runs while a store transaction is open: a worker runs its turns before the
+:meth:`Store.run_round` that commits them, and :meth:`Store.create_and_run` calls its
+``run_turns`` before its transaction opens.
 """
 
 from __future__ import annotations
