@@ -5,6 +5,7 @@ live, as a turn's commit (so it is written by the same code as every turn)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any
 
@@ -85,6 +86,29 @@ def child_link(row: Row | None, child: OpenChild) -> ChildLink:
     if row["status"] not in TERMINAL:
         return ChildLink.KEEP
     return ChildLink.REPORT if row["status"] == OrchestrationStatus.COMPLETED.value else ChildLink.START
+
+
+def settle_children(
+    children: Sequence[OpenChild],
+    read_row: Callable[[str], Row | None],
+    set_parent: Callable[[str, ParentRef], object],
+    now: float,
+) -> tuple[list[Message], list[ChildStart]]:
+    """Decide the fate of each open child (:func:`child_link`), reading its row with
+    ``read_row`` (locked, where the backend locks rows) and re-attaching a kept one with
+    ``set_parent``: the results to queue to the run, and the children to start again."""
+    messages: list[Message] = []
+    starts: list[ChildStart] = []
+    for child in children:
+        row = read_row(child.instance_id)
+        link = child_link(row, child)
+        if link is ChildLink.KEEP and parent_of(row) != child.parent:  # type: ignore[arg-type]
+            set_parent(child.instance_id, child.parent)
+        elif link is ChildLink.REPORT:
+            messages.append(report(row, child.parent, now))  # type: ignore[arg-type]
+        elif link is ChildLink.START:
+            starts.append(restart_child(child))
+    return messages, starts
 
 
 def report(row: Row, parent: ParentRef, now: float) -> Message:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from perdure.core.history import DiscardReason, HistoryEvent
 from perdure.core.payload import loads_payload
-from perdure.store.base import ChildStart, LiveWork, Message, Reset, Rewind
+from perdure.store.base import LiveWork, Reset, Rewind
 from perdure.store.common import reopen
 from perdure.store.common.encode import prepare_turn
-from perdure.store.common.rows import Row, new_instance_params, parent_of, parent_params, payload
+from perdure.store.common.rows import Row, new_instance_params, parent_params, payload
 from perdure.store.notify import INSTANCES
 from perdure.store.postgres import orchestrations
 from perdure.store.postgres.connection import Tx
@@ -54,17 +54,12 @@ def _lock(tx: Tx, instance_id: str) -> Row | None:
 
 def _write_live(tx: Tx, row: Row, events: list[HistoryEvent], work: LiveWork) -> None:
     """Append ``events`` to the instance ``row``'s history and make it live with ``work``."""
-    messages: list[Message] = list(work.messages)
-    children: list[ChildStart] = []
-    for child in work.children:
-        child_row = _lock(tx, child.instance_id)
-        link = reopen.child_link(child_row, child)
-        if link is reopen.ChildLink.KEEP and parent_of(child_row) != child.parent:  # type: ignore[arg-type]
-            tx.run(Q.set_parent, {"instance_id": child.instance_id, **parent_params(child.parent)})
-        elif link is reopen.ChildLink.REPORT:
-            messages.append(reopen.report(child_row, child.parent, tx.now))  # type: ignore[arg-type]
-        elif link is reopen.ChildLink.START:
-            children.append(reopen.restart_child(child))
+    reports, children = reopen.settle_children(
+        work.children,
+        lambda iid: _lock(tx, iid),
+        lambda iid, parent: tx.run(Q.set_parent, {"instance_id": iid, **parent_params(parent)}),
+        tx.now,
+    )
     commit = reopen.live_commit(
         row["instance_id"],
         row["run_id"],
@@ -72,7 +67,7 @@ def _write_live(tx: Tx, row: Row, events: list[HistoryEvent], work: LiveWork) ->
         events,
         work,
         custom_status=loads_payload(row["custom_status"]),
-        messages=messages,
+        messages=[*work.messages, *reports],
         children=children,
     )
     orchestrations.write_turn(tx, prepare_turn(commit), row, 0.0, None)

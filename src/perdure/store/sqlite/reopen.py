@@ -9,10 +9,10 @@ import sqlite3
 
 from perdure.core.history import DiscardReason, HistoryEvent
 from perdure.core.payload import loads_payload
-from perdure.store.base import ChildStart, LiveWork, Message, Reset, Rewind
+from perdure.store.base import LiveWork, Reset, Rewind
 from perdure.store.common import reopen
 from perdure.store.common.encode import prepare_turn
-from perdure.store.common.rows import new_instance_params, parent_of, parent_params, payload
+from perdure.store.common.rows import new_instance_params, parent_params, payload
 from perdure.store.notify import INSTANCES
 from perdure.store.sqlite import orchestrations
 from perdure.store.sqlite.queries import Q
@@ -47,17 +47,12 @@ def reset(tx: Tx, reset: Reset) -> None:
 
 def _write_live(tx: Tx, row: sqlite3.Row, events: list[HistoryEvent], work: LiveWork) -> None:
     """Append ``events`` to the instance ``row``'s history and make it live with ``work``."""
-    messages: list[Message] = list(work.messages)
-    children: list[ChildStart] = []
-    for child in work.children:
-        child_row = tx.conn.execute(Q.get_instance, {"instance_id": child.instance_id}).fetchone()
-        link = reopen.child_link(child_row, child)
-        if link is reopen.ChildLink.KEEP and parent_of(child_row) != child.parent:
-            tx.conn.execute(Q.set_parent, {"instance_id": child.instance_id, **parent_params(child.parent)})
-        elif link is reopen.ChildLink.REPORT:
-            messages.append(reopen.report(child_row, child.parent, tx.now))
-        elif link is reopen.ChildLink.START:
-            children.append(reopen.restart_child(child))
+    reports, children = reopen.settle_children(
+        work.children,
+        lambda iid: tx.conn.execute(Q.get_instance, {"instance_id": iid}).fetchone(),
+        lambda iid, parent: tx.conn.execute(Q.set_parent, {"instance_id": iid, **parent_params(parent)}),
+        tx.now,
+    )
     commit = reopen.live_commit(
         row["instance_id"],
         row["run_id"],
@@ -65,7 +60,7 @@ def _write_live(tx: Tx, row: sqlite3.Row, events: list[HistoryEvent], work: Live
         events,
         work,
         custom_status=loads_payload(row["custom_status"]),
-        messages=messages,
+        messages=[*work.messages, *reports],
         children=children,
     )
     orchestrations.write_turns(tx, [(prepare_turn(commit), row)], [])
