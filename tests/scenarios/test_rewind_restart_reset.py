@@ -87,7 +87,7 @@ def test_rewind_retries_the_failed_activity_and_keeps_what_came_before(store, cl
         done = client.wait("r1", timeout=10)
     assert done.output == ["one done", "two done", "three done"]
     assert (done.run_id, done.execution_id) == (failed.run_id, failed.execution_id)  # the same run
-    assert CALLS == Counter({"one": 1, "two": 2, "three": 1})
+    assert Counter({"one": 1, "two": 2, "three": 1}) == CALLS
     history = client.history("r1")
     [record] = [e for e in history if isinstance(e, ExecutionRewound)]
     assert record.reason == "card processor fixed" and "two is broken" in str(record.failure)
@@ -106,7 +106,7 @@ def test_rewind_rewinds_a_failed_child_too(store, client):
         done = client.wait("p1", timeout=10)
         assert client.wait(child.instance_id, timeout=10).run_id == child.run_id  # rewound, not replaced
     assert done.output == ["parent-first done", ["kid-1 done", "kid-2 done"]]
-    assert CALLS == Counter({"parent-first": 1, "kid-1": 1, "kid-2": 2})
+    assert Counter({"parent-first": 1, "kid-1": 1, "kid-2": 2}) == CALLS
 
 
 def test_rewind_after_a_nondeterminism_failure_replays_on_the_fixed_code(store, client):
@@ -165,7 +165,7 @@ def test_reset_goes_back_to_the_end_of_a_turn_and_runs_on_from_there(store, clie
         run_id = client.reset("t1", 2, reason="two wrote bad data")
         done = client.wait("t1", timeout=10)
     assert done.run_id == run_id != first.run_id and done.output == first.output
-    assert CALLS == Counter({"one": 1, "two": 2, "three": 2})  # turn 2 had scheduled "two"
+    assert Counter({"one": 1, "two": 2, "three": 2}) == CALLS  # turn 2 had scheduled "two"
     [start] = [e for e in client.history("t1") if isinstance(e, ExecutionStarted)]
     assert (start.origin.kind, start.origin.turn, start.origin.reason) == ("reset", 2, "two wrote bad data")
     assert client.history("t1", execution_id=1)[-1].result == first.output
