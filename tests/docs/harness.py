@@ -139,7 +139,7 @@ def parse_command(args: list[str]) -> None:
 def perdure_args(line: str) -> list[str] | None:
     """The arguments after ``perdure`` in a shell line (after ``VAR=value`` prefixes), or
     None if the line does not run perdure."""
-    words = shlex.split(_EXIT.sub("", line))
+    words = shlex.split(_EXIT.sub("", line), comments=True)  # a trailing comment, as bash reads it
     while words and re.match(r"^[A-Z_]+=", words[0]):
         words.pop(0)
     if words and (words[0] == "perdure" or words[0].endswith("/perdure")):
