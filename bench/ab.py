@@ -3,12 +3,17 @@ same minutes (this VM's speed drifts by the hour), with the ratio of each pair.
 
     python -m bench.ab --base ../perdure-before W1:local W3:local W4:k=1000,local --pairs 5
     python -m bench.ab --base ../perdure-before W4:k=200 --store postgres
+    python -m bench.ab --base ../perdure-before W1:batch_start --store postgres --cpu
 
 A workload is ``NAME[:params]``, the params ``key=value`` (``local`` alone means
-``local=True``) separated by commas, as ``bench.workloads`` takes them. Each run is a fresh
+``local=True``) separated by commas, as ``bench.workloads`` takes them. The workloads are this
+checkout's ``bench.workloads``, run on each checkout's ``src/``. Each run is a fresh
 process on a fresh store; ``base`` runs first in odd pairs and second in even ones. The
 ratio is this checkout's figure over the base's, for the workload's headline figure
-(higher is better for throughputs, lower for latencies: the table says which).
+(higher is better for throughputs, lower for latencies: the table says which). With
+``--cpu`` it also reports the CPU milliseconds per activity of every process of a run: the
+workload's own (workers, client) and, on PostgreSQL, the server's backends (``bench.cpu``;
+W1 and W4 report them).
 """
 
 from __future__ import annotations
@@ -40,13 +45,14 @@ def parse_workload(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def run_in(checkout: Path, workload: str, url: str, params: dict[str, Any]) -> dict[str, Any]:
-    """One run of ``workload`` with the code of ``checkout``, in a fresh process."""
+    """One run of ``workload`` on the perdure of ``checkout`` (its ``src/``), in a fresh
+    process; the workload itself is this checkout's, so both sides run the same one."""
     code = (
         "import json; from bench.workloads import WORKLOADS; "
         f"print(json.dumps(WORKLOADS[{workload!r}]({url!r}, **{params!r})))"
     )
-    env = {**os.environ, "PYTHONPATH": f"{checkout}{os.pathsep}{checkout / 'src'}"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=checkout, env=env, capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{checkout / 'src'}"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{workload} {params} in {checkout} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -59,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", required=True, type=Path, help="the other checkout (its bench/ and src/)")
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--cpu", action="store_true", help="also report CPU ms per activity, every process counted")
     args = parser.parse_args(argv)
     checkouts = {"base": args.base.resolve(), "this": ROOT}
     with tempfile.TemporaryDirectory(prefix="perdure-ab-") as tmp:
@@ -66,15 +73,21 @@ def main(argv: list[str] | None = None) -> int:
             name, params = parse_workload(spec)
             key = HEADLINE[name]
             figures: dict[str, list[float]] = {"base": [], "this": []}
+            cpu: dict[str, list[tuple[float, float]]] = {"base": [], "this": []}
             for pair in range(args.pairs):
                 order = ("base", "this") if pair % 2 == 0 else ("this", "base")
                 for side in order:
                     url, drop = _fresh_store(args.store, Path(tmp))
                     try:
-                        figures[side].append(run_in(checkouts[side], name, url, params)[key])
+                        result = run_in(checkouts[side], name, url, params)
                     finally:
                         if drop:
                             drop()
+                    figures[side].append(result[key])
+                    if "cpu_process_s_ms_per_activity" in result:
+                        cpu[side].append(
+                            (result["cpu_process_s_ms_per_activity"], result["cpu_server_s_ms_per_activity"])
+                        )
             ratios = [t / b for t, b in zip(figures["this"], figures["base"], strict=True)]
             better = "lower" if key in LOWER_IS_BETTER else "higher"
             print(
@@ -86,6 +99,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"[{min(ratios):.3f}-{max(ratios):.3f}]",
                 flush=True,
             )
+            if args.cpu:
+                for side in ("base", "this"):
+                    if not cpu[side]:
+                        print(f"{'':<24} {side:<4} reports no CPU figures (its bench/ predates bench.cpu)")
+                        continue
+                    process = statistics.median(p for p, _ in cpu[side])
+                    server = statistics.median(s for _, s in cpu[side])
+                    print(
+                        f"{'':<24} {side:<4} CPU ms per activity (medians): process {process:.3f}, "
+                        f"server {server:.3f}, all {process + server:.3f}",
+                        flush=True,
+                    )
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import perdure
+from bench.cpu import CpuClock
 
 app = perdure.App()
 
@@ -104,6 +105,8 @@ def _run_many(
         else:
             stack.enter_context(perdure.Worker(app, store))
         orchestration = _sequence(local)
+        clock = CpuClock(url)
+        clock.start()
         started = time.perf_counter()
         if batch_start:
             ids = client.start_many(orchestration, [steps] * orchestrations)
@@ -113,9 +116,15 @@ def _run_many(
             state = client.wait(iid, timeout=600)
             assert state.output == steps, state
         wall = time.perf_counter() - started
+        cpu = clock.stop()
     store.close()
     activities = orchestrations * steps
-    return {"wall_s": wall, "orchestrations_per_s": orchestrations / wall, "activities_per_s": activities / wall}
+    return {
+        "wall_s": wall,
+        "orchestrations_per_s": orchestrations / wall,
+        "activities_per_s": activities / wall,
+        **{f"{key}_ms_per_activity": 1000 * seconds / activities for key, seconds in cpu.items()},
+    }
 
 
 def w1(
@@ -170,12 +179,20 @@ def w4(url: str, k: int = 100, local: bool = False) -> dict[str, Any]:
     orchestration = _sequence(local)
     with perdure.Worker(app, store):
         client.wait(client.start(orchestration, 1), timeout=60)  # warm-up
+        clock = CpuClock(url)
+        clock.start()
         started = time.perf_counter()
         state = client.wait(client.start(orchestration, k), timeout=600)
         wall = time.perf_counter() - started
+        cpu = clock.stop()
     store.close()
     assert state.output == k
-    return {"k": k, "wall_s": wall, "ms_per_activity": 1000 * wall / k}
+    return {
+        "k": k,
+        "wall_s": wall,
+        "ms_per_activity": 1000 * wall / k,
+        **{f"{key}_ms_per_activity": 1000 * seconds / k for key, seconds in cpu.items()},
+    }
 
 
 def w5(url: str, processes: int = 1, orchestrations: int = 200, steps: int = 10) -> dict[str, Any]:

@@ -1,0 +1,55 @@
+"""CPU time of a workload's measured part, every process counted: the workload's own process
+(workers, client and all their threads) and, on PostgreSQL, the server backends connected
+to its database.
+
+The process is read with ``time.process_time()``. The backends are found in
+``pg_stat_activity`` by database name and read from ``/proc`` when the measured part starts
+and when it ends (the store's pool keeps its connections for the whole run; a backend that
+exits in between is not counted).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+
+
+class CpuClock:
+    """Started and stopped around a workload's measured part; ``stop`` returns the CPU
+    seconds of this process and of the server's backends for the store at ``url``."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.started: tuple[float, dict[int, float]] = (0.0, {})
+
+    def _backends(self) -> dict[int, float]:
+        if not self.url.startswith("postgresql"):
+            return {}
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            me = conn.info.backend_pid
+            rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()").fetchall()
+        return {pid: _process_cpu(pid) for (pid,) in rows if pid != me}
+
+    def start(self) -> None:
+        """Take the starting readings."""
+        self.started = (time.process_time(), self._backends())
+
+    def stop(self) -> dict[str, float]:
+        """``{"cpu_process_s", "cpu_server_s"}`` since :meth:`start`."""
+        process = time.process_time() - self.started[0]
+        before = self.started[1]
+        server = sum(cpu - before.get(pid, 0.0) for pid, cpu in self._backends().items())
+        return {"cpu_process_s": process, "cpu_server_s": server}

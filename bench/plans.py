@@ -1,0 +1,129 @@
+"""The query plans of the statements a W1 run sends, and which of them read a whole table.
+
+Used by ``python -m bench.scale --plans FILE``. The statements are captured from the store's
+own connections while a small W1 runs in this process: on SQLite by a trace callback (the
+statement with its parameters filled in), then each distinct statement is planned with
+``EXPLAIN QUERY PLAN``; on PostgreSQL by the server's ``auto_explain`` module, whose plans of
+the statements as they ran come back as notices. PostgreSQL rightly reads a small queue table
+whole rather than through its index, so there the plans are made with ``enable_seqscan=off``:
+a whole-table read left in such a plan is one that no index can serve.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.workloads import w1
+
+TABLES = (
+    "instances",
+    "history",
+    "orchestration_messages",
+    "orchestration_leases",
+    "activity_tasks",
+    "dead_letters",
+    "discarded_messages",
+    "workers",
+    "client_requests",
+)
+_SQLITE_SCAN = re.compile(rf"\bSCAN ({'|'.join(TABLES)})\b(?! USING (?:COVERING )?INDEX)")
+_POSTGRES_SCAN = re.compile(rf"Seq Scan on ({'|'.join(TABLES)})\b")
+_LITERALS = re.compile(r"'(?:[^']|'')*'|-?\b\d+(?:\.\d+)?(?:e[+-]?\d+)?\b", re.IGNORECASE)
+
+
+def shape(sql: str) -> str:
+    """A statement with its literal values replaced by ``?``: one entry per statement shape."""
+    return " ".join(_LITERALS.sub("?", sql).split())
+
+
+@contextmanager
+def patched(owner: Any, name: str, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Iterator[None]:
+    """Replace ``owner.name`` by ``wrap(original)`` for the duration of the block."""
+    original = getattr(owner, name)
+    setattr(owner, name, wrap(original))
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+def sqlite_plans(url: str) -> dict[str, str]:
+    """Statement shape -> its plan, for the statements of a small W1 on the SQLite store at ``url``."""
+    statements: dict[str, str] = {}
+
+    def traced(connect: Callable[..., sqlite3.Connection]) -> Callable[..., sqlite3.Connection]:
+        def connect_traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+            conn = connect(*args, **kwargs)
+            conn.set_trace_callback(lambda sql: statements.setdefault(shape(sql), sql))
+            return conn
+
+        return connect_traced
+
+    with patched(sqlite3, "connect", traced):
+        w1(url, orchestrations=40, steps=3)
+        w1(url, orchestrations=40, steps=3, batch_start=True)
+    plans: dict[str, str] = {}
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        for key, sql in sorted(statements.items()):
+            if not re.match(r"\s*(SELECT|UPDATE|DELETE|INSERT|WITH)\b", sql, re.IGNORECASE):
+                continue
+            try:
+                rows = conn.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
+            except sqlite3.Error as exc:  # e.g. a statement on a temporary table of its transaction
+                plans[key] = f"(not planned: {exc})"
+                continue
+            plans[key] = "\n".join(row[-1] for row in rows)
+    return plans
+
+
+def postgres_plans(url: str) -> dict[str, str]:
+    """Statement shape -> its plan as it ran, for a small W1 on the PostgreSQL store at ``url``."""
+    import psycopg
+
+    database = url.rsplit("/", 1)[1]
+    with psycopg.connect(url, autocommit=True) as conn:
+        for setting, value in (
+            ("session_preload_libraries", "auto_explain"),
+            ("auto_explain.log_min_duration", "0"),
+            ("auto_explain.log_level", "notice"),
+            ("enable_seqscan", "off"),  # a Seq Scan left in a plan means no index can serve it
+        ):
+            conn.execute(f"ALTER DATABASE \"{database}\" SET {setting} = '{value}'")
+    notices: list[str] = []
+
+    def listened(connect: Callable[..., Any]) -> Callable[..., Any]:
+        def connect_listened(*args: Any, **kwargs: Any) -> Any:
+            conn = connect(*args, **kwargs)
+            conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+            return conn
+
+        return classmethod(lambda cls, *a, **k: connect_listened(*a, **k))
+
+    with patched(psycopg.Connection, "connect", lambda original: listened(original)):
+        w1(url, orchestrations=40, steps=3)
+        w1(url, orchestrations=40, steps=3, batch_start=True)
+    plans: dict[str, str] = {}
+    for notice in notices:
+        text, _, plan = notice.partition("Query Text: ")[2].partition("\n")
+        if text:
+            plans.setdefault(shape(text), plan)
+    return plans
+
+
+def write_plans(kind: str, url: str, path: Path) -> list[str]:
+    """Write every captured statement and its plan to ``path``; return the statements whose
+    plan reads a whole table of perdure's."""
+    plans = sqlite_plans(url) if kind == "sqlite" else postgres_plans(url)
+    scan = _SQLITE_SCAN if kind == "sqlite" else _POSTGRES_SCAN
+    full = [sql for sql, plan in plans.items() if scan.search(plan)]
+    lines = [f"# {len(plans)} statement shapes of W1 on {kind}; {len(full)} read a whole table of perdure's", ""]
+    for sql, plan in plans.items():
+        lines += [f"-- {'WHOLE TABLE' if sql in full else 'indexed'}", sql, plan, ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return full
