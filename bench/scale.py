@@ -49,32 +49,39 @@ def fill(kind: str, url: str, terminal: int, seed: int = 1000) -> float:
     return time.perf_counter() - started
 
 
-_COPIED = {
-    "instance_id": "instance_id || '-' || CAST(k.n AS TEXT)",
-    "run_id": "run_id || '-' || CAST(k.n AS TEXT)",
-    "created_at": "created_at - 3600 * k.n",
-    "last_updated_at": "last_updated_at - 3600 * k.n",
-}
-
-
 def _copy_rows(kind: str, url: str, copies: int) -> None:
-    """Copy every instances and history row ``copies`` times (SQL shared by both stores)."""
+    """Copy every history and instances row ``copies`` times, copy ``n`` under the id and
+    run token suffixed ``-n`` (in the row and in its events), ``n`` hours older (SQL shared
+    by both stores)."""
+    n = "'-' || CAST(k.n AS TEXT)"
     series = f"WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < {copies})"
+    statements = [  # history first: its copies take the run token from the original instance row
+        "INSERT INTO history (instance_id, execution_id, sequence, event) "
+        f"{series} SELECT h.instance_id || {n}, h.execution_id, h.sequence, REPLACE(h.event, i.run_id, i.run_id || {n}) "
+        "FROM history AS h JOIN instances AS i ON i.instance_id = h.instance_id, k",
+    ]
+    copied = {
+        "instance_id": f"instance_id || {n}",
+        "run_id": f"run_id || {n}",
+        "created_at": "created_at - 3600 * k.n",
+        "last_updated_at": "last_updated_at - 3600 * k.n",
+    }
     if kind == "sqlite":
         import sqlite3
 
         conn: Any = sqlite3.connect(url.removeprefix("sqlite:///"))
-        columns = {t: [r[1] for r in conn.execute(f"PRAGMA table_info({t})")] for t in ("instances", "history")}
+        names = [r[1] for r in conn.execute("PRAGMA table_info(instances)")]
     else:
         import psycopg
 
         conn = psycopg.connect(url)
-        query = "SELECT column_name FROM information_schema.columns WHERE table_name = %s ORDER BY ordinal_position"
-        columns = {t: [r[0] for r in conn.execute(query, (t,))] for t in ("instances", "history")}
+        query = "SELECT column_name FROM information_schema.columns WHERE table_name = 'instances' ORDER BY ordinal_position"
+        names = [r[0] for r in conn.execute(query)]
+    select = ", ".join(copied.get(c, c) for c in names)
+    statements.append(f"INSERT INTO instances ({', '.join(names)}) {series} SELECT {select} FROM instances, k")
     with conn:
-        for table, names in columns.items():
-            select = ", ".join(_COPIED.get(c, c) for c in names)
-            conn.execute(f"INSERT INTO {table} ({', '.join(names)}) {series} SELECT {select} FROM {table}, k")
+        for statement in statements:
+            conn.execute(statement)
     conn.close()
 
 
