@@ -11,6 +11,7 @@ a whole-table read left in such a plan is one that no index can serve.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -91,6 +92,7 @@ def postgres_plans(url: str) -> dict[str, str]:
             ("session_preload_libraries", "auto_explain"),
             ("auto_explain.log_min_duration", "0"),
             ("auto_explain.log_level", "notice"),
+            ("auto_explain.log_format", "json"),
             ("enable_seqscan", "off"),  # a Seq Scan left in a plan means no index can serve it
         ):
             conn.execute(f"ALTER DATABASE \"{database}\" SET {setting} = '{value}'")
@@ -109,10 +111,23 @@ def postgres_plans(url: str) -> dict[str, str]:
         w1(url, orchestrations=40, steps=3, batch_start=True)
     plans: dict[str, str] = {}
     for notice in notices:
-        text, _, plan = notice.partition("Query Text: ")[2].partition("\n")
-        if text:
-            plans.setdefault(shape(text), plan)
+        if "plan:" not in notice:
+            continue
+        explained = json.loads(notice.split("plan:", 1)[1])
+        plans.setdefault(shape(explained["Query Text"]), "\n".join(_plan_lines(explained["Plan"])))
     return plans
+
+
+def _plan_lines(node: dict[str, Any], depth: int = 0) -> Iterator[str]:
+    """A JSON plan as indented lines: node type, relation and index."""
+    line = node["Node Type"]
+    if "Relation Name" in node:
+        line += f" on {node['Relation Name']}"
+    if "Index Name" in node:
+        line += f" using {node['Index Name']}"
+    yield "  " * depth + line
+    for child in node.get("Plans", ()):
+        yield from _plan_lines(child, depth + 1)
 
 
 def write_plans(kind: str, url: str, path: Path) -> list[str]:
