@@ -364,12 +364,14 @@ def test_a_local_activity_can_write_to_its_own_store(store, client, eager):
 
 # Set while ``sleepy`` runs.
 sleeping = threading.Event()
+woken = threading.Event()
 
 
 @app.activity(local=True)
 def sleepy(seconds: float) -> float:
+    """Sleep until the test wakes it (at most ``seconds``)."""
     sleeping.set()
-    time.sleep(seconds)
+    woken.wait(seconds)
     return seconds
 
 
@@ -389,9 +391,10 @@ print(time.monotonic() - started)
 
 
 def test_a_long_local_activity_does_not_stall_another_process_writing_the_same_sqlite_file(tmp_path):
-    """Invariant 10: while a local activity sleeps 2 s, a client in another process writes
-    to the same SQLite file at once (it would otherwise wait for the round's write lock,
-    ``BEGIN IMMEDIATE``, until the activity returned)."""
+    """Invariant 10: while a local activity runs, a client in another process writes to the
+    same SQLite file at once (it would otherwise wait for the round's write lock, ``BEGIN
+    IMMEDIATE``, until the activity returned: here, until the store's 10 s busy timeout
+    fails it, since the activity returns only once the write is done)."""
     import subprocess
     import sys
 
@@ -399,9 +402,10 @@ def test_a_long_local_activity_does_not_stall_another_process_writing_the_same_s
     store = perdure.open_store(url)
     client = perdure.Client(store)
     sleeping.clear()
+    woken.clear()
     try:
         with perdure.Worker(app, store, **UNCUT):
-            iid = client.start(sleeps_locally, 2.0)
+            iid = client.start(sleeps_locally, 60.0)
             assert sleeping.wait(10)
             done = subprocess.run(
                 [sys.executable, "-c", _WRITE_FROM_ANOTHER_PROCESS, url, iid],
@@ -410,9 +414,10 @@ def test_a_long_local_activity_does_not_stall_another_process_writing_the_same_s
                 timeout=30,
                 check=True,
             )
-            assert float(done.stdout) < 1.0, done.stdout  # not the rest of the 2 s sleep
-            assert client.get(iid).status == "PENDING"  # the activity was still running
-            assert client.wait(iid, timeout=20).output == 2.0
+            assert float(done.stdout) < 5.0, done.stdout  # not a wait for the store's write lock
+            assert client.get(iid).status == "PENDING"  # the activity is still running
+            woken.set()
+            assert client.wait(iid, timeout=20).output == 60.0
     finally:
         store.close()
 

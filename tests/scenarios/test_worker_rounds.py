@@ -48,7 +48,7 @@ def test_a_sequence_runs_on_rounds_alone(store, client):
 def test_two_dispatch_loops_run_every_step_exactly_once(store, client):
     with perdure.Worker(app, store, poll_interval=0.05, orchestration_concurrency=2, batch_size=4):
         ids = [client.start(fan, 30), *(client.start(chain, 5) for _ in range(10))]
-        states = [client.wait(iid, timeout=20) for iid in ids]
+        states = [client.wait(iid, timeout=60) for iid in ids]
     assert [s.output for s in states] == [sum(range(1, 31)), *[5] * 10]
     for s in states:
         history = client.get(s.instance_id, history=True).history

@@ -38,13 +38,15 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
-def race(url: str, owner: str, results: Any) -> None:
+def race(url: str, owner: str, results: Any, start: Any) -> None:
     """One worker process: lock, hold briefly, commit a turn that enqueues the instance's next
     event, until no work is left. Reports ``(instance, locked_after, committing_before,
-    outcome)`` for every turn: the interval between the two times lies inside the real hold."""
+    outcome)`` for every turn: the interval between the two times lies inside the real hold.
+    All processes begin together (``start``, a barrier), however long each took to start."""
     store = PostgresStore(url, notify=False, pool_size=2)
     turns: list[tuple[str, float, float, str]] = []
     try:
+        start.wait(60)
         idle_since = time.monotonic()
         while time.monotonic() - idle_since < 1.0:
             items = store.lock_orchestrations(owner, lease_seconds=600, limit=3)
@@ -91,7 +93,8 @@ def test_processes_racing_for_instances_never_both_hold_one(pg_url: str) -> None
             store.enqueue_messages([Message(f"i{n}", EventRaised(name="e1"), 1)])
         ctx = multiprocessing.get_context("spawn")
         results = ctx.Queue()
-        procs = [ctx.Process(target=race, args=(pg_url, f"p{n}", results)) for n in range(3)]
+        start = ctx.Barrier(3)
+        procs = [ctx.Process(target=race, args=(pg_url, f"p{n}", results, start)) for n in range(3)]
         for p in procs:
             p.start()
         reports = dict(results.get(timeout=60) for _ in procs)
