@@ -32,7 +32,9 @@ TABLES = (
     "workers",
     "client_requests",
 )
-_SQLITE_SCAN = re.compile(rf"\bSCAN ({'|'.join(TABLES)})\b(?! USING (?:COVERING )?INDEX)")
+# SQLite names a table by its alias in a plan ("SCAN i"): any plain SCAN of a table (not of
+# json_each, the schema, a constant row or a subquery) without an index is a whole-table read.
+_SQLITE_SCAN = re.compile(r"\bSCAN (?!json_each\b|sqlite_master\b|CONSTANT ROW|\()(\w+)(?! USING)")
 _POSTGRES_SCAN = re.compile(rf"Seq Scan on ({'|'.join(TABLES)})\b")
 _LITERALS = re.compile(r"'(?:[^']|'')*'|-?\b\d+(?:\.\d+)?(?:e[+-]?\d+)?\b", re.IGNORECASE)
 
