@@ -43,6 +43,9 @@ class PrometheusMetrics(WorkerObserver):
 
     def __init__(self, registry: Any = None) -> None:
         prometheus = require("prometheus_client", "metrics")
+        # Each metric's children by label values: ``labels()`` looks them up under a lock,
+        # this dictionary without one (a race only makes the same child twice).
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         if registry is None:
             registry = prometheus.REGISTRY
         self.registry = registry
@@ -136,6 +139,13 @@ class PrometheusMetrics(WorkerObserver):
             ("kind",),
         )
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     # -- the observer --
 
     def wrap_store(self, store: Any) -> Any:
@@ -145,8 +155,8 @@ class PrometheusMetrics(WorkerObserver):
     def on_turn(self, turn: TurnReport) -> None:
         """Count the turn and what happened in it: starts, ends, timers fired, retries."""
         name = turn.name
-        self.turns.labels(name, turn.outcome).inc()
-        self.turn_seconds.labels(name).observe(turn.seconds)
+        self._child(self.turns, name, turn.outcome).inc()
+        self._child(self.turn_seconds, name).observe(turn.seconds)
         now = None
         for event in turn.events:
             kind = type(event)
@@ -154,35 +164,35 @@ class PrometheusMetrics(WorkerObserver):
                 now = event.timestamp
             elif kind is TimerFired:
                 if now is not None and event.fire_at:  # type: ignore[attr-defined]
-                    self.timer_lateness.labels(name).observe(max(0.0, now - event.fire_at))  # type: ignore[attr-defined]
+                    self._child(self.timer_lateness, name).observe(max(0.0, now - event.fire_at))  # type: ignore[attr-defined]
             elif kind is ActivityScheduled:
                 if event.attempt > 1:  # type: ignore[attr-defined]
-                    self.activities.labels(event.name, "retried").inc()  # type: ignore[attr-defined]
+                    self._child(self.activities, event.name, "retried").inc()  # type: ignore[attr-defined]
             elif kind is ExecutionStarted:
-                self.started.labels(name).inc()
+                self._child(self.started, name).inc()
             elif kind is ContinuedAsNew:
-                self.continued.labels(name).inc()
+                self._child(self.continued, name).inc()
             elif kind in _ENDED:
-                self.ended[_ENDED[kind]].labels(name).inc()
+                self._child(self.ended[_ENDED[kind]], name).inc()
 
     def on_activity(self, name: str, outcome: str, seconds: float | None, queue_wait: float | None) -> None:
         """Count an activity attempt and time it."""
-        self.activities.labels(name, outcome).inc()
+        self._child(self.activities, name, outcome).inc()
         if seconds is not None:
-            self.activity_seconds.labels(name).observe(seconds)
+            self._child(self.activity_seconds, name).observe(seconds)
         if queue_wait is not None:
-            self.activity_wait.labels(name).observe(queue_wait)
+            self._child(self.activity_wait, name).observe(queue_wait)
 
     def on_local_activity(self, name: str, seconds: float) -> None:
         """Time a local activity."""
-        self.local_seconds.labels(name).observe(seconds)
+        self._child(self.local_seconds, name).observe(seconds)
 
     def on_lease_lost(self, kind: str) -> None:
         """Count a lost lease."""
-        self.leases_lost.labels(kind).inc()
+        self._child(self.leases_lost, kind).inc()
 
     def on_store_call(self, operation: str, seconds: float, failed: bool) -> None:
         """Time a store call."""
-        self.store_seconds.labels(operation).observe(seconds)
+        self._child(self.store_seconds, operation).observe(seconds)
         if failed:
-            self.store_errors.labels(operation).inc()
+            self._child(self.store_errors, operation).inc()

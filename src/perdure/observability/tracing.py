@@ -63,12 +63,13 @@ _END_EVENTS = (ExecutionCompleted, ExecutionFailed, ExecutionTerminated)
 
 @dataclass(frozen=True, slots=True)
 class RunTrace:
-    """What the spans of one run derive from: its run token, trace context carrier and
-    parent task (for a sub-orchestration)."""
+    """One run's trace: its run token, and the contexts its spans start in: ``inside``, the
+    run span's (derived, for the spans under it), and ``outside``, the run span's own
+    parent's (the parent run's span, the caller's, or none)."""
 
     run_id: str
-    carrier: dict[str, str] | None
-    parent: ParentRef | None
+    inside: Any
+    outside: Any
 
 
 class OpenTelemetryTracing(WorkerObserver):
@@ -108,7 +109,7 @@ class OpenTelemetryTracing(WorkerObserver):
         """Emit the spans of what the committed turn did: the turn, the timers it created,
         and the run span if the run ended."""
         run = self._remember(turn)
-        parent = self._run_context(run)
+        parent = run.inside
         turn_start = None
         for event in turn.events:
             if isinstance(event, TurnStarted):
@@ -140,11 +141,12 @@ class OpenTelemetryTracing(WorkerObserver):
     def _end_run(self, turn: TurnReport, run: RunTrace, turn_start: float | None) -> None:
         end = next((e.timestamp for e in turn.events if isinstance(e, _END_EVENTS)), turn_start or 0.0)
         start = turn.started_at if turn.started_at is not None else end
-        token = self._ids.force(_span_id(run.run_id), _trace_id(run, self._caller_span(run)))
+        inside = self._trace.get_current_span(run.inside).get_span_context()
+        token = self._ids.force(inside.span_id, inside.trace_id)
         try:
             span = self.tracer.start_span(
                 f"orchestration {turn.name}",
-                context=self._caller_context(run),
+                context=run.outside,
                 start_time=_ns(start),
                 attributes={**_ids(turn), "perdure.run_id": run.run_id, "perdure.status": turn.status.value},
             )
@@ -168,7 +170,7 @@ class OpenTelemetryTracing(WorkerObserver):
 
         span = self.tracer.start_span(
             f"activity {item.name}",
-            context=self._run_context(run),
+            context=run.inside,
             attributes={
                 "perdure.instance_id": item.instance_id,
                 "perdure.execution_id": item.execution_id,
@@ -212,7 +214,7 @@ class OpenTelemetryTracing(WorkerObserver):
         started = records[0].event if records else None
         if not isinstance(started, ExecutionStarted) or started.run_id is None:
             return None
-        return self._keep(RunTrace(started.run_id, started.trace, started.parent))
+        return self._keep(self._run_trace(started.run_id, started.trace, started.parent))
 
     # -- the run's context --
 
@@ -220,7 +222,7 @@ class OpenTelemetryTracing(WorkerObserver):
         with self._runs_lock:
             run = self._runs.get(turn.run_id)
         if run is None:
-            run = self._keep(RunTrace(turn.run_id, turn.trace, turn.parent))
+            run = self._keep(self._run_trace(turn.run_id, turn.trace, turn.parent))
         return run
 
     def _keep(self, run: RunTrace) -> RunTrace:
@@ -231,44 +233,32 @@ class OpenTelemetryTracing(WorkerObserver):
                 self._runs.popitem(last=False)
         return run
 
-    def _run_context(self, run: RunTrace) -> Any:
-        """The context whose current span is the run span (a span emitted later, with the
-        id derived here)."""
-        span_context = self._trace.SpanContext(
-            trace_id=_trace_id(run, self._caller_span(run)),
-            span_id=_span_id(run.run_id),
-            is_remote=True,
-            trace_flags=self._flags(run),
-        )
+    def _run_trace(self, run_id: str, carrier: dict[str, str] | None, parent: ParentRef | None) -> RunTrace:
+        """The contexts of a run's spans. The run span's id is derived from the run token;
+        its trace id is the caller's, else derived from the root run's token. Its parent is
+        the parent run's span (a sub-orchestration), else the caller's span, else none."""
+        caller = self._caller_span(carrier)
+        trace_id = int(caller.trace_id) if caller is not None else _root_trace_id(carrier, run_id)
+        flags = caller.trace_flags if caller is not None else self._trace.TraceFlags(self._trace.TraceFlags.SAMPLED)
+        inside = self._context(trace_id, _span_id(run_id), flags)
+        if parent is not None and parent.run_id is not None:
+            outside = self._context(trace_id, _span_id(parent.run_id), flags)
+        elif caller is not None:
+            outside = self._trace.set_span_in_context(self._trace.NonRecordingSpan(caller))
+        else:
+            outside = self._trace.set_span_in_context(self._trace.INVALID_SPAN)
+        return RunTrace(run_id, inside, outside)
+
+    def _context(self, trace_id: int, span_id: int, flags: Any) -> Any:
+        span_context = self._trace.SpanContext(trace_id=trace_id, span_id=span_id, is_remote=True, trace_flags=flags)
         return self._trace.set_span_in_context(self._trace.NonRecordingSpan(span_context))
 
-    def _caller_context(self, run: RunTrace) -> Any:
-        """The context the run span starts in: under the parent run's span (a
-        sub-orchestration), else under the caller's span, else none (a new trace)."""
-        caller = self._caller_span(run)
-        if run.parent is not None and run.parent.run_id is not None:
-            span_context = self._trace.SpanContext(
-                trace_id=_trace_id(run, caller),
-                span_id=_span_id(run.parent.run_id),
-                is_remote=True,
-                trace_flags=self._flags(run),
-            )
-            return self._trace.set_span_in_context(self._trace.NonRecordingSpan(span_context))
-        if caller is not None:
-            return self._trace.set_span_in_context(self._trace.NonRecordingSpan(caller))
-        return self._trace.set_span_in_context(self._trace.INVALID_SPAN)
-
-    def _caller_span(self, run: RunTrace) -> Any:
-        """The span context of the carrier's ``traceparent``, or ``None``."""
-        if not run.carrier or "traceparent" not in run.carrier:
+    def _caller_span(self, carrier: dict[str, str] | None) -> Any:
+        """The span context the carrier's ``traceparent`` names, or ``None``."""
+        if not carrier or "traceparent" not in carrier:
             return None
-        context = self._propagator.extract(run.carrier)
-        span_context = self._trace.get_current_span(context).get_span_context()
+        span_context = self._trace.get_current_span(self._propagator.extract(carrier)).get_span_context()
         return span_context if span_context.is_valid else None
-
-    def _flags(self, run: RunTrace) -> Any:
-        caller = self._caller_span(run)
-        return caller.trace_flags if caller is not None else self._trace.TraceFlags(self._trace.TraceFlags.SAMPLED)
 
 
 def _ids(turn: TurnReport) -> dict[str, Any]:
@@ -293,13 +283,10 @@ def _span_id(run_id: str) -> int:
     return _digest(f"perdure-run:{run_id}", 8)
 
 
-def _trace_id(run: RunTrace, caller: Any) -> int:
-    """The run's trace id: its caller's (``caller``, the span context its carrier names),
-    else one derived from the token of the run at the root of its tree
-    (:data:`perdure.runtime.translate.ROOT_RUN_KEY`), else from its own."""
-    if caller is not None:
-        return int(caller.trace_id)
-    root = (run.carrier or {}).get(ROOT_RUN_KEY, run.run_id)
+def _root_trace_id(carrier: dict[str, str] | None, run_id: str) -> int:
+    """The trace id of a run without a caller's trace: derived from the token of the run
+    at the root of its tree (:data:`perdure.runtime.translate.ROOT_RUN_KEY`), or its own."""
+    root = (carrier or {}).get(ROOT_RUN_KEY, run_id)
     return _digest(f"perdure-trace:{root}", 16)
 
 
