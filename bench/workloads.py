@@ -2,6 +2,10 @@
 
 Each workload function takes a store URL and sizes, runs in the current process (one
 worker in-process unless worker processes are given) and returns a dict of figures.
+``observe`` (W1–W4) installs observers on the in-process worker: ``"off"`` (none),
+``"metrics"`` (:class:`perdure.observability.PrometheusMetrics`) or ``"all"`` (metrics and
+:class:`perdure.observability.OpenTelemetryTracing` with the SDK's batch processor and an
+exporter that drops the spans): what ``bench.observe_cost`` compares.
 """
 
 from __future__ import annotations
@@ -91,8 +95,39 @@ def _worker_processes(url: str, count: int) -> list[subprocess.Popen]:
     ]
 
 
+def observers(observe: str) -> list[Any]:
+    """The worker observers of ``observe`` (``"off"``, ``"metrics"`` or ``"all"``)."""
+    if observe == "off":
+        return []
+    from prometheus_client import CollectorRegistry
+
+    from perdure.observability import OpenTelemetryTracing, PrometheusMetrics
+
+    installed: list[Any] = [PrometheusMetrics(CollectorRegistry())]
+    if observe == "metrics":
+        return installed
+    if observe != "all":
+        raise ValueError(f"observe must be off, metrics or all, got {observe!r}")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    return [*installed, OpenTelemetryTracing(provider)]
+
+
 def _run_many(
-    url: str, orchestrations: int, steps: int, processes: int, batch_start: bool = False, local: bool = False
+    url: str,
+    orchestrations: int,
+    steps: int,
+    processes: int,
+    batch_start: bool = False,
+    local: bool = False,
+    observe: str = "off",
 ) -> dict[str, Any]:
     store = perdure.open_store(url)
     client = perdure.Client(store)
@@ -103,7 +138,7 @@ def _run_many(
             stack.callback(lambda: [p.terminate() for p in procs] and [p.wait() for p in procs])
             time.sleep(1.5)  # let the worker processes start and register
         else:
-            stack.enter_context(perdure.Worker(app, store))
+            stack.enter_context(perdure.Worker(app, store, observers=observers(observe)))
         orchestration = _sequence(local)
         clock = CpuClock(url)
         clock.start()
@@ -128,18 +163,23 @@ def _run_many(
 
 
 def w1(
-    url: str, orchestrations: int = 200, steps: int = 10, batch_start: bool = False, local: bool = False
+    url: str,
+    orchestrations: int = 200,
+    steps: int = 10,
+    batch_start: bool = False,
+    local: bool = False,
+    observe: str = "off",
 ) -> dict[str, Any]:
     """W1: ``orchestrations`` started at once (one ``start`` call each, or one ``start_many``),
     each ``steps`` activities (local ones if ``local``) in sequence."""
-    return _run_many(url, orchestrations, steps, processes=0, batch_start=batch_start, local=local)
+    return _run_many(url, orchestrations, steps, processes=0, batch_start=batch_start, local=local, observe=observe)
 
 
-def w2(url: str, n: int = 1000) -> dict[str, Any]:
+def w2(url: str, n: int = 1000, observe: str = "off") -> dict[str, Any]:
     """W2: one orchestration fanning out ``n`` activities with when_all."""
     store = perdure.open_store(url)
     client = perdure.Client(store)
-    with perdure.Worker(app, store):
+    with perdure.Worker(app, store, observers=observers(observe)):
         started = time.perf_counter()
         state = client.wait(client.start(fan, n), timeout=600)
         wall = time.perf_counter() - started
@@ -148,14 +188,16 @@ def w2(url: str, n: int = 1000) -> dict[str, Any]:
     return {"wall_s": wall, "activities_per_s": n / wall}
 
 
-def w3(url: str, orchestrations: int = 100, local: bool = False, eager: bool = False) -> dict[str, Any]:
+def w3(
+    url: str, orchestrations: int = 100, local: bool = False, eager: bool = False, observe: str = "off"
+) -> dict[str, Any]:
     """W3: orchestrations one after another, one activity each (a local one if ``local``);
     start-to-result latency (with eager starts if ``eager``)."""
     store = perdure.open_store(url)
     client = perdure.Client(store)
     latencies = []
     orchestration = _sequence(local)
-    with perdure.Worker(app, store):
+    with perdure.Worker(app, store, observers=observers(observe)):
         client.wait(client.start(orchestration, 1, eager=eager), timeout=60)  # warm-up
         for _ in range(orchestrations):
             started = time.perf_counter()
@@ -170,14 +212,14 @@ def w3(url: str, orchestrations: int = 100, local: bool = False, eager: bool = F
     }
 
 
-def w4(url: str, k: int = 100, local: bool = False) -> dict[str, Any]:
+def w4(url: str, k: int = 100, local: bool = False, observe: str = "off") -> dict[str, Any]:
     """W4: one orchestration with ``k`` sequential activities (local ones if ``local``); time
     per activity (after a warm-up orchestration, as in W3, so that one-off start-up costs
     are not spread over k)."""
     store = perdure.open_store(url)
     client = perdure.Client(store)
     orchestration = _sequence(local)
-    with perdure.Worker(app, store):
+    with perdure.Worker(app, store, observers=observers(observe)):
         client.wait(client.start(orchestration, 1), timeout=60)  # warm-up
         clock = CpuClock(url)
         clock.start()

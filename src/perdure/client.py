@@ -41,6 +41,7 @@ from perdure.errors import (
     StoreUnavailableError,
 )
 from perdure.instance_filter import InstanceFilter, StatusArg, timestamp
+from perdure.observability.context import capture_trace
 from perdure.runtime.eager import start_eagerly
 from perdure.store.base import (
     DeadLetter,
@@ -49,6 +50,7 @@ from perdure.store.base import (
     Message,
     NewInstance,
     QueueDepth,
+    QueueStats,
     Store,
     WorkerRecord,
 )
@@ -247,7 +249,7 @@ class Client:
         start = timestamp(start_at, "start_at")
         if not isinstance(eager, bool):
             raise InvalidInputError(f"eager must be True or False, got {eager!r}")
-        new = NewInstance(iid, name, input, start_at=start, version=version)
+        new = NewInstance(iid, name, input, start_at=start, version=version, trace=capture_trace())
 
         def create(rid: str, retry: bool) -> None:
             # A retry is never eager: if the eager try committed, the store knows its id.
@@ -288,7 +290,10 @@ class Client:
                 raise InvalidInputError("start_many got the same instance id twice")
         for i, value in enumerate(values):
             dumps_payload(value, what=f"input {i} of orchestration {name!r}", limit=self.max_payload_bytes)
-        new = [NewInstance(iid, name, value, version=version) for iid, value in zip(ids, values, strict=True)]
+        trace = capture_trace()
+        new = [
+            NewInstance(iid, name, value, version=version, trace=trace) for iid, value in zip(ids, values, strict=True)
+        ]
         _idempotent(lambda rid, _retry: self.store.create_instances(new, request_id=rid), request_id)
         return ids
 
@@ -391,6 +396,10 @@ class Client:
         """The queues per orchestration and activity name: how many messages or tasks are
         queued, how many are due now, and how long the oldest due one has waited."""
         return self.store.queue_depths()
+
+    def queue_stats(self) -> QueueStats:
+        """Depth and age of the queues as a whole, and how many messages are dead-lettered."""
+        return self.store.queue_stats()
 
     # -- messages to an instance (processed in turn order, invariant 5) --
 

@@ -48,7 +48,7 @@ BIN = Path(sys.executable).parent
 RUN = {"python", "bash"}
 SHOWN = {"output"}
 CONFIG = {"ini", "dockerfile"}
-DATA = {"json"}  # example payloads and responses: each must be valid JSON
+DATA = {"json", "yaml"}  # example payloads, responses, scrape configs: each must parse
 KNOWN = RUN | SHOWN | CONFIG | DATA
 
 _FENCE = re.compile(r"^```([\w+-]*)\s*$")
@@ -257,6 +257,13 @@ class PageRun:
             self.bash(block)
         elif block.lang in CONFIG:
             self.config(block)
+        elif block.lang == "yaml":
+            import yaml
+
+            try:
+                yaml.safe_load(block.text)
+            except yaml.YAMLError as exc:
+                raise AssertionError(f"{block.where}: not valid YAML: {exc}") from None
         elif block.lang in DATA:
             try:
                 json.loads(block.text)

@@ -100,6 +100,18 @@ then another worker runs it again."""
     show_default=True,
     help="Largest JSON an activity may return or an orchestration may end with.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics at http://<metrics-host>:PORT/metrics (needs perdure[metrics]).",
+)
+@click.option(
+    "--metrics-host",
+    default="0.0.0.0",
+    show_default=True,
+    help="Interface the metrics endpoint listens on.",
+)
 @common_options()
 @click.pass_obj
 def worker(
@@ -112,15 +124,20 @@ def worker(
     local_activity_budget: float,
     shutdown_timeout: float,
     max_payload_bytes: int,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run a worker for your App until Ctrl-C or SIGTERM. Creates the store if it does not
     exist."""
     from perdure.runtime.worker import Worker
 
     app = load_app(app_ref)
+    store = state.open(create=True)
+    observers = [] if metrics_port is None else [_serve_metrics(store, metrics_host, metrics_port)]
     w = Worker(
         app,
-        state.open(create=True),
+        store,
+        observers=observers,
         activity_concurrency=activity_concurrency,
         orchestration_concurrency=orchestration_concurrency,
         lease_seconds=lease_seconds,
@@ -166,6 +183,29 @@ def worker(
         stopper.join(0.2)
     counts = ", ".join(f"{name} {count}" for name, count in sorted(w.stats().items()) if count)
     log.info("worker %s counted: %s", w.worker_id, counts or "nothing done")
+
+
+def _serve_metrics(store: object, host: str, port: int) -> object:
+    """Start the Prometheus endpoint of ``--metrics-port``: the worker's metrics and the
+    store's gauges, on a registry of their own. Returns the worker observer."""
+    from perdure.observability._require import MissingExtraError
+
+    try:
+        import prometheus_client
+
+        from perdure.client import Client
+        from perdure.observability import PrometheusMetrics, StoreGauges
+    except (ImportError, MissingExtraError):
+        raise click.ClickException('--metrics-port needs prometheus_client: pip install "perdure[metrics]"') from None
+    registry = prometheus_client.CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    StoreGauges(Client(store)).register(registry)  # type: ignore[arg-type]
+    try:
+        server, _ = prometheus_client.start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+    log.info("metrics at http://%s:%d/metrics", host, server.server_port)
+    return metrics
 
 
 def _activities(names: list[str]) -> str:

@@ -36,9 +36,23 @@ Examples:
     f"generated, printed once, and the server listens on {LOCALHOST} only.",
 )
 @click.option("--read-only", is_flag=True, help="Serve reads only: every change is refused (403).")
+@click.option(
+    "--metrics",
+    is_flag=True,
+    help="Serve the store's gauges for Prometheus at /metrics, behind the token (needs perdure[metrics]).",
+)
+@click.option("--metrics-public", is_flag=True, help="With --metrics: serve /metrics without the token.")
 @common_options()
 @click.pass_obj
-def web(state: State, host: str | None, port: int, token: str | None, read_only: bool) -> None:
+def web(
+    state: State,
+    host: str | None,
+    port: int,
+    token: str | None,
+    read_only: bool,
+    metrics: bool,
+    metrics_public: bool,
+) -> None:
     """Serve the HTTP management API (/api/v1) and the web dashboard."""
     try:
         import uvicorn
@@ -58,7 +72,16 @@ def web(state: State, host: str | None, port: int, token: str | None, read_only:
         token = new_token()
     host = host or LOCALHOST
     # Like ``start`` (it can start instances), it creates the store if it is missing.
-    app = create_app(state.open(create=True), token=token, read_only=read_only)
+    if metrics_public and not metrics:
+        raise click.UsageError("--metrics-public needs --metrics")
+    if metrics:
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise click.ClickException('--metrics needs prometheus_client: pip install "perdure[metrics]"') from None
+    app = create_app(
+        state.open(create=True), token=token, read_only=read_only, metrics=metrics, metrics_public=metrics_public
+    )
     mode = " (read-only)" if read_only else ""
     click.echo(f"perdure web{mode}: {state.public_url} at http://{host}:{port}/ (API: /api/v1)", err=True)
     if generated:

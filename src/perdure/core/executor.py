@@ -134,6 +134,8 @@ class OrchestrationExecutor:
         self._reports_to: ParentRef | None = _AS_RECORDED
         self._run_id: str | None = None
         self._version: int | None = None
+        self._trace: dict[str, str] | None = None
+        self._started_at: float | None = None
         self._execution_id = 1
         self._seed_execution = 1
         self._coro: Any = None
@@ -181,6 +183,11 @@ class OrchestrationExecutor:
     def execution_id(self) -> int:
         """The execution this executor runs (from ``ExecutionStarted``)."""
         return self._execution_id
+
+    @property
+    def started_at(self) -> float | None:
+        """When the execution started (its ``ExecutionStarted`` timestamp; ``None`` before)."""
+        return self._started_at
 
     @property
     def is_finished(self) -> bool:
@@ -436,7 +443,7 @@ class OrchestrationExecutor:
         if isinstance(event, ExecutionStarted):
             self._name, self._input, self._parent = event.name, event.input, event.parent
             self._run_id, self._execution_id = event.run_id, event.execution_id
-            self._version = event.version
+            self._version, self._trace, self._started_at = event.version, event.trace, event.timestamp
             origin = event.origin
             self._seed_execution = (origin.seed_execution if origin else None) or event.execution_id
             self._status = OrchestrationStatus.RUNNING
@@ -780,6 +787,7 @@ class OrchestrationExecutor:
             parent=self._parent if self._reports_to is _AS_RECORDED else self._reports_to,
             replayed_events=replayed,
             version=self._version,
+            trace=self._trace,
         )
 
     def _current_status(self) -> OrchestrationStatus:

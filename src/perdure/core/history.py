@@ -153,6 +153,11 @@ class ExecutionStarted(HistoryEvent):
     worker that takes the first turn", which records the version it chose.
 
     ``origin`` says which run an operator made this one from (a restart or a reset).
+
+    ``trace`` is the trace context the run belongs to, as a W3C propagation carrier
+    (``traceparent``, ``tracestate``): the caller's, captured by the client at the start; a
+    child run and the next execution of a continue-as-new carry their run's on. Opaque to
+    the engine; ``None`` when nothing was captured (see :mod:`perdure.observability`).
     """
 
     name: str
@@ -163,6 +168,7 @@ class ExecutionStarted(HistoryEvent):
     carried: tuple[HistoryEvent, ...] = ()
     version: int | None = 1
     origin: RunOrigin | None = None
+    trace: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -404,7 +410,7 @@ _FIELD_NAMES: dict[type[HistoryEvent], tuple[str, ...]] = {
 #: Fields added after the format's first version, with their unset value: an unset one is
 #: not written, so the stored form of an event that does not use it is unchanged.
 _OPTIONAL_FIELDS: dict[type[HistoryEvent], dict[str, Any]] = {
-    ExecutionStarted: {"run_id": None, "carried": (), "version": 1, "origin": None},
+    ExecutionStarted: {"run_id": None, "carried": (), "version": 1, "origin": None, "trace": None},
     ExecutionTerminated: {"parent": None},
     PatchMarker: {"deprecated": False},
 }

@@ -96,7 +96,8 @@ class Turn:
     ``status`` is the instance status after the turn: RUNNING or SUSPENDED while it goes on,
     COMPLETED / FAILED / TERMINATED when it ended; after a continue-as-new it is RUNNING and
     ``commands`` holds a :class:`ContinueAsNew`. ``version`` is the orchestration version the
-    execution runs (``None`` before its ``ExecutionStarted`` was taken).
+    execution runs (``None`` before its ``ExecutionStarted`` was taken); ``trace`` the
+    trace context its ``ExecutionStarted`` carries (:attr:`ExecutionStarted.trace`).
     """
 
     execution_id: int
@@ -110,6 +111,7 @@ class Turn:
     parent: ParentRef | None = None
     replayed_events: int = 0
     version: int | None = None
+    trace: dict[str, str] | None = None
 
     @property
     def continued_as_new(self) -> bool:

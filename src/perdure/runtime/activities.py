@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 import queue
@@ -29,6 +30,7 @@ from perdure.core.registry import App, Registration
 from perdure.errors import LeaseLost
 from perdure.logs import ids
 from perdure.runtime.activity_info import ActivityInfo, reset_activity_info, set_activity_info
+from perdure.runtime.observe import ACTIVITY_FAILED, COMPLETED, DISCARDED, LEASE_LOST, Observers
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.pool import ThreadPool
 from perdure.store.base import ActivityCompletion, ActivityWorkItem, Outcome, Store
@@ -41,6 +43,7 @@ class _Running:
     item: ActivityWorkItem
     started: float
     lease_token: str
+    queue_wait: float | None = None  # from queued to started, for the observers
 
 
 class ActivityDispatcher:
@@ -57,6 +60,7 @@ class ActivityDispatcher:
         clock: Callable[[], float],
         counters: Counter[str],
         wake: Callable[[], None],
+        observers: Observers | None = None,
     ) -> None:
         self.app = app
         self.store = store
@@ -64,6 +68,7 @@ class ActivityDispatcher:
         self.options = options
         self.clock = clock
         self.counters = counters
+        self.observers = observers or Observers()
         self._wake = wake
         self.names = frozenset(app.activities)
         self.local_names = frozenset(name for name, reg in app.activities.items() if reg.local)
@@ -121,10 +126,13 @@ class ActivityDispatcher:
     def settle(self, completions: list[ActivityCompletion], outcomes: list[Outcome]) -> None:
         """Account for each written completion's outcome (counters and logs)."""
         discarded: list[_Running | None] = []
+        observed: list[tuple[str, str, float, float | None]] = []
         with self._lock:
             for completion, outcome in zip(completions, outcomes, strict=True):
                 running = self._forget(completion)
                 name = running.item.name if running else "?"
+                if self.observers.active:
+                    observed.append((name, _observed(completion, outcome), completion.duration, _wait_of(running)))
                 if outcome is Outcome.OK:
                     self.counters["activities"] += 1
                 elif outcome is Outcome.LEASE_LOST:
@@ -142,6 +150,8 @@ class ActivityDispatcher:
                     discarded.append(running)
         for running in discarded:
             self._explain_discard(running)
+        for name, how, seconds, wait in observed:
+            self.observers.on_activity(name, how, seconds, wait)
 
     def start(self, items: list[ActivityWorkItem]) -> None:
         """Start running locked tasks (on the pool, or the event loop for ``async def``)."""
@@ -214,7 +224,7 @@ class ActivityDispatcher:
             self._hand_back(item)
             return
         with self._lock:
-            self._running[item.task_row_id] = _Running(item, time.monotonic(), item.lease_token)
+            self._running[item.task_row_id] = self._run_of(item)
         if registration.is_async:
             asyncio.run(self._run_async(registration, item))
         else:
@@ -226,12 +236,16 @@ class ActivityDispatcher:
             self._hand_back(item)
             return
         with self._lock:
-            self._running[item.task_row_id] = _Running(item, time.monotonic(), item.lease_token)
+            self._running[item.task_row_id] = self._run_of(item)
         if registration.is_async:
             future = asyncio.run_coroutine_threadsafe(self._run_async(registration, item), self._event_loop())
             future.add_done_callback(lambda f: f.exception())  # errors are handled inside
         else:
             self._pool.submit(self._run_sync, registration, item)
+
+    def _run_of(self, item: ActivityWorkItem) -> _Running:
+        wait = max(0.0, self.clock() - item.enqueued_at) if self.observers.active else None
+        return _Running(item, time.monotonic(), item.lease_token, wait)
 
     def _hand_back(self, item: ActivityWorkItem) -> None:
         """A task of an activity this worker does not register (the store takes only
@@ -251,25 +265,39 @@ class ActivityDispatcher:
         outcome = await self._call_async(registration, item)
         self._finish(item, outcome, time.perf_counter() - started)
 
-    def _call_sync(self, registration: Registration, item: ActivityWorkItem) -> tuple[HistoryEvent, str]:
+    def _call_sync(
+        self, registration: Registration, item: ActivityWorkItem, local: bool = False
+    ) -> tuple[HistoryEvent, str]:
         token = set_activity_info(self._info(item))
+        end = self.observers.activity_started(item, local=local) if self.observers.active else None
+        outcome: tuple[HistoryEvent, str] | None = None
         try:
             result = registration.fn(item.input) if self._takes_input[item.name] else registration.fn()
-            return self._completed(item, result)
+            outcome = self._completed(item, result)
         except BaseException as exc:
-            return self._raised(item, exc)
+            outcome = self._raised(item, exc)
         finally:
+            if end is not None and outcome is not None:
+                end(outcome[0])
             reset_activity_info(token)
+        return outcome
 
-    async def _call_async(self, registration: Registration, item: ActivityWorkItem) -> tuple[HistoryEvent, str]:
+    async def _call_async(
+        self, registration: Registration, item: ActivityWorkItem, local: bool = False
+    ) -> tuple[HistoryEvent, str]:
         token = set_activity_info(self._info(item))
+        end = self.observers.activity_started(item, local=local) if self.observers.active else None
+        outcome: tuple[HistoryEvent, str] | None = None
         try:
             args = (item.input,) if self._takes_input[item.name] else ()
-            return self._completed(item, await registration.fn(*args))
+            outcome = self._completed(item, await registration.fn(*args))
         except BaseException as exc:
-            return self._raised(item, exc)
+            outcome = self._raised(item, exc)
         finally:
+            if end is not None and outcome is not None:
+                end(outcome[0])
             reset_activity_info(token)
+        return outcome
 
     # -- local activities --
 
@@ -302,12 +330,18 @@ class ActivityDispatcher:
             enqueued_at=0.0,
             delivery_count=1,
         )
+        started = time.perf_counter()
         if registration.is_async:
-            future = asyncio.run_coroutine_threadsafe(self._call_async(registration, item), self._event_loop())
+            coro = self._call_async(registration, item, local=True)
+            if self.observers.active:  # the event loop's task runs in a copy of this context
+                coro = _in_context(contextvars.copy_context(), coro)
+            future = asyncio.run_coroutine_threadsafe(coro, self._event_loop())
             _, text = future.result()
         else:
-            _, text = self._call_sync(registration, item)
+            _, text = self._call_sync(registration, item, local=True)
         self.counters["local_activities"] += 1
+        if self.observers.active:
+            self.observers.on_local_activity(task.name, time.perf_counter() - started)
         return loads_event(text), text
 
     def _completed(self, item: ActivityWorkItem, result: Any) -> tuple[HistoryEvent, str]:
@@ -381,6 +415,8 @@ class ActivityDispatcher:
         for (row_id, _token), ok in zip(leases, held, strict=True):
             if not ok:
                 self.counters["activity_leases_lost"] += 1
+                if self.observers.active:
+                    self.observers.on_lease_lost("activity")
                 log.warning(
                     "lease on activity task %d was lost while it ran; its result will be dropped",
                     row_id,
@@ -430,6 +466,22 @@ def _ids_of(running: _Running | None) -> dict[str, Any]:
     """The log record ids of a run (all None if unknown)."""
     item = None if running is None else running.item
     return ids(None) if item is None else ids(item.instance_id, item.execution_id, item.task_id)
+
+
+def _observed(completion: ActivityCompletion, outcome: Outcome) -> str:
+    """How an activity attempt ended, for the observers."""
+    if outcome is Outcome.OK:
+        return ACTIVITY_FAILED if isinstance(completion.event, ActivityFailed) else COMPLETED
+    return LEASE_LOST if outcome is Outcome.LEASE_LOST else DISCARDED
+
+
+def _wait_of(running: _Running | None) -> float | None:
+    return None if running is None else running.queue_wait
+
+
+async def _in_context(context: contextvars.Context, coro: Any) -> Any:
+    """Await ``coro`` in a task that runs in ``context`` (the caller's context variables)."""
+    return await asyncio.get_running_loop().create_task(coro, context=context)
 
 
 def _takes_input(fn: Callable[..., Any]) -> bool:

@@ -26,6 +26,7 @@ from perdure.runtime.activities import ActivityDispatcher
 from perdure.runtime.cache import ExecutorCache
 from perdure.runtime.held import HeldLeases
 from perdure.runtime.local import chain_local_activities
+from perdure.runtime.observe import CACHED, FAILED, REPLAYED, Observers, TurnReport, running_turn
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.translate import failing_commit, turn_commit
 from perdure.runtime.turn_log import log_turn
@@ -66,6 +67,7 @@ class OrchestrationDispatcher:
         clock: Callable[[], float],
         counters: Counter[str],
         activities: ActivityDispatcher,
+        observers: Observers | None = None,
     ) -> None:
         self.app = app
         self.activities = activities
@@ -75,6 +77,7 @@ class OrchestrationDispatcher:
         self.cache = cache
         self.clock = clock
         self.counters = counters
+        self.observers = observers or Observers()
         self.names = app.routing_keys()
         self.held = HeldLeases(clock, options.lease_seconds)
 
@@ -162,6 +165,8 @@ class OrchestrationDispatcher:
         if outcome is Outcome.OK:
             self.counters["turns"] += 1
             log_turn(commit)
+            if run.report is not None:
+                self.observers.on_turn(run.report)
             if executor is not None and not executor.is_finished and commit.run_id is not None:
                 self.cache.put(iid, commit.run_id, executor)
             if run.kept is not None:
@@ -178,6 +183,8 @@ class OrchestrationDispatcher:
             self.counters["handovers_refused"] += 1
             return
         self.counters["turns_lease_lost"] += 1
+        if self.observers.active:
+            self.observers.on_lease_lost("orchestration")
         log.warning("lease lost on instance %r: turn dropped, nothing written", iid, extra=ids(iid))
 
     def _run_turn(self, item: OrchestrationWorkItem, local_deadline: float, keep_leases: bool) -> TurnRun:
@@ -195,7 +202,7 @@ class OrchestrationDispatcher:
             )
             log.error("instance %r failed: %s", iid, item.history_error)
             self.counters["failed_corrupt_history"] += 1
-            return TurnRun(failing_commit(item, failure, now), None)
+            return self._failed_run(item, failing_commit(item, failure, now))
         try:
             executor, past = self._executor_for(item)
             new: list[HistoryEvent] = [TurnStarted(timestamp=now)]
@@ -204,6 +211,8 @@ class OrchestrationDispatcher:
             turn = first = executor.execute(past, new, parent=item.instance.parent)
             stored: dict[int, str] = {}
             if self.activities.local_names:
+                if self.observers.active:  # the run its local activities belong to
+                    running_turn.set(_report(item, first, executor, CACHED, 0.0, ()))
                 turn, stored = chain_local_activities(
                     executor,
                     first,
@@ -216,7 +225,7 @@ class OrchestrationDispatcher:
         except Exception as exc:  # an engine error or unreadable history: fail this instance only
             log.exception("turn of instance %r failed inside the engine", iid)
             self.counters["turns_engine_error"] += 1
-            return TurnRun(failing_commit(item, Failure.from_exception(exc), now), None)
+            return self._failed_run(item, failing_commit(item, Failure.from_exception(exc), now))
         full_replay = bool(past)
         self.counters["full_replays" if full_replay else "cached_turns"] += 1
         progressed = any(not isinstance(m.event, _NOT_PROGRESS) for m in item.messages) or (
@@ -229,7 +238,29 @@ class OrchestrationDispatcher:
         kept = self._kept(item, turn, executor) if keep_leases else None
         if kept is not None:
             commit = replace(commit, release=False)
-        return TurnRun(commit, executor, kept)
+        report = None
+        if self.observers.active:
+            outcome = REPLAYED if full_replay else CACHED
+            report = _report(item, turn, executor, outcome, duration, commit.new_events)
+        return TurnRun(commit, executor, kept, report)
+
+    def _failed_run(self, item: OrchestrationWorkItem, commit: TurnCommit) -> TurnRun:
+        """The run of a turn the engine failed without running user code."""
+        report = None
+        if self.observers.active:
+            instance = item.instance
+            report = TurnReport(
+                instance.name,
+                instance.instance_id,
+                instance.run_id,
+                commit.execution_id,
+                FAILED,
+                0.0,
+                commit.new_events,
+                commit.status,
+                parent=instance.parent,
+            )
+        return TurnRun(commit, None, report=report)
 
     def _kept(self, item: OrchestrationWorkItem, turn: Turn, executor: OrchestrationExecutor) -> LockedInstance | None:
         """The instance as ``turn`` leaves it, if its lease is worth keeping: it waits on an
@@ -275,6 +306,31 @@ class OrchestrationDispatcher:
         return executor, past
 
 
+def _report(
+    item: OrchestrationWorkItem,
+    turn: Turn,
+    executor: OrchestrationExecutor,
+    outcome: str,
+    seconds: float,
+    events: Sequence[HistoryEvent],
+) -> TurnReport:
+    """What the worker's observers are told of a turn run on ``item``."""
+    instance = item.instance
+    return TurnReport(
+        instance.name,
+        instance.instance_id,
+        instance.run_id,
+        turn.execution_id,
+        outcome,
+        seconds,
+        events,
+        turn.status,
+        trace=turn.trace,
+        parent=turn.parent,
+        started_at=executor.started_at,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class TurnRun:
     """One turn run: its commit, the executor behind it (to cache once the commit is known
@@ -284,6 +340,7 @@ class TurnRun:
     commit: TurnCommit
     executor: OrchestrationExecutor | None
     kept: LockedInstance | None = None
+    report: TurnReport | None = None  # for the worker's observers, once it has committed
 
 
 class TurnBatch:

@@ -60,7 +60,8 @@ def turn_commit(
                 messages.append(Message(iid, event, execution_id=execution, visible_at=fire_at, run_id=run))
             case StartSubOrchestration(task_id=task_id, name=name, instance_id=child_id, input=data, version=v):
                 parent = ParentRef(iid, execution, task_id, run)
-                children.append(ChildStart(child_id, name, data, parent, run_id=new_run_id(), version=v))
+                trace = child_trace(turn, run)
+                children.append(ChildStart(child_id, name, data, parent, run_id=new_run_id(), version=v, trace=trace))
             case TerminateSubOrchestration(instance_id=child_id, task_id=task_id, reason=reason):
                 # Whatever run of the id is current gets it, and applies it only if that run
                 # is this task's child (invariant 9).
@@ -92,11 +93,26 @@ def turn_commit(
         continue_as_new=continue_as_new,
         continue_as_new_input=new_input,
         continue_as_new_version=new_version,
+        continue_as_new_trace=turn.trace if continue_as_new else None,
         version=turn.version,
         carried=carried,
         stats=stats,
         event_json=event_json or {},
     )
+
+
+#: The carrier key that names the run a trace was derived from, when the run at its root
+#: had no caller's trace context (:func:`child_trace`).
+ROOT_RUN_KEY = "perdure-root-run"
+
+
+def child_trace(turn: Turn, run_id: str | None) -> dict[str, str] | None:
+    """The trace context a child run of ``turn``'s run carries: its parent's, so the child
+    belongs to the same trace. A parent without one started its own trace, whose id is
+    derived from its run token: the child carries that token (:data:`ROOT_RUN_KEY`)."""
+    if turn.trace is not None:
+        return turn.trace
+    return None if run_id is None else {ROOT_RUN_KEY: run_id}
 
 
 def turn_time(turn: Turn) -> float:

@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from perdure.core.registry import App, version_key
@@ -18,6 +18,7 @@ from perdure.runtime import eager
 from perdure.runtime.activities import ActivityDispatcher
 from perdure.runtime.activity_info import running_activity
 from perdure.runtime.cache import ExecutorCache
+from perdure.runtime.observe import Observers, WorkerObserver
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.orchestrations import OrchestrationDispatcher
 from perdure.runtime.rounds import RoundReport, RoundRunner
@@ -41,6 +42,11 @@ class Worker:
     ``stop()``, or from asyncio (``async with Worker(...)`` or ``await worker.run()``).
     Settings are the fields of :class:`WorkerOptions`, passed as keyword arguments.
 
+    ``observers``: :class:`~perdure.runtime.observe.WorkerObserver` objects told of turns,
+    activities, lost leases and store calls as they happen: metrics and tracing
+    (:class:`perdure.observability.PrometheusMetrics`,
+    :class:`perdure.observability.OpenTelemetryTracing`). None by default, at no cost.
+
     Threads: ``orchestration_concurrency`` dispatch loops, each running rounds (one store
     transaction records finished activities, runs and commits the due turns and takes new
     activity tasks: :mod:`perdure.runtime.rounds`); the activity pool (and an event loop
@@ -49,13 +55,28 @@ class Worker:
     finishes, the next timer or retry is due, or ``poll_interval`` passes.
     """
 
-    def __init__(self, app: App, store: Store, *, worker_id: str | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        app: App,
+        store: Store,
+        *,
+        worker_id: str | None = None,
+        observers: Sequence[WorkerObserver] = (),
+        **options: Any,
+    ) -> None:
         if not isinstance(app, App):
             raise InvalidInputError(f"Worker needs a perdure.App, got {type(app).__name__}")
         self.app = app
         self.store = store
         self.options = WorkerOptions(**options)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        try:
+            self.observers = Observers(list(observers))
+        except TypeError as exc:
+            raise InvalidInputError(str(exc)) from None
+        self.observers.attach(self)
+        # The store as the worker's own work reaches it: wrapped by observers that time it.
+        store = self._store = self.observers.wrap_store(store)
         self.clock: Callable[[], float] = getattr(store, "clock", time.time)
         self.counters: Counter[str] = Counter()
         self.cache = ExecutorCache(self.options.cache_size)
@@ -75,9 +96,18 @@ class Worker:
             self.clock,
             self.counters,
             wake=lambda: store.notifier.notify(self._done_topic),
+            observers=self.observers,
         )
         self.orchestrations = OrchestrationDispatcher(
-            app, store, self.worker_id, self.options, self.cache, self.clock, self.counters, self.activities
+            app,
+            store,
+            self.worker_id,
+            self.options,
+            self.cache,
+            self.clock,
+            self.counters,
+            self.activities,
+            self.observers,
         )
         # One runner per dispatch loop: each keeps the instances its last round locked.
         self._runners = [
@@ -138,7 +168,7 @@ class Worker:
         self.activities.shutdown(self._shutdown_timeout)
         self.orchestrations.release_held()
         try:
-            self.store.remove_worker(self.worker_id)
+            self._store.remove_worker(self.worker_id)
         except Exception:  # the store may already be gone; the row then just ages out
             log.debug("could not remove worker row", exc_info=True)
         log.info("worker %s stopped", self.worker_id)
@@ -238,7 +268,7 @@ class Worker:
         """Retention: forget the rows of workers gone for ``forget_workers_after`` and the
         request ids of client operations older than a day (their retries are long over)."""
         now = self.clock()
-        self.store.sweep(
+        self._store.sweep(
             workers_before=now - self.options.forget_workers_after, requests_before=now - REQUEST_RETENTION
         )
 
@@ -258,7 +288,7 @@ class Worker:
     # -- heartbeat --
 
     def _heartbeat(self) -> None:
-        self.store.heartbeat(
+        self._store.heartbeat(
             WorkerRecord(
                 worker_id=self.worker_id,
                 host=socket.gethostname(),

@@ -291,7 +291,8 @@ class NewInstance:
     orchestration version it runs (``None``: the latest of the worker that takes it);
     ``origin`` the run it was made from (a restart). ``replaces_run``: the id is expected to
     hold that terminal run, which the new one replaces (any other state of the id raises
-    :class:`~perdure.errors.InstanceStateError`, nothing written)."""
+    :class:`~perdure.errors.InstanceStateError`, nothing written). ``trace``: the trace
+    context its ``ExecutionStarted`` carries (:attr:`~perdure.core.history.ExecutionStarted.trace`)."""
 
     instance_id: str
     name: str
@@ -302,6 +303,7 @@ class NewInstance:
     version: int | None = None
     origin: RunOrigin | None = None
     replaces_run: str | None = None
+    trace: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,7 +343,8 @@ class ChildStart:
     of the same parent instance (an earlier attempt of a retried child, or a child left from
     an earlier run of the parent), that instance is replaced by the new run; otherwise the
     store does not touch it and enqueues ``SubOrchestrationFailed(task_id=parent.task_id)``
-    to ``parent`` in the same transaction (invariant 4)."""
+    to ``parent`` in the same transaction (invariant 4). ``trace``: the trace context its
+    ``ExecutionStarted`` carries."""
 
     instance_id: str
     name: str
@@ -349,6 +352,7 @@ class ChildStart:
     parent: ParentRef
     run_id: str | None = None
     version: int | None = None
+    trace: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,7 +445,7 @@ class TurnCommit:
     removed with a discard record. ``release`` releases the lease after the commit
     (otherwise it is kept and extended). ``version`` is the orchestration version the turn
     ran (recorded on the instance row; ``None`` leaves it), ``continue_as_new_version`` the
-    one the next execution runs.
+    one the next execution runs, ``continue_as_new_trace`` the trace context it carries.
     """
 
     instance_id: str
@@ -465,6 +469,7 @@ class TurnCommit:
     run_id: str | None = None
     version: int | None = None
     continue_as_new_version: int | None = None
+    continue_as_new_trace: dict[str, str] | None = None
     #: Activity outcomes the turn applied that were never queued: the worker that ran them
     #: holds the instance's lease and handed them to the turn (their messages, in
     #: ``consumed``, have negative ids). The commit records them: it stands only if each

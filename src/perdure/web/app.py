@@ -8,7 +8,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount
+from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from perdure.client import DEFAULT_MAX_PAYLOAD_BYTES, AsyncClient
@@ -38,6 +38,8 @@ def create_app(
     read_only: bool = False,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     https_only: bool = False,
+    metrics: bool = False,
+    metrics_public: bool = False,
 ) -> Starlette:
     """The management API and dashboard over ``store``, as an ASGI app.
 
@@ -46,6 +48,11 @@ def create_app(
     on the dashboard's login page. ``read_only`` refuses every mutation (403).
     ``max_payload_bytes`` bounds inputs and event data, as in :class:`perdure.Client`.
     ``https_only`` marks the session cookie Secure (set it when served over HTTPS).
+
+    ``metrics`` serves ``/metrics`` for Prometheus (needs ``perdure[metrics]``): the store's
+    gauges (queues, instances by status, live workers, dead letters), behind the bearer
+    token like the API; ``metrics_public`` serves it without the token (for a scraper on a
+    trusted network).
 
     The app goes through a :class:`perdure.Client` on ``store``; it does not close the
     store. Mount it anywhere in another ASGI app (``Mount("/perdure", app=create_app(...))``).
@@ -59,6 +66,7 @@ def create_app(
     api = Api(ctx)
     dashboard = Dashboard(ctx)
     routes = [
+        *_metrics_routes(ctx, metrics, metrics_public),
         Mount("/api/v1", routes=api.routes(), middleware=[Middleware(BearerAuth, token=ctx.token)]),
         Mount("/static", app=StaticFiles(packages=[("perdure.web", "static")]), name="static"),
         *dashboard.routes(),
@@ -93,6 +101,17 @@ def create_app(
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
+
+
+def _metrics_routes(ctx: WebContext, metrics: bool, public: bool) -> list[BaseRoute]:
+    """``/metrics`` when asked for: behind the bearer token unless ``public``."""
+    if public and not metrics:
+        raise ValueError("metrics_public=True needs metrics=True")
+    if not metrics:
+        return []
+    from perdure.web.metrics import metrics_route
+
+    return [metrics_route(ctx.client.sync, None if public else ctx.token)]
 
 
 def _is_api(request: Request) -> bool:

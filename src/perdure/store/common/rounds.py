@@ -153,6 +153,7 @@ def eager_item(instance: NewInstance, run_id: str, execution_id: int, now: float
         parent=instance.parent,
         run_id=run_id,
         version=instance.version,
+        trace=instance.trace,
     )
     message = QueuedMessage(
         message_id=HANDED_OVER,

@@ -662,6 +662,7 @@ def _start_child(tx: Tx, child: ChildStart, outbox: Outbox) -> None:
         parent=parent,
         run_id=run_id,
         version=child.version,
+        trace=child.trace,
     )
     outbox.add(child.instance_id, run_id, execution, *event_row(start), now, None)
     tx.notify(INSTANCES)
@@ -683,6 +684,7 @@ def _continue_as_new(tx: Tx, turn: PreparedTurn, row: Row, outbox: Outbox) -> No
         run_id=row["run_id"],
         carried=tuple(c.carried),
         version=c.continue_as_new_version,
+        trace=c.continue_as_new_trace,
     )
     outbox.add(c.instance_id, row["run_id"], new_execution, *event_row(start), now, None)
 

@@ -295,6 +295,7 @@ class PostgresStore:
                 run_id=run_id,
                 version=instance.version,
                 origin=instance.origin,
+                trace=instance.trace,
             )
             outbox.add(iid, run_id, execution, *event_row(start), tx.now, instance.start_at)
 

@@ -527,6 +527,7 @@ def _start_child(tx: Tx, child: ChildStart) -> list[dict[str, Any]]:
         parent=parent,
         run_id=run_id,
         version=child.version,
+        trace=child.trace,
     )
     return [message_params(child.instance_id, run_id, execution, *event_row(start), now, None)]
 
@@ -547,6 +548,7 @@ def _continue_as_new(tx: Tx, turn: PreparedTurn, row: sqlite3.Row) -> dict[str, 
         run_id=row["run_id"],
         carried=tuple(c.carried),
         version=c.continue_as_new_version,
+        trace=c.continue_as_new_trace,
     )
     return message_params(c.instance_id, row["run_id"], new_execution, *event_row(start), now, None)
 

@@ -267,6 +267,7 @@ class SQLiteStore:
                 run_id=run_id,
                 version=instance.version,
                 origin=instance.origin,
+                trace=instance.trace,
             )
             message = orchestrations.message_params(
                 iid, run_id, execution, *event_row(start), tx.now, instance.start_at

@@ -1,0 +1,61 @@
+"""What metrics and tracing cost: a workload with observers off, with metrics, and with
+metrics and tracing, alternating runs in the same minutes (this VM's speed drifts by the
+hour), with each round's ratios to "off".
+
+    python -m bench.observe_cost W1 W4:k=500 --rounds 5
+    python -m bench.observe_cost W1 --store postgres
+
+A workload is ``NAME[:params]`` as for ``bench.ab``. Each run is a fresh process on a fresh
+store; the order of the three settings rotates from round to round. ``all`` traces with the
+OpenTelemetry SDK's batch span processor and an exporter that drops the spans (the cost of
+making them, not of shipping them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+from bench.__main__ import HEADLINE, _fresh_store
+from bench.ab import LOWER_IS_BETTER, ROOT, parse_workload, run_in
+
+SETTINGS = ("off", "metrics", "all")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the rounds and print, per workload and setting, the median and the ratios."""
+    parser = argparse.ArgumentParser(prog="python -m bench.observe_cost", description=__doc__)
+    parser.add_argument("workloads", nargs="+", help="NAME[:key=value,...]")
+    parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="perdure-observe-") as tmp:
+        for spec in args.workloads:
+            name, params = parse_workload(spec)
+            key = HEADLINE[name]
+            figures: dict[str, list[float]] = {s: [] for s in SETTINGS}
+            for round_ in range(args.rounds):
+                shift = round_ % len(SETTINGS)
+                for setting in SETTINGS[shift:] + SETTINGS[:shift]:
+                    url, drop = _fresh_store(args.store, Path(tmp))
+                    try:
+                        figures[setting].append(run_in(ROOT, name, url, {**params, "observe": setting})[key])
+                    finally:
+                        if drop:
+                            drop()
+            better = "lower" if key in LOWER_IS_BETTER else "higher"
+            line = [f"{spec:<16} {args.store:<8} {key} ({better} is better):"]
+            for setting in SETTINGS:
+                values = figures[setting]
+                line.append(f"{setting} {statistics.median(values):,.3f} [{min(values):,.3f}-{max(values):,.3f}]")
+                if setting != "off":
+                    ratios = [v / o for v, o in zip(values, figures["off"], strict=True)]
+                    line.append(f"({setting}/off per round: median {statistics.median(ratios):.3f})")
+            print("  ".join(line), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
