@@ -134,7 +134,7 @@ def test_a_lease_that_expired_while_the_store_did_not_answer_is_reported_as_such
     assert stats.get("activities_lease_lost") == 1 and stats.get("activities_lease_expired_in_outage") == 1
     assert "activities" not in stats
     [task] = clocked_store.activity_tasks(iid)
-    assert "lease expired during a store outage on activity 'charge' (task row %d)" % task.task_row_id in caplog.text
+    assert f"lease expired during a store outage on activity 'charge' (task row {task.task_row_id})" in caplog.text
     assert f"lease on activity 'charge' (task row {task.task_row_id}) expired during a store outage" in caplog.text
     assert "another worker took it over" not in caplog.text
     drain([w1, w2], clock, until=[iid])
