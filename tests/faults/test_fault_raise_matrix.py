@@ -113,6 +113,38 @@ def test_failing_lease_renewals_do_not_hold_up_the_rounds(store):
     assert (state.status, state.output) == ("COMPLETED", [0.0, 0.0])
 
 
+def test_a_stuck_round_does_not_stop_the_lease_renewals(store):
+    """Worker A's round that records its two results stalls (held on an Event) for two
+    leases, as a round stuck in the store's retries does. A renews the leases on a thread of
+    its own meanwhile, so worker B, running all along, takes neither task over; released,
+    A's round records both results and each activity ran once.
+
+    Verified: with the renewer not started (renewals made only between rounds, as before
+    issue 21), B takes both tasks over and runs them again, and A's results are refused."""
+    stalled, release = threading.Event(), threading.Event()
+
+    def stall(_point: str) -> None:
+        stalled.set()
+        assert release.wait(20)
+
+    client = perdure.Client(store)
+    iid = client.start(napping, 0.0)
+    lease = 1.5
+    a_store = FaultyStore(store, [Fault("run_round:before", stall, when=carries_completions)])
+    a = perdure.Worker(slow, a_store, poll_interval=0.02, lease_seconds=lease, worker_id="A")  # type: ignore[arg-type]
+    b = perdure.Worker(slow, store, poll_interval=0.02, lease_seconds=lease, worker_id="B")
+    with a:
+        assert stalled.wait(10)
+        with b:
+            time.sleep(2 * lease)  # A's leases would have run out twice over without renewals
+            release.set()
+            state = client.wait(iid, timeout=20)
+    assert (state.status, state.output) == ("COMPLETED", [0.0, 0.0])
+    assert sorted(run for run in naps if run[0] == iid) == [(iid, 1), (iid, 2)]
+    assert a.stats().get("activities") == 2 and "activities_lease_lost" not in a.stats()
+    assert "activities" not in b.stats()
+
+
 def test_a_completion_stalled_past_its_lease_is_refused_and_the_rerun_stands(store):
     """Worker A runs both tasks, then its completion write stalls before reaching the
     store (held on an Event) and its lease renewals fail (a store A cannot reach), past the
