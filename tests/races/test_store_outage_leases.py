@@ -105,7 +105,7 @@ def test_a_lease_that_expired_while_the_store_did_not_answer_is_reported_as_such
     during a store outage, with the activity and task, and counted as such; w2's run
     stands.
 
-    Verified: with the outage not tracked (``_store_silent_for`` returning None), the log
+    Verified: with the outage not tracked (``_expired_in_outage`` returning False), the log
     says "lease lost ... another worker took it over" and the outage counter stays 0."""
     faulty = FaultyStore(clocked_store, [Fault("renew_activity_leases:before", "raise", times=1)])
     w1 = StepWorker(app, faulty, "w1", lease_seconds=LEASE)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from perdure.core.commands import ScheduleActivity
@@ -40,19 +40,19 @@ log = logging.getLogger("perdure.worker")
 @dataclass
 class _Running:
     """One run of a locked task. ``renewed_at`` (monotonic) is when its lease was last
-    confirmed (taken, or renewed: the time the renewal was sent); ``unanswered_since`` when
-    the store first failed to answer a renewal of it since then (None: no such failure);
-    ``lost`` once a renewal found the lease gone (it is not renewed again)."""
+    confirmed (taken, or renewed: the time the renewal was sent); ``unanswered`` once the
+    store has since failed to answer a renewal of it (or answered only after the lease ran
+    out); ``lost`` once a renewal found the lease gone (it is not renewed again)."""
 
     item: ActivityWorkItem
     started: float
     lease_token: str
-    renewed_at: float = 0.0
-    unanswered_since: float | None = None
+    renewed_at: float = field(init=False)
+    unanswered: bool = False
     lost: bool = False
 
     def __post_init__(self) -> None:
-        self.renewed_at = self.renewed_at or self.started
+        self.renewed_at = self.started
 
 
 class ActivityDispatcher:
@@ -143,16 +143,14 @@ class ActivityDispatcher:
                 elif outcome is Outcome.LEASE_LOST:
                     # Another worker took the task over after our lease expired; its run stands.
                     self.counters["activities_lease_lost"] += 1
-                    silent = self._store_silent_for(running)
-                    if silent is not None:
+                    if self._expired_in_outage(running):
                         self.counters["activities_lease_expired_in_outage"] += 1
                         log.warning(
                             "lease expired during a store outage on activity %r (task row %d): the "
-                            "store did not answer this worker's renewals for %.1f s (lease %g s) and "
-                            "the task was taken over; this result was dropped, nothing written",
+                            "store answered this worker's renewals only after the %g s lease had run "
+                            "out, and the task was taken over; this result was dropped, nothing written",
                             name,
                             completion.task_row_id,
-                            silent,
                             self.options.lease_seconds,
                             extra=_ids_of(running),
                         )
@@ -403,8 +401,8 @@ class ActivityDispatcher:
     def renew_leases(self) -> None:
         """Renew the leases of the running activities (the :attr:`renewer` thread calls this
         every third of the lease). Raises if the store did not answer; the runs then remember
-        since when, to tell a lease that expired during a store outage from one another
-        worker took over. A lease found lost is counted and logged once, and not renewed
+        it, to tell a lease that expired during a store outage from one another worker took
+        over. A lease found lost is counted and logged once, and not renewed
         again (the run goes on; its result will be refused)."""
         sent = time.monotonic()
         with self._lock:
@@ -418,26 +416,26 @@ class ActivityDispatcher:
             with self._lock:
                 self._renewing_since = None
                 for run in self._runs_of(leases):
-                    if run is not None and run.unanswered_since is None:
-                        run.unanswered_since = sent
+                    if run is not None:
+                        run.unanswered = True
             raise
         answered = time.monotonic()
-        lost: list[tuple[_Running, float | None]] = []
+        lost: list[tuple[_Running, bool]] = []
         with self._lock:
             self._renewing_since = None
             for run, ok in zip(self._runs_of(leases), held, strict=True):
                 if run is None:
                     continue  # finished and recorded meanwhile
                 if ok:
-                    run.renewed_at, run.unanswered_since = sent, None
+                    run.renewed_at, run.unanswered = sent, False
                     continue
-                if run.unanswered_since is None and sent < run.renewed_at + self.options.lease_seconds <= answered:
-                    run.unanswered_since = sent  # the store answered only after the lease ran out
+                if sent < run.renewed_at + self.options.lease_seconds <= answered:
+                    run.unanswered = True  # the store answered only after the lease ran out
                 run.lost = True
-                lost.append((run, self._store_silent_for(run)))
-        for run, silent in lost:
+                lost.append((run, self._expired_in_outage(run)))
+        for run, outage in lost:
             self.counters["activity_leases_lost"] += 1
-            how = "was lost" if silent is None else f"expired during a store outage ({silent:.1f} s unanswered)"
+            how = "expired during a store outage" if outage else "was lost"
             log.warning(
                 "lease on activity %r (task row %d) %s while it ran; its result will be dropped",
                 run.item.name,
@@ -451,19 +449,16 @@ class ActivityDispatcher:
         runs = [self._running.get(row_id) for row_id, _ in leases]
         return [r if r is not None and r.lease_token == t else None for r, (_, t) in zip(runs, leases, strict=True)]
 
-    def _store_silent_for(self, run: _Running | None) -> float | None:
-        """If ``run``'s lease ran out because the store did not answer this worker's
-        renewals (an attempt failed, or was still waiting for the store when the lease ran
-        out), for how many seconds the store has not answered; else None."""
+    def _expired_in_outage(self, run: _Running | None) -> bool:
+        """Whether ``run``'s lease ran out because the store did not answer this worker's
+        renewals: an attempt failed since the last one that went through, or one was still
+        waiting for the store when the lease ran out (caller holds the lock)."""
         if run is None:
-            return None
-        now = time.monotonic()
-        if run.unanswered_since is not None:
-            return now - run.unanswered_since
+            return False
+        if run.unanswered:
+            return True
         waiting = self._renewing_since
-        if waiting is not None and waiting < run.renewed_at + self.options.lease_seconds <= now:
-            return now - waiting
-        return None
+        return waiting is not None and waiting < run.renewed_at + self.options.lease_seconds <= time.monotonic()
 
     # -- shutdown --
 
