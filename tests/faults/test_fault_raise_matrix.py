@@ -24,10 +24,14 @@ from tests.faults.workload import app
 WORKER_POINTS = write_points(["run_round"])
 
 slow = perdure.App()
+#: ``(instance id, task id)`` of every run of ``nap`` in this process.
+naps: list[tuple[str, int]] = []
 
 
 @slow.activity
 def nap(seconds: float) -> float:
+    info = perdure.activity_info()
+    naps.append((info.instance_id, info.task_id))
     time.sleep(seconds)
     return seconds
 
@@ -68,30 +72,26 @@ def test_heartbeat_failures_do_not_stop_the_work(store):
     finish_and_check(store, ids)
 
 
-def test_failed_lease_renewals_give_at_least_once_activities_and_one_completion(store):
-    """Renewing the leases of running activities fails (inside the transaction: rolled
-    back) until the tasks have been taken over, so the first runs' 0.3 s leases run out
-    while they sleep 0.4 s: the worker runs them again (at-least-once), the first runs'
-    results are refused (lease lost) and one completion per task reaches the history.
+def test_failed_lease_renewals_never_make_a_worker_run_its_own_activities_again(store, caplog):
+    """Every renewal fails (inside its transaction: rolled back), so the 0.3 s leases of
+    the running activities run out while they sleep 0.4 s. The worker's rounds pass over
+    the tasks it is still running: nobody takes them again, each runs once, and their
+    results, written under their first tokens, are accepted; nothing says "lease lost".
 
-    This test found a livelock: the worker tracked its runs by task row only, so when it
-    took over its own expired task, the stale run's refused result retired the *new* run,
-    whose lease then went unrenewed and lapsed in turn, forever. Fixed in
-    ``ActivityDispatcher._forget`` (a result retires only the run with its token)."""
+    Verified: without ``running_tasks`` in the round's request, the worker took its own
+    expired tasks over and ran them again, and refused the first runs' results as "lease
+    lost ... another worker took it over" (issue 21)."""
     client = perdure.Client(store)
-    iid = client.start(napping, 0.4, instance_id="napping")
-
-    def fail_until_taken_over(point: str) -> None:
-        if not any(t.delivery_count >= 2 for t in store.activity_tasks(iid)):
-            raise InjectedFault(f"fault injected at {point}")
-
-    faulty = FaultyStore(store, [Fault("renew_activity_leases:inside", fail_until_taken_over, times=None)])
+    iid = client.start(napping, 0.4)  # a fresh id: ``naps`` holds the runs of every test
+    faulty = FaultyStore(store, [Fault("renew_activity_leases:inside", "raise", times=None)])
     worker = perdure.Worker(slow, faulty, poll_interval=0.02, lease_seconds=0.3)  # type: ignore[arg-type]
     with worker:
         state = client.wait(iid, timeout=20)
     assert (state.status, state.output) == ("COMPLETED", [0.4, 0.4])
     assert "renew_activity_leases:inside" in faulty.fired
-    assert worker.stats().get("activities_lease_lost", 0) >= 1  # the stale runs were refused
+    assert sorted(run for run in naps if run[0] == iid) == [(iid, 1), (iid, 2)]
+    assert worker.stats().get("activities") == 2 and "activities_lease_lost" not in worker.stats()
+    assert "lease lost" not in caplog.text
     perdure.testing.assert_invariants(store, settled=True)
 
 
@@ -113,11 +113,45 @@ def test_failing_lease_renewals_do_not_hold_up_the_rounds(store):
     assert (state.status, state.output) == ("COMPLETED", [0.0, 0.0])
 
 
+def test_a_stuck_round_does_not_stop_the_lease_renewals(store):
+    """Worker A's round that records its two results stalls (held on an Event) for two
+    leases, as a round stuck in the store's retries does. A renews the leases on a thread of
+    its own meanwhile, so worker B, running all along, takes neither task over; released,
+    A's round records both results and each activity ran once.
+
+    Verified: with the renewer not started (renewals made only between rounds, as before
+    issue 21), B takes both tasks over and runs them again, and A's results are refused."""
+    stalled, release = threading.Event(), threading.Event()
+
+    def stall(_point: str) -> None:
+        stalled.set()
+        assert release.wait(20)
+
+    client = perdure.Client(store)
+    iid = client.start(napping, 0.0)
+    lease = 1.5
+    a_store = FaultyStore(store, [Fault("run_round:before", stall, when=carries_completions)])
+    a = perdure.Worker(slow, a_store, poll_interval=0.02, lease_seconds=lease, worker_id="A")  # type: ignore[arg-type]
+    b = perdure.Worker(slow, store, poll_interval=0.02, lease_seconds=lease, worker_id="B")
+    with a:
+        assert stalled.wait(10)
+        with b:
+            time.sleep(2 * lease)  # A's leases would have run out twice over without renewals
+            release.set()
+            state = client.wait(iid, timeout=20)
+    assert (state.status, state.output) == ("COMPLETED", [0.0, 0.0])
+    assert sorted(run for run in naps if run[0] == iid) == [(iid, 1), (iid, 2)]
+    assert a.stats().get("activities") == 2 and "activities_lease_lost" not in a.stats()
+    assert "activities" not in b.stats()
+
+
 def test_a_completion_stalled_past_its_lease_is_refused_and_the_rerun_stands(store):
     """Worker A runs both tasks, then its completion write stalls before reaching the
-    store (held on an Event) past the 0.3 s lease. Worker B, started only then, takes the
-    tasks over, runs them again and completes the instance. Released, A's write comes back
-    ``LEASE_LOST``: counted as such, nothing written, one completion per task."""
+    store (held on an Event) and its lease renewals fail (a store A cannot reach), past the
+    0.3 s lease. Worker B, started only then, takes the tasks over, runs them again and
+    completes the instance. Released, A's write comes back ``LEASE_LOST``: counted as such,
+    and as leases that expired during a store outage; nothing written, one completion per
+    task."""
     stalled, finished = threading.Event(), threading.Event()
 
     def stall(_point: str) -> None:
@@ -126,7 +160,13 @@ def test_a_completion_stalled_past_its_lease_is_refused_and_the_rerun_stands(sto
 
     client = perdure.Client(store)
     iid = client.start(napping, 0.0, instance_id="stalled")
-    a_store = FaultyStore(store, [Fault("run_round:before", stall, when=carries_completions)])
+    a_store = FaultyStore(
+        store,
+        [
+            Fault("run_round:before", stall, when=carries_completions),
+            Fault("renew_activity_leases:before", "raise", times=None),
+        ],
+    )
     a = perdure.Worker(slow, a_store, poll_interval=0.02, lease_seconds=0.3, worker_id="A")  # type: ignore[arg-type]
     b = perdure.Worker(slow, store, poll_interval=0.02, lease_seconds=0.3, worker_id="B")
     with a:
@@ -139,6 +179,7 @@ def test_a_completion_stalled_past_its_lease_is_refused_and_the_rerun_stands(sto
             time.sleep(0.02)
     assert (state.status, state.output) == ("COMPLETED", [0.0, 0.0])
     assert a.stats().get("activities_lease_lost") == 2 and not a.stats().get("activities")
+    assert a.stats().get("activities_lease_expired_in_outage") == 2
     assert b.stats().get("activities") == 2
     perdure.testing.assert_invariants(store, settled=True)
 

@@ -163,6 +163,7 @@ def test_an_activity_whose_lease_was_taken_over_cannot_complete(
     assert w1.stats().get("activities_lease_lost") == 1 and "activities" not in w1.stats()
     assert w2.stats().get("activities") == 1 and "activities_lease_lost" not in w2.stats()
     assert "lease lost on activity 'charge'" in caplog.text
+    assert "activities_lease_expired_in_outage" not in w1.stats() and "store outage" not in caplog.text
     assert "activities_discarded" not in w1.stats()
     assert w2.turns() == 1
     [done] = of_type(events(clocked_store, iid), ActivityCompleted)

@@ -9,7 +9,10 @@ package is missing.
 from __future__ import annotations
 
 import importlib.util
+import logging
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -42,6 +45,23 @@ async def steps(ctx: perdure.OrchestrationContext, count: int) -> int:
     for _ in range(count):
         n = await ctx.call_activity(step, n)
     return n
+
+
+# ``held`` runs block until the test opens the gate; ``held_runs`` counts the runs per input.
+gate = threading.Event()
+held_runs: Counter[int] = Counter()
+
+
+@app.activity
+def held(n: int) -> int:
+    held_runs[n] += 1
+    assert gate.wait(60)
+    return n
+
+
+@app.orchestration
+async def hold(ctx: perdure.OrchestrationContext, n: int) -> int:
+    return await ctx.call_activity(held, n)
 
 
 @pytest.fixture(scope="module")
@@ -124,4 +144,47 @@ def test_a_worker_finishes_its_orchestrations_across_a_server_restart(
             results = [client.wait(i, timeout=45) for i in ids]
         assert [(r.status, r.output) for r in results] == [("COMPLETED", 12)] * 3
     finally:
+        store.close()
+
+
+def test_a_server_outage_longer_than_the_lease_does_not_run_a_workers_activities_again(
+    owned: pgserver.Server, owned_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 21. A worker with a 2 s lease runs 8 activities that block; the server is
+    stopped for longer than the lease (by its own clock too, once back), then started
+    again, and the activities are released. The worker's rounds and renewals retry
+    through the outage; once the server answers, no round takes the worker's own running
+    tasks (their leases expired meanwhile), so every activity runs exactly once, its
+    result is accepted, and every instance completes: no "lease lost".
+
+    Verified: without ``running_tasks`` in the round's request the retried round takes
+    the tasks again, so each runs twice and the first runs' results are refused as
+    "lease lost ... another worker took it over", though no other worker exists."""
+    assert owned.embedded is not None
+    lease = 2.0
+    gate.clear()
+    held_runs.clear()
+    store = PostgresStore(owned_url)
+    client = perdure.Client(store)
+    caplog.set_level(logging.INFO, logger="perdure")
+    worker = perdure.Worker(app, store, lease_seconds=lease, poll_interval=0.2, heartbeat_interval=0.5)
+    try:
+        with worker:
+            ids = [client.start(hold, n) for n in range(8)]
+            deadline = time.monotonic() + 20
+            while sum(held_runs.values()) < len(ids):
+                assert time.monotonic() < deadline, f"only {dict(held_runs)} started"
+                time.sleep(0.02)
+            owned.embedded.stop()
+            time.sleep(2 * lease)  # the outage: every lease expires
+            owned.embedded.start()
+            gate.set()
+            results = [client.wait(i, timeout=30) for i in ids]
+        assert [(r.status, r.output) for r in results] == [("COMPLETED", n) for n in range(8)]
+        assert held_runs == dict.fromkeys(range(8), 1)
+        stats = worker.stats()
+        assert stats.get("activities") == 8 and "activities_lease_lost" not in stats
+        assert "lease lost" not in caplog.text
+    finally:
+        gate.set()
         store.close()

@@ -12,7 +12,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from perdure.core.commands import ScheduleActivity
@@ -30,6 +30,7 @@ from perdure.core.registry import App, Registration
 from perdure.errors import LeaseLost
 from perdure.logs import ids
 from perdure.runtime.activity_info import ActivityInfo, reset_activity_info, set_activity_info
+from perdure.runtime.leases import LeaseRenewer
 from perdure.runtime.observe import ACTIVITY_FAILED, COMPLETED, DISCARDED, LEASE_LOST, Observers
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.pool import ThreadPool
@@ -40,10 +41,21 @@ log = logging.getLogger("perdure.worker")
 
 @dataclass
 class _Running:
+    """One run of a locked task. ``renewed_at`` (monotonic) is when its lease was last
+    confirmed (taken, or renewed: the time the renewal was sent); ``unanswered`` once the
+    store has since failed to answer a renewal of it (or answered only after the lease ran
+    out); ``lost`` once a renewal found the lease gone (it is not renewed again)."""
+
     item: ActivityWorkItem
     started: float
     lease_token: str
     queue_wait: float | None = None  # from queued to started, for the observers
+    renewed_at: float = field(init=False)
+    unanswered: bool = False
+    lost: bool = False
+
+    def __post_init__(self) -> None:
+        self.renewed_at = self.started
 
 
 class ActivityDispatcher:
@@ -79,7 +91,8 @@ class ActivityDispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._takes_input = {name: _takes_input(reg.fn) for name, reg in app.activities.items()}
-        self._last_renewal = time.monotonic()
+        self._renewing_since: float | None = None  # monotonic start of a renewal in progress
+        self.renewer = LeaseRenewer(self.renew_leases, options.lease_seconds / 3)
 
     # -- taking work, reporting outcomes --
 
@@ -138,13 +151,25 @@ class ActivityDispatcher:
                 elif outcome is Outcome.LEASE_LOST:
                     # Another worker took the task over after our lease expired; its run stands.
                     self.counters["activities_lease_lost"] += 1
-                    log.warning(
-                        "lease lost on activity %r (task row %d): another worker took it over; "
-                        "this result was dropped, nothing written",
-                        name,
-                        completion.task_row_id,
-                        extra=_ids_of(running),
-                    )
+                    if self._expired_in_outage(running):
+                        self.counters["activities_lease_expired_in_outage"] += 1
+                        log.warning(
+                            "lease expired during a store outage on activity %r (task row %d): the "
+                            "store answered this worker's renewals only after the %g s lease had run "
+                            "out, and the task was taken over; this result was dropped, nothing written",
+                            name,
+                            completion.task_row_id,
+                            self.options.lease_seconds,
+                            extra=_ids_of(running),
+                        )
+                    else:
+                        log.warning(
+                            "lease lost on activity %r (task row %d): another worker took it over; "
+                            "this result was dropped, nothing written",
+                            name,
+                            completion.task_row_id,
+                            extra=_ids_of(running),
+                        )
                 else:
                     self.counters["activities_discarded"] += 1
                     discarded.append(running)
@@ -158,6 +183,12 @@ class ActivityDispatcher:
         for item in items:
             self._start(item)
 
+    def running_rows(self) -> list[int]:
+        """The task rows this worker is running (or has results of, not yet written): a
+        round must never lock them again (:attr:`perdure.store.base.RoundRequest.running_tasks`)."""
+        with self._lock:
+            return list(self._running)
+
     def running_names(self) -> list[str]:
         """The names of the activities running now, one per run."""
         with self._lock:
@@ -169,11 +200,10 @@ class ActivityDispatcher:
         return max(0, self.options.activity_concurrency - len(self._running))
 
     def _forget(self, completion: ActivityCompletion) -> _Running | None:
-        """Stop tracking the run that produced ``completion`` (caller holds the lock). If this
-        worker has since taken the same task over again after its lease expired, the entry
-        is the newer run's (another token): it stays, so that run's lease is still renewed
-        (else the stale run's result would retire the live one, whose lease would lapse in
-        turn: a livelock for every activity longer than its lease)."""
+        """Stop tracking the run that produced ``completion`` (caller holds the lock). Only
+        the run with the completion's token is retired: should the entry ever be a newer run
+        of the same task (another token), it stays, so that run's lease is still renewed
+        (rounds never lock a task this worker runs, see :meth:`running_rows`)."""
         running = self._running.get(completion.task_row_id)
         if running is None or running.lease_token != completion.lease_token:
             return None
@@ -402,32 +432,69 @@ class ActivityDispatcher:
 
     # -- leases --
 
-    def renew_if_due(self) -> None:
-        """Renew the leases of running activities every third of the lease."""
-        if time.monotonic() - self._last_renewal < self.options.lease_seconds / 3:
-            return
-        self._last_renewal = time.monotonic()
+    def renew_leases(self) -> None:
+        """Renew the leases of the running activities (the :attr:`renewer` thread calls this
+        every third of the lease). Raises if the store did not answer; the runs then remember
+        it, to tell a lease that expired during a store outage from one another worker took
+        over. A lease found lost is counted and logged once, and not renewed
+        again (the run goes on; its result will be refused)."""
+        sent = time.monotonic()
         with self._lock:
-            leases = [(row_id, r.lease_token) for row_id, r in self._running.items()]
-        if not leases:
-            return
-        held = self.store.renew_activity_leases(leases, self.options.lease_seconds)
-        for (row_id, _token), ok in zip(leases, held, strict=True):
-            if not ok:
-                self.counters["activity_leases_lost"] += 1
-                if self.observers.active:
-                    self.observers.on_lease_lost("activity")
-                log.warning(
-                    "lease on activity task %d was lost while it ran; its result will be dropped",
-                    row_id,
-                    extra=_ids_of(self._running.get(row_id)),
-                )
+            leases = [(row_id, r.lease_token) for row_id, r in self._running.items() if not r.lost]
+            if not leases:
+                return
+            self._renewing_since = sent
+        try:
+            held = self.store.renew_activity_leases(leases, self.options.lease_seconds)
+        except BaseException:
+            with self._lock:
+                self._renewing_since = None
+                for run in self._runs_of(leases):
+                    if run is not None:
+                        run.unanswered = True
+            raise
+        answered = time.monotonic()
+        lost: list[tuple[_Running, bool]] = []
+        with self._lock:
+            self._renewing_since = None
+            for run, ok in zip(self._runs_of(leases), held, strict=True):
+                if run is None:
+                    continue  # finished and recorded meanwhile
+                if ok:
+                    run.renewed_at, run.unanswered = sent, False
+                    continue
+                if sent < run.renewed_at + self.options.lease_seconds <= answered:
+                    run.unanswered = True  # the store answered only after the lease ran out
+                run.lost = True
+                lost.append((run, self._expired_in_outage(run)))
+        for run, outage in lost:
+            self.counters["activity_leases_lost"] += 1
+            if self.observers.active:
+                self.observers.on_lease_lost("activity")
+            how = "expired during a store outage" if outage else "was lost"
+            log.warning(
+                "lease on activity %r (task row %d) %s while it ran; its result will be dropped",
+                run.item.name,
+                run.item.task_row_id,
+                how,
+                extra=_ids_of(run),
+            )
 
-    def next_renewal_in(self) -> float | None:
-        """Seconds until leases must be renewed, or None when nothing runs."""
-        if not self._running:
-            return None
-        return max(0.0, self._last_renewal + self.options.lease_seconds / 3 - time.monotonic())
+    def _runs_of(self, leases: list[tuple[int, str]]) -> list[_Running | None]:
+        """The runs still tracked with these leases (caller holds the lock)."""
+        runs = [self._running.get(row_id) for row_id, _ in leases]
+        return [r if r is not None and r.lease_token == t else None for r, (_, t) in zip(runs, leases, strict=True)]
+
+    def _expired_in_outage(self, run: _Running | None) -> bool:
+        """Whether ``run``'s lease ran out because the store did not answer this worker's
+        renewals: an attempt failed since the last one that went through, or one was still
+        waiting for the store when the lease ran out (caller holds the lock)."""
+        if run is None:
+            return False
+        if run.unanswered:
+            return True
+        waiting = self._renewing_since
+        return waiting is not None and waiting < run.renewed_at + self.options.lease_seconds <= time.monotonic()
 
     # -- shutdown --
 
@@ -439,6 +506,7 @@ class ActivityDispatcher:
             self.flush()
             time.sleep(0.005)
         self.flush()
+        self.renewer.stop()  # before the leftovers' leases are released
         with self._lock:
             leftovers = list(self._running.values())
             self._running.clear()

@@ -77,6 +77,8 @@ class RoundRunner:
             held=self.orchestrations.held.tokens(),
             activity_limit=min(free, self.options.batch_size),
             activity_names=self.activities.names,
+            # Never our own runs, even with leases that expired while the store was away.
+            running_tasks=self.activities.running_rows(),
         )
         try:
             result = self.store.run_round(request)

@@ -50,7 +50,8 @@ class Worker:
     Threads: ``orchestration_concurrency`` dispatch loops, each running rounds (one store
     transaction records finished activities, runs and commits the due turns and takes new
     activity tasks: :mod:`perdure.runtime.rounds`); the activity pool (and an event loop
-    for ``async def`` activities); one housekeeping thread (heartbeat, retention sweeps).
+    for ``async def`` activities); one thread renewing the leases of running activities
+    (:mod:`perdure.runtime.leases`); one housekeeping thread (heartbeat, retention sweeps).
     Idle loops sleep until the store signals new work in this process, an activity
     finishes, the next timer or retry is due, or ``poll_interval`` passes.
     """
@@ -133,6 +134,7 @@ class Worker:
         self._threads = threads
         for thread in threads:
             thread.start()
+        self.activities.renewer.start()
         eager.register(self)
         log.info(
             "worker %s started: %d orchestrations, %d activities registered",
@@ -232,7 +234,6 @@ class Worker:
         while not self._stop.is_set():
             # The snapshot comes before the round, so a signal that arrives meanwhile is not lost.
             seen = self.store.notifier.snapshot(topics)
-            self._renew_leases()
             try:
                 report = runner.run()
                 errors = 0
@@ -243,15 +244,6 @@ class Worker:
                 continue
             if not report.busy:  # drained: sleep until signalled, due or time to renew
                 self.store.notifier.wait(topics, seen, self._idle_timeout(report))
-
-    def _renew_leases(self) -> None:
-        """Renew the leases of running activities if due. A failure is retried at the next
-        renewal, and never holds up the round: behind the round's error backoff it would be
-        due again each time the loop came round, so no round would run again."""
-        try:
-            self.activities.renew_if_due()
-        except Exception:
-            log.exception("could not renew activity leases; retrying at the next renewal")
 
     def _housekeeping_loop(self) -> None:
         last_sweep = time.monotonic()
@@ -274,7 +266,7 @@ class Worker:
 
     def _idle_timeout(self, report: RoundReport) -> float:
         """How long an idle dispatch loop may sleep: until the next due work (a message,
-        a task it has room for, a lease expiry) or lease renewal, at most ``poll_interval``.
+        a task it has room for, a lease expiry), at most ``poll_interval``.
         Work that was already due when the round looked and was not taken is work this
         worker cannot take (names it does not run, or no room): only a signal or the poll
         brings it back (the report leaves it out). Work that came due while the round ran is
@@ -282,8 +274,7 @@ class Worker:
         timeout = self.options.poll_interval
         if report.next_due is not None:
             timeout = min(timeout, max(0.0, report.next_due - self.clock() + 0.001))
-        renewal = self.activities.next_renewal_in()
-        return timeout if renewal is None else min(timeout, renewal)
+        return timeout
 
     # -- heartbeat --
 
@@ -311,7 +302,9 @@ class Worker:
         """Counters: turns, cached turns vs full replays, activities (``local_activities``
         for those run inside a turn), ``eager_starts``, and the dropped writes
         told apart: ``turns_lease_lost`` / ``activities_lease_lost`` (another worker took the
-        work over after our lease expired; nothing was written) versus
+        work over after our lease expired; nothing was written; of the activities,
+        ``activities_lease_expired_in_outage`` those whose lease ran out because the store
+        did not answer this worker's renewals) versus
         ``activities_discarded`` = ``activities_instance_terminal`` (the instance had been
         terminated, completed or failed) + ``activities_execution_ended`` (the execution had
         continued as new), where the store recorded the discarded result."""

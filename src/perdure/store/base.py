@@ -520,7 +520,12 @@ class RoundRequest:
     many activity tasks to lock (``activity_limit``; 0: none), with the same filters as
     :meth:`Store.lock_orchestrations` and :meth:`Store.lock_activities`. ``held`` maps the
     instances whose leases the caller holds to their tokens: they are locked again (a
-    fresh token) when they have messages, though their leases are live."""
+    fresh token) when they have messages, though their leases are live.
+    ``running_tasks`` are the activity task rows the caller is running itself: the round
+    never locks them, even once their leases have expired (the store did not answer the
+    caller's renewals), so a worker never starts a second run of its own running task; the
+    running one's result, written under its token, is accepted unless another worker has
+    taken the task over meanwhile."""
 
     owner: str
     lease_seconds: float
@@ -532,6 +537,7 @@ class RoundRequest:
     held: Mapping[str, str] | None = None
     activity_limit: int = 0
     activity_names: Collection[str] | None = None
+    running_tasks: Collection[int] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -763,7 +769,7 @@ class Store(Protocol):
         3. ``lock_orchestrations`` (up to ``orchestration_limit``; ``held`` leases included),
            which sees the messages just enqueued: the instances for the caller's next turns;
         4. ``lock_activities`` (up to ``activity_limit``), which sees the tasks just enqueued
-           by step 1.
+           by step 1, and passes over the caller's ``running_tasks``.
 
         Each step has its own method's contract (fencing, routing, discard records, payload
         encoding); together they commit atomically or not at all. The transaction is

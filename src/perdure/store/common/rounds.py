@@ -121,6 +121,7 @@ def run_round(
             limit=request.activity_limit,
             names=request.activity_names,
             task_row_ids=None,
+            running=request.running_tasks,
         )
     next_message_at, next_task_at = due_times(tx.conn, steps.queries)
     # Work the round created and took itself wakes nobody: signal a queue only if it holds

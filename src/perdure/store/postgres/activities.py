@@ -36,14 +36,17 @@ def lock_activities(
     limit: int,
     names: Collection[str] | None,
     task_row_ids: Collection[int] | None,
+    running: Collection[int] = (),
 ) -> list[ActivityWorkItem]:
-    """See :meth:`perdure.store.base.Store.lock_activities`."""
+    """See :meth:`perdure.store.base.Store.lock_activities`; never the tasks in ``running``
+    (the caller's own runs: :attr:`perdure.store.base.RoundRequest.running_tasks`)."""
     rows = tx.all(
         Q.activity_candidates,
         {
             "now": tx.now,
             "names": sorted(names) if names is not None else None,
             "task_row_ids": list(task_row_ids) if task_row_ids is not None else None,
+            "running": list(running),
             "limit": limit,
         },
     )

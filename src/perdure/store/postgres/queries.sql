@@ -399,11 +399,13 @@ ORDER BY ordinality;
 
 -- name: activity_candidates
 -- Due tasks and tasks whose lease expired (a locked task's visible_at is its lease expiry);
--- tasks another worker is locking right now are skipped.
+-- tasks another worker is locking right now are skipped, and so are the caller's own
+-- running tasks (their leases may have expired while the store did not answer).
 SELECT * FROM activity_tasks
 WHERE visible_at <= %(now)s
   AND (%(names)s::text[] IS NULL OR name = ANY(%(names)s::text[]))
   AND (%(task_row_ids)s::bigint[] IS NULL OR task_row_id = ANY(%(task_row_ids)s::bigint[]))
+  AND task_row_id <> ALL(%(running)s::bigint[])
 ORDER BY visible_at, task_row_id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;

@@ -28,14 +28,17 @@ def lock_activities(
     limit: int,
     names: Collection[str] | None,
     task_row_ids: Collection[int] | None,
+    running: Collection[int] = (),
 ) -> list[ActivityWorkItem]:
-    """See :meth:`perdure.store.base.Store.lock_activities`."""
+    """See :meth:`perdure.store.base.Store.lock_activities`; never the tasks in ``running``
+    (the caller's own runs: :attr:`perdure.store.base.RoundRequest.running_tasks`)."""
     rows = tx.conn.execute(
         Q.activity_candidates,
         {
             "now": tx.now,
             "names": json_list(sorted(names) if names is not None else None),
             "task_row_ids": json_list(task_row_ids),
+            "running": json_list(running),
             "limit": limit,
         },
     ).fetchall()

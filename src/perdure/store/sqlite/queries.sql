@@ -328,11 +328,14 @@ INSERT INTO activity_tasks (
 );
 
 -- name: activity_candidates
--- Due tasks and tasks whose lease expired (a locked task's visible_at is its lease expiry).
+-- Due tasks and tasks whose lease expired (a locked task's visible_at is its lease expiry),
+-- but not the caller's own running tasks (their leases may have expired while the store
+-- did not answer).
 SELECT * FROM activity_tasks
 WHERE visible_at <= :now
   AND (:names IS NULL OR name IN (SELECT value FROM json_each(:names)))
   AND (:task_row_ids IS NULL OR task_row_id IN (SELECT value FROM json_each(:task_row_ids)))
+  AND task_row_id NOT IN (SELECT value FROM json_each(:running))
 ORDER BY visible_at, task_row_id
 LIMIT :limit;
 

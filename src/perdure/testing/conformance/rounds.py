@@ -165,6 +165,33 @@ def test_a_handed_over_outcome_whose_task_was_taken_over_is_not_recorded(store: 
     assert store.get_history("i1") == before and store.pending_messages("i1") == []
 
 
+def test_a_round_never_locks_the_callers_own_running_tasks(store: Store, clock: FakeClock) -> None:
+    """The caller's renewals did not reach the store for longer than the lease (an
+    outage): its round passes over the tasks it names as running, expired as they are, and
+    takes the others; the running task keeps its token, so its result is accepted. Another
+    worker may still take it over."""
+    mine = with_task(store, "i1", owner="w1")
+    other = with_task(store, "i2", owner="w0")
+    clock.advance(LEASE + 1)
+    [taken] = round_(store, running_tasks=[mine.task_row_id], orchestration_limit=0).activities
+    assert taken.task_row_id == other.task_row_id
+    [kept] = store.activity_tasks("i1")
+    assert (kept.lease_token, kept.delivery_count) == (mine.lease_token, 1)
+    result = round_(store, completions=[done(mine)], running_tasks=[mine.task_row_id], orchestration_limit=0)
+    assert result.completions == [Outcome.OK] and store.activity_tasks("i1") == []
+    assert kinds(store.pending_messages("i1")) == ["ActivityCompleted"]
+
+
+def test_a_task_running_elsewhere_past_its_lease_is_taken_over_by_a_round(store: Store, clock: FakeClock) -> None:
+    """``running_tasks`` names only the caller's own runs: an expired lease of another
+    worker's run is taken over as before (at-least-once)."""
+    stale = with_task(store, "i1", owner="w0")
+    clock.advance(LEASE + 1)
+    [taken] = round_(store, running_tasks=[stale.task_row_id + 1000], orchestration_limit=0).activities
+    assert taken.task_row_id == stale.task_row_id and taken.lease_token != stale.lease_token
+    assert round_(store, completions=[done(stale)], activity_limit=0).completions == [Outcome.LEASE_LOST]
+
+
 def test_a_round_locks_the_instances_it_holds_when_they_have_messages(store: Store) -> None:
     start(store, "i1")
     item = lock_one(store, "i1")
