@@ -295,6 +295,19 @@ def test_a_chain_stops_at_the_budget_and_goes_on_after_the_queued_step(store, cl
     assert completions(client, iid) == [1, 2, 3, 4]
 
 
+def test_turns_past_the_budget_wait_for_the_next_round_and_run_their_steps_inline(store, client):
+    """Five instances locked in one round, each with one 60 ms local step, against a 100 ms
+    budget: a round runs the turns it has time for and keeps the others locked for the next
+    round, where their steps run inline; none is sent to the task queue (run at once, their
+    steps would find the budget spent)."""
+    ids = client.start_many(slow_chain, [1] * 5)
+    with perdure.Worker(app, store, poll_interval=0.05, local_activity_budget=0.1) as worker:
+        states = [client.wait(iid, timeout=20) for iid in ids]
+    assert [s.output for s in states] == [1] * 5
+    stats = worker.stats()
+    assert stats["local_activities"] == 5 and "activities" not in stats
+
+
 def test_a_worker_without_the_activity_queues_it_for_one_with_it(store, client):
     """``local`` is a property of the activity's registration: a worker that runs the
     orchestration but not the activity schedules an ordinary task, and a worker that has

@@ -30,8 +30,9 @@ class WorkerOptions:
     - ``cache_size``: live executors kept between turns (the state cache); 0 disables it.
     - ``shutdown_timeout``: how long ``stop()`` lets running activities finish before
       releasing their leases.
-    - ``local_activity_budget``: how long a round may spend running local activities
-      (``@app.activity(local=True)``) before it commits; a local activity due after that
+    - ``local_activity_budget``: how long a round may spend running turns with local
+      activities (``@app.activity(local=True)``) before it commits: the turns it did not
+      get to run first in the next round, and a local activity a chain reaches after that
       goes to the task queue as an ordinary one. 0 runs every local activity that way.
     - ``max_payload_bytes``: the largest JSON an activity may return or an orchestration
       may end with (the client's default limit on inputs); a larger activity result fails

@@ -132,11 +132,31 @@ class OrchestrationDispatcher:
         if outcomes:  # else a scheduled start: its first turn comes when due, from a round
             self.counters["eager_starts"] += 1
 
-    def run_turns(self, items: Sequence[OrchestrationWorkItem], *, keep_leases: bool = False) -> list[TurnRun]:
+    def run_turns(
+        self,
+        items: Sequence[OrchestrationWorkItem],
+        *,
+        keep_leases: bool = False,
+        deferred: list[OrchestrationWorkItem] | None = None,
+    ) -> list[TurnRun]:
         """Run one turn per item. With ``keep_leases``, a turn that leaves its instance
-        waiting on activities this worker runs keeps its lease (:mod:`perdure.runtime.held`)."""
+        waiting on activities this worker runs keeps its lease (:mod:`perdure.runtime.held`).
+
+        With a ``deferred`` list and local activities registered, once the round's
+        ``local_activity_budget`` is spent the remaining items (those with no outcomes handed
+        over) are put in ``deferred`` instead of run: they stay locked, and run first in the
+        next round with their local activities inline. Run now, their local activities
+        would find the budget spent and go through the task queue, a round trip of the
+        queue per step. At least one turn runs."""
         local_deadline = time.perf_counter() + self.options.local_activity_budget
-        return [self._run_turn(item, local_deadline, keep_leases) for item in items]
+        defer = deferred is not None and bool(self.activities.local_names)
+        runs: list[TurnRun] = []
+        for item in items:
+            if defer and runs and not item.handed_over and time.perf_counter() >= local_deadline:
+                deferred.append(item)  # type: ignore[union-attr]
+                continue
+            runs.append(self._run_turn(item, local_deadline, keep_leases))
+        return runs
 
     def release_held(self) -> None:
         """Give back every held lease (a stopping worker), so other workers take the
@@ -349,14 +369,18 @@ class TurnBatch:
     the turns (the ``run_turns`` callback of ``create_and_run``); a second call forgets the
     first one's."""
 
-    def __init__(self, dispatcher: OrchestrationDispatcher, *, keep_leases: bool = False) -> None:
+    def __init__(self, dispatcher: OrchestrationDispatcher, *, keep_leases: bool = False, defer: bool = False) -> None:
         self.dispatcher = dispatcher
         self.keep_leases = keep_leases
+        self.defer = defer
         self.runs: list[TurnRun] = []
+        self.deferred: list[OrchestrationWorkItem] = []  # with ``defer``: see OrchestrationDispatcher.run_turns
 
     def __call__(self, items: list[OrchestrationWorkItem]) -> list[TurnCommit]:
         self.void()
-        self.runs = self.dispatcher.run_turns(items, keep_leases=self.keep_leases)
+        self.deferred = []
+        deferred = self.deferred if self.defer else None
+        self.runs = self.dispatcher.run_turns(items, keep_leases=self.keep_leases, deferred=deferred)
         return [run.commit for run in self.runs]
 
     def void(self) -> None:

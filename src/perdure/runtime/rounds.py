@@ -63,7 +63,7 @@ class RoundRunner:
         completions = self.activities.take_completions()
         claimed, self.claimed = self.claimed, []
         items, taken = self.orchestrations.held.hand_over(claimed, completions)
-        turns = TurnBatch(self.orchestrations, keep_leases=True)
+        turns = TurnBatch(self.orchestrations, keep_leases=True, defer=True)
         commits = turns(items) if items else []
         free = self.activities.free
         request = RoundRequest(
@@ -71,7 +71,7 @@ class RoundRunner:
             lease_seconds=self.options.lease_seconds,
             commits=commits,
             completions=completions,
-            orchestration_limit=self.options.batch_size,
+            orchestration_limit=max(0, self.options.batch_size - len(turns.deferred)),
             orchestration_names=self.orchestrations.names,
             known_history=self.orchestrations.cache.known_history(),
             held=self.orchestrations.held.tokens(),
@@ -96,7 +96,8 @@ class RoundRunner:
         # them (they were queued behind those): the lease is still held, to take it again.
         refused = {r.commit.instance_id for r, o in zip(turns.runs, result.turns, strict=True) if o is not Outcome.OK}
         self.orchestrations.held.restore({iid: held for iid, held in taken.items() if iid in refused})
-        self.claimed = result.locked
+        # Turns deferred by the local-activity budget run first next round, under the same leases.
+        self.claimed = [*turns.deferred, *result.locked]
         (start or self.activities.start)(result.activities)
         return self._report(request, result)
 
@@ -108,10 +109,10 @@ class RoundRunner:
                 self.store.abandon_orchestration(item.instance.instance_id, item.lease_token)
 
     def _report(self, request: RoundRequest, result: RoundResult) -> RoundReport:
-        # Instances locked now are run by the next round at once: the loop must not sleep.
-        busy = bool(result.locked) or (request.activity_limit > 0 and len(result.activities) >= request.activity_limit)
+        # Instances claimed now are run by the next round at once: the loop must not sleep.
+        busy = bool(self.claimed) or (request.activity_limit > 0 and len(result.activities) >= request.activity_limit)
         due = [(result.next_message_at, result.messages_seen_at)]
         if self.activities.free > 0:
             due.append((result.next_task_at, result.tasks_seen_at))
         takeable = [at for at, seen in due if at is not None and at > seen]
-        return RoundReport(len(result.turns), len(result.locked), busy, min(takeable, default=None))
+        return RoundReport(len(result.turns), len(self.claimed), busy, min(takeable, default=None))
