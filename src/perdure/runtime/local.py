@@ -6,7 +6,8 @@ completions to the same executor as the next turn, and repeats while the new tur
 schedules more, until the round's ``local_activity_budget`` is spent. The turns so chained
 commit as one: one transaction for a whole chain of steps instead of one per step. Once
 the budget is spent the round starts no more turns: the instances it has not run stay
-locked for the next round (:meth:`OrchestrationDispatcher.run_turns`).
+locked for the next round
+(:meth:`perdure.runtime.orchestrations.OrchestrationDispatcher.run_turns`).
 
 The invariants hold because nothing of the chain is visible before its commit: the chain's
 history events, status and outbound messages commit atomically under the instance's lease
