@@ -95,6 +95,12 @@ def _worker_processes(url: str, count: int) -> list[subprocess.Popen]:
     ]
 
 
+def observed(observe: str) -> dict[str, Any]:
+    """The ``Worker`` keyword arguments of ``observe``: none when off (so the workloads also
+    run on a perdure without observers, for ``bench.ab``)."""
+    return {} if observe == "off" else {"observers": observers(observe)}
+
+
 def observers(observe: str) -> list[Any]:
     """The worker observers of ``observe`` (``"off"``, ``"metrics"`` or ``"all"``)."""
     if observe == "off":
@@ -138,7 +144,7 @@ def _run_many(
             stack.callback(lambda: [p.terminate() for p in procs] and [p.wait() for p in procs])
             time.sleep(1.5)  # let the worker processes start and register
         else:
-            stack.enter_context(perdure.Worker(app, store, observers=observers(observe)))
+            stack.enter_context(perdure.Worker(app, store, **observed(observe)))
         orchestration = _sequence(local)
         clock = CpuClock(url)
         clock.start()
@@ -179,7 +185,7 @@ def w2(url: str, n: int = 1000, observe: str = "off") -> dict[str, Any]:
     """W2: one orchestration fanning out ``n`` activities with when_all."""
     store = perdure.open_store(url)
     client = perdure.Client(store)
-    with perdure.Worker(app, store, observers=observers(observe)):
+    with perdure.Worker(app, store, **observed(observe)):
         started = time.perf_counter()
         state = client.wait(client.start(fan, n), timeout=600)
         wall = time.perf_counter() - started
@@ -197,7 +203,7 @@ def w3(
     client = perdure.Client(store)
     latencies = []
     orchestration = _sequence(local)
-    with perdure.Worker(app, store, observers=observers(observe)):
+    with perdure.Worker(app, store, **observed(observe)):
         client.wait(client.start(orchestration, 1, eager=eager), timeout=60)  # warm-up
         for _ in range(orchestrations):
             started = time.perf_counter()
@@ -219,7 +225,7 @@ def w4(url: str, k: int = 100, local: bool = False, observe: str = "off") -> dic
     store = perdure.open_store(url)
     client = perdure.Client(store)
     orchestration = _sequence(local)
-    with perdure.Worker(app, store, observers=observers(observe)):
+    with perdure.Worker(app, store, **observed(observe)):
         client.wait(client.start(orchestration, 1), timeout=60)  # warm-up
         clock = CpuClock(url)
         clock.start()
