@@ -142,18 +142,24 @@ class OrchestrationDispatcher:
         """Run one turn per item. With ``keep_leases``, a turn that leaves its instance
         waiting on activities this worker runs keeps its lease (:mod:`perdure.runtime.held`).
 
-        With a ``deferred`` list and local activities registered, once the round's
-        ``local_activity_budget`` is spent the remaining items (those with no outcomes handed
-        over) are put in ``deferred`` instead of run: they stay locked, and run first in the
-        next round with their local activities inline. Run now, their local activities
-        would find the budget spent and go through the task queue, a round trip of the
-        queue per step. At least one turn runs."""
+        With a ``deferred`` list, once local activities have run and the round's
+        ``local_activity_budget`` is spent, the remaining items (those with no outcomes
+        handed over) are put in ``deferred`` instead of run: they stay locked, and run first
+        in the next round with their local activities inline. Run now, their local
+        activities would find the budget spent and go through the task queue, a round trip
+        of the queue per step. Turns without local activities are never deferred."""
         local_deadline = time.perf_counter() + self.options.local_activity_budget
-        defer = deferred is not None and bool(self.activities.local_names)
+        counters = self.counters
+        local_before = counters["local_activities"]
         runs: list[TurnRun] = []
         for item in items:
-            if defer and runs and not item.handed_over and time.perf_counter() >= local_deadline:
-                deferred.append(item)  # type: ignore[union-attr]
+            if (
+                deferred is not None
+                and counters["local_activities"] != local_before
+                and not item.handed_over
+                and time.perf_counter() >= local_deadline
+            ):
+                deferred.append(item)
                 continue
             runs.append(self._run_turn(item, local_deadline, keep_leases))
         return runs
