@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
@@ -130,6 +131,9 @@ class Tx:
     now: float
     options: StoreOptions = field(default_factory=StoreOptions)
     topics: set[str] = field(default_factory=set)
+    #: Counts the times the transaction changed the orchestration queues after the round
+    #: sent its reading of the due times (which is then read again).
+    queues_changed: int = 0
     _later: list[tuple[Cursor, Callable[[Cursor], None]]] = field(default_factory=list)
 
     def notify(self, *topics: str) -> None:
@@ -172,6 +176,17 @@ class Tx:
     def flush(self) -> None:
         """Wait for every statement sent so far, raising the first error among them."""
         self.pipeline.sync()
+
+
+def _end_transaction(conn: psycopg.Connection[Any]) -> None:
+    """Roll back what a failed write left open (a transaction that failed before its COMMIT,
+    or whose statement failed); a broken connection is left to the pool, which drops it."""
+    if conn.closed or conn.pgconn.transaction_status in (TransactionStatus.IDLE, TransactionStatus.UNKNOWN):
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except psycopg.Error:  # the pool checks the connection when it comes back
+        log.debug("rollback failed", exc_info=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,24 +275,31 @@ class Database:
 
         def attempt() -> tuple[T, set[str]]:
             committing = False
-            try:
-                with self.pool.connection() as conn, conn.pipeline() as pipeline:
-                    with conn.transaction():
+            with self.pool.connection() as conn:
+                try:
+                    # BEGIN and COMMIT are pipelined like the body's statements: the only
+                    # Sync is the pipeline's exit, after the COMMIT (psycopg's transaction()
+                    # would add one after BEGIN and two around the COMMIT).
+                    with conn.pipeline() as pipeline:
                         tx = Tx(conn, pipeline, clock(), options or StoreOptions())
+                        tx.run("BEGIN")
                         if not durable:
                             tx.run("SET LOCAL synchronous_commit TO OFF")
                         result = body(tx)
                         tx.settle()
                         before_commit(tx)
                         committing = True  # statements still unread go with the COMMIT
+                        tx.run("COMMIT")
                     return result, tx.topics
-            except psycopg.OperationalError as exc:
-                if committing and outcome_unknown(exc):
-                    raise StoreUnavailableError(
-                        f"{method}: the connection to {self.display} failed during COMMIT, so the "
-                        f"outcome is unknown: {exc}"
-                    ) from exc
-                raise
+                except psycopg.OperationalError as exc:
+                    if committing and outcome_unknown(exc):
+                        raise StoreUnavailableError(
+                            f"{method}: the connection to {self.display} failed during COMMIT, so the "
+                            f"outcome is unknown: {exc}"
+                        ) from exc
+                    raise
+                finally:
+                    _end_transaction(conn)
 
         return self._retrying(method, attempt)
 
