@@ -9,12 +9,13 @@ version of each row it locks, so a task just claimed elsewhere is not claimed tw
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from operator import itemgetter
 
 from perdure.errors import LeaseLost
 from perdure.store.base import ActivityCompletion, ActivityWorkItem, Outcome
 from perdure.store.common.routing import route_completions
-from perdure.store.common.rows import lease_tokens, locked_task
+from perdure.store.common.rows import lease_prefix, leased_task
 from perdure.store.notify import ACTIVITIES
 from perdure.store.postgres.connection import Tx
 from perdure.store.postgres.orchestrations import Outbox, insert_discards
@@ -38,30 +39,41 @@ def lock_activities(
     task_row_ids: Collection[int] | None,
 ) -> list[ActivityWorkItem]:
     """See :meth:`perdure.store.base.Store.lock_activities`."""
-    rows = tx.all(
-        Q.activity_candidates,
+    return send_lock_activities(
+        tx, owner, lease_seconds=lease_seconds, limit=limit, names=names, task_row_ids=task_row_ids
+    )()
+
+
+def send_lock_activities(
+    tx: Tx,
+    owner: str,
+    *,
+    lease_seconds: float,
+    limit: int,
+    names: Collection[str] | None,
+    task_row_ids: Collection[int] | None,
+) -> Callable[[], list[ActivityWorkItem]]:
+    """Send :func:`lock_activities`' one statement; return the function that reads what it
+    locked (a worker round reads it with its other reads: no round trip of its own)."""
+    expires_at = tx.now + lease_seconds
+    cursor = tx.run(
+        Q.lock_activities,
         {
             "now": tx.now,
             "names": sorted(names) if names is not None else None,
             "task_row_ids": list(task_row_ids) if task_row_ids is not None else None,
             "limit": limit,
-        },
-    )
-    if not rows:
-        return []
-    expires_at = tx.now + lease_seconds
-    tokens = lease_tokens(len(rows))
-    tx.run(
-        Q.lock_activity_tasks,
-        {
             "owner": owner,
+            "prefix": lease_prefix(),
             "expires_at": expires_at,
-            "now": tx.now,
-            "ids": [r["task_row_id"] for r in rows],
-            "tokens": tokens,
         },
     )
-    return [locked_task(row, token, owner, tx.now, expires_at) for row, token in zip(rows, tokens, strict=True)]
+
+    def read() -> list[ActivityWorkItem]:
+        rows = sorted(cursor.fetchall(), key=itemgetter("n"))
+        return [leased_task(row, owner, tx.now, expires_at) for row in rows]
+
+    return read
 
 
 def complete_activities(tx: Tx, prepared: Sequence[tuple[ActivityCompletion, str, str]]) -> list[Outcome]:

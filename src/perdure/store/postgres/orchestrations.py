@@ -77,6 +77,7 @@ __all__ = [
     "commit_turns",
     "lock_orchestrations",
     "renew",
+    "send_due_times",
 ]
 
 Row = dict[str, Any]
@@ -193,6 +194,7 @@ def _lock_instances(
     and lease those with messages to deliver."""
     if not candidates:
         return []
+    tx.queues_changed += 1
     rows = {r["instance_id"]: r for r in tx.all(Q.try_lock_instances, {"ids": candidates})}
     skipped = [iid for iid in candidates if iid not in rows]
     if skipped:
@@ -377,6 +379,22 @@ def _read_history(row: Row, start: int, sent: Cursor | None) -> tuple[tuple[Hist
     return decode_history([r["event"] for r in sent.fetchall()], start, row["execution_id"])
 
 
+def send_due_times(tx: Tx) -> Callable[[], tuple[float | None, float | None]]:
+    """Send the read of the next due message and task (``due_times``); return its reader.
+    Sent before the round locks orchestrations, it is read with the candidates; if locking
+    them changed the queues (leases taken, messages sorted), it is read again."""
+    cursor = tx.run(Q.due_times)
+    sent_at = tx.queues_changed
+
+    def read() -> tuple[float | None, float | None]:
+        answer = cursor if tx.queues_changed == sent_at else tx.run(Q.due_times)
+        row = answer.fetchone()
+        assert row is not None
+        return row["next_message_at"], row["next_task_at"]
+
+    return read
+
+
 # --- committing turns --------------------------------------------------------------------
 
 
@@ -405,15 +423,20 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
         ids = sorted({turns[i].commit.instance_id for i in wave})
         consumed = {i: _consumed(turns[i]) for i in wave}
         handing = [turns[i].commit for i in wave if turns[i].commit.handed_over]
-        # Sent together, run in order: the reads after the lock see what committed before it.
+        # Sent together, run in order: the checks after the lock see what committed before it.
         locked = tx.run(Q.lock_committing, {"ids": ids})
-        leases = tx.run(Q.leases_among, {"ids": ids})
-        queued = tx.run(Q.message_owners, {"ids": [mid for mids in consumed.values() for mid in mids]})
-        tokens, due = _send_handing_over(tx, handing)
+        checks = tx.run(
+            Q.commit_checks,
+            {
+                "ids": ids,
+                "consumed": [mid for mids in consumed.values() for mid in mids],
+                "tasks": [h.task_row_id for c in handing for h in c.handed_over],
+                "handing": [c.instance_id for c in handing],
+                "now": tx.now,
+            },
+        )
         rows = {r["instance_id"]: r for r in locked.fetchall()}
-        held = {r["instance_id"]: r for r in leases.fetchall()}
-        owners = {r["message_id"]: r["instance_id"] for r in queued.fetchall()}
-        task_tokens, visible = _read_handing_over(tokens, due)
+        held, owners, task_tokens, visible = _read_checks(checks)
         group = GroupWrite()
         handed: list[int] = []  # tasks whose outcomes committed turns applied: recorded now
         for index in wave:
@@ -439,25 +462,27 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
     return outcomes
 
 
-def _send_handing_over(tx: Tx, handing: list[Any]) -> tuple[Cursor | None, Cursor | None]:
-    """Send the reads that check turns with handed-over outcomes (the tasks' lease tokens,
-    the due messages queued for their instances), after the locks."""
-    if not handing:
-        return None, None
-    tasks = [h.task_row_id for c in handing for h in c.handed_over]
-    tokens = tx.run(Q.task_tokens, {"ids": tasks})
-    due = tx.run(Q.visible_message_ids_among, {"ids": [c.instance_id for c in handing], "now": tx.now})
-    return tokens, due
-
-
-def _read_handing_over(tokens: Cursor | None, due: Cursor | None) -> tuple[dict[int, str], dict[str, set[int]]]:
-    """The answers of :func:`_send_handing_over`."""
-    task_tokens = {r["task_row_id"]: r["lease_token"] for r in tokens.fetchall()} if tokens is not None else {}
+def _read_checks(
+    cursor: Cursor,
+) -> tuple[dict[str, Row], dict[int, str], dict[int, str], dict[str, set[int]]]:
+    """The answer of ``commit_checks``: the leases by instance, the consumed messages still
+    queued (their instances), the handed-over tasks' lease tokens, and the due messages of
+    the instances whose turns apply handed-over outcomes."""
+    leases: dict[str, Row] = {}
+    owners: dict[int, str] = {}
+    task_tokens: dict[int, str] = {}
     visible: dict[str, set[int]] = {}
-    if due is not None:
-        for r in due.fetchall():
-            visible.setdefault(r["instance_id"], set()).add(r["message_id"])
-    return task_tokens, visible
+    for r in cursor.fetchall():
+        fact = r["fact"]
+        if fact == "lease":
+            leases[r["instance_id"]] = r
+        elif fact == "owner":
+            owners[r["id"]] = r["instance_id"]
+        elif fact == "task":
+            task_tokens[r["id"]] = r["token"]
+        else:
+            visible.setdefault(r["instance_id"], set()).add(r["id"])
+    return leases, owners, task_tokens, visible
 
 
 def _consumed(turn: PreparedTurn) -> list[int]:

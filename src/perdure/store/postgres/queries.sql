@@ -62,25 +62,26 @@ SELECT * FROM instances WHERE instance_id = ANY(%(ids)s::text[])
 ORDER BY instance_id COLLATE "C"
 FOR UPDATE;
 
--- name: leases_among
--- commit_turns: the leases of the instances it locked, read by a statement that starts once
--- those locks are held (a fresh snapshot), so a takeover committed meanwhile is seen:
--- nobody changes a lease's holder without holding its instance row.
-SELECT instance_id, token, lease_seconds FROM orchestration_leases WHERE instance_id = ANY(%(ids)s::text[]);
-
--- name: visible_message_ids_among
--- commit_turns: the queued, due messages of instances whose turns apply handed-over
--- activity outcomes (any the turn did not consume came first: the turn must not commit).
-SELECT instance_id, message_id FROM orchestration_messages
-WHERE instance_id = ANY(%(ids)s::text[]) AND visible_at <= %(now)s;
-
--- name: task_tokens
--- commit_turns: the lease tokens of the tasks whose outcomes a turn applies handed over.
-SELECT task_row_id, lease_token FROM activity_tasks WHERE task_row_id = ANY(%(ids)s::bigint[]);
-
--- name: message_owners
--- commit_turns: which of the consumed messages are still queued, and for which instance.
-SELECT message_id, instance_id FROM orchestration_messages WHERE message_id = ANY(%(ids)s::bigint[]);
+-- name: commit_checks
+-- commit_turns, in a statement that starts once lock_committing holds the instances (a fresh
+-- snapshot, so a takeover or a commit that held them meanwhile is seen: nobody changes a
+-- lease's holder or an instance's messages without holding its row), one row per fact:
+-- 'lease': the lease of a locked instance (token, lease_seconds);
+-- 'owner': a consumed message still queued, and for which instance;
+-- 'task': the lease token of a task whose outcome a turn applies handed over;
+-- 'due': a queued, due message of an instance whose turn applies handed-over outcomes (any
+-- the turn did not consume came first: the turn must not commit).
+SELECT 'lease' AS fact, instance_id, token, lease_seconds, NULL::bigint AS id
+FROM orchestration_leases WHERE instance_id = ANY(%(ids)s::text[])
+UNION ALL
+SELECT 'owner', instance_id, NULL, NULL, message_id
+FROM orchestration_messages WHERE message_id = ANY(%(consumed)s::bigint[])
+UNION ALL
+SELECT 'task', NULL, lease_token, NULL, task_row_id
+FROM activity_tasks WHERE task_row_id = ANY(%(tasks)s::bigint[])
+UNION ALL
+SELECT 'due', instance_id, NULL, NULL, message_id
+FROM orchestration_messages WHERE instance_id = ANY(%(handing)s::text[]) AND visible_at <= %(now)s;
 
 -- name: insert_request
 -- A client operation's request id, unless it was recorded before (then nothing is returned).
@@ -397,27 +398,33 @@ FROM unnest(%(instance_ids)s::text[], %(run_ids)s::text[], %(execution_ids)s::in
      WITH ORDINALITY AS t (instance_id, run_id, execution_id, task_id, name, input, attempt, visible_at, ordinality)
 ORDER BY ordinality;
 
--- name: activity_candidates
--- Due tasks and tasks whose lease expired (a locked task's visible_at is its lease expiry);
--- tasks another worker is locking right now are skipped.
-SELECT * FROM activity_tasks
-WHERE visible_at <= %(now)s
-  AND (%(names)s::text[] IS NULL OR name = ANY(%(names)s::text[]))
-  AND (%(task_row_ids)s::bigint[] IS NULL OR task_row_id = ANY(%(task_row_ids)s::bigint[]))
-ORDER BY visible_at, task_row_id
-LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED;
-
--- name: lock_activity_tasks
+-- name: lock_activities
+-- Due tasks and tasks whose lease expired (a locked task's visible_at is its lease expiry),
+-- oldest first, locked for :owner; tasks another worker is locking right now are skipped.
+-- Each gets the token :prefix followed by its rank in hex (n, to order the rows); the
+-- delivery count returned is the new one.
+WITH picked AS (
+    SELECT task_row_id, visible_at FROM activity_tasks
+    WHERE visible_at <= %(now)s
+      AND (%(names)s::text[] IS NULL OR name = ANY(%(names)s::text[]))
+      AND (%(task_row_ids)s::bigint[] IS NULL OR task_row_id = ANY(%(task_row_ids)s::bigint[]))
+    ORDER BY visible_at, task_row_id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), ranked AS (
+    SELECT task_row_id, row_number() OVER (ORDER BY visible_at, task_row_id) AS n FROM picked
+)
 UPDATE activity_tasks AS t SET
     lease_owner = %(owner)s,
-    lease_token = l.token,
+    lease_token = %(prefix)s::text || to_hex(ranked.n - 1),
     lease_expires_at = %(expires_at)s,
     visible_at = %(expires_at)s,
     delivery_count = t.delivery_count + 1,
     locked_at = %(now)s
-FROM unnest(%(ids)s::bigint[], %(tokens)s::text[]) AS l (task_row_id, token)
-WHERE t.task_row_id = l.task_row_id;
+FROM ranked
+WHERE t.task_row_id = ranked.task_row_id
+RETURNING ranked.n, t.task_row_id, t.instance_id, t.execution_id, t.task_id, t.name, t.input, t.attempt,
+          t.lease_token, t.enqueued_at, t.delivery_count, t.run_id;
 
 -- name: lock_instances_of_tasks
 -- complete_activities decides on the instances' status and execution: hold them (shared),
@@ -505,6 +512,14 @@ LIMIT %(limit)s;
 -- name: next_task_at
 -- The earliest visible_at of an activity task (a locked task's is its lease expiry).
 SELECT MIN(visible_at) AS t FROM activity_tasks;
+
+-- name: due_times
+-- A round's next_message_at and next_task_at in one statement.
+SELECT
+    (SELECT MIN(GREATEST(l.expires_at, m.visible_at))
+     FROM orchestration_messages AS m
+     LEFT JOIN orchestration_leases AS l ON l.instance_id = m.instance_id) AS next_message_at,
+    (SELECT MIN(visible_at) FROM activity_tasks) AS next_task_at;
 
 -- name: next_message_at
 -- The earliest time a message can be taken: a message of a leased instance cannot be taken

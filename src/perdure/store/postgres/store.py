@@ -709,8 +709,8 @@ _ROUND = rounds.RoundSteps(
     complete_activities=activities.complete_activities,
     lock_orchestrations=orchestrations.lock_orchestrations,
     commit_turns=orchestrations.commit_turns,
-    lock_activities=activities.lock_activities,
-    queries=Q,
+    send_lock_activities=activities.send_lock_activities,
+    send_due_times=orchestrations.send_due_times,
 )
 
 
