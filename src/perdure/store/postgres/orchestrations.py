@@ -22,6 +22,7 @@ latest committed version, so no decision rests on a stale snapshot.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
@@ -437,8 +438,7 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
         )
         rows = {r["instance_id"]: r for r in locked.fetchall()}
         held, owners, task_tokens, visible = _read_checks(checks)
-        group = GroupWrite()
-        handed: list[int] = []  # tasks whose outcomes committed turns applied: recorded now
+        group = GroupWrite()  # with the tasks whose outcomes committed turns applied: recorded now
         for index in wave:
             turn = turns[index]
             row, lease = rows.get(turn.commit.instance_id), held.get(turn.commit.instance_id)
@@ -451,13 +451,13 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
             if not visible.get(turn.commit.instance_id, set()) <= set(consumed[index]):
                 continue  # messages came before the handed-over outcomes: they go first
             c = turn.commit
-            plain = not (c.discarded or c.children or c.continue_as_new or c.status.is_terminal)
-            write_turn(tx, turn, row, lease["lease_seconds"], group if plain else None)
+            if c.discarded or c.children or c.continue_as_new or c.status.is_terminal:
+                write_turn(tx, turn, row, lease["lease_seconds"])
+            else:
+                group.add(tx, turn, row, lease["lease_seconds"])
             outcomes[index] = Outcome.OK
-            handed.extend(h.task_row_id for h in turn.commit.handed_over)
+            group.handed.extend(h.task_row_id for h in turn.commit.handed_over)
         group.send(tx)
-        if handed:
-            tx.run(Q.delete_tasks_by_id, {"ids": handed})
         pending = later
     return outcomes
 
@@ -504,34 +504,91 @@ def _may_commit(turn: PreparedTurn, row: Row, lease: Row) -> bool:
 
 class GroupWrite:
     """The writes of the plain turns of a group commit (no children, no continue-as-new,
-    not ending the instance, no discards): sent as one ``executemany`` per statement, in the
-    order one turn makes them. Those turns' instances, leases and messages are this
-    transaction's alone (their rows are locked), so running each statement for all of them
-    before the next keeps every turn's own order."""
-
-    ORDER = (
-        Q.delete_consumed,
-        Q.insert_history,
-        Q.update_instance_after_turn,
-        Q.insert_activity_tasks,
-        Q.insert_messages,
-        Q.release_lease,
-        Q.extend_lease,
-    )
+    not ending the instance, no discards), and the deletion of the tasks whose outcomes
+    committed turns applied: one statement (``write_plain_turns``) whatever their number.
+    Those turns' instances, leases and messages are this transaction's alone (their rows are
+    locked), and no part of the statement touches another's rows, so writing them together
+    keeps every turn's own order."""
 
     def __init__(self) -> None:
-        self.params: dict[str, list[dict[str, Any]]] = {query: [] for query in self.ORDER}
+        self.turns: list[dict[str, Any]] = []
+        self.events: list[str] = []
+        self.tasks: list[dict[str, Any]] = []
+        self.messages: list[dict[str, Any]] = []
+        self.handed: list[int] = []
         self.released: list[str] = []
 
-    def add(self, query: str, params: dict[str, Any]) -> None:
-        """Queue one turn's statement."""
-        self.params[query].append(params)
+    def add(self, tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float) -> None:
+        """Queue a plain turn's writes (those :func:`write_turn` makes for it)."""
+        c, now = turn.commit, tx.now
+        params = instance_after_turn(turn, row, now)
+        params["consumed"] = _consumed(turn)
+        params["release"] = c.release
+        params["token"] = c.lease_token
+        params["expires_at"] = now + lease_seconds
+        self.turns.append(params)
+        if turn.events:
+            prefix = f"[{json.dumps(c.instance_id)},{c.execution_id},"
+            first = row["history_event_count"]
+            # The stored JSON goes in as it is (json keeps it byte for byte).
+            self.events.extend(f"{prefix}{first + n},{event}]" for n, event in enumerate(turn.events))
+        for a, text in zip(c.activities, turn.activity_inputs, strict=True):
+            self.tasks.append(
+                {
+                    "instance_id": a.instance_id,
+                    "run_id": a.run_id,
+                    "execution_id": a.execution_id,
+                    "task_id": a.task_id,
+                    "name": a.name,
+                    "input": text,
+                    "attempt": a.attempt,
+                    "visible_at": now if a.visible_at is None else a.visible_at,
+                }
+            )
+        if c.activities:
+            tx.notify(ACTIVITIES)
+        for m, (kind, text) in zip(c.messages, turn.messages, strict=True):
+            self.add_message(
+                m.instance_id, m.run_id, m.execution_id, kind, text, now if m.visible_at is None else m.visible_at
+            )
+        report = parent_report(c, row, now)
+        if report is not None:
+            self.add_message(report.instance_id, report.run_id, report.execution_id, *event_row(report.event), now)
+        if self.messages:
+            tx.notify(ORCHESTRATIONS)
+        if c.release:
+            self.released.append(c.instance_id)
+
+    def add_message(
+        self, instance_id: str, run_id: str | None, execution_id: int | None, kind: str, text: str, visible_at: float
+    ) -> None:
+        """Queue one message."""
+        self.messages.append(
+            {
+                "instance_id": instance_id,
+                "run_id": run_id,
+                "execution_id": execution_id,
+                "kind": kind,
+                "event": text,
+                "visible_at": visible_at,
+            }
+        )
 
     def send(self, tx: Tx) -> None:
-        """Send the queued statements; signal if a released instance has messages queued."""
-        for query in self.ORDER:
-            if self.params[query]:
-                tx.run_many(query, self.params[query])
+        """Send the statement; signal if a released instance has messages queued."""
+        if not (self.turns or self.handed):
+            return
+        tx.run(
+            Q.write_plain_turns,
+            {
+                "now": tx.now,
+                "turns": json.dumps(self.turns),
+                "events": f"[{','.join(self.events)}]",
+                "tasks": json.dumps(self.tasks),
+                "messages": json.dumps(self.messages),
+                "handed": self.handed,
+            },
+        )
         if self.released:
             _signal_if_queued(tx, self.released)
 
@@ -547,11 +604,12 @@ def _signal_if_queued(tx: Tx, released: list[str]) -> None:
     tx.read_later(Q.any_messages_among, {"ids": released}, signal)
 
 
-def write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float, group: GroupWrite | None) -> None:
-    """Write one checked turn: with ``group``, its plain statements are queued there."""
+def write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float) -> None:
+    """Write one checked turn, statement by statement (a plain turn goes to a
+    :class:`GroupWrite` instead)."""
     c = turn.commit
     now, iid = tx.now, c.instance_id
-    send = tx.run if group is None else group.add
+    send = tx.run
 
     # Consumed messages: discard records first (they copy the row), then delete.
     if c.discarded:
@@ -615,10 +673,7 @@ def write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float, group
         discard_queued_tasks(tx, iid, f"instance became {c.status.value}")
     if c.release:
         send(Q.release_lease, {"instance_id": iid, "token": c.lease_token})
-        if group is None:
-            _signal_if_queued(tx, [iid])
-        else:
-            group.released.append(iid)
+        _signal_if_queued(tx, [iid])
     else:
         send(
             Q.extend_lease,

@@ -83,6 +83,78 @@ UNION ALL
 SELECT 'due', instance_id, NULL, NULL, message_id
 FROM orchestration_messages WHERE instance_id = ANY(%(handing)s::text[]) AND visible_at <= %(now)s;
 
+-- name: write_plain_turns
+-- commit_turns: the writes of a group's plain turns (GroupWrite) in one statement, with the
+-- deletion of the tasks whose outcomes committed turns applied. Each part touches rows no
+-- other part touches (the turns' instances, leases and consumed messages are this
+-- transaction's, locked), so one snapshot for all of them is each turn's own order.
+-- :turns is a JSON array of objects (one per turn); :events a JSON array of
+-- [instance_id, execution_id, sequence, event] whose event is the stored JSON text itself
+-- (json, not jsonb: the text is kept byte for byte); :tasks and :messages JSON arrays of
+-- objects, the messages in the order their ids must follow; :handed the task row ids.
+WITH turn AS MATERIALIZED (
+    SELECT * FROM json_to_recordset(%(turns)s::json) AS t (
+        instance_id text, consumed bigint[], status text, execution_id integer, version integer,
+        input text, output text, failure text, custom_status text, waiting_on text,
+        history_event_count integer, history_bytes bigint, full_replay integer, replayed_events integer,
+        duration float8, progressed boolean, release boolean, token text, expires_at float8
+    )
+), consumed AS (
+    DELETE FROM orchestration_messages AS m USING turn
+    WHERE m.instance_id = turn.instance_id AND m.message_id = ANY(turn.consumed)
+), events AS (
+    INSERT INTO history (instance_id, execution_id, sequence, event)
+    SELECT e.value ->> 0, (e.value ->> 1)::integer, (e.value ->> 2)::integer, (e.value -> 3)::text
+    FROM json_array_elements(%(events)s::json) AS e
+), instance AS (
+    UPDATE instances AS i SET
+        status = turn.status,
+        execution_id = turn.execution_id,
+        version = COALESCE(turn.version, i.version),
+        input = turn.input,
+        output = turn.output,
+        failure = turn.failure,
+        custom_status = turn.custom_status,
+        waiting_on = turn.waiting_on,
+        history_event_count = turn.history_event_count,
+        history_bytes = turn.history_bytes,
+        last_updated_at = %(now)s,
+        turns = i.turns + 1,
+        full_replays = i.full_replays + turn.full_replay,
+        replayed_events = i.replayed_events + turn.replayed_events,
+        last_turn_duration = turn.duration,
+        last_progress_at = CASE WHEN turn.progressed THEN %(now)s ELSE i.last_progress_at END
+    FROM turn
+    WHERE i.instance_id = turn.instance_id
+), tasks AS (
+    INSERT INTO activity_tasks (
+        instance_id, run_id, execution_id, task_id, name, input, attempt, enqueued_at, visible_at
+    )
+    SELECT t.instance_id, t.run_id, t.execution_id, t.task_id, t.name, t.input, t.attempt, %(now)s, t.visible_at
+    FROM ROWS FROM (json_to_recordset(%(tasks)s::json) AS (
+        instance_id text, run_id text, execution_id integer, task_id integer, name text, input text,
+        attempt integer, visible_at float8
+    )) WITH ORDINALITY AS t (instance_id, run_id, execution_id, task_id, name, input, attempt, visible_at, n)
+    ORDER BY t.n
+), messages AS (
+    INSERT INTO orchestration_messages (instance_id, run_id, execution_id, kind, event, enqueued_at, visible_at)
+    SELECT m.instance_id, m.run_id, m.execution_id, m.kind, m.event, %(now)s, m.visible_at
+    FROM ROWS FROM (json_to_recordset(%(messages)s::json) AS (
+        instance_id text, run_id text, execution_id integer, kind text, event text, visible_at float8
+    )) WITH ORDINALITY AS m (instance_id, run_id, execution_id, kind, event, visible_at, n)
+    ORDER BY m.n
+), released AS (
+    DELETE FROM orchestration_leases AS l USING turn
+    WHERE turn.release AND l.instance_id = turn.instance_id AND l.token = turn.token
+), extended AS (
+    UPDATE orchestration_leases AS l SET expires_at = turn.expires_at
+    FROM turn
+    WHERE NOT turn.release AND l.instance_id = turn.instance_id AND l.token = turn.token
+), handed AS (
+    DELETE FROM activity_tasks WHERE task_row_id = ANY(%(handed)s::bigint[])
+)
+SELECT 1;
+
 -- name: insert_request
 -- A client operation's request id, unless it was recorded before (then nothing is returned).
 INSERT INTO client_requests (request_id, operation, instance_id, created_at)
