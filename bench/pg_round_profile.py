@@ -18,7 +18,10 @@ committed a turn, one per W4 step):
   (the server's work plus the loopback), summed;
 - round wall and round CPU (``thread_time`` of the dispatch thread inside ``run_round``),
   and the dispatch thread's CPU per step (the round runner, turns included);
-- step: the W4 wall time per activity.
+- step: the W4 wall time per activity;
+
+and the server-side prepared statements of the last round's connection with how many times
+PostgreSQL ran each with its generic plan and how many times it planned it anew (custom).
 
 With ``--profile N`` the dispatch thread's round runner is run under cProfile (CPU time) and its ``N``
 costliest functions (by own time) are printed. The trace itself costs the client time, so
@@ -71,12 +74,19 @@ def parse_trace(path: Path) -> dict[str, float]:
     return {"statements": binds, "round_trips": trips, "syncs": syncs, "server_wait_ms": 1000 * wait}
 
 
+PLANS = """
+SELECT generic_plans, custom_plans, left(regexp_replace(statement, '\\s+', ' ', 'g'), 70) AS statement
+FROM pg_prepared_statements ORDER BY custom_plans DESC, generic_plans DESC
+"""
+
+
 class Recorder:
     """Traces and times every ``run_round`` of the process."""
 
     def __init__(self, trace: bool, profile: bool) -> None:
         self.trace = trace
         self.rounds: list[dict[str, Any]] = []
+        self.plans: list[dict[str, Any]] = []
         self.dispatch_cpu = 0.0
         self.profiler = cProfile.Profile(time.thread_time) if profile else None
         self.local = threading.local()
@@ -108,6 +118,8 @@ class Recorder:
                         if path is not None:
                             conn.pgconn.untrace()
                             os.close(fd)
+                        if threading.current_thread() is owner and not conn.closed:
+                            recorder.plans = conn.execute(PLANS).fetchall()
 
             owner = threading.current_thread()
             pool.connection = connection  # type: ignore[method-assign]
@@ -184,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     print("per round with a turn (median; min-max):")
     for key, values in figures.items():
         print(f"  {key:15} {statistics.median(values):8.3f}  ({min(values):.3f}-{max(values):.3f})")
+    print("server-side prepared statements of the last round's connection (generic / custom plans):")
+    for plan in recorder.plans:
+        print(f"  {plan['generic_plans']:6} {plan['custom_plans']:6}  {plan['statement']}")
     if recorder.profiler is not None:
         stats = pstats.Stats(recorder.profiler)
         stats.sort_stats("tottime").print_stats(args.profile)

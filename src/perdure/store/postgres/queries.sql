@@ -57,8 +57,11 @@ ON CONFLICT (instance_id) DO NOTHING
 RETURNING instance_id;
 
 -- name: lock_committing
--- commit_turns: the committing instances, locked in one order.
-SELECT * FROM instances WHERE instance_id = ANY(%(ids)s::text[])
+-- commit_turns: the committing instances, locked in one order. The list as a subquery
+-- (here and in commit_checks): the planner then costs the statement the same whatever the
+-- list holds, and the prepared statement keeps its generic plan instead of being planned
+-- again at every call.
+SELECT * FROM instances WHERE instance_id = ANY((SELECT %(ids)s::text[])::text[])
 ORDER BY instance_id COLLATE "C"
 FOR UPDATE;
 
@@ -72,16 +75,16 @@ FOR UPDATE;
 -- 'due': a queued, due message of an instance whose turn applies handed-over outcomes (any
 -- the turn did not consume came first: the turn must not commit).
 SELECT 'lease' AS fact, instance_id, token, lease_seconds, NULL::bigint AS id
-FROM orchestration_leases WHERE instance_id = ANY(%(ids)s::text[])
+FROM orchestration_leases WHERE instance_id = ANY((SELECT %(ids)s::text[])::text[])
 UNION ALL
 SELECT 'owner', instance_id, NULL, NULL, message_id
-FROM orchestration_messages WHERE message_id = ANY(%(consumed)s::bigint[])
+FROM orchestration_messages WHERE message_id = ANY((SELECT %(consumed)s::bigint[])::bigint[])
 UNION ALL
 SELECT 'task', NULL, lease_token, NULL, task_row_id
-FROM activity_tasks WHERE task_row_id = ANY(%(tasks)s::bigint[])
+FROM activity_tasks WHERE task_row_id = ANY((SELECT %(tasks)s::bigint[])::bigint[])
 UNION ALL
 SELECT 'due', instance_id, NULL, NULL, message_id
-FROM orchestration_messages WHERE instance_id = ANY(%(handing)s::text[]) AND visible_at <= %(now)s;
+FROM orchestration_messages WHERE instance_id = ANY((SELECT %(handing)s::text[])::text[]) AND visible_at <= %(now)s;
 
 -- name: write_plain_turns
 -- commit_turns: the writes of a group's plain turns (GroupWrite) in one statement, with the
