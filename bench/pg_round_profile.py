@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=300)
     parser.add_argument("--profile", type=int, default=0, metavar="N")
     parser.add_argument("--no-trace", action="store_true")
+    parser.add_argument("--sort", default="tottime", help="pstats order of --profile (tottime, cumulative)")
     args = parser.parse_args(argv)
     recorder = Recorder(trace=not args.no_trace, profile=args.profile > 0)
     url, drop = _fresh_store("postgres", Path(tempfile.gettempdir()))
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {plan['generic_plans']:6} {plan['custom_plans']:6}  {plan['statement']}")
     if recorder.profiler is not None:
         stats = pstats.Stats(recorder.profiler)
-        stats.sort_stats("tottime").print_stats(args.profile)
+        stats.sort_stats(args.sort).print_stats(args.profile)
     return 0
 
 

@@ -171,12 +171,10 @@ def lock_orchestrations(
     }
     while len(items) < limit:
         params["limit"] = limit - len(items)
-        candidates = [c["instance_id"] for c in tx.all(Q.orchestration_candidates, params)]
-        tried.extend(candidates)
-        items.extend(
-            _lock_instances(tx, options, candidates, owner, lease_seconds, known_history or {}, names, held or {})
-        )
-        if len(candidates) < params["limit"]:
+        found = tx.all(Q.lock_candidates, params)
+        tried.extend(c["candidate"] for c in found)
+        items.extend(_lock_instances(tx, options, found, owner, lease_seconds, known_history or {}, names, held or {}))
+        if len(found) < params["limit"]:
             break  # that was every candidate
     return items
 
@@ -184,26 +182,25 @@ def lock_orchestrations(
 def _lock_instances(
     tx: Tx,
     options: StoreOptions,
-    candidates: list[str],
+    found: list[Row],
     owner: str,
     lease_seconds: float,
     known_history: KnownHistory,
     names: Collection[str] | None,
     held: Mapping[str, str],
 ) -> list[OrchestrationWorkItem]:
-    """Lock the ``candidates`` (in their order) that no one else holds, sort their messages,
-    and lease those with messages to deliver."""
-    if not candidates:
+    """Of the candidates ``found`` (``lock_candidates`` rows, in their order), those whose
+    rows this transaction locked: sort their messages, and lease those with messages to
+    deliver. The messages of a candidate that does not exist are swept."""
+    if not found:
         return []
     tx.queues_changed += 1
-    rows = {r["instance_id"]: r for r in tx.all(Q.try_lock_instances, {"ids": candidates})}
-    skipped = [iid for iid in candidates if iid not in rows]
-    if skipped:
-        existing = {r["instance_id"] for r in tx.all(Q.existing_instances, {"ids": skipped})}
-        for iid in skipped:
-            if iid not in existing:
-                _sweep_missing_instance(tx, options, iid)
-            # else another worker is deciding about it
+    candidates = [c["candidate"] for c in found]
+    rows = {c["candidate"]: c for c in found if c["instance_id"] is not None}
+    for c in found:
+        if c["instance_id"] is None and not c["present"]:
+            _sweep_missing_instance(tx, options, c["candidate"])
+        # else another worker is deciding about it
     if not rows:
         return []
     ids = list(rows)

@@ -21,18 +21,8 @@ SELECT * FROM instances WHERE instance_id = %(instance_id)s;
 -- Whoever decides about an instance (commit, create, purge) holds its row.
 SELECT * FROM instances WHERE instance_id = %(instance_id)s FOR UPDATE;
 
--- name: try_lock_instances
--- lock_orchestrations: the candidates' rows, locked; an instance another worker is deciding
--- about is skipped, not waited for.
-SELECT * FROM instances WHERE instance_id = ANY(%(ids)s::text[])
-ORDER BY instance_id COLLATE "C"
-FOR UPDATE SKIP LOCKED;
-
 -- name: instance_exists
 SELECT 1 FROM instances WHERE instance_id = %(instance_id)s;
-
--- name: existing_instances
-SELECT instance_id FROM instances WHERE instance_id = ANY(%(ids)s::text[]);
 
 -- name: lock_instance_id
 -- Serializes the creation of an instance id with the sweep of messages addressed to it
@@ -311,27 +301,39 @@ FROM unnest(%(instance_ids)s::text[], %(run_ids)s::text[], %(execution_ids)s::in
      WITH ORDINALITY AS m (instance_id, run_id, execution_id, kind, event, visible_at, ordinality)
 ORDER BY ordinality;
 
--- name: orchestration_candidates
+-- name: lock_candidates
 -- Instances with a due message and no live lease (or one of the caller's, :held), oldest
--- due message first. %(names)s holds routing keys (name@version, name@* for an instance
--- whose version is not chosen yet). With it, instances that do not exist or are terminal
--- are still swept: sorting their messages (defer, discard) needs no user code. :exclude holds the instances this call
--- already looked at (skipped ones would otherwise come back).
-SELECT m.instance_id, MIN(m.visible_at) AS first_visible, MIN(m.message_id) AS first_message
-FROM orchestration_messages AS m
-LEFT JOIN instances AS i ON i.instance_id = m.instance_id
-LEFT JOIN orchestration_leases AS l ON l.instance_id = m.instance_id
-WHERE m.visible_at <= %(now)s
-  AND (l.instance_id IS NULL OR l.expires_at <= %(now)s OR l.token = ANY(%(held)s::text[]))
-  AND (%(names)s::text[] IS NULL
-       OR i.instance_id IS NULL
-       OR i.status IN ('COMPLETED', 'FAILED', 'TERMINATED')
-       OR i.name || '@' || COALESCE(i.version::text, '*') = ANY(%(names)s::text[]))
-  AND (%(instance_ids)s::text[] IS NULL OR m.instance_id = ANY(%(instance_ids)s::text[]))
-  AND m.instance_id <> ALL(%(exclude)s::text[])
-GROUP BY m.instance_id
-ORDER BY first_visible, first_message
-LIMIT %(limit)s;
+-- due message first, each with its row locked (columns NULL if another worker holds it, or
+-- if it does not exist: present tells which). %(names)s holds routing keys (name@version,
+-- name@* for an instance whose version is not chosen yet). With it, instances that do not
+-- exist or are terminal are still swept: sorting their messages (defer, discard) needs no
+-- user code. :exclude holds the instances this call already looked at (skipped ones would
+-- otherwise come back). A locked row is its latest version (READ COMMITTED re-reads it).
+WITH candidate AS (
+    SELECT m.instance_id, MIN(m.visible_at) AS first_visible, MIN(m.message_id) AS first_message
+    FROM orchestration_messages AS m
+    LEFT JOIN instances AS i ON i.instance_id = m.instance_id
+    LEFT JOIN orchestration_leases AS l ON l.instance_id = m.instance_id
+    WHERE m.visible_at <= %(now)s
+      AND (l.instance_id IS NULL OR l.expires_at <= %(now)s OR l.token = ANY(%(held)s::text[]))
+      AND (%(names)s::text[] IS NULL
+           OR i.instance_id IS NULL
+           OR i.status IN ('COMPLETED', 'FAILED', 'TERMINATED')
+           OR i.name || '@' || COALESCE(i.version::text, '*') = ANY(%(names)s::text[]))
+      AND (%(instance_ids)s::text[] IS NULL OR m.instance_id = ANY(%(instance_ids)s::text[]))
+      AND m.instance_id <> ALL(%(exclude)s::text[])
+    GROUP BY m.instance_id
+    ORDER BY first_visible, first_message
+    LIMIT %(limit)s
+)
+SELECT c.instance_id AS candidate,
+       EXISTS (SELECT 1 FROM instances AS e WHERE e.instance_id = c.instance_id) AS present,
+       locked.*
+FROM candidate AS c
+LEFT JOIN LATERAL (
+    SELECT * FROM instances AS i WHERE i.instance_id = c.instance_id FOR UPDATE SKIP LOCKED
+) AS locked ON true
+ORDER BY c.first_visible, c.first_message;
 
 -- name: visible_messages
 -- Under the instances' row locks (or, for a missing instance, its id lock).
