@@ -17,7 +17,7 @@ from perdure.store.base import ActivityCompletion, ActivityWorkItem, Outcome
 from perdure.store.common.routing import route_completions
 from perdure.store.common.rows import lease_prefix, leased_task
 from perdure.store.notify import ACTIVITIES
-from perdure.store.postgres.connection import Tx
+from perdure.store.postgres.connection import Tx, bigint_array, text_array
 from perdure.store.postgres.orchestrations import Outbox, insert_discards
 from perdure.store.postgres.queries import Q
 
@@ -60,8 +60,8 @@ def send_lock_activities(
         Q.lock_activities,
         {
             "now": tx.now,
-            "names": sorted(names) if names is not None else None,
-            "task_row_ids": list(task_row_ids) if task_row_ids is not None else None,
+            "names": text_array(sorted(names) if names is not None else None),
+            "task_row_ids": bigint_array(task_row_ids),
             "limit": limit,
             "owner": owner,
             "prefix": lease_prefix(),

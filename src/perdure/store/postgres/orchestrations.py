@@ -69,7 +69,7 @@ from perdure.store.common.rows import (
     task_event,
 )
 from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
-from perdure.store.postgres.connection import Cursor, Tx
+from perdure.store.postgres.connection import Cursor, Tx, bigint_array, text_array
 from perdure.store.postgres.queries import Q
 
 __all__ = [
@@ -164,13 +164,13 @@ def lock_orchestrations(
     tried: list[str] = []
     params: dict[str, Any] = {
         "now": tx.now,
-        "names": sorted(names) if names is not None else None,
-        "instance_ids": list(instance_ids) if instance_ids is not None else None,
-        "held": list(held.values()) if held else None,
-        "exclude": tried,
+        "names": text_array(sorted(names) if names is not None else None),
+        "instance_ids": text_array(instance_ids),
+        "held": text_array(held.values() if held else None),
     }
     while len(items) < limit:
         params["limit"] = limit - len(items)
+        params["exclude"] = text_array(tried)
         found = tx.all(Q.lock_candidates, params)
         tried.extend(c["candidate"] for c in found)
         items.extend(_lock_instances(tx, options, found, owner, lease_seconds, known_history or {}, names, held or {}))
@@ -206,8 +206,8 @@ def _lock_instances(
     ids = list(rows)
     # Both sent before either is read: one round trip. The messages are read under the
     # instances' row locks either way; those of an instance whose lease is in use stay put.
-    leases = tx.run(Q.try_lock_leases, {"ids": ids})
-    queued = tx.run(Q.visible_messages, {"ids": ids, "now": tx.now})
+    leases = tx.run(Q.try_lock_leases, {"ids": text_array(ids)})
+    queued = tx.run(Q.visible_messages, {"ids": text_array(ids), "now": tx.now})
     free = {lease["instance_id"] for lease in leases.fetchall() if _lease_free(lease, tx.now, held)}
     messages: dict[str, list[Row]] = {}
     for m in queued.fetchall():
@@ -228,15 +228,15 @@ def _lock_instances(
     tx.run(
         Q.upsert_leases,
         {
-            "instance_ids": [row["instance_id"] for row, _ in taken],
-            "tokens": tokens,
+            "instance_ids": text_array([row["instance_id"] for row, _ in taken]),
+            "tokens": text_array(tokens),
             "owner": owner,
             "expires_at": expires_at,
             "lease_seconds": lease_seconds,
             "now": tx.now,
         },
     )
-    tx.run(Q.mark_delivered, {"ids": [m.message_id for _, deliver in taken for m in deliver]})
+    tx.run(Q.mark_delivered, {"ids": bigint_array([m.message_id for _, deliver in taken for m in deliver])})
     histories = [_send_history(tx, row, known_history.get(row["instance_id"])) for row, _ in taken]
     items = []
     for (row, deliver), token, (history_from, sent) in zip(taken, tokens, histories, strict=True):
@@ -422,14 +422,14 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
         consumed = {i: _consumed(turns[i]) for i in wave}
         handing = [turns[i].commit for i in wave if turns[i].commit.handed_over]
         # Sent together, run in order: the checks after the lock see what committed before it.
-        locked = tx.run(Q.lock_committing, {"ids": ids})
+        locked = tx.run(Q.lock_committing, {"ids": text_array(ids)})
         checks = tx.run(
             Q.commit_checks,
             {
-                "ids": ids,
-                "consumed": [mid for mids in consumed.values() for mid in mids],
-                "tasks": [h.task_row_id for c in handing for h in c.handed_over],
-                "handing": [c.instance_id for c in handing],
+                "ids": text_array(ids),
+                "consumed": bigint_array([mid for mids in consumed.values() for mid in mids]),
+                "tasks": bigint_array([h.task_row_id for c in handing for h in c.handed_over]),
+                "handing": text_array([c.instance_id for c in handing]),
                 "now": tx.now,
             },
         )
@@ -583,7 +583,7 @@ class GroupWrite:
                 "events": f"[{','.join(self.events)}]",
                 "tasks": json.dumps(self.tasks),
                 "messages": json.dumps(self.messages),
-                "handed": self.handed,
+                "handed": bigint_array(self.handed),
             },
         )
         if self.released:
@@ -598,7 +598,7 @@ def _signal_if_queued(tx: Tx, released: list[str]) -> None:
         if cursor.fetchone() is not None:
             tx.notify(ORCHESTRATIONS)
 
-    tx.read_later(Q.any_messages_among, {"ids": released}, signal)
+    tx.read_later(Q.any_messages_among, {"ids": text_array(released)}, signal)
 
 
 def write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float) -> None:

@@ -67,7 +67,7 @@ from perdure.store.notify import INSTANCES, ORCHESTRATIONS, Notifier
 from perdure.store.open import check_postgres_schema, public_url
 from perdure.store.postgres import activities, orchestrations, reopen
 from perdure.store.postgres.clock import ServerClock
-from perdure.store.postgres.connection import Database, RetryPolicy, Tx
+from perdure.store.postgres.connection import Database, RetryPolicy, Tx, text_array
 from perdure.store.postgres.listen import Listener, channels
 from perdure.store.postgres.migrations import migrate
 from perdure.store.postgres.queries import Q
@@ -217,7 +217,7 @@ class PostgresStore:
 
         def before_commit(tx: Tx) -> None:
             if tx.topics and self.notify_enabled:
-                tx.run(Q.notify, {"channels": channels(tx.topics), "sender": self.sender})
+                tx.run(Q.notify, {"channels": text_array(channels(tx.topics)), "sender": self.sender})
             if self.fault_hook is not None:
                 tx.flush()  # the hook finds the transaction as COMMIT will: every statement done
                 self.fault_hook(f"{method}:{point}")
