@@ -448,7 +448,7 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
             if not visible.get(turn.commit.instance_id, set()) <= set(consumed[index]):
                 continue  # messages came before the handed-over outcomes: they go first
             c = turn.commit
-            if c.discarded or c.children or c.continue_as_new or c.status.is_terminal:
+            if c.discarded or c.children or c.continue_as_new:
                 write_turn(tx, turn, row, lease["lease_seconds"])
             else:
                 group.add(tx, turn, row, lease["lease_seconds"])
@@ -500,9 +500,10 @@ def _may_commit(turn: PreparedTurn, row: Row, lease: Row) -> bool:
 
 
 class GroupWrite:
-    """The writes of the plain turns of a group commit (no children, no continue-as-new,
-    not ending the instance, no discards), and the deletion of the tasks whose outcomes
-    committed turns applied: one statement (``write_plain_turns``) whatever their number.
+    """The writes of the plain turns of a group commit (no children, no continue-as-new, no
+    discards), and the deletion of the tasks whose outcomes committed turns applied: one
+    statement (``write_plain_turns``) whatever their number; then the queued tasks of the
+    instances the turns ended are discarded.
     Those turns' instances, leases and messages are this transaction's alone (their rows are
     locked), and no part of the statement touches another's rows, so writing them together
     keeps every turn's own order."""
@@ -514,6 +515,7 @@ class GroupWrite:
         self.messages: list[dict[str, Any]] = []
         self.handed: list[int] = []
         self.released: list[str] = []
+        self.ended: list[tuple[str, str]] = []  # (instance, its terminal status)
 
     def add(self, tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float) -> None:
         """Queue a plain turn's writes (those :func:`write_turn` makes for it)."""
@@ -555,6 +557,9 @@ class GroupWrite:
             tx.notify(ORCHESTRATIONS)
         if c.release:
             self.released.append(c.instance_id)
+        if c.status.is_terminal:  # Client.wait waits for an instance to end
+            tx.notify(INSTANCES)
+            self.ended.append((c.instance_id, c.status.value))
 
     def add_message(
         self, instance_id: str, run_id: str | None, execution_id: int | None, kind: str, text: str, visible_at: float
@@ -586,6 +591,8 @@ class GroupWrite:
                 "handed": bigint_array(self.handed),
             },
         )
+        for instance_id, status in self.ended:
+            discard_queued_tasks(tx, instance_id, f"instance became {status}")
         if self.released:
             _signal_if_queued(tx, self.released)
 

@@ -336,9 +336,10 @@ LEFT JOIN LATERAL (
 ORDER BY c.first_visible, c.first_message;
 
 -- name: visible_messages
--- Under the instances' row locks (or, for a missing instance, its id lock).
+-- Under the instances' row locks (or, for a missing instance, its id lock). The list as a
+-- subquery (as in lock_committing) keeps the generic plan.
 SELECT * FROM orchestration_messages
-WHERE instance_id = ANY(%(ids)s::text[]) AND visible_at <= %(now)s
+WHERE instance_id = ANY((SELECT %(ids)s::text[])::text[]) AND visible_at <= %(now)s
 ORDER BY message_id;
 
 -- name: messages_of_instance
@@ -354,7 +355,7 @@ WHERE instance_id = %(instance_id)s AND execution_id = %(execution_id)s AND kind
 
 -- name: mark_delivered
 UPDATE orchestration_messages SET delivery_count = delivery_count + 1
-WHERE message_id = ANY(%(ids)s::bigint[]);
+WHERE message_id = ANY((SELECT %(ids)s::bigint[])::bigint[]);
 
 -- name: hold_messages
 UPDATE orchestration_messages SET visible_at = %(visible_at)s
@@ -429,7 +430,7 @@ ORDER BY ordinality;
 -- with present false if it has no lease row, and NULL lease columns if its lease row is
 -- locked by its holder (renewing, committing, abandoning): in use, skipped.
 WITH locked AS (
-    SELECT * FROM orchestration_leases WHERE instance_id = ANY(%(ids)s::text[])
+    SELECT * FROM orchestration_leases WHERE instance_id = ANY((SELECT %(ids)s::text[])::text[])
     ORDER BY instance_id COLLATE "C"
     FOR UPDATE SKIP LOCKED
 )
