@@ -79,6 +79,7 @@ __all__ = [
     "lock_orchestrations",
     "renew",
     "send_due_times",
+    "send_request",
 ]
 
 Row = dict[str, Any]
@@ -806,6 +807,15 @@ def insert_discards(
             "details": [r[4] for r in records],
         },
     )
+
+
+def send_request(tx: Tx, request_id: str | None, operation: str, instance_id: str) -> Callable[[], bool]:
+    """:func:`first_request`, sent now and answered by the function returned."""
+    if request_id is None:
+        return lambda: True
+    params = {"request_id": request_id, "operation": operation, "instance_id": instance_id, "now": tx.now}
+    cursor = tx.run(Q.insert_request, params)
+    return lambda: cursor.fetchone() is not None
 
 
 def first_request(tx: Tx, request_id: str | None, operation: str, instance_id: str) -> bool:
