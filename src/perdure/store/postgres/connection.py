@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -167,10 +167,6 @@ class Tx:
     def run(self, query: str, params: dict[str, Any] | None = None) -> Cursor:
         """Send ``query`` without waiting for its result; read it from the cursor later."""
         return self.conn.execute(query, params)
-
-    def run_many(self, query: str, params: Sequence[dict[str, Any]]) -> None:
-        """Send ``query`` once per parameter set, without waiting for the results."""
-        self.conn.cursor().executemany(query, params)
 
     def count(self, query: str, params: dict[str, Any] | None = None) -> int:
         """Execute ``query``; return the number of rows it changed."""
