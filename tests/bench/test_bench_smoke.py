@@ -64,3 +64,13 @@ def test_idle_worker_sampler_runs():
     from bench.idle import main as idle
 
     assert idle(0.2) >= 0
+
+
+def test_pg_round_profile_counts_statements_and_round_trips(capsys):
+    from bench.pg_round_profile import main as profile_main
+
+    assert profile_main(["--k", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "round_trips" in out and "statements" in out and "BEGIN" in out
+    assert profile_main(["--w3", "2", "--profile", "3"]) == 0
+    assert "per orchestration" in capsys.readouterr().out

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from perdure.core.history import ExecutionStarted, dumps_event
 from perdure.core.status import OrchestrationStatus
@@ -34,6 +34,8 @@ from perdure.store.common.queries import Queries, due_times
 from perdure.store.common.rows import lease_tokens
 from perdure.store.notify import ACTIVITIES, ORCHESTRATIONS
 
+T = TypeVar("T")
+
 #: The id of an eager start's ``ExecutionStarted``, handed to its turn without ever being a
 #: row. Every message id below zero is such a hand-over (no row to check or delete).
 HANDED_OVER = -1
@@ -49,16 +51,49 @@ def stored_messages(message_ids: Sequence[int]) -> list[int]:
     return [mid for mid in message_ids if mid > 0]
 
 
+#: Reads what a step sent (a backend may send a statement and read its answer later, with
+#: the next one it waits for: no round trip of its own).
+Reader = Callable[[], T]
+
+
 @dataclass(frozen=True, slots=True)
 class RoundSteps:
     """A backend's functions that run inside its write transaction ``tx`` (which has
-    ``conn``, ``now`` and the ``topics`` to signal after the commit)."""
+    ``conn``, ``now`` and the ``topics`` to signal after the commit).
+
+    ``send_lock_activities`` and ``send_due_times`` return readers: the round sends them
+    before it locks orchestrations and reads them after. ``send_due_times``' reader must
+    answer for the transaction as it is when read (after the orchestrations are locked)."""
 
     complete_activities: Callable[[Any, Sequence[Any]], list[Outcome]]
     lock_orchestrations: Callable[..., list[OrchestrationWorkItem]]
     commit_turns: Callable[[Any, Sequence[PreparedTurn]], list[Outcome]]
-    lock_activities: Callable[..., list[ActivityWorkItem]]
-    queries: Queries  # the backend's named SQL, for the next-due readings
+    send_lock_activities: Callable[..., Reader[list[ActivityWorkItem]]]
+    send_due_times: Callable[[Any], Reader[tuple[float | None, float | None]]]
+
+
+def at_once(lock_activities: Callable[..., list[ActivityWorkItem]]) -> Callable[..., Reader[list[ActivityWorkItem]]]:
+    """A ``send_lock_activities`` for a backend whose statements run when called."""
+
+    def send(*args: Any, **kwargs: Any) -> Reader[list[ActivityWorkItem]]:
+        tasks = lock_activities(*args, **kwargs)
+        return lambda: tasks
+
+    return send
+
+
+def due_times_when_read(queries: Queries) -> Callable[[Any], Reader[tuple[float | None, float | None]]]:
+    """A ``send_due_times`` that queries when read (a backend whose statements run when
+    called)."""
+
+    def send(tx: Any) -> Reader[tuple[float | None, float | None]]:
+        def read() -> tuple[float | None, float | None]:
+            next_message_at, next_task_at = due_times(tx.conn, queries)
+            return next_message_at, next_task_at
+
+        return read
+
+    return send
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +134,18 @@ def run_round(
         zip((p[0].task_row_id for p in rest), steps.complete_activities(tx, rest) if rest else [], strict=True)
     )
     completed = [applied.get(c.task_row_id) or recorded[c.task_row_id] for c in request.completions]
+    take_tasks: Reader[list[ActivityWorkItem]] | None = None
+    if request.activity_limit > 0:
+        take_tasks = steps.send_lock_activities(
+            tx,
+            request.owner,
+            lease_seconds=request.lease_seconds,
+            limit=request.activity_limit,
+            names=request.activity_names,
+            task_row_ids=None,
+            running=request.running_tasks,
+        )
+    read_due_times = steps.send_due_times(tx)
     locked: list[OrchestrationWorkItem] = []
     if request.orchestration_limit > 0:
         locked = steps.lock_orchestrations(
@@ -112,18 +159,8 @@ def run_round(
             instance_ids=None,
             held=request.held,
         )
-    tasks: list[ActivityWorkItem] = []
-    if request.activity_limit > 0:
-        tasks = steps.lock_activities(
-            tx,
-            request.owner,
-            lease_seconds=request.lease_seconds,
-            limit=request.activity_limit,
-            names=request.activity_names,
-            task_row_ids=None,
-            running=request.running_tasks,
-        )
-    next_message_at, next_task_at = due_times(tx.conn, steps.queries)
+    tasks = take_tasks() if take_tasks is not None else []
+    next_message_at, next_task_at = read_due_times()
     # Work the round created and took itself wakes nobody: signal a queue only if it holds
     # work due now (another worker's names, more than the round's limits).
     if next_message_at is None or next_message_at > tx.now:

@@ -56,8 +56,14 @@ def new_run_id() -> str:
 def lease_tokens(count: int) -> list[str]:
     """``count`` fresh lease tokens: one random prefix per call, unique by position (a token
     only has to differ from every other token ever issued for the same row)."""
-    prefix = secrets.token_hex(12)
+    prefix = lease_prefix()
     return [f"{prefix}{i:x}" for i in range(count)]
+
+
+def lease_prefix() -> str:
+    """The random prefix of a batch of lease tokens (:func:`lease_tokens`; a store that
+    numbers the tokens itself appends the position in hex)."""
+    return secrets.token_hex(12)
 
 
 def payload(value: Any, what: str = "value") -> str | None:
@@ -259,6 +265,17 @@ def locked_task(row: Row, token: str, owner: str, now: float, expires_at: float)
     for ``owner`` with ``token`` until ``expires_at`` (the row still holds the old lease)."""
     return _task(
         row, lease=(token, expires_at, now, owner), delivery_count=row["delivery_count"] + 1, visible_at=expires_at
+    )
+
+
+def leased_task(row: Row, owner: str, now: float, expires_at: float) -> ActivityWorkItem:
+    """The :class:`ActivityWorkItem` of a task row as locked for ``owner`` until ``expires_at``
+    (its new token and delivery count)."""
+    return _task(
+        row,
+        lease=(row["lease_token"], expires_at, now, owner),
+        delivery_count=row["delivery_count"],
+        visible_at=expires_at,
     )
 
 

@@ -9,14 +9,15 @@ version of each row it locks, so a task just claimed elsewhere is not claimed tw
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from operator import itemgetter
 
 from perdure.errors import LeaseLost
 from perdure.store.base import ActivityCompletion, ActivityWorkItem, Outcome
 from perdure.store.common.routing import route_completions
-from perdure.store.common.rows import lease_tokens, locked_task
+from perdure.store.common.rows import lease_prefix, leased_task
 from perdure.store.notify import ACTIVITIES
-from perdure.store.postgres.connection import Tx
+from perdure.store.postgres.connection import Tx, bigint_array, text_array
 from perdure.store.postgres.orchestrations import Outbox, insert_discards
 from perdure.store.postgres.queries import Q
 
@@ -40,31 +41,43 @@ def lock_activities(
 ) -> list[ActivityWorkItem]:
     """See :meth:`perdure.store.base.Store.lock_activities`; never the tasks in ``running``
     (the caller's own runs: :attr:`perdure.store.base.RoundRequest.running_tasks`)."""
-    rows = tx.all(
-        Q.activity_candidates,
-        {
-            "now": tx.now,
-            "names": sorted(names) if names is not None else None,
-            "task_row_ids": list(task_row_ids) if task_row_ids is not None else None,
-            "running": list(running),
-            "limit": limit,
-        },
-    )
-    if not rows:
-        return []
+    return send_lock_activities(
+        tx, owner, lease_seconds=lease_seconds, limit=limit, names=names, task_row_ids=task_row_ids, running=running
+    )()
+
+
+def send_lock_activities(
+    tx: Tx,
+    owner: str,
+    *,
+    lease_seconds: float,
+    limit: int,
+    names: Collection[str] | None,
+    task_row_ids: Collection[int] | None,
+    running: Collection[int] = (),
+) -> Callable[[], list[ActivityWorkItem]]:
+    """Send :func:`lock_activities`' one statement; return the function that reads what it
+    locked (a worker round reads it with its other reads: no round trip of its own)."""
     expires_at = tx.now + lease_seconds
-    tokens = lease_tokens(len(rows))
-    tx.run(
-        Q.lock_activity_tasks,
+    cursor = tx.run(
+        Q.lock_activities,
         {
-            "owner": owner,
-            "expires_at": expires_at,
             "now": tx.now,
-            "ids": [r["task_row_id"] for r in rows],
-            "tokens": tokens,
+            "names": text_array(sorted(names) if names is not None else None),
+            "task_row_ids": bigint_array(task_row_ids),
+            "running": bigint_array(running),
+            "limit": limit,
+            "owner": owner,
+            "prefix": lease_prefix(),
+            "expires_at": expires_at,
         },
     )
-    return [locked_task(row, token, owner, tx.now, expires_at) for row, token in zip(rows, tokens, strict=True)]
+
+    def read() -> list[ActivityWorkItem]:
+        rows = sorted(cursor.fetchall(), key=itemgetter("n"))
+        return [leased_task(row, owner, tx.now, expires_at) for row in rows]
+
+    return read
 
 
 def complete_activities(tx: Tx, prepared: Sequence[tuple[ActivityCompletion, str, str]]) -> list[Outcome]:

@@ -20,11 +20,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
@@ -113,6 +114,22 @@ def probe_connection(conninfo: str, display: str, timeout: float) -> None:
             time.sleep(_PROBE_INTERVAL)
 
 
+def text_array(values: Iterable[str] | None) -> str | None:
+    """A ``text[]`` literal of ``values`` (None stays None), for a parameter the statement
+    casts (``%(ids)s::text[]``): psycopg adapts a str at once, and a list only after looking
+    at its items, which costs more than the statement's work on the hot path."""
+    if values is None:
+        return None
+    return "{" + ",".join(['"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values]) + "}"
+
+
+def bigint_array(values: Iterable[int] | None) -> str | None:
+    """A ``bigint[]`` literal of ``values`` (None stays None); see :func:`text_array`."""
+    if values is None:
+        return None
+    return "{" + ",".join([str(int(v)) for v in values]) + "}"
+
+
 @dataclass(slots=True)
 class Tx:
     """One write transaction: its connection (in pipeline mode), its single reading of the
@@ -130,6 +147,9 @@ class Tx:
     now: float
     options: StoreOptions = field(default_factory=StoreOptions)
     topics: set[str] = field(default_factory=set)
+    #: Counts the times the transaction changed the orchestration queues after the round
+    #: sent its reading of the due times (which is then read again).
+    queues_changed: int = 0
     _later: list[tuple[Cursor, Callable[[Cursor], None]]] = field(default_factory=list)
 
     def notify(self, *topics: str) -> None:
@@ -147,10 +167,6 @@ class Tx:
     def run(self, query: str, params: dict[str, Any] | None = None) -> Cursor:
         """Send ``query`` without waiting for its result; read it from the cursor later."""
         return self.conn.execute(query, params)
-
-    def run_many(self, query: str, params: Sequence[dict[str, Any]]) -> None:
-        """Send ``query`` once per parameter set, without waiting for the results."""
-        self.conn.cursor().executemany(query, params)
 
     def count(self, query: str, params: dict[str, Any] | None = None) -> int:
         """Execute ``query``; return the number of rows it changed."""
@@ -172,6 +188,17 @@ class Tx:
     def flush(self) -> None:
         """Wait for every statement sent so far, raising the first error among them."""
         self.pipeline.sync()
+
+
+def _end_transaction(conn: psycopg.Connection[Any]) -> None:
+    """Roll back what a failed write left open (a transaction that failed before its COMMIT,
+    or whose statement failed); a broken connection is left to the pool, which drops it."""
+    if conn.closed or conn.pgconn.transaction_status in (TransactionStatus.IDLE, TransactionStatus.UNKNOWN):
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except psycopg.Error:  # the pool checks the connection when it comes back
+        log.debug("rollback failed", exc_info=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,24 +287,31 @@ class Database:
 
         def attempt() -> tuple[T, set[str]]:
             committing = False
-            try:
-                with self.pool.connection() as conn, conn.pipeline() as pipeline:
-                    with conn.transaction():
+            with self.pool.connection() as conn:
+                try:
+                    # BEGIN and COMMIT are pipelined like the body's statements: the only
+                    # Sync is the pipeline's exit, after the COMMIT (psycopg's transaction()
+                    # would add one after BEGIN and two around the COMMIT).
+                    with conn.pipeline() as pipeline:
                         tx = Tx(conn, pipeline, clock(), options or StoreOptions())
+                        tx.run("BEGIN")
                         if not durable:
                             tx.run("SET LOCAL synchronous_commit TO OFF")
                         result = body(tx)
                         tx.settle()
                         before_commit(tx)
                         committing = True  # statements still unread go with the COMMIT
+                        tx.run("COMMIT")
                     return result, tx.topics
-            except psycopg.OperationalError as exc:
-                if committing and outcome_unknown(exc):
-                    raise StoreUnavailableError(
-                        f"{method}: the connection to {self.display} failed during COMMIT, so the "
-                        f"outcome is unknown: {exc}"
-                    ) from exc
-                raise
+                except psycopg.OperationalError as exc:
+                    if committing and outcome_unknown(exc):
+                        raise StoreUnavailableError(
+                            f"{method}: the connection to {self.display} failed during COMMIT, so the "
+                            f"outcome is unknown: {exc}"
+                        ) from exc
+                    raise
+                finally:
+                    _end_transaction(conn)
 
         return self._retrying(method, attempt)
 

@@ -22,6 +22,7 @@ latest committed version, so no decision rests on a stale snapshot.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
@@ -68,7 +69,7 @@ from perdure.store.common.rows import (
     task_event,
 )
 from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
-from perdure.store.postgres.connection import Cursor, Tx
+from perdure.store.postgres.connection import Cursor, Tx, bigint_array, text_array
 from perdure.store.postgres.queries import Q
 
 __all__ = [
@@ -77,6 +78,8 @@ __all__ = [
     "commit_turns",
     "lock_orchestrations",
     "renew",
+    "send_due_times",
+    "send_request",
 ]
 
 Row = dict[str, Any]
@@ -162,19 +165,17 @@ def lock_orchestrations(
     tried: list[str] = []
     params: dict[str, Any] = {
         "now": tx.now,
-        "names": sorted(names) if names is not None else None,
-        "instance_ids": list(instance_ids) if instance_ids is not None else None,
-        "held": list(held.values()) if held else None,
-        "exclude": tried,
+        "names": text_array(sorted(names) if names is not None else None),
+        "instance_ids": text_array(instance_ids),
+        "held": text_array(held.values() if held else None),
     }
     while len(items) < limit:
         params["limit"] = limit - len(items)
-        candidates = [c["instance_id"] for c in tx.all(Q.orchestration_candidates, params)]
-        tried.extend(candidates)
-        items.extend(
-            _lock_instances(tx, options, candidates, owner, lease_seconds, known_history or {}, names, held or {})
-        )
-        if len(candidates) < params["limit"]:
+        params["exclude"] = text_array(tried)
+        found = tx.all(Q.lock_candidates, params)
+        tried.extend(c["candidate"] for c in found)
+        items.extend(_lock_instances(tx, options, found, owner, lease_seconds, known_history or {}, names, held or {}))
+        if len(found) < params["limit"]:
             break  # that was every candidate
     return items
 
@@ -182,32 +183,32 @@ def lock_orchestrations(
 def _lock_instances(
     tx: Tx,
     options: StoreOptions,
-    candidates: list[str],
+    found: list[Row],
     owner: str,
     lease_seconds: float,
     known_history: KnownHistory,
     names: Collection[str] | None,
     held: Mapping[str, str],
 ) -> list[OrchestrationWorkItem]:
-    """Lock the ``candidates`` (in their order) that no one else holds, sort their messages,
-    and lease those with messages to deliver."""
-    if not candidates:
+    """Of the candidates ``found`` (``lock_candidates`` rows, in their order), those whose
+    rows this transaction locked: sort their messages, and lease those with messages to
+    deliver. The messages of a candidate that does not exist are swept."""
+    if not found:
         return []
-    rows = {r["instance_id"]: r for r in tx.all(Q.try_lock_instances, {"ids": candidates})}
-    skipped = [iid for iid in candidates if iid not in rows]
-    if skipped:
-        existing = {r["instance_id"] for r in tx.all(Q.existing_instances, {"ids": skipped})}
-        for iid in skipped:
-            if iid not in existing:
-                _sweep_missing_instance(tx, options, iid)
-            # else another worker is deciding about it
+    tx.queues_changed += 1
+    candidates = [c["candidate"] for c in found]
+    rows = {c["candidate"]: c for c in found if c["instance_id"] is not None}
+    for c in found:
+        if c["instance_id"] is None and not c["present"]:
+            _sweep_missing_instance(tx, options, c["candidate"])
+        # else another worker is deciding about it
     if not rows:
         return []
     ids = list(rows)
     # Both sent before either is read: one round trip. The messages are read under the
     # instances' row locks either way; those of an instance whose lease is in use stay put.
-    leases = tx.run(Q.try_lock_leases, {"ids": ids})
-    queued = tx.run(Q.visible_messages, {"ids": ids, "now": tx.now})
+    leases = tx.run(Q.try_lock_leases, {"ids": text_array(ids)})
+    queued = tx.run(Q.visible_messages, {"ids": text_array(ids), "now": tx.now})
     free = {lease["instance_id"] for lease in leases.fetchall() if _lease_free(lease, tx.now, held)}
     messages: dict[str, list[Row]] = {}
     for m in queued.fetchall():
@@ -228,15 +229,15 @@ def _lock_instances(
     tx.run(
         Q.upsert_leases,
         {
-            "instance_ids": [row["instance_id"] for row, _ in taken],
-            "tokens": tokens,
+            "instance_ids": text_array([row["instance_id"] for row, _ in taken]),
+            "tokens": text_array(tokens),
             "owner": owner,
             "expires_at": expires_at,
             "lease_seconds": lease_seconds,
             "now": tx.now,
         },
     )
-    tx.run(Q.mark_delivered, {"ids": [m.message_id for _, deliver in taken for m in deliver]})
+    tx.run(Q.mark_delivered, {"ids": bigint_array([m.message_id for _, deliver in taken for m in deliver])})
     histories = [_send_history(tx, row, known_history.get(row["instance_id"])) for row, _ in taken]
     items = []
     for (row, deliver), token, (history_from, sent) in zip(taken, tokens, histories, strict=True):
@@ -377,6 +378,22 @@ def _read_history(row: Row, start: int, sent: Cursor | None) -> tuple[tuple[Hist
     return decode_history([r["event"] for r in sent.fetchall()], start, row["execution_id"])
 
 
+def send_due_times(tx: Tx) -> Callable[[], tuple[float | None, float | None]]:
+    """Send the read of the next due message and task (``due_times``); return its reader.
+    Sent before the round locks orchestrations, it is read with the candidates; if locking
+    them changed the queues (leases taken, messages sorted), it is read again."""
+    cursor = tx.run(Q.due_times)
+    sent_at = tx.queues_changed
+
+    def read() -> tuple[float | None, float | None]:
+        answer = cursor if tx.queues_changed == sent_at else tx.run(Q.due_times)
+        row = answer.fetchone()
+        assert row is not None
+        return row["next_message_at"], row["next_task_at"]
+
+    return read
+
+
 # --- committing turns --------------------------------------------------------------------
 
 
@@ -405,17 +422,21 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
         ids = sorted({turns[i].commit.instance_id for i in wave})
         consumed = {i: _consumed(turns[i]) for i in wave}
         handing = [turns[i].commit for i in wave if turns[i].commit.handed_over]
-        # Sent together, run in order: the reads after the lock see what committed before it.
-        locked = tx.run(Q.lock_committing, {"ids": ids})
-        leases = tx.run(Q.leases_among, {"ids": ids})
-        queued = tx.run(Q.message_owners, {"ids": [mid for mids in consumed.values() for mid in mids]})
-        tokens, due = _send_handing_over(tx, handing)
+        # Sent together, run in order: the checks after the lock see what committed before it.
+        locked = tx.run(Q.lock_committing, {"ids": text_array(ids)})
+        checks = tx.run(
+            Q.commit_checks,
+            {
+                "ids": text_array(ids),
+                "consumed": bigint_array([mid for mids in consumed.values() for mid in mids]),
+                "tasks": bigint_array([h.task_row_id for c in handing for h in c.handed_over]),
+                "handing": text_array([c.instance_id for c in handing]),
+                "now": tx.now,
+            },
+        )
         rows = {r["instance_id"]: r for r in locked.fetchall()}
-        held = {r["instance_id"]: r for r in leases.fetchall()}
-        owners = {r["message_id"]: r["instance_id"] for r in queued.fetchall()}
-        task_tokens, visible = _read_handing_over(tokens, due)
-        group = GroupWrite()
-        handed: list[int] = []  # tasks whose outcomes committed turns applied: recorded now
+        held, owners, task_tokens, visible = _read_checks(checks)
+        group = GroupWrite()  # with the tasks whose outcomes committed turns applied: recorded now
         for index in wave:
             turn = turns[index]
             row, lease = rows.get(turn.commit.instance_id), held.get(turn.commit.instance_id)
@@ -428,36 +449,38 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
             if not visible.get(turn.commit.instance_id, set()) <= set(consumed[index]):
                 continue  # messages came before the handed-over outcomes: they go first
             c = turn.commit
-            plain = not (c.discarded or c.children or c.continue_as_new or c.status.is_terminal)
-            write_turn(tx, turn, row, lease["lease_seconds"], group if plain else None)
+            if c.discarded or c.children or c.continue_as_new:
+                write_turn(tx, turn, row, lease["lease_seconds"])
+            else:
+                group.add(tx, turn, row, lease["lease_seconds"])
             outcomes[index] = Outcome.OK
-            handed.extend(h.task_row_id for h in turn.commit.handed_over)
+            group.handed.extend(h.task_row_id for h in turn.commit.handed_over)
         group.send(tx)
-        if handed:
-            tx.run(Q.delete_tasks_by_id, {"ids": handed})
         pending = later
     return outcomes
 
 
-def _send_handing_over(tx: Tx, handing: list[Any]) -> tuple[Cursor | None, Cursor | None]:
-    """Send the reads that check turns with handed-over outcomes (the tasks' lease tokens,
-    the due messages queued for their instances), after the locks."""
-    if not handing:
-        return None, None
-    tasks = [h.task_row_id for c in handing for h in c.handed_over]
-    tokens = tx.run(Q.task_tokens, {"ids": tasks})
-    due = tx.run(Q.visible_message_ids_among, {"ids": [c.instance_id for c in handing], "now": tx.now})
-    return tokens, due
-
-
-def _read_handing_over(tokens: Cursor | None, due: Cursor | None) -> tuple[dict[int, str], dict[str, set[int]]]:
-    """The answers of :func:`_send_handing_over`."""
-    task_tokens = {r["task_row_id"]: r["lease_token"] for r in tokens.fetchall()} if tokens is not None else {}
+def _read_checks(
+    cursor: Cursor,
+) -> tuple[dict[str, Row], dict[int, str], dict[int, str], dict[str, set[int]]]:
+    """The answer of ``commit_checks``: the leases by instance, the consumed messages still
+    queued (their instances), the handed-over tasks' lease tokens, and the due messages of
+    the instances whose turns apply handed-over outcomes."""
+    leases: dict[str, Row] = {}
+    owners: dict[int, str] = {}
+    task_tokens: dict[int, str] = {}
     visible: dict[str, set[int]] = {}
-    if due is not None:
-        for r in due.fetchall():
-            visible.setdefault(r["instance_id"], set()).add(r["message_id"])
-    return task_tokens, visible
+    for r in cursor.fetchall():
+        fact = r["fact"]
+        if fact == "lease":
+            leases[r["instance_id"]] = r
+        elif fact == "owner":
+            owners[r["id"]] = r["instance_id"]
+        elif fact == "task":
+            task_tokens[r["id"]] = r["token"]
+        else:
+            visible.setdefault(r["instance_id"], set()).add(r["id"])
+    return leases, owners, task_tokens, visible
 
 
 def _consumed(turn: PreparedTurn) -> list[int]:
@@ -478,35 +501,99 @@ def _may_commit(turn: PreparedTurn, row: Row, lease: Row) -> bool:
 
 
 class GroupWrite:
-    """The writes of the plain turns of a group commit (no children, no continue-as-new,
-    not ending the instance, no discards): sent as one ``executemany`` per statement, in the
-    order one turn makes them. Those turns' instances, leases and messages are this
-    transaction's alone (their rows are locked), so running each statement for all of them
-    before the next keeps every turn's own order."""
-
-    ORDER = (
-        Q.delete_consumed,
-        Q.insert_history,
-        Q.update_instance_after_turn,
-        Q.insert_activity_tasks,
-        Q.insert_messages,
-        Q.release_lease,
-        Q.extend_lease,
-    )
+    """The writes of the plain turns of a group commit (no children, no continue-as-new, no
+    discards), and the deletion of the tasks whose outcomes committed turns applied: one
+    statement (``write_plain_turns``) whatever their number; then the queued tasks of the
+    instances the turns ended are discarded.
+    Those turns' instances, leases and messages are this transaction's alone (their rows are
+    locked), and no part of the statement touches another's rows, so writing them together
+    keeps every turn's own order."""
 
     def __init__(self) -> None:
-        self.params: dict[str, list[dict[str, Any]]] = {query: [] for query in self.ORDER}
+        self.turns: list[dict[str, Any]] = []
+        self.events: list[str] = []
+        self.tasks: list[dict[str, Any]] = []
+        self.messages: list[dict[str, Any]] = []
+        self.handed: list[int] = []
         self.released: list[str] = []
+        self.ended: list[tuple[str, str]] = []  # (instance, its terminal status)
 
-    def add(self, query: str, params: dict[str, Any]) -> None:
-        """Queue one turn's statement."""
-        self.params[query].append(params)
+    def add(self, tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float) -> None:
+        """Queue a plain turn's writes (those :func:`write_turn` makes for it)."""
+        c, now = turn.commit, tx.now
+        params = instance_after_turn(turn, row, now)
+        params["consumed"] = _consumed(turn)
+        params["release"] = c.release
+        params["token"] = c.lease_token
+        params["expires_at"] = now + lease_seconds
+        self.turns.append(params)
+        if turn.events:
+            prefix = f"[{json.dumps(c.instance_id)},{c.execution_id},"
+            first = row["history_event_count"]
+            # The stored JSON goes in as it is (json keeps it byte for byte).
+            self.events.extend(f"{prefix}{first + n},{event}]" for n, event in enumerate(turn.events))
+        for a, text in zip(c.activities, turn.activity_inputs, strict=True):
+            self.tasks.append(
+                {
+                    "instance_id": a.instance_id,
+                    "run_id": a.run_id,
+                    "execution_id": a.execution_id,
+                    "task_id": a.task_id,
+                    "name": a.name,
+                    "input": text,
+                    "attempt": a.attempt,
+                    "visible_at": now if a.visible_at is None else a.visible_at,
+                }
+            )
+        if c.activities:
+            tx.notify(ACTIVITIES)
+        for m, (kind, text) in zip(c.messages, turn.messages, strict=True):
+            self.add_message(
+                m.instance_id, m.run_id, m.execution_id, kind, text, now if m.visible_at is None else m.visible_at
+            )
+        report = parent_report(c, row, now)
+        if report is not None:
+            self.add_message(report.instance_id, report.run_id, report.execution_id, *event_row(report.event), now)
+        if self.messages:
+            tx.notify(ORCHESTRATIONS)
+        if c.release:
+            self.released.append(c.instance_id)
+        if c.status.is_terminal:  # Client.wait waits for an instance to end
+            tx.notify(INSTANCES)
+            self.ended.append((c.instance_id, c.status.value))
+
+    def add_message(
+        self, instance_id: str, run_id: str | None, execution_id: int | None, kind: str, text: str, visible_at: float
+    ) -> None:
+        """Queue one message."""
+        self.messages.append(
+            {
+                "instance_id": instance_id,
+                "run_id": run_id,
+                "execution_id": execution_id,
+                "kind": kind,
+                "event": text,
+                "visible_at": visible_at,
+            }
+        )
 
     def send(self, tx: Tx) -> None:
-        """Send the queued statements; signal if a released instance has messages queued."""
-        for query in self.ORDER:
-            if self.params[query]:
-                tx.run_many(query, self.params[query])
+        """Send the statement; signal if a released instance has messages queued."""
+        if not (self.turns or self.handed):
+            return
+        tx.run(
+            Q.write_plain_turns,
+            {
+                "now": tx.now,
+                "turns": json.dumps(self.turns),
+                "events": f"[{','.join(self.events)}]",
+                "tasks": json.dumps(self.tasks),
+                "messages": json.dumps(self.messages),
+                "handed": bigint_array(self.handed),
+            },
+        )
+        for instance_id, status in self.ended:
+            discard_queued_tasks(tx, instance_id, f"instance became {status}")
         if self.released:
             _signal_if_queued(tx, self.released)
 
@@ -519,14 +606,15 @@ def _signal_if_queued(tx: Tx, released: list[str]) -> None:
         if cursor.fetchone() is not None:
             tx.notify(ORCHESTRATIONS)
 
-    tx.read_later(Q.any_messages_among, {"ids": released}, signal)
+    tx.read_later(Q.any_messages_among, {"ids": text_array(released)}, signal)
 
 
-def write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float, group: GroupWrite | None) -> None:
-    """Write one checked turn: with ``group``, its plain statements are queued there."""
+def write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float) -> None:
+    """Write one checked turn, statement by statement (a plain turn goes to a
+    :class:`GroupWrite` instead)."""
     c = turn.commit
     now, iid = tx.now, c.instance_id
-    send = tx.run if group is None else group.add
+    send = tx.run
 
     # Consumed messages: discard records first (they copy the row), then delete.
     if c.discarded:
@@ -590,10 +678,7 @@ def write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float, group
         discard_queued_tasks(tx, iid, f"instance became {c.status.value}")
     if c.release:
         send(Q.release_lease, {"instance_id": iid, "token": c.lease_token})
-        if group is None:
-            _signal_if_queued(tx, [iid])
-        else:
-            group.released.append(iid)
+        _signal_if_queued(tx, [iid])
     else:
         send(
             Q.extend_lease,
@@ -724,6 +809,15 @@ def insert_discards(
             "details": [r[4] for r in records],
         },
     )
+
+
+def send_request(tx: Tx, request_id: str | None, operation: str, instance_id: str) -> Callable[[], bool]:
+    """:func:`first_request`, sent now and answered by the function returned."""
+    if request_id is None:
+        return lambda: True
+    params = {"request_id": request_id, "operation": operation, "instance_id": instance_id, "now": tx.now}
+    cursor = tx.run(Q.insert_request, params)
+    return lambda: cursor.fetchone() is not None
 
 
 def first_request(tx: Tx, request_id: str | None, operation: str, instance_id: str) -> bool:

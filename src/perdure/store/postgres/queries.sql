@@ -21,18 +21,8 @@ SELECT * FROM instances WHERE instance_id = %(instance_id)s;
 -- Whoever decides about an instance (commit, create, purge) holds its row.
 SELECT * FROM instances WHERE instance_id = %(instance_id)s FOR UPDATE;
 
--- name: try_lock_instances
--- lock_orchestrations: the candidates' rows, locked; an instance another worker is deciding
--- about is skipped, not waited for.
-SELECT * FROM instances WHERE instance_id = ANY(%(ids)s::text[])
-ORDER BY instance_id COLLATE "C"
-FOR UPDATE SKIP LOCKED;
-
 -- name: instance_exists
 SELECT 1 FROM instances WHERE instance_id = %(instance_id)s;
-
--- name: existing_instances
-SELECT instance_id FROM instances WHERE instance_id = ANY(%(ids)s::text[]);
 
 -- name: lock_instance_id
 -- Serializes the creation of an instance id with the sweep of messages addressed to it
@@ -57,30 +47,106 @@ ON CONFLICT (instance_id) DO NOTHING
 RETURNING instance_id;
 
 -- name: lock_committing
--- commit_turns: the committing instances, locked in one order.
-SELECT * FROM instances WHERE instance_id = ANY(%(ids)s::text[])
+-- commit_turns: the committing instances, locked in one order. The list as a subquery
+-- (here and in commit_checks): the planner then costs the statement the same whatever the
+-- list holds, and the prepared statement keeps its generic plan instead of being planned
+-- again at every call.
+SELECT * FROM instances WHERE instance_id = ANY((SELECT %(ids)s::text[])::text[])
 ORDER BY instance_id COLLATE "C"
 FOR UPDATE;
 
--- name: leases_among
--- commit_turns: the leases of the instances it locked, read by a statement that starts once
--- those locks are held (a fresh snapshot), so a takeover committed meanwhile is seen:
--- nobody changes a lease's holder without holding its instance row.
-SELECT instance_id, token, lease_seconds FROM orchestration_leases WHERE instance_id = ANY(%(ids)s::text[]);
+-- name: commit_checks
+-- commit_turns, in a statement that starts once lock_committing holds the instances (a fresh
+-- snapshot, so a takeover or a commit that held them meanwhile is seen: nobody changes a
+-- lease's holder or an instance's messages without holding its row), one row per fact:
+-- 'lease': the lease of a locked instance (token, lease_seconds);
+-- 'owner': a consumed message still queued, and for which instance;
+-- 'task': the lease token of a task whose outcome a turn applies handed over;
+-- 'due': a queued, due message of an instance whose turn applies handed-over outcomes (any
+-- the turn did not consume came first: the turn must not commit).
+SELECT 'lease' AS fact, instance_id, token, lease_seconds, NULL::bigint AS id
+FROM orchestration_leases WHERE instance_id = ANY((SELECT %(ids)s::text[])::text[])
+UNION ALL
+SELECT 'owner', instance_id, NULL, NULL, message_id
+FROM orchestration_messages WHERE message_id = ANY((SELECT %(consumed)s::bigint[])::bigint[])
+UNION ALL
+SELECT 'task', NULL, lease_token, NULL, task_row_id
+FROM activity_tasks WHERE task_row_id = ANY((SELECT %(tasks)s::bigint[])::bigint[])
+UNION ALL
+SELECT 'due', instance_id, NULL, NULL, message_id
+FROM orchestration_messages WHERE instance_id = ANY((SELECT %(handing)s::text[])::text[]) AND visible_at <= %(now)s;
 
--- name: visible_message_ids_among
--- commit_turns: the queued, due messages of instances whose turns apply handed-over
--- activity outcomes (any the turn did not consume came first: the turn must not commit).
-SELECT instance_id, message_id FROM orchestration_messages
-WHERE instance_id = ANY(%(ids)s::text[]) AND visible_at <= %(now)s;
-
--- name: task_tokens
--- commit_turns: the lease tokens of the tasks whose outcomes a turn applies handed over.
-SELECT task_row_id, lease_token FROM activity_tasks WHERE task_row_id = ANY(%(ids)s::bigint[]);
-
--- name: message_owners
--- commit_turns: which of the consumed messages are still queued, and for which instance.
-SELECT message_id, instance_id FROM orchestration_messages WHERE message_id = ANY(%(ids)s::bigint[]);
+-- name: write_plain_turns
+-- commit_turns: the writes of a group's plain turns (GroupWrite) in one statement, with the
+-- deletion of the tasks whose outcomes committed turns applied. Each part touches rows no
+-- other part touches (the turns' instances, leases and consumed messages are this
+-- transaction's, locked), so one snapshot for all of them is each turn's own order.
+-- :turns is a JSON array of objects (one per turn); :events a JSON array of
+-- [instance_id, execution_id, sequence, event] whose event is the stored JSON text itself
+-- (json, not jsonb: the text is kept byte for byte); :tasks and :messages JSON arrays of
+-- objects, the messages in the order their ids must follow; :handed the task row ids.
+WITH turn AS MATERIALIZED (
+    SELECT * FROM json_to_recordset(%(turns)s::json) AS t (
+        instance_id text, consumed bigint[], status text, execution_id integer, version integer,
+        input text, output text, failure text, custom_status text, waiting_on text,
+        history_event_count integer, history_bytes bigint, full_replay integer, replayed_events integer,
+        duration float8, progressed boolean, release boolean, token text, expires_at float8
+    )
+), consumed AS (
+    DELETE FROM orchestration_messages AS m USING turn
+    WHERE m.instance_id = turn.instance_id AND m.message_id = ANY(turn.consumed)
+), events AS (
+    INSERT INTO history (instance_id, execution_id, sequence, event)
+    SELECT e.value ->> 0, (e.value ->> 1)::integer, (e.value ->> 2)::integer, (e.value -> 3)::text
+    FROM json_array_elements(%(events)s::json) AS e
+), instance AS (
+    UPDATE instances AS i SET
+        status = turn.status,
+        execution_id = turn.execution_id,
+        version = COALESCE(turn.version, i.version),
+        input = turn.input,
+        output = turn.output,
+        failure = turn.failure,
+        custom_status = turn.custom_status,
+        waiting_on = turn.waiting_on,
+        history_event_count = turn.history_event_count,
+        history_bytes = turn.history_bytes,
+        last_updated_at = %(now)s,
+        turns = i.turns + 1,
+        full_replays = i.full_replays + turn.full_replay,
+        replayed_events = i.replayed_events + turn.replayed_events,
+        last_turn_duration = turn.duration,
+        last_progress_at = CASE WHEN turn.progressed THEN %(now)s ELSE i.last_progress_at END
+    FROM turn
+    WHERE i.instance_id = turn.instance_id
+), tasks AS (
+    INSERT INTO activity_tasks (
+        instance_id, run_id, execution_id, task_id, name, input, attempt, enqueued_at, visible_at
+    )
+    SELECT t.instance_id, t.run_id, t.execution_id, t.task_id, t.name, t.input, t.attempt, %(now)s, t.visible_at
+    FROM ROWS FROM (json_to_recordset(%(tasks)s::json) AS (
+        instance_id text, run_id text, execution_id integer, task_id integer, name text, input text,
+        attempt integer, visible_at float8
+    )) WITH ORDINALITY AS t (instance_id, run_id, execution_id, task_id, name, input, attempt, visible_at, n)
+    ORDER BY t.n
+), messages AS (
+    INSERT INTO orchestration_messages (instance_id, run_id, execution_id, kind, event, enqueued_at, visible_at)
+    SELECT m.instance_id, m.run_id, m.execution_id, m.kind, m.event, %(now)s, m.visible_at
+    FROM ROWS FROM (json_to_recordset(%(messages)s::json) AS (
+        instance_id text, run_id text, execution_id integer, kind text, event text, visible_at float8
+    )) WITH ORDINALITY AS m (instance_id, run_id, execution_id, kind, event, visible_at, n)
+    ORDER BY m.n
+), released AS (
+    DELETE FROM orchestration_leases AS l USING turn
+    WHERE turn.release AND l.instance_id = turn.instance_id AND l.token = turn.token
+), extended AS (
+    UPDATE orchestration_leases AS l SET expires_at = turn.expires_at
+    FROM turn
+    WHERE NOT turn.release AND l.instance_id = turn.instance_id AND l.token = turn.token
+), handed AS (
+    DELETE FROM activity_tasks WHERE task_row_id = ANY(%(handed)s::bigint[])
+)
+SELECT 1;
 
 -- name: insert_request
 -- A client operation's request id, unless it was recorded before (then nothing is returned).
@@ -235,32 +301,45 @@ FROM unnest(%(instance_ids)s::text[], %(run_ids)s::text[], %(execution_ids)s::in
      WITH ORDINALITY AS m (instance_id, run_id, execution_id, kind, event, visible_at, ordinality)
 ORDER BY ordinality;
 
--- name: orchestration_candidates
+-- name: lock_candidates
 -- Instances with a due message and no live lease (or one of the caller's, :held), oldest
--- due message first. %(names)s holds routing keys (name@version, name@* for an instance
--- whose version is not chosen yet). With it, instances that do not exist or are terminal
--- are still swept: sorting their messages (defer, discard) needs no user code. :exclude holds the instances this call
--- already looked at (skipped ones would otherwise come back).
-SELECT m.instance_id, MIN(m.visible_at) AS first_visible, MIN(m.message_id) AS first_message
-FROM orchestration_messages AS m
-LEFT JOIN instances AS i ON i.instance_id = m.instance_id
-LEFT JOIN orchestration_leases AS l ON l.instance_id = m.instance_id
-WHERE m.visible_at <= %(now)s
-  AND (l.instance_id IS NULL OR l.expires_at <= %(now)s OR l.token = ANY(%(held)s::text[]))
-  AND (%(names)s::text[] IS NULL
-       OR i.instance_id IS NULL
-       OR i.status IN ('COMPLETED', 'FAILED', 'TERMINATED')
-       OR i.name || '@' || COALESCE(i.version::text, '*') = ANY(%(names)s::text[]))
-  AND (%(instance_ids)s::text[] IS NULL OR m.instance_id = ANY(%(instance_ids)s::text[]))
-  AND m.instance_id <> ALL(%(exclude)s::text[])
-GROUP BY m.instance_id
-ORDER BY first_visible, first_message
-LIMIT %(limit)s;
+-- due message first, each with its row locked (columns NULL if another worker holds it, or
+-- if it does not exist: present tells which). %(names)s holds routing keys (name@version,
+-- name@* for an instance whose version is not chosen yet). With it, instances that do not
+-- exist or are terminal are still swept: sorting their messages (defer, discard) needs no
+-- user code. :exclude holds the instances this call already looked at (skipped ones would
+-- otherwise come back). A locked row is its latest version (READ COMMITTED re-reads it).
+WITH candidate AS (
+    SELECT m.instance_id, MIN(m.visible_at) AS first_visible, MIN(m.message_id) AS first_message
+    FROM orchestration_messages AS m
+    LEFT JOIN instances AS i ON i.instance_id = m.instance_id
+    LEFT JOIN orchestration_leases AS l ON l.instance_id = m.instance_id
+    WHERE m.visible_at <= %(now)s
+      AND (l.instance_id IS NULL OR l.expires_at <= %(now)s OR l.token = ANY(%(held)s::text[]))
+      AND (%(names)s::text[] IS NULL
+           OR i.instance_id IS NULL
+           OR i.status IN ('COMPLETED', 'FAILED', 'TERMINATED')
+           OR i.name || '@' || COALESCE(i.version::text, '*') = ANY(%(names)s::text[]))
+      AND (%(instance_ids)s::text[] IS NULL OR m.instance_id = ANY(%(instance_ids)s::text[]))
+      AND m.instance_id <> ALL(%(exclude)s::text[])
+    GROUP BY m.instance_id
+    ORDER BY first_visible, first_message
+    LIMIT %(limit)s
+)
+SELECT c.instance_id AS candidate,
+       EXISTS (SELECT 1 FROM instances AS e WHERE e.instance_id = c.instance_id) AS present,
+       locked.*
+FROM candidate AS c
+LEFT JOIN LATERAL (
+    SELECT * FROM instances AS i WHERE i.instance_id = c.instance_id FOR UPDATE SKIP LOCKED
+) AS locked ON true
+ORDER BY c.first_visible, c.first_message;
 
 -- name: visible_messages
--- Under the instances' row locks (or, for a missing instance, its id lock).
+-- Under the instances' row locks (or, for a missing instance, its id lock). The list as a
+-- subquery (as in lock_committing) keeps the generic plan.
 SELECT * FROM orchestration_messages
-WHERE instance_id = ANY(%(ids)s::text[]) AND visible_at <= %(now)s
+WHERE instance_id = ANY((SELECT %(ids)s::text[])::text[]) AND visible_at <= %(now)s
 ORDER BY message_id;
 
 -- name: messages_of_instance
@@ -276,7 +355,7 @@ WHERE instance_id = %(instance_id)s AND execution_id = %(execution_id)s AND kind
 
 -- name: mark_delivered
 UPDATE orchestration_messages SET delivery_count = delivery_count + 1
-WHERE message_id = ANY(%(ids)s::bigint[]);
+WHERE message_id = ANY((SELECT %(ids)s::bigint[])::bigint[]);
 
 -- name: hold_messages
 UPDATE orchestration_messages SET visible_at = %(visible_at)s
@@ -351,7 +430,7 @@ ORDER BY ordinality;
 -- with present false if it has no lease row, and NULL lease columns if its lease row is
 -- locked by its holder (renewing, committing, abandoning): in use, skipped.
 WITH locked AS (
-    SELECT * FROM orchestration_leases WHERE instance_id = ANY(%(ids)s::text[])
+    SELECT * FROM orchestration_leases WHERE instance_id = ANY((SELECT %(ids)s::text[])::text[])
     ORDER BY instance_id COLLATE "C"
     FOR UPDATE SKIP LOCKED
 )
@@ -397,29 +476,35 @@ FROM unnest(%(instance_ids)s::text[], %(run_ids)s::text[], %(execution_ids)s::in
      WITH ORDINALITY AS t (instance_id, run_id, execution_id, task_id, name, input, attempt, visible_at, ordinality)
 ORDER BY ordinality;
 
--- name: activity_candidates
--- Due tasks and tasks whose lease expired (a locked task's visible_at is its lease expiry);
--- tasks another worker is locking right now are skipped, and so are the caller's own
--- running tasks (their leases may have expired while the store did not answer).
-SELECT * FROM activity_tasks
-WHERE visible_at <= %(now)s
-  AND (%(names)s::text[] IS NULL OR name = ANY(%(names)s::text[]))
-  AND (%(task_row_ids)s::bigint[] IS NULL OR task_row_id = ANY(%(task_row_ids)s::bigint[]))
-  AND task_row_id <> ALL(%(running)s::bigint[])
-ORDER BY visible_at, task_row_id
-LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED;
-
--- name: lock_activity_tasks
+-- name: lock_activities
+-- Due tasks and tasks whose lease expired (a locked task's visible_at is its lease expiry),
+-- oldest first, locked for :owner; tasks another worker is locking right now are skipped,
+-- and so are the caller's own running tasks (their leases may have expired while the store
+-- did not answer). Each gets the token :prefix followed by its rank in hex (n, to order
+-- the rows); the delivery count returned is the new one.
+WITH picked AS (
+    SELECT task_row_id, visible_at FROM activity_tasks
+    WHERE visible_at <= %(now)s
+      AND (%(names)s::text[] IS NULL OR name = ANY(%(names)s::text[]))
+      AND (%(task_row_ids)s::bigint[] IS NULL OR task_row_id = ANY(%(task_row_ids)s::bigint[]))
+      AND task_row_id <> ALL(%(running)s::bigint[])
+    ORDER BY visible_at, task_row_id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), ranked AS (
+    SELECT task_row_id, row_number() OVER (ORDER BY visible_at, task_row_id) AS n FROM picked
+)
 UPDATE activity_tasks AS t SET
     lease_owner = %(owner)s,
-    lease_token = l.token,
+    lease_token = %(prefix)s::text || to_hex(ranked.n - 1),
     lease_expires_at = %(expires_at)s,
     visible_at = %(expires_at)s,
     delivery_count = t.delivery_count + 1,
     locked_at = %(now)s
-FROM unnest(%(ids)s::bigint[], %(tokens)s::text[]) AS l (task_row_id, token)
-WHERE t.task_row_id = l.task_row_id;
+FROM ranked
+WHERE t.task_row_id = ranked.task_row_id
+RETURNING ranked.n, t.task_row_id, t.instance_id, t.execution_id, t.task_id, t.name, t.input, t.attempt,
+          t.lease_token, t.enqueued_at, t.delivery_count, t.run_id;
 
 -- name: lock_instances_of_tasks
 -- complete_activities decides on the instances' status and execution: hold them (shared),
@@ -507,6 +592,14 @@ LIMIT %(limit)s;
 -- name: next_task_at
 -- The earliest visible_at of an activity task (a locked task's is its lease expiry).
 SELECT MIN(visible_at) AS t FROM activity_tasks;
+
+-- name: due_times
+-- A round's next_message_at and next_task_at in one statement.
+SELECT
+    (SELECT MIN(GREATEST(l.expires_at, m.visible_at))
+     FROM orchestration_messages AS m
+     LEFT JOIN orchestration_leases AS l ON l.instance_id = m.instance_id) AS next_message_at,
+    (SELECT MIN(visible_at) FROM activity_tasks) AS next_task_at;
 
 -- name: next_message_at
 -- The earliest time a message can be taken: a message of a leased instance cannot be taken

@@ -70,5 +70,5 @@ def _write_live(tx: Tx, row: Row, events: list[HistoryEvent], work: LiveWork) ->
         messages=[*work.messages, *reports],
         children=children,
     )
-    orchestrations.write_turn(tx, prepare_turn(commit), row, 0.0, None)
+    orchestrations.write_turn(tx, prepare_turn(commit), row, 0.0)
     tx.notify(INSTANCES)

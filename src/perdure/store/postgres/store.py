@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -67,7 +68,7 @@ from perdure.store.notify import INSTANCES, ORCHESTRATIONS, Notifier
 from perdure.store.open import check_postgres_schema, public_url
 from perdure.store.postgres import activities, orchestrations, reopen
 from perdure.store.postgres.clock import ServerClock
-from perdure.store.postgres.connection import Database, RetryPolicy, Tx
+from perdure.store.postgres.connection import Database, RetryPolicy, Tx, text_array
 from perdure.store.postgres.listen import Listener, channels
 from perdure.store.postgres.migrations import migrate
 from perdure.store.postgres.queries import Q
@@ -217,7 +218,7 @@ class PostgresStore:
 
         def before_commit(tx: Tx) -> None:
             if tx.topics and self.notify_enabled:
-                tx.run(Q.notify, {"channels": channels(tx.topics), "sender": self.sender})
+                tx.run(Q.notify, {"channels": text_array(channels(tx.topics)), "sender": self.sender})
             if self.fault_hook is not None:
                 tx.flush()  # the hook finds the transaction as COMMIT will: every statement done
                 self.fault_hook(f"{method}:{point}")
@@ -250,54 +251,73 @@ class PostgresStore:
         ordered = sorted(instances, key=lambda i: i.instance_id)
 
         def body(tx: Tx) -> None:
-            if not orchestrations.first_request(tx, request_id, "start", instances[0].instance_id):
-                return  # applied already: a retry after an unknown outcome
+            # Every statement is sent before any answer is read (one round trip); if the
+            # request was applied already (a retry after an unknown outcome), the
+            # transaction is rolled back instead of committed.
+            request = orchestrations.send_request(tx, request_id, "start", instances[0].instance_id)
             outbox = orchestrations.Outbox()
-            for instance in ordered:
-                self._insert_instance(tx, outbox, instance, inputs[instance.instance_id], replace_terminal)
+            insert = self._send_inserts(tx, ordered, inputs, replace_terminal)
+            if not request():
+                raise _AppliedAlready
+            insert(outbox)
             outbox.flush(tx)
             tx.notify(ORCHESTRATIONS, INSTANCES)
 
-        self._write("create_instance", body)
+        with contextlib.suppress(_AppliedAlready):
+            self._write("create_instance", body)
 
     @staticmethod
-    def _insert_instance(
-        tx: Tx,
-        outbox: orchestrations.Outbox | None,
-        instance: NewInstance,
-        input_text: str | None,
-        replace_terminal: bool,
-    ) -> None:
-        """Insert the instance row, a new run (after create_instance's checks), and, with an
-        ``outbox``, queue its start message there."""
-        iid = instance.instance_id
-        key = {"instance_id": iid}
-        tx.run(Q.lock_instance_id, key)
-        row = tx.one(Q.lock_instance, key)
-        check_new_instance(row, instance)
-        execution = 1
-        if row is not None:
-            check_replaceable(row, replace_terminal)
-            execution = orchestrations.retire_run(tx, row)
-        run_id = instance.run_id or new_run_id()
-        params = new_instance_params(
-            iid, instance.name, input_text, instance.parent, tx.now, run_id, execution, instance.version
-        )
-        if not orchestrations.insert_instance(tx, params):
-            raise InstanceExistsError(f"instance {iid!r} already exists")  # held by the id lock
-        if outbox is not None:
-            start = ExecutionStarted(
-                timestamp=tx.now,
-                name=instance.name,
-                input=instance.input,
-                execution_id=execution,
-                parent=instance.parent,
-                run_id=run_id,
-                version=instance.version,
-                origin=instance.origin,
-                trace=instance.trace,
+    def _send_inserts(
+        tx: Tx, instances: Sequence[NewInstance], inputs: Mapping[str, str | None], replace_terminal: bool
+    ) -> Callable[[orchestrations.Outbox | None], None]:
+        """Send, for each of ``instances`` in turn, the lock of its id, the read of its row
+        and the insert of its first run (which does nothing if the id is taken); return the
+        function that reads the answers and finishes each start after create_instance's
+        checks (a taken id whose run may be replaced is retired and inserted again), queuing
+        the start messages in the outbox given (if any)."""
+        sent = []
+        for instance in instances:
+            iid = instance.instance_id
+            tx.run(Q.lock_instance_id, {"instance_id": iid})
+            row = tx.run(Q.lock_instance, {"instance_id": iid})
+            run_id = instance.run_id or new_run_id()
+            params = new_instance_params(
+                iid, instance.name, inputs[iid], instance.parent, tx.now, run_id, 1, instance.version
             )
-            outbox.add(iid, run_id, execution, *event_row(start), tx.now, instance.start_at)
+            sent.append((instance, row, run_id, params, tx.run(Q.insert_instance, params)))
+
+        def finish(outbox: orchestrations.Outbox | None) -> None:
+            for instance, row_cursor, run_id, params, inserted in sent:
+                row = row_cursor.fetchone()
+                check_new_instance(row, instance)
+                execution = 1
+                if row is not None:
+                    check_replaceable(row, replace_terminal)
+                    execution = orchestrations.retire_run(tx, row)
+                    if not orchestrations.insert_instance(tx, {**params, "execution_id": execution}):
+                        raise InstanceExistsError(f"instance {instance.instance_id!r} already exists")
+                elif inserted.fetchone() is None:  # pragma: no cover - the id lock keeps others out
+                    raise InstanceExistsError(f"instance {instance.instance_id!r} already exists")
+                if outbox is not None:
+                    PostgresStore._queue_start(tx, outbox, instance, run_id, execution)
+
+        return finish
+
+    @staticmethod
+    def _queue_start(tx: Tx, outbox: orchestrations.Outbox, instance: NewInstance, run_id: str, execution: int) -> None:
+        """Queue the ``ExecutionStarted`` of a new run."""
+        start = ExecutionStarted(
+            timestamp=tx.now,
+            name=instance.name,
+            input=instance.input,
+            execution_id=execution,
+            parent=instance.parent,
+            run_id=run_id,
+            version=instance.version,
+            origin=instance.origin,
+            trace=instance.trace,
+        )
+        outbox.add(instance.instance_id, run_id, execution, *event_row(start), tx.now, instance.start_at)
 
     def rewind(self, rewinds: Sequence[Rewind], *, request_id: str | None = None) -> None:
         """See :meth:`perdure.store.base.Store.rewind`."""
@@ -497,8 +517,8 @@ class PostgresStore:
         new = replace(instance, run_id=run_id)
 
         def body(tx: Tx) -> list[Outcome]:
-            orchestrations.first_request(tx, request_id, "start", instance.instance_id)
-            self._insert_instance(tx, None, new, input_text, replace_terminal)
+            orchestrations.send_request(tx, request_id, "start", instance.instance_id)
+            self._send_inserts(tx, [new], {instance.instance_id: input_text}, replace_terminal)(None)
             tx.run(
                 Q.upsert_leases,
                 {
@@ -706,12 +726,16 @@ class PostgresStore:
         return queue_depths_from_rows(rows, now)
 
 
+class _AppliedAlready(Exception):
+    """A client request that was applied before: its transaction is rolled back."""
+
+
 _ROUND = rounds.RoundSteps(
     complete_activities=activities.complete_activities,
     lock_orchestrations=orchestrations.lock_orchestrations,
     commit_turns=orchestrations.commit_turns,
-    lock_activities=activities.lock_activities,
-    queries=Q,
+    send_lock_activities=activities.send_lock_activities,
+    send_due_times=orchestrations.send_due_times,
 )
 
 

@@ -666,8 +666,8 @@ _ROUND = rounds.RoundSteps(
     complete_activities=activities.complete_activities,
     lock_orchestrations=orchestrations.lock_orchestrations,
     commit_turns=orchestrations.commit_turns,
-    lock_activities=activities.lock_activities,
-    queries=Q,
+    send_lock_activities=rounds.at_once(activities.lock_activities),
+    send_due_times=rounds.due_times_when_read(Q),
 )
 
 

@@ -249,6 +249,21 @@ def test_a_round_records_a_late_outcome_for_a_terminal_instance_as_discarded(sto
     assert record.reason == DiscardReason.TERMINAL_INSTANCE
 
 
+def test_a_round_that_takes_instances_tells_their_messages_due_once_their_leases_expire(
+    store: Store, clock: FakeClock
+) -> None:
+    # The next due message is read after the round's locks: a message of an instance the
+    # round took is due only when that lease expires, not at once.
+    start(store, "i1")
+    result = round_(store)
+    assert [item.instance.instance_id for item in result.locked] == ["i1"]
+    assert result.next_message_at == clock() + LEASE
+    start(store, "i2")
+    result = round_(store, commits=[turn(result.locked[0])])
+    assert [item.instance.instance_id for item in result.locked] == ["i2"]
+    assert result.next_message_at == clock() + LEASE
+
+
 def test_a_round_is_atomic(store: Store) -> None:
     work = with_task(store)
     start(store, "i2")
