@@ -41,7 +41,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from perdure.core.failure import Failure
-from perdure.core.history import HistoryEvent, ParentRef, RunOrigin
+from perdure.core.history import ExecutionStarted, HistoryEvent, ParentRef, RunOrigin
 from perdure.core.status import OrchestrationStatus
 from perdure.core.turn import WaitingOn
 
@@ -304,6 +304,20 @@ class NewInstance:
     origin: RunOrigin | None = None
     replaces_run: str | None = None
     trace: dict[str, str] | None = None
+
+    def start_event(self, run_id: str, execution_id: int, now: float) -> ExecutionStarted:
+        """The ``ExecutionStarted`` of the instance's new run ``run_id``, at ``now``."""
+        return ExecutionStarted(
+            timestamp=now,
+            name=self.name,
+            input=self.input,
+            execution_id=execution_id,
+            parent=self.parent,
+            run_id=run_id,
+            version=self.version,
+            origin=self.origin,
+            trace=self.trace,
+        )
 
 
 @dataclass(frozen=True, slots=True)

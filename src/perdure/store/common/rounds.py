@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from perdure.core.history import ExecutionStarted, dumps_event
+from perdure.core.history import dumps_event
 from perdure.core.status import OrchestrationStatus
 from perdure.store.base import (
     ActivityWorkItem,
@@ -183,16 +183,7 @@ def eager_item(instance: NewInstance, run_id: str, execution_id: int, now: float
     """The work item of an eager start's first turn, built before the instance exists: the
     new run with its ``ExecutionStarted`` handed over (:data:`HANDED_OVER`), and the lease
     token its commit will present."""
-    start = ExecutionStarted(
-        timestamp=now,
-        name=instance.name,
-        input=instance.input,
-        execution_id=execution_id,
-        parent=instance.parent,
-        run_id=run_id,
-        version=instance.version,
-        trace=instance.trace,
-    )
+    start = instance.start_event(run_id, execution_id, now)
     message = QueuedMessage(
         message_id=HANDED_OVER,
         instance_id=instance.instance_id,

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from perdure.core.history import ExecutionStarted, dumps_checked
+from perdure.core.history import dumps_checked
 from perdure.core.status import OrchestrationStatus
 from perdure.errors import InstanceExistsError, InvalidInputError
 from perdure.store.base import (
@@ -306,17 +306,7 @@ class PostgresStore:
     @staticmethod
     def _queue_start(tx: Tx, outbox: orchestrations.Outbox, instance: NewInstance, run_id: str, execution: int) -> None:
         """Queue the ``ExecutionStarted`` of a new run."""
-        start = ExecutionStarted(
-            timestamp=tx.now,
-            name=instance.name,
-            input=instance.input,
-            execution_id=execution,
-            parent=instance.parent,
-            run_id=run_id,
-            version=instance.version,
-            origin=instance.origin,
-            trace=instance.trace,
-        )
+        start = instance.start_event(run_id, execution, tx.now)
         outbox.add(instance.instance_id, run_id, execution, *event_row(start), tx.now, instance.start_at)
 
     def rewind(self, rewinds: Sequence[Rewind], *, request_id: str | None = None) -> None:

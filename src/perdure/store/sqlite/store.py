@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from perdure.core.history import ExecutionStarted, dumps_checked
+from perdure.core.history import dumps_checked
 from perdure.core.status import OrchestrationStatus
 from perdure.errors import InvalidInputError, StoreError, StoreUnavailableError
 from perdure.store.base import (
@@ -258,17 +258,7 @@ class SQLiteStore:
         )
         orchestrations.insert_instance(tx, params)
         if queue_start:
-            start = ExecutionStarted(
-                timestamp=tx.now,
-                name=instance.name,
-                input=instance.input,
-                execution_id=execution,
-                parent=instance.parent,
-                run_id=run_id,
-                version=instance.version,
-                origin=instance.origin,
-                trace=instance.trace,
-            )
+            start = instance.start_event(run_id, execution, tx.now)
             message = orchestrations.message_params(
                 iid, run_id, execution, *event_row(start), tx.now, instance.start_at
             )
