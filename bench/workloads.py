@@ -164,7 +164,7 @@ def _run_many(
         "wall_s": wall,
         "orchestrations_per_s": orchestrations / wall,
         "activities_per_s": activities / wall,
-        **{f"{key}_ms_per_activity": 1000 * seconds / activities for key, seconds in cpu.items()},
+        **{f"{key}_ms_per_activity": 1000 * seconds / activities for key, seconds in cpu.items() if activities},
     }
 
 
