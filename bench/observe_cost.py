@@ -6,7 +6,9 @@ hour), with each round's ratios to "off".
     python -m bench.observe_cost W1 --store postgres
 
 A workload is ``NAME[:params]`` as for ``bench.ab``. Each run is a fresh process on a fresh
-store; the order of the three settings rotates from round to round. ``all`` traces with the
+store; the order of the three settings rotates from round to round. For W1 and W4 it also
+prints the CPU time of the workload's process per activity (``bench.cpu``), a steadier
+measure of the cost than the wall time on a shared machine. ``all`` traces with the
 OpenTelemetry SDK's batch span processor and an exporter that drops the spans (the cost of
 making them, not of shipping them).
 """
@@ -36,15 +38,19 @@ def main(argv: list[str] | None = None) -> int:
             name, params = parse_workload(spec)
             key = HEADLINE[name]
             figures: dict[str, list[float]] = {s: [] for s in SETTINGS}
+            cpu: dict[str, list[float]] = {s: [] for s in SETTINGS}  # the worker process's, per activity
             for round_ in range(args.rounds):
                 shift = round_ % len(SETTINGS)
                 for setting in SETTINGS[shift:] + SETTINGS[:shift]:
                     url, drop = _fresh_store(args.store, Path(tmp))
                     try:
-                        figures[setting].append(run_in(ROOT, name, url, {**params, "observe": setting})[key])
+                        result = run_in(ROOT, name, url, {**params, "observe": setting})
                     finally:
                         if drop:
                             drop()
+                    figures[setting].append(result[key])
+                    if "cpu_process_s_ms_per_activity" in result:
+                        cpu[setting].append(result["cpu_process_s_ms_per_activity"])
             better = "lower" if key in LOWER_IS_BETTER else "higher"
             line = [f"{spec:<16} {args.store:<8} {key} ({better} is better):"]
             for setting in SETTINGS:
@@ -54,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
                     ratios = [v / o for v, o in zip(values, figures["off"], strict=True)]
                     line.append(f"({setting}/off per round: median {statistics.median(ratios):.3f})")
             print("  ".join(line), flush=True)
+            if cpu["off"]:
+                shown = ", ".join(f"{setting} {statistics.median(cpu[setting]):.3f}" for setting in SETTINGS)
+                print(
+                    f"{'':<16} {args.store:<8} CPU ms per activity of the worker process (medians): {shown}", flush=True
+                )
     return 0
 
 
