@@ -27,7 +27,7 @@ from perdure.core.history import (
     HistoryEvent,
     RunOrigin,
 )
-from perdure.core.ids import validate_instance_id
+from perdure.core.ids import generated_instance_id, validate_instance_id
 from perdure.core.payload import DEFAULT_MAX_PAYLOAD_BYTES, dumps_payload
 from perdure.core.registry import App, registered_name
 from perdure.core.status import TERMINAL_STATUSES, OrchestrationStatus
@@ -244,7 +244,7 @@ class Client:
         """
         name = self._orchestration_name(orchestration)
         version = self._version(name, version)
-        iid = uuid.uuid4().hex if instance_id is None else validate_instance_id(instance_id)
+        iid = generated_instance_id(time.time()) if instance_id is None else validate_instance_id(instance_id)
         dumps_payload(input, what=f"input of orchestration {name!r}", limit=self.max_payload_bytes)
         start = timestamp(start_at, "start_at")
         if not isinstance(eager, bool):
@@ -281,7 +281,8 @@ class Client:
         version = self._version(name, version)
         values = list(inputs)
         if instance_ids is None:
-            ids = [uuid.uuid4().hex for _ in values]
+            now = time.time()
+            ids = [generated_instance_id(now) for _ in values]
         else:
             ids = [validate_instance_id(i) for i in instance_ids]
             if len(ids) != len(values):
