@@ -62,3 +62,23 @@ def test_start_wait_exit_codes(url):
 def test_usage_errors_exit_2(url):
     assert run("result", "--store", url, code=NOT_FOUND).err.startswith("error: Missing argument")
     assert run("start", "quick", "--wait", "soon", "--store", url, code=2).err.count("\n") == 1
+
+
+def test_output_cut_short_by_its_reader_ends_quietly(tmp_path):
+    """``perdure list | head -c 1``: the reader closes the pipe long before the listing (over
+    the pipe's buffer) is written; perdure stops with exit 0 and no error line (it printed
+    "error: [Errno 32] Broken pipe" and exited 1)."""
+    import shlex
+    import subprocess
+
+    from .helpers import PERDURE, environment
+
+    url = f"sqlite:///{tmp_path / 'many.db'}"
+    store = perdure.open_store(url)
+    perdure.Client(store).start_many("quick", [1] * 1500)
+    store.close()
+    command = (
+        f"{shlex.quote(PERDURE)} list --limit 1500 --store {shlex.quote(url)} | head -c 1; exit ${{PIPESTATUS[0]}}"
+    )
+    listed = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=environment(), timeout=60)
+    assert (listed.returncode, listed.stderr, len(listed.stdout)) == (0, "", 1)

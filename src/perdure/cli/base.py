@@ -198,6 +198,11 @@ class Group(click.Group):
             fail(one_line(str(exc.args[0]) if exc.args else str(exc)), EXIT_NOT_FOUND)
         except TimeoutError as exc:
             fail(one_line(str(exc)), EXIT_TIMEOUT)
+        except BrokenPipeError:
+            # Whoever read the output stopped (``perdure history ID | head``): stop quietly,
+            # with stdout pointed elsewhere so the interpreter's last flush cannot fail too.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(0) from None
         except (PerdureError, ValueError, OSError, ImportError) as exc:
             fail(one_line(str(exc)))
         except Exception as exc:
