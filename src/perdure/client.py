@@ -8,6 +8,7 @@ and validate their input before anything is stored.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -27,7 +28,7 @@ from perdure.core.history import (
     HistoryEvent,
     RunOrigin,
 )
-from perdure.core.ids import generated_instance_id, validate_instance_id
+from perdure.core.ids import validate_instance_id
 from perdure.core.payload import DEFAULT_MAX_PAYLOAD_BYTES, dumps_payload
 from perdure.core.registry import App, registered_name
 from perdure.core.status import TERMINAL_STATUSES, OrchestrationStatus
@@ -72,6 +73,15 @@ T = TypeVar("T")
 
 def _datetime(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
+
+
+def generated_instance_id(created_at: float) -> str:
+    """The id of an instance started without one: 32 hex characters, the first 12 the
+    creation time in milliseconds, the other 20 random (80 bits). Ids so made sort by
+    creation time, so a store's indexes keyed by instance id (its rows, its history) take
+    new instances at their end, in pages that are already in memory, rather than
+    scattered over every page of a store that holds many instances."""
+    return f"{int(created_at * 1000) & 0xFFFFFFFFFFFF:012x}{secrets.token_hex(10)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,6 @@
-"""Instance ids: validation of user ids and generation of ids (invariant 4)."""
+"""Instance ids: validation of user ids and generation of child ids (invariant 4)."""
 
 from __future__ import annotations
-
-import secrets
 
 from perdure.errors import InvalidInstanceIdError
 
@@ -34,15 +32,6 @@ def validate_instance_id(instance_id: object) -> str:
             f"({CHILD_MARKER!r} or a leading {CHILD_PREFIX!r}); choose another id"
         )
     return instance_id
-
-
-def generated_instance_id(created_at: float) -> str:
-    """The id of an instance started without one: 32 hex characters, the first 12 the
-    creation time in milliseconds, the other 20 random (80 bits). Ids so made sort by
-    creation time, so a store's indexes keyed by instance id (its rows, its history) take
-    new instances at their end, in pages that are already in memory, rather than
-    scattered over every page of a store that holds many instances."""
-    return f"{int(created_at * 1000) & 0xFFFFFFFFFFFF:012x}{secrets.token_hex(10)}"
 
 
 def child_instance_id(parent_id: str, run_id: str | None, execution_id: int, task_id: int) -> str:
