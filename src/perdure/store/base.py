@@ -368,6 +368,19 @@ class ChildStart:
     version: int | None = None
     trace: dict[str, str] | None = None
 
+    def start_event(self, run_id: str, execution_id: int, now: float) -> ExecutionStarted:
+        """The ``ExecutionStarted`` of the child's new run ``run_id``, at ``now``."""
+        return ExecutionStarted(
+            timestamp=now,
+            name=self.name,
+            input=self.input,
+            execution_id=execution_id,
+            parent=self.parent,
+            run_id=run_id,
+            version=self.version,
+            trace=self.trace,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class OpenChild:

@@ -13,6 +13,7 @@ from perdure.core.failure import Failure
 from perdure.core.history import (
     ActivityScheduled,
     EventDecodeError,
+    ExecutionStarted,
     HistoryEvent,
     ParentRef,
     UndecodableEvent,
@@ -36,6 +37,7 @@ from perdure.store.base import (
     LockedInstance,
     QueueDepth,
     QueuedMessage,
+    TurnCommit,
     WorkerRecord,
 )
 
@@ -180,6 +182,22 @@ def instance_key(row: Row) -> str:
     """The routing key of an ``instances`` row (``name@version``, ``name@*`` while its
     version is not chosen): a worker takes the instance only if it runs that key."""
     return version_key(row["name"], row["version"])
+
+
+def continue_as_new_start(commit: TurnCommit, row: Row, now: float) -> ExecutionStarted:
+    """The ``ExecutionStarted`` of the execution that ``commit`` continues as new into: the
+    same run as ``row`` (the instance's row), with the messages it takes first."""
+    return ExecutionStarted(
+        timestamp=now,
+        name=row["name"],
+        input=commit.continue_as_new_input,
+        execution_id=commit.execution_id + 1,
+        parent=parent_of(row),
+        run_id=row["run_id"],
+        carried=tuple(commit.carried),
+        version=commit.continue_as_new_version,
+        trace=commit.continue_as_new_trace,
+    )
 
 
 def parent_of(row: Row) -> ParentRef | None:

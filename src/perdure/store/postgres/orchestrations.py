@@ -29,7 +29,6 @@ from typing import Any
 
 from perdure.core.history import (
     DiscardReason,
-    ExecutionStarted,
     HistoryEvent,
     SubOrchestrationFailed,
     dumps_event,
@@ -56,6 +55,7 @@ from perdure.store.common.routing import (
 )
 from perdure.store.common.rows import (
     TERMINAL,
+    continue_as_new_start,
     decode_deliveries,
     decode_history,
     event_row,
@@ -64,7 +64,6 @@ from perdure.store.common.rows import (
     locked_instance_from_row,
     new_instance_params,
     new_run_id,
-    parent_of,
     payload,
     task_event,
 )
@@ -739,16 +738,7 @@ def _start_child(tx: Tx, child: ChildStart, outbox: Outbox) -> None:
     params = new_instance_params(child.instance_id, child.name, text, parent, now, run_id, execution, child.version)
     if not insert_instance(tx, params):  # pragma: no cover - the id lock keeps others out
         raise RuntimeError(f"instance {child.instance_id!r} was created concurrently despite its id lock")
-    start = ExecutionStarted(
-        timestamp=now,
-        name=child.name,
-        input=child.input,
-        execution_id=execution,
-        parent=parent,
-        run_id=run_id,
-        version=child.version,
-        trace=child.trace,
-    )
+    start = child.start_event(run_id, execution, now)
     outbox.add(child.instance_id, run_id, execution, *event_row(start), now, None)
     tx.notify(INSTANCES)
 
@@ -760,17 +750,7 @@ def _continue_as_new(tx: Tx, turn: PreparedTurn, row: Row, outbox: Outbox) -> No
     c, now = turn.commit, tx.now
     new_execution = c.execution_id + 1
     forget_executions(tx, c.instance_id, new_execution)
-    start = ExecutionStarted(
-        timestamp=now,
-        name=row["name"],
-        input=c.continue_as_new_input,
-        execution_id=new_execution,
-        parent=parent_of(row),
-        run_id=row["run_id"],
-        carried=tuple(c.carried),
-        version=c.continue_as_new_version,
-        trace=c.continue_as_new_trace,
-    )
+    start = continue_as_new_start(c, row, now)
     outbox.add(c.instance_id, row["run_id"], new_execution, *event_row(start), now, None)
 
 

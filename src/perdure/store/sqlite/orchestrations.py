@@ -17,7 +17,6 @@ from typing import Any
 
 from perdure.core.history import (
     DiscardReason,
-    ExecutionStarted,
     HistoryEvent,
     SubOrchestrationFailed,
     dumps_event,
@@ -44,6 +43,7 @@ from perdure.store.common.routing import (
 )
 from perdure.store.common.rows import (
     TERMINAL,
+    continue_as_new_start,
     decode_deliveries,
     decode_history,
     event_row,
@@ -53,7 +53,6 @@ from perdure.store.common.rows import (
     locked_instance_from_row,
     new_instance_params,
     new_run_id,
-    parent_of,
     payload,
     task_event,
 )
@@ -519,16 +518,7 @@ def _start_child(tx: Tx, child: ChildStart) -> list[dict[str, Any]]:
     params = new_instance_params(child.instance_id, child.name, text, parent, now, run_id, execution, child.version)
     insert_instance(tx, params)
     tx.notify(INSTANCES)
-    start = ExecutionStarted(
-        timestamp=now,
-        name=child.name,
-        input=child.input,
-        execution_id=execution,
-        parent=parent,
-        run_id=run_id,
-        version=child.version,
-        trace=child.trace,
-    )
+    start = child.start_event(run_id, execution, now)
     return [message_params(child.instance_id, run_id, execution, *event_row(start), now, None)]
 
 
@@ -539,17 +529,7 @@ def _continue_as_new(tx: Tx, turn: PreparedTurn, row: sqlite3.Row) -> dict[str, 
     c, now = turn.commit, tx.now
     new_execution = c.execution_id + 1
     forget_executions(tx, c.instance_id, new_execution)
-    start = ExecutionStarted(
-        timestamp=now,
-        name=row["name"],
-        input=c.continue_as_new_input,
-        execution_id=new_execution,
-        parent=parent_of(row),
-        run_id=row["run_id"],
-        carried=tuple(c.carried),
-        version=c.continue_as_new_version,
-        trace=c.continue_as_new_trace,
-    )
+    start = continue_as_new_start(c, row, now)
     return message_params(c.instance_id, row["run_id"], new_execution, *event_row(start), now, None)
 
 
