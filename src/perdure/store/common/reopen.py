@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from enum import Enum
-from typing import Any
 
 from perdure.core.failure import Failure
 from perdure.core.history import HistoryEvent, ParentRef
@@ -133,31 +132,31 @@ def restart_child(child: OpenChild) -> ChildStart:
 
 
 def live_commit(
-    instance_id: str,
-    run_id: str,
-    execution_id: int,
+    row: Row,
     events: list[HistoryEvent],
     work: LiveWork,
     *,
-    custom_status: Any,
-    messages: list[Message],
-    children: list[ChildStart],
+    read_row: Callable[[str], Row | None],
+    set_parent: Callable[[str, ParentRef], object],
+    now: float,
 ) -> TurnCommit:
-    """The write that makes a run live, as a turn's commit: ``events`` appended, the work's
-    status and awaited work recorded (output and failure cleared), its ``messages`` (the
-    work's, and children's results) queued, its activities scheduled and ``children``
-    started. It holds no lease: none is taken or released."""
+    """The write that makes the run of the instance ``row`` live, as a turn's commit:
+    ``events`` appended, the work's status and awaited work recorded (output and failure
+    cleared), its messages and the results of children it awaits (:func:`settle_children`,
+    with ``read_row`` and ``set_parent``) queued, its activities scheduled and the children
+    to start again started. It holds no lease: none is taken or released."""
+    reports, children = settle_children(work.children, read_row, set_parent, now)
     return TurnCommit(
-        instance_id=instance_id,
+        instance_id=row["instance_id"],
         lease_token="",
-        execution_id=execution_id,
-        run_id=run_id,
+        execution_id=row["execution_id"],
+        run_id=row["run_id"],
         new_events=events,
         consumed=(),
         status=work.status,
-        custom_status=custom_status,
+        custom_status=loads_payload(row["custom_status"]),
         waiting_on=work.waiting_on,
         activities=work.activities,
-        messages=messages,
+        messages=[*work.messages, *reports],
         children=children,
     )

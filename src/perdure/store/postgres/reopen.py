@@ -6,7 +6,6 @@ decides about is locked first (its id lock, then its row), as a start locks it."
 from __future__ import annotations
 
 from perdure.core.history import DiscardReason, HistoryEvent
-from perdure.core.payload import loads_payload
 from perdure.store.base import LiveWork, Reset, Rewind
 from perdure.store.common import reopen
 from perdure.store.common.encode import prepare_turn
@@ -54,21 +53,13 @@ def _lock(tx: Tx, instance_id: str) -> Row | None:
 
 def _write_live(tx: Tx, row: Row, events: list[HistoryEvent], work: LiveWork) -> None:
     """Append ``events`` to the instance ``row``'s history and make it live with ``work``."""
-    reports, children = reopen.settle_children(
-        work.children,
-        lambda iid: _lock(tx, iid),
-        lambda iid, parent: tx.run(Q.set_parent, {"instance_id": iid, **parent_params(parent)}),
-        tx.now,
-    )
     commit = reopen.live_commit(
-        row["instance_id"],
-        row["run_id"],
-        row["execution_id"],
+        row,
         events,
         work,
-        custom_status=loads_payload(row["custom_status"]),
-        messages=[*work.messages, *reports],
-        children=children,
+        read_row=lambda iid: _lock(tx, iid),
+        set_parent=lambda iid, parent: tx.run(Q.set_parent, {"instance_id": iid, **parent_params(parent)}),
+        now=tx.now,
     )
     orchestrations.write_turn(tx, prepare_turn(commit), row, 0.0)
     tx.notify(INSTANCES)

@@ -8,7 +8,6 @@ import json
 import sqlite3
 
 from perdure.core.history import DiscardReason, HistoryEvent
-from perdure.core.payload import loads_payload
 from perdure.store.base import LiveWork, Reset, Rewind
 from perdure.store.common import reopen
 from perdure.store.common.encode import prepare_turn
@@ -47,21 +46,13 @@ def reset(tx: Tx, reset: Reset) -> None:
 
 def _write_live(tx: Tx, row: sqlite3.Row, events: list[HistoryEvent], work: LiveWork) -> None:
     """Append ``events`` to the instance ``row``'s history and make it live with ``work``."""
-    reports, children = reopen.settle_children(
-        work.children,
-        lambda iid: tx.conn.execute(Q.get_instance, {"instance_id": iid}).fetchone(),
-        lambda iid, parent: tx.conn.execute(Q.set_parent, {"instance_id": iid, **parent_params(parent)}),
-        tx.now,
-    )
     commit = reopen.live_commit(
-        row["instance_id"],
-        row["run_id"],
-        row["execution_id"],
+        row,
         events,
         work,
-        custom_status=loads_payload(row["custom_status"]),
-        messages=[*work.messages, *reports],
-        children=children,
+        read_row=lambda iid: tx.conn.execute(Q.get_instance, {"instance_id": iid}).fetchone(),
+        set_parent=lambda iid, parent: tx.conn.execute(Q.set_parent, {"instance_id": iid, **parent_params(parent)}),
+        now=tx.now,
     )
     orchestrations.write_turns(tx, [(prepare_turn(commit), row)], [])
     tx.notify(INSTANCES)
