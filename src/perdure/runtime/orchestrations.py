@@ -149,19 +149,15 @@ class OrchestrationDispatcher:
         activities would find the budget spent and go through the task queue, a round trip
         of the queue per step. Turns without local activities are never deferred."""
         local_deadline = time.perf_counter() + self.options.local_activity_budget
-        counters = self.counters
-        local_before = counters["local_activities"]
+        ran_local = False
         runs: list[TurnRun] = []
         for item in items:
-            if (
-                deferred is not None
-                and counters["local_activities"] != local_before
-                and not item.handed_over
-                and time.perf_counter() >= local_deadline
-            ):
+            if deferred is not None and ran_local and not item.handed_over and time.perf_counter() >= local_deadline:
                 deferred.append(item)
                 continue
-            runs.append(self._run_turn(item, local_deadline, keep_leases))
+            run = self._run_turn(item, local_deadline, keep_leases)
+            ran_local = ran_local or run.ran_local
+            runs.append(run)
         return runs
 
     def release_held(self) -> None:
@@ -268,7 +264,7 @@ class OrchestrationDispatcher:
         if self.observers.active:
             outcome = REPLAYED if full_replay else CACHED
             report = _report(item, turn, executor, outcome, duration, commit.new_events)
-        return TurnRun(commit, executor, kept, report)
+        return TurnRun(commit, executor, kept, report, ran_local=turn is not first)
 
     def _failed_run(self, item: OrchestrationWorkItem, commit: TurnCommit) -> TurnRun:
         """The run of a turn the engine failed without running user code."""
@@ -367,6 +363,7 @@ class TurnRun:
     executor: OrchestrationExecutor | None
     kept: LockedInstance | None = None
     report: TurnReport | None = None  # for the worker's observers, once it has committed
+    ran_local: bool = False  # it ran local activities (see OrchestrationDispatcher.run_turns)
 
 
 class TurnBatch:
