@@ -43,7 +43,7 @@ from perdure.errors import (
 )
 from perdure.instance_filter import InstanceFilter, StatusArg, timestamp
 from perdure.observability.context import capture_trace
-from perdure.runtime.eager import start_eagerly
+from perdure.runtime.eager import hand_over, start_eagerly
 from perdure.store.base import (
     DeadLetter,
     InstanceCount,
@@ -262,13 +262,12 @@ class Client:
         new = NewInstance(iid, name, input, start_at=start, version=version, trace=capture_trace())
 
         def create(rid: str, retry: bool) -> None:
-            # A retry is never eager: if the eager try committed, the store knows its id.
-            if (
-                eager
-                and not retry
-                and start_eagerly(self.store, new, replace_terminal=replace_terminal, request_id=rid)
-            ):
-                return
+            # A retry is never eager nor handed over: if the first try committed, the store
+            # knows its id.
+            if not retry:
+                local = start_eagerly if eager else hand_over
+                if local(self.store, new, replace_terminal=replace_terminal, request_id=rid):
+                    return
             self.store.create_instances([new], replace_terminal=replace_terminal, request_id=rid)
 
         _idempotent(create, request_id)

@@ -1,4 +1,9 @@
-"""Eager starts: a client's start whose first turn runs in the calling thread.
+"""Starts made in the process of a running worker: eager and handed starts.
+
+A plain ``Client.start`` looks here for a running worker of this process that serves the
+orchestration on the same store object, and creates the instance locked for it
+(:mod:`perdure.runtime.handed`); without one, or while that worker has yet to take what it
+was handed, the instance is queued for any worker.
 
 ``Client.start(..., eager=True)`` looks here for a running worker of this process that
 serves the orchestration on the same store object. If there is one, the start and the new
@@ -26,7 +31,7 @@ _workers: dict[int, list[Worker]] = {}
 
 
 def register(worker: Worker) -> None:
-    """Offer ``worker`` for eager starts on its store (from ``Worker.start``)."""
+    """Offer ``worker`` for eager and handed starts on its store (from ``Worker.start``)."""
     with _lock:
         _workers.setdefault(id(worker.store), []).append(worker)
 
@@ -49,3 +54,11 @@ def start_eagerly(
     with _lock:
         workers = list(_workers.get(id(store), ()))
     return any(w.start_eagerly(instance, replace_terminal=replace_terminal, request_id=request_id) for w in workers)
+
+
+def hand_over(store: Store, instance: NewInstance, *, replace_terminal: bool, request_id: str | None = None) -> bool:
+    """Create ``instance`` locked for a worker of this process that serves its orchestration
+    on ``store`` and has room; False (nothing done) if no worker can take it."""
+    with _lock:
+        workers = list(_workers.get(id(store), ()))
+    return any(w.take_start(instance, replace_terminal=replace_terminal, request_id=request_id) for w in workers)

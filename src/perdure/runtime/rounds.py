@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from perdure.runtime.activities import ActivityDispatcher
+from perdure.runtime.handed import HandedStarts
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.orchestrations import OrchestrationDispatcher, TurnBatch
 from perdure.store.base import ActivityWorkItem, OrchestrationWorkItem, Outcome, RoundRequest, RoundResult, Store
@@ -48,12 +49,14 @@ class RoundRunner:
         options: WorkerOptions,
         orchestrations: OrchestrationDispatcher,
         activities: ActivityDispatcher,
+        handed: HandedStarts | None = None,
     ) -> None:
         self.store = store
         self.owner = owner
         self.options = options
         self.orchestrations = orchestrations
         self.activities = activities
+        self.handed = handed or HandedStarts()
         self.claimed: list[OrchestrationWorkItem] = []
 
     def run(self, start: Callable[[list[ActivityWorkItem]], None] | None = None) -> RoundReport:
@@ -61,7 +64,7 @@ class RoundRunner:
         the turns run for it are forgotten). The tasks it locked are started on the
         activity pool, or handed to ``start``."""
         completions = self.activities.take_completions()
-        claimed, self.claimed = self.claimed, []
+        claimed, self.claimed = [*self.claimed, *self.handed.take()], []
         items, taken = self.orchestrations.held.hand_over(claimed, completions)
         turns = TurnBatch(self.orchestrations, keep_leases=True, defer=True)
         commits = turns(items) if items else []
@@ -102,8 +105,9 @@ class RoundRunner:
         return self._report(request, result)
 
     def release(self) -> None:
-        """Give back the leases of the instances claimed but not run (a stopping worker)."""
-        claimed, self.claimed = self.claimed, []
+        """Give back the leases of the instances claimed or handed over but not run (a
+        stopping worker)."""
+        claimed, self.claimed = [*self.claimed, *self.handed.take()], []
         for item in claimed:
             with contextlib.suppress(Exception):  # else the lease expires
                 self.store.abandon_orchestration(item.instance.instance_id, item.lease_token)

@@ -18,11 +18,12 @@ from perdure.runtime import eager
 from perdure.runtime.activities import ActivityDispatcher
 from perdure.runtime.activity_info import running_activity
 from perdure.runtime.cache import ExecutorCache
+from perdure.runtime.handed import HandedStarts
 from perdure.runtime.observe import Observers, WorkerObserver
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.orchestrations import OrchestrationDispatcher
 from perdure.runtime.rounds import RoundReport, RoundRunner
-from perdure.store.base import NewInstance, Store, WorkerRecord
+from perdure.store.base import NewInstance, OrchestrationWorkItem, Store, WorkerRecord
 from perdure.store.notify import ACTIVITIES, ORCHESTRATIONS
 
 log = logging.getLogger("perdure.worker")
@@ -110,9 +111,11 @@ class Worker:
             self.activities,
             self.observers,
         )
+        # Instances locked for this worker by starts of its process, for its next round.
+        self.handed = HandedStarts()
         # One runner per dispatch loop: each keeps the instances its last round locked.
         self._runners = [
-            RoundRunner(store, self.worker_id, self.options, self.orchestrations, self.activities)
+            RoundRunner(store, self.worker_id, self.options, self.orchestrations, self.activities, self.handed)
             for _ in range(self.options.orchestration_concurrency)
         ]
         self.rounds = self._runners[0]
@@ -226,6 +229,39 @@ class Worker:
                 self._eager.notify_all()
         return True
 
+    def take_start(
+        self, instance: NewInstance, *, replace_terminal: bool = False, request_id: str | None = None
+    ) -> bool:
+        """Create ``instance`` locked for this worker, whose next round runs its first turn
+        (see :mod:`perdure.runtime.handed`); False (nothing done) if this worker is not
+        running, does not serve the orchestration, or has no dispatch loop waiting for work.
+        ``Client.start`` calls this; ``stop()`` waits for it."""
+        if version_key(instance.name, instance.version) not in self.orchestrations.names:
+            return False
+        with self._eager:
+            if not self._threads or self._stop.is_set() or not self.handed.reserve():
+                return False
+            self._eager_running += 1
+        items: list[OrchestrationWorkItem] = []
+        try:
+            items = self._store.create_and_lock(
+                [instance],
+                owner=self.worker_id,
+                lease_seconds=self.options.lease_seconds,
+                names=self.orchestrations.names,
+                replace_terminal=replace_terminal,
+                request_id=request_id,
+            )
+        finally:
+            self.handed.put(items)
+            with self._eager:
+                self._eager_running -= 1
+                self._eager.notify_all()
+        if items:
+            self.counters["handed_starts"] += 1
+            self.store.notifier.notify(self._done_topic)
+        return True
+
     # -- loops --
 
     def _dispatch_loop(self, runner: RoundRunner) -> None:
@@ -243,7 +279,8 @@ class Worker:
                 errors += 1
                 continue
             if not report.busy:  # drained: sleep until signalled, due or time to renew
-                self.store.notifier.wait(topics, seen, self._idle_timeout(report))
+                with self.handed.waiting():
+                    self.store.notifier.wait(topics, seen, self._idle_timeout(report))
 
     def _housekeeping_loop(self) -> None:
         last_sweep = time.monotonic()
@@ -300,7 +337,8 @@ class Worker:
 
     def stats(self) -> dict[str, int]:
         """Counters: turns, cached turns vs full replays, activities (``local_activities``
-        for those run inside a turn), ``eager_starts``, and the dropped writes
+        for those run inside a turn), ``eager_starts``, ``handed_starts`` (plain starts of
+        this process locked for this worker as they were created), and the dropped writes
         told apart: ``turns_lease_lost`` / ``activities_lease_lost`` (another worker took the
         work over after our lease expired; nothing was written; of the activities,
         ``activities_lease_expired_in_outage`` those whose lease ran out because the store

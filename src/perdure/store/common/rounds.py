@@ -12,7 +12,7 @@ what comes next.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -168,6 +168,32 @@ def run_round(
     if next_task_at is None or next_task_at > tx.now:
         tx.topics.discard(ACTIVITIES)
     return RoundResult(completed, locked, turns, tasks, next_message_at, next_task_at, tx.now, tx.now)
+
+
+def lock_created(
+    tx: Any,
+    steps: RoundSteps,
+    options: StoreOptions,
+    instances: Sequence[NewInstance],
+    lock: tuple[str, float, Collection[str] | None] | None,
+) -> list[OrchestrationWorkItem]:
+    """The instances just created in ``tx``, locked for ``lock`` = (owner, lease seconds,
+    names) as ``lock_orchestrations`` locks them (:meth:`perdure.store.base.Store.create_and_lock`):
+    only those whose start is due and whose name is among ``names``. None without ``lock``."""
+    if lock is None:
+        return []
+    owner, lease_seconds, names = lock
+    return steps.lock_orchestrations(
+        tx,
+        options,
+        owner,
+        lease_seconds=lease_seconds,
+        limit=len(instances),
+        names=names,
+        known_history=None,
+        instance_ids=[i.instance_id for i in instances],
+        held=None,
+    )
 
 
 def run_turns_between(
