@@ -10,10 +10,10 @@ import psycopg
 import pytest
 
 from perdure.core.history import EventRaised
-from perdure.store.base import Message, NewInstance
+from perdure.store.base import Message, NewInstance, Outcome, RoundRequest
 from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
 from perdure.store.postgres import PostgresStore
-from perdure.testing.conformance.helpers import commit, lock_one, running, task
+from perdure.testing.conformance.helpers import LEASE, commit, lock_one, running, task, turn
 from perdure.testing.faults import FailAt, InjectedFault
 from tests import pgserver
 
@@ -122,3 +122,28 @@ def test_close_stops_the_listener_at_once(stores: Callable[..., PostgresStore]) 
     assert time.monotonic() - started < 1.0
     assert not store.listener.is_alive()
     store.close()  # idempotent
+
+
+def test_a_round_that_locks_no_instances_wakes_other_processes_only_for_work_left_due(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    """Such a round sends its due times with the COMMIT, and its NOTIFYs with them, by the
+    rule of every round: a queue is signalled only if it holds work due now."""
+    writer, other = stores(), stores()
+    writer.create_instances([NewInstance("i1", "wf", None), NewInstance("i2", "wf", None)])
+    items = {i: lock_one(writer, i) for i in ("i1", "i2")}
+
+    def round_of(iid: str, activity_limit: int) -> None:
+        request = RoundRequest(
+            owner="w1",
+            lease_seconds=LEASE,
+            commits=[turn(items[iid], activities=[task(iid)])],
+            activity_limit=activity_limit,
+            orchestration_limit=0,
+        )
+        assert writer.run_round(request).turns == [Outcome.OK]
+
+    # The task it created, it took: no other process is woken.
+    assert woken(other, ACTIVITIES, lambda: round_of("i1", 10), timeout=0.5) is None
+    # A task it left (no room for it): the other processes' activity takers are woken.
+    assert woken(other, ACTIVITIES, lambda: round_of("i2", 0)) is not None

@@ -13,14 +13,25 @@ next task. Each part keeps its own fencing (invariants 1 and 2).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import math
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from perdure.runtime.activities import ActivityDispatcher
 from perdure.runtime.handed import HandedStarts
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.orchestrations import OrchestrationDispatcher, TurnBatch
-from perdure.store.base import ActivityWorkItem, OrchestrationWorkItem, Outcome, RoundRequest, RoundResult, Store
+from perdure.store.base import (
+    ActivityWorkItem,
+    OrchestrationWorkItem,
+    Outcome,
+    RoundRequest,
+    RoundResult,
+    Store,
+    TurnCommit,
+)
+from perdure.store.notify import ORCHESTRATIONS, Notifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +69,7 @@ class RoundRunner:
         self.activities = activities
         self.handed = handed or HandedStarts()
         self.claimed: list[OrchestrationWorkItem] = []
+        self.looks = LookOut(store.notifier, options.poll_interval, getattr(store, "clock", time.time))
 
     def run(self, start: Callable[[list[ActivityWorkItem]], None] | None = None) -> RoundReport:
         """One round; raises if the store write failed (then nothing of it was written, and
@@ -69,12 +81,13 @@ class RoundRunner:
         turns = TurnBatch(self.orchestrations, keep_leases=True, defer=True)
         commits = turns(items) if items else []
         free = self.activities.free
+        look = self.looks.begin(commits)
         request = RoundRequest(
             owner=self.owner,
             lease_seconds=self.options.lease_seconds,
             commits=commits,
             completions=completions,
-            orchestration_limit=max(0, self.options.batch_size - len(turns.deferred)),
+            orchestration_limit=max(0, self.options.batch_size - len(turns.deferred)) if look else 0,
             orchestration_names=self.orchestrations.names,
             known_history=self.orchestrations.cache.known_history(),
             held=self.orchestrations.held.tokens(),
@@ -99,6 +112,7 @@ class RoundRunner:
         # them (they were queued behind those): the lease is still held, to take it again.
         refused = {r.commit.instance_id for r, o in zip(turns.runs, result.turns, strict=True) if o is not Outcome.OK}
         self.orchestrations.held.restore({iid: held for iid, held in taken.items() if iid in refused})
+        self.looks.end(look, request, result, again=bool(refused))
         # Turns deferred by the local-activity budget run first next round, under the same leases.
         self.claimed = [*turns.deferred, *result.locked]
         (start or self.activities.start)(result.activities)
@@ -120,3 +134,58 @@ class RoundRunner:
             due.append((result.next_task_at, result.tasks_seen_at))
         takeable = [at for at, seen in due if at is not None and at > seen]
         return RoundReport(len(result.turns), len(self.claimed), busy, min(takeable, default=None))
+
+
+class LookOut:
+    """Decides whether a round looks for new orchestration work (instances to lock).
+
+    Where the store signals every process's commits (:attr:`Notifier.every_process`), a
+    round looks only when something may have come: a signal of the orchestration queue
+    since the last look, work the last look saw coming due, a last look that filled its
+    limit, a turn refused (messages came before its outcomes), turns of its own that send
+    messages or end their instances (a child's start, say, is then locked by the same
+    transaction, as before), or ``poll_interval`` since the last look. Other rounds lock no
+    instances, which spares a statement, and on PostgreSQL a round trip (their reads go with
+    the COMMIT). Elsewhere every round looks.
+    """
+
+    def __init__(self, notifier: Notifier, poll_interval: float, clock: Callable[[], float]) -> None:
+        self.notifier = notifier
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self._signals: int | None = None  # the queue's signal count before the last look
+        self._looked_at = -math.inf  # monotonic
+        self._due = math.inf  # when work seen since the last look comes due (store clock)
+        self._again = True
+        self._pending_signals = 0
+
+    def begin(self, commits: Sequence[TurnCommit] = ()) -> bool:
+        """Whether the round about to run, with ``commits``, looks (call before it opens
+        its transaction)."""
+        self._pending_signals = self.notifier.version(ORCHESTRATIONS)
+        return (
+            not self.notifier.every_process
+            or self._again
+            or any(_sends_messages(c) for c in commits)
+            or self._pending_signals != self._signals
+            or time.monotonic() - self._looked_at >= self.poll_interval
+            or self.clock() >= self._due
+        )
+
+    def end(self, looked: bool, request: RoundRequest, result: RoundResult, *, again: bool) -> None:
+        """Take note of what the round saw; ``again``: the next round must look."""
+        if looked:
+            self._signals = self._pending_signals
+            self._looked_at = time.monotonic()
+            self._due = math.inf
+            again = again or len(result.locked) >= request.orchestration_limit
+        self._again = again
+        due = result.next_message_at
+        if due is not None and due > result.messages_seen_at:
+            self._due = min(self._due, due)
+
+
+def _sends_messages(commit: TurnCommit) -> bool:
+    """Whether a turn's commit may queue orchestration messages (to itself, its children or
+    its parent)."""
+    return bool(commit.messages or commit.children or commit.continue_as_new or commit.status.is_terminal)

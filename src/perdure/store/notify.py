@@ -25,6 +25,10 @@ class Notifier:
     """
 
     def __init__(self) -> None:
+        #: Whether other processes' commits are signalled here too (a PostgreSQL store
+        #: that listens): a worker may then rely on signals, and ``poll_interval``, to learn
+        #: of new work while it is busy.
+        self.every_process = False
         self._lock = threading.Lock()
         self._versions: dict[str, int] = {}
         self._waiters: dict[str, set[threading.Event]] = {}

@@ -63,13 +63,17 @@ class RoundSteps:
 
     ``send_lock_activities`` and ``send_due_times`` return readers: the round sends them
     before it locks orchestrations and reads them after. ``send_due_times``' reader must
-    answer for the transaction as it is when read (after the orchestrations are locked)."""
+    answer for the transaction as it is when read (after the orchestrations are locked).
+    ``send_due_times(tx, last=True)`` is the round's last statement (it locks no
+    orchestrations): a backend may then also signal other processes itself, by the rule of
+    :func:`run_round` (a queue only if it holds work due now), and read the answer after
+    the COMMIT."""
 
     complete_activities: Callable[[Any, Sequence[Any]], list[Outcome]]
     lock_orchestrations: Callable[..., list[OrchestrationWorkItem]]
     commit_turns: Callable[[Any, Sequence[PreparedTurn]], list[Outcome]]
     send_lock_activities: Callable[..., Reader[list[ActivityWorkItem]]]
-    send_due_times: Callable[[Any], Reader[tuple[float | None, float | None]]]
+    send_due_times: Callable[[Any, bool], Reader[tuple[float | None, float | None]]]
 
 
 def at_once(lock_activities: Callable[..., list[ActivityWorkItem]]) -> Callable[..., Reader[list[ActivityWorkItem]]]:
@@ -82,11 +86,11 @@ def at_once(lock_activities: Callable[..., list[ActivityWorkItem]]) -> Callable[
     return send
 
 
-def due_times_when_read(queries: Queries) -> Callable[[Any], Reader[tuple[float | None, float | None]]]:
+def due_times_when_read(queries: Queries) -> Callable[[Any, bool], Reader[tuple[float | None, float | None]]]:
     """A ``send_due_times`` that queries when read (a backend whose statements run when
     called)."""
 
-    def send(tx: Any) -> Reader[tuple[float | None, float | None]]:
+    def send(tx: Any, last: bool) -> Reader[tuple[float | None, float | None]]:
         def read() -> tuple[float | None, float | None]:
             next_message_at, next_task_at = due_times(tx.conn, queries)
             return next_message_at, next_task_at
@@ -119,8 +123,10 @@ def prepare_round(request: RoundRequest) -> PreparedRound:
 
 def run_round(
     tx: Any, steps: RoundSteps, options: StoreOptions, request: RoundRequest, prepared: PreparedRound
-) -> RoundResult:
-    """The round's steps, in the order of the contract, inside ``tx``."""
+) -> Reader[RoundResult]:
+    """The round's steps, in the order of the contract, inside ``tx``; the reader of its
+    result. A round that locks no orchestrations (``orchestration_limit`` 0) sends nothing
+    after its reads: a backend may send its COMMIT before reading them."""
     turns = steps.commit_turns(tx, prepared.turns) if prepared.turns else []
     # Outcomes a committed turn applied are recorded by its commit; the others are queued.
     applied = {
@@ -145,7 +151,7 @@ def run_round(
             task_row_ids=None,
             running=request.running_tasks,
         )
-    read_due_times = steps.send_due_times(tx)
+    read_due_times = steps.send_due_times(tx, request.orchestration_limit == 0)
     locked: list[OrchestrationWorkItem] = []
     if request.orchestration_limit > 0:
         locked = steps.lock_orchestrations(
@@ -159,15 +165,19 @@ def run_round(
             instance_ids=None,
             held=request.held,
         )
-    tasks = take_tasks() if take_tasks is not None else []
-    next_message_at, next_task_at = read_due_times()
-    # Work the round created and took itself wakes nobody: signal a queue only if it holds
-    # work due now (another worker's names, more than the round's limits).
-    if next_message_at is None or next_message_at > tx.now:
-        tx.topics.discard(ORCHESTRATIONS)
-    if next_task_at is None or next_task_at > tx.now:
-        tx.topics.discard(ACTIVITIES)
-    return RoundResult(completed, locked, turns, tasks, next_message_at, next_task_at, tx.now, tx.now)
+
+    def result() -> RoundResult:
+        tasks = take_tasks() if take_tasks is not None else []
+        next_message_at, next_task_at = read_due_times()
+        # Work the round created and took itself wakes nobody: signal a queue only if it
+        # holds work due now (another worker's names, more than the round's limits).
+        if next_message_at is None or next_message_at > tx.now:
+            tx.topics.discard(ORCHESTRATIONS)
+        if next_task_at is None or next_task_at > tx.now:
+            tx.topics.discard(ACTIVITIES)
+        return RoundResult(completed, locked, turns, tasks, next_message_at, next_task_at, tx.now, tx.now)
+
+    return result
 
 
 def lock_created(

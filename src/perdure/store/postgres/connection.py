@@ -35,6 +35,17 @@ from perdure.store.common.encode import StoreOptions
 log = logging.getLogger("perdure.store.postgres")
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class AfterCommit:
+    """A write body's result to read once its transaction has committed: the statements it
+    reads go with the COMMIT, in one round trip. Only for a body that sends nothing after
+    them."""
+
+    read: Callable[[], Any]
+
+
 Cursor = psycopg.Cursor[dict[str, Any]]
 
 # SQLSTATEs after which the transaction is known to be rolled back and a retry may succeed.
@@ -147,6 +158,12 @@ class Tx:
     now: float
     options: StoreOptions = field(default_factory=StoreOptions)
     topics: set[str] = field(default_factory=set)
+    #: The NOTIFY payload of the store's own transactions (its listener skips them); None
+    #: when the store sends no NOTIFY.
+    sender: str | None = None
+    #: Topics whose NOTIFY the transaction has sent itself (a round's, only if its queue
+    #: holds work due now): not sent again before the COMMIT.
+    notified: set[str] = field(default_factory=set)
     #: Counts the times the transaction changed the orchestration queues after the round
     #: sent its reading of the due times (which is then read again).
     queues_changed: int = 0
@@ -277,10 +294,13 @@ class Database:
         before_commit: Callable[[Tx], None],
         options: StoreOptions | None = None,
         durable: bool = True,
+        sender: str | None = None,
     ) -> tuple[T, set[str]]:
         """Run ``body`` in one transaction and commit it; return its result and the topics to
         signal. ``before_commit`` runs last inside the transaction (notifications, the fault
         hook). Transient faults before COMMIT are retried (the whole body runs again).
+        ``sender``: the NOTIFY payload of the store (:attr:`Tx.sender`). A body may return
+        :class:`AfterCommit`.
         ``durable=False`` commits without waiting for the WAL to reach the disk
         (``synchronous_commit = off`` for this transaction: it stays atomic and ordered, and
         any later durable commit makes it durable too)."""
@@ -293,7 +313,7 @@ class Database:
                     # Sync is the pipeline's exit, after the COMMIT (psycopg's transaction()
                     # would add one after BEGIN and two around the COMMIT).
                     with conn.pipeline() as pipeline:
-                        tx = Tx(conn, pipeline, clock(), options or StoreOptions())
+                        tx = Tx(conn, pipeline, clock(), options or StoreOptions(), sender=sender)
                         tx.run("BEGIN")
                         if not durable:
                             tx.run("SET LOCAL synchronous_commit TO OFF")
@@ -302,6 +322,9 @@ class Database:
                         before_commit(tx)
                         committing = True  # statements still unread go with the COMMIT
                         tx.run("COMMIT")
+                    if isinstance(result, AfterCommit):
+                        # The pipeline's exit fetched every answer: the cursors hold them.
+                        result = result.read()
                     return result, tx.topics
                 except psycopg.OperationalError as exc:
                     if committing and outcome_unknown(exc):

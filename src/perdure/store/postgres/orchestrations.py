@@ -69,6 +69,7 @@ from perdure.store.common.rows import (
 )
 from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
 from perdure.store.postgres.connection import Cursor, Tx, bigint_array, text_array
+from perdure.store.postgres.listen import channels
 from perdure.store.postgres.queries import Q
 
 __all__ = [
@@ -377,20 +378,32 @@ def _read_history(row: Row, start: int, sent: Cursor | None) -> tuple[tuple[Hist
     return decode_history([r["event"] for r in sent.fetchall()], start, row["execution_id"])
 
 
-def send_due_times(tx: Tx) -> Callable[[], tuple[float | None, float | None]]:
+def send_due_times(tx: Tx, last: bool) -> Callable[[], tuple[float | None, float | None]]:
     """Send the read of the next due message and task (``due_times``); return its reader.
     Sent before the round locks orchestrations, it is read with the candidates; if locking
-    them changed the queues (leases taken, messages sorted), it is read again."""
+    them changed the queues (leases taken, messages sorted), it is read again.
+
+    As the round's ``last`` statement (it locks no orchestrations), it also sends the
+    NOTIFY of the queues the round wrote to that hold work due now (``due_times_notify``),
+    so that the answer can be read after the COMMIT (the NOTIFYs after it are unneeded)."""
+    if last:
+        governed = tx.topics & {ORCHESTRATIONS, ACTIVITIES} if tx.sender is not None else set()
+        tx.notified |= governed
+        cursor = tx.run(
+            Q.due_times_notify,
+            {"channels": text_array(channels(governed)), "sender": tx.sender, "now": tx.now},
+        )
+        return lambda: _due(cursor)
     cursor = tx.run(Q.due_times)
     sent_at = tx.queues_changed
 
-    def read() -> tuple[float | None, float | None]:
-        answer = cursor if tx.queues_changed == sent_at else tx.run(Q.due_times)
-        row = answer.fetchone()
-        assert row is not None
-        return row["next_message_at"], row["next_task_at"]
+    return lambda: _due(cursor if tx.queues_changed == sent_at else tx.run(Q.due_times))
 
-    return read
+
+def _due(cursor: Cursor) -> tuple[float | None, float | None]:
+    row = cursor.fetchone()
+    assert row is not None
+    return row["next_message_at"], row["next_task_at"]
 
 
 # --- committing turns --------------------------------------------------------------------

@@ -601,6 +601,26 @@ SELECT
      LEFT JOIN orchestration_leases AS l ON l.instance_id = m.instance_id) AS next_message_at,
     (SELECT MIN(visible_at) FROM activity_tasks) AS next_task_at;
 
+-- name: due_times_notify
+-- due_times, and the NOTIFY of each channel given whose queue holds work due now: a round's
+-- last statement (by the rule of store/common/rounds.py: work the round created and took
+-- itself wakes nobody).
+WITH due AS (
+    SELECT
+        (SELECT MIN(GREATEST(l.expires_at, m.visible_at))
+         FROM orchestration_messages AS m
+         LEFT JOIN orchestration_leases AS l ON l.instance_id = m.instance_id) AS next_message_at,
+        (SELECT MIN(visible_at) FROM activity_tasks) AS next_task_at
+)
+SELECT
+    next_message_at,
+    next_task_at,
+    (SELECT COUNT(pg_notify(c.channel, %(sender)s))
+     FROM unnest(%(channels)s::text[]) AS c (channel)
+     WHERE (c.channel <> 'perdure_orchestrations' OR next_message_at <= %(now)s)
+       AND (c.channel <> 'perdure_activities' OR next_task_at <= %(now)s)) AS notified
+FROM due;
+
 -- name: next_message_at
 -- The earliest time a message can be taken: a message of a leased instance cannot be taken
 -- before the lease expires.

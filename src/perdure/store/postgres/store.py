@@ -67,7 +67,7 @@ from perdure.store.notify import INSTANCES, ORCHESTRATIONS, Notifier
 from perdure.store.open import check_postgres_schema, public_url
 from perdure.store.postgres import activities, orchestrations, reopen
 from perdure.store.postgres.clock import ServerClock
-from perdure.store.postgres.connection import Database, RetryPolicy, Tx, text_array
+from perdure.store.postgres.connection import AfterCommit, Database, RetryPolicy, Tx, text_array
 from perdure.store.postgres.listen import Listener, channels
 from perdure.store.postgres.migrations import migrate
 from perdure.store.postgres.queries import Q
@@ -180,6 +180,7 @@ class PostgresStore:
                         "keepalives_count": 3,
                     },
                 )
+                self.notifier.every_process = True
         except BaseException:
             if self.server_clock is not None:
                 self.server_clock.stop()
@@ -216,14 +217,21 @@ class PostgresStore:
         waiters are woken after it. ``durable=False``: see :meth:`Database.write`."""
 
         def before_commit(tx: Tx) -> None:
-            if tx.topics and self.notify_enabled:
-                tx.run(Q.notify, {"channels": text_array(channels(tx.topics)), "sender": self.sender})
+            unsent = tx.topics - tx.notified
+            if unsent and self.notify_enabled:
+                tx.run(Q.notify, {"channels": text_array(channels(unsent)), "sender": self.sender})
             if self.fault_hook is not None:
                 tx.flush()  # the hook finds the transaction as COMMIT will: every statement done
                 self.fault_hook(f"{method}:{point}")
 
         result, topics = self._db.write(
-            method, body, clock=self.clock, before_commit=before_commit, options=self.options, durable=durable
+            method,
+            body,
+            clock=self.clock,
+            before_commit=before_commit,
+            options=self.options,
+            durable=durable,
+            sender=self.sender if self.notify_enabled else None,
         )
         if topics:
             self.notifier.notify(*sorted(topics))
@@ -505,8 +513,11 @@ class PostgresStore:
         """See :meth:`perdure.store.base.Store.run_round`."""
         prepared = rounds.prepare_round(request)
 
-        def body(tx: Tx) -> RoundResult:
-            return rounds.run_round(tx, _ROUND, self.options, request, prepared)
+        def body(tx: Tx) -> RoundResult | AfterCommit:
+            result = rounds.run_round(tx, _ROUND, self.options, request, prepared)
+            # Locking no instances, the round sends nothing after its reads: they go with
+            # the COMMIT (one round trip fewer).
+            return AfterCommit(result) if request.orchestration_limit == 0 else result()
 
         return self._write("run_round", body, durable=prepared.durable)  # type: ignore[no-any-return]
 

@@ -457,7 +457,7 @@ class SQLiteStore:
         """See :meth:`perdure.store.base.Store.run_round`."""
         prepared = rounds.prepare_round(request)
         with self._write("run_round", durable=prepared.durable) as tx:
-            return rounds.run_round(tx, _ROUND, self.options, request, prepared)
+            return rounds.run_round(tx, _ROUND, self.options, request, prepared)()
 
     def create_and_run(
         self,
