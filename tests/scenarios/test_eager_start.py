@@ -22,6 +22,7 @@ calls: Counter[str] = Counter()
 threads: list[str] = []
 gate = threading.Event()  # held by ``gated`` until the test sets it
 inside_gated = threading.Event()
+inside_slow = threading.Event()
 
 
 @pytest.fixture(autouse=True)
@@ -30,6 +31,7 @@ def fresh_state():
     threads.clear()
     gate.clear()
     inside_gated.clear()
+    inside_slow.clear()
 
 
 @app.activity(local=True)
@@ -37,11 +39,6 @@ def inc(x: int) -> int:
     calls["inc"] += 1
     threads.append(threading.current_thread().name)
     return x + 1
-
-
-@app.activity
-def double(x: int) -> int:
-    return 2 * x
 
 
 @app.activity(local=True)
@@ -59,9 +56,16 @@ async def chain(ctx: perdure.OrchestrationContext, n: int) -> int:
     return x
 
 
+@app.activity
+def slow_double(x: int) -> int:
+    inside_slow.set()
+    assert gate.wait(10)
+    return 2 * x
+
+
 @app.orchestration
-async def then_double(ctx: perdure.OrchestrationContext, x: int) -> int:
-    return await ctx.call_activity(double, await ctx.call_activity(inc, x))
+async def then_slow_double(ctx: perdure.OrchestrationContext, x: int) -> int:
+    return await ctx.call_activity(slow_double, await ctx.call_activity(inc, x))
 
 
 @app.orchestration
@@ -99,11 +103,24 @@ def test_an_eager_start_finishes_a_local_chain_before_start_returns(store, clien
     assert worker.stats()["eager_starts"] == 1 and worker.stats()["local_activities"] == 6
 
 
-def test_an_eager_start_queues_ordinary_activities_for_the_worker(store, client):
-    with perdure.Worker(app, store, **OPTIONS) as worker:
-        iid = client.start(then_double, 4, eager=True)
-        state = client.get(iid)
-        assert state.status == "RUNNING" and [a.name for a in state.waiting_on.activities] == ["double"]
+def test_an_eager_start_takes_the_ordinary_activities_it_schedules(store, client):
+    """Forced interleaving: every worker round is held before it starts, so only the start's
+    own transaction can take the task its turn scheduled. It does, for the worker, which
+    runs it at once."""
+    rounds_open = threading.Event()
+    held = FaultyStore(store, [Fault("run_round:before", lambda _: rounds_open.wait(60), times=None)])
+    held_client = perdure.Client(held)  # type: ignore[arg-type]
+    with perdure.Worker(app, held, **OPTIONS) as worker:  # type: ignore[arg-type]
+        try:
+            iid = held_client.start(then_slow_double, 4, eager=True)
+            assert inside_slow.wait(5)  # running, with no round in between
+            state = client.get(iid)
+            assert state.status == "RUNNING" and [a.name for a in state.waiting_on.activities] == ["slow_double"]
+            [task] = store.activity_tasks(iid)
+            assert task.lease_owner == worker.worker_id
+        finally:
+            rounds_open.set()
+            gate.set()
         assert client.wait(iid, timeout=20).output == 10
     assert worker.stats()["eager_starts"] == 1 and worker.stats()["activities"] == 1
 

@@ -36,6 +36,7 @@ from perdure.store.base import (
     OrchestrationWorkItem,
     Outcome,
     Store,
+    TaskRequest,
     TurnCommit,
     TurnStats,
 )
@@ -116,20 +117,26 @@ class OrchestrationDispatcher:
         in the calling thread, committed together (:meth:`Store.create_and_run`). Raises
         what the store raises (``InstanceExistsError``: nothing was run)."""
         batch = TurnBatch(self, keep_leases=True)
+        activities = self.activities
         try:
-            outcomes = self.store.create_and_run(
+            result = self.store.create_and_run(
                 instance,
                 owner=self.owner,
                 lease_seconds=self.options.lease_seconds,
                 run_turns=batch,
                 replace_terminal=replace_terminal,
                 request_id=request_id,
+                # The tasks the turn schedules start at once, as after a worker round.
+                tasks=TaskRequest(
+                    min(activities.free, self.options.batch_size), activities.names, activities.running_rows()
+                ),
             )
         except Exception:
             batch.void()
             raise
-        batch.settle(outcomes)
-        if outcomes:  # else a scheduled start: its first turn comes when due, from a round
+        batch.settle(result.turns)
+        activities.start(result.activities)
+        if result.turns:  # else a scheduled start: its first turn comes when due, from a round
             self.counters["eager_starts"] += 1
 
     def run_turns(

@@ -588,6 +588,26 @@ class RoundResult:
     tasks_seen_at: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class TaskRequest:
+    """The activity tasks a transaction that commits turns also locks for its caller, as a
+    worker round does: up to ``limit`` tasks of ``names`` (None: any), never those in
+    ``running`` (the caller's own runs)."""
+
+    limit: int
+    names: Collection[str] | None = None
+    running: Sequence[int] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EagerResult:
+    """What :meth:`Store.create_and_run` did: the outcome of each turn commit (none for a
+    start that is not due yet), and the activity tasks it locked for the caller."""
+
+    turns: list[Outcome]
+    activities: list[ActivityWorkItem] = field(default_factory=list)
+
+
 class DeadLetterReason:
     """Why a message was dead-lettered (:attr:`DeadLetter.reason`)."""
 
@@ -835,10 +855,13 @@ class Store(Protocol):
         run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]],
         replace_terminal: bool = False,
         request_id: str | None = None,
-    ) -> list[Outcome]:
+        tasks: TaskRequest | None = None,
+    ) -> EagerResult:
         """An eager start: a new instance and its first turn in one transaction (one commit),
         the turn run before that transaction opens (invariant 10). ``request_id`` is
-        recorded as by :meth:`create_instances`.
+        recorded as by :meth:`create_instances`. With ``tasks``, the same transaction locks
+        activity tasks for ``owner`` as a round does (those the turn scheduled among them),
+        with ``lease_seconds``: they run without a round of their own to take them.
 
         1. The checks of ``create_instance(instance, replace_terminal=...)`` are made first:
            an ``InstanceExistsError`` is raised before anything runs.
@@ -850,7 +873,7 @@ class Store(Protocol):
            queued for the id before it existed are left queued, after the start: the next
            turn takes them.
 
-        Returns the outcomes of step 3; an empty list, and an ordinary
+        Returns the outcomes of step 3 and the tasks locked; no outcome, and an ordinary
         :meth:`create_instance`, when ``instance.start_at`` is in the future.
         """
 

@@ -27,6 +27,7 @@ from perdure.store.base import (
     QueuedMessage,
     RoundRequest,
     RoundResult,
+    TaskRequest,
     TurnCommit,
 )
 from perdure.store.common.encode import PreparedTurn, StoreOptions, prepare_completions, prepare_turn
@@ -204,6 +205,42 @@ def lock_created(
         instance_ids=[i.instance_id for i in instances],
         held=None,
     )
+
+
+def take_scheduled_tasks(
+    tx: Any,
+    steps: RoundSteps,
+    owner: str,
+    lease_seconds: float,
+    tasks: TaskRequest | None,
+    commits: Sequence[PreparedTurn],
+    outcomes: Sequence[Outcome],
+) -> list[ActivityWorkItem]:
+    """The tasks ``tasks`` asks for, locked for ``owner`` in ``tx`` after ``commits`` (with
+    their ``outcomes``) were written, as a round locks them (:meth:`Store.create_and_run`).
+    If they include every task those commits scheduled, nobody else is signalled: the
+    transaction created that work and took it itself (the rule of :func:`run_round`)."""
+    if tasks is None or tasks.limit < 1:
+        return []
+    taken = steps.send_lock_activities(
+        tx,
+        owner,
+        lease_seconds=lease_seconds,
+        limit=tasks.limit,
+        names=tasks.names,
+        task_row_ids=None,
+        running=tasks.running,
+    )()
+    scheduled = sum(
+        1
+        for turn, outcome in zip(commits, outcomes, strict=True)
+        if outcome is Outcome.OK
+        for task in turn.commit.activities
+        if task.visible_at is None or task.visible_at <= tx.now
+    )
+    if len(taken) >= scheduled:
+        tx.topics.discard(ACTIVITIES)
+    return taken
 
 
 def run_turns_between(

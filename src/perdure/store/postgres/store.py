@@ -18,6 +18,7 @@ from perdure.store.base import (
     ActivityWorkItem,
     DeadLetter,
     DiscardRecord,
+    EagerResult,
     HistoryRecord,
     InstanceCount,
     InstanceQuery,
@@ -36,6 +37,7 @@ from perdure.store.base import (
     Rewind,
     RoundRequest,
     RoundResult,
+    TaskRequest,
     TurnCommit,
     WorkerRecord,
 )
@@ -530,13 +532,14 @@ class PostgresStore:
         run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]],
         replace_terminal: bool = False,
         request_id: str | None = None,
-    ) -> list[Outcome]:
+        tasks: TaskRequest | None = None,
+    ) -> EagerResult:
         """See :meth:`perdure.store.base.Store.create_and_run`."""
         input_text = payload(instance.input, f"input of instance {instance.instance_id!r}")
         now = self.clock()
         if instance.start_at is not None and instance.start_at > now:
             self.create_instances([instance], replace_terminal=replace_terminal, request_id=request_id)
-            return []
+            return EagerResult([])
         existing = self.get_instance(instance.instance_id)
         execution = 1
         if existing is not None:
@@ -547,7 +550,7 @@ class PostgresStore:
         turns = rounds.run_turns_between([item], run_turns)
         new = replace(instance, run_id=run_id)
 
-        def body(tx: Tx) -> list[Outcome]:
+        def body(tx: Tx) -> EagerResult:
             orchestrations.send_request(tx, request_id, "start", instance.instance_id)
             self._send_inserts(tx, [new], {instance.instance_id: input_text}, replace_terminal)(None)
             tx.run(
@@ -562,6 +565,7 @@ class PostgresStore:
                 },
             )
             outcomes = orchestrations.commit_turns(tx, turns)
+            taken = rounds.take_scheduled_tasks(tx, _ROUND, owner, lease_seconds, tasks, turns, outcomes)
             tx.notify(INSTANCES)
             # Messages queued for the id before it existed: the next turn takes them.
             tx.read_later(
@@ -569,7 +573,7 @@ class PostgresStore:
                 {"ids": [instance.instance_id]},
                 lambda cursor: tx.notify(ORCHESTRATIONS) if cursor.fetchone() else None,
             )
-            return outcomes
+            return EagerResult(outcomes, taken)
 
         return self._write("create_and_run", body)  # type: ignore[no-any-return]
 

@@ -19,6 +19,7 @@ from perdure.store.base import (
     ActivityWorkItem,
     DeadLetter,
     DiscardRecord,
+    EagerResult,
     HistoryRecord,
     InstanceCount,
     InstanceQuery,
@@ -37,6 +38,7 @@ from perdure.store.base import (
     Rewind,
     RoundRequest,
     RoundResult,
+    TaskRequest,
     TurnCommit,
     WorkerRecord,
 )
@@ -468,13 +470,14 @@ class SQLiteStore:
         run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]],
         replace_terminal: bool = False,
         request_id: str | None = None,
-    ) -> list[Outcome]:
+        tasks: TaskRequest | None = None,
+    ) -> EagerResult:
         """See :meth:`perdure.store.base.Store.create_and_run`."""
         input_text = payload(instance.input, f"input of instance {instance.instance_id!r}")
         now = self.clock()
         if instance.start_at is not None and instance.start_at > now:
             self.create_instances([instance], replace_terminal=replace_terminal, request_id=request_id)
-            return []
+            return EagerResult([])
         existing = self.get_instance(instance.instance_id)
         execution = 1
         if existing is not None:
@@ -494,10 +497,11 @@ class SQLiteStore:
                 ),
             )
             outcomes = orchestrations.commit_turns(tx, turns)
+            taken = rounds.take_scheduled_tasks(tx, _ROUND, owner, lease_seconds, tasks, turns, outcomes)
             tx.notify(INSTANCES)
             if tx.conn.execute(Q.has_messages, {"instance_id": instance.instance_id}).fetchone():
                 tx.notify(ORCHESTRATIONS)  # queued for the id before it existed: next turn
-            return outcomes
+            return EagerResult(outcomes, taken)
 
     def renew_activity_leases(self, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:
         """See :meth:`perdure.store.base.Store.renew_activity_leases`."""

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from perdure.errors import InstanceExistsError
-from perdure.store.base import NewInstance, OrchestrationWorkItem, Outcome, Store, TurnCommit
+from perdure.store.base import NewInstance, OrchestrationWorkItem, Outcome, Store, TaskRequest, TurnCommit
 from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
 from perdure.testing.conformance.helpers import (
     COMPLETED,
@@ -40,7 +40,7 @@ class Turns:
 
 
 def eager(store: Store, run_turns: Any, iid: str = "i1", **kw: Any) -> list[Outcome]:
-    """``create_and_run`` of ``iid`` (workflow ``wf``) as worker ``w1``."""
+    """``create_and_run`` of ``iid`` (workflow ``wf``) as worker ``w1``: its turn outcomes."""
     replace_terminal = kw.pop("replace_terminal", False)
     return store.create_and_run(
         NewInstance(iid, "wf", {"n": 1}, **kw),
@@ -48,7 +48,7 @@ def eager(store: Store, run_turns: Any, iid: str = "i1", **kw: Any) -> list[Outc
         lease_seconds=LEASE,
         run_turns=run_turns,
         replace_terminal=replace_terminal,
-    )
+    ).turns
 
 
 def never(items: list[OrchestrationWorkItem]) -> list[TurnCommit]:
@@ -130,3 +130,33 @@ def test_create_and_run_leaves_what_was_queued_for_the_id_before_it_existed_to_t
     assert kinds(item.messages) == ["ExecutionStarted"]
     assert kinds(store.get_history("i1")) == ["TurnStarted", "ExecutionStarted"]
     assert kinds(lock_one(store, "i1").messages) == ["EventRaised"]
+
+
+def test_create_and_run_takes_the_tasks_its_turn_scheduled_when_asked(store: Store, clock: FakeClock) -> None:
+    topics = (ACTIVITIES,)
+    before = store.notifier.snapshot(topics)
+    result = store.create_and_run(
+        NewInstance("i1", "wf", None),
+        owner="w1",
+        lease_seconds=LEASE,
+        run_turns=Turns(activities=[task("i1", 1), task("i1", 2, "other")]),
+        tasks=TaskRequest(10, names={"act"}),
+    )
+    assert result.turns == [Outcome.OK]
+    [taken] = result.activities  # not the name it does not run
+    assert (taken.task_id, taken.name, taken.lease_expires_at) == (1, "act", clock() + LEASE)
+    assert [t.lease_owner for t in store.activity_tasks("i1")] == ["w1", None]
+    # Another task is due for the workers that run it: they are woken.
+    assert store.notifier.snapshot(topics) != before
+    assert [t.task_id for t in store.lock_activities("a2", lease_seconds=LEASE)] == [2]
+    # Work it created and took itself wakes nobody.
+    before = store.notifier.snapshot(topics)
+    result = store.create_and_run(
+        NewInstance("i2", "wf", None),
+        owner="w1",
+        lease_seconds=LEASE,
+        run_turns=Turns(activities=[task("i2", 1)]),
+        tasks=TaskRequest(10),
+    )
+    assert [t.instance_id for t in result.activities] == ["i2"]
+    assert store.notifier.snapshot(topics) == before
