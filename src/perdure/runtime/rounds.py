@@ -144,7 +144,7 @@ class LookOut:
     since the last look, work the last look saw coming due, a last look that filled its
     limit, a turn refused (messages came before its outcomes), turns of its own that send
     messages or end their instances (a child's start, say, is then locked by the same
-    transaction, as before), or ``poll_interval`` since the last look. Other rounds lock no
+    transaction), or ``poll_interval`` since the last look. Other rounds lock no
     instances, which spares a statement, and on PostgreSQL a round trip (their reads go with
     the COMMIT). Elsewhere every round looks.
     """

@@ -9,7 +9,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from perdure.core.registry import App, version_key
@@ -83,8 +84,8 @@ class Worker:
         self.counters: Counter[str] = Counter()
         self.cache = ExecutorCache(self.options.cache_size)
         self._stop = threading.Event()
-        self._eager = threading.Condition()  # guards the count of eager starts in progress
-        self._eager_running = 0
+        self._starts = threading.Condition()  # guards the count of eager and handed starts in progress
+        self._starts_running = 0
         self._stop_topic = f"stop:{self.worker_id}"
         self._done_topic = f"done:{self.worker_id}"
         self._threads: list[threading.Thread] = []
@@ -161,9 +162,9 @@ class Worker:
             )
         self._shutdown_timeout = self.options.shutdown_timeout if timeout is None else timeout
         eager.unregister(self)
-        with self._eager:  # no eager start begins after this; those running finish first
+        with self._starts:  # no eager or handed start begins after this; those running finish first
             self._stop.set()
-            self._eager.wait_for(lambda: self._eager_running == 0)
+            self._starts.wait_for(lambda: self._starts_running == 0)
         self.store.notifier.notify(self._stop_topic)
         for thread in self._threads:
             thread.join()
@@ -217,17 +218,10 @@ class Worker:
         calls this; ``stop()`` waits for eager starts in progress."""
         if version_key(instance.name, instance.version) not in self.orchestrations.names:
             return False
-        with self._eager:
-            if not self._threads or self._stop.is_set():
-                return False
-            self._eager_running += 1
-        try:
-            self.orchestrations.start_eagerly(instance, replace_terminal=replace_terminal, request_id=request_id)
-        finally:
-            with self._eager:
-                self._eager_running -= 1
-                self._eager.notify_all()
-        return True
+        with self._starting() as admitted:
+            if admitted:
+                self.orchestrations.start_eagerly(instance, replace_terminal=replace_terminal, request_id=request_id)
+            return admitted
 
     def take_start(
         self, instance: NewInstance, *, replace_terminal: bool = False, request_id: str | None = None
@@ -238,29 +232,42 @@ class Worker:
         ``Client.start`` calls this; ``stop()`` waits for it."""
         if version_key(instance.name, instance.version) not in self.orchestrations.names:
             return False
-        with self._eager:
-            if not self._threads or self._stop.is_set() or not self.handed.reserve():
+        with self._starting(self.handed.reserve) as admitted:
+            if not admitted:
                 return False
-            self._eager_running += 1
-        items: list[OrchestrationWorkItem] = []
-        try:
-            items = self._store.create_and_lock(
-                [instance],
-                owner=self.worker_id,
-                lease_seconds=self.options.lease_seconds,
-                names=self.orchestrations.names,
-                replace_terminal=replace_terminal,
-                request_id=request_id,
-            )
-        finally:
-            self.handed.put(items)
-            with self._eager:
-                self._eager_running -= 1
-                self._eager.notify_all()
+            items: list[OrchestrationWorkItem] = []
+            try:
+                items = self._store.create_and_lock(
+                    [instance],
+                    owner=self.worker_id,
+                    lease_seconds=self.options.lease_seconds,
+                    names=self.orchestrations.names,
+                    replace_terminal=replace_terminal,
+                    request_id=request_id,
+                )
+            finally:
+                self.handed.put(items)
         if items:
             self.counters["handed_starts"] += 1
             self.store.notifier.notify(self._done_topic)
         return True
+
+    @contextmanager
+    def _starting(self, reserve: Callable[[], bool] = lambda: True) -> Iterator[bool]:
+        """Around a start made in this process (eager or handed): whether this worker takes
+        it (running, not stopping, and ``reserve`` agrees); ``stop()`` waits for those in
+        progress."""
+        with self._starts:
+            admitted = bool(self._threads) and not self._stop.is_set() and reserve()
+            if admitted:
+                self._starts_running += 1
+        try:
+            yield admitted
+        finally:
+            if admitted:
+                with self._starts:
+                    self._starts_running -= 1
+                    self._starts.notify_all()
 
     # -- loops --
 

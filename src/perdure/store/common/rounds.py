@@ -33,7 +33,7 @@ from perdure.store.base import (
 from perdure.store.common.encode import PreparedTurn, StoreOptions, prepare_completions, prepare_turn
 from perdure.store.common.queries import Queries, due_times
 from perdure.store.common.rows import lease_tokens
-from perdure.store.notify import ACTIVITIES, ORCHESTRATIONS
+from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
 
 T = TypeVar("T")
 
@@ -190,21 +190,29 @@ def lock_created(
 ) -> list[OrchestrationWorkItem]:
     """The instances just created in ``tx``, locked for ``lock`` = (owner, lease seconds,
     names) as ``lock_orchestrations`` locks them (:meth:`perdure.store.base.Store.create_and_lock`):
-    only those whose start is due and whose name is among ``names``. None without ``lock``."""
-    if lock is None:
-        return []
-    owner, lease_seconds, names = lock
-    return steps.lock_orchestrations(
-        tx,
-        options,
-        owner,
-        lease_seconds=lease_seconds,
-        limit=len(instances),
-        names=names,
-        known_history=None,
-        instance_ids=[i.instance_id for i in instances],
-        held=None,
-    )
+    only those whose start is due and whose name is among ``names``; none without ``lock``.
+    Instance waiters are signalled, and the orchestration queue unless the caller took
+    every new instance."""
+    items: list[OrchestrationWorkItem] = []
+    if lock is not None:
+        owner, lease_seconds, names = lock
+        items = steps.lock_orchestrations(
+            tx,
+            options,
+            owner,
+            lease_seconds=lease_seconds,
+            limit=len(instances),
+            names=names,
+            known_history=None,
+            instance_ids=[i.instance_id for i in instances],
+            held=None,
+        )
+    tx.notify(INSTANCES)
+    if len(items) < len(instances):
+        tx.notify(ORCHESTRATIONS)
+    else:  # the caller took them all: no other worker is wanted
+        tx.topics.discard(ORCHESTRATIONS)
+    return items
 
 
 def take_scheduled_tasks(

@@ -295,11 +295,7 @@ class PostgresStore:
                 raise _AppliedAlready
             insert(outbox)
             outbox.flush(tx)
-            items = rounds.lock_created(tx, _ROUND, self.options, instances, lock)
-            tx.notify(INSTANCES)
-            if len(items) == len(instances):  # all taken here: no other worker is wanted
-                tx.topics.discard(ORCHESTRATIONS)
-            return items
+            return rounds.lock_created(tx, _ROUND, self.options, instances, lock)
 
         try:
             return self._write(method, body)  # type: ignore[no-any-return]

@@ -264,11 +264,7 @@ class SQLiteStore:
                 return []  # applied already: a retry after an unknown outcome
             for instance, input_text in zip(instances, inputs, strict=True):
                 self._insert_instance(tx, instance, input_text, replace_terminal)
-            items = rounds.lock_created(tx, _ROUND, self.options, instances, lock)
-            tx.notify(INSTANCES)
-            if len(items) < len(instances):  # not all taken here: any worker's
-                tx.notify(ORCHESTRATIONS)
-            return items
+            return rounds.lock_created(tx, _ROUND, self.options, instances, lock)
 
     @staticmethod
     def _insert_instance(
