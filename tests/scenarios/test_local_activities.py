@@ -200,7 +200,8 @@ def test_a_retry_that_succeeds_in_a_chain_counts_as_progress(store_url):
     clock = FakeClock()
     store = perdure.open_store(store_url, clock=clock)
     try:
-        worker = StepWorker(app, store, "w")
+        # A budget no loaded machine spends: the retried activity always runs inside the turn.
+        worker = StepWorker(app, store, "w", local_activity_budget=30.0)
         iid = perdure.Client(store).start(retry_then_wait, None)
         started = clock()
         assert worker.turns() == 1  # attempt 1 fails, a retry timer is set
@@ -253,8 +254,8 @@ def test_a_chain_whose_lease_was_taken_over_writes_nothing(store_url):
     store = perdure.open_store(store_url, clock=clock)
     try:
         client = perdure.Client(store)
-        w1 = StepWorker(app, store, "w1", lease_seconds=10)
-        w2 = StepWorker(app, store, "w2", lease_seconds=10)
+        w1 = StepWorker(app, store, "w1", lease_seconds=10, local_activity_budget=30.0)
+        w2 = StepWorker(app, store, "w2", lease_seconds=10, local_activity_budget=30.0)
         iid = client.start(chain, 1)
         assert w1.lock_turns() == 1
 
