@@ -2,15 +2,16 @@
 
 A plain ``Client.start`` looks here for a running worker of this process that serves the
 orchestration on the same store object, and creates the instance locked for it
-(:mod:`perdure.runtime.handed`); without one, or while that worker has yet to take what it
-was handed, the instance is queued for any worker.
+(:mod:`perdure.runtime.handed`); without one, or while that worker is busy (none of its
+dispatch loops waits for work), the instance is queued for any worker.
 
 ``Client.start(..., eager=True)`` looks here for a running worker of this process that
 serves the orchestration on the same store object. If there is one, the start and the new
 instance's first turn, with the local activities it chains, commit in one transaction
 (:meth:`perdure.store.base.Store.create_and_run`): one commit where an ordinary start takes
-two (the start, then the worker's turn), and no hand-over to the worker's thread. If there
-is none, the start is an ordinary one. Either way the instance runs the same code and
+two (the start, then the worker's turn), and no hand-over to the worker's thread. The same
+transaction takes the activity tasks that turn schedules, for the worker to run at once.
+If there is none, the start is an ordinary one. Either way the instance runs the same code and
 records the same history.
 """
 
