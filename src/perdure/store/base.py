@@ -307,17 +307,7 @@ class NewInstance:
 
     def start_event(self, run_id: str, execution_id: int, now: float) -> ExecutionStarted:
         """The ``ExecutionStarted`` of the instance's new run ``run_id``, at ``now``."""
-        return ExecutionStarted(
-            timestamp=now,
-            name=self.name,
-            input=self.input,
-            execution_id=execution_id,
-            parent=self.parent,
-            run_id=run_id,
-            version=self.version,
-            origin=self.origin,
-            trace=self.trace,
-        )
+        return _start_event(self, run_id, execution_id, now, self.origin)
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,16 +360,24 @@ class ChildStart:
 
     def start_event(self, run_id: str, execution_id: int, now: float) -> ExecutionStarted:
         """The ``ExecutionStarted`` of the child's new run ``run_id``, at ``now``."""
-        return ExecutionStarted(
-            timestamp=now,
-            name=self.name,
-            input=self.input,
-            execution_id=execution_id,
-            parent=self.parent,
-            run_id=run_id,
-            version=self.version,
-            trace=self.trace,
-        )
+        return _start_event(self, run_id, execution_id, now, None)
+
+
+def _start_event(
+    start: NewInstance | ChildStart, run_id: str, execution_id: int, now: float, origin: RunOrigin | None
+) -> ExecutionStarted:
+    """The ``ExecutionStarted`` of a new run of what ``start`` creates."""
+    return ExecutionStarted(
+        timestamp=now,
+        name=start.name,
+        input=start.input,
+        execution_id=execution_id,
+        parent=start.parent,
+        run_id=run_id,
+        version=start.version,
+        origin=origin,
+        trace=start.trace,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from perdure.store.base import (
     InstanceStats,
     InstanceSummary,
     LockedInstance,
+    NewActivityTask,
     QueueDepth,
     QueuedMessage,
     TurnCommit,
@@ -118,6 +119,21 @@ def new_instance_params(
         "input": input_text,
         **parent_params(parent),
         "now": now,
+    }
+
+
+def new_task_params(task: NewActivityTask, input_text: str, now: float) -> dict[str, Any]:
+    """The row of a new activity task (its input already encoded), visible at ``now``
+    unless it says otherwise."""
+    return {
+        "instance_id": task.instance_id,
+        "run_id": task.run_id,
+        "execution_id": task.execution_id,
+        "task_id": task.task_id,
+        "name": task.name,
+        "input": input_text,
+        "attempt": task.attempt,
+        "visible_at": now if task.visible_at is None else task.visible_at,
     }
 
 

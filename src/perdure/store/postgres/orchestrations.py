@@ -64,6 +64,7 @@ from perdure.store.common.rows import (
     locked_instance_from_row,
     new_instance_params,
     new_run_id,
+    new_task_params,
     payload,
     task_event,
 )
@@ -118,11 +119,11 @@ class Outbox:
         self.events.append(text)
         self.visible_ats.append(now if visible_at is None else visible_at)
 
-    def flush(self, tx: Tx, send: Callable[[str, dict[str, Any]], object] | None = None) -> int:
-        """Insert the queued messages (with ``send``, default ``tx.run``); return how many."""
+    def flush(self, tx: Tx) -> int:
+        """Insert the queued messages; return how many."""
         count = len(self.events)
         if count:
-            (send or tx.run)(
+            tx.run(
                 Q.insert_messages,
                 {
                     "now": tx.now,
@@ -544,19 +545,9 @@ class GroupWrite:
             first = row["history_event_count"]
             # The stored JSON goes in as it is (json keeps it byte for byte).
             self.events.extend(f"{prefix}{first + n},{event}]" for n, event in enumerate(turn.events))
-        for a, text in zip(c.activities, turn.activity_inputs, strict=True):
-            self.tasks.append(
-                {
-                    "instance_id": a.instance_id,
-                    "run_id": a.run_id,
-                    "execution_id": a.execution_id,
-                    "task_id": a.task_id,
-                    "name": a.name,
-                    "input": text,
-                    "attempt": a.attempt,
-                    "visible_at": now if a.visible_at is None else a.visible_at,
-                }
-            )
+        self.tasks.extend(
+            new_task_params(a, text, now) for a, text in zip(c.activities, turn.activity_inputs, strict=True)
+        )
         if c.activities:
             tx.notify(ACTIVITIES)
         for m, (kind, text) in zip(c.messages, turn.messages, strict=True):
@@ -626,7 +617,6 @@ def write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float) -> No
     :class:`GroupWrite` instead)."""
     c = turn.commit
     now, iid = tx.now, c.instance_id
-    send = tx.run
 
     # Consumed messages: discard records first (they copy the row), then delete.
     if c.discarded:
@@ -642,10 +632,10 @@ def write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float) -> No
         )
     consumed = _consumed(turn)
     if consumed:
-        send(Q.delete_consumed, {"instance_id": iid, "ids": consumed})
+        tx.run(Q.delete_consumed, {"instance_id": iid, "ids": consumed})
 
     if turn.events:
-        send(
+        tx.run(
             Q.insert_history,
             {
                 "instance_id": iid,
@@ -654,12 +644,12 @@ def write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float) -> No
                 "events": list(turn.events),
             },
         )
-    send(Q.update_instance_after_turn, instance_after_turn(turn, row, now))
+    tx.run(Q.update_instance_after_turn, instance_after_turn(turn, row, now))
     if turn.status.is_terminal:  # Client.wait waits for an instance to end
         tx.notify(INSTANCES)
 
     if c.activities:
-        send(
+        tx.run(
             Q.insert_activity_tasks,
             {
                 "now": now,
@@ -684,15 +674,15 @@ def write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float) -> No
         _start_child(tx, child, outbox)
     if c.continue_as_new:
         _continue_as_new(tx, turn, row, outbox)
-    outbox.flush(tx, send)
+    outbox.flush(tx)
 
     if c.status.is_terminal:
         discard_queued_tasks(tx, iid, f"instance became {c.status.value}")
     if c.release:
-        send(Q.release_lease, {"instance_id": iid, "token": c.lease_token})
+        tx.run(Q.release_lease, {"instance_id": iid, "token": c.lease_token})
         _signal_if_queued(tx, [iid])
     else:
-        send(
+        tx.run(
             Q.extend_lease,
             {"instance_id": iid, "token": c.lease_token, "expires_at": now + lease_seconds},
         )
@@ -816,10 +806,7 @@ def send_request(tx: Tx, request_id: str | None, operation: str, instance_id: st
 def first_request(tx: Tx, request_id: str | None, operation: str, instance_id: str) -> bool:
     """Record a client operation's request id; False if it was recorded before (the
     operation was applied already and must not be applied again). No id: always True."""
-    if request_id is None:
-        return True
-    params = {"request_id": request_id, "operation": operation, "instance_id": instance_id, "now": tx.now}
-    return tx.one(Q.insert_request, params) is not None
+    return send_request(tx, request_id, operation, instance_id)()
 
 
 # --- leases ------------------------------------------------------------------------------

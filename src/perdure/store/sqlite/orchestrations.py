@@ -53,6 +53,7 @@ from perdure.store.common.rows import (
     locked_instance_from_row,
     new_instance_params,
     new_run_id,
+    new_task_params,
     payload,
     task_event,
 )
@@ -404,17 +405,7 @@ def write_turns(tx: Tx, turns: list[tuple[PreparedTurn, sqlite3.Row]], consumed:
         tx.notify(INSTANCES)  # Client.wait waits for an instance to end
 
     tasks = [
-        {
-            "instance_id": a.instance_id,
-            "run_id": a.run_id,
-            "execution_id": a.execution_id,
-            "task_id": a.task_id,
-            "name": a.name,
-            "input": text,
-            "attempt": a.attempt,
-            "now": now,
-            "visible_at": now if a.visible_at is None else a.visible_at,
-        }
+        {**new_task_params(a, text, now), "now": now}
         for t, _ in turns
         for a, text in zip(t.commit.activities, t.activity_inputs, strict=True)
     ]
