@@ -250,7 +250,10 @@ class Client:
         store object, the first turn (and the local activities it chains) runs in this
         thread and commits in the start's transaction, before ``start`` returns: the
         lowest start-to-result latency. Otherwise (or with a future ``start_at``) it is an
-        ordinary start. See :mod:`perdure.runtime.eager`.
+        ordinary start. See :mod:`perdure.runtime.eager`. Without it, a start made while a
+        worker of this process serves the orchestration on this store object and waits for
+        work is run by that worker's thread: the instance and its first turn commit together
+        before ``start`` returns (:mod:`perdure.runtime.handed`).
         """
         name = self._orchestration_name(orchestration)
         version = self._version(name, version)

@@ -1,6 +1,6 @@
 """Handed starts: a plain ``client.start`` in a process whose worker serves the orchestration
-on the same store, and waits for work, creates the instance locked for that worker; the
-worker's next round runs the first turn (no round of its own to find and lock it)."""
+on the same store, and waits for work, is run by that worker's dispatch loop: the instance
+and its first turn commit in one transaction, before ``start`` returns."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 import pytest
 
 import perdure
-from perdure.runtime.handed import HandedStarts
+from perdure.runtime.handed import HandedStart, HandedStarts
 from perdure.runtime.rounds import RoundRunner
 from perdure.store.base import NewInstance
 
@@ -37,6 +37,17 @@ def held_at_the_gate(x: int) -> int:
     inside.set()
     assert gate.wait(10)
     return x
+
+
+@app.activity
+def double_at_the_gate(x: int) -> int:
+    assert gate.wait(10)
+    return 2 * x
+
+
+@app.orchestration
+async def doubles_at_the_gate(ctx: perdure.OrchestrationContext, x: int) -> int:
+    return await ctx.call_activity(double_at_the_gate, x)
 
 
 @app.orchestration
@@ -66,18 +77,23 @@ def kinds(client: perdure.Client, iid: str) -> list[str]:
     return [type(e).__name__ for e in client.get(iid, history=True).history]
 
 
-def test_a_start_is_handed_to_the_idle_worker_of_its_process(store, client):
+def test_a_start_is_run_by_the_idle_worker_of_its_process(store, client):
     with perdure.Worker(app, store, **OPTIONS) as worker:
         idle(worker)
-        handed = client.wait(client.start(doubles, 4), timeout=20)
+        iid = client.start(doubles_at_the_gate, 4)
+        # start returned after the first turn committed with the instance: nothing queued.
+        assert kinds(client, iid) == ["TurnStarted", "ExecutionStarted", "ActivityScheduled"]
+        assert store.pending_messages(iid) == []
         assert worker.stats()["handed_starts"] == 1
-        # The same history as a start that any worker takes from the queue.
-        queued = client.start(doubles, 4, instance_id="queued")
+        gate.set()
+        handed = client.wait(iid, timeout=20)
     assert handed.output == 8
+    # The same history as a start that a worker takes from the queue.
+    queued = client.start(doubles_at_the_gate, 4, instance_id="queued")
     with perdure.Worker(app, store, **OPTIONS) as later:
         assert client.wait(queued, timeout=20).output == 8
     assert "handed_starts" not in later.stats()
-    assert kinds(client, handed.instance_id) == kinds(client, queued)
+    assert kinds(client, iid) == kinds(client, queued)
 
 
 def test_a_start_is_queued_when_the_worker_does_not_serve_it(store, client):
@@ -87,36 +103,66 @@ def test_a_start_is_queued_when_the_worker_does_not_serve_it(store, client):
     assert "handed_starts" not in other.stats()
 
 
+def test_a_start_is_queued_when_the_worker_runs_no_local_starts(store, client):
+    with perdure.Worker(app, store, **OPTIONS, run_local_starts=False) as worker:
+        idle(worker)
+        iid = client.start(doubles, 2)
+        assert client.wait(iid, timeout=20).output == 4
+    assert "handed_starts" not in worker.stats()
+
+
+def test_run_local_starts_must_be_a_bool(store):
+    with pytest.raises(perdure.InvalidInputError, match="run_local_starts must be True or False, got 'yes'"):
+        perdure.Worker(app, store, run_local_starts="yes")
+
+
 def test_a_start_is_queued_while_the_worker_is_busy(store, client):
-    """Forced interleaving: the worker's only dispatch loop is inside a turn (its local
-    activity waits at a gate), so a start made meanwhile is not handed to it: it is queued for
-    any worker, and this one takes it from the queue once it is free."""
+    """Forced interleaving: the worker's only dispatch loop is inside the first turn of a start
+    it was handed (its local activity waits at a gate, so that start has not returned), and a
+    start made meanwhile is not handed to it: it is queued for any worker, and this one takes
+    it from the queue once it is free."""
     with perdure.Worker(app, store, **OPTIONS) as worker:
         idle(worker)
-        first = client.start(waits_at_the_gate, 1)
+        first: list[str] = []
+        starting = threading.Thread(target=lambda: first.append(client.start(waits_at_the_gate, 1)), daemon=True)
+        starting.start()
         assert inside.wait(10)
         second = client.start(doubles, 3)
         assert client.get(second).status == "PENDING"
         assert [type(m.event).__name__ for m in store.pending_messages(second)] == ["ExecutionStarted"]
         gate.set()
-        assert client.wait(first, timeout=20).output == 1
+        starting.join(10)
+        assert client.wait(first[0], timeout=20).output == 1
         assert client.wait(second, timeout=20).output == 6
     assert worker.stats()["handed_starts"] == 1  # the first only
 
 
-def test_what_was_handed_over_but_not_run_is_released_at_once(store, client):
-    """A stopping worker gives back the leases of handed instances it did not run: another
-    worker takes them at once, not when the lease expires."""
+def test_a_handed_start_raises_what_the_start_raised_and_keeps_what_was_stored(store, client):
+    with perdure.Worker(app, store, **OPTIONS) as worker:
+        idle(worker)
+        iid = client.start(doubles, 1, instance_id="once")
+        assert client.wait(iid, timeout=20).output == 2
+        idle(worker)
+        with pytest.raises(perdure.InstanceExistsError, match="'once'"):
+            client.start(doubles, 5, instance_id="once")
+    assert client.get("once").output == 2
+
+
+def test_a_start_handed_over_but_not_run_is_given_back_to_its_caller(store, client):
+    """A stopping worker's dispatch loop may never run a start handed to it: ``release()``
+    gives it back, and the caller then queues it (``take_start`` answers False)."""
     worker = perdure.Worker(app, store, **OPTIONS)
     handed = HandedStarts()
     runner = RoundRunner(store, worker.worker_id, worker.options, worker.orchestrations, worker.activities, handed)
+    start = HandedStart(NewInstance("h1", "doubles", 5), replace_terminal=False, request_id=None)
     with handed.waiting():
         assert handed.reserve()
-        items = store.create_and_lock([NewInstance("h1", "doubles", 5)], owner=worker.worker_id, lease_seconds=30.0)
-        handed.put(items)
+        handed.put(start)
         assert not handed.reserve()  # one per waiting loop
-    assert [i.instance.instance_id for i in items] == ["h1"]
-    assert store.lock_orchestrations("someone-else", lease_seconds=30.0) == []
+    answer: list[bool] = []
+    caller = threading.Thread(target=lambda: answer.append(start.result()), daemon=True)
+    caller.start()
     runner.release()
-    [retaken] = store.lock_orchestrations("someone-else", lease_seconds=30.0)
-    assert retaken.instance.instance_id == "h1"
+    caller.join(10)
+    assert answer == [False]
+    assert client.get("h1") is None  # nothing was created: the caller queues it

@@ -1,9 +1,10 @@
 """Starts made in the process of a running worker: eager and handed starts.
 
 A plain ``Client.start`` looks here for a running worker of this process that serves the
-orchestration on the same store object, and creates the instance locked for it
-(:mod:`perdure.runtime.handed`); without one, or while that worker is busy (none of its
-dispatch loops waits for work), the instance is queued for any worker.
+orchestration on the same store object, and hands the start to one of its dispatch loops
+that waits for work, which creates the instance with its first turn
+(:mod:`perdure.runtime.handed`); without one, or while that worker is busy, the instance is
+queued for any worker.
 
 ``Client.start(..., eager=True)`` looks here for a running worker of this process that
 serves the orchestration on the same store object. If there is one, the start and the new
@@ -58,8 +59,9 @@ def start_eagerly(
 
 
 def hand_over(store: Store, instance: NewInstance, *, replace_terminal: bool, request_id: str | None = None) -> bool:
-    """Create ``instance`` locked for a worker of this process that serves its orchestration
-    on ``store`` and has room; False (nothing done) if no worker can take it."""
+    """Hand ``instance``'s start to an idle worker of this process that serves its
+    orchestration on ``store``, and wait until it ran it; False (nothing done) if no worker
+    can take it."""
     with _lock:
         workers = list(_workers.get(id(store), ()))
     return any(w.take_start(instance, replace_terminal=replace_terminal, request_id=request_id) for w in workers)

@@ -1,33 +1,71 @@
-"""Handed starts: instances a worker locked in the transaction that created them.
+"""Handed starts: plain starts run by an idle worker of the caller's process.
 
 A plain ``Client.start`` in a process whose running worker serves the orchestration on the
-same store object creates the instance and locks it for that worker in one transaction
-(:meth:`perdure.store.base.Store.create_and_lock`), and hands the locked instance here. The
-worker's next round runs its first turn at once: no round of its own to find and lock the
-instance, and no wait for a signal. Unlike an eager start, no orchestration code runs in
-the caller's thread.
+same store object, while one of that worker's dispatch loops waits for work, hands the
+start to that loop and waits. The loop creates the instance and runs its first turn (with
+the local activities it chains, within ``local_activity_budget``) committed in one
+transaction, as an eager start does (:meth:`perdure.store.base.Store.create_and_run`), and
+starts the activity tasks that turn scheduled. ``start`` returns once that transaction
+committed, or raises what it raised. The start costs one transaction where a queued start
+costs two (the start, then a worker's round), and no orchestration code runs in the
+caller's thread (unlike ``eager=True``).
 
-A start is handed over only while one of the worker's dispatch loops waits for work, and
-at most one per waiting loop: a latency gain for a worker with nothing to do. A busy worker
-takes new instances in batches with its rounds, and starts made meanwhile are queued as
-usual, for whichever worker of the fleet is free.
+At most one start per waiting loop is handed over: a latency gain for a worker with nothing
+to do. A busy worker takes new instances in batches with its rounds, and starts made
+meanwhile are queued as usual, for whichever worker of the fleet is free. A start the loop
+did not run (the worker stopped first) is made as a queued start by the caller.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
-from perdure.store.base import OrchestrationWorkItem
+from perdure.store.base import NewInstance
+
+
+@dataclass(slots=True)
+class HandedStart:
+    """One start handed to a dispatch loop, and what became of it."""
+
+    instance: NewInstance
+    replace_terminal: bool
+    request_id: str | None
+    #: Set once the loop ran the start (``ran``), failed it (``error``) or gave it back.
+    done: threading.Event = field(default_factory=threading.Event)
+    ran: bool = False
+    error: Exception | None = None
+
+    def run(self, start: Callable[[HandedStart], None]) -> None:
+        """Run the start with ``start`` on this thread and tell the caller."""
+        try:
+            start(self)
+            self.ran = True
+        except Exception as exc:  # the caller raises it
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def give_back(self) -> None:
+        """Tell the caller the start was not run (it then queues it)."""
+        self.done.set()
+
+    def result(self) -> bool:
+        """Wait for the loop; whether it ran the start (raises what the start raised)."""
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.ran
 
 
 class HandedStarts:
-    """The locked instances handed to a worker by starts of its process, until one of its
-    rounds takes them. Thread-safe."""
+    """The starts handed to a worker's dispatch loops, until one of them takes them.
+    Thread-safe."""
 
     def __init__(self) -> None:
-        self._items: list[OrchestrationWorkItem] = []
+        self._starts: list[HandedStart] = []
         self._reserved = 0
         self._waiting = 0  # dispatch loops waiting for work
         self._lock = threading.Lock()
@@ -52,20 +90,20 @@ class HandedStarts:
         """Make room for one start if a dispatch loop waits for work and has not been handed
         one yet; every reservation ends with :meth:`put`."""
         with self._lock:
-            if len(self._items) + self._reserved >= self._waiting:
+            if len(self._starts) + self._reserved >= self._waiting:
                 return False
             self._reserved += 1
             return True
 
-    def put(self, items: list[OrchestrationWorkItem]) -> None:
-        """End a reservation with the instances it locked (none: the start was queued, or
-        failed)."""
+    def put(self, start: HandedStart | None) -> None:
+        """End a reservation with the start handed over (None: none after all)."""
         with self._lock:
             self._reserved -= 1
-            self._items.extend(items)
+            if start is not None:
+                self._starts.append(start)
 
-    def take(self) -> list[OrchestrationWorkItem]:
-        """Every instance handed over so far (for a round to run)."""
+    def take(self) -> list[HandedStart]:
+        """Every start handed over so far (for a dispatch loop to run)."""
         with self._lock:
-            items, self._items = self._items, []
-            return items
+            starts, self._starts = self._starts, []
+            return starts

@@ -37,6 +37,11 @@ class WorkerOptions:
     - ``max_payload_bytes``: the largest JSON an activity may return or an orchestration
       may end with (the client's default limit on inputs); a larger activity result fails
       that attempt with a ``SerializationError``, a larger output fails the orchestration.
+    - ``run_local_starts``: a plain ``Client.start`` made in this worker's process, while a
+      dispatch loop waits for work, is run by that loop: the instance is created with its
+      first turn in one transaction, and ``start`` returns once it committed
+      (:mod:`perdure.runtime.handed`). False queues every start, and ``start`` returns
+      after its own commit, without waiting for a turn.
     """
 
     activity_concurrency: int = 256
@@ -50,6 +55,7 @@ class WorkerOptions:
     shutdown_timeout: float = 30.0
     local_activity_budget: float = 0.01
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    run_local_starts: bool = True
 
     def __post_init__(self) -> None:
         for name in ("activity_concurrency", "orchestration_concurrency", "batch_size", "max_payload_bytes"):
@@ -68,3 +74,5 @@ class WorkerOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise InvalidInputError(f"{name} must be a non-negative integer, got {value!r}")
+        if not isinstance(self.run_local_starts, bool):
+            raise InvalidInputError(f"run_local_starts must be True or False, got {self.run_local_starts!r}")

@@ -112,10 +112,18 @@ class OrchestrationDispatcher:
             raise
         batch.settle(outcomes)
 
-    def start_eagerly(self, instance: NewInstance, *, replace_terminal: bool, request_id: str | None = None) -> None:
+    def start_eagerly(
+        self,
+        instance: NewInstance,
+        *,
+        replace_terminal: bool,
+        request_id: str | None = None,
+        counter: str = "eager_starts",
+    ) -> None:
         """Create ``instance`` and run its first turn (with the local activities it chains)
-        in the calling thread, committed together (:meth:`Store.create_and_run`). Raises
-        what the store raises (``InstanceExistsError``: nothing was run)."""
+        in the calling thread, committed together (:meth:`Store.create_and_run`), counted
+        in ``counter``. Raises what the store raises (``InstanceExistsError``: nothing was
+        run)."""
         batch = TurnBatch(self, keep_leases=True)
         activities = self.activities
         try:
@@ -137,7 +145,7 @@ class OrchestrationDispatcher:
         batch.settle(result.turns)
         activities.start(result.activities)
         if result.turns:  # else a scheduled start: its first turn comes when due, from a round
-            self.counters["eager_starts"] += 1
+            self.counters[counter] += 1
 
     def run_turns(
         self,

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from perdure.runtime.activities import ActivityDispatcher
-from perdure.runtime.handed import HandedStarts
+from perdure.runtime.handed import HandedStart, HandedStarts
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.orchestrations import OrchestrationDispatcher, TurnBatch
 from perdure.store.base import (
@@ -75,8 +75,10 @@ class RoundRunner:
         """One round; raises if the store write failed (then nothing of it was written, and
         the turns run for it are forgotten). The tasks it locked are started on the
         activity pool, or handed to ``start``."""
+        for handed in self.handed.take():
+            handed.run(self._start)
         completions = self.activities.take_completions()
-        claimed, self.claimed = [*self.claimed, *self.handed.take()], []
+        claimed, self.claimed = self.claimed, []
         items, taken = self.orchestrations.held.hand_over(claimed, completions)
         turns = TurnBatch(self.orchestrations, keep_leases=True, defer=True)
         commits = turns(items) if items else []
@@ -118,10 +120,21 @@ class RoundRunner:
         (start or self.activities.start)(result.activities)
         return self._report(request, result)
 
+    def _start(self, handed: HandedStart) -> None:
+        """Run a start handed over by a client of this process (:mod:`perdure.runtime.handed`)."""
+        self.orchestrations.start_eagerly(
+            handed.instance,
+            replace_terminal=handed.replace_terminal,
+            request_id=handed.request_id,
+            counter="handed_starts",
+        )
+
     def release(self) -> None:
-        """Give back the leases of the instances claimed or handed over but not run (a
-        stopping worker)."""
-        claimed, self.claimed = [*self.claimed, *self.handed.take()], []
+        """Give back the leases of the instances claimed but not run, and the starts handed
+        over but not run (a stopping worker)."""
+        for handed in self.handed.take():
+            handed.give_back()
+        claimed, self.claimed = self.claimed, []
         for item in claimed:
             with contextlib.suppress(Exception):  # else the lease expires
                 self.store.abandon_orchestration(item.instance.instance_id, item.lease_token)

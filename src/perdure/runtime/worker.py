@@ -19,12 +19,12 @@ from perdure.runtime import eager
 from perdure.runtime.activities import ActivityDispatcher
 from perdure.runtime.activity_info import running_activity
 from perdure.runtime.cache import ExecutorCache
-from perdure.runtime.handed import HandedStarts
+from perdure.runtime.handed import HandedStart, HandedStarts
 from perdure.runtime.observe import Observers, WorkerObserver
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.orchestrations import OrchestrationDispatcher
 from perdure.runtime.rounds import RoundReport, RoundRunner
-from perdure.store.base import NewInstance, OrchestrationWorkItem, Store, WorkerRecord
+from perdure.store.base import NewInstance, Store, WorkerRecord
 from perdure.store.notify import ACTIVITIES, ORCHESTRATIONS
 
 log = logging.getLogger("perdure.worker")
@@ -226,31 +226,25 @@ class Worker:
     def take_start(
         self, instance: NewInstance, *, replace_terminal: bool = False, request_id: str | None = None
     ) -> bool:
-        """Create ``instance`` locked for this worker, whose next round runs its first turn
-        (see :mod:`perdure.runtime.handed`); False (nothing done) if this worker is not
-        running, does not serve the orchestration, or has no dispatch loop waiting for work.
-        ``Client.start`` calls this; ``stop()`` waits for it."""
+        """Hand ``instance``'s start to a dispatch loop of this worker that waits for work,
+        which creates it and runs its first turn in one transaction (see
+        :mod:`perdure.runtime.handed`), and wait for it; False (nothing done) if this worker
+        is not running, does not serve the orchestration, has no dispatch loop waiting for
+        work, or stopped before running it (or ``run_local_starts`` is off). Raises what the
+        start raised (``InstanceExistsError``, say). ``Client.start`` calls this."""
+        if not self.options.run_local_starts:
+            return False
         if version_key(instance.name, instance.version) not in self.orchestrations.names:
             return False
         with self._starting(self.handed.reserve) as admitted:
             if not admitted:
                 return False
-            items: list[OrchestrationWorkItem] = []
-            try:
-                items = self._store.create_and_lock(
-                    [instance],
-                    owner=self.worker_id,
-                    lease_seconds=self.options.lease_seconds,
-                    names=self.orchestrations.names,
-                    replace_terminal=replace_terminal,
-                    request_id=request_id,
-                )
-            finally:
-                self.handed.put(items)
-        if items:
-            self.counters["handed_starts"] += 1
-            self.store.notifier.notify(self._done_topic)
-        return True
+            start = HandedStart(instance, replace_terminal, request_id)
+            self.handed.put(start)
+        self.store.notifier.notify(self._done_topic)
+        # Outside _starting: stop() waits for the dispatch loops, which run or give back
+        # every start handed over.
+        return start.result()
 
     @contextmanager
     def _starting(self, reserve: Callable[[], bool] = lambda: True) -> Iterator[bool]:

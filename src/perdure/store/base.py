@@ -680,24 +680,6 @@ class Store(Protocol):
         a call whose id was applied before does nothing (a retry after an unknown commit
         outcome applies once)."""
 
-    def create_and_lock(
-        self,
-        instances: Sequence[NewInstance],
-        *,
-        owner: str,
-        lease_seconds: float,
-        names: Collection[str] | None = None,
-        replace_terminal: bool = False,
-        request_id: str | None = None,
-    ) -> list[OrchestrationWorkItem]:
-        """:meth:`create_instances`, and in the same transaction the new instances locked
-        for ``owner`` as :meth:`lock_orchestrations` locks them (``instance_ids`` the new
-        ids, ``names``): a start handed to a worker of the caller's process, whose first
-        turn then needs no transaction of its own to take the instance. Returns the work
-        items of the instances locked: not those whose ``start_at`` is in the future or
-        whose name is not among ``names`` (they are queued for any worker), and none for a
-        ``request_id`` applied before."""
-
     def enqueue_messages(self, messages: Sequence[Message], *, request_id: str | None = None) -> None:
         """Atomically append messages to the orchestration queue (any target, existing or not:
         a message for an instance or execution that does not exist yet is kept and deferred at

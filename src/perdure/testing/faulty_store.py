@@ -37,7 +37,6 @@ from perdure.testing.faults import InjectedFault
 WRITE_METHODS: tuple[str, ...] = (
     "create_instance",
     "create_instances",  # its transaction reports the "create_instance:inside" point
-    "create_and_lock",
     "enqueue_messages",
     "purge_instances",
     "purge_where",

@@ -12,7 +12,7 @@ what comes next.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -181,38 +181,10 @@ def run_round(
     return result
 
 
-def lock_created(
-    tx: Any,
-    steps: RoundSteps,
-    options: StoreOptions,
-    instances: Sequence[NewInstance],
-    lock: tuple[str, float, Collection[str] | None] | None,
-) -> list[OrchestrationWorkItem]:
-    """The instances just created in ``tx``, locked for ``lock`` = (owner, lease seconds,
-    names) as ``lock_orchestrations`` locks them (:meth:`perdure.store.base.Store.create_and_lock`):
-    only those whose start is due and whose name is among ``names``; none without ``lock``.
-    Instance waiters are signalled, and the orchestration queue unless the caller took
-    every new instance."""
-    items: list[OrchestrationWorkItem] = []
-    if lock is not None:
-        owner, lease_seconds, names = lock
-        items = steps.lock_orchestrations(
-            tx,
-            options,
-            owner,
-            lease_seconds=lease_seconds,
-            limit=len(instances),
-            names=names,
-            known_history=None,
-            instance_ids=[i.instance_id for i in instances],
-            held=None,
-        )
-    tx.notify(INSTANCES)
-    if len(items) < len(instances):
-        tx.notify(ORCHESTRATIONS)
-    else:  # the caller took them all: no other worker is wanted
-        tx.topics.discard(ORCHESTRATIONS)
-    return items
+def signal_created(tx: Any) -> None:
+    """Signal what a transaction that created instances for any worker signals: their
+    waiters, and the orchestration queue."""
+    tx.notify(INSTANCES, ORCHESTRATIONS)
 
 
 def take_scheduled_tasks(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -252,39 +253,14 @@ class PostgresStore:
         self, instances: Sequence[NewInstance], *, replace_terminal: bool = False, request_id: str | None = None
     ) -> None:
         """See :meth:`perdure.store.base.Store.create_instances`."""
-        self._create(instances, replace_terminal, request_id, None)
-
-    def create_and_lock(
-        self,
-        instances: Sequence[NewInstance],
-        *,
-        owner: str,
-        lease_seconds: float,
-        names: Collection[str] | None = None,
-        replace_terminal: bool = False,
-        request_id: str | None = None,
-    ) -> list[OrchestrationWorkItem]:
-        """See :meth:`perdure.store.base.Store.create_and_lock`."""
-        return self._create(instances, replace_terminal, request_id, (owner, lease_seconds, names))
-
-    def _create(
-        self,
-        instances: Sequence[NewInstance],
-        replace_terminal: bool,
-        request_id: str | None,
-        lock: tuple[str, float, Collection[str] | None] | None,
-    ) -> list[OrchestrationWorkItem]:
-        """Create ``instances``; with ``lock`` (owner, lease seconds, names), lock them for
-        that owner in the same transaction and return their work items."""
-        method = "create_instance" if lock is None else "create_and_lock"
         inputs = {i.instance_id: payload(i.input, f"input of instance {i.instance_id!r}") for i in instances}
         if not instances:
-            return []
+            return
         # Id order: the per-id advisory locks are always taken in the same order, so two
         # batches never deadlock.
         ordered = sorted(instances, key=lambda i: i.instance_id)
 
-        def body(tx: Tx) -> list[OrchestrationWorkItem]:
+        def body(tx: Tx) -> None:
             # Every statement is sent before any answer is read (one round trip); if the
             # request was applied already (a retry after an unknown outcome), the
             # transaction is rolled back instead of committed.
@@ -295,12 +271,10 @@ class PostgresStore:
                 raise _AppliedAlready
             insert(outbox)
             outbox.flush(tx)
-            return rounds.lock_created(tx, _ROUND, self.options, instances, lock)
+            rounds.signal_created(tx)
 
-        try:
-            return self._write(method, body)  # type: ignore[no-any-return]
-        except _AppliedAlready:
-            return []
+        with contextlib.suppress(_AppliedAlready):
+            self._write("create_instance", body)
 
     @staticmethod
     def _send_inserts(

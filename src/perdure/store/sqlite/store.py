@@ -231,40 +231,15 @@ class SQLiteStore:
         self, instances: Sequence[NewInstance], *, replace_terminal: bool = False, request_id: str | None = None
     ) -> None:
         """See :meth:`perdure.store.base.Store.create_instances`."""
-        self._create(instances, replace_terminal, request_id, None)
-
-    def create_and_lock(
-        self,
-        instances: Sequence[NewInstance],
-        *,
-        owner: str,
-        lease_seconds: float,
-        names: Collection[str] | None = None,
-        replace_terminal: bool = False,
-        request_id: str | None = None,
-    ) -> list[OrchestrationWorkItem]:
-        """See :meth:`perdure.store.base.Store.create_and_lock`."""
-        return self._create(instances, replace_terminal, request_id, (owner, lease_seconds, names))
-
-    def _create(
-        self,
-        instances: Sequence[NewInstance],
-        replace_terminal: bool,
-        request_id: str | None,
-        lock: tuple[str, float, Collection[str] | None] | None,
-    ) -> list[OrchestrationWorkItem]:
-        """Create ``instances``; with ``lock`` (owner, lease seconds, names), lock them for
-        that owner in the same transaction and return their work items."""
-        method = "create_instance" if lock is None else "create_and_lock"
         inputs = [payload(i.input, f"input of instance {i.instance_id!r}") for i in instances]
         if not instances:
-            return []
-        with self._write(method) as tx:
+            return
+        with self._write("create_instance") as tx:
             if not orchestrations.first_request(tx, request_id, "start", instances[0].instance_id):
-                return []  # applied already: a retry after an unknown outcome
+                return  # applied already: a retry after an unknown outcome
             for instance, input_text in zip(instances, inputs, strict=True):
                 self._insert_instance(tx, instance, input_text, replace_terminal)
-            return rounds.lock_created(tx, _ROUND, self.options, instances, lock)
+            rounds.signal_created(tx)
 
     @staticmethod
     def _insert_instance(

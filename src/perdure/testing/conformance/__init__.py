@@ -26,7 +26,6 @@ from perdure.testing.conformance import (
     activities,
     eager,
     fleet,
-    handed,
     lifecycle,
     reads,
     reopen,
@@ -53,7 +52,7 @@ def store(make_store: Callable[..., Store]) -> Iterator[Store]:
 # (a hand-kept list could silently leave one out).
 _TESTS = {
     name: obj
-    for module in (lifecycle, routing, activities, rounds, eager, handed, reads, fleet, robustness, reopen)
+    for module in (lifecycle, routing, activities, rounds, eager, reads, fleet, robustness, reopen)
     for name, obj in vars(module).items()
     if name.startswith("test_") and callable(obj)
 }
