@@ -69,15 +69,21 @@ class RoundRunner:
         self.activities = activities
         self.handed = handed or HandedStarts()
         self.claimed: list[OrchestrationWorkItem] = []
+        self._next_due: float | None = None  # of the last round's report
         self.looks = LookOut(store.notifier, options.poll_interval, getattr(store, "clock", time.time))
 
     def run(self, start: Callable[[list[ActivityWorkItem]], None] | None = None) -> RoundReport:
         """One round; raises if the store write failed (then nothing of it was written, and
         the turns run for it are forgotten). The tasks it locked are started on the
         activity pool, or handed to ``start``."""
-        for handed in self.handed.take():
+        handed_starts = self.handed.take()
+        for handed in handed_starts:
             handed.run(self._start)
         completions = self.activities.take_completions()
+        if handed_starts and not completions and not self.claimed:
+            # The loop was woken for the starts, which committed themselves; what they
+            # signalled wakes it again (the loop's snapshot of the signals is older).
+            return RoundReport(0, 0, busy=False, next_due=self._next_due)
         claimed, self.claimed = self.claimed, []
         items, taken = self.orchestrations.held.hand_over(claimed, completions)
         turns = TurnBatch(self.orchestrations, keep_leases=True, defer=True)
@@ -146,7 +152,8 @@ class RoundRunner:
         if self.activities.free > 0:
             due.append((result.next_task_at, result.tasks_seen_at))
         takeable = [at for at, seen in due if at is not None and at > seen]
-        return RoundReport(len(result.turns), len(self.claimed), busy, min(takeable, default=None))
+        self._next_due = min(takeable, default=None)
+        return RoundReport(len(result.turns), len(self.claimed), busy, self._next_due)
 
 
 class LookOut:
