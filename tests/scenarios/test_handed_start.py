@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 
@@ -13,6 +14,7 @@ import perdure
 from perdure.runtime.handed import HandedStart, HandedStarts
 from perdure.runtime.rounds import RoundRunner
 from perdure.store.base import NewInstance
+from perdure.testing import FakeClock, FaultyStore
 
 app = perdure.App()
 other_app = perdure.App()
@@ -58,6 +60,12 @@ async def doubles(ctx: perdure.OrchestrationContext, x: int) -> int:
 @app.orchestration
 async def waits_at_the_gate(ctx: perdure.OrchestrationContext, x: int) -> int:
     return await ctx.call_activity(held_at_the_gate, x)
+
+
+@app.orchestration
+async def naps(ctx: perdure.OrchestrationContext, seconds: float) -> str:
+    await ctx.create_timer(timedelta(seconds=seconds))
+    return "up"
 
 
 @other_app.orchestration
@@ -166,3 +174,31 @@ def test_a_start_handed_over_but_not_run_is_given_back_to_its_caller(store, clie
     caller.join(10)
     assert answer == [False]
     assert client.get("h1") is None  # nothing was created: the caller queues it
+
+
+def test_a_loop_woken_for_a_handed_start_runs_no_round_and_keeps_its_next_due_time():
+    """The start committed itself: the round after it is skipped, and the loop sleeps until
+    the work its last round saw comes due (a timer), not for a whole ``poll_interval``.
+    Pinned by the report of the skipped round, which keeps the last round's due time."""
+    clock = FakeClock()
+    inner = perdure.open_store("sqlite://:memory:", clock=clock)
+    store = FaultyStore(inner)
+    try:
+        client = perdure.Client(inner)
+        worker = perdure.Worker(app, store, poll_interval=5.0)  # type: ignore[arg-type]
+        client.start(naps, 0.5)
+        worker.rounds.run()  # locks the instance
+        due = worker.rounds.run().next_due  # its first turn creates the timer
+        assert due == pytest.approx(clock() + 0.5)
+        start = HandedStart(NewInstance("h1", "naps", 30.0), replace_terminal=False, request_id=None)
+        with worker.handed.waiting():
+            assert worker.handed.reserve()
+            worker.handed.put(start)
+        rounds_before = store.hits["run_round:before"]
+        report = worker.rounds.run()
+        assert start.result() is True and client.get("h1").status == "RUNNING"
+        assert store.hits["run_round:before"] == rounds_before  # no round after the start
+        assert (report.turns, report.busy, report.next_due) == (0, False, due)
+        assert worker._idle_timeout(report) == pytest.approx(0.5, abs=0.01)
+    finally:
+        inner.close()
