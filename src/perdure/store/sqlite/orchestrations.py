@@ -400,7 +400,13 @@ def write_turns(tx: Tx, turns: list[tuple[PreparedTurn, sqlite3.Row]], consumed:
             for i, text in enumerate(t.events)
         ],
     )
-    conn.executemany(Q.update_instance_after_turn, [instance_after_turn(t, row, now) for t, row in turns])
+    updates = [(instance_after_turn(t, row, now), row["status"]) for t, row in turns]
+    changed = [params for params, status in updates if params["status"] != status]
+    kept = [params for params, status in updates if params["status"] == status]
+    if changed:
+        conn.executemany(Q.update_instance_after_turn, changed)
+    if kept:
+        conn.executemany(Q.update_instance_after_turn_keeping_status, kept)
     if any(t.status.is_terminal for t, _ in turns):
         tx.notify(INSTANCES)  # Client.wait waits for an instance to end
 
