@@ -95,12 +95,11 @@ class HandedStarts:
             self._reserved += 1
             return True
 
-    def put(self, start: HandedStart | None) -> None:
-        """End a reservation with the start handed over (None: none after all)."""
+    def put(self, start: HandedStart) -> None:
+        """End a reservation with the start handed over."""
         with self._lock:
             self._reserved -= 1
-            if start is not None:
-                self._starts.append(start)
+            self._starts.append(start)
 
     def take(self) -> list[HandedStart]:
         """Every start handed over so far (for a dispatch loop to run)."""
