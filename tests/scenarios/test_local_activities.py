@@ -418,7 +418,9 @@ def test_a_long_local_activity_does_not_stall_another_process_writing_the_same_s
     sleeping.clear()
     woken.clear()
     try:
-        with perdure.Worker(app, store, **UNCUT):
+        # Starts queued: a start run by the idle worker would return only after this first
+        # turn's local activity, which waits for the test.
+        with perdure.Worker(app, store, **UNCUT, run_local_starts=False):
             iid = client.start(sleeps_locally, 60.0)
             assert sleeping.wait(10)
             done = subprocess.run(
