@@ -112,7 +112,7 @@ class Worker:
             self.activities,
             self.observers,
         )
-        # Instances locked for this worker by starts of its process, for its next round.
+        # Starts made in this process, handed to a dispatch loop that waits for work.
         self.handed = HandedStarts()
         # One runner per dispatch loop: each keeps the instances its last round locked.
         self._runners = [
@@ -339,7 +339,7 @@ class Worker:
     def stats(self) -> dict[str, int]:
         """Counters: turns, cached turns vs full replays, activities (``local_activities``
         for those run inside a turn), ``eager_starts``, ``handed_starts`` (plain starts of
-        this process locked for this worker as they were created), and the dropped writes
+        this process run by this worker's dispatch loops with their first turn), and the dropped writes
         told apart: ``turns_lease_lost`` / ``activities_lease_lost`` (another worker took the
         work over after our lease expired; nothing was written; of the activities,
         ``activities_lease_expired_in_outage`` those whose lease ran out because the store

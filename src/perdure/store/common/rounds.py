@@ -33,7 +33,7 @@ from perdure.store.base import (
 from perdure.store.common.encode import PreparedTurn, StoreOptions, prepare_completions, prepare_turn
 from perdure.store.common.queries import Queries, due_times
 from perdure.store.common.rows import lease_tokens
-from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
+from perdure.store.notify import ACTIVITIES, ORCHESTRATIONS
 
 T = TypeVar("T")
 
@@ -179,12 +179,6 @@ def run_round(
         return RoundResult(completed, locked, turns, tasks, next_message_at, next_task_at, tx.now, tx.now)
 
     return result
-
-
-def signal_created(tx: Any) -> None:
-    """Signal what a transaction that created instances for any worker signals: their
-    waiters, and the orchestration queue."""
-    tx.notify(INSTANCES, ORCHESTRATIONS)
 
 
 def take_scheduled_tasks(

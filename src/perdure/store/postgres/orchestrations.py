@@ -385,20 +385,16 @@ def send_due_times(tx: Tx, last: bool) -> Callable[[], tuple[float | None, float
     them changed the queues (leases taken, messages sorted), it is read again.
 
     As the round's ``last`` statement (it locks no orchestrations), it also sends the
-    NOTIFY of the queues the round wrote to that hold work due now (``due_times_notify``),
-    so that the answer can be read after the COMMIT (the NOTIFYs after it are unneeded)."""
+    NOTIFY of the queues the round wrote to that hold work due now, so that the answer can
+    be read after the COMMIT (the NOTIFYs after it are unneeded)."""
+    governed = tx.topics & {ORCHESTRATIONS, ACTIVITIES} if last and tx.sender is not None else set()
+    tx.notified |= governed
+    params = {"channels": text_array(channels(governed)), "sender": tx.sender, "now": tx.now}
+    cursor = tx.run(Q.due_times, params)
     if last:
-        governed = tx.topics & {ORCHESTRATIONS, ACTIVITIES} if tx.sender is not None else set()
-        tx.notified |= governed
-        cursor = tx.run(
-            Q.due_times_notify,
-            {"channels": text_array(channels(governed)), "sender": tx.sender, "now": tx.now},
-        )
         return lambda: _due(cursor)
-    cursor = tx.run(Q.due_times)
     sent_at = tx.queues_changed
-
-    return lambda: _due(cursor if tx.queues_changed == sent_at else tx.run(Q.due_times))
+    return lambda: _due(cursor if tx.queues_changed == sent_at else tx.run(Q.due_times, params))
 
 
 def _due(cursor: Cursor) -> tuple[float | None, float | None]:

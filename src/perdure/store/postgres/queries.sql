@@ -594,16 +594,9 @@ LIMIT %(limit)s;
 SELECT MIN(visible_at) AS t FROM activity_tasks;
 
 -- name: due_times
--- A round's next_message_at and next_task_at in one statement.
-SELECT
-    (SELECT MIN(GREATEST(l.expires_at, m.visible_at))
-     FROM orchestration_messages AS m
-     LEFT JOIN orchestration_leases AS l ON l.instance_id = m.instance_id) AS next_message_at,
-    (SELECT MIN(visible_at) FROM activity_tasks) AS next_task_at;
-
--- name: due_times_notify
--- due_times, and the NOTIFY of each channel given whose queue holds work due now: a round's
--- last statement (by the rule of store/common/rounds.py: work the round created and took
+-- A round's next_message_at and next_task_at in one statement, and the NOTIFY of each
+-- channel given (none: an empty array) whose queue holds work due now: sent as a round's
+-- last statement, by the rule of store/common/rounds.py (work the round created and took
 -- itself wakes nobody).
 WITH due AS (
     SELECT

@@ -271,7 +271,7 @@ class PostgresStore:
                 raise _AppliedAlready
             insert(outbox)
             outbox.flush(tx)
-            rounds.signal_created(tx)
+            tx.notify(ORCHESTRATIONS, INSTANCES)
 
         with contextlib.suppress(_AppliedAlready):
             self._write("create_instance", body)

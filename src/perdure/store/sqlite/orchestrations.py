@@ -400,9 +400,11 @@ def write_turns(tx: Tx, turns: list[tuple[PreparedTurn, sqlite3.Row]], consumed:
             for i, text in enumerate(t.events)
         ],
     )
-    updates = [(instance_after_turn(t, row, now), row["status"]) for t, row in turns]
-    changed = [params for params, status in updates if params["status"] != status]
-    kept = [params for params, status in updates if params["status"] == status]
+    changed: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []
+    for t, row in turns:
+        params = instance_after_turn(t, row, now)
+        (kept if params["status"] == row["status"] else changed).append(params)
     if changed:
         conn.executemany(Q.update_instance_after_turn, changed)
     if kept:

@@ -239,7 +239,7 @@ class SQLiteStore:
                 return  # applied already: a retry after an unknown outcome
             for instance, input_text in zip(instances, inputs, strict=True):
                 self._insert_instance(tx, instance, input_text, replace_terminal)
-            rounds.signal_created(tx)
+            tx.notify(ORCHESTRATIONS, INSTANCES)
 
     @staticmethod
     def _insert_instance(
