@@ -60,6 +60,16 @@ _TRANSIENT_STATES = frozenset(
 )
 
 
+class ChecksRefused(StoreError):
+    """An optimistic transaction (:attr:`Tx.optimistic`) failed: a turn it committed failed
+    a check. Nothing was written; run it again without optimism."""
+
+
+def _refused(exc: psycopg.Error) -> bool:
+    """Whether ``exc`` is the refusal of an optimistic commit (``write_plain_turns``)."""
+    return exc.sqlstate == "22P02" and "perdure: commit refused" in (exc.diag.message_primary or "")
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for faults worth retrying: a lost or refused connection, a pool that could not
     hand out a connection in time, a transaction PostgreSQL aborted to break a deadlock."""
@@ -167,6 +177,9 @@ class Tx:
     #: Counts the times the transaction changed the orchestration queues after the round
     #: sent its reading of the due times (which is then read again).
     queues_changed: int = 0
+    #: Commit turns without reading their checks first: the statement that writes them
+    #: checks them, and fails the transaction with :class:`ChecksRefused` if one fails.
+    optimistic: bool = False
     _later: list[tuple[Cursor, Callable[[Cursor], None]]] = field(default_factory=list)
 
     def notify(self, *topics: str) -> None:
@@ -247,7 +260,7 @@ class Database:
         max_size: int = 10,
         timeout: float = 10.0,
         retry: RetryPolicy | None = None,
-        prepare_threshold: int | None = 5,
+        prepare_threshold: int | None = 0,
         application_name: str = "perdure",
     ) -> None:
         self.display = display
@@ -326,6 +339,10 @@ class Database:
                         # The pipeline's exit fetched every answer: the cursors hold them.
                         result = result.read()
                     return result, tx.topics
+                except psycopg.DataError as exc:
+                    if _refused(exc):
+                        raise ChecksRefused(f"{method}: a turn committed optimistically failed its checks") from exc
+                    raise
                 except psycopg.OperationalError as exc:
                     if committing and outcome_unknown(exc):
                         raise StoreUnavailableError(

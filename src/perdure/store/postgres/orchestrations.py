@@ -417,7 +417,19 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
     round trip). The plain turns are written together (:class:`GroupWrite`), the others one
     by one. Two turns of the same instance in one call commit in turn: the second is
     checked against the first one's writes.
+
+    In an optimistic transaction (:attr:`Tx.optimistic`), turns that are all plain, of
+    distinct instances and none of them ending its instance are committed without reading
+    anything: the group's statement checks them itself, and fails the transaction
+    (:class:`~perdure.store.postgres.connection.ChecksRefused`) if one fails a check.
     """
+    if tx.optimistic and _optimistic(turns):
+        tx.run(Q.lock_committing, {"ids": text_array(sorted(t.commit.instance_id for t in turns))})
+        group = GroupWrite(check=True)
+        for turn in turns:
+            group.add(tx, turn, None)
+        group.send(tx)
+        return [Outcome.OK] * len(turns)
     outcomes: list[Outcome] = [Outcome.LEASE_LOST] * len(turns)
     pending = list(range(len(turns)))
     while pending:
@@ -445,7 +457,7 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
         )
         rows = {r["instance_id"]: r for r in locked.fetchall()}
         held, owners, task_tokens, visible = _read_checks(checks)
-        group = GroupWrite()  # with the tasks whose outcomes committed turns applied: recorded now
+        group = GroupWrite(check=False)
         for index in wave:
             turn = turns[index]
             row, lease = rows.get(turn.commit.instance_id), held.get(turn.commit.instance_id)
@@ -460,10 +472,10 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
             c = turn.commit
             if c.discarded or c.children or c.continue_as_new:
                 write_turn(tx, turn, row, lease["lease_seconds"])
+                group.handed.extend(h.task_row_id for h in c.handed_over)
             else:
-                group.add(tx, turn, row, lease["lease_seconds"])
+                group.add(tx, turn, row)
             outcomes[index] = Outcome.OK
-            group.handed.extend(h.task_row_id for h in turn.commit.handed_over)
         group.send(tx)
         pending = later
     return outcomes
@@ -498,6 +510,16 @@ def _consumed(turn: PreparedTurn) -> list[int]:
     return stored_messages(sorted({*c.consumed, *(mid for mid, _, _ in c.discarded)}))
 
 
+def _optimistic(turns: Sequence[PreparedTurn]) -> bool:
+    """Whether ``turns`` may be committed optimistically: all plain (a :class:`GroupWrite`
+    writes them), of distinct instances, none ending its instance (whose parent report
+    would need the row)."""
+    ids = {t.commit.instance_id for t in turns}
+    return len(ids) == len(turns) and not any(
+        t.status.is_terminal or t.commit.discarded or t.commit.children or t.commit.continue_as_new for t in turns
+    )
+
+
 def _may_commit(turn: PreparedTurn, row: Row, lease: Row) -> bool:
     """Whether ``turn`` may commit on the instance ``row`` (locked) under ``lease``."""
     c = turn.commit
@@ -511,14 +533,16 @@ def _may_commit(turn: PreparedTurn, row: Row, lease: Row) -> bool:
 
 class GroupWrite:
     """The writes of the plain turns of a group commit (no children, no continue-as-new, no
-    discards), and the deletion of the tasks whose outcomes committed turns applied: one
-    statement (``write_plain_turns``) whatever their number; then the queued tasks of the
-    instances the turns ended are discarded.
+    discards), and the deletion of the tasks whose outcomes the turns applied (handed over):
+    one statement (``write_plain_turns``) whatever their number; then the queued tasks of
+    the instances the turns ended are discarded.
     Those turns' instances, leases and messages are this transaction's alone (their rows are
     locked), and no part of the statement touches another's rows, so writing them together
-    keeps every turn's own order."""
+    keeps every turn's own order. ``check``: the statement checks the turns itself (an
+    optimistic commit; see ``write_plain_turns``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, check: bool) -> None:
+        self.check = check
         self.turns: list[dict[str, Any]] = []
         self.events: list[str] = []
         self.tasks: list[dict[str, Any]] = []
@@ -527,20 +551,41 @@ class GroupWrite:
         self.released: list[str] = []
         self.ended: list[tuple[str, str]] = []  # (instance, its terminal status)
 
-    def add(self, tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float) -> None:
-        """Queue a plain turn's writes (those :func:`write_turn` makes for it)."""
+    def add(self, tx: Tx, turn: PreparedTurn, row: Row | None) -> None:
+        """Queue a plain turn's writes (those :func:`write_turn` makes for it). ``row``: the
+        instance's row, which a turn that ends a sub-orchestration reports to the parent it
+        names (None: the turn does not end its instance)."""
         c, now = turn.commit, tx.now
-        params = instance_after_turn(turn, row, now)
-        params["consumed"] = _consumed(turn)
-        params["release"] = c.release
-        params["token"] = c.lease_token
-        params["expires_at"] = now + lease_seconds
-        self.turns.append(params)
+        handed = [h.task_row_id for h in c.handed_over]
+        self.turns.append(
+            {
+                "instance_id": c.instance_id,
+                "run_id": c.run_id,
+                "token": c.lease_token,
+                "execution_id": c.execution_id,
+                "consumed": _consumed(turn),
+                "handed": handed,
+                "handed_tokens": [h.lease_token for h in c.handed_over],
+                "status": turn.status.value,
+                "version": c.version,
+                "output": turn.output,
+                "failure": turn.failure,
+                "custom_status": turn.custom_status,
+                "waiting_on": turn.waiting_on,
+                "new_events": len(turn.events),
+                "new_bytes": turn.events_bytes,
+                "full_replay": int(c.stats.full_replay),
+                "replayed_events": c.stats.replayed_events,
+                "duration": c.stats.duration,
+                "progressed": bool(c.stats.progressed),
+                "release": c.release,
+            }
+        )
+        self.handed.extend(handed)
         if turn.events:
             prefix = f"[{json.dumps(c.instance_id)},{c.execution_id},"
-            first = row["history_event_count"]
             # The stored JSON goes in as it is (json keeps it byte for byte).
-            self.events.extend(f"{prefix}{first + n},{event}]" for n, event in enumerate(turn.events))
+            self.events.extend(f"{prefix}{n},{event}]" for n, event in enumerate(turn.events))
         self.tasks.extend(
             new_task_params(a, text, now) for a, text in zip(c.activities, turn.activity_inputs, strict=True)
         )
@@ -550,16 +595,17 @@ class GroupWrite:
             self.add_message(
                 m.instance_id, m.run_id, m.execution_id, kind, text, now if m.visible_at is None else m.visible_at
             )
-        report = parent_report(c, row, now)
-        if report is not None:
-            self.add_message(report.instance_id, report.run_id, report.execution_id, *event_row(report.event), now)
+        if turn.status.is_terminal:
+            assert row is not None, "a turn that ends its instance is written with its row"
+            report = parent_report(c, row, now)
+            if report is not None:
+                self.add_message(report.instance_id, report.run_id, report.execution_id, *event_row(report.event), now)
+            tx.notify(INSTANCES)  # Client.wait waits for an instance to end
+            self.ended.append((c.instance_id, c.status.value))
         if self.messages:
             tx.notify(ORCHESTRATIONS)
         if c.release:
             self.released.append(c.instance_id)
-        if c.status.is_terminal:  # Client.wait waits for an instance to end
-            tx.notify(INSTANCES)
-            self.ended.append((c.instance_id, c.status.value))
 
     def add_message(
         self, instance_id: str, run_id: str | None, execution_id: int | None, kind: str, text: str, visible_at: float
@@ -589,6 +635,7 @@ class GroupWrite:
                 "tasks": json.dumps(self.tasks),
                 "messages": json.dumps(self.messages),
                 "handed": bigint_array(self.handed),
+                "check": self.check,
             },
         )
         for instance_id, status in self.ended:

@@ -80,37 +80,69 @@ FROM orchestration_messages WHERE instance_id = ANY((SELECT %(handing)s::text[])
 -- commit_turns: the writes of a group's plain turns (GroupWrite) in one statement, with the
 -- deletion of the tasks whose outcomes committed turns applied. Each part touches rows no
 -- other part touches (the turns' instances, leases and consumed messages are this
--- transaction's, locked), so one snapshot for all of them is each turn's own order.
+-- transaction's, locked), so one snapshot for all of them is each turn's own order. What a
+-- turn appends follows the instance row as this statement finds it (history sequence and
+-- counts; the lease keeps its length).
 -- :turns is a JSON array of objects (one per turn); :events a JSON array of
--- [instance_id, execution_id, sequence, event] whose event is the stored JSON text itself
--- (json, not jsonb: the text is kept byte for byte); :tasks and :messages JSON arrays of
--- objects, the messages in the order their ids must follow; :handed the task row ids.
+-- [instance_id, execution_id, n, event], n counting the turn's events from 0, whose event
+-- is the stored JSON text itself (json, not jsonb: the text is kept byte for byte); :tasks
+-- and :messages JSON arrays of objects, the messages in the order their ids must follow;
+-- :handed the task row ids.
+-- :check: the statement checks each turn itself, as commit_turns does before it writes (an
+-- optimistic commit, sent after lock_committing without reading anything in between: this
+-- statement starts once the instances are locked, on a fresh snapshot). A turn that fails
+-- a check fails the statement, and with it the transaction, with the error of casting
+-- 'perdure: commit refused ...' to an integer (a query cannot raise otherwise); the round
+-- is then run again with the checks read first.
 WITH turn AS MATERIALIZED (
     SELECT * FROM json_to_recordset(%(turns)s::json) AS t (
-        instance_id text, consumed bigint[], status text, execution_id integer, version integer,
-        input text, output text, failure text, custom_status text, waiting_on text,
-        history_event_count integer, history_bytes bigint, full_replay integer, replayed_events integer,
-        duration float8, progressed boolean, release boolean, token text, expires_at float8
+        instance_id text, run_id text, token text, execution_id integer, consumed bigint[],
+        handed bigint[], handed_tokens text[], status text, version integer, output text,
+        failure text, custom_status text, waiting_on text, new_events integer, new_bytes bigint,
+        full_replay integer, replayed_events integer, duration float8, progressed boolean,
+        release boolean
+    )
+), refused AS MATERIALIZED (
+    SELECT CAST('perdure: commit refused for instance ' || t.instance_id AS integer) AS refusal
+    FROM turn AS t
+    WHERE %(check)s AND NOT (
+        EXISTS (
+            SELECT 1 FROM instances AS i
+            WHERE i.instance_id = t.instance_id AND i.status NOT IN ('COMPLETED', 'FAILED', 'TERMINATED')
+              AND i.execution_id = t.execution_id AND (t.run_id IS NULL OR i.run_id = t.run_id)
+        )
+        AND EXISTS (SELECT 1 FROM orchestration_leases AS l WHERE l.instance_id = t.instance_id AND l.token = t.token)
+        AND (
+            SELECT count(*) FROM orchestration_messages AS m
+            WHERE m.message_id = ANY(t.consumed) AND m.instance_id = t.instance_id
+        ) = cardinality(t.consumed)
+        AND (
+            SELECT count(*) FROM unnest(t.handed, t.handed_tokens) AS h (task_row_id, token)
+            JOIN activity_tasks AS a ON a.task_row_id = h.task_row_id AND a.lease_token = h.token
+        ) = cardinality(t.handed)
+        AND (cardinality(t.handed) = 0 OR NOT EXISTS (
+            SELECT 1 FROM orchestration_messages AS m
+            WHERE m.instance_id = t.instance_id AND m.visible_at <= %(now)s AND m.message_id <> ALL(t.consumed)
+        ))
     )
 ), consumed AS (
     DELETE FROM orchestration_messages AS m USING turn
     WHERE m.instance_id = turn.instance_id AND m.message_id = ANY(turn.consumed)
 ), events AS (
     INSERT INTO history (instance_id, execution_id, sequence, event)
-    SELECT e.value ->> 0, (e.value ->> 1)::integer, (e.value ->> 2)::integer, (e.value -> 3)::text
+    SELECT i.instance_id, (e.value ->> 1)::integer, i.history_event_count + (e.value ->> 2)::integer, (e.value -> 3)::text
     FROM json_array_elements(%(events)s::json) AS e
+    JOIN instances AS i ON i.instance_id = e.value ->> 0
 ), instance AS (
     UPDATE instances AS i SET
         status = turn.status,
-        execution_id = turn.execution_id,
         version = COALESCE(turn.version, i.version),
-        input = turn.input,
         output = turn.output,
         failure = turn.failure,
         custom_status = turn.custom_status,
         waiting_on = turn.waiting_on,
-        history_event_count = turn.history_event_count,
-        history_bytes = turn.history_bytes,
+        history_event_count = i.history_event_count + turn.new_events,
+        history_bytes = i.history_bytes + turn.new_bytes,
         last_updated_at = %(now)s,
         turns = i.turns + 1,
         full_replays = i.full_replays + turn.full_replay,
@@ -140,13 +172,13 @@ WITH turn AS MATERIALIZED (
     DELETE FROM orchestration_leases AS l USING turn
     WHERE turn.release AND l.instance_id = turn.instance_id AND l.token = turn.token
 ), extended AS (
-    UPDATE orchestration_leases AS l SET expires_at = turn.expires_at
+    UPDATE orchestration_leases AS l SET expires_at = %(now)s + l.lease_seconds
     FROM turn
     WHERE NOT turn.release AND l.instance_id = turn.instance_id AND l.token = turn.token
 ), handed AS (
     DELETE FROM activity_tasks WHERE task_row_id = ANY(%(handed)s::bigint[])
 )
-SELECT 1;
+SELECT refusal FROM refused;
 
 -- name: insert_request
 -- A client operation's request id, unless it was recorded before (then nothing is returned).

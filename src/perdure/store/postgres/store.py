@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -70,10 +71,12 @@ from perdure.store.notify import INSTANCES, ORCHESTRATIONS, Notifier
 from perdure.store.open import check_postgres_schema, public_url
 from perdure.store.postgres import activities, orchestrations, reopen
 from perdure.store.postgres.clock import ServerClock
-from perdure.store.postgres.connection import AfterCommit, Database, RetryPolicy, Tx, text_array
+from perdure.store.postgres.connection import AfterCommit, ChecksRefused, Database, RetryPolicy, Tx, text_array
 from perdure.store.postgres.listen import Listener, channels
 from perdure.store.postgres.migrations import migrate
 from perdure.store.postgres.queries import Q
+
+log = logging.getLogger("perdure.store.postgres")
 
 SCHEMES = ("postgresql", "postgres")
 Conn = psycopg.Connection[dict[str, Any]]
@@ -97,8 +100,10 @@ class PostgresStore:
     (transient faults: 6 tries, from 0.05 s doubling up to 2 s), ``notify`` (LISTEN/NOTIFY
     wake-ups across processes, default on), ``listen_url`` (where the listener connects, by
     default ``url``; LISTEN needs a session, so behind a transaction-pooling PgBouncer point
-    it at the server itself), ``prepare_threshold`` (psycopg's; ``None`` behind such a
-    PgBouncer), ``application_name`` (the listener's gets ``-listener`` appended) and
+    it at the server itself), ``prepare_threshold`` (0, the default: every statement is
+    prepared on its first use; ``None`` behind such a PgBouncer: none is; psycopg's counting
+    threshold is not offered, because psycopg may take a statement for prepared when the
+    transaction failed before the server prepared it), ``application_name`` (the listener's gets ``-listener`` appended) and
     ``create`` (default True: create or migrate the schema; False: refuse a database
     without perdure's current schema, see :func:`perdure.store.open.open_store`).
 
@@ -129,10 +134,15 @@ class PostgresStore:
         retry_backoff: float = 0.05,
         notify: bool = True,
         listen_url: str | None = None,
-        prepare_threshold: int | None = 5,
+        prepare_threshold: int | None = 0,
         application_name: str = "perdure",
         create: bool = True,
     ) -> None:
+        if prepare_threshold not in (0, None) or isinstance(prepare_threshold, bool):
+            raise InvalidInputError(
+                "prepare_threshold must be 0 (prepare every statement on its first use) or None "
+                f"(never: behind a transaction-pooling PgBouncer), not {prepare_threshold!r}"
+            )
         if max_deliveries < 1:
             raise InvalidInputError(f"max_deliveries must be at least 1, not {max_deliveries}")
         check_retention(keep_executions)
@@ -239,6 +249,21 @@ class PostgresStore:
         if topics:
             self.notifier.notify(*sorted(topics))
         return result
+
+    def _write_optimistically(self, method: str, body: Callable[[Tx], Any], *, durable: bool = True) -> Any:
+        """:meth:`_write` with the turns committed optimistically (:attr:`Tx.optimistic`:
+        their checks are not read before they are written); if a turn fails its checks,
+        the transaction is run again, reading them first."""
+
+        def optimistic(tx: Tx) -> Any:
+            tx.optimistic = True
+            return body(tx)
+
+        try:
+            return self._write(method, optimistic, durable=durable)
+        except ChecksRefused:
+            log.debug("%s: a turn failed its checks; running the transaction again, checks first", method)
+            return self._write(method, body, durable=durable)
 
     def _read(self, method: str, body: Callable[[Conn], Any]) -> Any:
         return self._db.read(method, body)
@@ -427,7 +452,7 @@ class PostgresStore:
         prepared = [prepare_turn(c) for c in commits]
         if not prepared:
             return []
-        return list(self._write("commit_turns", lambda tx: orchestrations.commit_turns(tx, prepared)))
+        return list(self._write_optimistically("commit_turns", lambda tx: orchestrations.commit_turns(tx, prepared)))
 
     def abandon_orchestration(self, instance_id: str, lease_token: str, *, retry_after: float = 0.0) -> None:
         """See :meth:`perdure.store.base.Store.abandon_orchestration`."""
@@ -491,7 +516,7 @@ class PostgresStore:
             # the COMMIT (one round trip fewer).
             return AfterCommit(result) if request.orchestration_limit == 0 else result()
 
-        return self._write("run_round", body, durable=prepared.durable)  # type: ignore[no-any-return]
+        return self._write_optimistically("run_round", body, durable=prepared.durable)
 
     def create_and_run(
         self,
@@ -545,7 +570,7 @@ class PostgresStore:
             )
             return EagerResult(outcomes, taken)
 
-        return self._write("create_and_run", body)  # type: ignore[no-any-return]
+        return self._write_optimistically("create_and_run", body)  # type: ignore[no-any-return]
 
     def renew_activity_leases(self, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:
         """See :meth:`perdure.store.base.Store.renew_activity_leases`."""

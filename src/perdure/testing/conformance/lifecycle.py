@@ -452,6 +452,34 @@ def test_a_turn_whose_messages_were_already_consumed_writes_nothing(store: Store
     assert kinds(store.get_history("i1")) == ["TurnStarted", "ExecutionStarted", "EventRaised"]
 
 
+def test_a_plain_turn_whose_message_was_consumed_before_writes_nothing(store: Store) -> None:
+    """Alone in its commit and holding the lease, a turn applying a message another turn
+    applied already writes nothing (the check of each consumed message)."""
+    running(store, "i1")
+    raise_event(store, "i1", "m1")
+    item = lock_one(store, "i1")
+    [m1] = item.messages
+    assert commit(store, item, new_events=[m1.event], consumed=[m1.message_id], release=False) is Outcome.OK
+    assert commit(store, item, new_events=[m1.event], activities=[task()], release=False) is Outcome.LEASE_LOST
+    assert store.activity_tasks("i1") == []
+    assert kinds(store.get_history("i1")) == ["TurnStarted", "ExecutionStarted", "EventRaised"]
+
+
+def test_a_turn_of_another_execution_or_run_writes_nothing(store: Store) -> None:
+    """Holding the lease is not enough: the turn must be of the instance's current run and
+    execution (invariant 9)."""
+    running(store, "i1")
+    raise_event(store, "i1")
+    item = lock_one(store, "i1")
+    later = dataclasses.replace(turn(item, activities=[task(execution_id=2)]), execution_id=2)
+    other = turn(item, run_id="another-run", activities=[task()])
+    assert store.commit_turns([later]) == [Outcome.LEASE_LOST]
+    assert store.commit_turns([other]) == [Outcome.LEASE_LOST]
+    assert store.activity_tasks("i1") == [] and len(store.pending_messages("i1")) == 1
+    assert kinds(store.get_history("i1")) == ["TurnStarted", "ExecutionStarted"]
+    assert commit(store, item) is Outcome.OK
+
+
 def test_a_terminal_instance_refuses_further_turns(store: Store) -> None:
     start(store, "i1")
     item = lock_one(store, "i1")
