@@ -262,7 +262,9 @@ class Client:
         start = timestamp(start_at, "start_at")
         if not isinstance(eager, bool):
             raise InvalidInputError(f"eager must be True or False, got {eager!r}")
-        new = NewInstance(iid, name, input, start_at=start, version=version, trace=capture_trace())
+        new = NewInstance(
+            iid, name, input, start_at=start, version=version, trace=capture_trace(), fresh_id=instance_id is None
+        )
 
         def create(rid: str, retry: bool) -> None:
             # A retry is never eager nor handed over: if the first try committed, the store
@@ -271,7 +273,8 @@ class Client:
                 local = start_eagerly if eager else hand_over
                 if local(self.store, new, replace_terminal=replace_terminal, request_id=rid):
                     return
-            self.store.create_instances([new], replace_terminal=replace_terminal, request_id=rid)
+            again = replace(new, fresh_id=False) if retry else new
+            self.store.create_instances([again], replace_terminal=replace_terminal, request_id=rid)
 
         _idempotent(create, request_id)
         return iid
@@ -304,10 +307,16 @@ class Client:
         for i, value in enumerate(values):
             dumps_payload(value, what=f"input {i} of orchestration {name!r}", limit=self.max_payload_bytes)
         trace = capture_trace()
+        fresh = instance_ids is None
         new = [
-            NewInstance(iid, name, value, version=version, trace=trace) for iid, value in zip(ids, values, strict=True)
+            NewInstance(iid, name, value, version=version, trace=trace, fresh_id=fresh)
+            for iid, value in zip(ids, values, strict=True)
         ]
-        _idempotent(lambda rid, _retry: self.store.create_instances(new, request_id=rid), request_id)
+
+        def create(rid: str, retry: bool) -> None:
+            self.store.create_instances([replace(n, fresh_id=False) for n in new] if retry else new, request_id=rid)
+
+        _idempotent(create, request_id)
         return ids
 
     # -- reading --

@@ -270,7 +270,8 @@ def test_no_row_is_locked_while_orchestration_code_runs(pg_url: str) -> None:
     store = PostgresStore(pg_url)
     try:
         client = perdure.Client(store)
-        with perdure.Worker(lock_probe, store, poll_interval=0.05, worker_id="w-probe"):
+        # Queued starts: a start run by the idle worker would run the turn before the row exists.
+        with perdure.Worker(lock_probe, store, poll_interval=0.05, worker_id="w-probe", run_local_starts=False):
             state = client.wait(client.start(probes, None, instance_id="p1"), timeout=20)
         assert (state.status, state.output) == ("COMPLETED", ["p1", "w-probe"])
     finally:

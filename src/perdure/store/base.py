@@ -292,7 +292,10 @@ class NewInstance:
     ``origin`` the run it was made from (a restart). ``replaces_run``: the id is expected to
     hold that terminal run, which the new one replaces (any other state of the id raises
     :class:`~perdure.errors.InstanceStateError`, nothing written). ``trace``: the trace
-    context its ``ExecutionStarted`` carries (:attr:`~perdure.core.history.ExecutionStarted.trace`)."""
+    context its ``ExecutionStarted`` carries (:attr:`~perdure.core.history.ExecutionStarted.trace`).
+    ``fresh_id``: the id was made at random for this start and this is its first try, so no
+    run of it exists and nothing was sent to it: a store need not look for either (a taken
+    id still raises :class:`~perdure.errors.InstanceExistsError`)."""
 
     instance_id: str
     name: str
@@ -304,6 +307,7 @@ class NewInstance:
     origin: RunOrigin | None = None
     replaces_run: str | None = None
     trace: dict[str, str] | None = None
+    fresh_id: bool = False
 
     def start_event(self, run_id: str, execution_id: int, now: float) -> ExecutionStarted:
         """The ``ExecutionStarted`` of the instance's new run ``run_id``, at ``now``."""

@@ -101,13 +101,14 @@ def _apply(
 ) -> None:
     """Create the schema (a fresh database, unless ``schema`` is None) or run the pending
     migrations; record them."""
+    # Scripts of many statements: never prepared (the pool prepares every statement).
     if current == 0 and schema is not None:
-        conn.execute(schema)  # type: ignore[arg-type]
+        conn.execute(schema, prepare=False)  # type: ignore[arg-type]
         pending = migrations
     else:
         pending = [m for m in migrations if m.version > current]
         for migration in pending:
-            conn.execute(migration.sql)  # type: ignore[arg-type]
+            conn.execute(migration.sql, prepare=False)  # type: ignore[arg-type]
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",

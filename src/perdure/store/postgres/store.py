@@ -309,12 +309,15 @@ class PostgresStore:
         and the insert of its first run (which does nothing if the id is taken); return the
         function that reads the answers and finishes each start after create_instance's
         checks (a taken id whose run may be replaced is retired and inserted again), queuing
-        the start messages in the outbox given (if any)."""
+        the start messages in the outbox given (if any). A fresh id (nobody else knows it)
+        is only inserted."""
         sent = []
         for instance in instances:
             iid = instance.instance_id
-            tx.run(Q.lock_instance_id, {"instance_id": iid})
-            row = tx.run(Q.lock_instance, {"instance_id": iid})
+            row = None
+            if not instance.fresh_id:
+                tx.run(Q.lock_instance_id, {"instance_id": iid})
+                row = tx.run(Q.lock_instance, {"instance_id": iid})
             run_id = instance.run_id or new_run_id()
             params = new_instance_params(
                 iid, instance.name, inputs[iid], instance.parent, tx.now, run_id, 1, instance.version
@@ -323,7 +326,7 @@ class PostgresStore:
 
         def finish(outbox: orchestrations.Outbox | None) -> None:
             for instance, row_cursor, run_id, params, inserted in sent:
-                row = row_cursor.fetchone()
+                row = row_cursor.fetchone() if row_cursor is not None else None
                 check_new_instance(row, instance)
                 execution = 1
                 if row is not None:
@@ -331,7 +334,7 @@ class PostgresStore:
                     execution = orchestrations.retire_run(tx, row)
                     if not orchestrations.insert_instance(tx, {**params, "execution_id": execution}):
                         raise InstanceExistsError(f"instance {instance.instance_id!r} already exists")
-                elif inserted.fetchone() is None:  # pragma: no cover - the id lock keeps others out
+                elif inserted.fetchone() is None:  # a fresh id taken: what a random id never is
                     raise InstanceExistsError(f"instance {instance.instance_id!r} already exists")
                 if outbox is not None:
                     PostgresStore._queue_start(tx, outbox, instance, run_id, execution)
@@ -535,7 +538,7 @@ class PostgresStore:
         if instance.start_at is not None and instance.start_at > now:
             self.create_instances([instance], replace_terminal=replace_terminal, request_id=request_id)
             return EagerResult([])
-        existing = self.get_instance(instance.instance_id)
+        existing = None if instance.fresh_id else self.get_instance(instance.instance_id)
         execution = 1
         if existing is not None:
             check_replaceable({"instance_id": existing.instance_id, "status": existing.status.value}, replace_terminal)
@@ -547,7 +550,9 @@ class PostgresStore:
 
         def body(tx: Tx) -> EagerResult:
             orchestrations.send_request(tx, request_id, "start", instance.instance_id)
-            self._send_inserts(tx, [new], {instance.instance_id: input_text}, replace_terminal)(None)
+            inserted = self._send_inserts(tx, [new], {instance.instance_id: input_text}, replace_terminal)
+            if not instance.fresh_id:
+                inserted(None)  # a run it replaces is retired before the first turn is written
             tx.run(
                 Q.upsert_leases,
                 {
@@ -562,12 +567,15 @@ class PostgresStore:
             outcomes = orchestrations.commit_turns(tx, turns)
             taken = rounds.take_scheduled_tasks(tx, _ROUND, owner, lease_seconds, tasks, turns, outcomes)
             tx.notify(INSTANCES)
-            # Messages queued for the id before it existed: the next turn takes them.
-            tx.read_later(
-                Q.any_messages_among,
-                {"ids": [instance.instance_id]},
-                lambda cursor: tx.notify(ORCHESTRATIONS) if cursor.fetchone() else None,
-            )
+            if instance.fresh_id:
+                inserted(None)  # read with the tasks: no round trip of its own
+            else:
+                # Messages queued for the id before it existed: the next turn takes them.
+                tx.read_later(
+                    Q.any_messages_among,
+                    {"ids": [instance.instance_id]},
+                    lambda cursor: tx.notify(ORCHESTRATIONS) if cursor.fetchone() else None,
+                )
             return EagerResult(outcomes, taken)
 
         return self._write_optimistically("create_and_run", body)  # type: ignore[no-any-return]
