@@ -88,12 +88,13 @@ FROM orchestration_messages WHERE instance_id = ANY((SELECT %(handing)s::text[])
 -- is the stored JSON text itself (json, not jsonb: the text is kept byte for byte); :tasks
 -- and :messages JSON arrays of objects, the messages in the order their ids must follow;
 -- :handed the task row ids.
--- :check: the statement checks each turn itself, as commit_turns does before it writes (an
--- optimistic commit, sent after lock_committing without reading anything in between: this
--- statement starts once the instances are locked, on a fresh snapshot). A turn that fails
--- a check fails the statement, and with it the transaction, with the error of casting
--- 'perdure: commit refused ...' to an integer (a query cannot raise otherwise); the round
--- is then run again with the checks read first.
+-- The check flag (TRUE or FALSE, written into the text: two statements, each with one
+-- plan; see orchestrations.py): the statement checks each turn itself, as commit_turns
+-- does before it writes (an optimistic commit, sent after lock_committing without reading
+-- anything in between: this statement starts once the instances are locked, on a fresh
+-- snapshot). A turn that fails a check fails the statement, and with it the transaction,
+-- with the error of casting 'perdure: commit refused ...' to an integer (a query cannot
+-- raise otherwise); the round is then run again with the checks read first.
 WITH turn AS MATERIALIZED (
     SELECT * FROM json_to_recordset(%(turns)s::json) AS t (
         instance_id text, run_id text, token text, execution_id integer, consumed bigint[],
