@@ -449,7 +449,7 @@ class SQLiteStore:
         if instance.start_at is not None and instance.start_at > now:
             self.create_instances([instance], replace_terminal=replace_terminal, request_id=request_id)
             return EagerResult([])
-        existing = self.get_instance(instance.instance_id)
+        existing = None if instance.fresh_id else self.get_instance(instance.instance_id)
         execution = 1
         if existing is not None:
             check_replaceable({"instance_id": existing.instance_id, "status": existing.status.value}, replace_terminal)
@@ -470,7 +470,10 @@ class SQLiteStore:
             outcomes = orchestrations.commit_turns(tx, turns)
             taken = rounds.take_scheduled_tasks(tx, _ROUND, owner, lease_seconds, tasks, turns, outcomes)
             tx.notify(INSTANCES)
-            if tx.conn.execute(Q.has_messages, {"instance_id": instance.instance_id}).fetchone():
+            if (
+                not instance.fresh_id
+                and tx.conn.execute(Q.has_messages, {"instance_id": instance.instance_id}).fetchone()
+            ):
                 tx.notify(ORCHESTRATIONS)  # queued for the id before it existed: next turn
             return EagerResult(outcomes, taken)
 

@@ -160,3 +160,20 @@ def test_create_and_run_takes_the_tasks_its_turn_scheduled_when_asked(store: Sto
     )
     assert [t.instance_id for t in result.activities] == ["i2"]
     assert store.notifier.snapshot(topics) == before
+
+
+def test_a_fresh_id_is_not_looked_up_but_a_taken_one_is_still_refused(store: Store) -> None:
+    """A start whose id was made at random (``fresh_id``) runs its first turn without
+    reading the id first; should the id be taken all the same, the start raises and what
+    was stored stays as it was."""
+    assert eager(store, Turns(activities=[task()]), fresh_id=True) == [Outcome.OK]
+    for create in (
+        lambda: eager(store, Turns(status=COMPLETED), fresh_id=True),
+        lambda: store.create_instances([NewInstance("i1", "wf", None, fresh_id=True)]),
+    ):
+        with pytest.raises(InstanceExistsError):
+            create()
+    record = store.get_instance("i1")
+    assert record is not None and record.status is RUNNING and record.execution_id == 1
+    assert len(store.activity_tasks("i1")) == 1
+    assert kinds(store.get_history("i1")) == ["TurnStarted", "ExecutionStarted"]
