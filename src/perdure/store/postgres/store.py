@@ -71,7 +71,7 @@ from perdure.store.notify import INSTANCES, ORCHESTRATIONS, Notifier
 from perdure.store.open import check_postgres_schema, public_url
 from perdure.store.postgres import activities, orchestrations, reopen
 from perdure.store.postgres.clock import ServerClock
-from perdure.store.postgres.connection import AfterCommit, ChecksRefused, Database, RetryPolicy, Tx, text_array
+from perdure.store.postgres.connection import AfterCommit, ChecksRefused, Cursor, Database, RetryPolicy, Tx, text_array
 from perdure.store.postgres.listen import Listener, channels
 from perdure.store.postgres.migrations import migrate
 from perdure.store.postgres.queries import Q
@@ -103,9 +103,10 @@ class PostgresStore:
     it at the server itself), ``prepare_threshold`` (0, the default: every statement is
     prepared on its first use; ``None`` behind such a PgBouncer: none is; psycopg's counting
     threshold is not offered, because psycopg may take a statement for prepared when the
-    transaction failed before the server prepared it), ``application_name`` (the listener's gets ``-listener`` appended) and
-    ``create`` (default True: create or migrate the schema; False: refuse a database
-    without perdure's current schema, see :func:`perdure.store.open.open_store`).
+    transaction failed before the server prepared it), ``application_name`` (the
+    listener's gets ``-listener`` appended) and ``create`` (default True: create or migrate
+    the schema; False: refuse a database without perdure's current schema, see
+    :func:`perdure.store.open.open_store`).
 
     Leases: as in the SQLite store, a token holds until another caller takes the lease over
     (possible only once it has expired) or it is released; a holder whose lease expired but
@@ -314,7 +315,7 @@ class PostgresStore:
         sent = []
         for instance in instances:
             iid = instance.instance_id
-            row = None
+            row: Cursor | None = None
             if not instance.fresh_id:
                 tx.run(Q.lock_instance_id, {"instance_id": iid})
                 row = tx.run(Q.lock_instance, {"instance_id": iid})
