@@ -61,6 +61,12 @@ from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
 from perdure.store.sqlite.queries import Q
 from perdure.store.sqlite.tx import Tx
 
+# update_instance_after_turn for a turn that leaves the status as it was: SQLite rewrites
+# the entries of every index on a column an UPDATE assigns, even to the value it had, and
+# the two indexes on status would add two pages to the commit of nearly every turn.
+UPDATE_KEEPING_STATUS = Q.update_instance_after_turn.replace("    status = :status,\n", "", 1)
+
+
 # --- locking -----------------------------------------------------------------------------
 
 
@@ -408,7 +414,7 @@ def write_turns(tx: Tx, turns: list[tuple[PreparedTurn, sqlite3.Row]], consumed:
     if changed:
         conn.executemany(Q.update_instance_after_turn, changed)
     if kept:
-        conn.executemany(Q.update_instance_after_turn_keeping_status, kept)
+        conn.executemany(UPDATE_KEEPING_STATUS, kept)
     if any(t.status.is_terminal for t, _ in turns):
         tx.notify(INSTANCES)  # Client.wait waits for an instance to end
 

@@ -38,31 +38,10 @@ INSERT INTO instances (
 );
 
 -- name: update_instance_after_turn
--- The row after a committed turn; stats accumulate.
+-- The row after a committed turn; stats accumulate. orchestrations.py makes the statement
+-- for a turn that keeps the status by leaving out the status line.
 UPDATE instances SET
     status = :status,
-    execution_id = :execution_id,
-    version = COALESCE(:version, version),
-    input = :input,
-    output = :output,
-    failure = :failure,
-    custom_status = :custom_status,
-    waiting_on = :waiting_on,
-    history_event_count = :history_event_count,
-    history_bytes = :history_bytes,
-    last_updated_at = :now,
-    turns = turns + 1,
-    full_replays = full_replays + :full_replay,
-    replayed_events = replayed_events + :replayed_events,
-    last_turn_duration = :duration,
-    last_progress_at = CASE WHEN :progressed THEN :now ELSE last_progress_at END
-WHERE instance_id = :instance_id;
-
--- name: update_instance_after_turn_keeping_status
--- update_instance_after_turn for a turn that leaves the status as it was: SQLite rewrites
--- the entries of every index on a column an UPDATE assigns, even to the value it had, and
--- the two indexes on status would add two pages to the commit of nearly every turn.
-UPDATE instances SET
     execution_id = :execution_id,
     version = COALESCE(:version, version),
     input = :input,
