@@ -164,9 +164,8 @@ def test_a_start_handed_over_but_not_run_is_given_back_to_its_caller(store, clie
     runner = RoundRunner(store, worker.worker_id, worker.options, worker.orchestrations, worker.activities, handed)
     start = HandedStart(NewInstance("h1", "doubles", 5), replace_terminal=False, request_id=None)
     with handed.waiting():
-        assert handed.reserve()
-        handed.put(start)
-        assert not handed.reserve()  # one per waiting loop
+        assert handed.offer(start)
+        assert not handed.offer(start)  # one per waiting loop
     answer: list[bool] = []
     caller = threading.Thread(target=lambda: answer.append(start.result()), daemon=True)
     caller.start()
@@ -192,8 +191,7 @@ def test_a_loop_woken_for_a_handed_start_runs_no_round_and_keeps_its_next_due_ti
         assert due == pytest.approx(clock() + 0.5)
         start = HandedStart(NewInstance("h1", "naps", 30.0), replace_terminal=False, request_id=None)
         with worker.handed.waiting():
-            assert worker.handed.reserve()
-            worker.handed.put(start)
+            assert worker.handed.offer(start)
         rounds_before = store.hits["run_round:before"]
         report = worker.rounds.run()
         assert start.result() is True and client.get("h1").status == "RUNNING"

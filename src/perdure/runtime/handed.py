@@ -66,7 +66,6 @@ class HandedStarts:
 
     def __init__(self) -> None:
         self._starts: list[HandedStart] = []
-        self._reserved = 0
         self._waiting = 0  # dispatch loops waiting for work
         self._lock = threading.Lock()
 
@@ -86,20 +85,14 @@ class HandedStarts:
         """How many dispatch loops wait for work now."""
         return self._waiting
 
-    def reserve(self) -> bool:
-        """Make room for one start if a dispatch loop waits for work and has not been handed
-        one yet; every reservation ends with :meth:`put`."""
+    def offer(self, start: HandedStart) -> bool:
+        """Hand ``start`` over if a dispatch loop waits for work and has not been handed one
+        yet; False (nothing done) otherwise."""
         with self._lock:
-            if len(self._starts) + self._reserved >= self._waiting:
+            if len(self._starts) >= self._waiting:
                 return False
-            self._reserved += 1
-            return True
-
-    def put(self, start: HandedStart) -> None:
-        """End a reservation with the start handed over."""
-        with self._lock:
-            self._reserved -= 1
             self._starts.append(start)
+            return True
 
     def take(self) -> list[HandedStart]:
         """Every start handed over so far (for a dispatch loop to run)."""

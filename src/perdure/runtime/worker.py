@@ -236,21 +236,20 @@ class Worker:
             return False
         if version_key(instance.name, instance.version) not in self.orchestrations.names:
             return False
-        with self._starting(self.handed.reserve) as admitted:
+        start = HandedStart(instance, replace_terminal, request_id)
+        # Offered under _starting's admission: a start handed over before stop() is run or
+        # given back by the dispatch loops, which stop() waits for.
+        with self._starting(lambda: self.handed.offer(start)) as admitted:
             if not admitted:
                 return False
-            start = HandedStart(instance, replace_terminal, request_id)
-            self.handed.put(start)
         self.store.notifier.notify(self._done_topic)
-        # Outside _starting: stop() waits for the dispatch loops, which run or give back
-        # every start handed over.
         return start.result()
 
     @contextmanager
     def _starting(self, reserve: Callable[[], bool] = lambda: True) -> Iterator[bool]:
         """Around a start made in this process (eager or handed): whether this worker takes
-        it (running, not stopping, and ``reserve`` agrees); ``stop()`` waits for those in
-        progress."""
+        it (running, not stopping, and ``reserve`` agrees, under the same lock as
+        ``stop()``); ``stop()`` waits for those in progress."""
         with self._starts:
             admitted = bool(self._threads) and not self._stop.is_set() and reserve()
             if admitted:
