@@ -13,13 +13,14 @@ what comes next.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from perdure.core.history import dumps_event
 from perdure.core.status import OrchestrationStatus
 from perdure.store.base import (
     ActivityWorkItem,
+    InstanceRecord,
     LockedInstance,
     NewInstance,
     OrchestrationWorkItem,
@@ -32,7 +33,8 @@ from perdure.store.base import (
 )
 from perdure.store.common.encode import PreparedTurn, StoreOptions, prepare_completions, prepare_turn
 from perdure.store.common.queries import Queries, due_times
-from perdure.store.common.rows import lease_tokens
+from perdure.store.common.routing import check_replaceable
+from perdure.store.common.rows import lease_tokens, new_run_id
 from perdure.store.notify import ACTIVITIES, ORCHESTRATIONS
 
 T = TypeVar("T")
@@ -224,6 +226,28 @@ def run_turns_between(
     """Run the turns of the ``locked`` instances and encode their commits, outside any
     transaction. A message's stored JSON is written to history as is, not encoded again."""
     return [prepare_turn(c) for c in run_turns(locked)]
+
+
+def first_turn(
+    instance: NewInstance,
+    now: float,
+    replace_terminal: bool,
+    get_instance: Callable[[str], InstanceRecord | None],
+    run_turns: Callable[[list[OrchestrationWorkItem]], Sequence[TurnCommit]],
+) -> tuple[NewInstance, OrchestrationWorkItem, list[PreparedTurn]]:
+    """An eager start's first turn, run before its transaction opens
+    (:meth:`perdure.store.base.Store.create_and_run`): the new run of the id (the next
+    execution if a terminal run is to be replaced; a fresh id is not looked up), its work
+    item and its encoded turns. Raises :class:`~perdure.errors.InstanceExistsError`,
+    nothing run, if the id holds a run the start may not replace."""
+    existing = None if instance.fresh_id else get_instance(instance.instance_id)
+    execution = 1
+    if existing is not None:
+        check_replaceable({"instance_id": existing.instance_id, "status": existing.status.value}, replace_terminal)
+        execution = existing.execution_id + 1
+    run_id = instance.run_id or new_run_id()
+    item = eager_item(instance, run_id, execution, now)
+    return replace(instance, run_id=run_id), item, run_turns_between([item], run_turns)
 
 
 def eager_item(instance: NewInstance, run_id: str, execution_id: int, now: float) -> OrchestrationWorkItem:

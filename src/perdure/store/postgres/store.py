@@ -7,7 +7,6 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -539,15 +538,7 @@ class PostgresStore:
         if instance.start_at is not None and instance.start_at > now:
             self.create_instances([instance], replace_terminal=replace_terminal, request_id=request_id)
             return EagerResult([])
-        existing = None if instance.fresh_id else self.get_instance(instance.instance_id)
-        execution = 1
-        if existing is not None:
-            check_replaceable({"instance_id": existing.instance_id, "status": existing.status.value}, replace_terminal)
-            execution = existing.execution_id + 1
-        run_id = instance.run_id or new_run_id()
-        item = rounds.eager_item(instance, run_id, execution, now)
-        turns = rounds.run_turns_between([item], run_turns)
-        new = replace(instance, run_id=run_id)
+        new, item, turns = rounds.first_turn(instance, now, replace_terminal, self.get_instance, run_turns)
 
         def body(tx: Tx) -> EagerResult:
             orchestrations.send_request(tx, request_id, "start", instance.instance_id)

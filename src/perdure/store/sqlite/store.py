@@ -7,7 +7,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -449,15 +448,7 @@ class SQLiteStore:
         if instance.start_at is not None and instance.start_at > now:
             self.create_instances([instance], replace_terminal=replace_terminal, request_id=request_id)
             return EagerResult([])
-        existing = None if instance.fresh_id else self.get_instance(instance.instance_id)
-        execution = 1
-        if existing is not None:
-            check_replaceable({"instance_id": existing.instance_id, "status": existing.status.value}, replace_terminal)
-            execution = existing.execution_id + 1
-        run_id = instance.run_id or new_run_id()
-        item = rounds.eager_item(instance, run_id, execution, now)
-        turns = rounds.run_turns_between([item], run_turns)
-        new = replace(instance, run_id=run_id)
+        new, item, turns = rounds.first_turn(instance, now, replace_terminal, self.get_instance, run_turns)
         with self._write("create_and_run") as tx:
             orchestrations.first_request(tx, request_id, "start", instance.instance_id)
             self._insert_instance(tx, new, input_text, replace_terminal, queue_start=False)
