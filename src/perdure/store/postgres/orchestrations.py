@@ -431,7 +431,7 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
     (:class:`~perdure.store.postgres.connection.ChecksRefused`) if one fails a check.
     """
     if tx.optimistic and _optimistic(turns):
-        tx.run(Q.lock_committing, {"ids": text_array(sorted(t.commit.instance_id for t in turns))})
+        tx.run(Q.lock_committing_only, {"ids": text_array(sorted(t.commit.instance_id for t in turns))})
         group = GroupWrite(check=True)
         for turn in turns:
             group.add(tx, turn, None)

@@ -55,6 +55,13 @@ SELECT * FROM instances WHERE instance_id = ANY((SELECT %(ids)s::text[])::text[]
 ORDER BY instance_id COLLATE "C"
 FOR UPDATE;
 
+-- name: lock_committing_only
+-- lock_committing for an optimistic commit, which reads nothing back: the same locks in the
+-- same order, without sending the rows (their payloads may be large).
+SELECT instance_id FROM instances WHERE instance_id = ANY((SELECT %(ids)s::text[])::text[])
+ORDER BY instance_id COLLATE "C"
+FOR UPDATE;
+
 -- name: commit_checks
 -- commit_turns, in a statement that starts once lock_committing holds the instances (a fresh
 -- snapshot, so a takeover or a commit that held them meanwhile is seen: nobody changes a
@@ -90,7 +97,7 @@ FROM orchestration_messages WHERE instance_id = ANY((SELECT %(handing)s::text[])
 -- :handed the task row ids.
 -- The check flag (TRUE or FALSE, written into the text: two statements, each with one
 -- plan; see orchestrations.py): the statement checks each turn itself, as commit_turns
--- does before it writes (an optimistic commit, sent after lock_committing without reading
+-- does before it writes (an optimistic commit, sent after lock_committing_only without reading
 -- anything in between: this statement starts once the instances are locked, on a fresh
 -- snapshot). A turn that fails a check fails the statement, and with it the transaction,
 -- with the error of casting 'perdure: commit refused ...' to an integer (a query cannot
