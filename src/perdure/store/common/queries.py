@@ -3,7 +3,9 @@
 Each query in the file starts with a ``-- name: <identifier>`` line; the comment lines that
 follow describe it. Every query is a single statement, prepared once whatever the length of
 its list parameters (SQLite expands a JSON array with ``json_each``, PostgreSQL takes an
-array).
+array). A query is kept without its comment lines and each line's indentation: psycopg
+converts a statement of up to 4,096 characters once and caches the result, a longer one at
+every call (its placeholders parsed again by a regular expression, on the hot path).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ class Queries:
         parts = _HEADER.split(text)
         self._sql: dict[str, str] = {}
         for name, body in zip(parts[1::2], parts[2::2], strict=True):
-            lines = [ln for ln in body.strip().splitlines() if not ln.lstrip().startswith("--")]
-            sql = "\n".join(lines).strip().rstrip(";").strip()
+            lines = [ln.strip() for ln in body.strip().splitlines()]
+            sql = "\n".join([ln for ln in lines if ln and not ln.startswith("--")]).rstrip(";").strip()
             if name in self._sql:
                 raise ValueError(f"query {name!r} is defined twice")
             self._sql[name] = sql
@@ -43,6 +45,14 @@ class Queries:
 def load_queries(package: str) -> Queries:
     """The queries of ``package``'s ``queries.sql``."""
     return Queries(resources.files(package).joinpath("queries.sql").read_text(encoding="utf-8"))
+
+
+def edited(sql: str, old: str, new: str) -> str:
+    """``sql`` with the one occurrence of ``old`` replaced by ``new`` (a statement derived
+    from another); raises ValueError unless ``old`` occurs exactly once."""
+    if sql.count(old) != 1:
+        raise ValueError(f"{old!r} occurs {sql.count(old)} times in the query, not once")
+    return sql.replace(old, new)
 
 
 def next_due_queries(queries: Queries, queue: str | None) -> list[str]:

@@ -43,6 +43,7 @@ from perdure.store.base import (
     QueuedMessage,
 )
 from perdure.store.common.encode import PreparedTurn, StoreOptions, instance_after_turn
+from perdure.store.common.queries import edited
 from perdure.store.common.rounds import stored_messages
 from perdure.store.common.routing import (
     ChildStartRule,
@@ -89,8 +90,8 @@ Row = dict[str, Any]
 # two statements, each with one plan. As a parameter, the flag would have the server plan
 # the statement anew at every call (a plan made for FALSE leaves the checks out, and is
 # then always cheaper than the one plan for both).
-WRITE_PLAIN_TURNS = Q.write_plain_turns.replace("%(check)s", "FALSE")
-WRITE_CHECKED_TURNS = Q.write_plain_turns.replace("%(check)s", "TRUE")
+WRITE_PLAIN_TURNS = edited(Q.write_plain_turns, "%(check)s", "FALSE")
+WRITE_CHECKED_TURNS = edited(Q.write_plain_turns, "%(check)s", "TRUE")
 
 
 class Outbox:

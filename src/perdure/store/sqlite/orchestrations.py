@@ -31,6 +31,7 @@ from perdure.store.base import (
     QueuedMessage,
 )
 from perdure.store.common.encode import PreparedTurn, StoreOptions, instance_after_turn
+from perdure.store.common.queries import edited
 from perdure.store.common.rounds import stored_messages
 from perdure.store.common.routing import (
     ChildStartRule,
@@ -64,7 +65,7 @@ from perdure.store.sqlite.tx import Tx
 # update_instance_after_turn for a turn that leaves the status as it was: SQLite rewrites
 # the entries of every index on a column an UPDATE assigns, even to the value it had, and
 # the two indexes on status would add two pages to the commit of nearly every turn.
-UPDATE_KEEPING_STATUS = Q.update_instance_after_turn.replace("    status = :status,\n", "", 1)
+UPDATE_KEEPING_STATUS = edited(Q.update_instance_after_turn, "status = :status,\n", "")
 
 
 # --- locking -----------------------------------------------------------------------------
