@@ -271,10 +271,8 @@ class OrchestrationDispatcher:
         stats = TurnStats(duration, full_replay, turn.replayed_events, progressed)
         # Messages already encoded (as the store read them, or handed over) are written as is.
         stored.update((id(m.event), m.event_json) for m in item.messages if m.event_json)
-        commit = turn_commit(item, turn, stats, stored)
         kept = self._kept(item, turn, executor) if keep_leases else None
-        if kept is not None:
-            commit = replace(commit, release=False)
+        commit = turn_commit(item, turn, stats, stored, release=kept is None)
         report = None
         if self.observers.active:
             outcome = REPLAYED if full_replay else CACHED

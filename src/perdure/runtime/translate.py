@@ -37,11 +37,17 @@ from perdure.store.common.rows import new_run_id
 
 
 def turn_commit(
-    item: OrchestrationWorkItem, turn: Turn, stats: TurnStats, event_json: Mapping[int, str] | None = None
+    item: OrchestrationWorkItem,
+    turn: Turn,
+    stats: TurnStats,
+    event_json: Mapping[int, str] | None = None,
+    *,
+    release: bool = True,
 ) -> TurnCommit:
     """The store write for ``turn``, run on the locked ``item``: its history events, status,
     and every outbound message, all consumed messages removed. ``event_json``: the stored
-    JSON of events already encoded (:attr:`TurnCommit.event_json`)."""
+    JSON of events already encoded (:attr:`TurnCommit.event_json`); ``release``: see
+    :attr:`TurnCommit.release`."""
     iid, run = item.instance.instance_id, item.instance.run_id
     execution = turn.execution_id
     activities: list[NewActivityTask] = []
@@ -98,6 +104,7 @@ def turn_commit(
         carried=carried,
         stats=stats,
         event_json=event_json or {},
+        release=release,
     )
 
 
