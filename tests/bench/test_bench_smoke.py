@@ -66,7 +66,18 @@ def test_idle_worker_sampler_runs():
     assert idle(0.2) >= 0
 
 
-def test_pg_round_profile_counts_statements_and_round_trips(capsys):
+@pytest.fixture
+def bench_postgres(monkeypatch):
+    """The benchmarks' PostgreSQL server: the tests' (``tests/pgserver.py``), not
+    necessarily one on 127.0.0.1:5432."""
+    from tests import pgserver
+
+    with pgserver.fresh_database() as url:
+        monkeypatch.setenv("PERDURE_BENCH_POSTGRES_URL", url)
+        yield url
+
+
+def test_pg_round_profile_counts_statements_and_round_trips(capsys, bench_postgres):
     from bench.pg_round_profile import main as profile_main
 
     assert profile_main(["--k", "5"]) == 0
@@ -74,3 +85,12 @@ def test_pg_round_profile_counts_statements_and_round_trips(capsys):
     assert "round_trips" in out and "statements" in out and "BEGIN" in out
     assert profile_main(["--w3", "2", "--profile", "3"]) == 0
     assert "per orchestration" in capsys.readouterr().out
+
+
+def test_driver_cost_compares_psycopg_with_libpq(capsys, bench_postgres):
+    from bench.driver_cost import main as driver_main
+
+    assert driver_main(["--transactions", "3", "--statements", "2"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert [row.split()[0] for row in rows[2:]] == ["psycopg", "libpq"]
+    assert all(float(figure) > 0 for row in rows[2:] for figure in row.split()[1:])
