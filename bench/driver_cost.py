@@ -97,21 +97,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.transactions < 1 or args.statements < 1:
         parser.error("--transactions and --statements must be at least 1")
     url = _postgres_admin_url()
-    with psycopg.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row) as conn:
-        ways: dict[str, Callable[[int], None]] = {"psycopg": lambda n: psycopg_transaction(conn, n)}
-        with psycopg.connect(url, autocommit=True) as raw:
-            prepare(raw.pgconn)
-            ways["libpq"] = lambda n: libpq_transaction(raw.pgconn, n)
-            n = args.statements
-            print(f"{args.transactions} transactions of each shape; CPU of the sending thread, µs")
-            print(
-                f"{'driver':8} {'per transaction (BEGIN, COMMIT)':>32} {'per statement':>14} {f'wall, {n} statements':>22}"
-            )
-            for name, send in ways.items():
-                empty, _ = measure(send, 0, args.transactions)
-                full, wall = measure(send, n, args.transactions)
-                per_statement = (full - empty) / n
-                print(f"{name:8} {empty * 1e6:32.1f} {per_statement * 1e6:14.1f} {wall * 1e6:22.1f}")
+    n = args.statements
+    with (
+        psycopg.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row) as conn,
+        psycopg.connect(url, autocommit=True) as raw,
+    ):
+        prepare(raw.pgconn)
+        ways: dict[str, Callable[[int], None]] = {
+            "psycopg": lambda k: psycopg_transaction(conn, k),
+            "libpq": lambda k: libpq_transaction(raw.pgconn, k),
+        }
+        print(f"{args.transactions} transactions of each shape; CPU of the sending thread, µs")
+        print(
+            f"{'driver':8} {'per transaction (BEGIN, COMMIT)':>32} {'per statement':>14} {f'wall, {n} statements':>22}"
+        )
+        for name, send in ways.items():
+            empty, _ = measure(send, 0, args.transactions)
+            full, wall = measure(send, n, args.transactions)
+            print(f"{name:8} {empty * 1e6:32.1f} {(full - empty) / n * 1e6:14.1f} {wall * 1e6:22.1f}")
     return 0
 
 

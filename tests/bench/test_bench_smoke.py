@@ -13,6 +13,17 @@ def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'bench.db'}"
 
 
+@pytest.fixture
+def bench_postgres(monkeypatch):
+    """The benchmarks' PostgreSQL server: the tests' (``tests/pgserver.py``), not
+    necessarily one on 127.0.0.1:5432."""
+    from tests import pgserver
+
+    with pgserver.fresh_database() as url:
+        monkeypatch.setenv("PERDURE_BENCH_POSTGRES_URL", url)
+        yield url
+
+
 def test_w1_sequences_smoke(sqlite_url):
     assert w1(sqlite_url, orchestrations=5, steps=3)["activities_per_s"] > 0
 
@@ -43,11 +54,8 @@ def test_w3_eager_starts_smoke(tmp_path):
     assert w3(f"sqlite:///{tmp_path / 'e.db'}", orchestrations=3, local=True, eager=True)["p50_ms"] > 0
 
 
-def test_w5_worker_processes_on_postgres_smoke():
-    from tests import pgserver
-
-    with pgserver.fresh_database() as url:
-        assert w5(url, processes=1, orchestrations=3, steps=2)["processes"] == 1
+def test_w5_worker_processes_on_postgres_smoke(bench_postgres):
+    assert w5(bench_postgres, processes=1, orchestrations=3, steps=2)["processes"] == 1
 
 
 def test_runner_prints_a_table_and_writes_json(tmp_path, capsys, monkeypatch):
@@ -64,17 +72,6 @@ def test_idle_worker_sampler_runs():
     from bench.idle import main as idle
 
     assert idle(0.2) >= 0
-
-
-@pytest.fixture
-def bench_postgres(monkeypatch):
-    """The benchmarks' PostgreSQL server: the tests' (``tests/pgserver.py``), not
-    necessarily one on 127.0.0.1:5432."""
-    from tests import pgserver
-
-    with pgserver.fresh_database() as url:
-        monkeypatch.setenv("PERDURE_BENCH_POSTGRES_URL", url)
-        yield url
 
 
 def test_pg_round_profile_counts_statements_and_round_trips(capsys, bench_postgres):
