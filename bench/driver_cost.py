@@ -11,6 +11,8 @@ $PERDURE_BENCH_POSTGRES_URL (else postgresql://postgres@127.0.0.1:5432/test):
 - **psycopg**: ``Connection.execute`` inside ``Connection.pipeline()``, as
   :class:`perdure.store.postgres.connection.Tx` does (``prepare_threshold=0``, dict rows, named
   parameters);
+- **perdure**: the store's own :class:`perdure.store.postgres.wire.Pipeline` (libpq with
+  psycopg's Transformer adapting parameters and rows), as a write transaction sends them;
 - **libpq**: the same messages through ``psycopg.pq`` (``PGconn.send_query_prepared`` and
   ``get_result``), with no Python layer above libpq.
 
@@ -31,6 +33,7 @@ from psycopg import pq
 from psycopg.rows import dict_row
 
 from bench.__main__ import _postgres_admin_url
+from perdure.store.postgres.wire import Pipeline
 
 STATEMENT = "SELECT %(a)s::bigint AS a, %(b)s::text AS b"
 
@@ -43,6 +46,20 @@ def psycopg_transaction(conn: psycopg.Connection, statements: int) -> None:
         conn.execute("COMMIT")
     for cursor in cursors:
         cursor.fetchall()
+
+
+def perdure_transaction(conn: psycopg.Connection, statements: int) -> None:
+    """The same transaction through the store's pipeline."""
+    pipeline = Pipeline(conn)
+    try:
+        pipeline.execute("BEGIN")
+        answers = [pipeline.execute(STATEMENT, {"a": i, "b": "x"}) for i in range(statements)]
+        pipeline.execute("COMMIT")
+        pipeline.sync()
+        for answer in answers:
+            answer.fetchall()
+    finally:
+        pipeline.close()
 
 
 def libpq_transaction(pgconn: pq.abc.PGconn, statements: int) -> None:
@@ -100,11 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     n = args.statements
     with (
         psycopg.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row) as conn,
+        psycopg.connect(url, autocommit=True) as own,
         psycopg.connect(url, autocommit=True) as raw,
     ):
         prepare(raw.pgconn)
         ways: dict[str, Callable[[int], None]] = {
             "psycopg": lambda k: psycopg_transaction(conn, k),
+            "perdure": lambda k: perdure_transaction(own, k),
             "libpq": lambda k: libpq_transaction(raw.pgconn, k),
         }
         print(f"{args.transactions} transactions of each shape; CPU of the sending thread, µs")

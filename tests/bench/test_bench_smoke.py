@@ -84,10 +84,12 @@ def test_pg_round_profile_counts_statements_and_round_trips(capsys, bench_postgr
     assert "per orchestration" in capsys.readouterr().out
 
 
-def test_driver_cost_compares_psycopg_with_libpq(capsys, bench_postgres):
+def test_driver_cost_compares_psycopg_perdure_and_libpq(capsys, bench_postgres):
     from bench.driver_cost import main as driver_main
 
     assert driver_main(["--transactions", "3", "--statements", "2"]) == 0
     rows = capsys.readouterr().out.splitlines()
-    assert [row.split()[0] for row in rows[2:]] == ["psycopg", "libpq"]
-    assert all(float(figure) > 0 for row in rows[2:] for figure in row.split()[1:])
+    assert [row.split()[0] for row in rows[2:]] == ["psycopg", "perdure", "libpq"]
+    # Per transaction and wall time; the per-statement figure is a difference of two
+    # timings, which three transactions on a busy machine can make negative.
+    assert all(float(row.split()[1]) > 0 and float(row.split()[3]) > 0 for row in rows[2:])

@@ -31,6 +31,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from perdure.errors import StoreError, StoreUnavailableError
 from perdure.store.common.encode import StoreOptions
+from perdure.store.postgres.wire import STATEMENT_MISSING, Answer, Pipeline, simple
 
 log = logging.getLogger("perdure.store.postgres")
 
@@ -45,8 +46,6 @@ class AfterCommit:
 
     read: Callable[[], Any]
 
-
-Cursor = psycopg.Cursor[dict[str, Any]]
 
 # SQLSTATEs after which the transaction is known to be rolled back and a retry may succeed.
 _TRANSIENT_STATES = frozenset(
@@ -72,8 +71,11 @@ def _refused(exc: psycopg.Error) -> bool:
 
 def is_transient(exc: BaseException) -> bool:
     """True for faults worth retrying: a lost or refused connection, a pool that could not
-    hand out a connection in time, a transaction PostgreSQL aborted to break a deadlock."""
+    hand out a connection in time, a transaction PostgreSQL aborted to break a deadlock, the
+    store's prepared statements deallocated behind its back (prepared again on the retry)."""
     if isinstance(exc, PoolTimeout):
+        return True
+    if isinstance(exc, psycopg.Error) and exc.sqlstate == STATEMENT_MISSING:
         return True
     if not isinstance(exc, psycopg.OperationalError):
         return False
@@ -153,9 +155,9 @@ def bigint_array(values: Iterable[int] | None) -> str | None:
 
 @dataclass(slots=True)
 class Tx:
-    """One write transaction: its connection (in pipeline mode), its single reading of the
-    clock (every timestamp written by the transaction uses it), the store's options, and the
-    notifier topics to signal once it has committed.
+    """One write transaction: its connection's pipeline (:class:`~.wire.Pipeline`), its
+    single reading of the clock (every timestamp written by the transaction uses it), the
+    store's options, and the notifier topics to signal once it has committed.
 
     A round trip to the server costs as much as a small statement's work, so statements
     whose result is not needed at once are only sent (:meth:`run`, :meth:`read_later`): the
@@ -163,8 +165,7 @@ class Tx:
     :meth:`all`, :meth:`count`) waits for them too. An error of a sent statement surfaces
     at that next read, or at the COMMIT; either way the whole transaction is rolled back."""
 
-    conn: psycopg.Connection[dict[str, Any]]
-    pipeline: psycopg.Pipeline
+    pipeline: Pipeline
     now: float
     options: StoreOptions = field(default_factory=StoreOptions)
     topics: set[str] = field(default_factory=set)
@@ -180,7 +181,7 @@ class Tx:
     #: Commit turns without reading their checks first: the statement that writes them
     #: checks them, and fails the transaction with :class:`ChecksRefused` if one fails.
     optimistic: bool = False
-    _later: list[tuple[Cursor, Callable[[Cursor], None]]] = field(default_factory=list)
+    _later: list[tuple[Answer, Callable[[Answer], None]]] = field(default_factory=list)
 
     def notify(self, *topics: str) -> None:
         """Signal ``topics`` on commit (never before: a woken waiter must see the rows)."""
@@ -188,32 +189,30 @@ class Tx:
 
     def one(self, query: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """The first row of ``query``, or None."""
-        return self.conn.execute(query, params).fetchone()
+        return self.pipeline.execute(query, params).fetchone()
 
     def all(self, query: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Every row of ``query``."""
-        return self.conn.execute(query, params).fetchall()
+        return self.pipeline.execute(query, params).fetchall()
 
-    def run(self, query: str, params: dict[str, Any] | None = None) -> Cursor:
-        """Send ``query`` without waiting for its result; read it from the cursor later."""
-        return self.conn.execute(query, params)
+    def run(self, query: str, params: dict[str, Any] | None = None) -> Answer:
+        """Send ``query`` without waiting for its result; read it from the answer later."""
+        return self.pipeline.execute(query, params)
 
     def count(self, query: str, params: dict[str, Any] | None = None) -> int:
         """Execute ``query``; return the number of rows it changed."""
-        cursor = self.conn.execute(query, params)
-        self.flush()
-        return cursor.rowcount
+        return self.pipeline.execute(query, params).rowcount
 
-    def read_later(self, query: str, params: dict[str, Any] | None, use: Callable[[Cursor], None]) -> None:
-        """Send ``query`` now and hand its cursor to ``use`` at :meth:`settle`: a read whose
+    def read_later(self, query: str, params: dict[str, Any] | None, use: Callable[[Answer], None]) -> None:
+        """Send ``query`` now and hand its answer to ``use`` at :meth:`settle`: a read whose
         answer is needed only before the commit costs no round trip of its own."""
-        self._later.append((self.conn.execute(query, params), use))
+        self._later.append((self.pipeline.execute(query, params), use))
 
     def settle(self) -> None:
         """Hand the reads sent with :meth:`read_later` to their users (who may send more)."""
         while self._later:
-            cursor, use = self._later.pop(0)
-            use(cursor)
+            answer, use = self._later.pop(0)
+            use(answer)
 
     def flush(self) -> None:
         """Wait for every statement sent so far, raising the first error among them."""
@@ -226,7 +225,7 @@ def _end_transaction(conn: psycopg.Connection[Any]) -> None:
     if conn.closed or conn.pgconn.transaction_status in (TransactionStatus.IDLE, TransactionStatus.UNKNOWN):
         return
     try:
-        conn.execute("ROLLBACK")
+        simple(conn, b"ROLLBACK")
     except psycopg.Error:  # the pool checks the connection when it comes back
         log.debug("rollback failed", exc_info=True)
 
@@ -321,22 +320,22 @@ class Database:
         def attempt() -> tuple[T, set[str]]:
             committing = False
             with self.pool.connection() as conn:
+                pipeline = Pipeline(conn)
                 try:
                     # BEGIN and COMMIT are pipelined like the body's statements: the only
-                    # Sync is the pipeline's exit, after the COMMIT (psycopg's transaction()
-                    # would add one after BEGIN and two around the COMMIT).
-                    with conn.pipeline() as pipeline:
-                        tx = Tx(conn, pipeline, clock(), options or StoreOptions(), sender=sender)
-                        tx.run("BEGIN")
-                        if not durable:
-                            tx.run("SET LOCAL synchronous_commit TO OFF")
-                        result = body(tx)
-                        tx.settle()
-                        before_commit(tx)
-                        committing = True  # statements still unread go with the COMMIT
-                        tx.run("COMMIT")
+                    # Sync is the one after the COMMIT.
+                    tx = Tx(pipeline, clock(), options or StoreOptions(), sender=sender)
+                    tx.run("BEGIN")
+                    if not durable:
+                        tx.run("SET LOCAL synchronous_commit TO OFF")
+                    result = body(tx)
+                    tx.settle()
+                    before_commit(tx)
+                    committing = True  # statements still unread go with the COMMIT
+                    tx.run("COMMIT")
+                    tx.flush()
                     if isinstance(result, AfterCommit):
-                        # The pipeline's exit fetched every answer: the cursors hold them.
+                        # The Sync after the COMMIT read every answer: the cursors hold them.
                         result = result.read()
                     return result, tx.topics
                 except psycopg.DataError as exc:
@@ -351,12 +350,29 @@ class Database:
                         ) from exc
                     raise
                 finally:
+                    pipeline.close()
                     _end_transaction(conn)
 
         return self._retrying(method, attempt)
 
-    def read(self, method: str, body: Callable[[psycopg.Connection[dict[str, Any]]], T]) -> T:
-        """Run the read-only ``body`` on a pooled connection, retrying transient faults."""
+    def read(self, method: str, body: Callable[[Pipeline], T]) -> T:
+        """Run the read-only ``body`` on a pooled connection's pipeline, retrying transient
+        faults. Each answer read waits for the statements sent before it (one round trip
+        for all of them); with no BEGIN, each such batch runs as one implicit transaction."""
+
+        def attempt() -> T:
+            with self.pool.connection() as conn:
+                pipeline = Pipeline(conn)
+                try:
+                    return body(pipeline)
+                finally:
+                    pipeline.close()
+
+        return self._retrying(method, attempt)
+
+    def session(self, method: str, body: Callable[[psycopg.Connection[dict[str, Any]]], T]) -> T:
+        """Run ``body`` on a pooled psycopg connection (schema checks and migrations),
+        retrying transient faults."""
 
         def attempt() -> T:
             with self.pool.connection() as conn:
@@ -383,7 +399,7 @@ class Database:
                         f"{method}: PostgreSQL at {self.display} is unavailable: {exc}"
                     ) from exc
                 log.warning("%s: transient PostgreSQL fault, retrying in %.2f s: %s", method, delay, exc)
-                if not isinstance(exc, PoolTimeout) and exc.sqlstate not in ("40001", "40P01"):
+                if isinstance(exc, psycopg.OperationalError) and exc.sqlstate not in ("40001", "40P01"):
                     self._drop_stale_connections()
                 time.sleep(delay)
 

@@ -70,7 +70,7 @@ from perdure.store.common.rows import (
     task_event,
 )
 from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
-from perdure.store.postgres.connection import Cursor, Tx, bigint_array, text_array
+from perdure.store.postgres.connection import Answer, Tx, bigint_array, text_array
 from perdure.store.postgres.listen import channels
 from perdure.store.postgres.queries import Q
 
@@ -366,7 +366,7 @@ def discard(tx: Tx, instance_id: str, messages: Sequence[Discard]) -> None:
         )
 
 
-def _send_history(tx: Tx, row: Row, known: tuple[str | None, int, int] | None) -> tuple[int, Cursor | None]:
+def _send_history(tx: Tx, row: Row, known: tuple[str | None, int, int] | None) -> tuple[int, Answer | None]:
     """Send the read of the part of the current execution's history the caller lacks (none
     if it lacks nothing): where that part starts, and the cursor to read it from."""
     execution_id, count = row["execution_id"], row["history_event_count"]
@@ -379,7 +379,7 @@ def _send_history(tx: Tx, row: Row, known: tuple[str | None, int, int] | None) -
     return start, tx.run(Q.history_from, params)
 
 
-def _read_history(row: Row, start: int, sent: Cursor | None) -> tuple[tuple[HistoryEvent, ...], str | None]:
+def _read_history(row: Row, start: int, sent: Answer | None) -> tuple[tuple[HistoryEvent, ...], str | None]:
     """The events sent for by :func:`_send_history`, and the decode error if a stored event
     of them cannot be read."""
     if sent is None:
@@ -405,7 +405,7 @@ def send_due_times(tx: Tx, last: bool) -> Callable[[], tuple[float | None, float
     return lambda: _due(cursor if tx.queues_changed == sent_at else tx.run(Q.due_times, params))
 
 
-def _due(cursor: Cursor) -> tuple[float | None, float | None]:
+def _due(cursor: Answer) -> tuple[float | None, float | None]:
     row = cursor.fetchone()
     assert row is not None
     return row["next_message_at"], row["next_task_at"]
@@ -490,7 +490,7 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
 
 
 def _read_checks(
-    cursor: Cursor,
+    cursor: Answer,
 ) -> tuple[dict[str, Row], dict[int, str], dict[int, str], dict[str, set[int]]]:
     """The answer of ``commit_checks``: the leases by instance, the consumed messages still
     queued (their instances), the handed-over tasks' lease tokens, and the due messages of
@@ -655,7 +655,7 @@ def _signal_if_queued(tx: Tx, released: list[str]) -> None:
     """Signal the orchestration queue if messages came for instances while this transaction
     held their leases, which it now released: a worker must look at them."""
 
-    def signal(cursor: Cursor) -> None:
+    def signal(cursor: Answer) -> None:
         if cursor.fetchone() is not None:
             tx.notify(ORCHESTRATIONS)
 
@@ -811,7 +811,7 @@ def discard_queued_tasks(tx: Tx, instance_id: str, detail: str) -> None:
     """A terminal instance's queued activity tasks will never be needed: remove those no
     live worker holds, each with a discard record (a held one is discarded on completion)."""
 
-    def record(deleted: Cursor) -> None:
+    def record(deleted: Answer) -> None:
         rows = sorted(deleted.fetchall(), key=lambda r: r["task_row_id"])
         insert_discards(
             tx,

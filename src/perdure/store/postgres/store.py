@@ -9,8 +9,6 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-import psycopg
-
 from perdure.core.history import dumps_checked
 from perdure.core.status import OrchestrationStatus
 from perdure.errors import InstanceExistsError, InvalidInputError
@@ -70,15 +68,15 @@ from perdure.store.notify import INSTANCES, ORCHESTRATIONS, Notifier
 from perdure.store.open import check_postgres_schema, public_url
 from perdure.store.postgres import activities, orchestrations, reopen
 from perdure.store.postgres.clock import ServerClock
-from perdure.store.postgres.connection import AfterCommit, ChecksRefused, Cursor, Database, RetryPolicy, Tx, text_array
+from perdure.store.postgres.connection import AfterCommit, Answer, ChecksRefused, Database, RetryPolicy, Tx, text_array
 from perdure.store.postgres.listen import Listener, channels
 from perdure.store.postgres.migrations import migrate
 from perdure.store.postgres.queries import Q
+from perdure.store.postgres.wire import Pipeline
 
 log = logging.getLogger("perdure.store.postgres")
 
 SCHEMES = ("postgresql", "postgres")
-Conn = psycopg.Connection[dict[str, Any]]
 
 
 class PostgresStore:
@@ -176,9 +174,9 @@ class PostgresStore:
                 self.server_clock.start()
                 self.clock = self.server_clock
             if create:
-                self._db.read("migrate", lambda conn: migrate(conn, now=self.clock()))
+                self._db.session("migrate", lambda conn: migrate(conn, now=self.clock()))
             else:  # read-only tools: a database without perdure's current schema is refused
-                self._db.read("check schema", lambda conn: check_postgres_schema(conn, self.url))
+                self._db.session("check schema", lambda conn: check_postgres_schema(conn, self.url))
             if notify:
                 self.listener = Listener(
                     listen_url or url,
@@ -265,7 +263,7 @@ class PostgresStore:
             log.debug("%s: a turn failed its checks; running the transaction again, checks first", method)
             return self._write(method, body, durable=durable)
 
-    def _read(self, method: str, body: Callable[[Conn], Any]) -> Any:
+    def _read(self, method: str, body: Callable[[Pipeline], Any]) -> Any:
         return self._db.read(method, body)
 
     # -- client writes --
@@ -314,7 +312,7 @@ class PostgresStore:
         sent = []
         for instance in instances:
             iid = instance.instance_id
-            row: Cursor | None = None
+            row: Answer | None = None
             if not instance.fresh_id:
                 tx.run(Q.lock_instance_id, {"instance_id": iid})
                 row = tx.run(Q.lock_instance, {"instance_id": iid})
@@ -740,7 +738,7 @@ class PostgresStore:
     def stalled_instances(self, *, progress_before: float, limit: int = 100) -> tuple[int, list[InstanceSummary]]:
         """See :meth:`perdure.store.base.Store.stalled_instances`."""
 
-        def body(c: Conn) -> tuple[int, list[InstanceSummary]]:
+        def body(c: Pipeline) -> tuple[int, list[InstanceSummary]]:
             params = {"before": progress_before, "limit": max(0, limit)}
             total = c.execute(Q.count_stalled_instances, params).fetchone()["total"]
             rows = c.execute(Q.stalled_instances, params).fetchall()

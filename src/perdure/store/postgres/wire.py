@@ -1,0 +1,277 @@
+"""Pipelined statements over libpq: how a write transaction talks to the server.
+
+psycopg's ``Connection.execute`` in pipeline mode costs ~30 µs of CPU per statement (a
+cursor, the query's prepared-statement bookkeeping, psycopg's pipeline queue), more than
+the server's own work for most of the store's statements, and ~100 µs per transaction.
+A :class:`Pipeline` sends through the connection's libpq handle (``psycopg.pq``) instead:
+
+- each query is converted once to PostgreSQL's ``$n`` form (:class:`Statement`) and prepared
+  once per connection, with the server inferring its parameter types;
+- parameters are dumped in text format and rows loaded by psycopg's own Transformer (its C
+  implementation), so values adapt exactly as through psycopg;
+- answers are read in order when first needed (:class:`Answer`); an error is raised as
+  the psycopg exception of its SQLSTATE, like ``Connection.execute`` raises it.
+
+Socket waits happen in ``select``/``poll`` with the GIL released, never inside a libpq
+call that would block holding it.
+"""
+
+from __future__ import annotations
+
+import re
+import select
+import threading
+import weakref
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+from psycopg import pq
+from psycopg.adapt import PyFormat, Transformer
+from psycopg.errors import error_from_result
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
+_OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
+_ERROR = (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.PIPELINE_ABORTED)
+#: SQLSTATE of "prepared statement ... does not exist": someone deallocated them.
+STATEMENT_MISSING = "26000"
+
+
+class Statement:
+    """A query in PostgreSQL's form: ``%(name)s`` placeholders numbered ``$1``, ``$2`` …
+    (one number per name), and the name it is prepared under on every connection (None
+    past :attr:`LIMIT` distinct queries: such a query is parsed at every call, so that
+    queries built with literals in them cannot fill the server's memory)."""
+
+    __slots__ = ("name", "names", "sql")
+
+    #: How many distinct queries are prepared; the store's own are a few dozen.
+    LIMIT = 500
+    _compiled: dict[str, Statement] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, query: str, number: int | None) -> None:
+        numbers: dict[str, int] = {}
+
+        def replace(match: re.Match[str]) -> str:
+            if match.group(0) == "%%":
+                return "%"
+            return f"${numbers.setdefault(match.group(1), len(numbers) + 1)}"
+
+        self.sql = _PLACEHOLDER.sub(replace, query).encode()
+        self.names = tuple(numbers)
+        self.name = None if number is None else f"perdure_{number}".encode()
+
+    @classmethod
+    def of(cls, query: str) -> Statement:
+        """The statement of ``query`` (converted on its first use, then cached)."""
+        statement = cls._compiled.get(query)
+        if statement is None:
+            with cls._lock:
+                statement = cls._compiled.get(query)
+                if statement is None:
+                    if len(cls._compiled) >= cls.LIMIT:
+                        return cls(query, None)
+                    statement = cls._compiled[query] = cls(query, len(cls._compiled) + 1)
+        return statement
+
+
+# The statements prepared on each connection (a connection's prepared statements live as
+# long as its session; a new connection starts with none).
+_prepared: weakref.WeakKeyDictionary[psycopg.Connection[Any], set[bytes]] = weakref.WeakKeyDictionary()
+
+
+class Answer:
+    """The answer to one sent statement, as much of a cursor as the store reads:
+    :meth:`fetchone`, :meth:`fetchall`, :attr:`rowcount`. Reading it before the server
+    has answered waits for every statement sent so far (one round trip)."""
+
+    __slots__ = ("_pipeline", "_result", "_rows")
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+        self._result: pq.abc.PGresult | None = None
+        self._rows: list[dict[str, Any]] | None = None
+
+    def _received(self) -> pq.abc.PGresult:
+        if self._result is None:
+            self._pipeline.sync()
+            assert self._result is not None, "a statement's answer is missing after a sync"
+        return self._result
+
+    def fetchall(self) -> list[dict[str, Any]]:
+        """Every row (as dicts by column name)."""
+        if self._rows is None:
+            self._rows = self._pipeline.load_rows(self._received())
+        return self._rows
+
+    def fetchone(self) -> dict[str, Any] | None:
+        """The first row, or None."""
+        rows = self.fetchall()
+        return rows[0] if rows else None
+
+    @property
+    def rowcount(self) -> int:
+        """The number of rows the statement returned or changed."""
+        count = self._received().command_tuples
+        return -1 if count is None else count
+
+
+class _Prepared:
+    """The answer to a statement's preparation: the name counts as prepared on the
+    connection only once the server has said so (a Parse skipped after an error in the
+    pipeline, or rolled back with its connection, prepares nothing)."""
+
+    __slots__ = ("_name", "_names")
+
+    def __init__(self, name: bytes, names: set[bytes]) -> None:
+        self._name = name
+        self._names = names
+
+    def receive(self, result: pq.abc.PGresult) -> None:
+        if result.status == pq.ExecStatus.COMMAND_OK:
+            self._names.add(self._name)
+
+
+class Pipeline:
+    """One connection in libpq's pipeline mode, for the span of a transaction.
+
+    :meth:`execute` queues a statement and returns its :class:`Answer`; :meth:`sync` sends a
+    Sync and reads every answer up to it, raising the first error among them (the server
+    skips the rest, and the transaction is then aborted). :meth:`close` leaves pipeline
+    mode, reading whatever is still unread."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+        self._pgconn = conn.pgconn
+        self._transformer = Transformer(conn)
+        self._prepared = _prepared.setdefault(conn, set())
+        self._preparing: set[bytes] = set()
+        self._waiting: deque[Answer | _Prepared] = deque()
+        self._poll = select.poll()
+        self._poll.register(self._pgconn.socket, select.POLLIN)
+        self._pgconn.enter_pipeline_mode()
+        self._open = True
+
+    def execute(self, query: str, params: Mapping[str, Any] | None = None) -> Answer:
+        """Queue ``query`` with ``params`` (by the names of its ``%(name)s`` placeholders)."""
+        statement = Statement.of(query)
+        pgconn = self._pgconn
+        name = statement.name
+        values: list[Any] | None = None
+        if statement.names:
+            assert params is not None, f"no parameters for a query that takes {statement.names}"
+            values = self._transformer.dump_sequence(
+                [params[n] for n in statement.names], [PyFormat.TEXT] * len(statement.names)
+            )
+        if name is None:
+            pgconn.send_query_params(statement.sql, values)
+        else:
+            if name not in self._prepared and name not in self._preparing:
+                pgconn.send_prepare(name, statement.sql)
+                self._waiting.append(_Prepared(name, self._prepared))
+                self._preparing.add(name)
+            pgconn.send_query_prepared(name, values)
+        answer = Answer(self)
+        self._waiting.append(answer)
+        return answer
+
+    def sync(self) -> None:
+        """Send a Sync and read every answer sent before it; raise the first error."""
+        pgconn = self._pgconn
+        pgconn.pipeline_sync()
+        self._flush()
+        error: psycopg.Error | None = None
+        while True:
+            result = self._next_result()
+            if result is None:
+                continue  # the end of one statement's answer
+            status = result.status
+            if status == pq.ExecStatus.PIPELINE_SYNC:
+                break
+            item = self._waiting.popleft()
+            if isinstance(item, _Prepared):
+                item.receive(result)
+            else:
+                item._result = result
+            if error is None and status in _ERROR and status != pq.ExecStatus.PIPELINE_ABORTED:
+                error = self._error(result)
+        self._preparing.clear()
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        """Leave pipeline mode (reading every answer still unread). Idempotent; leaves a
+        broken connection as it is, for the pool to drop."""
+        if not self._open:
+            return
+        self._open = False
+        if self._pgconn.status != pq.ConnStatus.OK:
+            return
+        try:
+            if self._waiting:
+                self.sync()
+        except psycopg.Error:
+            pass  # the body's own error was raised already, or the transaction rolls back
+        finally:
+            if self._pgconn.status == pq.ConnStatus.OK:
+                self._pgconn.exit_pipeline_mode()
+
+    def load_rows(self, result: pq.abc.PGresult) -> list[dict[str, Any]]:
+        """The rows of a received ``result`` as dicts by column name."""
+        if result.status != pq.ExecStatus.TUPLES_OK or not result.ntuples:
+            return []
+        names = [result.fname(i).decode() for i in range(result.nfields)]  # type: ignore[union-attr]
+        transformer = self._transformer
+        transformer.set_pgresult(result)
+        return transformer.load_rows(0, result.ntuples, lambda values: dict(zip(names, values, strict=True)))
+
+    def _error(self, result: pq.abc.PGresult) -> psycopg.Error:
+        if self._pgconn.status != pq.ConnStatus.OK:
+            message = result.error_message.decode(errors="replace").strip()
+            return psycopg.OperationalError(f"the connection to the server was lost: {message}")
+        error = error_from_result(result, encoding=self._conn.info.encoding)
+        if error.sqlstate == STATEMENT_MISSING:
+            self._prepared.clear()  # deallocated behind our back: prepare them again
+        return error
+
+    def _flush(self) -> None:
+        pgconn = self._pgconn
+        while pgconn.flush():  # 1: part of the output is still unsent
+            # Read while waiting to write: the server may be blocked sending us answers.
+            writing = select.poll()
+            writing.register(pgconn.socket, select.POLLIN | select.POLLOUT)
+            if any(event & select.POLLIN for _, event in writing.poll()):
+                pgconn.consume_input()
+
+    def _next_result(self) -> pq.abc.PGresult | None:
+        pgconn = self._pgconn
+        while pgconn.is_busy():
+            self._poll.poll()
+            pgconn.consume_input()
+        return pgconn.get_result()
+
+
+def simple(conn: psycopg.Connection[Any], sql: bytes) -> None:
+    """Run a statement without parameters or rows (``ROLLBACK``) outside psycopg, whose
+    own ``execute("ROLLBACK")`` would deallocate every prepared statement of the session."""
+    pgconn = conn.pgconn
+    pgconn.send_query(sql)
+    poll = select.poll()
+    poll.register(pgconn.socket, select.POLLIN)
+    while pgconn.flush():
+        poll.poll(10)
+        pgconn.consume_input()
+    error: pq.abc.PGresult | None = None
+    while True:
+        while pgconn.is_busy():
+            poll.poll()
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            break
+        if result.status not in _OK:
+            error = result
+    if error is not None:
+        raise error_from_result(error, encoding=conn.info.encoding)
