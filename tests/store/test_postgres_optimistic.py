@@ -44,4 +44,11 @@ def test_refused_optimistic_commits_leave_the_connection_usable(pg_url: str) -> 
 def test_only_statements_prepared_at_first_use_or_never(pg_url: str) -> None:
     with pytest.raises(InvalidInputError, match=r"prepare_threshold must be 0 .* or None"):
         PostgresStore(pg_url, prepare_threshold=5)
-    PostgresStore(pg_url, prepare_threshold=None, notify=False).close()
+    store = PostgresStore(pg_url, prepare_threshold=None, pool_size=1, notify=False)
+    try:
+        start(store, "i1")
+        assert store.commit_turns([turn(lock_one(store, "i1"))]) == [Outcome.OK]
+        with store._db.pool.connection() as conn:  # the pool's one connection
+            assert conn.execute("SELECT count(*) AS n FROM pg_prepared_statements").fetchone() == {"n": 0}
+    finally:
+        store.close()

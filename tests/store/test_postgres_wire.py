@@ -29,7 +29,7 @@ def conn(pg_url: str) -> Iterator[psycopg.Connection]:
 
 
 def _prepared_here(conn: psycopg.Connection) -> set[str]:
-    pipeline = Pipeline(conn)
+    pipeline = Pipeline(conn, prepare=False)
     try:
         return {r["name"] for r in pipeline.execute("SELECT name FROM pg_prepared_statements").fetchall()}
     finally:
@@ -133,3 +133,25 @@ def test_statements_deallocated_behind_the_stores_back_are_prepared_again(pg_url
         assert db.read("probe", lambda c: c.execute(query, {"n": 3}).fetchone()) == {"m": 5}
     finally:
         db.close()
+
+
+def test_nothing_is_prepared_when_asked_not_to_or_past_the_limit_of_statements(
+    conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``prepare_threshold=None`` (behind a transaction-pooling PgBouncer) prepares
+    nothing; past :attr:`Statement.LIMIT` distinct queries, a new one is not prepared."""
+    pipeline = Pipeline(conn, prepare=False)
+    try:
+        assert pipeline.execute("SELECT %(n)s::int * 7 AS m", {"n": 6}).fetchone() == {"m": 42}
+    finally:
+        pipeline.close()
+    assert _prepared_here(conn) == set()
+    monkeypatch.setattr(Statement, "LIMIT", len(Statement._compiled))
+    query = f"SELECT {time.monotonic_ns()} AS one_off"
+    assert Statement.of(query).name is None
+    pipeline = Pipeline(conn)
+    try:
+        assert pipeline.execute(query).fetchone() is not None
+    finally:
+        pipeline.close()
+    assert _prepared_here(conn) == set()

@@ -265,6 +265,9 @@ class Database:
         self.display = display
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
+        #: Whether statements are prepared on the server (not behind a transaction-pooling
+        #: PgBouncer: ``prepare_threshold=None``).
+        self.prepare = prepare_threshold is not None
         self._closed = False
         self._close_lock = threading.Lock()
         kwargs: dict[str, Any] = {
@@ -320,7 +323,7 @@ class Database:
         def attempt() -> tuple[T, set[str]]:
             committing = False
             with self.pool.connection() as conn:
-                pipeline = Pipeline(conn)
+                pipeline = Pipeline(conn, prepare=self.prepare)
                 try:
                     # BEGIN and COMMIT are pipelined like the body's statements: the only
                     # Sync is the one after the COMMIT.
@@ -362,7 +365,7 @@ class Database:
 
         def attempt() -> T:
             with self.pool.connection() as conn:
-                pipeline = Pipeline(conn)
+                pipeline = Pipeline(conn, prepare=self.prepare)
                 try:
                     return body(pipeline)
                 finally:

@@ -140,10 +140,13 @@ class Pipeline:
     :meth:`execute` queues a statement and returns its :class:`Answer`; :meth:`sync` sends a
     Sync and reads every answer up to it, raising the first error among them (the server
     skips the rest, and the transaction is then aborted). :meth:`close` leaves pipeline
-    mode, reading whatever is still unread."""
+    mode, reading whatever is still unread. ``prepare=False`` prepares nothing (each
+    statement is parsed at every call): behind a transaction-pooling PgBouncer, the next
+    transaction may run on another server session."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], *, prepare: bool = True) -> None:
         self._conn = conn
+        self._prepare = prepare
         self._pgconn = conn.pgconn
         self._transformer = Transformer(conn)
         self._prepared = _prepared.setdefault(conn, set())
@@ -165,7 +168,7 @@ class Pipeline:
             values = self._transformer.dump_sequence(
                 [params[n] for n in statement.names], [PyFormat.TEXT] * len(statement.names)
             )
-        if name is None:
+        if name is None or not self._prepare:
             pgconn.send_query_params(statement.sql, values)
         else:
             if name not in self._prepared and name not in self._preparing:
