@@ -46,6 +46,26 @@ def test_short_calls_stay_on_the_core_threads():
     pool.shutdown()
 
 
+def test_a_call_goes_to_a_waiting_thread_without_starting_or_waking_another():
+    """One call at a time (a sequential orchestration's activities) stays on one thread,
+    and the watcher, which starts threads for stalled calls, is never woken."""
+    pool = ThreadPool(4, "t", core=4, stall=1.0)
+    done = threading.Semaphore(0)
+    for _ in range(20):
+        pool.submit(done.release)
+        assert done.acquire(timeout=10)
+        _wait_until(lambda: pool.idle == 1)
+    assert pool.threads == 1
+    pool.shutdown()
+    pool = ThreadPool(4, "t", core=1, stall=1.0)
+    for _ in range(20):
+        pool.submit(done.release)
+        assert done.acquire(timeout=10)
+        _wait_until(lambda: pool.idle == 1)
+    assert pool.threads == 1 and pool._watcher is None
+    pool.shutdown()
+
+
 def test_an_error_in_a_call_does_not_end_its_thread():
     pool = ThreadPool(1, "t")
     names: list[str] = []

@@ -18,8 +18,9 @@ _Call = tuple[Callable[..., None], tuple[Any, ...]]
 class ThreadPool:
     """Runs calls on up to ``size`` daemon threads.
 
-    The first ``core`` threads start as calls arrive. Past them, a thread starts only when
-    calls are waiting and no thread has taken one for ``stall`` seconds (every thread is
+    A call goes to a thread that waits for one; only when none waits does a thread start:
+    at once up to ``core`` threads, past them when calls are waiting and no thread has
+    taken one for ``stall`` seconds (every thread is
     blocked in I/O or busy with a long call); then one starts per waiting call, up to
     ``size``. Short calls so stay on a few threads: under the GIL more threads add no
     parallelism, only switching, which costs the dispatch thread (measured: W1 ran about
@@ -40,6 +41,10 @@ class ThreadPool:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._taken = 0  # calls taken by the threads so far: progress, for the watcher
+        # Threads waiting for a call minus calls waiting for a thread, both counted under
+        # the lock (a thread counts itself before it waits, a call when it is submitted), so
+        # a call finds a thread that is not busy exactly when this is not negative.
+        self._idle = 0
         self._wake = threading.Event()
         self._watcher: threading.Thread | None = None
         self._closed = False
@@ -49,12 +54,20 @@ class ThreadPool:
         """How many threads the pool has started."""
         return len(self._threads)
 
+    @property
+    def idle(self) -> int:
+        """How many threads wait for a call (0 while calls wait for a thread)."""
+        return max(0, self._idle)
+
     def submit(self, fn: Callable[..., None], *args: Any) -> None:
         """Run ``fn(*args)`` on a pool thread; an exception it raises is logged."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("the thread pool is shut down")
             self._calls.put((fn, args))
+            self._idle -= 1
+            if self._idle >= 0:
+                return  # a waiting thread takes it: no thread to start, no watcher to wake
             if len(self._threads) < self._core:
                 self._start(f"{self._name}_{len(self._threads)}", self._run)
             elif len(self._threads) < self._size:
@@ -84,6 +97,8 @@ class ThreadPool:
 
     def _run(self) -> None:
         while True:
+            with self._lock:
+                self._idle += 1
             call = self._calls.get()
             if call is None:
                 return
