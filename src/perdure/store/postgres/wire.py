@@ -32,8 +32,9 @@ from psycopg.adapt import PyFormat, Transformer
 from psycopg.errors import error_from_result
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
-_OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
-_ERROR = (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.PIPELINE_ABORTED)
+#: Statuses of an answer that is not an error (an aborted statement's answer is not the
+#: error itself: that is the answer of the statement that failed first).
+_NOT_ERROR = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK, pq.ExecStatus.PIPELINE_ABORTED)
 #: SQLSTATE of "prepared statement ... does not exist": someone deallocated them.
 STATEMENT_MISSING = "26000"
 
@@ -184,10 +185,10 @@ class Pipeline:
         """Send a Sync and read every answer sent before it; raise the first error."""
         pgconn = self._pgconn
         pgconn.pipeline_sync()
-        self._flush()
+        _flush(pgconn)
         error: psycopg.Error | None = None
         while True:
-            result = self._next_result()
+            result = _next_result(pgconn, self._poll)
             if result is None:
                 continue  # the end of one statement's answer
             status = result.status
@@ -198,7 +199,7 @@ class Pipeline:
                 item.receive(result)
             else:
                 item._result = result
-            if error is None and status in _ERROR and status != pq.ExecStatus.PIPELINE_ABORTED:
+            if error is None and status not in _NOT_ERROR:
                 error = self._error(result)
         self._preparing.clear()
         if error is not None:
@@ -239,21 +240,23 @@ class Pipeline:
             self._prepared.clear()  # deallocated behind our back: prepare them again
         return error
 
-    def _flush(self) -> None:
-        pgconn = self._pgconn
-        while pgconn.flush():  # 1: part of the output is still unsent
-            # Read while waiting to write: the server may be blocked sending us answers.
-            writing = select.poll()
-            writing.register(pgconn.socket, select.POLLIN | select.POLLOUT)
-            if any(event & select.POLLIN for _, event in writing.poll()):
-                pgconn.consume_input()
 
-    def _next_result(self) -> pq.abc.PGresult | None:
-        pgconn = self._pgconn
-        while pgconn.is_busy():
-            self._poll.poll()
+def _flush(pgconn: pq.abc.PGconn) -> None:
+    """Send everything libpq holds for the server (the connection is non-blocking)."""
+    while pgconn.flush():  # 1: part of the output is still unsent
+        # Read while waiting to write: the server may be blocked sending us answers.
+        writing = select.poll()
+        writing.register(pgconn.socket, select.POLLIN | select.POLLOUT)
+        if any(event & select.POLLIN for _, event in writing.poll()):
             pgconn.consume_input()
-        return pgconn.get_result()
+
+
+def _next_result(pgconn: pq.abc.PGconn, readable: select.poll) -> pq.abc.PGresult | None:
+    """The next result, waiting for it in ``poll`` (GIL released), not inside libpq."""
+    while pgconn.is_busy():
+        readable.poll()
+        pgconn.consume_input()
+    return pgconn.get_result()
 
 
 def simple(conn: psycopg.Connection[Any], sql: bytes) -> None:
@@ -261,20 +264,12 @@ def simple(conn: psycopg.Connection[Any], sql: bytes) -> None:
     own ``execute("ROLLBACK")`` would deallocate every prepared statement of the session."""
     pgconn = conn.pgconn
     pgconn.send_query(sql)
-    poll = select.poll()
-    poll.register(pgconn.socket, select.POLLIN)
-    while pgconn.flush():
-        poll.poll(10)
-        pgconn.consume_input()
+    _flush(pgconn)
+    readable = select.poll()
+    readable.register(pgconn.socket, select.POLLIN)
     error: pq.abc.PGresult | None = None
-    while True:
-        while pgconn.is_busy():
-            poll.poll()
-            pgconn.consume_input()
-        result = pgconn.get_result()
-        if result is None:
-            break
-        if result.status not in _OK:
+    while (result := _next_result(pgconn, readable)) is not None:
+        if result.status not in _NOT_ERROR:
             error = result
     if error is not None:
         raise error_from_result(error, encoding=conn.info.encoding)
