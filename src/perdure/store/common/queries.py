@@ -3,9 +3,8 @@
 Each query in the file starts with a ``-- name: <identifier>`` line; the comment lines that
 follow describe it. Every query is a single statement, prepared once whatever the length of
 its list parameters (SQLite expands a JSON array with ``json_each``, PostgreSQL takes an
-array). A query is kept without its comment lines and each line's indentation: psycopg
-converts a statement of up to 4,096 characters once and caches the result, a longer one at
-every call (its placeholders parsed again by a regular expression, on the hot path).
+array). A query is kept without its comment lines and each line's indentation: the
+statement alone is what the server parses and what its log shows.
 """
 
 from __future__ import annotations
