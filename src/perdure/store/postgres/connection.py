@@ -1,9 +1,9 @@
 """PostgreSQL connections: a psycopg pool, write transactions, and retries of transient faults.
 
-Every store operation borrows a pooled connection (autocommit mode, ``dict_row`` rows).
-A write runs in one READ COMMITTED transaction in pipeline mode (:meth:`Database.write`,
-:class:`Tx`); a read is a single statement (:meth:`Database.read`), which PostgreSQL runs
-on one snapshot.
+Every store operation borrows a pooled connection (autocommit mode) and talks to the
+server through its libpq pipeline (:mod:`perdure.store.postgres.wire`). A write runs in one
+READ COMMITTED transaction (:meth:`Database.write`, :class:`Tx`); a read's statements sent
+together run as one implicit transaction, on one snapshot (:meth:`Database.read`).
 
 Transient faults (the connection broke, the server is restarting, a deadlock was broken)
 are retried with exponential backoff when nothing can have been committed: the failure
@@ -338,7 +338,7 @@ class Database:
                     tx.run("COMMIT")
                     tx.flush()
                     if isinstance(result, AfterCommit):
-                        # The Sync after the COMMIT read every answer: the cursors hold them.
+                        # The Sync after the COMMIT read every answer: the answers hold them.
                         result = result.read()
                     return result, tx.topics
                 except psycopg.DataError as exc:

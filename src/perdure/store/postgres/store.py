@@ -98,9 +98,8 @@ class PostgresStore:
     wake-ups across processes, default on), ``listen_url`` (where the listener connects, by
     default ``url``; LISTEN needs a session, so behind a transaction-pooling PgBouncer point
     it at the server itself), ``prepare_threshold`` (0, the default: every statement is
-    prepared on its first use; ``None`` behind such a PgBouncer: none is; psycopg's counting
-    threshold is not offered, because psycopg may take a statement for prepared when the
-    transaction failed before the server prepared it), ``application_name`` (the
+    prepared on its first use on each connection; ``None`` behind such a PgBouncer: none
+    is; no counting threshold is offered), ``application_name`` (the
     listener's gets ``-listener`` appended) and ``create`` (default True: create or migrate
     the schema; False: refuse a database without perdure's current schema, see
     :func:`perdure.store.open.open_store`).
