@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -67,6 +69,8 @@ _LIVE = frozenset(OrchestrationStatus) - TERMINAL_STATUSES
 #: request id makes the retry apply once even if the first try had committed).
 RETRY_DELAYS = (0.05, 0.25, 1.0)
 MAX_REQUEST_ID_LENGTH = 256
+#: How many of its starts a client remembers for :meth:`Client.wait` (see ``_started``).
+STARTS_REMEMBERED = 1024
 
 T = TypeVar("T")
 
@@ -215,6 +219,13 @@ class Client:
         self.app = app
         self.max_payload_bytes = max_payload_bytes
         self._clock: Callable[[], float] = getattr(store, "clock", time.time)
+        # Instances this client started (random id, no request id of the caller's), with
+        # the version of the notifier's INSTANCES topic read before their start: if it has
+        # not moved since, no instance ended since, so the first read of :meth:`wait` is
+        # skipped (it would only find the instance running, and take the GIL from the
+        # worker threads running it).
+        self._started: OrderedDict[str, int] = OrderedDict()
+        self._started_lock = threading.Lock()
 
     # -- starting --
 
@@ -266,6 +277,8 @@ class Client:
             iid, name, input, start_at=start, version=version, trace=capture_trace(), fresh_id=instance_id is None
         )
 
+        ended_before = self.store.notifier.version(INSTANCES)
+
         def create(rid: str, retry: bool) -> None:
             # A retry is never eager nor handed over: if the first try committed, the store
             # knows its id.
@@ -277,7 +290,26 @@ class Client:
             self.store.create_instances([again], replace_terminal=replace_terminal, request_id=rid)
 
         _idempotent(create, request_id)
+        if request_id is None:  # a caller's request id may be a start applied long ago
+            self._remember_start(iid, ended_before)
         return iid
+
+    def _remember_start(self, instance_id: str, ended_before: int) -> None:
+        with self._started_lock:
+            self._started[instance_id] = ended_before
+            self._started.move_to_end(instance_id)
+            while len(self._started) > STARTS_REMEMBERED:
+                self._started.popitem(last=False)
+
+    def _unchanged_since_start(self, instance_id: str) -> int | None:
+        """The INSTANCES version read before this client started ``instance_id``, if no
+        instance ended, was reopened or purged in this process since (nor, on PostgreSQL,
+        in any other): the instance is then still as its start left it, not terminal."""
+        with self._started_lock:
+            before = self._started.pop(instance_id, None)
+        if before is None or self.store.notifier.version(INSTANCES) != before:
+            return None
+        return before
 
     def start_many(
         self,
@@ -353,19 +385,27 @@ class Client:
         after ``timeout`` seconds (None: wait forever).
 
         Woken at once by commits in this process; otherwise polls with a backoff from 5 ms
-        up to 0.5 s (other processes' commits).
+        up to 0.5 s (other processes' commits). On an instance this client started (without
+        a ``request_id`` of the caller's), it goes to sleep without reading first while no
+        instance has ended since the start began.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         notifier = self.store.notifier
         delay = 0.005
+        unchanged = self._unchanged_since_start(instance_id)
         while True:
-            seen = notifier.snapshot((INSTANCES,))
-            state = self._require(instance_id)
-            if state.is_terminal:
-                return state
             remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"instance {instance_id!r} is still {state.status.value} after {timeout:g} s")
+            if unchanged is not None and (remaining is None or remaining > 0):
+                # Started here and nothing ended since: no need to look before waiting.
+                seen, unchanged = {INSTANCES: unchanged}, None
+            else:
+                seen = notifier.snapshot((INSTANCES,))
+                state = self._require(instance_id)
+                if state.is_terminal:
+                    return state
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"instance {instance_id!r} is still {state.status.value} after {timeout:g} s")
             notifier.wait((INSTANCES,), seen, delay if remaining is None else min(delay, remaining))
             delay = min(delay * 2, 0.5)
 

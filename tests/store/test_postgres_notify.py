@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from perdure.core.history import EventRaised
+from perdure.core.status import OrchestrationStatus
 from perdure.store.base import Message, NewInstance, Outcome, RoundRequest
 from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
 from perdure.store.postgres import PostgresStore
@@ -59,7 +60,9 @@ def test_writes_wake_the_waiters_of_another_store_within_a_second(
 ) -> None:
     writer, idle = stores(), stores()
     assert woken(idle, ORCHESTRATIONS, lambda: writer.create_instance(NewInstance("i1", "wf", None))) is not None
-    assert woken(idle, INSTANCES, lambda: writer.create_instance(NewInstance("i2", "wf", None))) is not None
+    writer.create_instance(NewInstance("i2", "wf", None))
+    ending = lock_one(writer, "i2")
+    assert woken(idle, INSTANCES, lambda: commit(writer, ending, status=OrchestrationStatus.COMPLETED)) is not None
     item = lock_one(writer, "i1")
     assert woken(idle, ACTIVITIES, lambda: commit(writer, item, activities=[task()])) is not None
     event = EventRaised(name="E")

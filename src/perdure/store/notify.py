@@ -12,7 +12,7 @@ import threading
 
 ORCHESTRATIONS = "orchestrations"  # a message was enqueued or became visible
 ACTIVITIES = "activities"  # an activity task was enqueued
-INSTANCES = "instances"  # an instance ended (became terminal), was created or was purged
+INSTANCES = "instances"  # an instance ended (became terminal), was reopened or was purged
 
 
 class Notifier:

@@ -793,7 +793,6 @@ def _start_child(tx: Tx, child: ChildStart, outbox: Outbox) -> None:
         raise RuntimeError(f"instance {child.instance_id!r} was created concurrently despite its id lock")
     start = child.start_event(run_id, execution, now)
     outbox.add(child.instance_id, run_id, execution, *event_row(start), now, None)
-    tx.notify(INSTANCES)
 
 
 def _continue_as_new(tx: Tx, turn: PreparedTurn, row: Row, outbox: Outbox) -> None:

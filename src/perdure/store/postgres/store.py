@@ -293,7 +293,7 @@ class PostgresStore:
                 raise _AppliedAlready
             insert(outbox)
             outbox.flush(tx)
-            tx.notify(ORCHESTRATIONS, INSTANCES)
+            tx.notify(ORCHESTRATIONS)
 
         with contextlib.suppress(_AppliedAlready):
             self._write("create_instance", body)
@@ -555,7 +555,6 @@ class PostgresStore:
             )
             outcomes = orchestrations.commit_turns(tx, turns)
             taken = rounds.take_scheduled_tasks(tx, _ROUND, owner, lease_seconds, tasks, turns, outcomes)
-            tx.notify(INSTANCES)
             if instance.fresh_id:
                 inserted(None)  # read with the tasks: no round trip of its own
             else:

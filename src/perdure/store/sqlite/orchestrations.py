@@ -523,7 +523,6 @@ def _start_child(tx: Tx, child: ChildStart) -> list[dict[str, Any]]:
     text = payload(child.input)
     params = new_instance_params(child.instance_id, child.name, text, parent, now, run_id, execution, child.version)
     insert_instance(tx, params)
-    tx.notify(INSTANCES)
     start = child.start_event(run_id, execution, now)
     return [message_params(child.instance_id, run_id, execution, *event_row(start), now, None)]
 

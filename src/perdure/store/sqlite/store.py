@@ -238,7 +238,7 @@ class SQLiteStore:
                 return  # applied already: a retry after an unknown outcome
             for instance, input_text in zip(instances, inputs, strict=True):
                 self._insert_instance(tx, instance, input_text, replace_terminal)
-            tx.notify(ORCHESTRATIONS, INSTANCES)
+            tx.notify(ORCHESTRATIONS)
 
     @staticmethod
     def _insert_instance(
@@ -460,7 +460,6 @@ class SQLiteStore:
             )
             outcomes = orchestrations.commit_turns(tx, turns)
             taken = rounds.take_scheduled_tasks(tx, _ROUND, owner, lease_seconds, tasks, turns, outcomes)
-            tx.notify(INSTANCES)
             if (
                 not instance.fresh_id
                 and tx.conn.execute(Q.has_messages, {"instance_id": instance.instance_id}).fetchone()

@@ -69,9 +69,12 @@ def test_create_and_run_creates_the_instance_and_commits_its_first_turn(store: S
     assert store.pending_messages("i1") == []
     [queued] = store.activity_tasks("i1")
     assert queued.task_id == 1 and queued.lease_owner is None
-    # Both the instance's waiters and the activity takers were told.
+    # The activity takers were told; the instance's waiters were not: it has not ended.
     after = store.notifier.snapshot(topics)
-    assert all(after[t] != before[t] for t in topics)
+    assert after[ACTIVITIES] != before[ACTIVITIES] and after[INSTANCES] == before[INSTANCES]
+    # A first turn that ends its instance tells the waiters, in the same transaction.
+    assert eager(store, Turns(status=COMPLETED, output="done"), iid="i2") == [Outcome.OK]
+    assert store.notifier.version(INSTANCES) != after[INSTANCES]
     # The turn released its lease: a later message is anyone's.
     raise_event(store, "i1")
     assert [i.instance.instance_id for i in lock(store, "w2")] == ["i1"]

@@ -1,0 +1,109 @@
+"""``Client.wait`` on an instance the same client started: it does not read the instance
+before waiting when no instance has ended since the start began (the read would only find
+it running), and it never misses an end that came before it waited."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import perdure
+from perdure.core.status import OrchestrationStatus
+
+app = perdure.App()
+release = threading.Event()
+
+
+@app.activity
+def gated(x: int) -> int:
+    assert release.wait(10)
+    return x + 1
+
+
+@app.activity
+def inc(x: int) -> int:
+    return x + 1
+
+
+@app.orchestration
+async def held(ctx: perdure.OrchestrationContext, n: int) -> int:
+    return await ctx.call_activity(gated, n)
+
+
+@app.orchestration
+async def quick(ctx: perdure.OrchestrationContext, n: int) -> int:
+    return await ctx.call_activity(inc, n)
+
+
+@pytest.fixture(autouse=True)
+def closed_gate():
+    release.clear()
+    yield
+    release.set()  # never leave a worker thread blocked
+
+
+def _log_calls(monkeypatch: pytest.MonkeyPatch, store: perdure.Store) -> list[str]:
+    """Log, in order, each read of an instance ("read") and each sleep on the notifier
+    ("sleep") from now on (the real methods still run)."""
+    log: list[str] = []
+    for target, name, entry in ((store, "get_instance", "read"), (store.notifier, "wait", "sleep")):
+        original = getattr(target, name)
+
+        def logged(*args: object, _original=original, _entry=entry, **kwargs: object) -> object:
+            log.append(_entry)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(target, name, logged)
+    return log
+
+
+def test_a_wait_after_a_start_sleeps_before_it_reads(
+    client: perdure.Client, store: perdure.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with perdure.Worker(app, store, poll_interval=0.05):
+        iid = client.start(held, 1)
+        log = _log_calls(monkeypatch, store)
+        threading.Timer(0.2, release.set).start()  # the instance ends while the client waits
+        state = client.wait(iid, timeout=30)
+    assert (state.status, state.output) == (OrchestrationStatus.COMPLETED, 2)
+    assert log[0] == "sleep"  # not a first read that would find it running
+
+
+def test_an_end_before_the_wait_is_read_at_once(
+    client: perdure.Client, store: perdure.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The instance ends between its start and the wait: the wait must read it at once,
+    not sleep on a signal that came before it (to wake only at its first poll)."""
+    with perdure.Worker(app, store, poll_interval=0.05):
+        iid = client.start(quick, 1)
+        deadline = time.monotonic() + 30
+        while store.get_instance(iid).status is not OrchestrationStatus.COMPLETED:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        log = _log_calls(monkeypatch, store)
+        assert client.wait(iid, timeout=30).output == 2
+    assert log == ["read"]
+
+
+def test_a_start_with_a_callers_request_id_is_read_before_waiting(
+    client: perdure.Client, store: perdure.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller's request id may name a start applied long ago, whose instance may have
+    ended before this call: the wait looks first."""
+    with perdure.Worker(app, store, poll_interval=0.05):
+        iid = client.start(held, 1, request_id="order-1")
+        log = _log_calls(monkeypatch, store)
+        threading.Timer(0.2, release.set).start()
+        assert client.wait(iid, timeout=30).output == 2
+    assert log[:2] == ["read", "sleep"]
+
+
+def test_a_wait_with_no_time_left_reads_before_it_times_out(client: perdure.Client, store: perdure.Store) -> None:
+    with perdure.Worker(app, store, poll_interval=0.05):
+        iid = client.start(held, 1)
+        with pytest.raises(TimeoutError, match=rf"instance '{iid}' is still (PENDING|RUNNING) after 0 s"):
+            client.wait(iid, timeout=0)
+        release.set()
+        assert client.wait(iid, timeout=30).output == 2
