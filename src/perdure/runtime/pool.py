@@ -20,12 +20,11 @@ class ThreadPool:
 
     A call goes to a thread that waits for one; only when none waits does a thread start:
     at once up to ``core`` threads, past them when calls are waiting and no thread has
-    taken one for ``stall`` seconds (every thread is
-    blocked in I/O or busy with a long call); then one starts per waiting call, up to
-    ``size``. Short calls so stay on a few threads: under the GIL more threads add no
-    parallelism, only switching, which costs the dispatch thread (measured: W1 ran about
-    20 % faster on 8 threads than on one per activity in flight). Calls that block still
-    get a thread each, a few milliseconds late.
+    taken one for ``stall`` seconds (every thread is blocked in I/O or busy with a long
+    call); then one starts per waiting call, up to ``size``. Short calls so stay on a few
+    threads: under the GIL more threads add no parallelism, only switching, which costs the
+    dispatch thread (measured: W1 ran about 20 % faster on 8 threads than on one per
+    activity in flight). Calls that block still get a thread each, a few milliseconds late.
 
     No Future is built per call (an activity reports its outcome itself). Daemon threads:
     an activity that never returns cannot keep the process from exiting once the worker
