@@ -1,8 +1,9 @@
-"""Pipelined statements over libpq: how a write transaction talks to the server.
+"""Pipelined statements over libpq: how the store's transactions and reads talk to the server.
 
-psycopg's ``Connection.execute`` in pipeline mode costs ~30 µs of CPU per statement (a
+psycopg's ``Connection.execute`` in pipeline mode costs 20–30 µs of CPU per statement (a
 cursor, the query's prepared-statement bookkeeping, psycopg's pipeline queue), more than
-the server's own work for most of the store's statements, and ~100 µs per transaction.
+the server's own work for most of the store's statements, and 80–100 µs per transaction
+(``python -m bench.driver_cost``).
 A :class:`Pipeline` sends through the connection's libpq handle (``psycopg.pq``) instead:
 
 - each query is converted once to PostgreSQL's ``$n`` form (:class:`Statement`) and prepared
