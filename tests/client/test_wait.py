@@ -46,13 +46,16 @@ def closed_gate():
 
 def _log_calls(monkeypatch: pytest.MonkeyPatch, store: perdure.Store) -> list[str]:
     """Log, in order, each read of an instance ("read") and each sleep on the notifier
-    ("sleep") from now on (the real methods still run)."""
+    ("sleep") that this thread makes from now on (the worker's threads sleep on the same
+    notifier; the real methods still run)."""
     log: list[str] = []
+    caller = threading.current_thread()
     for target, name, entry in ((store, "get_instance", "read"), (store.notifier, "wait", "sleep")):
         original = getattr(target, name)
 
         def logged(*args: object, _original=original, _entry=entry, **kwargs: object) -> object:
-            log.append(_entry)
+            if threading.current_thread() is caller:
+                log.append(_entry)
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(target, name, logged)
