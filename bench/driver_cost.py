@@ -3,14 +3,13 @@
     python -m bench.driver_cost                        # 2,000 transactions of each shape
     python -m bench.driver_cost --transactions 5000 --statements 20
 
-Each transaction is sent as the store sends a worker round: in pipeline mode, ``BEGIN``,
+Each transaction has the shape of a worker round: in pipeline mode, ``BEGIN``,
 ``n`` statements, ``COMMIT`` and a single Sync, every statement prepared on the server
-and every answer read. It is sent two ways on one connection to the server of
+and every answer read. It is sent three ways, each on its own connection to the server of
 $PERDURE_BENCH_POSTGRES_URL (else postgresql://postgres@127.0.0.1:5432/test):
 
-- **psycopg**: ``Connection.execute`` inside ``Connection.pipeline()``, as
-  :class:`perdure.store.postgres.connection.Tx` does (``prepare_threshold=0``, dict rows, named
-  parameters);
+- **psycopg**: ``Connection.execute`` inside ``Connection.pipeline()``
+  (``prepare_threshold=0``, dict rows, named parameters);
 - **perdure**: the store's own :class:`perdure.store.postgres.wire.Pipeline` (libpq with
   psycopg's Transformer adapting parameters and rows), as a write transaction sends them;
 - **libpq**: the same messages through ``psycopg.pq`` (``PGconn.send_query_prepared`` and
@@ -39,7 +38,7 @@ STATEMENT = "SELECT %(a)s::bigint AS a, %(b)s::text AS b"
 
 
 def psycopg_transaction(conn: psycopg.Connection, statements: int) -> None:
-    """One transaction through psycopg's pipeline, as the store sends a round."""
+    """One transaction through psycopg's pipeline."""
     with conn.pipeline():
         conn.execute("BEGIN")
         cursors = [conn.execute(STATEMENT, {"a": i, "b": "x"}) for i in range(statements)]

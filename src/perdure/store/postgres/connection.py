@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -322,8 +323,7 @@ class Database:
 
         def attempt() -> tuple[T, set[str]]:
             committing = False
-            with self.pool.connection() as conn:
-                pipeline = Pipeline(conn, prepare=self.prepare)
+            with self._pipeline() as pipeline:
                 try:
                     # BEGIN and COMMIT are pipelined like the body's statements: the only
                     # Sync is the one after the COMMIT.
@@ -352,9 +352,6 @@ class Database:
                             f"outcome is unknown: {exc}"
                         ) from exc
                     raise
-                finally:
-                    pipeline.close()
-                    _end_transaction(conn)
 
         return self._retrying(method, attempt)
 
@@ -364,14 +361,22 @@ class Database:
         for all of them); with no BEGIN, each such batch runs as one implicit transaction."""
 
         def attempt() -> T:
-            with self.pool.connection() as conn:
-                pipeline = Pipeline(conn, prepare=self.prepare)
-                try:
-                    return body(pipeline)
-                finally:
-                    pipeline.close()
+            with self._pipeline() as pipeline:
+                return body(pipeline)
 
         return self._retrying(method, attempt)
+
+    @contextmanager
+    def _pipeline(self) -> Iterator[Pipeline]:
+        """A pooled connection's pipeline; on exit, pipeline mode is left and a transaction
+        a failure left open is rolled back, before the connection goes back to the pool."""
+        with self.pool.connection() as conn:
+            pipeline = Pipeline(conn, prepare=self.prepare)
+            try:
+                yield pipeline
+            finally:
+                pipeline.close()
+                _end_transaction(conn)
 
     def session(self, method: str, body: Callable[[psycopg.Connection[dict[str, Any]]], T]) -> T:
         """Run ``body`` on a pooled psycopg connection (schema checks and migrations),
