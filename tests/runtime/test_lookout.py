@@ -115,8 +115,9 @@ def test_every_round_looks_where_other_processes_are_not_signalled(clock):
 
 
 def test_a_round_whose_turns_send_messages_looks(notifier, clock):
-    """A turn that starts a child (or messages another instance, or ends its own) queues a
-    message the same transaction can lock: the round looks, as before."""
+    """A turn that starts a child, messages another instance or ends a child instance
+    queues a message the same transaction can lock: the round looks. A turn that ends an
+    instance without a parent queues nothing: the round does not look."""
     from perdure.core.status import OrchestrationStatus
     from perdure.store.base import Message, TurnCommit
 
@@ -126,4 +127,7 @@ def test_a_round_whose_turns_send_messages_looks(notifier, clock):
     assert not lookout.begin([step])
     sends = TurnCommit("i1", "t", 1, [], [], OrchestrationStatus.RUNNING, messages=[Message("other", None)])  # type: ignore[arg-type]
     ends = TurnCommit("i1", "t", 1, [], [], OrchestrationStatus.COMPLETED)
-    assert lookout.begin([step, sends]) and lookout.begin([ends])
+    assert lookout.begin([step, sends])
+    assert lookout.begin([ends], reporting={"i1"})
+    assert not lookout.begin([ends])
+    assert not lookout.begin([ends], reporting={"another"})

@@ -45,6 +45,38 @@ def test_a_sequence_runs_on_rounds_alone(store, client):
     assert 21 <= counting.hits["run_round:before"] <= 40
 
 
+@app.orchestration
+async def parent_of_chain(ctx: perdure.OrchestrationContext, n: int) -> int:
+    return await ctx.call_sub_orchestration(chain, n)
+
+
+def test_a_round_looks_for_a_parent_when_a_child_ends_and_not_after_a_top_level_end(store, client):
+    """Where other processes' commits are signalled (PostgreSQL), the round that commits a
+    child's last turn looks for new work: the child's report to its parent is then locked by
+    the same transaction. The round that ends a top-level instance queues nothing and locks
+    nothing (a statement fewer; its reads go with the COMMIT)."""
+    if not store.notifier.every_process:
+        pytest.skip("every round looks where other processes' commits are not signalled")
+    ending: dict[str, list[int]] = {}
+    run_round = store.run_round
+
+    def spy(request):
+        for commit in request.commits:
+            if commit.status.is_terminal:
+                ending.setdefault(commit.instance_id, []).append(request.orchestration_limit)
+        return run_round(request)
+
+    store.run_round = spy  # type: ignore[method-assign]
+    with perdure.Worker(app, store, poll_interval=5.0):
+        client.wait(client.start(chain, 1), timeout=20)  # a warm-up: the first look is done
+        alone = client.start(chain, 2)
+        parent = client.start(parent_of_chain, 2)
+        assert client.wait(alone, timeout=20).output == 2 and client.wait(parent, timeout=20).output == 2
+    [child] = [i for i in ending if i not in (alone, parent) and i.startswith(parent)]
+    assert ending[alone] == [0]
+    assert ending[child][0] > 0
+
+
 def test_two_dispatch_loops_run_every_step_exactly_once(store, client):
     with perdure.Worker(app, store, poll_interval=0.05, orchestration_concurrency=2, batch_size=4):
         ids = [client.start(fan, 30), *(client.start(chain, 5) for _ in range(10))]

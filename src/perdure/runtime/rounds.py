@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from perdure.runtime.activities import ActivityDispatcher
@@ -89,7 +89,7 @@ class RoundRunner:
         turns = TurnBatch(self.orchestrations, keep_leases=True, defer=True)
         commits = turns(items) if items else []
         free = self.activities.free
-        look = self.looks.begin(commits)
+        look = self.looks.begin(commits, reporting={i.instance.instance_id for i in items if i.instance.parent})
         request = RoundRequest(
             owner=self.owner,
             lease_seconds=self.options.lease_seconds,
@@ -163,8 +163,9 @@ class LookOut:
     round looks only when something may have come: a signal of the orchestration queue
     since the last look, work the last look saw coming due, a last look that filled its
     limit, a turn refused (messages came before its outcomes), turns of its own that send
-    messages or end their instances (a child's start, say, is then locked by the same
-    transaction), or ``poll_interval`` since the last look. Other rounds lock no
+    messages, start children or end a child instance (the child's start, or the parent's
+    message, is then locked by the same transaction), or ``poll_interval`` since the last
+    look. A turn that ends an instance without a parent queues nothing: it does not look. Other rounds lock no
     instances, which spares a statement, and on PostgreSQL a round trip (their reads go with
     the COMMIT). Elsewhere every round looks.
     """
@@ -179,14 +180,15 @@ class LookOut:
         self._again = True
         self._pending_signals = 0
 
-    def begin(self, commits: Sequence[TurnCommit] = ()) -> bool:
+    def begin(self, commits: Sequence[TurnCommit] = (), *, reporting: Collection[str] = ()) -> bool:
         """Whether the round about to run, with ``commits``, looks (call before it opens
-        its transaction)."""
+        its transaction). ``reporting``: the instances among theirs that are children (a
+        turn that ends one reports to its parent)."""
         self._pending_signals = self.notifier.version(ORCHESTRATIONS)
         return (
             not self.notifier.every_process
             or self._again
-            or any(_sends_messages(c) for c in commits)
+            or any(_sends_messages(c, c.instance_id in reporting) for c in commits)
             or self._pending_signals != self._signals
             or time.monotonic() - self._looked_at >= self.poll_interval
             or self.clock() >= self._due
@@ -205,7 +207,7 @@ class LookOut:
             self._due = min(self._due, due)
 
 
-def _sends_messages(commit: TurnCommit) -> bool:
-    """Whether a turn's commit may queue orchestration messages (to itself, its children or
-    its parent)."""
-    return bool(commit.messages or commit.children or commit.continue_as_new or commit.status.is_terminal)
+def _sends_messages(commit: TurnCommit, child: bool) -> bool:
+    """Whether a turn's commit may queue orchestration messages (to itself, its children or,
+    ending a ``child``, its parent)."""
+    return bool(commit.messages or commit.children or commit.continue_as_new or (child and commit.status.is_terminal))
