@@ -191,14 +191,15 @@ def take_scheduled_tasks(
     tasks: TaskRequest | None,
     commits: Sequence[PreparedTurn],
     outcomes: Sequence[Outcome],
-) -> list[ActivityWorkItem]:
-    """The tasks ``tasks`` asks for, locked for ``owner`` in ``tx`` after ``commits`` (with
-    their ``outcomes``) were written, as a round locks them (:meth:`Store.create_and_run`).
-    If they include every task those commits scheduled, nobody else is signalled: the
-    transaction created that work and took it itself (the rule of :func:`run_round`)."""
+) -> Reader[list[ActivityWorkItem]]:
+    """Send the lock of the tasks ``tasks`` asks for, for ``owner`` in ``tx`` after
+    ``commits`` (with their ``outcomes``) were written, as a round locks them
+    (:meth:`Store.create_and_run`); return its reader. If they include every task those
+    commits scheduled, nobody else is signalled: the transaction created that work and took
+    it itself (the rule of :func:`run_round`)."""
     if tasks is None or tasks.limit < 1:
-        return []
-    taken = steps.send_lock_activities(
+        return lambda: []
+    take = steps.send_lock_activities(
         tx,
         owner,
         lease_seconds=lease_seconds,
@@ -206,7 +207,7 @@ def take_scheduled_tasks(
         names=tasks.names,
         task_row_ids=None,
         running=tasks.running,
-    )()
+    )
     scheduled = sum(
         1
         for turn, outcome in zip(commits, outcomes, strict=True)
@@ -214,9 +215,14 @@ def take_scheduled_tasks(
         for task in turn.commit.activities
         if task.visible_at is None or task.visible_at <= tx.now
     )
-    if len(taken) >= scheduled:
-        tx.topics.discard(ACTIVITIES)
-    return taken
+
+    def read() -> list[ActivityWorkItem]:
+        taken = take()
+        if len(taken) >= scheduled:
+            tx.topics.discard(ACTIVITIES)
+        return taken
+
+    return read
 
 
 def run_turns_between(

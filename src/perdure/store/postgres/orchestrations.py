@@ -431,7 +431,7 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
     anything: the group's statement checks them itself, and fails the transaction
     (:class:`~perdure.store.postgres.connection.ChecksRefused`) if one fails a check.
     """
-    if tx.optimistic and _optimistic(turns):
+    if commits_optimistically(tx, turns):
         tx.run(Q.lock_committing_only, {"ids": text_array(sorted(t.commit.instance_id for t in turns))})
         group = GroupWrite(check=True)
         for turn in turns:
@@ -518,13 +518,18 @@ def _consumed(turn: PreparedTurn) -> list[int]:
     return stored_messages(sorted({*c.consumed, *(mid for mid, _, _ in c.discarded)}))
 
 
-def _optimistic(turns: Sequence[PreparedTurn]) -> bool:
-    """Whether ``turns`` may be committed optimistically: all plain (a :class:`GroupWrite`
+def commits_optimistically(tx: Tx, turns: Sequence[PreparedTurn]) -> bool:
+    """Whether :func:`commit_turns` commits ``turns`` in ``tx`` optimistically (reading
+    nothing): the transaction is optimistic and the turns all plain (a :class:`GroupWrite`
     writes them), of distinct instances, none ending its instance (whose parent report
     would need the row)."""
     ids = {t.commit.instance_id for t in turns}
-    return len(ids) == len(turns) and not any(
-        t.status.is_terminal or t.commit.discarded or t.commit.children or t.commit.continue_as_new for t in turns
+    return (
+        tx.optimistic
+        and len(ids) == len(turns)
+        and not any(
+            t.status.is_terminal or t.commit.discarded or t.commit.children or t.commit.continue_as_new for t in turns
+        )
     )
 
 

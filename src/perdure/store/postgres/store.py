@@ -537,7 +537,7 @@ class PostgresStore:
             return EagerResult([])
         new, item, turns = rounds.first_turn(instance, now, replace_terminal, self.get_instance, run_turns)
 
-        def body(tx: Tx) -> EagerResult:
+        def body(tx: Tx) -> EagerResult | AfterCommit:
             orchestrations.send_request(tx, request_id, "start", instance.instance_id)
             inserted = self._send_inserts(tx, [new], {instance.instance_id: input_text}, replace_terminal)
             if not instance.fresh_id:
@@ -553,8 +553,17 @@ class PostgresStore:
                     "now": tx.now,
                 },
             )
+            optimistic = orchestrations.commits_optimistically(tx, turns)
             outcomes = orchestrations.commit_turns(tx, turns)
-            taken = rounds.take_scheduled_tasks(tx, _ROUND, owner, lease_seconds, tasks, turns, outcomes)
+            take = rounds.take_scheduled_tasks(tx, _ROUND, owner, lease_seconds, tasks, turns, outcomes)
+            if instance.fresh_id and optimistic:
+                # Nothing is left to decide before the COMMIT: the answers go with it (one round
+                # trip). The insert is not read: had it found the id taken (what a random id
+                # never is), the turn's own checks (its run is not the id's) would have failed
+                # the transaction, which then runs again reading everything first. The due
+                # times' statement signals other processes as a round's last one does.
+                orchestrations.send_due_times(tx, True)
+                return AfterCommit(lambda: EagerResult(outcomes, take()))
             if instance.fresh_id:
                 inserted(None)  # read with the tasks: no round trip of its own
             else:
@@ -564,7 +573,7 @@ class PostgresStore:
                     {"ids": [instance.instance_id]},
                     lambda cursor: tx.notify(ORCHESTRATIONS) if cursor.fetchone() else None,
                 )
-            return EagerResult(outcomes, taken)
+            return EagerResult(outcomes, take())
 
         return self._write_optimistically("create_and_run", body)  # type: ignore[no-any-return]
 

@@ -459,7 +459,7 @@ class SQLiteStore:
                 ),
             )
             outcomes = orchestrations.commit_turns(tx, turns)
-            taken = rounds.take_scheduled_tasks(tx, _ROUND, owner, lease_seconds, tasks, turns, outcomes)
+            taken = rounds.take_scheduled_tasks(tx, _ROUND, owner, lease_seconds, tasks, turns, outcomes)()
             if (
                 not instance.fresh_id
                 and tx.conn.execute(Q.has_messages, {"instance_id": instance.instance_id}).fetchone()

@@ -172,11 +172,21 @@ def test_a_fresh_id_is_not_looked_up_but_a_taken_one_is_still_refused(store: Sto
     assert eager(store, Turns(activities=[task()]), fresh_id=True) == [Outcome.OK]
     for create in (
         lambda: eager(store, Turns(status=COMPLETED), fresh_id=True),
+        # A plain turn taking its task: on PostgreSQL its COMMIT is sent without reading the
+        # insert first; the turn's own checks must then fail the transaction.
+        lambda: store.create_and_run(
+            NewInstance("i1", "wf", {"n": 1}, fresh_id=True),
+            owner="w2",
+            lease_seconds=LEASE,
+            run_turns=Turns(activities=[task()]),
+            tasks=TaskRequest(10),
+        ),
         lambda: store.create_instances([NewInstance("i1", "wf", None, fresh_id=True)]),
     ):
         with pytest.raises(InstanceExistsError):
             create()
     record = store.get_instance("i1")
     assert record is not None and record.status is RUNNING and record.execution_id == 1
-    assert len(store.activity_tasks("i1")) == 1
+    [queued] = store.activity_tasks("i1")
+    assert queued.lease_owner is None  # nobody took it
     assert kinds(store.get_history("i1")) == ["TurnStarted", "ExecutionStarted"]
