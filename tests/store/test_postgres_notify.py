@@ -150,3 +150,26 @@ def test_a_round_that_locks_no_instances_wakes_other_processes_only_for_work_lef
     assert woken(other, ACTIVITIES, lambda: round_of("i1", 10), timeout=0.5) is None
     # A task it left (no room for it): the other processes' activity takers are woken.
     assert woken(other, ACTIVITIES, lambda: round_of("i2", 0)) is not None
+
+
+def test_a_round_that_releases_an_instance_with_messages_queued_meanwhile_wakes_every_process(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    """Messages that came while the round's transaction held the lease are for the next
+    worker to look: the round wakes this process's waiters once it has committed, and sends
+    the other processes' NOTIFY itself (its COMMIT does not wait for that read). A release
+    with nothing queued wakes nobody."""
+    writer, other = stores(), stores()
+    writer.create_instances([NewInstance("i1", "wf", None), NewInstance("i2", "wf", None)])
+    items = {i: lock_one(writer, i) for i in ("i1", "i2")}
+    writer.enqueue_messages([Message("i1", EventRaised(timestamp=1.0, name="meanwhile"))])
+    time.sleep(0.2)  # that enqueue's own signals have arrived
+
+    def release(iid: str) -> None:
+        request = RoundRequest(owner="w1", lease_seconds=LEASE, commits=[turn(items[iid])], orchestration_limit=0)
+        assert writer.run_round(request).turns == [Outcome.OK]
+
+    assert woken(other, ORCHESTRATIONS, lambda: release("i2"), timeout=0.5) is None
+    seen = writer.notifier.snapshot((ORCHESTRATIONS,))
+    assert woken(other, ORCHESTRATIONS, lambda: release("i1")) is not None
+    assert writer.notifier.snapshot((ORCHESTRATIONS,)) != seen

@@ -507,6 +507,10 @@ class TurnCommit:
     #: first (invariant 10); otherwise the turn is refused and the outcomes are recorded as
     #: :meth:`Store.complete_activities` records them.
     handed_over: Sequence[ActivityCompletion] = ()
+    #: Whether the instance may have a parent to report to when this turn ends it: False
+    #: when its work item named none. A store may then commit a turn that ends the instance
+    #: without reading its row first (the write itself refuses a row that names a parent).
+    may_report: bool = True
     stats: TurnStats = field(default_factory=TurnStats)
     #: ``id(event) -> JSON`` for events of ``new_events`` the caller holds encoded already
     #: (local activity completions, encoded where they ran): stores write this text instead

@@ -183,6 +183,7 @@ class Tx:
     #: checks them, and fails the transaction with :class:`ChecksRefused` if one fails.
     optimistic: bool = False
     _later: list[tuple[Answer, Callable[[Answer], None]]] = field(default_factory=list)
+    _after: list[tuple[Answer, Callable[[Answer], None]]] = field(default_factory=list)
 
     def notify(self, *topics: str) -> None:
         """Signal ``topics`` on commit (never before: a woken waiter must see the rows)."""
@@ -208,6 +209,19 @@ class Tx:
         """Send ``query`` now and hand its answer to ``use`` at :meth:`settle`: a read whose
         answer is needed only before the commit costs no round trip of its own."""
         self._later.append((self.pipeline.execute(query, params), use))
+
+    def read_after_commit(self, query: str, params: dict[str, Any] | None, use: Callable[[Answer], None]) -> None:
+        """Send ``query`` now and hand its answer to ``use`` once the transaction has
+        committed (:meth:`committed`): a read that decides only what to signal in this
+        process keeps the COMMIT from waiting for it."""
+        self._after.append((self.pipeline.execute(query, params), use))
+
+    def committed(self) -> None:
+        """Hand the reads sent with :meth:`read_after_commit` to their users (after the
+        COMMIT's answer was read)."""
+        for answer, use in self._after:
+            use(answer)
+        self._after.clear()
 
     def settle(self) -> None:
         """Hand the reads sent with :meth:`read_later` to their users (who may send more)."""
@@ -340,6 +354,7 @@ class Database:
                     if isinstance(result, AfterCommit):
                         # The Sync after the COMMIT read every answer: the answers hold them.
                         result = result.read()
+                    tx.committed()
                     return result, tx.topics
                 except psycopg.DataError as exc:
                     if _refused(exc):

@@ -521,16 +521,17 @@ def _consumed(turn: PreparedTurn) -> list[int]:
 def commits_optimistically(tx: Tx, turns: Sequence[PreparedTurn]) -> bool:
     """Whether :func:`commit_turns` commits ``turns`` in ``tx`` optimistically (reading
     nothing): the transaction is optimistic and the turns all plain (a :class:`GroupWrite`
-    writes them), of distinct instances, none ending its instance (whose parent report
-    would need the row)."""
+    writes them), of distinct instances, none ending an instance that may report to a
+    parent (the report is made from the row)."""
     ids = {t.commit.instance_id for t in turns}
-    return (
-        tx.optimistic
-        and len(ids) == len(turns)
-        and not any(
-            t.status.is_terminal or t.commit.discarded or t.commit.children or t.commit.continue_as_new for t in turns
-        )
+    plain = not any(
+        (t.status.is_terminal and t.commit.may_report)
+        or t.commit.discarded
+        or t.commit.children
+        or t.commit.continue_as_new
+        for t in turns
     )
+    return tx.optimistic and len(ids) == len(turns) and plain
 
 
 def _may_commit(turn: PreparedTurn, row: Row, lease: Row) -> bool:
@@ -567,7 +568,8 @@ class GroupWrite:
     def add(self, tx: Tx, turn: PreparedTurn, row: Row | None) -> None:
         """Queue a plain turn's writes (those :func:`write_turn` makes for it). ``row``: the
         instance's row, which a turn that ends a sub-orchestration reports to the parent it
-        names (None: the turn does not end its instance)."""
+        names (None: the turn does not end its instance, or it is written with its checks
+        and ends an instance that names no parent, which the statement checks)."""
         c, now = turn.commit, tx.now
         handed = [h.task_row_id for h in c.handed_over]
         self.turns.append(
@@ -609,8 +611,8 @@ class GroupWrite:
                 m.instance_id, m.run_id, m.execution_id, kind, text, now if m.visible_at is None else m.visible_at
             )
         if turn.status.is_terminal:
-            assert row is not None, "a turn that ends its instance is written with its row"
-            report = parent_report(c, row, now)
+            assert row is not None or (self.check and not c.may_report), "the turn's parent is not known"
+            report = parent_report(c, row, now) if row is not None else None
             if report is not None:
                 self.add_message(report.instance_id, report.run_id, report.execution_id, *event_row(report.event), now)
             tx.notify(INSTANCES)  # Client.wait waits for an instance to end
@@ -650,21 +652,27 @@ class GroupWrite:
                 "handed": bigint_array(self.handed),
             },
         )
-        for instance_id, status in self.ended:
-            discard_queued_tasks(tx, instance_id, f"instance became {status}")
+        if not self.check:  # a checked statement refuses to end an instance with queued tasks
+            for instance_id, status in self.ended:
+                discard_queued_tasks(tx, instance_id, f"instance became {status}")
         if self.released:
             _signal_if_queued(tx, self.released)
 
 
 def _signal_if_queued(tx: Tx, released: list[str]) -> None:
-    """Signal the orchestration queue if messages came for instances while this transaction
-    held their leases, which it now released: a worker must look at them."""
+    """Signal the orchestration queue if messages due now came for instances while this
+    transaction held their leases, which it now released: a worker must look at them. The
+    statement sends the NOTIFY itself; this process is signalled once the transaction has
+    committed (the COMMIT does not wait for the answer)."""
 
-    def signal(cursor: Answer) -> None:
-        if cursor.fetchone() is not None:
+    def signal(answer: Answer) -> None:
+        row = answer.fetchone()
+        if row is not None and row["due"]:
             tx.notify(ORCHESTRATIONS)
 
-    tx.read_later(Q.any_messages_among, {"ids": text_array(released)}, signal)
+    [channel] = channels({ORCHESTRATIONS}) if tx.sender is not None else [None]
+    params = {"ids": text_array(released), "now": tx.now, "channel": channel, "sender": tx.sender}
+    tx.read_after_commit(Q.due_messages_among, params, signal)
 
 
 def write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float) -> None:

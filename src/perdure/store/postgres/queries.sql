@@ -132,6 +132,19 @@ WITH turn AS MATERIALIZED (
             SELECT 1 FROM orchestration_messages AS m
             WHERE m.instance_id = t.instance_id AND m.visible_at <= %(now)s AND m.message_id <> ALL(t.consumed)
         ))
+        -- A turn that ends its instance unread: the instance reports to no parent, and it
+        -- has no queued task to discard (else the checks are read, and the record written).
+        AND (t.status NOT IN ('COMPLETED', 'FAILED', 'TERMINATED') OR (
+            NOT EXISTS (
+                SELECT 1 FROM instances AS i
+                WHERE i.instance_id = t.instance_id AND i.parent_instance_id IS NOT NULL
+            )
+            AND NOT EXISTS (
+                SELECT 1 FROM activity_tasks AS a
+                WHERE a.instance_id = t.instance_id AND (a.lease_token IS NULL OR a.lease_expires_at <= %(now)s)
+                  AND a.task_row_id <> ALL(t.handed)
+            )
+        ))
     )
 ), consumed AS (
     DELETE FROM orchestration_messages AS m USING turn
@@ -387,6 +400,19 @@ SELECT * FROM orchestration_messages WHERE instance_id = %(instance_id)s ORDER B
 
 -- name: any_messages_among
 SELECT 1 FROM orchestration_messages WHERE instance_id = ANY(%(ids)s::text[]) LIMIT 1;
+
+-- name: due_messages_among
+-- Whether messages due now are queued for any of the instances :ids (whose leases the
+-- transaction released: a worker must look at them), and if so the NOTIFY of :channel (none
+-- if NULL) with :sender: the answer is needed only after the COMMIT.
+SELECT q.due, (
+    SELECT COUNT(pg_notify(%(channel)s::text, %(sender)s::text)) WHERE q.due AND %(channel)s::text IS NOT NULL
+) AS notified
+FROM (
+    SELECT EXISTS (
+        SELECT 1 FROM orchestration_messages WHERE instance_id = ANY(%(ids)s::text[]) AND visible_at <= %(now)s
+    ) AS due
+) AS q;
 
 -- name: pending_start
 -- When the not-yet-started execution's ExecutionStarted becomes due (NULL if there is none).

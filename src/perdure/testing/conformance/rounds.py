@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from perdure.core.history import DiscardReason, TurnStarted, dumps_event, loads_event
+from perdure.core.history import (
+    DiscardReason,
+    ExecutionCompleted,
+    ParentRef,
+    SubOrchestrationCompleted,
+    TurnStarted,
+    dumps_event,
+    loads_event,
+)
 from perdure.store.base import (
     ActivityCompletion,
     LockedInstance,
@@ -314,3 +322,35 @@ def test_a_round_never_takes_an_instance_of_a_name_it_does_not_run(store: Store)
     assert kinds(store.pending_messages("other")) == ["ExecutionStarted", "EventRaised"]
     assert {i.instance.instance_id for i in lock(store, "w2")} == {"theirs", "other"}  # free, unleased
     assert round_(store, orchestration_names=[]).locked == []  # an activity-only worker
+
+
+def test_a_round_that_ends_an_instance_said_to_have_no_parent_still_reports_to_its_parent(store: Store) -> None:
+    """``may_report=False`` lets a store write a turn that ends its instance without reading
+    the row first; if the row names a parent all the same (the worker's copy of the
+    instance was older than a reset of the parent, say), the parent still gets the report."""
+    start(store, "child", parent=ParentRef("parent", 1, 7, "run-p"))
+    item = lock_one(store, "child")
+    end = [TurnStarted(timestamp=1.0), ExecutionCompleted(timestamp=1.0, result="r")]
+    ending = turn(item, new_events=[*end[:1], *(m.event for m in item.messages), end[1]], status=COMPLETED)
+    result = round_(store, commits=[replace(ending, output="r", may_report=False)], orchestration_limit=0)
+    assert result.turns == [Outcome.OK]
+    [report] = store.pending_messages("parent")
+    assert isinstance(report.event, SubOrchestrationCompleted) and report.event.result == "r"
+    assert (report.execution_id, report.run_id, report.event.task_id) == (1, "run-p", 7)
+
+
+def test_a_round_that_ends_an_instance_said_to_have_no_parent_discards_its_queued_tasks(store: Store) -> None:
+    """Ending an instance removes its queued tasks with a record however the turn is
+    written (a turn written unread must not leave them, nor their records, out)."""
+    start(store, "i1")
+    item = lock_one(store, "i1")
+    assert commit(store, item, activities=[task("i1", 1, "f"), task("i1", 2, "g")], release=False) is Outcome.OK
+    [held] = store.lock_activities("a1", lease_seconds=LEASE, names=["f"])
+    item = replace(item, messages=(), history_from=3)
+    final = [TurnStarted(timestamp=1.0), ExecutionCompleted(timestamp=1.0, result=None)]
+    ending = replace(turn(item, new_events=final, status=COMPLETED), may_report=False)
+    assert round_(store, commits=[ending], orchestration_limit=0).turns == [Outcome.OK]
+    assert store.get_instance("i1").status is COMPLETED  # type: ignore[union-attr]
+    assert [t.task_row_id for t in store.activity_tasks("i1")] == [held.task_row_id]
+    [record] = store.discarded_messages(instance_id="i1")
+    assert record.reason == DiscardReason.TERMINAL_INSTANCE and record.event.name == "g"
