@@ -165,9 +165,9 @@ class LookOut:
     limit, a turn refused (messages came before its outcomes), turns of its own that send
     messages, start children or end a child instance (the child's start, or the parent's
     message, is then locked by the same transaction), or ``poll_interval`` since the last
-    look. A turn that ends an instance without a parent queues nothing: it does not look. Other rounds lock no
-    instances, which spares a statement, and on PostgreSQL a round trip (their reads go with
-    the COMMIT). Elsewhere every round looks.
+    look; a turn that ends an instance without a parent queues nothing. Other rounds lock
+    no instances, which spares a statement, and on PostgreSQL a round trip (their reads go
+    with the COMMIT). Elsewhere every round looks.
     """
 
     def __init__(self, notifier: Notifier, poll_interval: float, clock: Callable[[], float]) -> None:
