@@ -84,6 +84,17 @@ def test_pg_round_profile_counts_statements_and_round_trips(capsys, bench_postgr
     assert "per orchestration" in capsys.readouterr().out
 
 
+def test_sqlite_step_profile_times_statements_and_counts_wal_pages(capsys):
+    from bench.sqlite_step_profile import main as profile_main
+
+    assert profile_main(["--k", "5", "--k-pages", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "COMMIT" in out and "dispatch" in out
+    # Every step writes its history and its instance row in its commit.
+    pages = dict(reversed(line.split()) for line in out.splitlines()[-20:] if line.startswith("   "))
+    assert float(pages["history"]) >= 1 and float(pages["instances"]) >= 1
+
+
 def test_driver_cost_compares_psycopg_perdure_and_libpq(capsys, bench_postgres):
     from bench.driver_cost import main as driver_main
 
