@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -173,3 +174,15 @@ def test_a_round_that_releases_an_instance_with_messages_queued_meanwhile_wakes_
     seen = writer.notifier.snapshot((ORCHESTRATIONS,))
     assert woken(other, ORCHESTRATIONS, lambda: release("i1")) is not None
     assert writer.notifier.snapshot((ORCHESTRATIONS,)) != seen
+
+
+def test_a_round_that_ends_an_instance_wakes_the_waiters_of_other_processes(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    """The round's last statement sends that NOTIFY too (with its due times, read after
+    the COMMIT): every process's ``Client.wait`` on the instance wakes."""
+    writer, other = stores(), stores()
+    writer.create_instances([NewInstance("i1", "wf", None)])
+    ending = dataclasses.replace(turn(lock_one(writer, "i1"), status=OrchestrationStatus.COMPLETED), may_report=False)
+    request = RoundRequest(owner="w1", lease_seconds=LEASE, commits=[ending], orchestration_limit=0)
+    assert woken(other, INSTANCES, lambda: writer.run_round(request)) is not None

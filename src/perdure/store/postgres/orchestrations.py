@@ -393,9 +393,10 @@ def send_due_times(tx: Tx, last: bool) -> Callable[[], tuple[float | None, float
     them changed the queues (leases taken, messages sorted), it is read again.
 
     As the round's ``last`` statement (it locks no orchestrations), it also sends the
-    NOTIFY of the queues the round wrote to that hold work due now, so that the answer can
-    be read after the COMMIT (the NOTIFYs after it are unneeded)."""
-    governed = tx.topics & {ORCHESTRATIONS, ACTIVITIES} if last and tx.sender is not None else set()
+    NOTIFY of the queues the round wrote to that hold work due now, and of the other topics
+    it signals (an instance that ended), so that the answer can be read after the COMMIT
+    (the NOTIFYs after it are unneeded)."""
+    governed = set(tx.topics) if last and tx.sender is not None else set()
     tx.notified |= governed
     params = {"channels": text_array(channels(governed)), "sender": tx.sender, "now": tx.now}
     cursor = tx.run(Q.due_times, params)

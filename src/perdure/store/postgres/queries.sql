@@ -661,9 +661,9 @@ SELECT MIN(visible_at) AS t FROM activity_tasks;
 
 -- name: due_times
 -- A round's next_message_at and next_task_at in one statement, and the NOTIFY of each
--- channel given (none: an empty array) whose queue holds work due now: sent as a round's
--- last statement, by the rule of store/common/rounds.py (work the round created and took
--- itself wakes nobody).
+-- channel given (none: an empty array): a queue's only if it holds work due now, by the
+-- rule of store/common/rounds.py (work the round created and took itself wakes nobody),
+-- any other (an instance that ended) always. Sent as a round's last statement.
 WITH due AS (
     SELECT
         (SELECT MIN(GREATEST(l.expires_at, m.visible_at))
