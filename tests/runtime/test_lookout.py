@@ -126,8 +126,8 @@ def test_a_round_whose_turns_send_messages_looks(notifier, clock):
     step = TurnCommit("i1", "t", 1, [], [], OrchestrationStatus.RUNNING)
     assert not lookout.begin([step])
     sends = TurnCommit("i1", "t", 1, [], [], OrchestrationStatus.RUNNING, messages=[Message("other", None)])  # type: ignore[arg-type]
-    ends = TurnCommit("i1", "t", 1, [], [], OrchestrationStatus.COMPLETED)
+    ends_child = TurnCommit("i1", "t", 1, [], [], OrchestrationStatus.COMPLETED, may_report=True)
+    ends_top_level = TurnCommit("i1", "t", 1, [], [], OrchestrationStatus.COMPLETED, may_report=False)
     assert lookout.begin([step, sends])
-    assert lookout.begin([ends], reporting={"i1"})
-    assert not lookout.begin([ends])
-    assert not lookout.begin([ends], reporting={"another"})
+    assert lookout.begin([ends_child])
+    assert not lookout.begin([ends_top_level])

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from perdure.runtime.activities import ActivityDispatcher
@@ -89,7 +89,7 @@ class RoundRunner:
         turns = TurnBatch(self.orchestrations, keep_leases=True, defer=True)
         commits = turns(items) if items else []
         free = self.activities.free
-        look = self.looks.begin(commits, reporting={i.instance.instance_id for i in items if i.instance.parent})
+        look = self.looks.begin(commits)
         request = RoundRequest(
             owner=self.owner,
             lease_seconds=self.options.lease_seconds,
@@ -180,15 +180,14 @@ class LookOut:
         self._again = True
         self._pending_signals = 0
 
-    def begin(self, commits: Sequence[TurnCommit] = (), *, reporting: Collection[str] = ()) -> bool:
+    def begin(self, commits: Sequence[TurnCommit] = ()) -> bool:
         """Whether the round about to run, with ``commits``, looks (call before it opens
-        its transaction). ``reporting``: the instances among theirs that are children (a
-        turn that ends one reports to its parent)."""
+        its transaction)."""
         self._pending_signals = self.notifier.version(ORCHESTRATIONS)
         return (
             not self.notifier.every_process
             or self._again
-            or any(_sends_messages(c, c.instance_id in reporting) for c in commits)
+            or any(_sends_messages(c) for c in commits)
             or self._pending_signals != self._signals
             or time.monotonic() - self._looked_at >= self.poll_interval
             or self.clock() >= self._due
@@ -207,7 +206,12 @@ class LookOut:
             self._due = min(self._due, due)
 
 
-def _sends_messages(commit: TurnCommit, child: bool) -> bool:
+def _sends_messages(commit: TurnCommit) -> bool:
     """Whether a turn's commit may queue orchestration messages (to itself, its children or,
-    ending a ``child``, its parent)."""
-    return bool(commit.messages or commit.children or commit.continue_as_new or (child and commit.status.is_terminal))
+    ending an instance that may have one, its parent: :attr:`TurnCommit.may_report`)."""
+    return bool(
+        commit.messages
+        or commit.children
+        or commit.continue_as_new
+        or (commit.may_report and commit.status.is_terminal)
+    )
