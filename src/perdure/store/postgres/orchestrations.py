@@ -524,15 +524,15 @@ def commits_optimistically(tx: Tx, turns: Sequence[PreparedTurn]) -> bool:
     nothing): the transaction is optimistic and the turns all plain (a :class:`GroupWrite`
     writes them), of distinct instances, none ending an instance that may report to a
     parent (the report is made from the row)."""
-    ids = {t.commit.instance_id for t in turns}
-    plain = not any(
+    if not tx.optimistic or len({t.commit.instance_id for t in turns}) != len(turns):
+        return False
+    return not any(
         (t.status.is_terminal and t.commit.may_report)
         or t.commit.discarded
         or t.commit.children
         or t.commit.continue_as_new
         for t in turns
     )
-    return tx.optimistic and len(ids) == len(turns) and plain
 
 
 def _may_commit(turn: PreparedTurn, row: Row, lease: Row) -> bool:
