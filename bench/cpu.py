@@ -16,13 +16,19 @@ import time
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _process_cpu(pid: int) -> float:
+def stat_cpu(path: str) -> float:
+    """The CPU seconds (user and system) in a ``/proc`` ``stat`` file: a process's
+    (``/proc/PID/stat``) or a thread's (``/proc/self/task/TID/stat``); 0 once it is gone."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        with open(path, encoding="ascii") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+
+
+def _process_cpu(pid: int) -> float:
+    return stat_cpu(f"/proc/{pid}/stat")
 
 
 class CpuClock:
