@@ -78,6 +78,26 @@ def test_a_round_looks_for_a_parent_when_a_child_ends_and_not_after_a_top_level_
     assert ending[child][0] > 0
 
 
+def test_a_busy_worker_takes_what_another_process_starts_before_its_poll_interval(store_url, store, client):
+    """A busy worker's rounds look for new instances only when something may have come, yet
+    it takes an instance another process starts at once, not after ``poll_interval``:
+    PostgreSQL signals it by LISTEN/NOTIFY, and a SQLite round sees that another connection
+    wrote the file (``PRAGMA data_version``) and signals it for the next round."""
+    other = perdure.Client(perdure.open_store(store_url))  # another process's: own connections, own signals
+    try:
+        with perdure.Worker(app, store, poll_interval=60):
+            busy = client.start(chain, 10_000_000)
+            deadline = time.monotonic() + 10
+            while not any(isinstance(e, ActivityCompleted) for e in client.get(busy, history=True).history):
+                assert time.monotonic() < deadline, "the long sequence never started"
+                time.sleep(0.01)
+            assert client.wait(other.start(chain, 3), timeout=10).output == 3
+            assert client.get(busy).status == "RUNNING"  # taken while busy, not by an idle look
+            client.terminate(busy)
+    finally:
+        other.store.close()
+
+
 def test_two_dispatch_loops_run_every_step_exactly_once(store, client):
     with perdure.Worker(app, store, poll_interval=0.05, orchestration_concurrency=2, batch_size=4):
         ids = [client.start(fan, 30), *(client.start(chain, 5) for _ in range(10))]
@@ -132,6 +152,42 @@ def test_work_that_comes_due_while_a_round_runs_is_taken_at_once():
         assert client.get(iid).output == "up"
         idle = worker.rounds.run()  # nothing due, nothing queued: sleep the whole poll
         assert idle.next_due is None and worker._idle_timeout(idle) == 5.0
+    finally:
+        store.close()
+
+
+def test_work_that_comes_due_after_a_round_decided_not_to_look_is_taken_next_round():
+    """Where every process's commits are signalled, a round decides before its transaction
+    whether to look for new instances. A timer that comes due between that decision and the
+    transaction's reading of the clock shows up due in the round's reading, though the round
+    did not look: that is work for the next round, which looks at once, not work this worker
+    cannot take (it slept ``poll_interval`` then, 5 s here).
+
+    Pinned by ``LookOut.seen_at``: only what was due when the last look read the queue is
+    work the worker cannot take."""
+    clock = FakeClock()
+    store = perdure.open_store("sqlite://:memory:", clock=clock)
+    try:
+        client = perdure.Client(store)
+        worker = perdure.Worker(app, store, poll_interval=5.0)
+        iid = client.start(naps, 0.1)
+        worker.rounds.run()  # locks the instance
+        worker.rounds.run()  # its first turn creates the timer, due at t+0.1
+        looks = worker.rounds.looks
+        decide = looks.begin
+
+        def decide_then_let_the_timer_come_due(commits=()):
+            looked = decide(commits)
+            clock.advance(0.15)
+            return looked
+
+        looks.begin = decide_then_let_the_timer_come_due  # type: ignore[method-assign]
+        report = worker.rounds.run()
+        looks.begin = decide  # type: ignore[method-assign]
+        assert report.claimed == 0 and report.next_due is not None and report.next_due <= clock()
+        assert worker._idle_timeout(report) == pytest.approx(0.0, abs=0.002)
+        assert worker.rounds.run().claimed == 1 and worker.rounds.run().turns == 1
+        assert client.get(iid).output == "up"
     finally:
         store.close()
 

@@ -148,7 +148,7 @@ class RoundRunner:
     def _report(self, request: RoundRequest, result: RoundResult) -> RoundReport:
         # Instances claimed now are run by the next round at once: the loop must not sleep.
         busy = bool(self.claimed) or (request.activity_limit > 0 and len(result.activities) >= request.activity_limit)
-        due = [(result.next_message_at, result.messages_seen_at)]
+        due = [(result.next_message_at, self.looks.seen_at)]
         if self.activities.free > 0:
             due.append((result.next_task_at, result.tasks_seen_at))
         takeable = [at for at, seen in due if at is not None and at > seen]
@@ -168,6 +168,11 @@ class LookOut:
     look; a turn that ends an instance without a parent queues nothing. Other rounds lock
     no instances, which spares a statement, and on PostgreSQL a round trip (their reads go
     with the COMMIT). Elsewhere every round looks.
+
+    :attr:`seen_at` is when the last look read the queue (store clock): work due by then and
+    not taken is work this worker cannot take (another worker's names, a full batch); work
+    that came due since is taken by the next round, even if a round that did not look is
+    the one that finds it due.
     """
 
     def __init__(self, notifier: Notifier, poll_interval: float, clock: Callable[[], float]) -> None:
@@ -177,6 +182,7 @@ class LookOut:
         self._signals: int | None = None  # the queue's signal count before the last look
         self._looked_at = -math.inf  # monotonic
         self._due = math.inf  # when work seen since the last look comes due (store clock)
+        self.seen_at = -math.inf  # when the last look read the queue (store clock)
         self._again = True
         self._pending_signals = 0
 
@@ -199,10 +205,14 @@ class LookOut:
             self._signals = self._pending_signals
             self._looked_at = time.monotonic()
             self._due = math.inf
+            self.seen_at = result.messages_seen_at
             again = again or len(result.locked) >= request.orchestration_limit
         self._again = again
+        # Work due when the last look read the queue, and not taken, is work this worker
+        # cannot take. Work due since came due after it: a round that did not look (it had
+        # decided before it read the clock) leaves that to the next round, which looks.
         due = result.next_message_at
-        if due is not None and due > result.messages_seen_at:
+        if due is not None and due > self.seen_at:
             self._due = min(self._due, due)
 
 

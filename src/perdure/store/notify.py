@@ -1,9 +1,10 @@
 """In-process wake-ups: a store signals topics when it commits work, and waiters (worker
 dispatchers, ``Client.wait``) sleep until signalled instead of polling in a tight loop.
 
-Signals from other processes do not arrive here (SQLite has no channel for them); waiters
-always pass a timeout and fall back to polling. The PostgreSQL store feeds LISTEN/NOTIFY
-into the same notifier.
+The PostgreSQL store feeds other processes' commits into the same notifier (LISTEN/NOTIFY)
+as they happen; a SQLite store signals them at its next worker round, which sees that
+another connection wrote the file (SQLite has no channel for them). Waiters always pass a
+timeout and fall back to polling.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ class Notifier:
 
     def __init__(self) -> None:
         #: Whether other processes' commits are signalled here too (a PostgreSQL store
-        #: that listens): a worker may then rely on signals, and ``poll_interval``, to learn
-        #: of new work while it is busy.
+        #: that listens, as they happen; a SQLite store, by its next worker round): a worker
+        #: may then rely on signals, and ``poll_interval``, to learn of new work while it
+        #: is busy.
         self.every_process = False
         self._lock = threading.Lock()
         self._versions: dict[str, int] = {}

@@ -66,7 +66,7 @@ from perdure.store.common.rows import (
     worker_from_row,
     worker_params,
 )
-from perdure.store.notify import INSTANCES, ORCHESTRATIONS, Notifier
+from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS, Notifier
 from perdure.store.open import check_sqlite_file
 from perdure.store.sqlite import activities, orchestrations, reopen
 from perdure.store.sqlite.connection import MEMORY, Database
@@ -120,6 +120,9 @@ class SQLiteStore:
         self.url = url or (f"sqlite://{MEMORY}" if path == MEMORY else f"sqlite:///{path}")
         self.clock = clock
         self.notifier = Notifier()
+        # Other processes' commits are signalled by this process's next worker round.
+        self.notifier.every_process = True
+        self._data_version: int | None = None  # of the writer connection, at the last round
         self.fault_hook: Callable[[str], None] | None = None
         self.options = StoreOptions(max_deliveries, float(defer_backoff), float(defer_backoff_cap), keep_executions)
         self._db = Database(
@@ -429,7 +432,20 @@ class SQLiteStore:
         """See :meth:`perdure.store.base.Store.run_round`."""
         prepared = rounds.prepare_round(request)
         with self._write("run_round", durable=prepared.durable) as tx:
+            self._signal_other_writers(tx)
             return rounds.run_round(tx, _ROUND, self.options, request, prepared)()
+
+    def _signal_other_writers(self, tx: Tx) -> None:
+        """Signal both queues if another connection (another process, as a rule: this
+        one's writes go through the writer connection and signal for themselves) committed
+        since the last round: a busy worker's next round then looks for their work. So a
+        worker may rely on signals while it is busy (:attr:`Notifier.every_process`).
+        Signalled at once, not after this commit: the work is another transaction's,
+        committed already, and it stays signalled if this one rolls back."""
+        version = tx.conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._data_version = version
+            self.notifier.notify(ORCHESTRATIONS, ACTIVITIES)
 
     def create_and_run(
         self,
