@@ -77,6 +77,11 @@ class RoundSteps:
     commit_turns: Callable[[Any, Sequence[PreparedTurn]], list[Outcome]]
     send_lock_activities: Callable[..., Reader[list[ActivityWorkItem]]]
     send_due_times: Callable[[Any, bool], Reader[tuple[float | None, float | None]]]
+    #: Both sends at once, where a backend makes them one statement: ``(tx, last, owner,
+    #: **send_lock_activities' keywords)`` -> the two readers. ``None``: one after the other.
+    send_lock_activities_and_due_times: (
+        Callable[..., tuple[Reader[list[ActivityWorkItem]], Reader[tuple[float | None, float | None]]]] | None
+    ) = None
 
 
 def at_once(lock_activities: Callable[..., list[ActivityWorkItem]]) -> Callable[..., Reader[list[ActivityWorkItem]]]:
@@ -143,18 +148,22 @@ def run_round(
         zip((p[0].task_row_id for p in rest), steps.complete_activities(tx, rest) if rest else [], strict=True)
     )
     completed = [applied.get(c.task_row_id) or recorded[c.task_row_id] for c in request.completions]
-    take_tasks: Reader[list[ActivityWorkItem]] | None = None
+    last = request.orchestration_limit == 0
     if request.activity_limit > 0:
-        take_tasks = steps.send_lock_activities(
-            tx,
-            request.owner,
-            lease_seconds=request.lease_seconds,
-            limit=request.activity_limit,
-            names=request.activity_names,
-            task_row_ids=None,
-            running=request.running_tasks,
-        )
-    read_due_times = steps.send_due_times(tx, request.orchestration_limit == 0)
+        lock = {
+            "lease_seconds": request.lease_seconds,
+            "limit": request.activity_limit,
+            "names": request.activity_names,
+            "task_row_ids": None,
+            "running": request.running_tasks,
+        }
+        if steps.send_lock_activities_and_due_times is not None:
+            take_tasks, read_due_times = steps.send_lock_activities_and_due_times(tx, last, request.owner, **lock)
+        else:
+            take_tasks = steps.send_lock_activities(tx, request.owner, **lock)
+            read_due_times = steps.send_due_times(tx, last)
+    else:
+        take_tasks, read_due_times = _no_tasks, steps.send_due_times(tx, last)
     locked: list[OrchestrationWorkItem] = []
     if request.orchestration_limit > 0:
         locked = steps.lock_orchestrations(
@@ -170,7 +179,7 @@ def run_round(
         )
 
     def result() -> RoundResult:
-        tasks = take_tasks() if take_tasks is not None else []
+        tasks = take_tasks()
         next_message_at, next_task_at = read_due_times()
         # Work the round created and took itself wakes nobody: signal a queue only if it
         # holds work due now (another worker's names, more than the round's limits).
@@ -181,6 +190,10 @@ def run_round(
         return RoundResult(completed, locked, turns, tasks, next_message_at, next_task_at, tx.now, tx.now)
 
     return result
+
+
+def _no_tasks() -> list[ActivityWorkItem]:
+    return []
 
 
 def take_scheduled_tasks(

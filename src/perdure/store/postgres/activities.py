@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from operator import itemgetter
+from typing import Any
 
 from perdure.errors import LeaseLost
 from perdure.store.base import ActivityCompletion, ActivityWorkItem, Outcome
+from perdure.store.common.queries import edited
 from perdure.store.common.routing import route_completions
 from perdure.store.common.rows import lease_prefix, leased_task
 from perdure.store.notify import ACTIVITIES
-from perdure.store.postgres.connection import Tx, bigint_array, text_array
-from perdure.store.postgres.orchestrations import Outbox, insert_discards
+from perdure.store.postgres.connection import Answer, Tx, bigint_array, text_array
+from perdure.store.postgres.orchestrations import Outbox, due_times_params, due_times_reader, insert_discards
 from perdure.store.postgres.queries import Q
 
 __all__ = [
@@ -58,23 +60,63 @@ def send_lock_activities(
 ) -> Callable[[], list[ActivityWorkItem]]:
     """Send :func:`lock_activities`' one statement; return the function that reads what it
     locked (a worker round reads it with its other reads: no round trip of its own)."""
-    expires_at = tx.now + lease_seconds
-    cursor = tx.run(
-        Q.lock_activities,
-        {
-            "now": tx.now,
-            "names": text_array(sorted(names) if names is not None else None),
-            "task_row_ids": bigint_array(task_row_ids),
-            "running": bigint_array(running),
-            "limit": limit,
-            "owner": owner,
-            "prefix": lease_prefix(),
-            "expires_at": expires_at,
-        },
-    )
+    params = _lock_params(tx, owner, lease_seconds, limit, names, task_row_ids, running)
+    return _tasks_reader(tx, tx.run(Q.lock_activities, params), owner, params["expires_at"])
+
+
+def send_lock_activities_and_due_times(
+    tx: Tx,
+    last: bool,
+    owner: str,
+    *,
+    lease_seconds: float,
+    limit: int,
+    names: Collection[str] | None,
+    task_row_ids: Collection[int] | None,
+    running: Collection[int] = (),
+) -> tuple[Callable[[], list[ActivityWorkItem]], Callable[[], tuple[float | None, float | None]]]:
+    """:func:`send_lock_activities` and :func:`send_due_times` (``last``) in one statement
+    (a worker round's, see :class:`perdure.store.common.rounds.RoundSteps`); their readers."""
+    params = _lock_params(tx, owner, lease_seconds, limit, names, task_row_ids, running)
+    due = due_times_params(tx, last)
+    answer = tx.run(LOCK_ACTIVITIES_AND_DUE_TIMES, {**params, **due})
+    return _tasks_reader(tx, answer, owner, params["expires_at"]), due_times_reader(tx, last, answer, due)
+
+
+# lock_activities with its UPDATE as the CTE "taken", followed by due_times_after_lock.
+LOCK_ACTIVITIES_AND_DUE_TIMES = (
+    edited(Q.lock_activities, "\nUPDATE activity_tasks AS t SET", ", taken AS (\nUPDATE activity_tasks AS t SET")
+    + "\n"
+    + Q.due_times_after_lock
+)
+
+
+def _lock_params(
+    tx: Tx,
+    owner: str,
+    lease_seconds: float,
+    limit: int,
+    names: Collection[str] | None,
+    task_row_ids: Collection[int] | None,
+    running: Collection[int],
+) -> dict[str, Any]:
+    return {
+        "now": tx.now,
+        "names": text_array(sorted(names) if names is not None else None),
+        "task_row_ids": bigint_array(task_row_ids),
+        "running": bigint_array(running),
+        "limit": limit,
+        "owner": owner,
+        "prefix": lease_prefix(),
+        "expires_at": tx.now + lease_seconds,
+    }
+
+
+def _tasks_reader(tx: Tx, answer: Answer, owner: str, expires_at: float) -> Callable[[], list[ActivityWorkItem]]:
+    """The reader of the tasks ``answer`` locked (rows without a task: none)."""
 
     def read() -> list[ActivityWorkItem]:
-        rows = sorted(cursor.fetchall(), key=itemgetter("n"))
+        rows = sorted((r for r in answer.fetchall() if r["task_row_id"] is not None), key=itemgetter("n"))
         return [leased_task(row, owner, tx.now, expires_at) for row in rows]
 
     return read

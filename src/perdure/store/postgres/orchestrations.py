@@ -396,14 +396,28 @@ def send_due_times(tx: Tx, last: bool) -> Callable[[], tuple[float | None, float
     NOTIFY of the queues the round wrote to that hold work due now, and of the other topics
     it signals (an instance that ended), so that the answer can be read after the COMMIT
     (the NOTIFYs after it are unneeded)."""
+    params = due_times_params(tx, last)
+    return due_times_reader(tx, last, tx.run(Q.due_times, params), params)
+
+
+def due_times_params(tx: Tx, last: bool) -> dict[str, Any]:
+    """The parameters of ``due_times`` (and of the statements that include it): as the
+    round's ``last`` statement, it sends the NOTIFYs of the topics signalled so far."""
     governed = set(tx.topics) if last and tx.sender is not None else set()
     tx.notified |= governed
-    params = {"channels": text_array(channels(governed)), "sender": tx.sender, "now": tx.now}
-    cursor = tx.run(Q.due_times, params)
+    return {"channels": text_array(channels(governed)), "sender": tx.sender, "now": tx.now}
+
+
+def due_times_reader(
+    tx: Tx, last: bool, answer: Answer, params: dict[str, Any]
+) -> Callable[[], tuple[float | None, float | None]]:
+    """The reader of the due times in ``answer`` (its first row), sent with ``params``:
+    unless it was the ``last`` statement, they are read again (``due_times`` alone) if the
+    queues changed after it was sent."""
     if last:
-        return lambda: _due(cursor)
+        return lambda: _due(answer)
     sent_at = tx.queues_changed
-    return lambda: _due(cursor if tx.queues_changed == sent_at else tx.run(Q.due_times, params))
+    return lambda: _due(answer if tx.queues_changed == sent_at else tx.run(Q.due_times, params))
 
 
 def _due(cursor: Answer) -> tuple[float | None, float | None]:

@@ -572,6 +572,31 @@ WHERE t.task_row_id = ranked.task_row_id
 RETURNING ranked.n, t.task_row_id, t.instance_id, t.execution_id, t.task_id, t.name, t.input, t.attempt,
           t.lease_token, t.enqueued_at, t.delivery_count, t.run_id;
 
+-- name: due_times_after_lock
+-- A worker round's lock_activities and due_times in one statement: appended to
+-- lock_activities with its UPDATE made the CTE "taken" (activities.py). One row per task
+-- taken, or one row of NULL task columns, each with the due times and the NOTIFYs of
+-- due_times. The statement does not see its own UPDATE: a task it took counts at its new
+-- visible_at (the lease's expiry), not at the one its snapshot holds.
+), due AS (
+    SELECT
+        (SELECT MIN(GREATEST(l.expires_at, m.visible_at))
+         FROM orchestration_messages AS m
+         LEFT JOIN orchestration_leases AS l ON l.instance_id = m.instance_id) AS next_message_at,
+        LEAST(
+            (SELECT MIN(a.visible_at) FROM activity_tasks AS a
+             WHERE a.task_row_id NOT IN (SELECT task_row_id FROM picked)),
+            (SELECT %(expires_at)s::float8 WHERE EXISTS (SELECT 1 FROM picked))
+        ) AS next_task_at
+), notified AS (
+    SELECT COUNT(pg_notify(c.channel, %(sender)s)) AS notified
+    FROM due, unnest(%(channels)s::text[]) AS c (channel)
+    WHERE (c.channel <> 'perdure_orchestrations' OR due.next_message_at <= %(now)s)
+      AND (c.channel <> 'perdure_activities' OR due.next_task_at <= %(now)s)
+)
+SELECT due.next_message_at, due.next_task_at, notified.notified, taken.*
+FROM due CROSS JOIN notified LEFT JOIN taken ON TRUE;
+
 -- name: lock_instances_of_tasks
 -- complete_activities decides on the instances' status and execution: hold them (shared),
 -- in one order, before the tasks, as commit_turns does.

@@ -771,6 +771,7 @@ _ROUND = rounds.RoundSteps(
     commit_turns=orchestrations.commit_turns,
     send_lock_activities=activities.send_lock_activities,
     send_due_times=orchestrations.send_due_times,
+    send_lock_activities_and_due_times=activities.send_lock_activities_and_due_times,
 )
 
 
