@@ -104,3 +104,12 @@ def test_driver_cost_compares_psycopg_perdure_and_libpq(capsys, bench_postgres):
     # Per transaction and wall time; the per-statement figure is a difference of two
     # timings, which three transactions on a busy machine can make negative.
     assert all(float(row.split()[1]) > 0 and float(row.split()[3]) > 0 for row in rows[2:])
+
+
+def test_step_timeline_splits_a_step_between_the_threads(capsys):
+    from bench.step_timeline import main as timeline_main
+
+    assert timeline_main(["--k", "5"]) == 0
+    out = capsys.readouterr().out
+    parts = {line.strip().split("  ")[0] for line in out.splitlines() if line.startswith("  ")}
+    assert parts == {"round", "to the activity", "activity", "to the next round"}
