@@ -1,23 +1,24 @@
 """Where a sequential step's wall time goes between the worker's threads: W4 (one
-orchestration of ``k`` sequential ordinary activities) with the dispatch thread's rounds
-and the activity threads' runs time-stamped.
+orchestration of ``k`` sequential ordinary activities) with the worker's rounds and
+activity calls time-stamped.
 
     python -m bench.step_timeline                    # SQLite, k=2000
     python -m bench.step_timeline --store postgres --k 1000
 
 Run it with ``PYTHONPATH`` naming the checkout to measure (its ``src`` and its root). A
-step is a round of the dispatch thread (the turn, then its transaction, which locks the
-next task), then the task's run on an activity thread, whose outcome the next round hands
-to the instance's next turn. Per step (medians over the steps), it reports:
+step is a round (the turn, then its transaction, which locks the next task), then the
+task's activity, whose outcome the next round hands to the instance's next turn. Per step
+(medians over the steps), it reports:
 
-- round: the dispatch thread's round (``RoundRunner.run``), turn and transaction;
-- to the activity: from the round starting the task (``ActivityDispatcher.start``) to an
-  activity thread entering its run (the pool thread's wake-up, and the GIL once the
-  dispatch thread waits);
-- activity: the run on the activity thread, the activity itself plus its outcome's
-  encoding and hand-back;
-- to the next round: from the end of that run to the dispatch thread entering its next
-  round (its wake-up).
+- round: the round (``RoundRunner.run``), turn and transaction;
+- to the activity: from the end of the round to the activity's call (on another thread:
+  that thread's wake-up, and the GIL once the round's thread waits);
+- activity: the call, the activity itself plus its outcome's encoding;
+- to the next round: from the end of the call to the next round (on another thread: that
+  thread's wake-up);
+
+and on which threads the rounds ran (the dispatch loop's, or an activity thread's, which
+runs the next round itself once an activity's outcome is queued).
 
 The stamps wrap methods in Python, which adds about a microsecond to each part.
 """
@@ -28,7 +29,9 @@ import argparse
 import bisect
 import statistics
 import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
@@ -51,25 +54,23 @@ class Stamps:
         self.on = False
         self.round_start: list[float] = []
         self.round_end: list[float] = []
-        self.tasks_started: list[float] = []
-        self.run_start: list[float] = []
-        self.run_end: list[float] = []
+        self.call_start: list[float] = []
+        self.call_end: list[float] = []
+        self.round_threads: Counter[str] = Counter()
 
     def steps(self) -> dict[str, list[float]]:
-        """Each part's seconds, per step that ran one task and then a round."""
+        """Each part's seconds, per step: a round, then an activity call, then a round."""
         parts: dict[str, list[float]] = {name: [] for name in PARTS}
-        for started in self.tasks_started:
-            run_start = _after(self.run_start, started)
-            run_end = _after(self.run_end, run_start)
-            next_round = _after(self.round_start, run_end)
-            round_start = _before(self.round_start, started)
-            round_end = _after(self.round_end, round_start)
-            if None in (run_start, run_end, next_round, round_start, round_end):
+        for started, ended in zip(self.round_start, self.round_end, strict=False):
+            call_start = _after(self.call_start, ended)
+            call_end = _after(self.call_end, call_start)
+            next_round = _after(self.round_start, call_end)
+            if call_start is None or call_end is None or next_round is None:
                 continue
-            parts["round"].append(round_end - round_start)  # type: ignore[operator]
-            parts["to the activity"].append(run_start - started)  # type: ignore[operator]
-            parts["activity"].append(run_end - run_start)  # type: ignore[operator]
-            parts["to the next round"].append(next_round - run_end)  # type: ignore[operator]
+            parts["round"].append(ended - started)
+            parts["to the activity"].append(call_start - ended)
+            parts["activity"].append(call_end - call_start)
+            parts["to the next round"].append(next_round - call_end)
         return parts
 
 
@@ -81,35 +82,32 @@ def _after(times: list[float], at: float | None) -> float | None:
     return times[index] if index < len(times) else None
 
 
-def _before(times: list[float], at: float) -> float | None:
-    """The last time in sorted ``times`` before ``at``."""
-    index = bisect.bisect_left(times, at)
-    return times[index - 1] if index else None
-
-
 @contextmanager
 def stamped(stamps: Stamps) -> Iterator[None]:
-    """Stamp the worker's rounds, task starts and activity runs into ``stamps``."""
+    """Stamp the worker's rounds and activity calls into ``stamps``."""
 
-    def wrap(cls: type, name: str, before: list[float] | None, after: list[float] | None) -> Callable[[], None]:
+    def wrap(
+        cls: type, name: str, before: list[float], after: list[float], threads: Counter[str] | None = None
+    ) -> Callable[[], None]:
         original = getattr(cls, name)
 
         def method(*args: Any, **kwargs: Any) -> Any:
-            if stamps.on and before is not None:
-                before.append(time.perf_counter())
+            if not stamps.on:
+                return original(*args, **kwargs)
+            before.append(time.perf_counter())
             try:
                 return original(*args, **kwargs)
             finally:
-                if stamps.on and after is not None:
-                    after.append(time.perf_counter())
+                after.append(time.perf_counter())
+                if threads is not None:
+                    threads[threading.current_thread().name.rstrip("0123456789").rstrip("-_")] += 1
 
         setattr(cls, name, method)
         return lambda: setattr(cls, name, original)
 
     with ExitStack() as stack:
-        stack.callback(wrap(RoundRunner, "run", stamps.round_start, stamps.round_end))
-        stack.callback(wrap(ActivityDispatcher, "start", stamps.tasks_started, None))
-        stack.callback(wrap(ActivityDispatcher, "_run_sync", stamps.run_start, stamps.run_end))
+        stack.callback(wrap(RoundRunner, "run", stamps.round_start, stamps.round_end, stamps.round_threads))
+        stack.callback(wrap(ActivityDispatcher, "_call_sync", stamps.call_start, stamps.call_end))
         yield
 
 
@@ -151,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         values = parts[name]
         if values:
             print(f"  {name:18} {1000 * statistics.median(values):7.3f}  ({1000 * statistics.mean(values):.3f})")
+    print("rounds by thread: " + ", ".join(f"{name} {n}" for name, n in stamps.round_threads.most_common()))
     return 0
 
 

@@ -3,6 +3,7 @@ commits the due turns, and takes the activity tasks those turns schedule."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 
@@ -10,7 +11,7 @@ import pytest
 
 import perdure
 from perdure.core.history import ActivityCompleted
-from perdure.testing import FakeClock, FaultyStore
+from perdure.testing import FakeClock, Fault, FaultyStore
 
 app = perdure.App()
 
@@ -48,6 +49,67 @@ def test_a_sequence_runs_on_rounds_alone(store, client):
 @app.orchestration
 async def parent_of_chain(ctx: perdure.OrchestrationContext, n: int) -> int:
     return await ctx.call_sub_orchestration(chain, n)
+
+
+def test_a_sequence_passes_between_no_threads(store, client):
+    """The thread that runs an activity, once its outcome is queued, runs the next round
+    itself (the turn its outcome wakes, which schedules the next activity) and then that
+    activity: a sequence's steps, after its first, run on one activity thread, with no
+    hand-over to the dispatch loop and back."""
+    threads: list[str] = []
+
+    def note_thread(point: str) -> None:
+        if point == "run_round:before":
+            threads.append(threading.current_thread().name)
+
+    counting = FaultyStore(store, on_point=note_thread)
+    with perdure.Worker(app, counting, poll_interval=0.05):  # type: ignore[arg-type]
+        state = client.wait(client.start(chain, 30), timeout=20)
+    assert state.output == 30
+    on_activity_threads = [name for name in threads if name.startswith("perdure-activity")]
+    assert len(on_activity_threads) >= 25, threads
+    assert len(set(on_activity_threads)) == 1, threads
+
+
+def test_an_activity_thread_runs_no_round_while_the_dispatch_loop_runs_one(store, client):
+    """Activities that finish while a round runs (each round is held 20 ms inside its
+    transaction here) leave their outcomes to the next round: the thread of each tries the
+    dispatch loop's round lock, finds it taken, and wakes the loop instead. Two rounds of
+    one loop never overlap, whichever threads run them."""
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def count(point: str) -> None:
+        with lock:
+            if point == "run_round:before":
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            elif point == "run_round:after":
+                running[0] -= 1
+
+    slow = FaultyStore(store, [Fault("run_round:inside", "delay", times=None, seconds=0.02)], on_point=count)
+    with perdure.Worker(app, slow, poll_interval=0.05):  # type: ignore[arg-type]
+        ids = [client.start(fan, 20), *(client.start(chain, 5) for _ in range(4))]
+        assert [client.wait(iid, timeout=60).output for iid in ids] == [sum(range(1, 21)), 5, 5, 5, 5]
+    assert most[0] == 1
+
+
+@app.orchestration
+async def step_then_nap(ctx: perdure.OrchestrationContext, x: int) -> str:
+    await ctx.call_activity(inc, x)
+    await ctx.create_timer(timedelta(seconds=0.1))
+    return "up"
+
+
+def test_a_timer_set_by_a_round_on_an_activity_thread_wakes_the_dispatch_loop(store, client):
+    """The round that records an activity's outcome runs on the activity's thread, and its
+    turn sets a timer while the dispatch loop sleeps (``poll_interval`` 5 s here): the loop
+    is woken to sleep only until the timer instead."""
+    with perdure.Worker(app, store, poll_interval=5.0):
+        client.wait(client.start(chain, 1), timeout=20)  # warm-up: the pool's thread exists
+        started = time.monotonic()
+        assert client.wait(client.start(step_then_nap, 1), timeout=20).output == "up"
+        assert time.monotonic() - started < 2.5
 
 
 def test_a_round_looks_for_a_parent_when_a_child_ends_and_not_after_a_top_level_end(store, client):

@@ -93,6 +93,11 @@ class ActivityDispatcher:
         self._takes_input = {name: _takes_input(reg.fn) for name, reg in app.activities.items()}
         self._renewing_since: float | None = None  # monotonic start of a renewal in progress
         self.renewer = LeaseRenewer(self.renew_leases, options.lease_seconds / 3)
+        #: Called on a plain-function activity's thread once its outcome is queued, instead
+        #: of waking the dispatch loop: it may run the worker's next round on this thread
+        #: and return a task of that round's (with its registration) for the thread to run
+        #: next (see :meth:`start_here`); it then also wakes the loop where needed.
+        self.round_here: Callable[[], tuple[Registration, ActivityWorkItem] | None] | None = None
 
     # -- taking work, reporting outcomes --
 
@@ -182,6 +187,20 @@ class ActivityDispatcher:
         """Start running locked tasks (on the pool, or the event loop for ``async def``)."""
         for item in items:
             self._start(item)
+
+    def start_here(self, items: list[ActivityWorkItem]) -> tuple[Registration, ActivityWorkItem] | None:
+        """Start ``items`` as :meth:`start` does, except the first plain-function one: it is
+        returned, with its registration, for the calling activity thread to run next."""
+        here = None
+        for item in items:
+            registration = self.app.activities.get(item.name)
+            if here is None and registration is not None and not registration.is_async:
+                with self._lock:
+                    self._running[item.task_row_id] = self._run_of(item)
+                here = (registration, item)
+            else:
+                self._start(item)
+        return here
 
     def running_rows(self) -> list[int]:
         """The task rows this worker is running (or has results of, not yet written): a
@@ -286,9 +305,14 @@ class ActivityDispatcher:
             self.store.abandon_activity(item.task_row_id, item.lease_token)
 
     def _run_sync(self, registration: Registration, item: ActivityWorkItem) -> None:
-        started = time.perf_counter()
-        outcome = self._call_sync(registration, item)
-        self._finish(item, outcome, time.perf_counter() - started)
+        # A loop, not a recursion: each round run here may hand this thread the next step.
+        next_here: tuple[Registration, ActivityWorkItem] | None = (registration, item)
+        while next_here is not None:
+            registration, item = next_here
+            started = time.perf_counter()
+            outcome = self._call_sync(registration, item)
+            self._finish(item, outcome, time.perf_counter() - started, wake=self.round_here is None)
+            next_here = self.round_here() if self.round_here is not None else None
 
     async def _run_async(self, registration: Registration, item: ActivityWorkItem) -> None:
         started = time.perf_counter()
@@ -402,7 +426,10 @@ class ActivityDispatcher:
         event = ActivityFailed(task_id=item.task_id, failure=failure, timestamp=self.clock())
         return event, dumps_event(event)
 
-    def _finish(self, item: ActivityWorkItem, outcome: tuple[HistoryEvent, str], duration: float) -> None:
+    def _finish(
+        self, item: ActivityWorkItem, outcome: tuple[HistoryEvent, str], duration: float, *, wake: bool = True
+    ) -> None:
+        """Queue the outcome for the next round; ``wake`` the dispatch loop for it."""
         event, text = outcome
         self._done.put(
             ActivityCompletion(
@@ -416,7 +443,8 @@ class ActivityDispatcher:
                 execution_id=item.execution_id,
             )
         )
-        self._wake()
+        if wake:
+            self._wake()
 
     def _info(self, item: ActivityWorkItem) -> ActivityInfo:
         return ActivityInfo(item.instance_id, item.execution_id, item.task_id, item.name, item.attempt, self.owner)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -70,6 +71,12 @@ class RoundRunner:
         self.handed = handed or HandedStarts()
         self.claimed: list[OrchestrationWorkItem] = []
         self._next_due: float | None = None  # of the last round's report
+        #: Held by whichever thread runs a round: the dispatch loop's, or an activity's
+        #: (:meth:`perdure.runtime.worker.Worker`'s ``_round_here``).
+        self.lock = threading.Lock()
+        #: When the dispatch loop wakes up by itself (store clock) while it sleeps; None
+        #: while it is awake.
+        self.wakes_at: float | None = None
         self.looks = LookOut(store.notifier, options.poll_interval, getattr(store, "clock", time.time))
 
     def run(self, start: Callable[[list[ActivityWorkItem]], None] | None = None) -> RoundReport:
@@ -134,6 +141,12 @@ class RoundRunner:
             request_id=handed.request_id,
             counter="handed_starts",
         )
+
+    def sleeps_past(self, report: RoundReport) -> bool:
+        """Whether the dispatch loop, asleep or about to sleep, would wake up after work
+        that ``report`` (of a round run on another thread) says is waiting or comes due."""
+        wakes_at = self.wakes_at
+        return report.busy or wakes_at is None or (report.next_due is not None and report.next_due < wakes_at)
 
     def release(self) -> None:
         """Give back the leases of the instances claimed but not run, and the starts handed

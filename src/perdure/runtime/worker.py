@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from perdure.core.registry import App, version_key
+from perdure.core.registry import App, Registration, version_key
 from perdure.errors import InvalidInputError, PerdureError
 from perdure.runtime import eager
 from perdure.runtime.activities import ActivityDispatcher
@@ -24,7 +24,7 @@ from perdure.runtime.observe import Observers, WorkerObserver
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.orchestrations import OrchestrationDispatcher
 from perdure.runtime.rounds import RoundReport, RoundRunner
-from perdure.store.base import NewInstance, Store, WorkerRecord
+from perdure.store.base import ActivityWorkItem, NewInstance, Store, WorkerRecord
 from perdure.store.notify import ACTIVITIES, ORCHESTRATIONS
 
 log = logging.getLogger("perdure.worker")
@@ -120,6 +120,7 @@ class Worker:
             for _ in range(self.options.orchestration_concurrency)
         ]
         self.rounds = self._runners[0]
+        self.activities.round_here = self._round_here
 
     # -- lifecycle --
 
@@ -170,7 +171,8 @@ class Worker:
             thread.join()
         self._threads = []
         for runner in self._runners:
-            runner.release()
+            with runner.lock:  # after a round an activity's thread may be running
+                runner.release()
         self.activities.shutdown(self._shutdown_timeout)
         self.orchestrations.release_held()
         try:
@@ -271,7 +273,8 @@ class Worker:
             # The snapshot comes before the round, so a signal that arrives meanwhile is not lost.
             seen = self.store.notifier.snapshot(topics)
             try:
-                report = runner.run()
+                with runner.lock:
+                    report = runner.run()
                 errors = 0
             except Exception:
                 log.exception("worker round failed; retrying")
@@ -279,8 +282,41 @@ class Worker:
                 errors += 1
                 continue
             if not report.busy:  # drained: sleep until signalled, due or time to renew
-                with self.handed.waiting():
-                    self.store.notifier.wait(topics, seen, self._idle_timeout(report))
+                timeout = self._idle_timeout(report)
+                runner.wakes_at = self.clock() + timeout
+                try:
+                    with self.handed.waiting():
+                        self.store.notifier.wait(topics, seen, timeout)
+                finally:
+                    runner.wakes_at = None
+
+    def _round_here(self) -> tuple[Registration, ActivityWorkItem] | None:
+        """On a plain-function activity's thread, once its outcome is queued: run the first
+        dispatch loop's next round on this thread, unless a round runs now (its loop is then
+        woken, as an activity's end always did), and return a task that round took for this
+        thread to run next. A sequential step (an activity, then the turn its outcome wakes,
+        which schedules the next activity) so passes between no threads: the two wake-ups of
+        a hand-over to the dispatch loop and back cost more than the step's own Python on a
+        small VM (``python -m bench.step_timeline``). The loop is woken if it would sleep
+        past what the round left waiting or coming due."""
+        runner = self._runners[0]
+        done = self.store.notifier
+        if not self._threads or self._stop.is_set() or not runner.lock.acquire(blocking=False):
+            done.notify(self._done_topic)
+            return None
+        taken: list[ActivityWorkItem] = []
+        try:
+            report = runner.run(start=taken.extend)
+        except Exception:
+            log.exception("worker round failed on an activity thread; the dispatch loop retries it")
+            done.notify(self._done_topic)
+            return None
+        finally:
+            runner.lock.release()
+        here = self.activities.start_here(taken)
+        if runner.sleeps_past(report):
+            done.notify(self._done_topic)
+        return here
 
     def _housekeeping_loop(self) -> None:
         last_sweep = time.monotonic()
