@@ -16,14 +16,15 @@ committed a turn, one per W4 step):
 - syncs: ``Sync`` messages (each closes a pipeline segment);
 - server wait: the time from the last message of each sent run to the first of its answer
   (the server's work plus the loopback), summed;
-- round wall and round CPU (``thread_time`` of the dispatch thread inside ``run_round``),
-  and the dispatch thread's CPU per step (the round runner, turns included);
+- round wall and round CPU (``thread_time`` of the thread that runs the round, inside
+  ``run_round``), and the rounds' CPU per step (the round runner, turns included, on
+  whichever thread runs it: the dispatch loop's, or an activity's);
 - step: the W4 wall time per activity;
 
 and the server-side prepared statements of the last round's connection with how many times
 PostgreSQL ran each with its generic plan and how many times it planned it anew (custom).
 
-With ``--profile N`` the dispatch thread's round runner is run under cProfile (CPU time) and its ``N``
+With ``--profile N`` the round runner is run under cProfile (CPU time) and its ``N``
 costliest functions (by own time) are printed. The trace itself costs the client time, so
 the step and CPU figures of a traced run are a little above an untraced one's (``--no-trace``
 measures without it).
@@ -89,7 +90,7 @@ class Recorder:
         self.trace = trace
         self.rounds: list[dict[str, Any]] = []
         self.other: list[Path] = []  # traces of the connections used outside rounds
-        self.dispatch_cpu = 0.0
+        self.round_cpu = 0.0
         self.profiler = cProfile.Profile(time.thread_time) if profile else None
         self.local = threading.local()
         self.tmp = Path(tempfile.mkdtemp(prefix="perdure-trace-"))
@@ -147,7 +148,7 @@ class Recorder:
             finally:
                 if recorder.profiler is not None:
                     recorder.profiler.disable()
-                recorder.dispatch_cpu += time.thread_time() - cpu
+                recorder.round_cpu += time.thread_time() - cpu
 
         ConnectionPool.connection = connection  # type: ignore[assignment]
         PostgresStore.run_round = run_round  # type: ignore[method-assign]
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             drop()
     if args.w3:
         print(f"W3 x{args.w3}: p50 {1000 * statistics.median(latencies):.3f} ms; {len(recorder.rounds)} rounds")
-        print(f"dispatch thread CPU per orchestration: {1000 * recorder.dispatch_cpu / steps:.3f} ms")
+        print(f"round runner CPU per orchestration: {1000 * recorder.round_cpu / steps:.3f} ms")
         if recorder.trace:
             rounds = summarise([r["trace"] for r in recorder.rounds if r["trace"] is not None])
             other = summarise(recorder.other)
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {key:15} {rounds[key] / steps:8.3f} / {other.get(key, 0) / steps:8.3f}")
     else:
         print(f"W4 k={args.k}: {1000 * wall / args.k:.3f} ms per step; {len(recorder.rounds)} rounds")
-        print(f"dispatch thread CPU per step: {1000 * recorder.dispatch_cpu / args.k:.3f} ms")
+        print(f"round runner CPU per step: {1000 * recorder.round_cpu / args.k:.3f} ms")
         figures: dict[str, list[float]] = {"wall_ms": [], "cpu_ms": []}
         for r in (r for r in recorder.rounds if r["commits"]):
             figures["wall_ms"].append(r["wall_ms"])

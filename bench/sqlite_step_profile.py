@@ -8,8 +8,8 @@ each commit writes to the WAL counted by table and index.
 Run it with ``PYTHONPATH`` naming the checkout to measure (its ``src`` and its root). It
 reports, per step (an activity and the turn its outcome wakes, one write transaction):
 
-- the step's wall time, and the CPU of the worker's dispatch thread (which runs the turn
-  and the transaction) and of its activity threads;
+- the step's wall time, and the CPU of each of the worker's threads (an activity's thread
+  runs the next round itself: the turn and the transaction);
 - for ``BEGIN``, ``COMMIT`` and the other statements (``executemany`` counted once per
   call): how many ran, their wall time and their CPU (``thread_time``); the ``COMMIT``'s
   wall time is mostly the WAL's fsync (``synchronous=FULL``), so it grows with the pages
