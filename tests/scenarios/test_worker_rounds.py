@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -188,6 +190,24 @@ async def naps(ctx: perdure.OrchestrationContext, seconds: float) -> str:
     return "up"
 
 
+@contextmanager
+def a_timer_set_by_rounds_run_by_hand() -> Iterator[tuple[FakeClock, perdure.Client, perdure.Worker, str]]:
+    """A worker (not started: its rounds are run by hand) on a store with a fake clock,
+    after the rounds that lock a ``naps(0.1)`` instance and run its first turn, which sets a
+    timer due at t+0.1."""
+    clock = FakeClock()
+    store = perdure.open_store("sqlite://:memory:", clock=clock)
+    try:
+        client = perdure.Client(store)
+        worker = perdure.Worker(app, store, poll_interval=5.0)
+        iid = client.start(naps, 0.1)
+        worker.rounds.run()  # locks the instance
+        worker.rounds.run()  # its first turn creates the timer
+        yield clock, client, worker, iid
+    finally:
+        store.close()
+
+
 def test_work_that_comes_due_while_a_round_runs_is_taken_at_once():
     """Issue 16, item 8: a timer that comes due while a round runs (after the round read the
     queue, before its worker would go to sleep) is taken at once, not after a whole
@@ -197,14 +217,7 @@ def test_work_that_comes_due_while_a_round_runs_is_taken_at_once():
     Pinned by the round's reading of when it looked (``RoundResult.messages_seen_at``):
     without it, work already due by the worker's clock was taken for work it cannot run,
     and the worker slept ``poll_interval`` (5 s here)."""
-    clock = FakeClock()
-    store = perdure.open_store("sqlite://:memory:", clock=clock)
-    try:
-        client = perdure.Client(store)
-        worker = perdure.Worker(app, store, poll_interval=5.0)
-        iid = client.start(naps, 0.1)
-        worker.rounds.run()  # locks the instance
-        worker.rounds.run()  # its first turn creates the timer, due at t+0.1
+    with a_timer_set_by_rounds_run_by_hand() as (clock, client, worker, iid):
         clock.advance(0.05)
         report = worker.rounds.run()
         assert report.next_due == pytest.approx(clock() + 0.05)
@@ -214,8 +227,6 @@ def test_work_that_comes_due_while_a_round_runs_is_taken_at_once():
         assert client.get(iid).output == "up"
         idle = worker.rounds.run()  # nothing due, nothing queued: sleep the whole poll
         assert idle.next_due is None and worker._idle_timeout(idle) == 5.0
-    finally:
-        store.close()
 
 
 def test_work_that_comes_due_after_a_round_decided_not_to_look_is_taken_next_round():
@@ -227,14 +238,7 @@ def test_work_that_comes_due_after_a_round_decided_not_to_look_is_taken_next_rou
 
     Pinned by ``LookOut.seen_at``: only what was due when the last look read the queue is
     work the worker cannot take."""
-    clock = FakeClock()
-    store = perdure.open_store("sqlite://:memory:", clock=clock)
-    try:
-        client = perdure.Client(store)
-        worker = perdure.Worker(app, store, poll_interval=5.0)
-        iid = client.start(naps, 0.1)
-        worker.rounds.run()  # locks the instance
-        worker.rounds.run()  # its first turn creates the timer, due at t+0.1
+    with a_timer_set_by_rounds_run_by_hand() as (clock, client, worker, iid):
         looks = worker.rounds.looks
         decide = looks.begin
 
@@ -250,8 +254,6 @@ def test_work_that_comes_due_after_a_round_decided_not_to_look_is_taken_next_rou
         assert worker._idle_timeout(report) == pytest.approx(0.0, abs=0.002)
         assert worker.rounds.run().claimed == 1 and worker.rounds.run().turns == 1
         assert client.get(iid).output == "up"
-    finally:
-        store.close()
 
 
 @app.activity
