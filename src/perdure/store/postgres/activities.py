@@ -60,24 +60,19 @@ def send_lock_activities(
 ) -> Callable[[], list[ActivityWorkItem]]:
     """Send :func:`lock_activities`' one statement; return the function that reads what it
     locked (a worker round reads it with its other reads: no round trip of its own)."""
-    params = _lock_params(tx, owner, lease_seconds, limit, names, task_row_ids, running)
+    params = _lock_params(
+        tx, owner, lease_seconds=lease_seconds, limit=limit, names=names, task_row_ids=task_row_ids, running=running
+    )
     return _tasks_reader(tx, tx.run(Q.lock_activities, params), owner, params["expires_at"])
 
 
 def send_lock_activities_and_due_times(
-    tx: Tx,
-    last: bool,
-    owner: str,
-    *,
-    lease_seconds: float,
-    limit: int,
-    names: Collection[str] | None,
-    task_row_ids: Collection[int] | None,
-    running: Collection[int] = (),
+    tx: Tx, last: bool, owner: str, **lock: Any
 ) -> tuple[Callable[[], list[ActivityWorkItem]], Callable[[], tuple[float | None, float | None]]]:
-    """:func:`send_lock_activities` and :func:`send_due_times` (``last``) in one statement
-    (a worker round's, see :class:`perdure.store.common.rounds.RoundSteps`); their readers."""
-    params = _lock_params(tx, owner, lease_seconds, limit, names, task_row_ids, running)
+    """:func:`send_lock_activities` (``lock``: its keywords) and :func:`send_due_times`
+    (``last``) in one statement (a worker round's, see
+    :class:`perdure.store.common.rounds.RoundSteps`); their readers."""
+    params = _lock_params(tx, owner, **lock)
     due = due_times_params(tx, last)
     answer = tx.run(LOCK_ACTIVITIES_AND_DUE_TIMES, {**params, **due})
     return _tasks_reader(tx, answer, owner, params["expires_at"]), due_times_reader(tx, last, answer, due)
@@ -94,12 +89,14 @@ LOCK_ACTIVITIES_AND_DUE_TIMES = (
 def _lock_params(
     tx: Tx,
     owner: str,
+    *,
     lease_seconds: float,
     limit: int,
     names: Collection[str] | None,
     task_row_ids: Collection[int] | None,
-    running: Collection[int],
+    running: Collection[int] = (),
 ) -> dict[str, Any]:
+    """The parameters of ``lock_activities`` (and of the statement that includes it)."""
     return {
         "now": tx.now,
         "names": text_array(sorted(names) if names is not None else None),
