@@ -91,7 +91,8 @@ def test_sqlite_step_profile_times_statements_and_counts_wal_pages(capsys):
     out = capsys.readouterr().out
     assert "COMMIT" in out and "dispatch" in out
     # Every step writes its history and its instance row in its commit.
-    pages = dict(reversed(line.split()) for line in out.splitlines()[-20:] if line.startswith("   "))
+    table = out.split("WAL frames per commit", 1)[1].splitlines()[1:]
+    pages = dict(reversed(line.split()) for line in table if line.startswith("   "))
     assert float(pages["history"]) >= 1 and float(pages["instances"]) >= 1
 
 
