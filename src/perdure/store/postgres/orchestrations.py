@@ -665,6 +665,8 @@ class GroupWrite:
                 "tasks": json.dumps(self.tasks),
                 "messages": json.dumps(self.messages),
                 "handed": bigint_array(self.handed),
+                "ids": text_array([t["instance_id"] for t in self.turns]),
+                "consumed": bigint_array([m for t in self.turns for m in t["consumed"]]),
             },
         )
         if not self.check:  # a checked statement refuses to end an instance with queued tasks

@@ -102,6 +102,13 @@ FROM orchestration_messages WHERE instance_id = ANY((SELECT %(handing)s::text[])
 -- snapshot). A turn that fails a check fails the statement, and with it the transaction,
 -- with the error of casting 'perdure: commit refused ...' to an integer (a query cannot
 -- raise otherwise); the round is then run again with the checks read first.
+-- Every read of a table goes through an index whatever the table holds: the planner takes
+-- json_to_recordset for 100 rows, and would rather read a table of a few thousand rows
+-- whole than look 100 rows up in it; so each read is also restricted to :ids (the turns'
+-- instances), to the consumed messages' ids or to the handed tasks' ids, which it
+-- estimates at a few rows. The lists as subqueries, as in lock_committing: the prepared
+-- statement then keeps its generic plan (a plan made for a list's actual length is no
+-- better, and planning this statement costs more than running it).
 WITH turn AS MATERIALIZED (
     SELECT * FROM json_to_recordset(%(turns)s::json) AS t (
         instance_id text, run_id text, token text, execution_id integer, consumed bigint[],
@@ -119,7 +126,10 @@ WITH turn AS MATERIALIZED (
             WHERE i.instance_id = t.instance_id AND i.status NOT IN ('COMPLETED', 'FAILED', 'TERMINATED')
               AND i.execution_id = t.execution_id AND (t.run_id IS NULL OR i.run_id = t.run_id)
         )
-        AND EXISTS (SELECT 1 FROM orchestration_leases AS l WHERE l.instance_id = t.instance_id AND l.token = t.token)
+        AND EXISTS (
+            SELECT 1 FROM orchestration_leases AS l
+            WHERE l.instance_id = ANY((SELECT %(ids)s::text[])::text[]) AND l.instance_id = t.instance_id AND l.token = t.token
+        )
         AND (
             SELECT count(*) FROM orchestration_messages AS m
             WHERE m.message_id = ANY(t.consumed) AND m.instance_id = t.instance_id
@@ -127,6 +137,7 @@ WITH turn AS MATERIALIZED (
         AND (
             SELECT count(*) FROM unnest(t.handed, t.handed_tokens) AS h (task_row_id, token)
             JOIN activity_tasks AS a ON a.task_row_id = h.task_row_id AND a.lease_token = h.token
+            WHERE a.task_row_id = ANY(t.handed)
         ) = cardinality(t.handed)
         AND (cardinality(t.handed) = 0 OR NOT EXISTS (
             SELECT 1 FROM orchestration_messages AS m
@@ -137,7 +148,8 @@ WITH turn AS MATERIALIZED (
         AND (t.status NOT IN ('COMPLETED', 'FAILED', 'TERMINATED') OR (
             NOT EXISTS (
                 SELECT 1 FROM instances AS i
-                WHERE i.instance_id = t.instance_id AND i.parent_instance_id IS NOT NULL
+                WHERE i.instance_id = ANY((SELECT %(ids)s::text[])::text[]) AND i.instance_id = t.instance_id
+                  AND i.parent_instance_id IS NOT NULL
             )
             AND NOT EXISTS (
                 SELECT 1 FROM activity_tasks AS a
@@ -148,12 +160,14 @@ WITH turn AS MATERIALIZED (
     )
 ), consumed AS (
     DELETE FROM orchestration_messages AS m USING turn
-    WHERE m.instance_id = turn.instance_id AND m.message_id = ANY(turn.consumed)
+    WHERE m.message_id = ANY((SELECT %(consumed)s::bigint[])::bigint[])
+      AND m.instance_id = turn.instance_id AND m.message_id = ANY(turn.consumed)
 ), events AS (
     INSERT INTO history (instance_id, execution_id, sequence, event)
     SELECT i.instance_id, (e.value ->> 1)::integer, i.history_event_count + (e.value ->> 2)::integer, (e.value -> 3)::text
     FROM json_array_elements(%(events)s::json) AS e
     JOIN instances AS i ON i.instance_id = e.value ->> 0
+    WHERE i.instance_id = ANY((SELECT %(ids)s::text[])::text[])
 ), instance AS (
     UPDATE instances AS i SET
         status = turn.status,
@@ -171,7 +185,7 @@ WITH turn AS MATERIALIZED (
         last_turn_duration = turn.duration,
         last_progress_at = CASE WHEN turn.progressed THEN %(now)s ELSE i.last_progress_at END
     FROM turn
-    WHERE i.instance_id = turn.instance_id
+    WHERE i.instance_id = ANY((SELECT %(ids)s::text[])::text[]) AND i.instance_id = turn.instance_id
 ), tasks AS (
     INSERT INTO activity_tasks (
         instance_id, run_id, execution_id, task_id, name, input, attempt, enqueued_at, visible_at
@@ -191,11 +205,12 @@ WITH turn AS MATERIALIZED (
     ORDER BY m.n
 ), released AS (
     DELETE FROM orchestration_leases AS l USING turn
-    WHERE turn.release AND l.instance_id = turn.instance_id AND l.token = turn.token
+    WHERE turn.release AND l.instance_id = ANY((SELECT %(ids)s::text[])::text[]) AND l.instance_id = turn.instance_id AND l.token = turn.token
 ), extended AS (
     UPDATE orchestration_leases AS l SET expires_at = %(now)s + l.lease_seconds
     FROM turn
-    WHERE NOT turn.release AND l.instance_id = turn.instance_id AND l.token = turn.token
+    WHERE NOT turn.release AND l.instance_id = ANY((SELECT %(ids)s::text[])::text[]) AND l.instance_id = turn.instance_id
+      AND l.token = turn.token
 ), handed AS (
     DELETE FROM activity_tasks WHERE task_row_id = ANY(%(handed)s::bigint[])
 )

@@ -1,0 +1,130 @@
+"""PostgreSQL: a worker's rounds look rows up by their keys in tables of a few thousand rows,
+as the planner plans them (a prepared statement keeps the plan its first calls made).
+
+The rows are another part of the fleet's: terminal instances, and running instances that
+other workers hold, each with a message and a task due later. The plans are those the
+server's ``auto_explain`` reports of the statements as they ran, with the planner's own
+settings (``bench.plans`` asks instead whether an index *can* serve a statement)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+import perdure
+from tests import pgserver
+
+TABLES = ("instances", "history", "orchestration_leases", "orchestration_messages", "activity_tasks")
+
+app = perdure.App()
+
+
+@app.activity
+def inc(x: int) -> int:
+    """The next number."""
+    return x + 1
+
+
+@app.orchestration
+async def count_to(ctx: perdure.OrchestrationContext, n: int) -> int:
+    """``n`` sequential activities."""
+    x = 0
+    for _ in range(n):
+        x = await ctx.call_activity(inc, x)
+    return x
+
+
+@pytest.fixture(params=[500, 2000], ids=lambda rows: f"{rows}-rows")
+def crowded_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A migrated database holding that many rows of other instances in each table (twice
+    as many instances), analyzed, whose sessions report every plan as a notice."""
+    with pgserver.fresh_database() as url:
+        database = url.rsplit("/", 1)[1]
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO instances (instance_id, name, status, created_at, last_updated_at, run_id)"
+                " SELECT 'done-' || g, 'count_to', 'COMPLETED', g, g, 'r' FROM generate_series(1, %(n)s) g"
+                " UNION ALL"
+                " SELECT 'held-' || g, 'count_to', 'RUNNING', g, g, 'r' FROM generate_series(1, %(n)s) g",
+                {"n": request.param},
+            )
+            conn.execute(
+                "INSERT INTO history (instance_id, execution_id, sequence, event)"
+                " SELECT 'done-' || g, 1, 0, '{}' FROM generate_series(1, %(n)s) g",
+                {"n": request.param},
+            )
+            conn.execute(
+                "INSERT INTO orchestration_leases SELECT 'held-' || g, 'other-worker', 't', 1e12, 60, 0"
+                " FROM generate_series(1, %(n)s) g",
+                {"n": request.param},
+            )
+            conn.execute(
+                "INSERT INTO orchestration_messages (instance_id, kind, event, enqueued_at, visible_at)"
+                " SELECT 'held-' || g, 'EventRaised', '{}', 0, 1e12 FROM generate_series(1, %(n)s) g",
+                {"n": request.param},
+            )
+            conn.execute(
+                "INSERT INTO activity_tasks (instance_id, execution_id, task_id, name, enqueued_at, visible_at)"
+                " SELECT 'held-' || g, 1, 1, 'inc', 0, 1e12 FROM generate_series(1, %(n)s) g",
+                {"n": request.param},
+            )
+            conn.execute("ANALYZE")
+            for setting, value in (
+                ("session_preload_libraries", "auto_explain"),
+                ("auto_explain.log_min_duration", "0"),
+                ("auto_explain.log_level", "notice"),
+                ("auto_explain.log_format", "json"),
+            ):
+                conn.execute(f"ALTER DATABASE \"{database}\" SET {setting} = '{value}'")
+        yield url
+
+
+@pytest.fixture
+def plans(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """The plans the server reports to the store's connections opened from now on."""
+    reported: list[dict] = []
+    connect = psycopg.Connection.connect
+
+    def connect_listening(*args, **kwargs):
+        conn = connect(*args, **kwargs)
+        conn.add_notice_handler(
+            lambda diag: (
+                reported.append(json.loads(diag.message_primary.split("plan:", 1)[1]))
+                if "plan:" in (diag.message_primary or "")
+                else None
+            )
+        )
+        return conn
+
+    monkeypatch.setattr(psycopg.Connection, "connect", connect_listening)
+    return reported
+
+
+def whole_table_reads(plan: dict) -> set[str]:
+    """The tables of perdure's that ``plan`` reads whole."""
+    found = set()
+    if plan.get("Node Type") == "Seq Scan" and plan.get("Relation Name") in TABLES:
+        found.add(plan["Relation Name"])
+    for child in plan.get("Plans", ()):
+        found |= whole_table_reads(child)
+    return found
+
+
+def test_a_round_reads_no_table_whole_among_thousands_of_other_rows(crowded_url: str, plans: list[dict]) -> None:
+    store = perdure.open_store(crowded_url)
+    client = perdure.Client(store)
+    try:
+        with perdure.Worker(app, store):
+            assert client.wait(client.start(count_to, 8), timeout=30).output == 8
+    finally:
+        store.close()
+    # The statements that commit a round's turns: the locks of their instances and the
+    # writes, checks included (each sent 8 times or more).
+    commits = [p for p in plans if re.match(r"\s*(WITH turn AS|SELECT instance_id FROM instances)", p["Query Text"])]
+    assert len(commits) >= 16
+    reads = {(p["Query Text"][:40], table) for p in commits for table in whole_table_reads(p["Plan"])}
+    assert not reads
