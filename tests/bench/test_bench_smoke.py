@@ -114,3 +114,26 @@ def test_step_timeline_splits_a_step_between_the_threads(capsys):
     out = capsys.readouterr().out
     parts = {line.strip().split("  ")[0] for line in out.splitlines() if line.startswith("  ")}
     assert parts == {"round", "to the activity", "activity", "to the next round"}
+
+
+def test_start_timeline_splits_a_start_to_result_on_its_path(capsys):
+    from bench.start_timeline import PARTS
+    from bench.start_timeline import main as timeline_main
+
+    assert timeline_main(["--orchestrations", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "W3: 5 of 5 orchestrations timed" in out
+    parts = {line.strip().rsplit(" ", 1)[0].strip() for line in out.splitlines() if line.startswith("    ")}
+    assert parts == set(PARTS)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_crowded_compares_an_empty_store_with_a_crowded_one(kind, request, capsys):
+    from bench.crowded import main as crowded_main
+
+    if kind == "postgres":
+        request.getfixturevalue("bench_postgres")
+    assert crowded_main(["--store", kind, "--rows", "50", "--pairs", "1", "--k", "3"]) == 0
+    summary = capsys.readouterr().out.split("W4 ms per step", 1)[1].splitlines()[1:]
+    rows = [line.split() for line in summary]
+    assert [(row[0], row[1]) for row in rows] == [("0", "rows"), ("50", "rows")] and rows[0][-1] == "1.00"

@@ -110,6 +110,7 @@ class RoundRunner:
             activity_names=self.activities.names,
             # Never our own runs, even with leases that expired while the store was away.
             running_tasks=self.activities.running_rows(),
+            due_within=self.options.poll_interval,
         )
         try:
             result = self.store.run_round(request)

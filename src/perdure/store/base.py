@@ -558,7 +558,11 @@ class RoundRequest:
     never locks them, even once their leases have expired (the store did not answer the
     caller's renewals), so a worker never starts a second run of its own running task; the
     running one's result, written under its token, is accepted unless another worker has
-    taken the task over meanwhile."""
+    taken the task over meanwhile.
+    ``due_within``: how far ahead (seconds) the caller needs :attr:`RoundResult.next_message_at`
+    (a worker: its ``poll_interval``, after which it looks anyway). A message held back by a
+    lease that expires later than that may then be left out of it, so that finding the
+    next due message costs the same however many instances are leased (None: exact)."""
 
     owner: str
     lease_seconds: float
@@ -571,6 +575,7 @@ class RoundRequest:
     activity_limit: int = 0
     activity_names: Collection[str] | None = None
     running_tasks: Collection[int] = ()
+    due_within: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ statement alone is what the server parses and what its log shows.
 
 from __future__ import annotations
 
+import math
 import re
 from importlib import resources
 from typing import Any
@@ -63,9 +64,11 @@ def next_due_queries(queries: Queries, queue: str | None) -> list[str]:
     return [sql for kind, sql in parts if queue in (None, kind)]
 
 
-def due_times(conn: Any, queries: Queries, queue: str | None = None) -> list[float | None]:
+def due_times(conn: Any, queries: Queries, queue: str | None = None, horizon: float = math.inf) -> list[float | None]:
     """The readings behind ``Store.next_visible_at`` on ``conn`` (a connection of either
-    backend, in or out of a transaction): the next due message and/or task, in that order."""
+    backend, in or out of a transaction): the next due message and/or task, in that order.
+    A message held back by a lease that expires after ``horizon`` may be left out (see
+    :attr:`perdure.store.base.RoundRequest.due_within`)."""
     # Both sent before either is read: one round trip in a PostgreSQL pipeline.
-    cursors = [conn.execute(sql) for sql in next_due_queries(queries, queue)]
+    cursors = [conn.execute(sql, {"horizon": horizon}) for sql in next_due_queries(queries, queue)]
     return [cursor.fetchone()["t"] for cursor in cursors]

@@ -12,6 +12,7 @@ what comes next.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -70,15 +71,17 @@ class RoundSteps:
     ``send_due_times(tx, last=True)`` is the round's last statement (it locks no
     orchestrations): a backend may then also signal other processes itself, by the rule of
     :func:`run_round` (a queue only if it holds work due now), and read the answer after
-    the COMMIT."""
+    the COMMIT. Both take the keyword ``horizon`` (see
+    :attr:`perdure.store.base.RoundRequest.due_within`)."""
 
     complete_activities: Callable[[Any, Sequence[Any]], list[Outcome]]
     lock_orchestrations: Callable[..., list[OrchestrationWorkItem]]
     commit_turns: Callable[[Any, Sequence[PreparedTurn]], list[Outcome]]
     send_lock_activities: Callable[..., Reader[list[ActivityWorkItem]]]
-    send_due_times: Callable[[Any, bool], Reader[tuple[float | None, float | None]]]
+    send_due_times: Callable[..., Reader[tuple[float | None, float | None]]]
     #: Both sends at once, where a backend makes them one statement: ``(tx, last, owner,
-    #: **send_lock_activities' keywords)`` -> the two readers. ``None``: one after the other.
+    #: horizon=..., **send_lock_activities' keywords)`` -> the two readers. ``None``: one
+    #: after the other.
     send_lock_activities_and_due_times: (
         Callable[..., tuple[Reader[list[ActivityWorkItem]], Reader[tuple[float | None, float | None]]]] | None
     ) = None
@@ -94,13 +97,13 @@ def at_once(lock_activities: Callable[..., list[ActivityWorkItem]]) -> Callable[
     return send
 
 
-def due_times_when_read(queries: Queries) -> Callable[[Any, bool], Reader[tuple[float | None, float | None]]]:
+def due_times_when_read(queries: Queries) -> Callable[..., Reader[tuple[float | None, float | None]]]:
     """A ``send_due_times`` that queries when read (a backend whose statements run when
     called)."""
 
-    def send(tx: Any, last: bool) -> Reader[tuple[float | None, float | None]]:
+    def send(tx: Any, last: bool, *, horizon: float = math.inf) -> Reader[tuple[float | None, float | None]]:
         def read() -> tuple[float | None, float | None]:
-            next_message_at, next_task_at = due_times(tx.conn, queries)
+            next_message_at, next_task_at = due_times(tx.conn, queries, horizon=horizon)
             return next_message_at, next_task_at
 
         return read
@@ -149,6 +152,7 @@ def run_round(
     )
     completed = [applied.get(c.task_row_id) or recorded[c.task_row_id] for c in request.completions]
     last = request.orchestration_limit == 0
+    horizon = math.inf if request.due_within is None else tx.now + request.due_within
     if request.activity_limit > 0:
         lock = {
             "lease_seconds": request.lease_seconds,
@@ -158,12 +162,14 @@ def run_round(
             "running": request.running_tasks,
         }
         if steps.send_lock_activities_and_due_times is not None:
-            take_tasks, read_due_times = steps.send_lock_activities_and_due_times(tx, last, request.owner, **lock)
+            take_tasks, read_due_times = steps.send_lock_activities_and_due_times(
+                tx, last, request.owner, horizon=horizon, **lock
+            )
         else:
             take_tasks = steps.send_lock_activities(tx, request.owner, **lock)
-            read_due_times = steps.send_due_times(tx, last)
+            read_due_times = steps.send_due_times(tx, last, horizon=horizon)
     else:
-        take_tasks, read_due_times = _no_tasks, steps.send_due_times(tx, last)
+        take_tasks, read_due_times = _no_tasks, steps.send_due_times(tx, last, horizon=horizon)
     locked: list[OrchestrationWorkItem] = []
     if request.orchestration_limit > 0:
         locked = steps.lock_orchestrations(

@@ -67,13 +67,13 @@ def send_lock_activities(
 
 
 def send_lock_activities_and_due_times(
-    tx: Tx, last: bool, owner: str, **lock: Any
+    tx: Tx, last: bool, owner: str, *, horizon: float, **lock: Any
 ) -> tuple[Callable[[], list[ActivityWorkItem]], Callable[[], tuple[float | None, float | None]]]:
     """:func:`send_lock_activities` (``lock``: its keywords) and :func:`send_due_times`
-    (``last``) in one statement (a worker round's, see
+    (``last``, ``horizon``) in one statement (a worker round's, see
     :class:`perdure.store.common.rounds.RoundSteps`); their readers."""
     params = _lock_params(tx, owner, **lock)
-    due = due_times_params(tx, last)
+    due = due_times_params(tx, last, horizon)
     answer = tx.run(LOCK_ACTIVITIES_AND_DUE_TIMES, {**params, **due})
     return _tasks_reader(tx, answer, owner, params["expires_at"]), due_times_reader(tx, last, answer, due)
 

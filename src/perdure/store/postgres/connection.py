@@ -112,6 +112,15 @@ _TRANSIENT_CONNECT = (
 _PROBE_INTERVAL = 0.25
 
 
+# A worker's transactions run their statements with the plans made once for any parameters.
+# PostgreSQL plans a prepared statement anew at each call for its parameters while that
+# plan's estimate beats the generic one's, which it does for a round's statements once the
+# queues hold rows due later (a time parameter then selects none of them): planning them
+# costs more than running them. Their generic plans look rows up by key (see
+# write_plain_turns in queries.sql). Statements with optional filters (list_instances) need
+# plans made for their parameters, so this is not a session setting.
+GENERIC_PLANS = "SET LOCAL plan_cache_mode TO force_generic_plan"
+
 # The random_page_cost perdure's sessions plan with, at most (the server's, if lower).
 RANDOM_PAGE_COST = 1.1
 
@@ -345,6 +354,7 @@ class Database:
         before_commit: Callable[[Tx], None],
         options: StoreOptions | None = None,
         durable: bool = True,
+        generic_plans: bool = False,
         sender: str | None = None,
     ) -> tuple[T, set[str]]:
         """Run ``body`` in one transaction and commit it; return its result and the topics to
@@ -354,7 +364,10 @@ class Database:
         :class:`AfterCommit`.
         ``durable=False`` commits without waiting for the WAL to reach the disk
         (``synchronous_commit = off`` for this transaction: it stays atomic and ordered, and
-        any later durable commit makes it durable too)."""
+        any later durable commit makes it durable too).
+        ``generic_plans``: the transaction's prepared statements run with their generic plans
+        (``plan_cache_mode``), never with plans made for their parameters at each call: see
+        :data:`GENERIC_PLANS`."""
 
         def attempt() -> tuple[T, set[str]]:
             committing = False
@@ -364,6 +377,8 @@ class Database:
                     # Sync is the one after the COMMIT.
                     tx = Tx(pipeline, clock(), options or StoreOptions(), sender=sender)
                     tx.run("BEGIN")
+                    if generic_plans:
+                        tx.run(GENERIC_PLANS)
                     if not durable:
                         tx.run("SET LOCAL synchronous_commit TO OFF")
                     result = body(tx)

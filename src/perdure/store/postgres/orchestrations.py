@@ -23,6 +23,7 @@ latest committed version, so no decision rests on a stale snapshot.
 from __future__ import annotations
 
 import json
+import math
 import secrets
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
@@ -387,7 +388,7 @@ def _read_history(row: Row, start: int, sent: Answer | None) -> tuple[tuple[Hist
     return decode_history([r["event"] for r in sent.fetchall()], start, row["execution_id"])
 
 
-def send_due_times(tx: Tx, last: bool) -> Callable[[], tuple[float | None, float | None]]:
+def send_due_times(tx: Tx, last: bool, *, horizon: float = math.inf) -> Callable[[], tuple[float | None, float | None]]:
     """Send the read of the next due message and task (``due_times``); return its reader.
     Sent before the round locks orchestrations, it is read with the candidates; if locking
     them changed the queues (leases taken, messages sorted), it is read again.
@@ -395,17 +396,17 @@ def send_due_times(tx: Tx, last: bool) -> Callable[[], tuple[float | None, float
     As the round's ``last`` statement (it locks no orchestrations), it also sends the
     NOTIFY of the queues the round wrote to that hold work due now, and of the other topics
     it signals (an instance that ended), so that the answer can be read after the COMMIT
-    (the NOTIFYs after it are unneeded)."""
-    params = due_times_params(tx, last)
+    (the NOTIFYs after it are unneeded). ``horizon``: see ``RoundRequest.due_within``."""
+    params = due_times_params(tx, last, horizon)
     return due_times_reader(tx, last, tx.run(Q.due_times, params), params)
 
 
-def due_times_params(tx: Tx, last: bool) -> dict[str, Any]:
+def due_times_params(tx: Tx, last: bool, horizon: float) -> dict[str, Any]:
     """The parameters of ``due_times`` (and of the statements that include it): as the
     round's ``last`` statement, it sends the NOTIFYs of the topics signalled so far."""
     governed = set(tx.topics) if last and tx.sender is not None else set()
     tx.notified |= governed
-    return {"channels": text_array(channels(governed)), "sender": tx.sender, "now": tx.now}
+    return {"channels": text_array(channels(governed)), "sender": tx.sender, "now": tx.now, "horizon": horizon}
 
 
 def due_times_reader(

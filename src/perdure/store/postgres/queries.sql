@@ -595,9 +595,21 @@ RETURNING ranked.n, t.task_row_id, t.instance_id, t.execution_id, t.task_id, t.n
 -- visible_at (the lease's expiry), not at the one its snapshot holds.
 ), due AS (
     SELECT
-        (SELECT MIN(GREATEST(l.expires_at, m.visible_at))
-         FROM orchestration_messages AS m
-         LEFT JOIN orchestration_leases AS l ON l.instance_id = m.instance_id) AS next_message_at,
+        LEAST(
+            (SELECT m.visible_at FROM orchestration_messages AS m
+             WHERE NOT EXISTS (
+                 SELECT 1 FROM orchestration_leases AS l
+                 WHERE l.instance_id = m.instance_id AND l.expires_at > m.visible_at)
+             ORDER BY m.visible_at
+             LIMIT 1),
+            (SELECT l.expires_at FROM orchestration_leases AS l
+             WHERE l.expires_at <= %(horizon)s
+               AND EXISTS (
+                   SELECT 1 FROM orchestration_messages AS m
+                   WHERE m.instance_id = l.instance_id AND m.visible_at < l.expires_at)
+             ORDER BY l.expires_at
+             LIMIT 1)
+        ) AS next_message_at,
         LEAST(
             (SELECT MIN(a.visible_at) FROM activity_tasks AS a
              WHERE a.task_row_id NOT IN (SELECT task_row_id FROM picked)),
@@ -704,11 +716,24 @@ SELECT MIN(visible_at) AS t FROM activity_tasks;
 -- channel given (none: an empty array): a queue's only if it holds work due now, by the
 -- rule of store/common/rounds.py (work the round created and took itself wakes nobody),
 -- any other (an instance that ended) always. Sent as a round's last statement.
+-- next_message_at as in the query of that name, up to :horizon.
 WITH due AS (
     SELECT
-        (SELECT MIN(GREATEST(l.expires_at, m.visible_at))
-         FROM orchestration_messages AS m
-         LEFT JOIN orchestration_leases AS l ON l.instance_id = m.instance_id) AS next_message_at,
+        LEAST(
+            (SELECT m.visible_at FROM orchestration_messages AS m
+             WHERE NOT EXISTS (
+                 SELECT 1 FROM orchestration_leases AS l
+                 WHERE l.instance_id = m.instance_id AND l.expires_at > m.visible_at)
+             ORDER BY m.visible_at
+             LIMIT 1),
+            (SELECT l.expires_at FROM orchestration_leases AS l
+             WHERE l.expires_at <= %(horizon)s
+               AND EXISTS (
+                   SELECT 1 FROM orchestration_messages AS m
+                   WHERE m.instance_id = l.instance_id AND m.visible_at < l.expires_at)
+             ORDER BY l.expires_at
+             LIMIT 1)
+        ) AS next_message_at,
         (SELECT MIN(visible_at) FROM activity_tasks) AS next_task_at
 )
 SELECT
@@ -722,10 +747,26 @@ FROM due;
 
 -- name: next_message_at
 -- The earliest time a message can be taken: a message of a leased instance cannot be taken
--- before the lease expires.
-SELECT MIN(GREATEST(l.expires_at, m.visible_at)) AS t
-FROM orchestration_messages AS m
-LEFT JOIN orchestration_leases AS l ON l.instance_id = m.instance_id;
+-- before the lease expires. The earliest of: the first message, in visible_at order, that
+-- no lease holds back; the first lease to expire, up to :horizon, that holds a message
+-- back. Each part walks an index and stops at its first row (the first walks past the
+-- messages that leases hold back, which a worker takes as soon as they are due). A message
+-- held back by a lease that expires after :horizon is left out.
+SELECT LEAST(
+    (SELECT m.visible_at FROM orchestration_messages AS m
+     WHERE NOT EXISTS (
+         SELECT 1 FROM orchestration_leases AS l
+         WHERE l.instance_id = m.instance_id AND l.expires_at > m.visible_at)
+     ORDER BY m.visible_at
+     LIMIT 1),
+    (SELECT l.expires_at FROM orchestration_leases AS l
+     WHERE l.expires_at <= %(horizon)s
+       AND EXISTS (
+           SELECT 1 FROM orchestration_messages AS m
+           WHERE m.instance_id = l.instance_id AND m.visible_at < l.expires_at)
+     ORDER BY l.expires_at
+     LIMIT 1)
+) AS t;
 
 -- ===== fleet reads (diagnosis) ============================================================
 

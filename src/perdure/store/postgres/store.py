@@ -221,10 +221,19 @@ class PostgresStore:
 
     # -- transactions --
 
-    def _write(self, method: str, body: Callable[[Tx], Any], *, durable: bool = True, point: str = "inside") -> Any:
+    def _write(
+        self,
+        method: str,
+        body: Callable[[Tx], Any],
+        *,
+        durable: bool = True,
+        generic_plans: bool = False,
+        point: str = "inside",
+    ) -> Any:
         """Run ``body`` in one transaction (retried on transient faults before COMMIT). The
         NOTIFYs and the fault hook (as ``f"{method}:{point}"``) run last inside it; local
-        waiters are woken after it. ``durable=False``: see :meth:`Database.write`."""
+        waiters are woken after it. ``durable=False``, ``generic_plans``: see
+        :meth:`Database.write`."""
 
         def before_commit(tx: Tx) -> None:
             unsent = tx.topics - tx.notified
@@ -241,6 +250,7 @@ class PostgresStore:
             before_commit=before_commit,
             options=self.options,
             durable=durable,
+            generic_plans=generic_plans,
             sender=self.sender if self.notify_enabled else None,
         )
         if topics:
@@ -250,17 +260,18 @@ class PostgresStore:
     def _write_optimistically(self, method: str, body: Callable[[Tx], Any], *, durable: bool = True) -> Any:
         """:meth:`_write` with the turns committed optimistically (:attr:`Tx.optimistic`:
         their checks are not read before they are written); if a turn fails its checks,
-        the transaction is run again, reading them first."""
+        the transaction is run again, reading them first. A worker's transactions, with
+        generic plans."""
 
         def optimistic(tx: Tx) -> Any:
             tx.optimistic = True
             return body(tx)
 
         try:
-            return self._write(method, optimistic, durable=durable)
+            return self._write(method, optimistic, durable=durable, generic_plans=True)
         except ChecksRefused:
             log.debug("%s: a turn failed its checks; running the transaction again, checks first", method)
-            return self._write(method, body, durable=durable)
+            return self._write(method, body, durable=durable, generic_plans=True)
 
     def _read(self, method: str, body: Callable[[Pipeline], Any]) -> Any:
         return self._db.read(method, body)

@@ -409,9 +409,12 @@ LIMIT :limit;
 SELECT MIN(visible_at) AS t FROM activity_tasks;
 
 -- name: next_message_at
--- The earliest of: the first message, in visible_at order, not blocked by a lease expiring
--- after it; the expiry of a lease on an instance with queued messages. Each part walks an
--- index and stops early.
+-- The earliest time a message can be taken: a message of a leased instance cannot be taken
+-- before the lease expires. The earliest of: the first message, in visible_at order, that
+-- no lease holds back; the first lease to expire, up to :horizon, that holds a message
+-- back. Each part walks an index and stops at its first row (the first walks past the
+-- messages that leases hold back, which a worker takes as soon as they are due). A message
+-- held back by a lease that expires after :horizon is left out.
 SELECT MIN(t) AS t FROM (
     SELECT t FROM (
         SELECT m.visible_at AS t FROM orchestration_messages AS m
@@ -421,8 +424,14 @@ SELECT MIN(t) AS t FROM (
         ORDER BY m.visible_at
         LIMIT 1)
     UNION ALL
-    SELECT MIN(l.expires_at) AS t FROM orchestration_leases AS l
-    WHERE EXISTS (SELECT 1 FROM orchestration_messages AS m WHERE m.instance_id = l.instance_id)
+    SELECT t FROM (
+        SELECT l.expires_at AS t FROM orchestration_leases AS l
+        WHERE l.expires_at <= :horizon
+          AND EXISTS (
+              SELECT 1 FROM orchestration_messages AS m
+              WHERE m.instance_id = l.instance_id AND m.visible_at < l.expires_at)
+        ORDER BY l.expires_at
+        LIMIT 1)
 );
 
 -- ===== fleet reads (diagnosis) ============================================================

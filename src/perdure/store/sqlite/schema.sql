@@ -97,6 +97,9 @@ CREATE TABLE orchestration_leases (
     locked_at      REAL NOT NULL      -- when this token was issued
 );
 
+-- next_message_at: the first lease to expire that holds a message back.
+CREATE INDEX orchestration_leases_by_expiry ON orchestration_leases (expires_at);
+
 -- Activity tasks, queued or running.
 CREATE TABLE activity_tasks (
     task_row_id       INTEGER PRIMARY KEY AUTOINCREMENT,  -- the task's handle, never reused

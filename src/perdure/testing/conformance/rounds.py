@@ -272,6 +272,24 @@ def test_a_round_that_takes_instances_tells_their_messages_due_once_their_leases
     assert result.next_message_at == clock() + LEASE
 
 
+def test_a_round_tells_a_message_a_lease_holds_back_when_the_lease_expires_within_due_within(
+    store: Store, clock: FakeClock
+) -> None:
+    start(store, "i1")
+    assert [item.instance.instance_id for item in round_(store).locked] == ["i1"]
+    raise_event(store, "i1")  # held back by the lease until it expires
+    assert round_(store, orchestration_limit=0, due_within=LEASE).next_message_at == clock() + LEASE
+    assert round_(store, due_within=LEASE).next_message_at == clock() + LEASE
+    # Further than the caller looks ahead: left out.
+    assert round_(store, orchestration_limit=0, due_within=LEASE / 2).next_message_at is None
+    assert round_(store, due_within=LEASE / 2).next_message_at is None
+    # A message no lease holds back is told however far ahead it is due.
+    raise_event(store, "i2", visible_at=clock() + 10 * LEASE)
+    assert round_(store, orchestration_limit=0, due_within=LEASE / 2).next_message_at == clock() + 10 * LEASE
+    clock.advance(LEASE / 2)
+    assert round_(store, orchestration_limit=0, due_within=LEASE / 2).next_message_at == clock() + LEASE / 2
+
+
 def test_a_round_is_atomic(store: Store) -> None:
     work = with_task(store)
     start(store, "i2")

@@ -1,0 +1,91 @@
+"""A sequential step (W4) on a store crowded by the rest of a fleet, against an empty store.
+
+    python -m bench.crowded --store postgres --rows 20000 --pairs 3
+    python -m bench.crowded --store sqlite --rows 1000,5000,20000
+
+A crowded store holds ``rows`` finished instances and ``rows`` running instances whose
+leases another worker holds (their activities running), each with a message and an
+activity task due in the future: what a store of a busy fleet holds besides the W4
+instance. The rows are written by SQL (shared by both stores), then the store is analyzed,
+as a store in service is. Pairs alternate the empty store and each crowded size; each
+figure is W4's milliseconds per step, and the ratio crowded over empty (1.0: the crowd
+costs nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import perdure
+from bench.__main__ import _fresh_store, run_once
+
+# One statement per table, in the dialect both stores share; :n is the number of rows.
+_CROWD = (
+    "INSERT INTO instances (instance_id, name, status, created_at, last_updated_at, run_id)"
+    " SELECT 'done-' || g, 'chain', 'COMPLETED', g, g, 'r' FROM {series}"
+    " UNION ALL SELECT 'held-' || g, 'chain', 'RUNNING', g, g, 'r' FROM {series}",
+    "INSERT INTO orchestration_leases (instance_id, owner, token, expires_at, lease_seconds, locked_at)"
+    " SELECT 'held-' || g, 'other-worker', 't', 1e12, 30, 0 FROM {series}",
+    "INSERT INTO orchestration_messages (instance_id, kind, event, enqueued_at, visible_at)"
+    " SELECT 'held-' || g, 'EventRaised', '{{}}', 0, 1e12 FROM {series}",
+    "INSERT INTO activity_tasks (instance_id, execution_id, task_id, name, enqueued_at, visible_at)"
+    " SELECT 'held-' || g, 1, 1, 'inc', 0, 1e12 FROM {series}",
+)
+
+
+def crowd(kind: str, url: str, rows: int) -> None:
+    """Migrate the store at ``url`` and write the crowd of ``rows`` into it."""
+    perdure.open_store(url).close()
+    if kind == "sqlite":
+        series = f"(WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < {rows}) SELECT g FROM s)"
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            for statement in _CROWD:
+                conn.execute(statement.format(series=series))
+            conn.execute("ANALYZE")
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in _CROWD:
+            conn.execute(statement.format(series=f"generate_series(1, {rows}) AS s (g)").replace("%", "%%"))
+        conn.execute("VACUUM ANALYZE")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Alternate W4 on an empty store and on crowded ones; print the figures and ratios."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.crowded", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--rows", default="20000", help="crowd sizes, comma-separated")
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--k", type=int, default=1000, help="W4's activities")
+    args = parser.parse_args(argv)
+    sizes = [0, *(int(n) for n in args.rows.split(","))]
+    figures: dict[int, list[float]] = {n: [] for n in sizes}
+    with tempfile.TemporaryDirectory(prefix="perdure-crowded-") as tmp:
+        for pair in range(args.pairs):
+            for rows in sizes if pair % 2 == 0 else reversed(sizes):
+                url, drop = _fresh_store(args.store, Path(tmp))
+                try:
+                    crowd(args.store, url, rows)
+                    figures[rows].append(run_once("W4", url, {"k": args.k})["ms_per_activity"])
+                finally:
+                    if drop:
+                        drop()
+            print(f"pair {pair + 1}: " + ", ".join(f"{n:,} rows {figures[n][-1]:.3f} ms" for n in sizes), flush=True)
+    empty = statistics.median(figures[0])
+    print(f"W4 ms per step on {args.store}, median of {args.pairs} (crowded / empty):")
+    for rows in sizes:
+        median = statistics.median(figures[rows])
+        print(f"  {rows:>7,} rows  {median:.3f} ms  {median / empty:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
