@@ -3,6 +3,7 @@ commits the due turns, and takes the activity tasks those turns schedule."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -46,6 +47,57 @@ def test_a_sequence_runs_on_rounds_alone(store, client):
     assert [counting.hits[f"{m}:before"] for m in split] == [0, 0, 0, 0]
     # One round per step, plus the first turn; a few more for wake-ups that found nothing.
     assert 21 <= counting.hits["run_round:before"] <= 40
+
+
+def lease_expiry(store_url: str, instance_id: str) -> float | None:
+    """The expiry of ``instance_id``'s lease as the store holds it (read from its table)."""
+    sql = "SELECT expires_at FROM orchestration_leases WHERE instance_id = "
+    if store_url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(store_url.removeprefix("sqlite:///")) as conn:
+            row = conn.execute(sql + "?", (instance_id,)).fetchone()
+    else:
+        import psycopg
+
+        with psycopg.connect(store_url) as conn:
+            row = conn.execute(sql + "%s", (instance_id,)).fetchone()
+    return None if row is None else row[0]
+
+
+@pytest.mark.parametrize("lease_seconds, step_seconds", [(30.0, 0.0), (0.6, 0.05)])
+def test_a_sequence_extends_its_kept_lease_once_half_of_it_has_gone(
+    store_url, store, client, lease_seconds, step_seconds
+):
+    """A worker keeps the lease of an instance whose next activity it runs, and extends it
+    only once half of it has gone: the steps in between write nothing to it."""
+    expiries: list[float | None] = []
+    readers = perdure.App()
+
+    @readers.activity
+    def read_lease(x: int) -> int:
+        expiries.append(lease_expiry(store_url, "sequence"))
+        time.sleep(step_seconds)
+        return x + 1
+
+    @readers.orchestration
+    async def sequence(ctx: perdure.OrchestrationContext, n: int) -> int:
+        x = 0
+        for _ in range(n):
+            x = await ctx.call_activity(read_lease, x)
+        return x
+
+    with perdure.Worker(readers, store, lease_seconds=lease_seconds):
+        assert client.wait(client.start(sequence, 20, instance_id="sequence"), timeout=30).output == 20
+    held = [e for e in expiries if e is not None]
+    assert len(held) >= 15  # the lease was kept between the steps
+    changes = sum(1 for before, after in itertools.pairwise(held) if after != before)
+    if step_seconds == 0:
+        assert changes == 0  # 20 steps well within half of 30 s
+    else:
+        # 20 steps of 50 ms under a 0.6 s lease: extended every 0.3 s or so, not at each step.
+        assert 1 <= changes <= 8, held
+        assert all(after >= before for before, after in itertools.pairwise(held))
 
 
 @app.orchestration

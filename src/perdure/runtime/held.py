@@ -3,7 +3,8 @@ so that each activity's outcome goes straight to the instance's next turn.
 
 A sequential step is an activity and the turn its outcome wakes. When a turn leaves its
 instance waiting on activities this worker runs, the worker keeps the instance's lease
-(the commit extends it instead of releasing it). When such an activity finishes, its
+(the commit does not release it, and extends it once half of it has gone: the steps in
+between write nothing to the lease). When such an activity finishes, its
 outcome is handed to the instance's next turn, run at once from the cached executor, and
 that turn's commit records the outcome too (:attr:`perdure.store.base.TurnCommit.handed_over`):
 one transaction per step, and no claim of the instance in between.
@@ -60,9 +61,10 @@ class HeldLeases:
         with self._lock:
             return {iid: held.token for iid, held in self._held.items()}
 
-    def keep(self, commit: TurnCommit, instance: LockedInstance) -> None:
-        """``commit`` landed and kept its lease: hold it, with the instance as it left it."""
-        expires_at = self._clock() + self._lease_seconds
+    def keep(self, commit: TurnCommit, instance: LockedInstance, expired_at: float) -> None:
+        """``commit`` landed and kept its lease, which expired at ``expired_at`` before it:
+        hold it, with the instance as it left it (and the lease as the commit left it)."""
+        expires_at = self._clock() + self._lease_seconds if commit.extend_lease else expired_at
         with self._lock:
             self._held[commit.instance_id] = HeldLease(commit.lease_token, expires_at, instance)
 

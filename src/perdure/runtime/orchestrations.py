@@ -207,7 +207,7 @@ class OrchestrationDispatcher:
             if executor is not None and not executor.is_finished and commit.run_id is not None:
                 self.cache.put(iid, commit.run_id, executor)
             if run.kept is not None:
-                self.held.keep(commit, run.kept)
+                self.held.keep(commit, run.kept, run.lease_expires_at)
             else:
                 self.held.drop(iid)
             return
@@ -272,12 +272,17 @@ class OrchestrationDispatcher:
         # Messages already encoded (as the store read them, or handed over) are written as is.
         stored.update((id(m.event), m.event_json) for m in item.messages if m.event_json)
         kept = self._kept(item, turn, executor) if keep_leases else None
-        commit = turn_commit(item, turn, stats, stored, release=kept is None)
+        # A kept lease is extended once half of it has gone (HeldLeases uses it while a
+        # third is left): most steps of a sequence write nothing to it.
+        extend = kept is not None and item.lease_expires_at - now < self.options.lease_seconds / 2
+        commit = turn_commit(item, turn, stats, stored, release=kept is None, extend_lease=extend)
         report = None
         if self.observers.active:
             outcome = REPLAYED if full_replay else CACHED
             report = _report(item, turn, executor, outcome, duration, commit.new_events)
-        return TurnRun(commit, executor, kept, report, ran_local=turn is not first)
+        return TurnRun(
+            commit, executor, kept, report, ran_local=turn is not first, lease_expires_at=item.lease_expires_at
+        )
 
     def _failed_run(self, item: OrchestrationWorkItem, commit: TurnCommit) -> TurnRun:
         """The run of a turn the engine failed without running user code."""
@@ -370,13 +375,14 @@ def _report(
 class TurnRun:
     """One turn run: its commit, the executor behind it (to cache once the commit is known
     to have landed; ``None`` if it must not be), and the instance as the turn left it when
-    the commit keeps the lease (``kept``)."""
+    the commit keeps the lease (``kept``), with the lease's expiry before the commit."""
 
     commit: TurnCommit
     executor: OrchestrationExecutor | None
     kept: LockedInstance | None = None
     report: TurnReport | None = None  # for the worker's observers, once it has committed
     ran_local: bool = False  # it ran local activities (see OrchestrationDispatcher.run_turns)
+    lease_expires_at: float = 0.0
 
 
 class TurnBatch:

@@ -43,11 +43,12 @@ def turn_commit(
     event_json: Mapping[int, str] | None = None,
     *,
     release: bool = True,
+    extend_lease: bool = True,
 ) -> TurnCommit:
     """The store write for ``turn``, run on the locked ``item``: its history events, status,
     and every outbound message, all consumed messages removed. ``event_json``: the stored
-    JSON of events already encoded (:attr:`TurnCommit.event_json`); ``release``: see
-    :attr:`TurnCommit.release`."""
+    JSON of events already encoded (:attr:`TurnCommit.event_json`); ``release`` and
+    ``extend_lease``: see :class:`TurnCommit`."""
     iid, run = item.instance.instance_id, item.instance.run_id
     execution = turn.execution_id
     activities: list[NewActivityTask] = []
@@ -106,6 +107,7 @@ def turn_commit(
         stats=stats,
         event_json=event_json or {},
         release=release,
+        extend_lease=extend_lease,
     )
 
 

@@ -471,8 +471,10 @@ class TurnCommit:
     ``ExecutionStarted`` (the instance's name, parent and run, input
     ``continue_as_new_input``, and ``carried``, the messages it takes first). When
     ``status`` is terminal, the instance's queued activity tasks that are not locked are
-    removed with a discard record. ``release`` releases the lease after the commit
-    (otherwise it is kept and extended). ``version`` is the orchestration version the turn
+    removed with a discard record. ``release`` releases the lease after the commit;
+    otherwise it is kept, and extended to ``lease_seconds`` from now if ``extend_lease``
+    (a worker that keeps a lease for its next turns extends it once half of it has gone:
+    the steps in between write nothing to the lease). ``version`` is the orchestration version the turn
     ran (recorded on the instance row; ``None`` leaves it), ``continue_as_new_version`` the
     one the next execution runs, ``continue_as_new_trace`` the trace context it carries.
     """
@@ -495,6 +497,7 @@ class TurnCommit:
     continue_as_new_input: Any = None
     carried: Sequence[HistoryEvent] = ()
     release: bool = True
+    extend_lease: bool = True
     run_id: str | None = None
     version: int | None = None
     continue_as_new_version: int | None = None

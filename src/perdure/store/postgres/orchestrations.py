@@ -610,6 +610,7 @@ class GroupWrite:
                 "duration": c.stats.duration,
                 "progressed": bool(c.stats.progressed),
                 "release": c.release,
+                "extend": c.extend_lease,
             }
         )
         self.handed.extend(handed)
@@ -762,7 +763,7 @@ def write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float) -> No
     if c.release:
         tx.run(Q.release_lease, {"instance_id": iid, "token": c.lease_token})
         _signal_if_queued(tx, [iid])
-    else:
+    elif c.extend_lease:
         tx.run(
             Q.extend_lease,
             {"instance_id": iid, "token": c.lease_token, "expires_at": now + lease_seconds},

@@ -115,7 +115,7 @@ WITH turn AS MATERIALIZED (
         handed bigint[], handed_tokens text[], status text, version integer, output text,
         failure text, custom_status text, waiting_on text, new_events integer, new_bytes bigint,
         full_replay integer, replayed_events integer, duration float8, progressed boolean,
-        release boolean
+        release boolean, extend boolean
     )
 ), refused AS MATERIALIZED (
     SELECT CAST('perdure: commit refused for instance ' || t.instance_id AS integer) AS refusal
@@ -209,8 +209,8 @@ WITH turn AS MATERIALIZED (
 ), extended AS (
     UPDATE orchestration_leases AS l SET expires_at = %(now)s + l.lease_seconds
     FROM turn
-    WHERE NOT turn.release AND l.instance_id = ANY((SELECT %(ids)s::text[])::text[]) AND l.instance_id = turn.instance_id
-      AND l.token = turn.token
+    WHERE NOT turn.release AND turn.extend AND l.instance_id = ANY((SELECT %(ids)s::text[])::text[])
+      AND l.instance_id = turn.instance_id AND l.token = turn.token
 ), handed AS (
     DELETE FROM activity_tasks WHERE task_row_id = ANY(%(handed)s::bigint[])
 )

@@ -365,15 +365,15 @@ def _handing_over(tx: Tx, turns: list[PreparedTurn]) -> tuple[dict[int, str], di
 
 
 def _settle_leases(tx: Tx, committed: list[tuple[PreparedTurn, sqlite3.Row]]) -> None:
-    """After the turns' writes: release the leases of the turns that release, extend the
-    others; signal the queue if a released instance has messages that came meanwhile."""
+    """After the turns' writes: release the leases of the turns that release, extend those
+    that extend theirs; signal the queue if a released instance has messages that came meanwhile."""
     conn, now = tx.conn, tx.now
     released, extended = [], []
     for turn, row in committed:
         c = turn.commit
         if c.release:
             released.append({"instance_id": c.instance_id, "token": c.lease_token})
-        else:
+        elif c.extend_lease:
             extended.append(
                 {"instance_id": c.instance_id, "token": c.lease_token, "expires_at": now + row["lease_seconds"]}
             )

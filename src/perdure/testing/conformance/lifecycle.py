@@ -292,6 +292,18 @@ def test_release_false_keeps_and_extends_the_lease(store: Store, clock: FakeCloc
     assert kinds(lock_one(store, "i1", owner="w2").messages) == ["EventRaised"]
 
 
+def test_a_kept_lease_not_extended_expires_when_it_would_have(store: Store, clock: FakeClock) -> None:
+    start(store, "i1")
+    item = lock_one(store, "i1", lease_seconds=10)
+    clock.advance(4)
+    assert commit(store, item, release=False, extend_lease=False) is Outcome.OK
+    raise_event(store, "i1")
+    clock.advance(5)  # 9 s after the lock: the lease holds
+    assert lock(store, "w2") == []
+    clock.advance(2)  # 11 s: it expired as it was going to, whatever was committed under it
+    assert kinds(lock_one(store, "i1", owner="w2").messages) == ["EventRaised"]
+
+
 # --- atomicity ---------------------------------------------------------------------------
 
 
