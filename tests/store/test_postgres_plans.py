@@ -2,8 +2,8 @@
 they must, in tables of a few thousand rows, as the planner plans them (a prepared statement
 keeps the plan its first calls made).
 
-The rows are another part of the fleet's: terminal instances, and running instances that
-other workers hold, each with a message and a task due later. The plans are those the
+The rows are the rest of a fleet's: finished instances, and running instances that another
+worker holds, each with a message and a task due later. The plans are those the
 server's ``auto_explain`` reports of the statements as they ran, with the planner's own
 settings (``bench.plans`` asks instead whether an index *can* serve a statement)."""
 
@@ -15,65 +15,24 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from bench.crowded import crowd
+from bench.workloads import app, chain
 
 import perdure
 from tests import pgserver
 
 TABLES = ("instances", "history", "orchestration_leases", "orchestration_messages", "activity_tasks")
 
-app = perdure.App()
-
-
-@app.activity
-def inc(x: int) -> int:
-    """The next number."""
-    return x + 1
-
-
-@app.orchestration
-async def count_to(ctx: perdure.OrchestrationContext, n: int) -> int:
-    """``n`` sequential activities."""
-    x = 0
-    for _ in range(n):
-        x = await ctx.call_activity(inc, x)
-    return x
-
 
 @pytest.fixture(params=[500, 2000], ids=lambda rows: f"{rows}-rows")
 def crowded_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A migrated database holding that many rows of other instances in each table (twice
-    as many instances), analyzed, whose sessions report every plan as a notice."""
+    """A migrated database crowded by the rest of a fleet (``bench.crowded``: that many
+    finished instances, and as many running ones that another worker holds, each with a
+    message and a task due later), analyzed, whose sessions report every plan as it ran."""
     with pgserver.fresh_database() as url:
+        crowd("postgres", url, request.param)
         database = url.rsplit("/", 1)[1]
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(
-                "INSERT INTO instances (instance_id, name, status, created_at, last_updated_at, run_id)"
-                " SELECT 'done-' || g, 'count_to', 'COMPLETED', g, g, 'r' FROM generate_series(1, %(n)s) g"
-                " UNION ALL"
-                " SELECT 'held-' || g, 'count_to', 'RUNNING', g, g, 'r' FROM generate_series(1, %(n)s) g",
-                {"n": request.param},
-            )
-            conn.execute(
-                "INSERT INTO history (instance_id, execution_id, sequence, event)"
-                " SELECT 'done-' || g, 1, 0, '{}' FROM generate_series(1, %(n)s) g",
-                {"n": request.param},
-            )
-            conn.execute(
-                "INSERT INTO orchestration_leases SELECT 'held-' || g, 'other-worker', 't', 1e12, 60, 0"
-                " FROM generate_series(1, %(n)s) g",
-                {"n": request.param},
-            )
-            conn.execute(
-                "INSERT INTO orchestration_messages (instance_id, kind, event, enqueued_at, visible_at)"
-                " SELECT 'held-' || g, 'EventRaised', '{}', 0, 1e12 FROM generate_series(1, %(n)s) g",
-                {"n": request.param},
-            )
-            conn.execute(
-                "INSERT INTO activity_tasks (instance_id, execution_id, task_id, name, enqueued_at, visible_at)"
-                " SELECT 'held-' || g, 1, 1, 'inc', 0, 1e12 FROM generate_series(1, %(n)s) g",
-                {"n": request.param},
-            )
-            conn.execute("ANALYZE")
             for setting, value in (
                 ("session_preload_libraries", "auto_explain"),
                 ("auto_explain.log_min_duration", "0"),
@@ -136,7 +95,7 @@ def test_a_round_reads_no_table_whole_among_thousands_of_other_rows(crowded_url:
     client = perdure.Client(store)
     try:
         with perdure.Worker(app, store):
-            assert client.wait(client.start(count_to, 8), timeout=30).output == 8
+            assert client.wait(client.start(chain, 8), timeout=30).output == 8
     finally:
         store.close()
     # A round's statements: the locks of its turns' instances, the turns' writes (checks

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from perdure.store.postgres.activities import LOCK_ACTIVITIES_AND_DUE_TIMES
-from perdure.store.postgres.orchestrations import WRITE_CHECKED_TURNS, WRITE_PLAIN_TURNS
+from perdure.store.postgres.orchestrations import DUE_TIMES, WRITE_CHECKED_TURNS, WRITE_PLAIN_TURNS
 from perdure.store.postgres.queries import Q
 from perdure.store.postgres.wire import Statement
 
@@ -15,6 +15,7 @@ STATEMENTS = {name: getattr(Q, name) for name in Q.names()} | {
     "WRITE_PLAIN_TURNS": WRITE_PLAIN_TURNS,
     "WRITE_CHECKED_TURNS": WRITE_CHECKED_TURNS,
     "LOCK_ACTIVITIES_AND_DUE_TIMES": LOCK_ACTIVITIES_AND_DUE_TIMES,
+    "DUE_TIMES": DUE_TIMES,
 }
 
 

@@ -1,4 +1,4 @@
-"""SQLite: what a worker's rounds cost does not grow with the instances other workers hold.
+"""SQLite: what a worker's rounds cost does not grow with the rest of the fleet's rows.
 
 Cost is counted in SQLite's own virtual-machine instructions (a progress handler on the
 store's connections), which do not depend on the machine's speed."""
@@ -11,25 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from bench.crowded import crowd
+from bench.workloads import app, chain
 
 import perdure
-
-app = perdure.App()
-
-
-@app.activity
-def inc(x: int) -> int:
-    """The next number."""
-    return x + 1
-
-
-@app.orchestration
-async def count_to(ctx: perdure.OrchestrationContext, n: int) -> int:
-    """``n`` sequential activities."""
-    x = 0
-    for _ in range(n):
-        x = await ctx.call_activity(inc, x)
-    return x
 
 
 class Counted:
@@ -58,39 +43,28 @@ class Counted:
             yield
 
 
-def steps_of_a_chain(path: Path, held_by_others: int, monkeypatch: pytest.MonkeyPatch) -> int:
-    """VM steps of a 20-step chain run by a worker while another worker holds the leases of
-    ``held_by_others`` running instances (their activities run: no messages queued)."""
+def steps_of_a_chain(path: Path, crowded_by: int, monkeypatch: pytest.MonkeyPatch) -> int:
+    """VM steps of a 20-step chain run by a worker on a store crowded by the rest of a fleet
+    (``bench.crowded``: ``crowded_by`` finished instances, and as many running ones that
+    another worker holds, each with a message and a task due later)."""
     url = f"sqlite:///{path}"
-    perdure.open_store(url).close()
-    with sqlite3.connect(path) as conn:
-        rows = [(f"held-{n}",) for n in range(held_by_others)]
-        conn.executemany(
-            "INSERT INTO instances (instance_id, name, status, created_at, last_updated_at, run_id)"
-            " VALUES (?, 'count_to', 'RUNNING', 0, 0, 'r')",
-            rows,
-        )
-        conn.executemany(
-            "INSERT INTO orchestration_leases (instance_id, owner, token, expires_at, lease_seconds, locked_at)"
-            " VALUES (?, 'other-worker', 't', 1e12, 60, 0)",
-            rows,
-        )
+    crowd("sqlite", url, crowded_by)
     counted = Counted()
     with counted.connections(monkeypatch):
         store = perdure.open_store(url)
         client = perdure.Client(store)
         try:
             with perdure.Worker(app, store, poll_interval=1.0):
-                client.wait(client.start(count_to, 1), timeout=30)  # warm-up
+                client.wait(client.start(chain, 1), timeout=30)  # warm-up
                 counted.on = True
-                assert client.wait(client.start(count_to, 20), timeout=30).output == 20
+                assert client.wait(client.start(chain, 20), timeout=30).output == 20
                 counted.on = False
         finally:
             store.close()
     return counted.steps
 
 
-def test_a_round_costs_the_same_however_many_instances_other_workers_hold(
+def test_a_round_costs_the_same_however_many_rows_the_rest_of_the_fleet_has(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     few = steps_of_a_chain(tmp_path / "few.db", 10, monkeypatch)

@@ -20,7 +20,13 @@ from perdure.store.common.routing import route_completions
 from perdure.store.common.rows import lease_prefix, leased_task
 from perdure.store.notify import ACTIVITIES
 from perdure.store.postgres.connection import Answer, Tx, bigint_array, text_array
-from perdure.store.postgres.orchestrations import Outbox, due_times_params, due_times_reader, insert_discards
+from perdure.store.postgres.orchestrations import (
+    Outbox,
+    due_times_params,
+    due_times_reader,
+    insert_discards,
+    with_next_message_at,
+)
 from perdure.store.postgres.queries import Q
 
 __all__ = [
@@ -82,7 +88,7 @@ def send_lock_activities_and_due_times(
 LOCK_ACTIVITIES_AND_DUE_TIMES = (
     edited(Q.lock_activities, "\nUPDATE activity_tasks AS t SET", ", taken AS (\nUPDATE activity_tasks AS t SET")
     + "\n"
-    + Q.due_times_after_lock
+    + with_next_message_at(Q.due_times_after_lock)
 )
 
 

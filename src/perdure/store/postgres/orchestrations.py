@@ -87,10 +87,18 @@ __all__ = [
 
 Row = dict[str, Any]
 
+
 # The group write without and with its own checks (``write_plain_turns``' ``%(check)s``):
 # two statements, each with one plan. As a parameter, the flag would have the server plan
 # the statement anew at every call (a plan made for FALSE leaves the checks out, and is
 # then always cheaper than the one plan for both).
+def with_next_message_at(sql: str) -> str:
+    """``sql`` with its ``(next_message_at)`` made the query of that name (a subquery): the
+    rule of the next due message is written once."""
+    return edited(sql, "(next_message_at)", f"({Q.next_message_at})")
+
+
+DUE_TIMES = with_next_message_at(Q.due_times)
 WRITE_PLAIN_TURNS = edited(Q.write_plain_turns, "%(check)s", "FALSE")
 WRITE_CHECKED_TURNS = edited(Q.write_plain_turns, "%(check)s", "TRUE")
 
@@ -398,7 +406,7 @@ def send_due_times(tx: Tx, last: bool, *, horizon: float = math.inf) -> Callable
     it signals (an instance that ended), so that the answer can be read after the COMMIT
     (the NOTIFYs after it are unneeded). ``horizon``: see ``RoundRequest.due_within``."""
     params = due_times_params(tx, last, horizon)
-    return due_times_reader(tx, last, tx.run(Q.due_times, params), params)
+    return due_times_reader(tx, last, tx.run(DUE_TIMES, params), params)
 
 
 def due_times_params(tx: Tx, last: bool, horizon: float) -> dict[str, Any]:
@@ -418,7 +426,7 @@ def due_times_reader(
     if last:
         return lambda: _due(answer)
     sent_at = tx.queues_changed
-    return lambda: _due(answer if tx.queues_changed == sent_at else tx.run(Q.due_times, params))
+    return lambda: _due(answer if tx.queues_changed == sent_at else tx.run(DUE_TIMES, params))
 
 
 def _due(cursor: Answer) -> tuple[float | None, float | None]:

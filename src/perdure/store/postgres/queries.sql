@@ -592,24 +592,11 @@ RETURNING ranked.n, t.task_row_id, t.instance_id, t.execution_id, t.task_id, t.n
 -- lock_activities with its UPDATE made the CTE "taken" (activities.py). One row per task
 -- taken, or one row of NULL task columns, each with the due times and the NOTIFYs of
 -- due_times. The statement does not see its own UPDATE: a task it took counts at its new
--- visible_at (the lease's expiry), not at the one its snapshot holds.
+-- visible_at (the lease's expiry), not at the one its snapshot holds. (next_message_at):
+-- the query of that name, which activities.py puts in.
 ), due AS (
     SELECT
-        LEAST(
-            (SELECT m.visible_at FROM orchestration_messages AS m
-             WHERE NOT EXISTS (
-                 SELECT 1 FROM orchestration_leases AS l
-                 WHERE l.instance_id = m.instance_id AND l.expires_at > m.visible_at)
-             ORDER BY m.visible_at
-             LIMIT 1),
-            (SELECT l.expires_at FROM orchestration_leases AS l
-             WHERE l.expires_at <= %(horizon)s
-               AND EXISTS (
-                   SELECT 1 FROM orchestration_messages AS m
-                   WHERE m.instance_id = l.instance_id AND m.visible_at < l.expires_at)
-             ORDER BY l.expires_at
-             LIMIT 1)
-        ) AS next_message_at,
+        (next_message_at) AS next_message_at,
         LEAST(
             (SELECT MIN(a.visible_at) FROM activity_tasks AS a
              WHERE a.task_row_id NOT IN (SELECT task_row_id FROM picked)),
@@ -716,24 +703,10 @@ SELECT MIN(visible_at) AS t FROM activity_tasks;
 -- channel given (none: an empty array): a queue's only if it holds work due now, by the
 -- rule of store/common/rounds.py (work the round created and took itself wakes nobody),
 -- any other (an instance that ended) always. Sent as a round's last statement.
--- next_message_at as in the query of that name, up to :horizon.
+-- (next_message_at): the query of that name, which orchestrations.py puts in (DUE_TIMES).
 WITH due AS (
     SELECT
-        LEAST(
-            (SELECT m.visible_at FROM orchestration_messages AS m
-             WHERE NOT EXISTS (
-                 SELECT 1 FROM orchestration_leases AS l
-                 WHERE l.instance_id = m.instance_id AND l.expires_at > m.visible_at)
-             ORDER BY m.visible_at
-             LIMIT 1),
-            (SELECT l.expires_at FROM orchestration_leases AS l
-             WHERE l.expires_at <= %(horizon)s
-               AND EXISTS (
-                   SELECT 1 FROM orchestration_messages AS m
-                   WHERE m.instance_id = l.instance_id AND m.visible_at < l.expires_at)
-             ORDER BY l.expires_at
-             LIMIT 1)
-        ) AS next_message_at,
+        (next_message_at) AS next_message_at,
         (SELECT MIN(visible_at) FROM activity_tasks) AS next_task_at
 )
 SELECT
