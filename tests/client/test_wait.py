@@ -11,6 +11,7 @@ import pytest
 
 import perdure
 from perdure.core.status import OrchestrationStatus
+from perdure.store.notify import INSTANCES
 
 app = perdure.App()
 release = threading.Event()
@@ -80,9 +81,15 @@ def test_an_end_before_the_wait_is_read_at_once(
     """The instance ends between its start and the wait: the wait must read it at once,
     not sleep on a signal that came before it (to wake only at its first poll)."""
     with perdure.Worker(app, store, poll_interval=0.05):
+        before = store.notifier.version(INSTANCES)
         iid = client.start(quick, 1)
         deadline = time.monotonic() + 30
-        while store.get_instance(iid).status is not OrchestrationStatus.COMPLETED:
+        # Ended: committed, and signalled in this process (the signal follows the commit,
+        # so a read can see the end a moment before the process is told of it).
+        while (
+            store.get_instance(iid).status is not OrchestrationStatus.COMPLETED
+            or store.notifier.version(INSTANCES) == before
+        ):
             assert time.monotonic() < deadline
             time.sleep(0.005)
         log = _log_calls(monkeypatch, store)
