@@ -1,15 +1,17 @@
-"""A sequential step (W4) on a store crowded by the rest of a fleet, against an empty store.
+"""A sequential step (W4), or a start → result (W3), on a store crowded by the rest of a
+fleet, against an empty store.
 
     python -m bench.crowded --store postgres --rows 20000 --pairs 3
     python -m bench.crowded --store sqlite --rows 1000,5000,20000
+    python -m bench.crowded --store postgres --workload W3
 
 A crowded store holds ``rows`` finished instances and ``rows`` running instances whose
 leases another worker holds (their activities running), each with a message and an
 activity task due in the future: what a store of a busy fleet holds besides the W4
 instance. The rows are written by SQL (shared by both stores), then the store is analyzed,
 as a store in service is. Pairs alternate the empty store and each crowded size; each
-figure is W4's milliseconds per step, and the ratio crowded over empty (1.0: the crowd
-costs nothing).
+figure is W4's milliseconds per step (W3: its p50 in milliseconds), and the ratio crowded
+over empty (1.0: the crowd costs nothing).
 """
 
 from __future__ import annotations
@@ -64,8 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--rows", default="20000", help="crowd sizes, comma-separated")
     parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--k", type=int, default=1000, help="W4's activities")
+    parser.add_argument("--workload", choices=["W4", "W3"], default="W4")
+    parser.add_argument("--k", type=int, default=1000, help="W4's activities, W3's orchestrations")
     args = parser.parse_args(argv)
+    params, figure = (
+        ({"k": args.k}, "ms_per_activity") if args.workload == "W4" else ({"orchestrations": args.k}, "p50_ms")
+    )
     sizes = [0, *(int(n) for n in args.rows.split(","))]
     figures: dict[int, list[float]] = {n: [] for n in sizes}
     with tempfile.TemporaryDirectory(prefix="perdure-crowded-") as tmp:
@@ -74,13 +80,14 @@ def main(argv: list[str] | None = None) -> int:
                 url, drop = _fresh_store(args.store, Path(tmp))
                 try:
                     crowd(args.store, url, rows)
-                    figures[rows].append(run_once("W4", url, {"k": args.k})["ms_per_activity"])
+                    figures[rows].append(run_once(args.workload, url, params)[figure])
                 finally:
                     if drop:
                         drop()
             print(f"pair {pair + 1}: " + ", ".join(f"{n:,} rows {figures[n][-1]:.3f} ms" for n in sizes), flush=True)
     empty = statistics.median(figures[0])
-    print(f"W4 ms per step on {args.store}, median of {args.pairs} (crowded / empty):")
+    unit = "ms per step" if args.workload == "W4" else "p50 ms"
+    print(f"{args.workload} {unit} on {args.store}, median of {args.pairs} (crowded / empty):")
     for rows in sizes:
         median = statistics.median(figures[rows])
         print(f"  {rows:>7,} rows  {median:.3f} ms  {median / empty:.2f}")

@@ -137,3 +137,10 @@ def test_crowded_compares_an_empty_store_with_a_crowded_one(kind, request, capsy
     summary = capsys.readouterr().out.split("W4 ms per step", 1)[1].splitlines()[1:]
     rows = [line.split() for line in summary]
     assert [(row[0], row[1]) for row in rows] == [("0", "rows"), ("50", "rows")] and rows[0][-1] == "1.00"
+
+
+def test_crowded_times_a_start_to_result_too(capsys):
+    from bench.crowded import main as crowded_main
+
+    assert crowded_main(["--workload", "W3", "--rows", "50", "--pairs", "1", "--k", "3"]) == 0
+    assert "W3 p50 ms on sqlite" in capsys.readouterr().out

@@ -94,16 +94,20 @@ def test_a_round_reads_no_table_whole_among_thousands_of_other_rows(crowded_url:
     store = perdure.open_store(crowded_url)
     client = perdure.Client(store)
     try:
-        with perdure.Worker(app, store):
+        with perdure.Worker(app, store) as worker:
+            assert client.wait(client.start(chain, 1), timeout=30).output == 1
+            # The worker is idle now: this start is handed to it (Store.create_and_run).
             assert client.wait(client.start(chain, 8), timeout=30).output == 8
+            assert worker.stats()["handed_starts"] >= 1
     finally:
         store.close()
-    # A round's statements: the locks of its turns' instances, the turns' writes (checks
-    # included), and the lock of the next tasks with the due times (each sent 8 times or more).
+    # A worker's statements: the locks of its turns' instances, the turns' writes (checks
+    # included), the lock of the next tasks with the due times (each sent 8 times or more),
+    # and the due times of the start, run by the worker (its transaction's last statement).
     rounds = [
         p
         for p in plans
-        if re.match(r"\s*(WITH turn AS|SELECT instance_id FROM instances|WITH picked AS)", p["Query Text"])
+        if re.match(r"\s*(WITH turn AS|SELECT instance_id FROM instances|WITH picked AS|WITH due AS)", p["Query Text"])
     ]
     assert len(rounds) >= 24
     reads = {(p["Query Text"][:40], table) for p in rounds for table in whole_table_reads(p["Plan"])}

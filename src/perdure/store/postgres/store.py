@@ -572,8 +572,9 @@ class PostgresStore:
                 # trip). The insert is not read: had it found the id taken (what a random id
                 # never is), the turn's own checks (its run is not the id's) would have failed
                 # the transaction, which then runs again reading everything first. The due
-                # times' statement signals other processes as a round's last one does.
-                orchestrations.send_due_times(tx, True)
+                # times' statement signals other processes as a round's last one does: only
+                # work due now matters to it (horizon), not when later work comes due.
+                orchestrations.send_due_times(tx, True, horizon=tx.now)
                 return AfterCommit(lambda: EagerResult(outcomes, take()))
             if instance.fresh_id:
                 inserted(None)  # read with the tasks: no round trip of its own
