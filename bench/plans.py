@@ -84,20 +84,30 @@ def sqlite_plans(url: str) -> dict[str, str]:
     return plans
 
 
+def explain_every_statement(url: str, settings: dict[str, str]) -> None:
+    """Have every new session of the PostgreSQL database at ``url`` report the plan of each
+    statement it runs, as a JSON notice (the server's ``auto_explain``), with ``settings``
+    besides."""
+    import psycopg
+
+    explain = {
+        "session_preload_libraries": "auto_explain",
+        "auto_explain.log_min_duration": "0",
+        "auto_explain.log_level": "notice",
+        "auto_explain.log_format": "json",
+    }
+    database = url.rsplit("/", 1)[1]
+    with psycopg.connect(url, autocommit=True) as conn:
+        for setting, value in {**explain, **settings}.items():
+            conn.execute(f"ALTER DATABASE \"{database}\" SET {setting} = '{value}'")
+
+
 def postgres_plans(url: str) -> dict[str, str]:
     """Statement shape -> its plan as it ran, for a small W1 on the PostgreSQL store at ``url``."""
     import psycopg
 
-    database = url.rsplit("/", 1)[1]
-    with psycopg.connect(url, autocommit=True) as conn:
-        for setting, value in (
-            ("session_preload_libraries", "auto_explain"),
-            ("auto_explain.log_min_duration", "0"),
-            ("auto_explain.log_level", "notice"),
-            ("auto_explain.log_format", "json"),
-            ("enable_seqscan", "off"),  # a Seq Scan left in a plan means no index can serve it
-        ):
-            conn.execute(f"ALTER DATABASE \"{database}\" SET {setting} = '{value}'")
+    # A Seq Scan left in a plan means no index can serve it.
+    explain_every_statement(url, {"enable_seqscan": "off"})
     notices: list[str] = []
 
     def listened(connect: Callable[..., Any]) -> Callable[..., Any]:

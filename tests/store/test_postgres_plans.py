@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from bench.crowded import crowd
+from bench.plans import explain_every_statement
 from bench.workloads import app, chain
 
 import perdure
@@ -31,17 +32,7 @@ def crowded_url(request: pytest.FixtureRequest) -> Iterator[str]:
     message and a task due later), analyzed, whose sessions report every plan as it ran."""
     with pgserver.fresh_database() as url:
         crowd("postgres", url, request.param)
-        database = url.rsplit("/", 1)[1]
-        with psycopg.connect(url, autocommit=True) as conn:
-            for setting, value in (
-                ("session_preload_libraries", "auto_explain"),
-                ("auto_explain.log_min_duration", "0"),
-                ("auto_explain.log_level", "notice"),
-                ("auto_explain.log_format", "json"),
-                ("auto_explain.log_analyze", "on"),
-                ("auto_explain.log_timing", "off"),
-            ):
-                conn.execute(f"ALTER DATABASE \"{database}\" SET {setting} = '{value}'")
+        explain_every_statement(url, {"auto_explain.log_analyze": "on", "auto_explain.log_timing": "off"})
         yield url
 
 

@@ -54,21 +54,11 @@ def lock_activities(
     )()
 
 
-def send_lock_activities(
-    tx: Tx,
-    owner: str,
-    *,
-    lease_seconds: float,
-    limit: int,
-    names: Collection[str] | None,
-    task_row_ids: Collection[int] | None,
-    running: Collection[int] = (),
-) -> Callable[[], list[ActivityWorkItem]]:
-    """Send :func:`lock_activities`' one statement; return the function that reads what it
-    locked (a worker round reads it with its other reads: no round trip of its own)."""
-    params = _lock_params(
-        tx, owner, lease_seconds=lease_seconds, limit=limit, names=names, task_row_ids=task_row_ids, running=running
-    )
+def send_lock_activities(tx: Tx, owner: str, **lock: Any) -> Callable[[], list[ActivityWorkItem]]:
+    """Send :func:`lock_activities`' one statement (``lock``: its keywords); return the
+    function that reads what it locked (a worker round reads it with its other reads: no
+    round trip of its own)."""
+    params = _lock_params(tx, owner, **lock)
     return _tasks_reader(tx, tx.run(Q.lock_activities, params), owner, params["expires_at"])
 
 

@@ -88,10 +88,6 @@ __all__ = [
 Row = dict[str, Any]
 
 
-# The group write without and with its own checks (``write_plain_turns``' ``%(check)s``):
-# two statements, each with one plan. As a parameter, the flag would have the server plan
-# the statement anew at every call (a plan made for FALSE leaves the checks out, and is
-# then always cheaper than the one plan for both).
 def with_next_message_at(sql: str) -> str:
     """``sql`` with its ``(next_message_at)`` made the query of that name (a subquery): the
     rule of the next due message is written once."""
@@ -99,6 +95,10 @@ def with_next_message_at(sql: str) -> str:
 
 
 DUE_TIMES = with_next_message_at(Q.due_times)
+# The group write without and with its own checks (``write_plain_turns``' ``%(check)s``):
+# two statements, each with one plan. As a parameter, the flag would have the server plan
+# the statement anew at every call (a plan made for FALSE leaves the checks out, and is
+# then always cheaper than the one plan for both).
 WRITE_PLAIN_TURNS = edited(Q.write_plain_turns, "%(check)s", "FALSE")
 WRITE_CHECKED_TURNS = edited(Q.write_plain_turns, "%(check)s", "TRUE")
 
