@@ -194,6 +194,63 @@ def test_a_round_looks_for_a_parent_when_a_child_ends_and_not_after_a_top_level_
     assert ending[child][0] > 0
 
 
+def test_a_sequence_takes_each_next_task_as_its_turn_writes_it(store, client):
+    """Where other processes' commits are signalled, the steps of a sequence look at neither
+    queue: each round writes the task its turn schedules locked for the worker
+    (``take_scheduled``), locks nothing from the queues and reads no due times, so that it
+    is the turn's write and the COMMIT alone. Rounds with another cause (the first turn, a
+    signal, ``poll_interval``) look as before."""
+    if not store.notifier.every_process:
+        pytest.skip("every round looks where other processes' commits are not signalled")
+    requests = []
+    run_round = store.run_round
+
+    def spy(request):
+        result = run_round(request)
+        requests.append((request, result))
+        return result
+
+    store.run_round = spy  # type: ignore[method-assign]
+    with perdure.Worker(app, store, poll_interval=5.0):
+        client.wait(client.start(chain, 1), timeout=20)  # a warm-up: the first looks are done
+        del requests[:]
+        assert client.wait(client.start(chain, 20), timeout=20).output == 20
+    steps = [(q, r) for q, r in requests if q.commits and not q.commits[0].status.is_terminal]
+    quiet = [(q, r) for q, r in steps if q.activity_limit == 0 and q.orchestration_limit == 0 and not q.due_times]
+    assert len(quiet) >= 15, [(q.activity_limit, q.orchestration_limit, q.due_times) for q, _ in steps]
+    for q, r in quiet:
+        assert q.take_scheduled > 0 and [t.task_id for t in r.activities] == [q.commits[0].activities[0].task_id]
+
+
+def test_tasks_queued_before_a_turn_are_taken_before_the_tasks_it_schedules():
+    """A round takes the tasks its turns schedule as it writes them only when the worker
+    knows of no queued task it could take (its last look at the queue did not fill its
+    limit, and no signal came since); else it looks, and the oldest tasks come first.
+    Rounds run by hand, with room for one task."""
+    clock = FakeClock()
+    store = perdure.open_store("sqlite://:memory:", clock=clock)
+    try:
+        client = perdure.Client(store)
+        worker = perdure.Worker(app, store, poll_interval=5.0, activity_concurrency=1)
+        taken: list = []
+
+        def round_() -> list[tuple[str, int]]:
+            before = len(taken)
+            worker.rounds.run(start=taken.extend)
+            return [(t.instance_id, t.task_id) for t in taken[before:]]
+
+        a = client.start(fan, 3)
+        assert round_() == []  # locks a
+        assert round_() == [(a, 1)]  # a's first turn: takes its first task as written, queues two
+        b = client.start(chain, 1)
+        assert round_() == [(a, 2)]  # signalled: looks, locks b, takes the oldest queued task
+        # b's first turn schedules a task, but the last look filled its limit: it looks again.
+        assert round_() == [(a, 3)]
+        assert [t.lease_owner for t in store.activity_tasks(b)] == [None]
+    finally:
+        store.close()
+
+
 def test_a_busy_worker_takes_what_another_process_starts_before_its_poll_interval(store_url, store, client):
     """A busy worker's rounds look for new instances only when something may have come, yet
     it takes an instance another process starts at once, not after ``poll_interval``:

@@ -135,9 +135,7 @@ class OrchestrationDispatcher:
                 replace_terminal=replace_terminal,
                 request_id=request_id,
                 # The tasks the turn schedules start at once, as after a worker round.
-                tasks=TaskRequest(
-                    min(activities.free, self.options.batch_size), activities.names, activities.running_rows()
-                ),
+                tasks=TaskRequest(min(activities.free, self.options.batch_size), activities.names),
             )
         except Exception:
             batch.void()

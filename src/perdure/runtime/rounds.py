@@ -16,7 +16,7 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from perdure.runtime.activities import ActivityDispatcher
@@ -32,7 +32,7 @@ from perdure.store.base import (
     Store,
     TurnCommit,
 )
-from perdure.store.notify import ORCHESTRATIONS, Notifier
+from perdure.store.notify import ACTIVITIES, ORCHESTRATIONS, Notifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +77,9 @@ class RoundRunner:
         #: When the dispatch loop wakes up by itself (store clock) while it sleeps; None
         #: while it is awake.
         self.wakes_at: float | None = None
-        self.looks = LookOut(store.notifier, options.poll_interval, getattr(store, "clock", time.time))
+        clock = getattr(store, "clock", time.time)
+        self.looks = LookOut(store.notifier, ORCHESTRATIONS, options.poll_interval, clock)
+        self.task_looks = LookOut(store.notifier, ACTIVITIES, options.poll_interval, clock)
 
     def run(self, start: Callable[[list[ActivityWorkItem]], None] | None = None) -> RoundReport:
         """One round; raises if the store write failed (then nothing of it was written, and
@@ -96,7 +98,12 @@ class RoundRunner:
         turns = TurnBatch(self.orchestrations, keep_leases=True, defer=True)
         commits = turns(items) if items else []
         free = self.activities.free
-        look = self.looks.begin(commits)
+        room = min(free, self.options.batch_size)
+        look = self.looks.begin(any(_sends_messages(c) for c in commits))
+        # With room and no cause to look at the task queue, the tasks the turns schedule
+        # are taken as they are written; a round that looks at neither queue reads no due
+        # times (the look-outs keep what earlier rounds read).
+        look_tasks = room > 0 and self.task_looks.begin()
         request = RoundRequest(
             owner=self.owner,
             lease_seconds=self.options.lease_seconds,
@@ -106,11 +113,13 @@ class RoundRunner:
             orchestration_names=self.orchestrations.names,
             known_history=self.orchestrations.cache.known_history(),
             held=self.orchestrations.held.tokens(),
-            activity_limit=min(free, self.options.batch_size),
+            activity_limit=room if look_tasks else 0,
             activity_names=self.activities.names,
             # Never our own runs, even with leases that expired while the store was away.
             running_tasks=self.activities.running_rows(),
             due_within=self.options.poll_interval,
+            take_scheduled=0 if look_tasks else room,
+            due_times=look or look_tasks,
         )
         try:
             result = self.store.run_round(request)
@@ -128,7 +137,20 @@ class RoundRunner:
         # them (they were queued behind those): the lease is still held, to take it again.
         refused = {r.commit.instance_id for r, o in zip(turns.runs, result.turns, strict=True) if o is not Outcome.OK}
         self.orchestrations.held.restore({iid: held for iid, held in taken.items() if iid in refused})
-        self.looks.end(look, request, result, again=bool(refused))
+        self.looks.end(
+            look,
+            seen_at=result.messages_seen_at,
+            filled=len(result.locked) >= request.orchestration_limit,
+            due=result.next_message_at if request.due_times else None,
+            again=bool(refused),
+        )
+        if room > 0:
+            self.task_looks.end(
+                look_tasks,
+                seen_at=result.tasks_seen_at,
+                filled=len(result.activities) >= request.activity_limit,
+                due=result.next_task_at if request.due_times else None,
+            )
         # Turns deferred by the local-activity budget run first next round, under the same leases.
         self.claimed = [*turns.deferred, *result.locked]
         (start or self.activities.start)(result.activities)
@@ -162,70 +184,86 @@ class RoundRunner:
     def _report(self, request: RoundRequest, result: RoundResult) -> RoundReport:
         # Instances claimed now are run by the next round at once: the loop must not sleep.
         busy = bool(self.claimed) or (request.activity_limit > 0 and len(result.activities) >= request.activity_limit)
-        due = [(result.next_message_at, self.looks.seen_at)]
+        due = [self.looks.due]
         if self.activities.free > 0:
-            due.append((result.next_task_at, result.tasks_seen_at))
-        takeable = [at for at, seen in due if at is not None and at > seen]
-        self._next_due = min(takeable, default=None)
+            due.append(self.task_looks.due)
+        self._next_due = min((at for at in due if at is not None), default=None)
         return RoundReport(len(result.turns), len(self.claimed), busy, self._next_due)
 
 
 class LookOut:
-    """Decides whether a round looks for new orchestration work (instances to lock).
+    """Decides whether a round looks at one queue (``topic``: the orchestration queue, for
+    instances to lock, or the activity queue, for tasks to lock).
 
     Where the store signals every process's commits (:attr:`Notifier.every_process`), a
-    round looks only when something may have come: a signal of the orchestration queue
-    since the last look, work the last look saw coming due, a last look that filled its
-    limit, a turn refused (messages came before its outcomes), turns of its own that send
-    messages, start children or end a child instance (the child's start, or the parent's
-    message, is then locked by the same transaction), or ``poll_interval`` since the last
-    look; a turn that ends an instance without a parent queues nothing. Other rounds lock
-    no instances, which spares a statement, and on PostgreSQL a round trip (their reads go
-    with the COMMIT). Elsewhere every round looks.
+    round looks only when something may have come: a signal of the queue since the last
+    look, work the last look saw coming due, a last look that filled its limit, a turn
+    refused (messages came before its outcomes), a cause the round knows of (``must``: its
+    turns send messages, start children or end a child instance, whose start or parent's
+    message the same transaction then locks), or ``poll_interval`` since the last look.
+    Rounds that do not look lock nothing from the queue, which spares a statement; on
+    PostgreSQL a round trip for the orchestration queue (the reads go with the COMMIT).
+    Elsewhere every round looks. A round that looks at the activity queue takes the tasks
+    its turns schedule from it, oldest first with the rest; one that does not takes them as
+    they are written (:attr:`~perdure.store.base.RoundRequest.take_scheduled`), and one that
+    looks at neither reads no due times: every queue its writes put work in is signalled,
+    which makes the next round look.
 
     :attr:`seen_at` is when the last look read the queue (store clock): work due by then and
     not taken is work this worker cannot take (another worker's names, a full batch); work
     that came due since is taken by the next round, even if a round that did not look is
-    the one that finds it due.
+    the one that finds it due (:attr:`due`).
     """
 
-    def __init__(self, notifier: Notifier, poll_interval: float, clock: Callable[[], float]) -> None:
+    def __init__(self, notifier: Notifier, topic: str, poll_interval: float, clock: Callable[[], float]) -> None:
         self.notifier = notifier
+        self.topic = topic
         self.poll_interval = poll_interval
         self.clock = clock
         self._signals: int | None = None  # the queue's signal count before the last look
-        self._looked_at = -math.inf  # monotonic
+        self._looked_at = (-math.inf, -math.inf)  # monotonic, and store clock
         self._due = math.inf  # when work seen since the last look comes due (store clock)
         self.seen_at = -math.inf  # when the last look read the queue (store clock)
         self._again = True
         self._pending_signals = 0
 
-    def begin(self, commits: Sequence[TurnCommit] = ()) -> bool:
-        """Whether the round about to run, with ``commits``, looks (call before it opens
-        its transaction)."""
-        self._pending_signals = self.notifier.version(ORCHESTRATIONS)
+    @property
+    def due(self) -> float | None:
+        """When work a round saw since the last look comes due (store clock), or None."""
+        return None if self._due == math.inf else self._due
+
+    def begin(self, must: bool = False) -> bool:
+        """Whether the round about to run looks (call before it opens its transaction);
+        ``must``: the round has a cause of its own."""
+        self._pending_signals = self.notifier.version(self.topic)
         return (
             not self.notifier.every_process
+            or must
             or self._again
-            or any(_sends_messages(c) for c in commits)
             or self._pending_signals != self._signals
-            or time.monotonic() - self._looked_at >= self.poll_interval
+            or self._since_look() >= self.poll_interval
             or self.clock() >= self._due
         )
 
-    def end(self, looked: bool, request: RoundRequest, result: RoundResult, *, again: bool) -> None:
-        """Take note of what the round saw; ``again``: the next round must look."""
+    def _since_look(self) -> float:
+        # By either clock: the store's may stand still (a test's) or jump back.
+        monotonic, store = self._looked_at
+        return max(time.monotonic() - monotonic, self.clock() - store)
+
+    def end(self, looked: bool, *, seen_at: float, filled: bool, due: float | None, again: bool = False) -> None:
+        """Take note of what the round saw: whether it ``looked`` (when: ``seen_at``; and
+        whether it took as much as it asked for: ``filled``), when the queue's next work
+        comes due if the round read it (``due``); ``again``: the next round must look."""
         if looked:
             self._signals = self._pending_signals
-            self._looked_at = time.monotonic()
+            self._looked_at = (time.monotonic(), self.clock())
             self._due = math.inf
-            self.seen_at = result.messages_seen_at
-            again = again or len(result.locked) >= request.orchestration_limit
+            self.seen_at = seen_at
+            again = again or filled
         self._again = again
         # Work due when the last look read the queue, and not taken, is work this worker
         # cannot take. Work due since came due after it: a round that did not look (it had
         # decided before it read the clock) leaves that to the next round, which looks.
-        due = result.next_message_at
         if due is not None and due > self.seen_at:
             self._due = min(self._due, due)
 

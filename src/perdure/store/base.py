@@ -565,7 +565,17 @@ class RoundRequest:
     ``due_within``: how far ahead (seconds) the caller needs :attr:`RoundResult.next_message_at`
     (a worker: its ``poll_interval``, after which it looks anyway). A message held back by a
     lease that expires later than that may then be left out of it, so that finding the
-    next due message costs the same however many instances are leased (None: exact)."""
+    next due message costs the same however many instances are leased (None: exact).
+    ``take_scheduled``: up to this many of the tasks the round's committed turns schedule,
+    due at once and of ``activity_names``, are written locked for the caller (as
+    ``lock_activities`` would lock them, in the order the turns schedule them) and come
+    first in :attr:`RoundResult.activities`: no statement has to find them, and nobody else
+    is told of them. A store may queue some of them instead; it then signals them as any
+    new task. They do not count against ``activity_limit``.
+    ``due_times``: False for a caller that knows when to look at the queues again (it has
+    taken note of what earlier rounds read, and of the signals since): the round reads no
+    due times (:attr:`RoundResult.next_message_at` and ``next_task_at`` are then None and
+    mean nothing), and signals every queue its writes put work in."""
 
     owner: str
     lease_seconds: float
@@ -579,6 +589,8 @@ class RoundRequest:
     activity_names: Collection[str] | None = None
     running_tasks: Collection[int] = ()
     due_within: float | None = None
+    take_scheduled: int = 0
+    due_times: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -604,13 +616,12 @@ class RoundResult:
 
 @dataclass(frozen=True, slots=True)
 class TaskRequest:
-    """The activity tasks a transaction that commits turns also locks for its caller, as a
-    worker round does: up to ``limit`` tasks of ``names`` (None: any), never those in
-    ``running`` (the caller's own runs)."""
+    """The activity tasks a transaction that commits turns takes for its caller, as a
+    worker round takes them with :attr:`RoundRequest.take_scheduled`: up to ``limit`` of
+    the tasks its turns schedule, due at once and of ``names`` (None: any), written locked."""
 
     limit: int
     names: Collection[str] | None = None
-    running: Sequence[int] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -830,7 +841,8 @@ class Store(Protocol):
         3. ``lock_orchestrations`` (up to ``orchestration_limit``; ``held`` leases included),
            which sees the messages just enqueued: the instances for the caller's next turns;
         4. ``lock_activities`` (up to ``activity_limit``), which sees the tasks just enqueued
-           by step 1, and passes over the caller's ``running_tasks``.
+           by step 1, and passes over the caller's ``running_tasks`` (tasks step 1 wrote
+           locked for the caller, ``take_scheduled``, come before them).
 
         Each step has its own method's contract (fencing, routing, discard records, payload
         encoding); together they commit atomically or not at all. The transaction is
@@ -839,7 +851,8 @@ class Store(Protocol):
         those, and the activities run again: at-least-once).
 
         Notifications: a queue's topic is signalled after the commit only if the round
-        leaves work due in it now (work the round created and took itself wakes nobody).
+        leaves work due in it now (work the round created and took itself wakes nobody);
+        with ``due_times`` False, if the round's writes put work in it.
         """
 
     def create_and_run(
@@ -855,9 +868,9 @@ class Store(Protocol):
     ) -> EagerResult:
         """An eager start: a new instance and its first turn in one transaction (one commit),
         the turn run before that transaction opens (invariant 10). ``request_id`` is
-        recorded as by :meth:`create_instances`. With ``tasks``, the same transaction locks
-        activity tasks for ``owner`` as a round does (those the turn scheduled among them),
-        with ``lease_seconds``: they run without a round of their own to take them.
+        recorded as by :meth:`create_instances`. With ``tasks``, the turn's tasks are written
+        locked for ``owner`` as a round's ``take_scheduled`` writes them, with
+        ``lease_seconds``: they run without a round of their own to take them.
 
         1. The checks of ``create_instance(instance, replace_terminal=...)`` are made first:
            an ``InstanceExistsError`` is raised before anything runs.

@@ -36,6 +36,7 @@ from perdure.store.common.encode import PreparedTurn, StoreOptions, prepare_comp
 from perdure.store.common.queries import Queries, due_times
 from perdure.store.common.routing import check_replaceable
 from perdure.store.common.rows import lease_tokens, new_run_id
+from perdure.store.common.scheduled import ScheduledTake
 from perdure.store.notify import ACTIVITIES, ORCHESTRATIONS
 
 T = TypeVar("T")
@@ -137,7 +138,12 @@ def run_round(
 ) -> Reader[RoundResult]:
     """The round's steps, in the order of the contract, inside ``tx``; the reader of its
     result. A round that locks no orchestrations (``orchestration_limit`` 0) sends nothing
-    after its reads: a backend may send its COMMIT before reading them."""
+    after its reads: a backend may send its COMMIT before reading them. A backend's
+    ``commit_turns`` writes the tasks it may take as scheduled locked (``tx.scheduled``: a
+    :class:`ScheduledTake`, or None)."""
+    scheduled = take_scheduled(
+        tx, request.owner, request.lease_seconds, TaskRequest(request.take_scheduled, request.activity_names)
+    )
     turns = steps.commit_turns(tx, prepared.turns) if prepared.turns else []
     # Outcomes a committed turn applied are recorded by its commit; the others are queued.
     applied = {
@@ -168,8 +174,10 @@ def run_round(
         else:
             take_tasks = steps.send_lock_activities(tx, request.owner, **lock)
             read_due_times = steps.send_due_times(tx, last, horizon=horizon)
-    else:
+    elif request.due_times:
         take_tasks, read_due_times = _no_tasks, steps.send_due_times(tx, last, horizon=horizon)
+    else:
+        take_tasks, read_due_times = _no_tasks, _no_due_times
     locked: list[OrchestrationWorkItem] = []
     if request.orchestration_limit > 0:
         locked = steps.lock_orchestrations(
@@ -185,13 +193,13 @@ def run_round(
         )
 
     def result() -> RoundResult:
-        tasks = take_tasks()
+        tasks = [*scheduled(), *take_tasks()]
         next_message_at, next_task_at = read_due_times()
         # Work the round created and took itself wakes nobody: signal a queue only if it
         # holds work due now (another worker's names, more than the round's limits).
-        if next_message_at is None or next_message_at > tx.now:
+        if request.due_times and (next_message_at is None or next_message_at > tx.now):
             tx.topics.discard(ORCHESTRATIONS)
-        if next_task_at is None or next_task_at > tx.now:
+        if request.due_times and (next_task_at is None or next_task_at > tx.now):
             tx.topics.discard(ACTIVITIES)
         return RoundResult(completed, locked, turns, tasks, next_message_at, next_task_at, tx.now, tx.now)
 
@@ -202,46 +210,24 @@ def _no_tasks() -> list[ActivityWorkItem]:
     return []
 
 
-def take_scheduled_tasks(
-    tx: Any,
-    steps: RoundSteps,
-    owner: str,
-    lease_seconds: float,
-    tasks: TaskRequest | None,
-    commits: Sequence[PreparedTurn],
-    outcomes: Sequence[Outcome],
+def _no_due_times() -> tuple[float | None, float | None]:
+    return None, None
+
+
+def take_scheduled(
+    tx: Any, owner: str, lease_seconds: float, tasks: TaskRequest | None
 ) -> Reader[list[ActivityWorkItem]]:
-    """Send the lock of the tasks ``tasks`` asks for, for ``owner`` in ``tx`` after
-    ``commits`` (with their ``outcomes``) were written, as a round locks them
-    (:meth:`Store.create_and_run`); return its reader. If they include every task those
-    commits scheduled, nobody else is signalled: the transaction created that work and took
-    it itself (the rule of :func:`run_round`)."""
-    if tasks is None or tasks.limit < 1:
-        return lambda: []
-    take = steps.send_lock_activities(
-        tx,
-        owner,
-        lease_seconds=lease_seconds,
-        limit=tasks.limit,
-        names=tasks.names,
-        task_row_ids=None,
-        running=tasks.running,
+    """Have the turns ``tx`` commits next write the tasks ``tasks`` asks for (of those they
+    schedule) locked for ``owner`` (:class:`ScheduledTake`, as ``tx.scheduled``); return the
+    reader of those tasks. Work the transaction created and took itself wakes nobody: the
+    tasks it does not take are signalled."""
+    take = (
+        ScheduledTake(owner, tx.now, tx.now + lease_seconds, tasks.limit, tasks.names)
+        if tasks is not None and tasks.limit > 0
+        else None
     )
-    scheduled = sum(
-        1
-        for turn, outcome in zip(commits, outcomes, strict=True)
-        if outcome is Outcome.OK
-        for task in turn.commit.activities
-        if task.visible_at is None or task.visible_at <= tx.now
-    )
-
-    def read() -> list[ActivityWorkItem]:
-        taken = take()
-        if len(taken) >= scheduled:
-            tx.topics.discard(ACTIVITIES)
-        return taken
-
-    return read
+    tx.scheduled = take
+    return take.items if take is not None else _no_tasks
 
 
 def run_turns_between(

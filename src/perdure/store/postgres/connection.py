@@ -32,6 +32,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from perdure.errors import StoreError, StoreUnavailableError
 from perdure.store.common.encode import StoreOptions
+from perdure.store.common.scheduled import ScheduledTake
 from perdure.store.postgres.wire import STATEMENT_MISSING, Answer, Pipeline, simple
 
 log = logging.getLogger("perdure.store.postgres")
@@ -208,6 +209,9 @@ class Tx:
     #: Commit turns without reading their checks first: the statement that writes them
     #: checks them, and fails the transaction with :class:`ChecksRefused` if one fails.
     optimistic: bool = False
+    #: The tasks the transaction's turns schedule that it writes locked for its worker
+    #: (a round's :attr:`~perdure.store.base.RoundRequest.take_scheduled`), or None.
+    scheduled: ScheduledTake | None = None
     _later: list[tuple[Answer, Callable[[Answer], None]]] = field(default_factory=list)
     _after: list[tuple[Answer, Callable[[Answer], None]]] = field(default_factory=list)
 

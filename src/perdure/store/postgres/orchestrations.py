@@ -626,11 +626,14 @@ class GroupWrite:
             prefix = f"[{json.dumps(c.instance_id)},{c.execution_id},"
             # The stored JSON goes in as it is (json keeps it byte for byte).
             self.events.extend(f"{prefix}{n},{event}]" for n, event in enumerate(turn.events))
-        self.tasks.extend(
-            new_task_params(a, text, now) for a, text in zip(c.activities, turn.activity_inputs, strict=True)
-        )
-        if c.activities:
-            tx.notify(ACTIVITIES)
+        for task, text in zip(c.activities, turn.activity_inputs, strict=True):
+            params = new_task_params(task, text, now)
+            lease = tx.scheduled.lease(task) if tx.scheduled is not None and not turn.status.is_terminal else None
+            if lease is None:
+                tx.notify(ACTIVITIES)
+            else:
+                params.update(lease)
+            self.tasks.append(params)
         for m, (kind, text) in zip(c.messages, turn.messages, strict=True):
             self.add_message(
                 m.instance_id, m.run_id, m.execution_id, kind, text, now if m.visible_at is None else m.visible_at
@@ -666,7 +669,7 @@ class GroupWrite:
         """Send the statement; signal if a released instance has messages queued."""
         if not (self.turns or self.handed):
             return
-        tx.run(
+        answer = tx.run(
             WRITE_CHECKED_TURNS if self.check else WRITE_PLAIN_TURNS,
             {
                 "now": tx.now,
@@ -679,6 +682,8 @@ class GroupWrite:
                 "consumed": bigint_array([m for t in self.turns for m in t["consumed"]]),
             },
         )
+        if tx.scheduled is not None:
+            tx.scheduled.add_rows(answer.fetchall)
         if not self.check:  # a checked statement refuses to end an instance with queued tasks
             for instance_id, status in self.ended:
                 discard_queued_tasks(tx, instance_id, f"instance became {status}")

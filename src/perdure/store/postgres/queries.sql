@@ -94,7 +94,8 @@ FROM orchestration_messages WHERE instance_id = ANY((SELECT %(handing)s::text[])
 -- [instance_id, execution_id, n, event], n counting the turn's events from 0, whose event
 -- is the stored JSON text itself (json, not jsonb: the text is kept byte for byte); :tasks
 -- and :messages JSON arrays of objects, the messages in the order their ids must follow;
--- :handed the task row ids.
+-- :handed the task row ids. A task with a lease (lease_owner, lease_token, ...) is written
+-- locked for its worker (a round's take_scheduled), and returned.
 -- The check flag (TRUE or FALSE, written into the text: two statements, each with one
 -- plan; see orchestrations.py): the statement checks each turn itself, as commit_turns
 -- does before it writes (an optimistic commit, sent after lock_committing_only without reading
@@ -188,14 +189,22 @@ WITH turn AS MATERIALIZED (
     WHERE i.instance_id = ANY((SELECT %(ids)s::text[])::text[]) AND i.instance_id = turn.instance_id
 ), tasks AS (
     INSERT INTO activity_tasks (
-        instance_id, run_id, execution_id, task_id, name, input, attempt, enqueued_at, visible_at
+        instance_id, run_id, execution_id, task_id, name, input, attempt, enqueued_at, visible_at,
+        lease_owner, lease_token, lease_expires_at, delivery_count, locked_at
     )
-    SELECT t.instance_id, t.run_id, t.execution_id, t.task_id, t.name, t.input, t.attempt, %(now)s, t.visible_at
+    SELECT t.instance_id, t.run_id, t.execution_id, t.task_id, t.name, t.input, t.attempt, %(now)s, t.visible_at,
+           t.lease_owner, t.lease_token, t.lease_expires_at, COALESCE(t.delivery_count, 0), t.locked_at
     FROM ROWS FROM (json_to_recordset(%(tasks)s::json) AS (
         instance_id text, run_id text, execution_id integer, task_id integer, name text, input text,
-        attempt integer, visible_at float8
-    )) WITH ORDINALITY AS t (instance_id, run_id, execution_id, task_id, name, input, attempt, visible_at, n)
+        attempt integer, visible_at float8, lease_owner text, lease_token text, lease_expires_at float8,
+        delivery_count integer, locked_at float8
+    )) WITH ORDINALITY AS t (
+        instance_id, run_id, execution_id, task_id, name, input, attempt, visible_at,
+        lease_owner, lease_token, lease_expires_at, delivery_count, locked_at, n
+    )
     ORDER BY t.n
+    RETURNING task_row_id, instance_id, execution_id, task_id, name, input, attempt, lease_token, enqueued_at,
+              delivery_count, run_id
 ), messages AS (
     INSERT INTO orchestration_messages (instance_id, run_id, execution_id, kind, event, enqueued_at, visible_at)
     SELECT m.instance_id, m.run_id, m.execution_id, m.kind, m.event, %(now)s, m.visible_at
@@ -214,7 +223,10 @@ WITH turn AS MATERIALIZED (
 ), handed AS (
     DELETE FROM activity_tasks WHERE task_row_id = ANY(%(handed)s::bigint[])
 )
-SELECT refusal FROM refused;
+-- The tasks written locked (one row of NULLs if none): the left side is always read, and
+-- with it the checks.
+SELECT tasks.* FROM (SELECT count(refusal) FROM refused) AS checked
+LEFT JOIN tasks ON tasks.lease_token IS NOT NULL;
 
 -- name: insert_request
 -- A client operation's request id, unless it was recorded before (then nothing is returned).

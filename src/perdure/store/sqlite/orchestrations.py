@@ -419,11 +419,15 @@ def write_turns(tx: Tx, turns: list[tuple[PreparedTurn, sqlite3.Row]], consumed:
     if any(t.status.is_terminal for t, _ in turns):
         tx.notify(INSTANCES)  # Client.wait waits for an instance to end
 
-    tasks = [
-        {**new_task_params(a, text, now), "now": now}
-        for t, _ in turns
-        for a, text in zip(t.commit.activities, t.activity_inputs, strict=True)
-    ]
+    tasks: list[dict[str, Any]] = []
+    for t, _ in turns:
+        for task, text in zip(t.commit.activities, t.activity_inputs, strict=True):
+            params = {**new_task_params(task, text, now), "now": now}
+            lease = tx.scheduled.lease(task) if tx.scheduled is not None and not t.status.is_terminal else None
+            if lease is None:
+                tasks.append(params)
+            else:
+                _insert_taken_task(tx, {**params, **lease})
     if tasks:
         conn.executemany(Q.insert_activity_task, tasks)
         tx.notify(ACTIVITIES)
@@ -452,6 +456,14 @@ def write_turns(tx: Tx, turns: list[tuple[PreparedTurn, sqlite3.Row]], consumed:
     for t, _ in turns:
         if t.status.is_terminal:
             discard_queued_tasks(tx, t.commit.instance_id, f"instance became {t.status.value}")
+
+
+def _insert_taken_task(tx: Tx, params: dict[str, Any]) -> None:
+    """Write a task locked for the round's worker (:attr:`Tx.scheduled`), and hand its row over."""
+    assert tx.scheduled is not None
+    row = {**params, "task_row_id": tx.conn.execute(Q.insert_locked_activity_task, params).lastrowid}
+    row["enqueued_at"] = params["now"]
+    tx.scheduled.add_rows(lambda: [row])
 
 
 def message_params(

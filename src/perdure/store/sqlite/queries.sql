@@ -328,6 +328,16 @@ INSERT INTO activity_tasks (
     :instance_id, :run_id, :execution_id, :task_id, :name, :input, :attempt, :now, :visible_at
 );
 
+-- name: insert_locked_activity_task
+-- A task written locked for the worker whose round's turn schedules it (take_scheduled).
+INSERT INTO activity_tasks (
+    instance_id, run_id, execution_id, task_id, name, input, attempt, enqueued_at, visible_at,
+    lease_owner, lease_token, lease_expires_at, delivery_count, locked_at
+) VALUES (
+    :instance_id, :run_id, :execution_id, :task_id, :name, :input, :attempt, :now, :visible_at,
+    :lease_owner, :lease_token, :lease_expires_at, :delivery_count, :locked_at
+);
+
 -- name: activity_candidates
 -- Due tasks and tasks whose lease expired (a locked task's visible_at is its lease expiry),
 -- but not the caller's own running tasks (their leases may have expired while the store

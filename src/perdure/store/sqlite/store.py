@@ -474,14 +474,14 @@ class SQLiteStore:
                     instance.instance_id, owner, item.lease_token, now + lease_seconds, lease_seconds, tx.now
                 ),
             )
+            taken = rounds.take_scheduled(tx, owner, lease_seconds, tasks)
             outcomes = orchestrations.commit_turns(tx, turns)
-            taken = rounds.take_scheduled_tasks(tx, _ROUND, owner, lease_seconds, tasks, turns, outcomes)()
             if (
                 not instance.fresh_id
                 and tx.conn.execute(Q.has_messages, {"instance_id": instance.instance_id}).fetchone()
             ):
                 tx.notify(ORCHESTRATIONS)  # queued for the id before it existed: next turn
-            return EagerResult(outcomes, taken)
+            return EagerResult(outcomes, taken())
 
     def renew_activity_leases(self, leases: Sequence[tuple[int, str]], lease_seconds: float) -> list[bool]:
         """See :meth:`perdure.store.base.Store.renew_activity_leases`."""

@@ -6,6 +6,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from perdure.store.common.encode import StoreOptions
+from perdure.store.common.scheduled import ScheduledTake
 
 
 @dataclass(slots=True)
@@ -18,6 +19,9 @@ class Tx:
     now: float
     options: StoreOptions = field(default_factory=StoreOptions)
     topics: set[str] = field(default_factory=set)
+    #: The tasks the transaction's turns schedule that it writes locked for its worker
+    #: (a round's :attr:`~perdure.store.base.RoundRequest.take_scheduled`), or None.
+    scheduled: ScheduledTake | None = None
 
     def notify(self, *topics: str) -> None:
         """Signal ``topics`` after the commit (never before: a woken waiter must see the rows)."""

@@ -372,3 +372,63 @@ def test_a_round_that_ends_an_instance_said_to_have_no_parent_discards_its_queue
     assert [t.task_row_id for t in store.activity_tasks("i1")] == [held.task_row_id]
     [record] = store.discarded_messages(instance_id="i1")
     assert record.reason == DiscardReason.TERMINAL_INSTANCE and record.event.name == "g"
+
+
+def test_a_round_takes_the_tasks_its_turns_schedule_as_it_writes_them(store: Store, clock: FakeClock) -> None:
+    """``take_scheduled``: due tasks of the worker's names, in the order scheduled, up to the
+    limit, written locked for the worker; nobody is told of them. The others are queued
+    and signalled. A task so taken is fenced as one locked by ``lock_activities``."""
+    start(store, "i1")
+    [item] = round_(store).locked
+    before = store.notifier.snapshot((ACTIVITIES,))
+    run = item.instance.run_id
+    scheduled = [
+        task("i1", 1, run_id=run), task("i1", 2, "other"), task("i1", 3, visible_at=clock() + 5), task("i1", 4),
+        task("i1", 5),
+    ]  # fmt: skip
+    result = round_(
+        store, commits=[turn(item, activities=scheduled)], orchestration_limit=0, activity_limit=0,
+        take_scheduled=2, activity_names=["act"],
+    )  # fmt: skip
+    first, taken = result.activities
+    assert (first.task_id, taken.task_id) == (1, 4)
+    assert (first.lease_owner, first.lease_expires_at, first.delivery_count) == ("w1", clock() + LEASE, 1)
+    assert (first.input, first.run_id, first.enqueued_at) == ({"n": 1}, run, clock())
+    rows = {t.task_id: t for t in store.activity_tasks("i1")}
+    assert rows[1].lease_token == first.lease_token and rows[1].locked_at == clock()
+    assert rows[4].lease_token == taken.lease_token != first.lease_token
+    assert [rows[n].lease_owner for n in (2, 3, 5)] == [None, None, None]
+    assert store.notifier.snapshot((ACTIVITIES,)) != before  # tasks 2 and 5 wait for a taker
+    assert sorted(t.task_id for t in store.lock_activities("w2", lease_seconds=LEASE, limit=10)) == [2, 5]
+    # Fenced like any lock: its holder's outcome is recorded, a stale token's is refused.
+    assert store.complete_activities([replace(done(first), lease_token="stale")]) == [Outcome.LEASE_LOST]
+    assert store.complete_activities([done(first)]) == [Outcome.OK]
+
+
+def test_a_round_that_takes_all_it_schedules_wakes_nobody_for_it(store: Store) -> None:
+    start(store, "i1")
+    [item] = round_(store).locked
+    before = store.notifier.snapshot((ORCHESTRATIONS, ACTIVITIES))
+    result = round_(
+        store, commits=[turn(item, activities=[task("i1", 1), task("i1", 2)])], orchestration_limit=0,
+        activity_limit=0, take_scheduled=10, due_times=False,
+    )  # fmt: skip
+    assert [t.task_id for t in result.activities] == [1, 2]
+    assert store.notifier.snapshot((ORCHESTRATIONS, ACTIVITIES)) == before
+    assert store.lock_activities("w2", lease_seconds=LEASE, limit=10) == []
+
+
+def test_a_round_that_reads_no_due_times_signals_the_work_its_writes_queue(store: Store, clock: FakeClock) -> None:
+    """``due_times=False``: no due times (None), and every queue the round's writes put work
+    in is signalled, due now or not: its caller looks again when signalled."""
+    start(store, "i1")
+    [item] = round_(store).locked
+    raise_event(store, "later", visible_at=clock() + 5)
+    before = store.notifier.snapshot((ORCHESTRATIONS, ACTIVITIES))
+    result = round_(
+        store, commits=[turn(item, activities=[task("i1", 1, visible_at=clock() + 5)])], orchestration_limit=0,
+        activity_limit=0, due_times=False,
+    )  # fmt: skip
+    assert (result.next_message_at, result.next_task_at, result.activities) == (None, None, [])
+    after = store.notifier.snapshot((ORCHESTRATIONS, ACTIVITIES))
+    assert after[ACTIVITIES] != before[ACTIVITIES] and after[ORCHESTRATIONS] == before[ORCHESTRATIONS]
