@@ -176,9 +176,10 @@ def test_a_start_handed_over_but_not_run_is_given_back_to_its_caller(store, clie
 
 
 def test_a_loop_woken_for_a_handed_start_runs_no_round_and_keeps_its_next_due_time():
-    """The start committed itself: the round after it is skipped, and the loop sleeps until
-    the work its last round saw comes due (a timer), not for a whole ``poll_interval``.
-    Pinned by the report of the skipped round, which keeps the last round's due time."""
+    """The start committed itself and queued nothing (it took its task): the round after it
+    is skipped, and the loop sleeps until the work its last round saw comes due (a timer),
+    not for a whole ``poll_interval``. Pinned by the report of the skipped round, which
+    keeps the last round's due time."""
     clock = FakeClock()
     inner = perdure.open_store("sqlite://:memory:", clock=clock)
     store = FaultyStore(inner)
@@ -189,7 +190,7 @@ def test_a_loop_woken_for_a_handed_start_runs_no_round_and_keeps_its_next_due_ti
         worker.rounds.run()  # locks the instance
         due = worker.rounds.run().next_due  # its first turn creates the timer
         assert due == pytest.approx(clock() + 0.5)
-        start = HandedStart(NewInstance("h1", "naps", 30.0), replace_terminal=False, request_id=None)
+        start = HandedStart(NewInstance("h1", "doubles", 5), replace_terminal=False, request_id=None)
         with worker.handed.waiting():
             assert worker.handed.offer(start)
         rounds_before = store.hits["run_round:before"]
@@ -200,3 +201,26 @@ def test_a_loop_woken_for_a_handed_start_runs_no_round_and_keeps_its_next_due_ti
         assert worker._idle_timeout(report) == pytest.approx(0.5, abs=0.01)
     finally:
         inner.close()
+
+
+def test_a_loop_woken_for_a_handed_start_still_takes_a_start_queued_before_it():
+    """A start made while the dispatch loop was busy is queued and signalled. If the loop's
+    next round runs a start handed over meanwhile, it still looks at the queue: skipping
+    that round left the queued start waiting for ``poll_interval`` (W1 with local
+    activities, one ``start`` each, took 1.2 s instead of 0.2 s in most runs)."""
+    clock = FakeClock()
+    store = perdure.open_store("sqlite://:memory:", clock=clock)
+    try:
+        client = perdure.Client(store)
+        worker = perdure.Worker(app, store, poll_interval=5.0)
+        worker.rounds.run()  # a first look: nothing queued
+        queued = client.start(doubles, 1)  # no loop waits for work: queued, and signalled
+        start = HandedStart(NewInstance("h1", "doubles", 2), replace_terminal=False, request_id=None)
+        with worker.handed.waiting():
+            assert worker.handed.offer(start)
+        report = worker.rounds.run()
+        assert start.result() is True
+        assert (report.claimed, report.busy) == (1, True)  # the queued start, locked at once
+        assert [i.instance.instance_id for i in worker.rounds.claimed] == [queued]
+    finally:
+        store.close()

@@ -70,7 +70,6 @@ class RoundRunner:
         self.activities = activities
         self.handed = handed or HandedStarts()
         self.claimed: list[OrchestrationWorkItem] = []
-        self._next_due: float | None = None  # of the last round's report
         #: Held by whichever thread runs a round: the dispatch loop's, or an activity's
         #: (:meth:`perdure.runtime.worker.Worker`'s ``_round_here``).
         self.lock = threading.Lock()
@@ -89,10 +88,6 @@ class RoundRunner:
         for handed in handed_starts:
             handed.run(self._start)
         completions = self.activities.take_completions()
-        if handed_starts and not completions and not self.claimed:
-            # The loop was woken for the starts, which committed themselves; what they
-            # signalled wakes it again (the loop's snapshot of the signals is older).
-            return RoundReport(0, 0, busy=False, next_due=self._next_due)
         claimed, self.claimed = self.claimed, []
         items, taken = self.orchestrations.held.hand_over(claimed, completions)
         turns = TurnBatch(self.orchestrations, keep_leases=True, defer=True)
@@ -104,6 +99,10 @@ class RoundRunner:
         # are taken as they are written; a round that looks at neither queue reads no due
         # times (the look-outs keep what earlier rounds read).
         look_tasks = room > 0 and self.task_looks.begin()
+        if not (commits or completions or turns.deferred or look or look_tasks):
+            # Nothing to write, and nothing can have come (a loop woken for starts handed
+            # over, which committed themselves): no transaction.
+            return RoundReport(0, 0, busy=False, next_due=self._due())
         request = RoundRequest(
             owner=self.owner,
             lease_seconds=self.options.lease_seconds,
@@ -184,11 +183,12 @@ class RoundRunner:
     def _report(self, request: RoundRequest, result: RoundResult) -> RoundReport:
         # Instances claimed now are run by the next round at once: the loop must not sleep.
         busy = bool(self.claimed) or (request.activity_limit > 0 and len(result.activities) >= request.activity_limit)
-        due = [self.looks.due]
-        if self.activities.free > 0:
-            due.append(self.task_looks.due)
-        self._next_due = min((at for at in due if at is not None), default=None)
-        return RoundReport(len(result.turns), len(self.claimed), busy, self._next_due)
+        return RoundReport(len(result.turns), len(self.claimed), busy, self._due())
+
+    def _due(self) -> float | None:
+        """When work a look-out saw comes due (the activity queue's only with room)."""
+        due = [self.looks.due, self.task_looks.due if self.activities.free > 0 else None]
+        return min((at for at in due if at is not None), default=None)
 
 
 class LookOut:
