@@ -22,8 +22,10 @@ latest committed version, so no decision rests on a stale snapshot.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import re
 import secrets
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
@@ -101,6 +103,19 @@ DUE_TIMES = with_next_message_at(Q.due_times)
 # then always cheaper than the one plan for both).
 WRITE_PLAIN_TURNS = edited(Q.write_plain_turns, "%(check)s", "FALSE")
 WRITE_CHECKED_TURNS = edited(Q.write_plain_turns, "%(check)s", "TRUE")
+#: The parts of the group write a group may have nothing for (a part with nothing to do
+#: still costs the server to start and run it: about a tenth of the statement).
+OPTIONAL_WRITES = ("consumed", "messages", "released", "extended")
+
+
+@functools.cache
+def group_write(check: bool, parts: frozenset[str]) -> str:
+    """The group write (with its checks or not) with only the optional ``parts`` given
+    (:data:`OPTIONAL_WRITES`): one prepared statement per combination in use."""
+    sql = WRITE_CHECKED_TURNS if check else WRITE_PLAIN_TURNS
+    ctes = re.split(r"(?m)^(?=\), \w+ AS )", sql)  # "WITH turn AS ...", "), refused AS ...", ...
+    dropped = set(OPTIONAL_WRITES) - parts
+    return "".join(cte for cte in ctes if cte.split(maxsplit=2)[1] not in dropped)
 
 
 class Outbox:
@@ -669,8 +684,15 @@ class GroupWrite:
         """Send the statement; signal if a released instance has messages queued."""
         if not (self.turns or self.handed):
             return
+        consumed = [m for t in self.turns for m in t["consumed"]]
+        parts = {
+            "consumed": bool(consumed),
+            "messages": bool(self.messages),
+            "released": any(t["release"] for t in self.turns),
+            "extended": any(t["extend"] and not t["release"] for t in self.turns),
+        }
         answer = tx.run(
-            WRITE_CHECKED_TURNS if self.check else WRITE_PLAIN_TURNS,
+            group_write(self.check, frozenset(part for part, needed in parts.items() if needed)),
             {
                 "now": tx.now,
                 "turns": json.dumps(self.turns),
@@ -679,7 +701,7 @@ class GroupWrite:
                 "messages": json.dumps(self.messages),
                 "handed": bigint_array(self.handed),
                 "ids": text_array([t["instance_id"] for t in self.turns]),
-                "consumed": bigint_array([m for t in self.turns for m in t["consumed"]]),
+                "consumed": bigint_array(consumed),
             },
         )
         if tx.scheduled is not None:
