@@ -571,10 +571,7 @@ class PostgresStore:
                 # Nothing is left to decide before the COMMIT: the answers go with it (one round
                 # trip). The insert is not read: had it found the id taken (what a random id
                 # never is), the turn's own checks (its run is not the id's) would have failed
-                # the transaction, which then runs again reading everything first. The due
-                # times' statement signals other processes as a round's last one does: only
-                # work due now matters to it (horizon), not when later work comes due.
-                orchestrations.send_due_times(tx, True, horizon=tx.now)
+                # the transaction, which then runs again reading everything first.
                 return AfterCommit(lambda: EagerResult(outcomes, take()))
             if instance.fresh_id:
                 inserted(None)  # read with the tasks: no round trip of its own
