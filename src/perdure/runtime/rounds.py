@@ -92,8 +92,7 @@ class RoundRunner:
         items, taken = self.orchestrations.held.hand_over(claimed, completions)
         turns = TurnBatch(self.orchestrations, keep_leases=True, defer=True)
         commits = turns(items) if items else []
-        free = self.activities.free
-        room = min(free, self.options.batch_size)
+        room = min(self.activities.free, self.options.batch_size)
         look = self.looks.begin(any(_sends_messages(c) for c in commits))
         # With room and no cause to look at the task queue, the tasks the turns schedule
         # are taken as they are written; a round that looks at neither queue reads no due

@@ -197,10 +197,11 @@ def run_round(
         next_message_at, next_task_at = read_due_times()
         # Work the round created and took itself wakes nobody: signal a queue only if it
         # holds work due now (another worker's names, more than the round's limits).
-        if request.due_times and (next_message_at is None or next_message_at > tx.now):
-            tx.topics.discard(ORCHESTRATIONS)
-        if request.due_times and (next_task_at is None or next_task_at > tx.now):
-            tx.topics.discard(ACTIVITIES)
+        if request.due_times:
+            if next_message_at is None or next_message_at > tx.now:
+                tx.topics.discard(ORCHESTRATIONS)
+            if next_task_at is None or next_task_at > tx.now:
+                tx.topics.discard(ACTIVITIES)
         return RoundResult(completed, locked, turns, tasks, next_message_at, next_task_at, tx.now, tx.now)
 
     return result

@@ -61,3 +61,10 @@ class ScheduledTake:
             for row in read()
             if row["task_row_id"] is not None
         ]
+
+
+def scheduled_lease(take: ScheduledTake | None, task: NewActivityTask, *, ending: bool) -> dict[str, Any] | None:
+    """The lease columns of ``task``, scheduled by a turn, if ``take`` takes it (None: it is
+    queued, and signalled). A turn that ends its instance takes none: its tasks are
+    discarded with the instance's end."""
+    return None if take is None or ending else take.lease(task)

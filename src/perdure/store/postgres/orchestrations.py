@@ -72,6 +72,7 @@ from perdure.store.common.rows import (
     payload,
     task_event,
 )
+from perdure.store.common.scheduled import scheduled_lease
 from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
 from perdure.store.postgres.connection import Answer, Tx, bigint_array, text_array
 from perdure.store.postgres.listen import channels
@@ -643,7 +644,7 @@ class GroupWrite:
             self.events.extend(f"{prefix}{n},{event}]" for n, event in enumerate(turn.events))
         for task, text in zip(c.activities, turn.activity_inputs, strict=True):
             params = new_task_params(task, text, now)
-            lease = tx.scheduled.lease(task) if tx.scheduled is not None and not turn.status.is_terminal else None
+            lease = scheduled_lease(tx.scheduled, task, ending=turn.status.is_terminal)
             if lease is None:
                 tx.notify(ACTIVITIES)
             else:

@@ -58,6 +58,7 @@ from perdure.store.common.rows import (
     payload,
     task_event,
 )
+from perdure.store.common.scheduled import scheduled_lease
 from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
 from perdure.store.sqlite.queries import Q
 from perdure.store.sqlite.tx import Tx
@@ -423,7 +424,7 @@ def write_turns(tx: Tx, turns: list[tuple[PreparedTurn, sqlite3.Row]], consumed:
     for t, _ in turns:
         for task, text in zip(t.commit.activities, t.activity_inputs, strict=True):
             params = {**new_task_params(task, text, now), "now": now}
-            lease = tx.scheduled.lease(task) if tx.scheduled is not None and not t.status.is_terminal else None
+            lease = scheduled_lease(tx.scheduled, task, ending=t.status.is_terminal)
             if lease is None:
                 tasks.append(params)
             else:
