@@ -116,6 +116,15 @@ def test_step_timeline_splits_a_step_between_the_threads(capsys):
     assert parts == {"round", "to the activity", "activity", "to the next round"}
 
 
+def test_fresh_store_times_each_orchestration_on_one_store(capsys):
+    from bench.fresh_store import main as fresh_main
+
+    assert fresh_main(["--orchestrations", "3", "--k", "4"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  orchestration")]
+    assert [line.split(":")[0].strip() for line in lines] == [f"orchestration {n}" for n in (1, 2, 3)]
+    assert all(float(line.split(":")[1].split()[0]) > 0 for line in lines)
+
+
 def test_start_timeline_splits_a_start_to_result_on_its_path(capsys):
     from bench.start_timeline import PARTS
     from bench.start_timeline import main as timeline_main
