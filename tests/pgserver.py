@@ -395,3 +395,17 @@ def database_factory() -> DatabaseFactory:
 def fresh_database() -> contextlib.AbstractContextManager[str]:
     """A fresh, migrated database for the duration of the block (its URL)."""
     return database_factory().database()
+
+
+def locked_elsewhere(url: str, query: str, seconds: float = 5.0) -> bool:
+    """Whether, within ``seconds``, another session finds the row ``query`` locks (a
+    ``SELECT ... FOR UPDATE NOWAIT``) locked already."""
+    deadline = time.monotonic() + seconds
+    with psycopg.connect(url, autocommit=True) as other:
+        while time.monotonic() < deadline:
+            try:
+                other.execute(query)
+            except psycopg.errors.LockNotAvailable:
+                return True
+            time.sleep(0.005)
+    return False

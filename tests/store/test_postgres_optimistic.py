@@ -12,7 +12,7 @@ import pytest
 
 from perdure.errors import InvalidInputError
 from perdure.store.base import Outcome
-from perdure.store.postgres import PostgresStore
+from perdure.store.postgres import PostgresStore, orchestrations
 from perdure.testing.conformance.helpers import lock_one, start, turn
 from tests import pgserver
 
@@ -52,3 +52,27 @@ def test_only_statements_prepared_at_first_use_or_never(pg_url: str) -> None:
             assert conn.execute("SELECT count(*) AS n FROM pg_prepared_statements").fetchone() == {"n": 0}
     finally:
         store.close()
+
+
+def test_a_group_write_is_built_while_the_server_locks_its_instances(pg_url: str, monkeypatch) -> None:
+    """The lock of the committing instances goes to the server before the group's statement
+    is built (one round trip still: nothing is read in between), so the server takes it
+    meanwhile; the turn then commits as before."""
+    seen = []
+    send = orchestrations.GroupWrite.send
+
+    def probing_send(self, tx) -> None:
+        seen.append(
+            pgserver.locked_elsewhere(pg_url, "SELECT 1 FROM instances WHERE instance_id = 'i1' FOR UPDATE NOWAIT")
+        )
+        send(self, tx)
+
+    store = PostgresStore(pg_url, pool_size=2, notify=False)
+    try:
+        start(store, "i1")
+        item = lock_one(store, "i1")
+        monkeypatch.setattr(orchestrations.GroupWrite, "send", probing_send)
+        assert store.commit_turns([turn(item)]) == [Outcome.OK]
+    finally:
+        store.close()
+    assert seen == [True]

@@ -155,3 +155,24 @@ def test_nothing_is_prepared_when_asked_not_to_or_past_the_limit_of_statements(
     finally:
         pipeline.close()
     assert _prepared_here(conn) == set()
+
+
+def test_statements_sent_ahead_run_before_the_sync(pg_url: str, conn: psycopg.Connection) -> None:
+    """What :meth:`Pipeline.send_ahead` sends, the server runs while the caller queues the
+    rest: here, the lock of a row is held by the time another session looks (without it,
+    the statements wait in the client until the Sync)."""
+    conn.execute("CREATE TABLE ahead (n int PRIMARY KEY)")
+    conn.execute("INSERT INTO ahead VALUES (1)")
+    pipeline = Pipeline(conn)
+    try:
+        pipeline.execute("BEGIN")
+        locked = pipeline.execute("SELECT n FROM ahead WHERE n = %(n)s FOR UPDATE", {"n": 1})
+        pipeline.send_ahead()
+        assert pgserver.locked_elsewhere(pg_url, "SELECT n FROM ahead WHERE n = 1 FOR UPDATE NOWAIT")
+        updated = pipeline.execute("UPDATE ahead SET n = 2 WHERE n = 1 RETURNING n")
+        pipeline.execute("COMMIT")
+        pipeline.sync()
+        assert (locked.fetchall(), updated.fetchall()) == ([{"n": 1}], [{"n": 2}])
+    finally:
+        pipeline.close()
+    assert conn.execute("SELECT n FROM ahead").fetchall() == [(2,)]

@@ -263,6 +263,11 @@ class Tx:
         """Wait for every statement sent so far, raising the first error among them."""
         self.pipeline.sync()
 
+    def send_ahead(self) -> None:
+        """Have the server start on the statements queued so far while this process builds
+        the rest of the transaction (:meth:`Pipeline.send_ahead`)."""
+        self.pipeline.send_ahead()
+
 
 def _end_transaction(conn: psycopg.Connection[Any]) -> None:
     """Roll back what a failed write left open (a transaction that failed before its COMMIT,

@@ -473,6 +473,8 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
     """
     if commits_optimistically(tx, turns):
         tx.run(Q.lock_committing_only, {"ids": text_array(sorted(t.commit.instance_id for t in turns))})
+        # The server begins and takes the locks while the group's statement is built.
+        tx.send_ahead()
         group = GroupWrite(check=True)
         for turn in turns:
             group.add(tx, turn, None)

@@ -182,6 +182,12 @@ class Pipeline:
         self._waiting.append(answer)
         return answer
 
+    def send_ahead(self) -> None:
+        """Send every statement queued so far without a Sync and without waiting: the server
+        runs them while the caller queues the rest (their answers are read at the next
+        :meth:`sync`)."""
+        _flush(self._pgconn)
+
     def sync(self) -> None:
         """Send a Sync and read every answer sent before it; raise the first error."""
         pgconn = self._pgconn
