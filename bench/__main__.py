@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,19 @@ def _fresh_store(kind: str, tmp: Path) -> tuple[str, Any]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     return f"{base}/{name}", drop
+
+
+@contextmanager
+def fresh_store_url(kind: str) -> Iterator[str]:
+    """The URL of a fresh store of ``kind`` for the block: a new SQLite file in a temporary
+    directory, or a new PostgreSQL database; removed after it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        url, drop = _fresh_store(kind, Path(tmp))
+        try:
+            yield url
+        finally:
+            if drop is not None:
+                drop()
 
 
 def run_once(workload: str, url: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -13,13 +13,11 @@ already in use.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from datetime import datetime
-from pathlib import Path
 
 import perdure
-from bench.__main__ import _fresh_store
+from bench.__main__ import fresh_store_url
 from bench.workloads import _sequence, app
 
 
@@ -50,13 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orchestrations", type=int, default=8)
     parser.add_argument("--k", type=int, default=100, help="steps of each orchestration")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        url, drop = _fresh_store(args.store, Path(tmp))
-        try:
-            times = steps_per_orchestration(url, args.orchestrations, args.k)
-        finally:
-            if drop is not None:
-                drop()
+    with fresh_store_url(args.store) as url:
+        times = steps_per_orchestration(url, args.orchestrations, args.k)
     print(f"{datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, {args.store}, W4 k={args.k}, one fresh store")
     for n, ms in enumerate(times, 1):
         print(f"  orchestration {n}: {ms:.3f} ms per step")

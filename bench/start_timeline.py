@@ -28,16 +28,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import perdure
-from bench.__main__ import _fresh_store
+from bench.__main__ import fresh_store_url
 from bench.workloads import _sequence, app
 from perdure.runtime.rounds import RoundRunner
 
@@ -112,13 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orchestrations", type=int, default=300)
     parser.add_argument("--eager", action="store_true", help="start(..., eager=True)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        url, drop = _fresh_store(args.store, Path(tmp))
-        try:
-            runs = timed_runs(url, args.orchestrations, args.eager)
-        finally:
-            if drop is not None:
-                drop()
+    with fresh_store_url(args.store) as url:
+        runs = timed_runs(url, args.orchestrations, args.eager)
     median: Callable[[str], float] = lambda part: 1000 * statistics.median(run[part] for run in runs)  # noqa: E731
     print(f"{datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, {args.store}{', eager starts' if args.eager else ''}")
     print(f"W3: {len(runs)} of {args.orchestrations} orchestrations timed; median ms")

@@ -28,18 +28,16 @@ from __future__ import annotations
 import argparse
 import bisect
 import statistics
-import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import perdure
-from bench.__main__ import _fresh_store
+from bench.__main__ import fresh_store_url
 from bench.workloads import app, chain
 from perdure.runtime.activities import ActivityDispatcher
 from perdure.runtime.rounds import RoundRunner
@@ -134,13 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--k", type=int, default=2000, help="W4's activities")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        url, drop = _fresh_store(args.store, Path(tmp))
-        try:
-            wall, stamps = timed_run(url, args.k)
-        finally:
-            if drop is not None:
-                drop()
+    with fresh_store_url(args.store) as url:
+        wall, stamps = timed_run(url, args.k)
     parts = stamps.steps()
     print(f"{datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, {args.store}")
     print(f"W4 k={args.k}: {1000 * wall / args.k:.3f} ms per step; {len(parts['round'])} steps timed")
