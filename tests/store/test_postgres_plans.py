@@ -98,8 +98,9 @@ def test_a_round_reads_no_table_whole_among_thousands_of_other_rows(crowded_url:
     # and, in the rounds that look at the queues, the lock of the next tasks with the due
     # times, and the due times alone.
     pattern = re.compile(r"\s*(WITH turn AS|SELECT instance_id FROM instances|WITH picked AS|WITH due AS)")
-    rounds = [p for p in plans if pattern.match(p["Query Text"])]
-    sent = Counter(pattern.match(p["Query Text"]).group(1) for p in rounds)  # type: ignore[union-attr]
+    matched = [(m.group(1), p) for p in plans if (m := pattern.match(p["Query Text"]))]
+    rounds = [p for _, p in matched]
+    sent = Counter(kind for kind, _ in matched)
     assert sent["WITH turn AS"] >= 11 and sent["SELECT instance_id FROM instances"] >= 11, sent
     assert sent["WITH picked AS"] >= 1, sent
     reads = {(p["Query Text"][:40], table) for p in rounds for table in whole_table_reads(p["Plan"])}

@@ -462,8 +462,8 @@ def write_turns(tx: Tx, turns: list[tuple[PreparedTurn, sqlite3.Row]], consumed:
 def _insert_taken_task(tx: Tx, params: dict[str, Any]) -> None:
     """Write a task locked for the round's worker (:attr:`Tx.scheduled`), and hand its row over."""
     assert tx.scheduled is not None
-    row = {**params, "task_row_id": tx.conn.execute(Q.insert_locked_activity_task, params).lastrowid}
-    row["enqueued_at"] = params["now"]
+    task_row_id = tx.conn.execute(Q.insert_locked_activity_task, params).lastrowid
+    row = {**params, "task_row_id": task_row_id, "enqueued_at": params["now"]}
     tx.scheduled.add_rows(lambda: [row])
 
 
