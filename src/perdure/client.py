@@ -278,6 +278,7 @@ class Client:
         )
 
         ended_before = self.store.notifier.version(INSTANCES)
+        self.store.notifier.ended.expect(iid)  # before it can end: the end hands its row to wait
 
         def create(rid: str, retry: bool) -> None:
             # A retry is never eager nor handed over: if the first try committed, the store
@@ -384,30 +385,36 @@ class Client:
         """Block until the instance is terminal and return its state; raise ``TimeoutError``
         after ``timeout`` seconds (None: wait forever).
 
-        Woken at once by commits in this process; otherwise polls with a backoff from 5 ms
-        up to 0.5 s (other processes' commits). On an instance this client started (without
-        a ``request_id`` of the caller's), it goes to sleep without reading first while no
-        instance has ended since the start began.
+        Woken at once by commits in this process, the one that ends the instance handing
+        over its row (no read); otherwise polls with a backoff from 5 ms up to 0.5 s (other
+        processes' commits). On an instance this client started (without a ``request_id``
+        of the caller's), it goes to sleep without reading first while no instance has ended
+        since the start began.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         notifier = self.store.notifier
         delay = 0.005
-        unchanged = self._unchanged_since_start(instance_id)
-        while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if unchanged is not None and (remaining is None or remaining > 0):
-                # Started here and nothing ended since: no need to look before waiting.
-                seen, unchanged = {INSTANCES: unchanged}, None
-            else:
-                seen = notifier.snapshot((INSTANCES,))
-                state = self._require(instance_id)
-                if state.is_terminal:
-                    return state
+        with notifier.ended.waiting(instance_id) as handed:
+            unchanged = self._unchanged_since_start(instance_id)
+            while True:
                 remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"instance {instance_id!r} is still {state.status.value} after {timeout:g} s")
-            notifier.wait((INSTANCES,), seen, delay if remaining is None else min(delay, remaining))
-            delay = min(delay * 2, 0.5)
+                if unchanged is not None and (remaining is None or remaining > 0):
+                    # Started here and nothing ended since: no need to look before waiting.
+                    seen, unchanged = {INSTANCES: unchanged}, None
+                elif (ended := handed()) is not None:
+                    return InstanceState.from_record(ended)  # the commit that ended it handed it over
+                else:
+                    seen = notifier.snapshot((INSTANCES,))
+                    state = self._require(instance_id)
+                    if state.is_terminal:
+                        return state
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise TimeoutError(
+                            f"instance {instance_id!r} is still {state.status.value} after {timeout:g} s"
+                        )
+                notifier.wait((INSTANCES,), seen, delay if remaining is None else min(delay, remaining))
+                delay = min(delay * 2, 0.5)
 
     def list(
         self,

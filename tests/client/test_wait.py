@@ -1,6 +1,8 @@
 """``Client.wait`` on an instance the same client started: it does not read the instance
 before waiting when no instance has ended since the start began (the read would only find
-it running), and it never misses an end that came before it waited."""
+it running), it never misses an end that came before it waited, and it takes the row that
+the commit ending the instance handed over instead of reading it, unless that row may be
+out of date."""
 
 from __future__ import annotations
 
@@ -38,9 +40,27 @@ async def quick(ctx: perdure.OrchestrationContext, n: int) -> int:
     return await ctx.call_activity(inc, n)
 
 
+failures = threading.Event()  # set: ``fails_once`` fails
+
+
+@app.activity
+def fails_once(x: int) -> int:
+    if failures.is_set():
+        failures.clear()
+        raise RuntimeError("the first attempt fails")
+    assert release.wait(10)
+    return x + 1
+
+
+@app.orchestration
+async def failing_once(ctx: perdure.OrchestrationContext, n: int) -> int:
+    return await ctx.call_activity(fails_once, n)
+
+
 @pytest.fixture(autouse=True)
 def closed_gate():
     release.clear()
+    failures.clear()
     yield
     release.set()  # never leave a worker thread blocked
 
@@ -73,13 +93,17 @@ def test_a_wait_after_a_start_sleeps_before_it_reads(
         state = client.wait(iid, timeout=30)
     assert (state.status, state.output) == (OrchestrationStatus.COMPLETED, 2)
     assert log[0] == "sleep"  # not a first read that would find it running
+    # Woken by the end, which handed its row over: not read again.
+    assert log[-1] == "sleep" and state == client.get(iid)
 
 
-def test_an_end_before_the_wait_is_read_at_once(
+def test_an_end_before_the_wait_is_taken_at_once(
     client: perdure.Client, store: perdure.Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The instance ends between its start and the wait: the wait must read it at once,
-    not sleep on a signal that came before it (to wake only at its first poll)."""
+    """The instance ends between its start and the wait (its caller was slow to wake): the
+    wait must return at once, not sleep on a signal that came before it (to wake only at
+    its first poll); the end handed its row over, expected since the start, so it is not
+    even read."""
     with perdure.Worker(app, store, poll_interval=0.05):
         before = store.notifier.version(INSTANCES)
         iid = client.start(quick, 1)
@@ -93,8 +117,26 @@ def test_an_end_before_the_wait_is_read_at_once(
             assert time.monotonic() < deadline
             time.sleep(0.005)
         log = _log_calls(monkeypatch, store)
-        assert client.wait(iid, timeout=30).output == 2
-    assert log == ["read"]
+        state = client.wait(iid, timeout=30)
+    assert log == [] and state.output == 2 and state == client.get(iid)
+
+
+def test_a_row_handed_over_before_the_wait_is_not_taken_once_the_instance_changed(
+    client: perdure.Client, store: perdure.Store
+) -> None:
+    """The instance fails and is rewound before anyone waits: the row its failure handed
+    over is out of date, so the wait does not return it; it waits for the rewound run."""
+    failures.set()
+    with perdure.Worker(app, store, poll_interval=0.05):
+        iid = client.start(failing_once, 1)
+        deadline = time.monotonic() + 30
+        while client.get(iid).status is not OrchestrationStatus.FAILED:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        client.rewind(iid, "the bug is fixed")
+        threading.Timer(0.2, release.set).start()  # the rewound run ends while the client waits
+        state = client.wait(iid, timeout=30)
+    assert (state.status, state.output) == (OrchestrationStatus.COMPLETED, 2)
 
 
 def test_a_start_with_a_callers_request_id_is_read_before_waiting(

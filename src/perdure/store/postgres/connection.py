@@ -33,6 +33,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from perdure.errors import StoreError, StoreUnavailableError
 from perdure.store.common.encode import StoreOptions
 from perdure.store.common.scheduled import ScheduledTake
+from perdure.store.notify import INSTANCES
 from perdure.store.postgres.wire import STATEMENT_MISSING, Answer, Pipeline, simple
 
 log = logging.getLogger("perdure.store.postgres")
@@ -212,12 +213,20 @@ class Tx:
     #: The tasks the transaction's turns schedule that it writes locked for its worker
     #: (a round's :attr:`~perdure.store.base.RoundRequest.take_scheduled`), or None.
     scheduled: ScheduledTake | None = None
+    #: The instances its turns end (:meth:`instance_ended`).
+    ended: list[str] = field(default_factory=list)
     _later: list[tuple[Answer, Callable[[Answer], None]]] = field(default_factory=list)
     _after: list[tuple[Answer, Callable[[Answer], None]]] = field(default_factory=list)
 
     def notify(self, *topics: str) -> None:
         """Signal ``topics`` on commit (never before: a woken waiter must see the rows)."""
         self.topics.update(topics)
+
+    def instance_ended(self, instance_id: str) -> None:
+        """A turn of this transaction ends ``instance_id``: signal ``INSTANCES`` on commit,
+        and let the store hand its row to a waiter (:class:`~perdure.store.notify.EndedRows`)."""
+        self.ended.append(instance_id)
+        self.topics.add(INSTANCES)
 
     def one(self, query: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """The first row of ``query``, or None."""

@@ -661,7 +661,7 @@ class GroupWrite:
             report = parent_report(c, row, now) if row is not None else None
             if report is not None:
                 self.add_message(report.instance_id, report.run_id, report.execution_id, *event_row(report.event), now)
-            tx.notify(INSTANCES)  # Client.wait waits for an instance to end
+            tx.instance_ended(c.instance_id)
             self.ended.append((c.instance_id, c.status.value))
         if self.messages:
             tx.notify(ORCHESTRATIONS)
@@ -765,8 +765,8 @@ def write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float) -> No
             },
         )
     tx.run(Q.update_instance_after_turn, instance_after_turn(turn, row, now))
-    if turn.status.is_terminal:  # Client.wait waits for an instance to end
-        tx.notify(INSTANCES)
+    if turn.status.is_terminal:
+        tx.instance_ended(iid)
 
     if c.activities:
         tx.run(
@@ -826,6 +826,7 @@ def retire_run(tx: Tx, row: Row) -> int:
     discard(tx, iid, [(m, DiscardReason.STALE_RUN, detail) for m in queued])
     tx.run(Q.delete_leases, {"ids": [iid]})
     tx.run(Q.delete_instances, {"ids": [iid]})
+    tx.notify(INSTANCES)  # the ended run is gone, as if purged: a row it handed over is out of date
     forget_executions(tx, iid, row["execution_id"] + 1)
     return int(row["execution_id"]) + 1
 

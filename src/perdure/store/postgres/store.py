@@ -236,6 +236,13 @@ class PostgresStore:
         :meth:`Database.write`."""
 
         def before_commit(tx: Tx) -> None:
+            for instance_id in self.notifier.ended.expected_among(tx.ended):
+                # Read in the transaction, so as its turn wrote it; handed over if it commits.
+                tx.read_after_commit(
+                    Q.get_instance,
+                    {"instance_id": instance_id},
+                    lambda answer: self.notifier.ended.hand(map(instance_from_row, answer.fetchall())),
+                )
             unsent = tx.topics - tx.notified
             if unsent and self.notify_enabled:
                 tx.run(Q.notify, {"channels": text_array(channels(unsent)), "sender": self.sender})

@@ -417,8 +417,9 @@ def write_turns(tx: Tx, turns: list[tuple[PreparedTurn, sqlite3.Row]], consumed:
         conn.executemany(Q.update_instance_after_turn, changed)
     if kept:
         conn.executemany(UPDATE_KEEPING_STATUS, kept)
-    if any(t.status.is_terminal for t, _ in turns):
-        tx.notify(INSTANCES)  # Client.wait waits for an instance to end
+    for t, _ in turns:
+        if t.status.is_terminal:
+            tx.instance_ended(t.commit.instance_id)
 
     tasks: list[dict[str, Any]] = []
     for t, _ in turns:
@@ -515,6 +516,7 @@ def retire_run(tx: Tx, row: sqlite3.Row) -> int:
     ids = {"ids": json.dumps([row["instance_id"]])}
     tx.conn.execute(Q.delete_leases, ids)
     tx.conn.execute(Q.delete_instances, ids)
+    tx.notify(INSTANCES)  # the ended run is gone, as if purged: a row it handed over is out of date
     forget_executions(tx, row["instance_id"], row["execution_id"] + 1)
     return int(row["execution_id"]) + 1
 

@@ -198,6 +198,11 @@ class SQLiteStore:
                 yield tx
                 if self.fault_hook is not None:
                     self.fault_hook(f"{method}:{point}")
+                # Read in the transaction, so as its turns wrote them; handed over once committed.
+                ended = [
+                    conn.execute(Q.get_instance, {"instance_id": i}).fetchone()
+                    for i in self.notifier.ended.expected_among(tx.ended)
+                ]
                 conn.execute("COMMIT")
             except BaseException as exc:
                 if conn.in_transaction:
@@ -210,6 +215,8 @@ class SQLiteStore:
             finally:
                 if relax:
                     conn.execute("PRAGMA synchronous = FULL")
+        if ended:
+            self.notifier.ended.hand(map(instance_from_row, ended))
         if tx.topics:
             self.notifier.notify(*sorted(tx.topics))
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from perdure.store.common.encode import StoreOptions
 from perdure.store.common.scheduled import ScheduledTake
+from perdure.store.notify import INSTANCES
 
 
 @dataclass(slots=True)
@@ -22,7 +23,16 @@ class Tx:
     #: The tasks the transaction's turns schedule that it writes locked for its worker
     #: (a round's :attr:`~perdure.store.base.RoundRequest.take_scheduled`), or None.
     scheduled: ScheduledTake | None = None
+    #: The instances its turns end (:meth:`instance_ended`).
+    ended: list[str] = field(default_factory=list)
 
     def notify(self, *topics: str) -> None:
         """Signal ``topics`` after the commit (never before: a woken waiter must see the rows)."""
         self.topics.update(topics)
+
+    def instance_ended(self, instance_id: str) -> None:
+        """A turn of this transaction ends ``instance_id``: signal ``INSTANCES`` after the
+        commit, and let the store hand its row to a waiter
+        (:class:`~perdure.store.notify.EndedRows`)."""
+        self.ended.append(instance_id)
+        self.topics.add(INSTANCES)

@@ -27,8 +27,9 @@ from perdure.testing.conformance.helpers import (
     running,
     start,
     task,
+    turn,
 )
-from perdure.testing.faults import FakeClock
+from perdure.testing.faults import FailAt, FakeClock, InjectedFault
 
 # --- purge -------------------------------------------------------------------------------
 
@@ -178,3 +179,53 @@ def test_commits_wake_the_notifier_topics(store: Store) -> None:
     assert ORCHESTRATIONS in moved(lambda: raise_event(store, "i1"))
     assert moved(lambda: store.get_instance("i1")) == set()
     assert INSTANCES in moved(lambda: commit(store, lock_one(store, "i1"), status=COMPLETED))
+
+
+def test_an_end_hands_its_row_to_the_waiters_that_expect_it(store: Store) -> None:
+    """The commit that ends an instance hands its row, as written, to ``Client.wait`` when
+    this process expects the instance (started by a client of it, or waited for): the
+    waiter then reads nothing. A rolled-back end hands nothing over."""
+    ended = store.notifier.ended
+    for iid in ("started", "waited", "other"):
+        running(store, iid)
+        raise_event(store, iid)  # a message for its next turn to take
+    ended.expect("started")
+    items = [lock_one(store, iid) for iid in ("started", "waited", "other")]
+    with ended.waiting("waited") as handed:
+        store.fault_hook = FailAt("commit_turns:inside")
+        with pytest.raises(InjectedFault):
+            commit(store, items[1], status=COMPLETED, output=1)
+        store.fault_hook = None
+        assert handed() is None
+        assert store.commit_turns([turn(i, status=COMPLETED, output=2) for i in items]) == [Outcome.OK] * 3
+        row = handed()
+        assert row is not None and row == store.get_instance("waited")
+        assert (row.status, row.output) == (COMPLETED, 2)
+    with ended.waiting("started") as handed:  # came after the end: nothing changed since
+        assert handed() == store.get_instance("started")
+    with ended.waiting("other") as handed:  # not expected: its waiter reads it
+        assert handed() is None
+
+
+def test_a_row_handed_over_is_not_taken_once_an_instance_changed_since(store: Store) -> None:
+    """A row handed over before its waiter came is the instance's only if no instance
+    ended, was reopened or was purged since, nor had its run replaced: otherwise the
+    waiter reads."""
+    ended = store.notifier.ended
+    for iid in ("i1", "i2", "i3"):
+        running(store, iid)
+        raise_event(store, iid)
+        ended.expect(iid)
+    assert commit(store, lock_one(store, "i1"), status=COMPLETED) is Outcome.OK
+    with ended.waiting("i1") as handed:
+        assert handed() is not None
+    assert commit(store, lock_one(store, "i2"), status=COMPLETED) is Outcome.OK
+    start(store, "i2", replace_terminal=True)  # a new run of the id
+    with ended.waiting("i2") as handed:
+        assert handed() is None
+    assert commit(store, lock_one(store, "i3"), status=COMPLETED) is Outcome.OK
+    running(store, "i4")
+    raise_event(store, "i4")
+    assert commit(store, lock_one(store, "i4"), status=COMPLETED) is Outcome.OK  # since i3 ended
+    with ended.waiting("i3") as handed:
+        assert handed() is None
