@@ -437,6 +437,7 @@ class SQLiteStore:
 
     def run_round(self, request: RoundRequest) -> RoundResult:
         """See :meth:`perdure.store.base.Store.run_round`."""
+        self._db.grow_wal()  # a worker's rounds commit: its first grows the WAL (once)
         prepared = rounds.prepare_round(request)
         with self._write("run_round", durable=prepared.durable) as tx:
             self._signal_other_writers(tx)
