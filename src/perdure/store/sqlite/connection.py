@@ -131,6 +131,8 @@ class Database:
         is that large already (another connection keeps it), when commits are not synced
         (``synchronous`` below FULL), for an in-memory database, and if the checkpoint is
         turned off."""
+        if self._wal_grown:  # every round asks
+            return
         with self.write_lock:
             if self._wal_grown or self.memory or self.synchronous != "FULL" or self._closed:
                 return
