@@ -102,9 +102,16 @@ def test_dead_letters_are_listed_for_one_instance_or_all(store_url: str) -> None
 
 
 def test_list_filters_by_id_prefix_and_sorts_by_update(client: perdure.Client, store: perdure.Store) -> None:
-    for iid in ("order-1", "order-2", "refund-1"):
+    ids = ("order-1", "order-2", "refund-1")
+    for iid in ids:
         client.start(waits, instance_id=iid)
     with perdure.Worker(app, store):
+        # Every first turn committed before order-1's last one: order-1 is the latest update
+        # (a round that took them all at once would give them one update time).
+        deadline = time.monotonic() + 30
+        while any(client.get(i).status is not OrchestrationStatus.RUNNING for i in ids):
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
         client.raise_event("order-1", "go", "x")
         client.wait("order-1", timeout=30)
     page = client.list(prefix="order-")
