@@ -159,3 +159,34 @@ def test_a_wait_with_no_time_left_reads_before_it_times_out(client: perdure.Clie
             client.wait(iid, timeout=0)
         release.set()
         assert client.wait(iid, timeout=30).output == 2
+
+
+def test_a_wait_that_begins_while_the_end_commits_reads_the_end(
+    client: perdure.Client, store: perdure.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The waiter comes after the transaction that ends the instance asked which ended
+    instances are expected, and before it commits: nothing is handed over to it, and it
+    reads the end once woken (instead of sleeping until it times out)."""
+    [iid] = client.start_many(quick, [1])  # started in a batch: not expected by its start
+    ended = store.notifier.ended
+    asked = ended.expected_among
+    waited: list[perdure.InstanceState] = []
+
+    def ask_then_wait(instance_ids: list[str]) -> list[str]:
+        expected = asked(instance_ids)
+        if iid in instance_ids and not waited:
+            waiter = threading.Thread(target=lambda: waited.append(client.wait(iid, timeout=10)))
+            waiter.start()
+            deadline = time.monotonic() + 10
+            while not asked([iid]):  # the waiter is registered: the commit goes on
+                assert time.monotonic() < deadline
+                time.sleep(0.001)
+        return expected
+
+    monkeypatch.setattr(ended, "expected_among", ask_then_wait)
+    with perdure.Worker(app, store, poll_interval=0.05):
+        deadline = time.monotonic() + 30
+        while not waited:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+    assert (waited[0].status, waited[0].output) == (OrchestrationStatus.COMPLETED, 2)
