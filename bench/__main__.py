@@ -22,7 +22,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,16 +60,17 @@ def _fresh_store(kind: str, tmp: Path) -> tuple[str, Any]:
 
 
 @contextmanager
-def fresh_store_url(kind: str) -> Iterator[str]:
-    """The URL of a fresh store of ``kind`` for the block: a new SQLite file in a temporary
-    directory, or a new PostgreSQL database; removed after it."""
-    with tempfile.TemporaryDirectory() as tmp:
-        url, drop = _fresh_store(kind, Path(tmp))
-        try:
-            yield url
-        finally:
-            if drop is not None:
-                drop()
+def fresh_store_url(kind: str, folder: Path | None = None) -> Iterator[str]:
+    """The URL of a fresh store of ``kind`` for the block: a new SQLite file in ``folder``
+    (default: a temporary directory of its own), or a new PostgreSQL database; dropped after
+    it."""
+    with ExitStack() as stack:
+        if folder is None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        url, drop = _fresh_store(kind, folder)
+        if drop is not None:
+            stack.callback(drop)
+        yield url
 
 
 def run_once(workload: str, url: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -105,12 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             for params in PLANS[name]:
                 runs = []
                 for _ in range(args.runs):
-                    url, drop = _fresh_store(kind, Path(tmp))
-                    try:
+                    with fresh_store_url(kind, Path(tmp)) as url:
                         runs.append(run_once(name, url, params))
-                    finally:
-                        if drop:
-                            drop()
                 median = {
                     k: statistics.median(r[k] for r in runs) for k in runs[0] if isinstance(runs[0][k], (int, float))
                 }

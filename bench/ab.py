@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.__main__ import HEADLINE, _fresh_store
+from bench.__main__ import HEADLINE, fresh_store_url
 
 ROOT = Path(__file__).resolve().parents[1]
 LOWER_IS_BETTER = {"wall_s", "p50_ms", "ms_per_activity"}
@@ -77,12 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             for pair in range(args.pairs):
                 order = ("base", "this") if pair % 2 == 0 else ("this", "base")
                 for side in order:
-                    url, drop = _fresh_store(args.store, Path(tmp))
-                    try:
+                    with fresh_store_url(args.store, Path(tmp)) as url:
                         result = run_in(checkouts[side], name, url, params)
-                    finally:
-                        if drop:
-                            drop()
                     figures[side].append(result[key])
                     if "cpu_process_s_ms_per_activity" in result:
                         cpu[side].append(

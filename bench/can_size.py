@@ -160,16 +160,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--keep takes an integer >= 0 or none, got {value!r}")
         keeps.append(None if value.lower() == "none" else int(value))
 
-    from bench.__main__ import _fresh_store
+    from bench.__main__ import fresh_store_url
 
     with tempfile.TemporaryDirectory(prefix="perdure-can-size-") as tmp:
         for keep in keeps:
-            url, drop = _fresh_store(args.store, Path(tmp))
-            try:
+            with fresh_store_url(args.store, Path(tmp)) as url:
                 figures = run(url, args.iterations, keep, vacuum=args.vacuum)
-            finally:
-                if drop:
-                    drop()
             print(
                 f"{args.store}, keep_executions={keep}: {figures['iterations']:,} continue-as-new in "
                 f"{figures['wall_s']:.1f} s; {figures['executions_kept']:,} executions kept with "

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 import perdure
-from bench.__main__ import _fresh_store, run_once
+from bench.__main__ import fresh_store_url, run_once
 
 # One statement per table, in the dialect both stores share; :n is the number of rows.
 _CROWD = (
@@ -77,13 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="perdure-crowded-") as tmp:
         for pair in range(args.pairs):
             for rows in sizes if pair % 2 == 0 else reversed(sizes):
-                url, drop = _fresh_store(args.store, Path(tmp))
-                try:
+                with fresh_store_url(args.store, Path(tmp)) as url:
                     crowd(args.store, url, rows)
                     figures[rows].append(run_once(args.workload, url, params)[figure])
-                finally:
-                    if drop:
-                        drop()
             print(f"pair {pair + 1}: " + ", ".join(f"{n:,} rows {figures[n][-1]:.3f} ms" for n in sizes), flush=True)
     empty = statistics.median(figures[0])
     unit = "ms per step" if args.workload == "W4" else "p50 ms"

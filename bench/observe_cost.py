@@ -20,7 +20,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench.__main__ import HEADLINE, _fresh_store
+from bench.__main__ import HEADLINE, fresh_store_url
 from bench.ab import LOWER_IS_BETTER, ROOT, parse_workload, run_in
 
 SETTINGS = ("off", "metrics", "all")
@@ -42,12 +42,8 @@ def main(argv: list[str] | None = None) -> int:
             for round_ in range(args.rounds):
                 shift = round_ % len(SETTINGS)
                 for setting in SETTINGS[shift:] + SETTINGS[:shift]:
-                    url, drop = _fresh_store(args.store, Path(tmp))
-                    try:
+                    with fresh_store_url(args.store, Path(tmp)) as url:
                         result = run_in(ROOT, name, url, {**params, "observe": setting})
-                    finally:
-                        if drop:
-                            drop()
                     figures[setting].append(result[key])
                     if "cpu_process_s_ms_per_activity" in result:
                         cpu[setting].append(result["cpu_process_s_ms_per_activity"])

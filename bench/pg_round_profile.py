@@ -48,7 +48,7 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 import perdure
-from bench.__main__ import _fresh_store
+from bench.__main__ import fresh_store_url
 from bench.workloads import app, chain
 from perdure.runtime.rounds import RoundRunner
 from perdure.store.postgres.store import PostgresStore
@@ -195,9 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sort", default="tottime", help="pstats order of --profile (tottime, cumulative)")
     args = parser.parse_args(argv)
     recorder = Recorder(trace=not args.no_trace, profile=args.profile > 0)
-    url, drop = _fresh_store("postgres", Path(tempfile.gettempdir()))
     steps = args.w3 or args.k
-    try:
+    with fresh_store_url("postgres") as url:
         store = perdure.open_store(url)
         client = perdure.Client(store)
         with perdure.Worker(app, store):
@@ -216,9 +215,6 @@ def main(argv: list[str] | None = None) -> int:
                 wall = time.perf_counter() - started
         plans = prepared_plans(store)
         store.close()
-    finally:
-        if drop:
-            drop()
     if args.w3:
         print(f"W3 x{args.w3}: p50 {1000 * statistics.median(latencies):.3f} ms; {len(recorder.rounds)} rounds")
         print(f"round runner CPU per orchestration: {1000 * recorder.round_cpu / steps:.3f} ms")

@@ -28,6 +28,7 @@ postgresql://postgres@127.0.0.1:5432/test) and drops it afterwards.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import signal
@@ -358,14 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1 or args.seconds <= 0:
         parser.error("--workers must be at least 1 and --seconds positive")
 
-    from bench.__main__ import _fresh_store
+    from bench.__main__ import fresh_store_url
 
     with tempfile.TemporaryDirectory(prefix="perdure-soak-store-") as tmp:
-        drop = None
-        url = args.store
-        if args.store in ("sqlite", "postgres"):
-            url, drop = _fresh_store(args.store, Path(tmp))
-        try:
+        fresh = args.store in ("sqlite", "postgres")
+        with fresh_store_url(args.store, Path(tmp)) if fresh else contextlib.nullcontext(args.store) as url:
             report = run(
                 url,
                 seconds=args.seconds,
@@ -375,9 +373,6 @@ def main(argv: list[str] | None = None) -> int:
                 lease=args.lease,
                 drain_timeout=args.drain_timeout,
             )
-        finally:
-            if drop:
-                drop()
     for problem in report.problems:
         print(f"PROBLEM {problem}", file=sys.stderr)
     print(report.summary())

@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.__main__ import _fresh_store
+from bench.__main__ import fresh_store_url
 from bench.ab import LOWER_IS_BETTER as AB_LOWER_IS_BETTER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -381,9 +381,8 @@ class Setting:
 
 
 def _run(side: str, case: Case, setting: Setting, cpu: bool, empty: bool = False) -> dict[str, Any]:
-    url, drop = _fresh_store(setting.store, setting.tmp)
-    probe = BackendCpu(url.rsplit("/", 1)[1]) if cpu else None
-    try:
+    with fresh_store_url(setting.store, setting.tmp) as url:
+        probe = BackendCpu(url.rsplit("/", 1)[1]) if cpu else None
         with probe or contextlib.nullcontext():
             if side == DBOS:
                 if setting.dbos_sqlite_wal and setting.store == "sqlite":
@@ -394,9 +393,6 @@ def _run(side: str, case: Case, setting: Setting, cpu: bool, empty: bool = False
             else:
                 params = {**case.perdure[side], "orchestrations": 0} if empty else case.perdure[side]
                 figures = run_perdure(case.workload, url, params)
-    finally:
-        if drop:
-            drop()
     if probe:
         figures["server_cpu_s"] = probe.seconds
     return figures
@@ -420,11 +416,8 @@ def limits_of(store: str, tmp: Path) -> dict[str, float]:
     """The physical limits of ``store`` on this machine, now (on a fresh store, dropped after)."""
     if store == "sqlite":
         return sqlite_limits(tmp)
-    url, drop = _fresh_store(store, tmp)
-    try:
+    with fresh_store_url(store, tmp) as url:
         return postgres_limits(url)
-    finally:
-        drop()
 
 
 def main(argv: list[str] | None = None) -> int:

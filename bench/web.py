@@ -19,7 +19,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ import httpx
 import uvicorn
 
 import perdure
-from bench.__main__ import _fresh_store
+from bench.__main__ import fresh_store_url
 from perdure.web import create_app, new_token
 
 LIMIT_MS = 300.0
@@ -195,33 +194,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        url, drop = _fresh_store(args.store, Path(tmp))
-        try:
-            figures: dict[str, Any] = {"store": args.store, "instances": args.instances}
-            figures.update(fill(url, args.instances))
-            token = new_token()
-            with served(url, token) as (base, store):
-                api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
-                page = httpx.Client(base_url=base, timeout=60)
-                log_in(page, token)
-                requests = {
-                    "API list, first page": (api, "/api/v1/instances?limit=50"),
-                    "API status counts": (api, "/api/v1/counts"),
-                    "API instance": (api, "/api/v1/instances/order-0000"),
-                    "page: instance list (first page + counts)": (page, "/instances"),
-                    "page: an instance (state, history, diagnosis, timeline)": (page, "/instances/order-0000"),
-                    "page: list filtered by status FAILED": (page, "/instances?status=FAILED"),
-                    "page: list filtered by name": (page, "/instances?name=order"),
-                    "page: list by id prefix": (page, "/instances?prefix=order-"),
-                    "page: list sorted by last update": (page, "/instances?sort=updated"),
-                    "page: list filtered by a prefix no id has": (page, "/instances?prefix=none-"),
-                }
-                figures["requests"] = {label: timed(c, path, args.repeat) for label, (c, path) in requests.items()}
-                figures["plans"] = query_plans(store)
-        finally:
-            if drop:
-                drop()
+    with fresh_store_url(args.store) as url:
+        figures: dict[str, Any] = {"store": args.store, "instances": args.instances}
+        figures.update(fill(url, args.instances))
+        token = new_token()
+        with served(url, token) as (base, store):
+            api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+            page = httpx.Client(base_url=base, timeout=60)
+            log_in(page, token)
+            requests = {
+                "API list, first page": (api, "/api/v1/instances?limit=50"),
+                "API status counts": (api, "/api/v1/counts"),
+                "API instance": (api, "/api/v1/instances/order-0000"),
+                "page: instance list (first page + counts)": (page, "/instances"),
+                "page: an instance (state, history, diagnosis, timeline)": (page, "/instances/order-0000"),
+                "page: list filtered by status FAILED": (page, "/instances?status=FAILED"),
+                "page: list filtered by name": (page, "/instances?name=order"),
+                "page: list by id prefix": (page, "/instances?prefix=order-"),
+                "page: list sorted by last update": (page, "/instances?sort=updated"),
+                "page: list filtered by a prefix no id has": (page, "/instances?prefix=none-"),
+            }
+            figures["requests"] = {label: timed(c, path, args.repeat) for label, (c, path) in requests.items()}
+            figures["plans"] = query_plans(store)
 
     print(
         f"{figures['instances']:,} instances on {figures['store']} (filled in {figures['fill_s']} s): {figures['statuses']}"
