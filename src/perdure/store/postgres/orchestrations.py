@@ -641,9 +641,9 @@ class GroupWrite:
         )
         self.handed.extend(handed)
         if turn.events:
-            prefix = f"[{json.dumps(c.instance_id)},{c.execution_id},"
+            prefix = f'{{"instance_id":{json.dumps(c.instance_id)},"execution_id":{c.execution_id},"n":'
             # The stored JSON goes in as it is (json keeps it byte for byte).
-            self.events.extend(f"{prefix}{n},{event}]" for n, event in enumerate(turn.events))
+            self.events.extend(f'{prefix}{n},"event":{event}}}' for n, event in enumerate(turn.events))
         for task, text in zip(c.activities, turn.activity_inputs, strict=True):
             params = new_task_params(task, text, now)
             lease = scheduled_lease(tx.scheduled, task, ending=turn.status.is_terminal)

@@ -90,9 +90,10 @@ FROM orchestration_messages WHERE instance_id = ANY((SELECT %(handing)s::text[])
 -- transaction's, locked), so one snapshot for all of them is each turn's own order. What a
 -- turn appends follows the instance row as this statement finds it (history sequence and
 -- counts; the lease keeps its length).
--- :turns is a JSON array of objects (one per turn); :events a JSON array of
--- [instance_id, execution_id, n, event], n counting the turn's events from 0, whose event
--- is the stored JSON text itself (json, not jsonb: the text is kept byte for byte); :tasks
+-- :turns is a JSON array of objects (one per turn); :events a JSON array of objects
+-- (instance_id, execution_id, n, event), n counting the turn's events from 0, whose event
+-- is the stored JSON text itself (json, not jsonb: the text is kept byte for byte), each
+-- parsed once (json_to_recordset; an operator such as ->> parses its operand again); :tasks
 -- and :messages JSON arrays of objects, the messages in the order their ids must follow;
 -- :handed the task row ids. A task with a lease (lease_owner, lease_token, ...) is written
 -- locked for its worker (a round's take_scheduled), and returned.
@@ -165,9 +166,9 @@ WITH turn AS MATERIALIZED (
       AND m.instance_id = turn.instance_id AND m.message_id = ANY(turn.consumed)
 ), events AS (
     INSERT INTO history (instance_id, execution_id, sequence, event)
-    SELECT i.instance_id, (e.value ->> 1)::integer, i.history_event_count + (e.value ->> 2)::integer, (e.value -> 3)::text
-    FROM json_array_elements(%(events)s::json) AS e
-    JOIN instances AS i ON i.instance_id = e.value ->> 0
+    SELECT i.instance_id, e.execution_id, i.history_event_count + e.n, e.event::text
+    FROM json_to_recordset(%(events)s::json) AS e (instance_id text, execution_id integer, n integer, event json)
+    JOIN instances AS i ON i.instance_id = e.instance_id
     WHERE i.instance_id = ANY((SELECT %(ids)s::text[])::text[])
 ), instance AS (
     UPDATE instances AS i SET
