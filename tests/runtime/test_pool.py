@@ -93,3 +93,27 @@ def test_shutdown_drops_the_calls_not_started():
     release.set()
     time.sleep(0.1)
     assert ran == []
+
+
+def test_a_call_submitted_now_never_waits_behind_busy_threads():
+    """``submit_now`` runs a call on a waiting thread, or on a new one below ``core``;
+    with every thread busy and none more to start at once, it refuses (nothing queued)."""
+    pool = ThreadPool(4, "t", core=2, stall=0.01)
+    release = threading.Event()
+    running: list[int] = []
+
+    def call(n: int) -> None:
+        running.append(n)
+        assert release.wait(10)
+
+    assert pool.submit_now(call, 0) and pool.submit_now(call, 1)  # two new threads
+    _wait_until(lambda: len(running) == 2)
+    assert not pool.submit_now(call, 2)  # both busy, and the core is reached
+    release.set()
+    _wait_until(lambda: pool.idle == 2)
+    release.clear()
+    assert pool.submit_now(call, 3)  # a waiting thread takes it
+    _wait_until(lambda: len(running) == 3)
+    assert sorted(running) == [0, 1, 3] and pool.threads == 2
+    release.set()
+    pool.shutdown()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -74,6 +75,11 @@ async def waits_at_the_gate(ctx: perdure.OrchestrationContext, x: int) -> int:
 
 
 @app.orchestration
+async def gated_then_slow_double(ctx: perdure.OrchestrationContext, x: int) -> int:
+    return await ctx.call_activity(slow_double, await ctx.call_activity(gated, x))
+
+
+@app.orchestration
 async def fails_at_once(ctx: perdure.OrchestrationContext, _: object) -> None:
     raise ValueError("bad order")
 
@@ -123,6 +129,71 @@ def test_an_eager_start_takes_the_ordinary_activities_it_schedules(store, client
             gate.set()
         assert client.wait(iid, timeout=20).output == 10
     assert worker.stats()["eager_starts"] == 1 and worker.stats()["activities"] == 1
+
+
+def test_an_eager_start_and_the_rounds_share_the_room_for_activities(store, client):
+    """Forced interleaving: with room for one activity, an eager start reserves it before its
+    first turn, which waits at a gate (a local activity). A round that runs meanwhile, the
+    first turn of an instance started by another caller, takes none of the task it writes:
+    the room is the start's. Once the gate opens, the start takes its own task, and the
+    other one runs after it (taken by both, one activity over ``activity_concurrency``)."""
+    options = {**OPTIONS, "poll_interval": 5.0, "activity_concurrency": 1, "run_local_starts": False}
+    with perdure.Worker(app, store, **options) as worker:
+        deadline = time.monotonic() + 10
+        while worker.handed.waiting_loops == 0:  # its first rounds are over: it waits for work
+            assert time.monotonic() < deadline, "the worker never waited for work"
+            time.sleep(0.001)
+        eager: list[str] = []
+        starting = threading.Thread(
+            target=lambda: eager.append(client.start(gated_then_slow_double, 1, eager=True)), daemon=True
+        )
+        starting.start()
+        assert inside_gated.wait(10)
+        other = client.start(then_slow_double, 5)
+        deadline = time.monotonic() + 10
+        while not store.activity_tasks(other):
+            assert time.monotonic() < deadline, "the other instance's first turn never ran"
+            time.sleep(0.01)
+        time.sleep(0.2)  # the round that wrote it has ended
+        assert [t.lease_owner for t in store.activity_tasks(other)] == [None]
+        gate.set()
+        starting.join(10)
+        assert client.wait(eager[0], timeout=20).output == 4
+        assert client.wait(other, timeout=20).output == 12
+    assert worker.stats()["eager_starts"] == 1
+
+
+def test_an_eager_start_leaves_the_room_a_round_in_flight_reserved(store, client):
+    """Forced interleaving: with room for one activity, a round is held before its
+    transaction (it may take a task: it looks at the queues for a new instance). An eager
+    start made meanwhile finds no room: the ordinary task its first turn schedules is
+    queued, not taken, and runs once the round is let go."""
+    armed, rounds_open = threading.Event(), threading.Event()
+    held = FaultyStore(
+        store, [Fault("run_round:before", lambda _: not armed.is_set() or rounds_open.wait(60), times=None)]
+    )
+    held_client = perdure.Client(held)  # type: ignore[arg-type]
+    options = {**OPTIONS, "poll_interval": 5.0, "activity_concurrency": 1, "run_local_starts": False}
+    with perdure.Worker(app, held, **options) as worker:  # type: ignore[arg-type]
+        try:
+            deadline = time.monotonic() + 10
+            while worker.handed.waiting_loops == 0:  # its first rounds are over: it waits for work
+                assert time.monotonic() < deadline, "the worker never waited for work"
+                time.sleep(0.001)
+            rounds = held.hits["run_round:before"]
+            armed.set()
+            queued = held_client.start(chain, 1)  # signals the loop, whose round is held
+            while held.hits["run_round:before"] == rounds:
+                assert time.monotonic() < deadline, "no round came"
+                time.sleep(0.001)
+            gate.set()  # slow_double runs at once once it is started
+            eager = held_client.start(then_slow_double, 4, eager=True)
+            assert [t.lease_owner for t in store.activity_tasks(eager)] == [None]
+        finally:
+            rounds_open.set()
+            gate.set()
+        assert client.wait(eager, timeout=20).output == 10
+        assert client.wait(queued, timeout=20).output == 1
 
 
 def test_without_a_worker_serving_it_an_eager_start_is_an_ordinary_start(store, client):

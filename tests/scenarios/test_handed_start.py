@@ -1,6 +1,7 @@
 """Handed starts: a plain ``client.start`` in a process whose worker serves the orchestration
-on the same store, and waits for work, is run by that worker's dispatch loop: the instance
-and its first turn commit in one transaction, before ``start`` returns."""
+on the same store, and waits for work, is run by that worker (on an idle activity thread,
+else by its dispatch loop): the instance and its first turn commit in one transaction,
+before ``start`` returns."""
 
 from __future__ import annotations
 
@@ -62,6 +63,22 @@ async def waits_at_the_gate(ctx: perdure.OrchestrationContext, x: int) -> int:
     return await ctx.call_activity(held_at_the_gate, x)
 
 
+threads: list[tuple[str, str]] = []
+
+
+@app.activity
+def notes_its_thread(x: int) -> int:
+    threads.append(("activity", threading.current_thread().name))
+    return x
+
+
+@app.orchestration
+async def notes_threads(ctx: perdure.OrchestrationContext, x: int) -> int:
+    if not ctx.is_replaying:
+        threads.append(("first turn", threading.current_thread().name))
+    return await ctx.call_activity(notes_its_thread, x)
+
+
 @app.orchestration
 async def naps(ctx: perdure.OrchestrationContext, seconds: float) -> str:
     await ctx.create_timer(timedelta(seconds=seconds))
@@ -102,6 +119,48 @@ def test_a_start_is_run_by_the_idle_worker_of_its_process(store, client):
         assert client.wait(queued, timeout=20).output == 8
     assert "handed_starts" not in later.stats()
     assert kinds(client, iid) == kinds(client, queued)
+
+
+def test_a_handed_start_and_its_first_activity_run_on_one_activity_thread(store, client):
+    """The first turn runs on an idle activity thread of the worker (not the caller's, not the
+    dispatch loop's), and the activity it schedules then runs on that same thread: no thread
+    wakes in between."""
+    threads.clear()
+    with perdure.Worker(app, store, **OPTIONS) as worker:
+        idle(worker)
+        iid = client.start(notes_threads, 7)
+        assert client.wait(iid, timeout=20).output == 7
+        assert worker.stats()["handed_starts"] == 1
+    [(first, turn_thread), (then, activity_thread)] = threads
+    assert (first, then) == ("first turn", "activity")
+    assert turn_thread.startswith("perdure-activity") and activity_thread == turn_thread
+
+
+def test_a_handed_start_does_not_wait_for_a_busy_activity_thread(store, client):
+    """Forced interleaving: the worker's only activity thread is held at a gate by an
+    activity, while its dispatch loop waits for work (and would not wake by itself for
+    30 s). A start handed over meanwhile is run by the loop, and returns with the gate
+    still shut (queued for the activity pool, it would wait for that thread)."""
+    options = {**OPTIONS, "poll_interval": 30.0}
+    with perdure.Worker(app, store, **options, activity_concurrency=1) as worker:
+        idle(worker)
+        held = client.start(doubles_at_the_gate, 1)
+        deadline = time.monotonic() + 10
+        while worker.activities.running == 0:
+            assert time.monotonic() < deadline, "the gated activity never started"
+            time.sleep(0.001)
+        idle(worker)
+        started: list[str] = []
+        starting = threading.Thread(target=lambda: started.append(client.start(notes_threads, 2)), daemon=True)
+        starting.start()
+        starting.join(5)  # the gated activity holds its thread for 10 s
+        assert started, "the start waited for the busy activity thread"
+        [second] = started
+        assert client.get(second).status == "RUNNING"
+        assert worker.stats()["handed_starts"] == 2
+        gate.set()
+        assert client.wait(held, timeout=20).output == 2
+        assert client.wait(second, timeout=20).output == 2
 
 
 def test_a_start_is_queued_when_the_worker_does_not_serve_it(store, client):

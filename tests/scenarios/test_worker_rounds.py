@@ -251,6 +251,37 @@ def test_tasks_queued_before_a_turn_are_taken_before_the_tasks_it_schedules():
         store.close()
 
 
+slot_gate = threading.Event()
+
+
+@app.activity
+def inc_after_the_gate(x: int) -> int:
+    assert slot_gate.wait(10)
+    return x + 1
+
+
+@app.orchestration
+async def fan_after_the_gate(ctx: perdure.OrchestrationContext, n: int) -> int:
+    return sum(await ctx.when_all([ctx.call_activity(inc_after_the_gate, i) for i in range(n)]))
+
+
+def test_a_task_queued_while_every_activity_slot_is_taken_starts_when_one_frees(store, client):
+    """Forced interleaving: with room for one activity, a fan-out of three runs one task, held
+    at a gate, and queues two. Once the gate opens, the round that writes the outcome counts
+    the room it frees: it takes the next queued task (which then runs on the same thread),
+    instead of leaving it for a look ``poll_interval`` (60 s) later."""
+    slot_gate.clear()
+    with perdure.Worker(app, store, poll_interval=60, activity_concurrency=1):
+        iid = client.start(fan_after_the_gate, 3)
+        deadline = time.monotonic() + 10
+        while sorted(t.lease_owner is None for t in store.activity_tasks(iid)) != [False, True, True]:
+            assert time.monotonic() < deadline, [(t.task_id, t.lease_owner) for t in store.activity_tasks(iid)]
+            time.sleep(0.01)
+        time.sleep(0.1)  # the loop is asleep again: nothing but the outcome's round can take them
+        slot_gate.set()
+        assert client.wait(iid, timeout=10).output == 1 + 2 + 3
+
+
 def test_a_busy_worker_takes_what_another_process_starts_before_its_poll_interval(store_url, store, client):
     """A busy worker's rounds look for new instances only when something may have come, yet
     it takes an instance another process starts at once, not after ``poll_interval``:

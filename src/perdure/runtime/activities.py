@@ -11,7 +11,8 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,7 @@ class ActivityDispatcher:
         self.names = frozenset(app.activities)
         self.local_names = frozenset(name for name, reg in app.activities.items() if reg.local)
         self._running: dict[int, _Running] = {}
+        self._reserved = 0  # slots reserved for tasks a transaction in flight may take
         self._done: queue.SimpleQueue[ActivityCompletion] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._pool = ThreadPool(options.activity_concurrency, "perdure-activity")
@@ -215,8 +217,25 @@ class ActivityDispatcher:
 
     @property
     def free(self) -> int:
-        """How many more activities may start now."""
-        return max(0, self.options.activity_concurrency - len(self._running))
+        """How many more activities may start now (slots neither running nor reserved)."""
+        return max(0, self.options.activity_concurrency - len(self._running) - self._reserved)
+
+    @contextmanager
+    def reserve(self, limit: int, *, freed: int = 0) -> Iterator[int]:
+        """Reserve room for up to ``limit`` tasks that a transaction may take for this worker
+        (``freed``: slots the outcomes it writes give back), and yield how many; the tasks it
+        took must be started (:meth:`start`, :meth:`start_here`) within the block. Rounds on
+        other threads and eager starts see the room as taken from the moment it is reserved:
+        together they never take more tasks than ``activity_concurrency`` allows, though
+        the tasks of each are counted as running only once its commit returned them."""
+        with self._lock:
+            room = max(0, min(limit, self.free + freed))
+            self._reserved += room
+        try:
+            yield room
+        finally:
+            with self._lock:
+                self._reserved -= room
 
     def _forget(self, completion: ActivityCompletion) -> _Running | None:
         """Stop tracking the run that produced ``completion`` (caller holds the lock). Only
@@ -303,6 +322,18 @@ class ActivityDispatcher:
         log.error("activity task %d (%r) is not registered in this worker; released", item.task_row_id, item.name)
         with contextlib.suppress(LeaseLost):
             self.store.abandon_activity(item.task_row_id, item.lease_token)
+
+    def run_on_thread(self, work: Callable[[], tuple[Registration, ActivityWorkItem] | None]) -> bool:
+        """Run ``work`` on an activity thread at once (one that is idle, or a new one), then the
+        task it returns (as :meth:`start_here` returns one) on the same thread, as an
+        activity's thread runs the next step; False (nothing done) if every thread is busy
+        and no more may start at once (:meth:`ThreadPool.submit_now`)."""
+        return self._pool.submit_now(self._run_then, work)
+
+    def _run_then(self, work: Callable[[], tuple[Registration, ActivityWorkItem] | None]) -> None:
+        here = work()
+        if here is not None:
+            self._run_sync(*here)
 
     def _run_sync(self, registration: Registration, item: ActivityWorkItem) -> None:
         # A loop, not a recursion: each round run here may hand this thread the next step.

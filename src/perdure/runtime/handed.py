@@ -2,16 +2,17 @@
 
 A plain ``Client.start`` in a process whose running worker serves the orchestration on the
 same store object, while one of that worker's dispatch loops waits for work, hands the
-start to that loop and waits. The loop creates the instance and runs its first turn (with
-the local activities it chains, within ``local_activity_budget``) committed in one
-transaction, as an eager start does (:meth:`perdure.store.base.Store.create_and_run`), and
-starts the activity tasks that turn scheduled. ``start`` returns once that transaction
+start to that worker and waits. A round of the worker's, on one of its activity threads
+(else on the waiting loop, which is then woken), creates the instance and runs its first
+turn (with the local activities it chains, within ``local_activity_budget``) committed in
+one transaction, as an eager start does (:meth:`perdure.store.base.Store.create_and_run`),
+and starts the activity tasks that turn scheduled: the first on that same thread. ``start`` returns once that transaction
 committed, or raises what it raised. The start costs one transaction where a queued start
 costs two (the start, then a worker's round), and no orchestration code runs in the
 caller's thread (unlike ``eager=True``).
 
-At most one start per waiting loop is handed over: a latency gain for a worker with nothing
-to do. A busy worker takes new instances in batches with its rounds, and starts made
+At most one start per waiting loop is handed over at a time: a latency gain for a worker
+with nothing to do. A busy worker takes new instances in batches with its rounds, and starts made
 meanwhile are queued as usual, for whichever worker of the fleet is free. A start the loop
 did not run (the worker stopped first) is made as a queued start by the caller.
 """
@@ -67,6 +68,7 @@ class HandedStarts:
     def __init__(self) -> None:
         self._starts: list[HandedStart] = []
         self._waiting = 0  # dispatch loops waiting for work
+        self._running = 0  # starts taken and not finished
         self._lock = threading.Lock()
 
     @contextmanager
@@ -87,15 +89,23 @@ class HandedStarts:
 
     def offer(self, start: HandedStart) -> bool:
         """Hand ``start`` over if a dispatch loop waits for work and has not been handed one
-        yet; False (nothing done) otherwise."""
+        yet (nor is one it was handed still running: the loop waits while an activity
+        thread runs it); False (nothing done) otherwise."""
         with self._lock:
-            if len(self._starts) >= self._waiting:
+            if len(self._starts) + self._running >= self._waiting:
                 return False
             self._starts.append(start)
             return True
 
-    def take(self) -> list[HandedStart]:
-        """Every start handed over so far (for a dispatch loop to run)."""
+    @contextmanager
+    def taken(self) -> Iterator[list[HandedStart]]:
+        """Every start handed over so far, for a round to run or give back in the block; they
+        count as handed until it ends."""
         with self._lock:
             starts, self._starts = self._starts, []
-            return starts
+            self._running += len(starts)
+        try:
+            yield starts
+        finally:
+            with self._lock:
+                self._running -= len(starts)

@@ -31,6 +31,7 @@ from perdure.runtime.options import WorkerOptions
 from perdure.runtime.translate import failing_commit, turn_commit
 from perdure.runtime.turn_log import log_turn
 from perdure.store.base import (
+    ActivityWorkItem,
     LockedInstance,
     NewInstance,
     OrchestrationWorkItem,
@@ -119,29 +120,32 @@ class OrchestrationDispatcher:
         replace_terminal: bool,
         request_id: str | None = None,
         counter: str = "eager_starts",
+        start: Callable[[list[ActivityWorkItem]], None] | None = None,
     ) -> None:
         """Create ``instance`` and run its first turn (with the local activities it chains)
         in the calling thread, committed together (:meth:`Store.create_and_run`), counted
-        in ``counter``. Raises what the store raises (``InstanceExistsError``: nothing was
+        in ``counter``; the tasks the turn scheduled and took go to ``start`` (default: the
+        activity pool). Raises what the store raises (``InstanceExistsError``: nothing was
         run)."""
         batch = TurnBatch(self, keep_leases=True)
         activities = self.activities
-        try:
-            result = self.store.create_and_run(
-                instance,
-                owner=self.owner,
-                lease_seconds=self.options.lease_seconds,
-                run_turns=batch,
-                replace_terminal=replace_terminal,
-                request_id=request_id,
-                # The tasks the turn schedules start at once, as after a worker round.
-                tasks=TaskRequest(min(activities.free, self.options.batch_size), activities.names),
-            )
-        except Exception:
-            batch.void()
-            raise
-        batch.settle(result.turns)
-        activities.start(result.activities)
+        with activities.reserve(self.options.batch_size) as room:
+            try:
+                result = self.store.create_and_run(
+                    instance,
+                    owner=self.owner,
+                    lease_seconds=self.options.lease_seconds,
+                    run_turns=batch,
+                    replace_terminal=replace_terminal,
+                    request_id=request_id,
+                    # The tasks the turn schedules start at once, as after a worker round.
+                    tasks=TaskRequest(room, activities.names),
+                )
+            except Exception:
+                batch.void()
+                raise
+            batch.settle(result.turns)
+            (start or activities.start)(result.activities)
         if result.turns:  # else a scheduled start: its first turn comes when due, from a round
             self.counters[counter] += 1
 

@@ -74,6 +74,19 @@ class ThreadPool:
                     self._watcher = self._start(f"{self._name}_watcher", self._watch, count=False)
                 self._wake.set()
 
+    def submit_now(self, fn: Callable[..., None], *args: Any) -> bool:
+        """Run ``fn(*args)`` at once: on a thread that waits for a call, else on a new one
+        while the pool has fewer than ``core``; False (nothing done) if neither (a call that
+        must not wait behind busy threads)."""
+        with self._lock:
+            if self._closed or (self._idle <= 0 and len(self._threads) >= self._core):
+                return False
+            self._calls.put((fn, args))
+            self._idle -= 1
+            if self._idle < 0:
+                self._start(f"{self._name}_{len(self._threads)}", self._run)
+            return True
+
     def shutdown(self) -> None:
         """Drop the calls not started yet and let every thread end after its current call."""
         with self._lock:

@@ -21,9 +21,11 @@ from dataclasses import dataclass
 
 from perdure.runtime.activities import ActivityDispatcher
 from perdure.runtime.handed import HandedStart, HandedStarts
+from perdure.runtime.held import HeldLease
 from perdure.runtime.options import WorkerOptions
 from perdure.runtime.orchestrations import OrchestrationDispatcher, TurnBatch
 from perdure.store.base import (
+    ActivityCompletion,
     ActivityWorkItem,
     OrchestrationWorkItem,
     Outcome,
@@ -84,15 +86,36 @@ class RoundRunner:
         """One round; raises if the store write failed (then nothing of it was written, and
         the turns run for it are forgotten). The tasks it locked are started on the
         activity pool, or handed to ``start``."""
-        handed_starts = self.handed.take()
-        for handed in handed_starts:
-            handed.run(self._start)
+        with self.handed.taken() as handed_starts:
+            for handed in handed_starts:
+                handed.run(lambda h: self._start(h, start))
         completions = self.activities.take_completions()
         claimed, self.claimed = self.claimed, []
         items, taken = self.orchestrations.held.hand_over(claimed, completions)
         turns = TurnBatch(self.orchestrations, keep_leases=True, defer=True)
         commits = turns(items) if items else []
-        room = min(self.activities.free, self.options.batch_size)
+        # The room for tasks is reserved until the tasks taken are started (eager starts and
+        # rounds on other threads see it as taken). The outcomes this round writes free their
+        # slots once it commits: it may take that many more tasks (a worker at its limit
+        # would else leave a queued task for a later look).
+        with self.activities.reserve(self.options.batch_size, freed=len(completions)) as room:
+            written = self._write(completions, claimed, taken, turns, commits, room, start)
+        if written is None:
+            return RoundReport(0, 0, busy=False, next_due=self._due())
+        return self._report(*written)
+
+    def _write(
+        self,
+        completions: list[ActivityCompletion],
+        claimed: list[OrchestrationWorkItem],
+        taken: dict[str, HeldLease],
+        turns: TurnBatch,
+        commits: list[TurnCommit],
+        room: int,
+        start: Callable[[list[ActivityWorkItem]], None] | None,
+    ) -> tuple[RoundRequest, RoundResult] | None:
+        """The rest of :meth:`run`, with ``room`` for tasks reserved: its transaction, and the
+        start of the tasks it took; None if it had nothing to write."""
         look = self.looks.begin(any(_sends_messages(c) for c in commits))
         # With room and no cause to look at the task queue, the tasks the turns schedule
         # are taken as they are written; a round that looks at neither queue reads no due
@@ -101,7 +124,7 @@ class RoundRunner:
         if not (commits or completions or turns.deferred or look or look_tasks):
             # Nothing to write, and nothing can have come (a loop woken for starts handed
             # over, which committed themselves): no transaction.
-            return RoundReport(0, 0, busy=False, next_due=self._due())
+            return None
         request = RoundRequest(
             owner=self.owner,
             lease_seconds=self.options.lease_seconds,
@@ -152,15 +175,17 @@ class RoundRunner:
         # Turns deferred by the local-activity budget run first next round, under the same leases.
         self.claimed = [*turns.deferred, *result.locked]
         (start or self.activities.start)(result.activities)
-        return self._report(request, result)
+        return request, result
 
-    def _start(self, handed: HandedStart) -> None:
-        """Run a start handed over by a client of this process (:mod:`perdure.runtime.handed`)."""
+    def _start(self, handed: HandedStart, start: Callable[[list[ActivityWorkItem]], None] | None) -> None:
+        """Run a start handed over by a client of this process (:mod:`perdure.runtime.handed`);
+        the tasks its first turn takes go to ``start``, as a round's do."""
         self.orchestrations.start_eagerly(
             handed.instance,
             replace_terminal=handed.replace_terminal,
             request_id=handed.request_id,
             counter="handed_starts",
+            start=start,
         )
 
     def sleeps_past(self, report: RoundReport) -> bool:
@@ -172,8 +197,9 @@ class RoundRunner:
     def release(self) -> None:
         """Give back the leases of the instances claimed but not run, and the starts handed
         over but not run (a stopping worker)."""
-        for handed in self.handed.take():
-            handed.give_back()
+        with self.handed.taken() as handed_starts:
+            for handed in handed_starts:
+                handed.give_back()
         claimed, self.claimed = self.claimed, []
         for item in claimed:
             with contextlib.suppress(Exception):  # else the lease expires

@@ -228,12 +228,13 @@ class Worker:
     def take_start(
         self, instance: NewInstance, *, replace_terminal: bool = False, request_id: str | None = None
     ) -> bool:
-        """Hand ``instance``'s start to a dispatch loop of this worker that waits for work,
-        which creates it and runs its first turn in one transaction (see
-        :mod:`perdure.runtime.handed`), and wait for it; False (nothing done) if this worker
-        is not running, does not serve the orchestration, has no dispatch loop waiting for
-        work, or stopped before running it (or ``run_local_starts`` is off). Raises what the
-        start raised (``InstanceExistsError``, say). ``Client.start`` calls this."""
+        """Hand ``instance``'s start to this worker while a dispatch loop of its waits for work:
+        a round on an idle activity thread (else on that loop) creates it and runs its first
+        turn in one transaction (see :mod:`perdure.runtime.handed`); wait for it. False
+        (nothing done) if this worker is not running, does not serve the orchestration, has
+        no dispatch loop waiting for work, or stopped before running it (or
+        ``run_local_starts`` is off). Raises what the start raised (``InstanceExistsError``,
+        say). ``Client.start`` calls this."""
         if not self.options.run_local_starts:
             return False
         if version_key(instance.name, instance.version) not in self.orchestrations.names:
@@ -244,7 +245,12 @@ class Worker:
         with self._starting(lambda: self.handed.offer(start)) as admitted:
             if not admitted:
                 return False
-        self.store.notifier.notify(self._done_topic)
+        # Run by a round on an idle activity thread rather than by the waiting loop: the first
+        # task the start schedules then runs on that thread, and so does the round its outcome
+        # wakes, a thread wake-up fewer on the way to the result. If every activity thread is
+        # busy, or a round runs elsewhere, the loop is woken to run it.
+        if not self.activities.run_on_thread(self._round_here):
+            self.store.notifier.notify(self._done_topic)
         return start.result()
 
     @contextmanager
@@ -291,10 +297,10 @@ class Worker:
                     runner.wakes_at = None
 
     def _round_here(self) -> tuple[Registration, ActivityWorkItem] | None:
-        """On a plain-function activity's thread, once its outcome is queued: run the first
-        dispatch loop's next round on this thread, unless a round runs now (its loop is then
-        woken, as an activity's end always did), and return a task that round took for this
-        thread to run next. A sequential step (an activity, then the turn its outcome wakes,
+        """On a plain-function activity's thread, once its outcome is queued (or on an idle
+        one, for a start handed over): run the first dispatch loop's next round on this
+        thread, unless a round runs now (its loop is then woken, as an activity's end always
+        did), and return a task that round took for this thread to run next. A sequential step (an activity, then the turn its outcome wakes,
         which schedules the next activity) so passes between no threads: the two thread
         wake-ups of a hand-over to the dispatch loop and back cost 0.1–0.2 ms of each step on
         a 2-core VM (``python -m bench.step_timeline``). The loop is woken if it would sleep
@@ -304,19 +310,27 @@ class Worker:
         if not self._threads or self._stop.is_set() or not runner.lock.acquire(blocking=False):
             done.notify(self._done_topic)
             return None
-        taken: list[ActivityWorkItem] = []
+        here: list[tuple[Registration, ActivityWorkItem]] = []
+
+        def start(items: list[ActivityWorkItem]) -> None:
+            # Started within the round, so within the room it reserved: the first for this
+            # thread, the rest on the pool.
+            if here:
+                self.activities.start(items)
+            elif (first := self.activities.start_here(items)) is not None:
+                here.append(first)
+
         try:
-            report = runner.run(start=taken.extend)
+            report = runner.run(start=start)
         except Exception:
             log.exception("worker round failed on an activity thread; the dispatch loop retries it")
             done.notify(self._done_topic)
             return None
         finally:
             runner.lock.release()
-        here = self.activities.start_here(taken)
         if runner.sleeps_past(report):
             done.notify(self._done_topic)
-        return here
+        return here[0] if here else None
 
     def _housekeeping_loop(self) -> None:
         last_sweep = time.monotonic()
