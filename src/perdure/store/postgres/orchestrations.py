@@ -454,7 +454,7 @@ def _due(cursor: Answer) -> tuple[float | None, float | None]:
 # --- committing turns --------------------------------------------------------------------
 
 
-def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
+def commit_turns(tx: Tx, turns: Sequence[PreparedTurn], *, inserted: bool = False) -> list[Outcome]:
     """Commit turns; one outcome per turn, in the given order.
 
     Every committing instance is locked in one statement, in instance id order (so two
@@ -470,9 +470,12 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn]) -> list[Outcome]:
     distinct instances and none of them ending its instance are committed without reading
     anything: the group's statement checks them itself, and fails the transaction
     (:class:`~perdure.store.postgres.connection.ChecksRefused`) if one fails a check.
+    ``inserted``: the instances are this transaction's own inserts (an eager start of a
+    generated id), which no other transaction sees: an optimistic commit does not lock them.
     """
     if commits_optimistically(tx, turns):
-        tx.run(Q.lock_committing_only, {"ids": text_array(sorted(t.commit.instance_id for t in turns))})
+        if not inserted:  # rows this transaction inserted are its own: no other can lock them
+            tx.run(Q.lock_committing_only, {"ids": text_array(sorted(t.commit.instance_id for t in turns))})
         # The server begins and takes the locks while the group's statement is built.
         tx.send_ahead()
         group = GroupWrite(check=True)

@@ -573,7 +573,7 @@ class PostgresStore:
             )
             optimistic = orchestrations.commits_optimistically(tx, turns)
             take = rounds.take_scheduled(tx, owner, lease_seconds, tasks)
-            outcomes = orchestrations.commit_turns(tx, turns)
+            outcomes = orchestrations.commit_turns(tx, turns, inserted=instance.fresh_id)
             if instance.fresh_id and optimistic:
                 # Nothing is left to decide before the COMMIT: the answers go with it (one round
                 # trip). The insert is not read: had it found the id taken (what a random id
