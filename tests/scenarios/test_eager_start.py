@@ -89,6 +89,14 @@ async def unrelated(ctx: perdure.OrchestrationContext, _: object) -> None:
     return None
 
 
+def idle(worker: perdure.Worker) -> None:
+    """Wait until the worker's dispatch loop waits for work (its first rounds are over)."""
+    deadline = time.monotonic() + 10
+    while worker.handed.waiting_loops == 0:
+        assert time.monotonic() < deadline, "the worker never waited for work"
+        time.sleep(0.001)
+
+
 def shape(client: perdure.Client, iid: str) -> list[tuple[str, object]]:
     """The instance's history without timestamps: kinds and task ids."""
     history = client.get(iid, history=True).history
@@ -135,14 +143,12 @@ def test_an_eager_start_and_the_rounds_share_the_room_for_activities(store, clie
     """Forced interleaving: with room for one activity, an eager start reserves it before its
     first turn, which waits at a gate (a local activity). A round that runs meanwhile, the
     first turn of an instance started by another caller, takes none of the task it writes:
-    the room is the start's. Once the gate opens, the start takes its own task, and the
-    other one runs after it (taken by both, one activity over ``activity_concurrency``)."""
+    the room is the start's (without the reservation both took their task: one activity
+    over ``activity_concurrency``). Once the gate opens, the start takes its own task, and
+    the other one runs after it."""
     options = {**OPTIONS, "poll_interval": 5.0, "activity_concurrency": 1, "run_local_starts": False}
     with perdure.Worker(app, store, **options) as worker:
-        deadline = time.monotonic() + 10
-        while worker.handed.waiting_loops == 0:  # its first rounds are over: it waits for work
-            assert time.monotonic() < deadline, "the worker never waited for work"
-            time.sleep(0.001)
+        idle(worker)
         eager: list[str] = []
         starting = threading.Thread(
             target=lambda: eager.append(client.start(gated_then_slow_double, 1, eager=True)), daemon=True
@@ -176,11 +182,8 @@ def test_an_eager_start_leaves_the_room_a_round_in_flight_reserved(store, client
     options = {**OPTIONS, "poll_interval": 5.0, "activity_concurrency": 1, "run_local_starts": False}
     with perdure.Worker(app, held, **options) as worker:  # type: ignore[arg-type]
         try:
-            deadline = time.monotonic() + 10
-            while worker.handed.waiting_loops == 0:  # its first rounds are over: it waits for work
-                assert time.monotonic() < deadline, "the worker never waited for work"
-                time.sleep(0.001)
-            rounds = held.hits["run_round:before"]
+            idle(worker)
+            rounds, deadline = held.hits["run_round:before"], time.monotonic() + 10
             armed.set()
             queued = held_client.start(chain, 1)  # signals the loop, whose round is held
             while held.hits["run_round:before"] == rounds:

@@ -6,15 +6,15 @@ start to that worker and waits. A round of the worker's, on one of its activity 
 (else on the waiting loop, which is then woken), creates the instance and runs its first
 turn (with the local activities it chains, within ``local_activity_budget``) committed in
 one transaction, as an eager start does (:meth:`perdure.store.base.Store.create_and_run`),
-and starts the activity tasks that turn scheduled: the first on that same thread. ``start`` returns once that transaction
-committed, or raises what it raised. The start costs one transaction where a queued start
-costs two (the start, then a worker's round), and no orchestration code runs in the
-caller's thread (unlike ``eager=True``).
+and starts the activity tasks that turn scheduled: the first on that same thread.
+``start`` returns once that transaction committed, or raises what it raised. The start
+costs one transaction where a queued start costs two (the start, then a worker's round),
+and no orchestration code runs in the caller's thread (unlike ``eager=True``).
 
 At most one start per waiting loop is handed over at a time: a latency gain for a worker
-with nothing to do. A busy worker takes new instances in batches with its rounds, and starts made
-meanwhile are queued as usual, for whichever worker of the fleet is free. A start the loop
-did not run (the worker stopped first) is made as a queued start by the caller.
+with nothing to do. A busy worker takes new instances in batches with its rounds, and
+starts made meanwhile are queued as usual, for whichever worker of the fleet is free. A
+start the worker did not run (it stopped first) is made as a queued start by the caller.
 """
 
 from __future__ import annotations

@@ -300,11 +300,12 @@ class Worker:
         """On a plain-function activity's thread, once its outcome is queued (or on an idle
         one, for a start handed over): run the first dispatch loop's next round on this
         thread, unless a round runs now (its loop is then woken, as an activity's end always
-        did), and return a task that round took for this thread to run next. A sequential step (an activity, then the turn its outcome wakes,
-        which schedules the next activity) so passes between no threads: the two thread
-        wake-ups of a hand-over to the dispatch loop and back cost 0.1–0.2 ms of each step on
-        a 2-core VM (``python -m bench.step_timeline``). The loop is woken if it would sleep
-        past what the round left waiting or coming due."""
+        did), and return a task that round took for this thread to run next. A sequential
+        step (an activity, then the turn its outcome wakes, which schedules the next
+        activity) so passes between no threads: the two thread wake-ups of a hand-over to the
+        dispatch loop and back cost 0.1–0.2 ms of each step on a 2-core VM
+        (``python -m bench.step_timeline``). The loop is woken if it would sleep past what
+        the round left waiting or coming due."""
         runner = self._runners[0]
         done = self.store.notifier
         if not self._threads or self._stop.is_set() or not runner.lock.acquire(blocking=False):
