@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from perdure.runtime.pool import ThreadPool
 
@@ -15,14 +16,21 @@ def _wait_until(condition, timeout: float = 10.0) -> None:
         time.sleep(0.001)
 
 
-def test_calls_that_block_get_a_thread_each_up_to_the_size():
-    pool = ThreadPool(4, "t", core=2, stall=0.01)
+def held_calls() -> tuple[threading.Event, list[int], Callable[[int], None]]:
+    """A call that notes its argument and then waits until the event is set."""
     release = threading.Event()
     running: list[int] = []
 
     def call(n: int) -> None:
         running.append(n)
         assert release.wait(10)
+
+    return release, running, call
+
+
+def test_calls_that_block_get_a_thread_each_up_to_the_size():
+    pool = ThreadPool(4, "t", core=2, stall=0.01)
+    release, running, call = held_calls()
 
     for n in range(6):
         pool.submit(call, n)
@@ -99,12 +107,7 @@ def test_a_call_submitted_now_never_waits_behind_busy_threads():
     """``submit_now`` runs a call on a waiting thread, or on a new one below ``core``;
     with every thread busy and none more to start at once, it refuses (nothing queued)."""
     pool = ThreadPool(4, "t", core=2, stall=0.01)
-    release = threading.Event()
-    running: list[int] = []
-
-    def call(n: int) -> None:
-        running.append(n)
-        assert release.wait(10)
+    release, running, call = held_calls()
 
     assert pool.submit_now(call, 0) and pool.submit_now(call, 1)  # two new threads
     _wait_until(lambda: len(running) == 2)
