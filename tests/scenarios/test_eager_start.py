@@ -14,6 +14,8 @@ import pytest
 
 import perdure
 from perdure.testing import Fault, FaultyStore, InjectedFault
+from tests.races.helpers import until
+from tests.scenarios.helpers import idle
 
 app = perdure.App()
 # A local-activity budget no loaded test machine exceeds: chains are never cut short.
@@ -89,14 +91,6 @@ async def unrelated(ctx: perdure.OrchestrationContext, _: object) -> None:
     return None
 
 
-def idle(worker: perdure.Worker) -> None:
-    """Wait until the worker's dispatch loop waits for work (its first rounds are over)."""
-    deadline = time.monotonic() + 10
-    while worker.handed.waiting_loops == 0:
-        assert time.monotonic() < deadline, "the worker never waited for work"
-        time.sleep(0.001)
-
-
 def shape(client: perdure.Client, iid: str) -> list[tuple[str, object]]:
     """The instance's history without timestamps: kinds and task ids."""
     history = client.get(iid, history=True).history
@@ -156,10 +150,7 @@ def test_an_eager_start_and_the_rounds_share_the_room_for_activities(store, clie
         starting.start()
         assert inside_gated.wait(10)
         other = client.start(then_slow_double, 5)
-        deadline = time.monotonic() + 10
-        while not store.activity_tasks(other):
-            assert time.monotonic() < deadline, "the other instance's first turn never ran"
-            time.sleep(0.01)
+        until(lambda: store.activity_tasks(other), what="the other instance's first turn")
         time.sleep(0.2)  # the round that wrote it has ended
         assert [t.lease_owner for t in store.activity_tasks(other)] == [None]
         gate.set()
@@ -183,12 +174,10 @@ def test_an_eager_start_leaves_the_room_a_round_in_flight_reserved(store, client
     with perdure.Worker(app, held, **options) as worker:  # type: ignore[arg-type]
         try:
             idle(worker)
-            rounds, deadline = held.hits["run_round:before"], time.monotonic() + 10
+            rounds = held.hits["run_round:before"]
             armed.set()
             queued = held_client.start(chain, 1)  # signals the loop, whose round is held
-            while held.hits["run_round:before"] == rounds:
-                assert time.monotonic() < deadline, "no round came"
-                time.sleep(0.001)
+            until(lambda: held.hits["run_round:before"] > rounds, what="a round held")
             gate.set()  # slow_double runs at once once it is started
             eager = held_client.start(then_slow_double, 4, eager=True)
             assert [t.lease_owner for t in store.activity_tasks(eager)] == [None]

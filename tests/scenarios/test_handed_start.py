@@ -6,7 +6,6 @@ before ``start`` returns."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import timedelta
 
 import pytest
@@ -16,6 +15,8 @@ from perdure.runtime.handed import HandedStart, HandedStarts
 from perdure.runtime.rounds import RoundRunner
 from perdure.store.base import NewInstance
 from perdure.testing import FakeClock, FaultyStore
+from tests.races.helpers import until
+from tests.scenarios.helpers import idle
 
 app = perdure.App()
 other_app = perdure.App()
@@ -90,14 +91,6 @@ async def unrelated(ctx: perdure.OrchestrationContext, _: object) -> None:
     return None
 
 
-def idle(worker: perdure.Worker) -> None:
-    """Wait until the worker's dispatch loop waits for work (its first rounds are over)."""
-    deadline = time.monotonic() + 10
-    while worker.handed.waiting_loops == 0:
-        assert time.monotonic() < deadline, "the worker never waited for work"
-        time.sleep(0.001)
-
-
 def kinds(client: perdure.Client, iid: str) -> list[str]:
     return [type(e).__name__ for e in client.get(iid, history=True).history]
 
@@ -145,10 +138,7 @@ def test_a_handed_start_does_not_wait_for_a_busy_activity_thread(store, client):
     with perdure.Worker(app, store, **options, activity_concurrency=1) as worker:
         idle(worker)
         held = client.start(doubles_at_the_gate, 1)
-        deadline = time.monotonic() + 10
-        while worker.activities.running == 0:
-            assert time.monotonic() < deadline, "the gated activity never started"
-            time.sleep(0.001)
+        until(lambda: worker.activities.running > 0, what="the gated activity running")
         idle(worker)
         started: list[str] = []
         starting = threading.Thread(target=lambda: started.append(client.start(notes_threads, 2)), daemon=True)

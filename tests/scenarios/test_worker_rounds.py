@@ -15,6 +15,7 @@ import pytest
 import perdure
 from perdure.core.history import ActivityCompleted
 from perdure.testing import FakeClock, Fault, FaultyStore
+from tests.races.helpers import until
 
 app = perdure.App()
 
@@ -273,10 +274,10 @@ def test_a_task_queued_while_every_activity_slot_is_taken_starts_when_one_frees(
     slot_gate.clear()
     with perdure.Worker(app, store, poll_interval=60, activity_concurrency=1):
         iid = client.start(fan_after_the_gate, 3)
-        deadline = time.monotonic() + 10
-        while sorted(t.lease_owner is None for t in store.activity_tasks(iid)) != [False, True, True]:
-            assert time.monotonic() < deadline, "the fan-out never ran one task and queued two"
-            time.sleep(0.01)
+        until(
+            lambda: sorted(t.lease_owner is None for t in store.activity_tasks(iid)) == [False, True, True],
+            what="the fan-out running one task and queuing two",
+        )
         time.sleep(0.1)  # the loop is asleep again: nothing but the outcome's round can take them
         slot_gate.set()
         assert client.wait(iid, timeout=10).output == 1 + 2 + 3

@@ -93,13 +93,14 @@ class RoundRunner:
         claimed, self.claimed = self.claimed, []
         items, taken = self.orchestrations.held.hand_over(claimed, completions)
         turns = TurnBatch(self.orchestrations, keep_leases=True, defer=True)
-        commits = turns(items) if items else []
+        if items:
+            turns(items)
         # The room for tasks is reserved until the tasks taken are started (eager starts and
         # rounds on other threads see it as taken). The outcomes this round writes free their
         # slots once it commits: it may take that many more tasks (a worker at its limit
         # would else leave a queued task for a later look).
         with self.activities.reserve(self.options.batch_size, freed=len(completions)) as room:
-            written = self._write(completions, claimed, taken, turns, commits, room, start)
+            written = self._write(completions, claimed, taken, turns, room, start)
         if written is None:
             return RoundReport(0, 0, busy=False, next_due=self._due())
         return self._report(*written)
@@ -110,12 +111,12 @@ class RoundRunner:
         claimed: list[OrchestrationWorkItem],
         taken: dict[str, HeldLease],
         turns: TurnBatch,
-        commits: list[TurnCommit],
         room: int,
         start: Callable[[list[ActivityWorkItem]], None] | None,
     ) -> tuple[RoundRequest, RoundResult] | None:
         """The rest of :meth:`run`, with ``room`` for tasks reserved: its transaction, and the
         start of the tasks it took; None if it had nothing to write."""
+        commits = [run.commit for run in turns.runs]
         look = self.looks.begin(any(_sends_messages(c) for c in commits))
         # With room and no cause to look at the task queue, the tasks the turns schedule
         # are taken as they are written; a round that looks at neither queue reads no due
