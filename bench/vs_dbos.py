@@ -15,9 +15,11 @@ over DBOS's, DBOS's latency over perdure's).
 In every pair the runner also measures the physical limits of the machine (PostgreSQL:
 a ``SELECT 1`` round trip and a single-connection insert + commit; SQLite: a one-row
 insert + commit in WAL mode, as perdure uses it, and with a rollback journal, DBOS's
-default, both with ``synchronous=FULL``), and for W1 on PostgreSQL the CPU per activity
-of all processes: the run's own process (worker and client, while the workload function
-ran) and the server backends of its database (read from ``/proc`` while they live).
+default, both with ``synchronous=FULL``), and the CPU per activity of all processes: the
+run's own process (worker and client) and, on PostgreSQL, the server backends of its
+database, read from ``/proc``. For W1 (on PostgreSQL), over the whole workload function,
+less a run of the same with no workflows (its setup), the backends sampled while they
+live; for W3 (per start → result) and W4, over the measured part.
 
 PostgreSQL: $PERDURE_BENCH_POSTGRES_URL, else postgresql://postgres@127.0.0.1:5432/test.
 """
@@ -255,29 +257,39 @@ def _cell(values: list[float]) -> str:
     return f"{_fmt(median)} [{_fmt(low)}–{_fmt(high)}]"
 
 
-def _cpu_ms(runs: list[dict[str, Any]], activities: int) -> tuple[list[float], list[float]]:
-    """Each run's CPU per activity in ms, without the setup's: its process's, and its
-    server backends'."""
+def _cpu_ms(case: Case, runs: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """Each run's CPU per activity in ms: its process's, and its server backends'. W1: the
+    whole run's less its setup's (a run with no workflows: its backends come and go as it
+    runs, so they are sampled while they live); W3 and W4: their measured part's (one
+    connection at a time, read as the part starts and ends; in W3 an activity is a start
+    → result)."""
+    if case.workload != "W1":
+        return [r["cpu_process_s_ms_per_activity"] for r in runs], [r["cpu_server_s_ms_per_activity"] for r in runs]
+    activities = case.dbos["workflows"] * case.dbos["steps"]
     return (
         [1000 * (r["cpu_s"] - r["setup_cpu_s"]) / activities for r in runs],
         [1000 * (r["server_cpu_s"] - r["setup_server_cpu_s"]) / activities for r in runs],
     )
 
 
-def _cpu_cell(runs: list[dict[str, Any]], activities: int) -> str:
-    process, server = _cpu_ms(runs, activities)
+def _has_cpu(case: Case, run: dict[str, Any]) -> bool:
+    return ("server_cpu_s" if case.workload == "W1" else "cpu_process_s_ms_per_activity") in run
+
+
+def _cpu_cell(case: Case, runs: list[dict[str, Any]]) -> str:
+    process, server = _cpu_ms(case, runs)
     total = [p + s for p, s in zip(process, server, strict=True)]
     return f"{_fmt(statistics.median(process))} + {_fmt(statistics.median(server))} = {_cell(total)}"
 
 
-def _cpu_ratios(perdure: list[dict[str, Any]], dbos: list[dict[str, Any]], activities: int) -> list[float]:
+def _cpu_ratios(case: Case, perdure: list[dict[str, Any]], dbos: list[dict[str, Any]]) -> list[float]:
     """Per pair: DBOS's total CPU per activity over perdure's."""
-    totals = [[p + s for p, s in zip(*_cpu_ms(runs, activities), strict=True)] for runs in (perdure, dbos)]
+    totals = [[p + s for p, s in zip(*_cpu_ms(case, runs), strict=True)] for runs in (perdure, dbos)]
     return [d / p for p, d in zip(*totals, strict=True)]
 
 
 def report(store: str, results: dict[str, dict[str, list[dict[str, Any]]]], limits: list[dict[str, float]]) -> str:
-    """The Markdown tables of a run: figures, CPU per activity (W1 on PostgreSQL), limits."""
+    """The Markdown tables of a run: figures, CPU per activity (W1 on PostgreSQL; W3 and W4), limits."""
     cases = {case.label: case for group in CASES.values() for case in group}
     lines = ["| workload | figure | perdure | DBOS | × DBOS per pair |", "|---|---|---|---|---|"]
     cpu = [
@@ -299,11 +311,10 @@ def report(store: str, results: dict[str, dict[str, list[dict[str, Any]]]], limi
                     f"| {row} | {UNITS[key]} ({better} is better) | {_cell([r[key] for r in runs])} "
                     f"| {_cell([r[key] for r in dbos_runs])} | **{_cell(ratios)}** |"
                 )
-            if "server_cpu_s" in runs[0]:
-                activities = case.dbos["workflows"] * case.dbos["steps"]
+            if _has_cpu(case, runs[0]) and _has_cpu(case, dbos_runs[0]):
                 cpu.append(
-                    f"| {row} | {_cpu_cell(runs, activities)} | {_cpu_cell(dbos_runs, activities)} "
-                    f"| **{_cell(_cpu_ratios(runs, dbos_runs, activities))}** |"
+                    f"| {row} | {_cpu_cell(case, runs)} | {_cpu_cell(case, dbos_runs)} "
+                    f"| **{_cell(_cpu_ratios(case, runs, dbos_runs))}** |"
                 )
     if len(cpu) > 4:
         lines += cpu

@@ -198,23 +198,28 @@ def w3(
     url: str, orchestrations: int = 100, local: bool = False, eager: bool = False, observe: str = "off"
 ) -> dict[str, Any]:
     """W3: orchestrations one after another, one activity each (a local one if ``local``);
-    start-to-result latency (with eager starts if ``eager``)."""
+    start-to-result latency (with eager starts if ``eager``), and the CPU of each start →
+    result (:class:`~bench.cpu.CpuClock`)."""
     store = perdure.open_store(url)
     client = perdure.Client(store)
     latencies = []
     orchestration = _sequence(local)
     with perdure.Worker(app, store, **observed(observe)):
         client.wait(client.start(orchestration, 1, eager=eager), timeout=60)  # warm-up
+        clock = CpuClock(url)
+        clock.start()
         for _ in range(orchestrations):
             started = time.perf_counter()
             state = client.wait(client.start(orchestration, 1, eager=eager), timeout=60)
             latencies.append(time.perf_counter() - started)
             assert state.output == 1
+        cpu = clock.stop()
     store.close()
     latencies.sort()
     return {
         "p50_ms": 1000 * statistics.median(latencies),
         "p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))],
+        **{f"{key}_ms_per_activity": 1000 * seconds / orchestrations for key, seconds in cpu.items()},
     }
 
 

@@ -7,6 +7,9 @@ imports nothing from perdure. One run per process, as perdure's runs are:
 
 prints the run's figures as one JSON line, with the keys perdure's workloads use, and
 ``cpu_s``: the CPU time of this process (all its threads) during the workload function.
+W3 and W4 also give the CPU of their measured part per step (this process and the server
+backends of its database, as perdure's W3 and W4 measure theirs: ``bench/cpu.py``, which
+imports nothing from perdure).
 
 The shapes, with DBOS's documented API and its default settings:
 
@@ -28,10 +31,14 @@ import resource
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from dbos import DBOS, DBOSClient, DBOSConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: for bench.cpu
+from bench.cpu import CpuClock
 
 QUEUE = "bench"
 QUEUE_POLLING_INTERVAL_S = 0.05
@@ -101,15 +108,19 @@ def w3(url: str, orchestrations: int = 100) -> dict[str, Any]:
     _launch(url)
     assert DBOS.start_workflow(chain, 1).get_result() == 1  # warm-up
     latencies = []
+    clock = CpuClock(url)
+    clock.start()
     for _ in range(orchestrations):
         started = time.perf_counter()
         assert DBOS.start_workflow(chain, 1).get_result() == 1
         latencies.append(time.perf_counter() - started)
+    cpu = clock.stop()
     DBOS.destroy()
     latencies.sort()
     return {
         "p50_ms": 1000 * statistics.median(latencies),
         "p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))],
+        **{f"{key}_ms_per_activity": 1000 * seconds / orchestrations for key, seconds in cpu.items()},
     }
 
 
@@ -117,11 +128,19 @@ def w4(url: str, k: int = 200) -> dict[str, Any]:
     """W4: one workflow of ``k`` sequential steps; time per step."""
     _launch(url)
     assert DBOS.start_workflow(chain, 1).get_result() == 1  # warm-up
+    clock = CpuClock(url)
+    clock.start()
     started = time.perf_counter()
     assert DBOS.start_workflow(chain, k).get_result() == k
     wall = time.perf_counter() - started
+    cpu = clock.stop()
     DBOS.destroy()
-    return {"k": k, "wall_s": wall, "ms_per_activity": 1000 * wall / k}
+    return {
+        "k": k,
+        "wall_s": wall,
+        "ms_per_activity": 1000 * wall / k,
+        **{f"{key}_ms_per_activity": 1000 * seconds / k for key, seconds in cpu.items()},
+    }
 
 
 WORKLOADS = {"W1": w1, "W3": w3, "W4": w4}

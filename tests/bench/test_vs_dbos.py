@@ -129,10 +129,46 @@ def test_report_gives_cpu_per_activity_without_the_setup():
     assert "| activities/s (higher is better) | 2,000 [2,000–2,000] | 400 [400–400] | **5 [5–5]** |" in table
 
 
+def test_report_gives_the_cpu_per_step_of_w4_and_per_start_to_result_of_w3_as_measured():
+    w4, w3 = CASES["W4"][0], CASES["W3"][0]
+
+    def measured(figures: dict[str, float], process: float, server: float) -> list[dict]:
+        return [{**figures, "cpu_process_s_ms_per_activity": process, "cpu_server_s_ms_per_activity": server}]
+
+    results = {
+        w4.label: {
+            **{side: measured({"ms_per_activity": 1.0}, 0.5, 0.25) for side in w4.perdure},
+            DBOS: measured({"ms_per_activity": 3.0}, 3.0, 0.5),
+        },
+        w3.label: {
+            **{side: measured({"p50_ms": 2.0, "p95_ms": 3.0}, 1.5, 1.0) for side in w3.perdure},
+            DBOS: measured({"p50_ms": 8.0, "p95_ms": 9.0}, 6.0, 2.0),
+        },
+    }
+    lines = report("postgres", results, []).splitlines()
+    cpu = [line for line in lines if line.startswith("| W") and " + " in line]
+    assert (
+        f"| {w4.label}, perdure ordinary activities | 0.5 + 0.25 = 0.75 [0.75–0.75] | 3 + 0.5 = 3.5 [3.5–3.5] "
+        "| **4.67 [4.67–4.67]** |" in cpu
+    )
+    assert (
+        f"| {w3.label}, perdure ordinary activities | 1.5 + 1 = 2.5 [2.5–2.5] | 6 + 2 = 8 [8–8] "
+        "| **3.2 [3.2–3.2]** |" in cpu
+    )
+    assert len(cpu) == len(w4.perdure) + len(w3.perdure)
+
+
 def test_run_perdure_runs_the_bench_workload_in_a_fresh_process(tmp_path):
     figures = run_perdure("W4", f"sqlite:///{tmp_path / 'w4.db'}", {"k": 3})
     assert figures["k"] == 3
     assert figures["cpu_s"] > 0
+    assert figures["cpu_process_s_ms_per_activity"] > 0
+
+
+def test_perdures_w3_gives_the_cpu_of_each_start_to_result(tmp_path):
+    figures = run_perdure("W3", f"sqlite:///{tmp_path / 'w3.db'}", {"orchestrations": 3})
+    assert figures["cpu_process_s_ms_per_activity"] > 0
+    assert figures["cpu_server_s_ms_per_activity"] == 0  # SQLite: no server
 
 
 def test_report_gives_w3_p50_and_p95():
