@@ -75,7 +75,10 @@ def _copy_rows(kind: str, url: str, copies: int) -> None:
         import psycopg
 
         conn = psycopg.connect(url)
-        query = "SELECT column_name FROM information_schema.columns WHERE table_name = 'instances' ORDER BY ordinal_position"
+        query = (  # a generated column is computed, not copied
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'instances' AND is_generated = 'NEVER' ORDER BY ordinal_position"
+        )
         names = [r[0] for r in conn.execute(query)]
     select = ", ".join(copied.get(c, c) for c in names)
     statements.append(f"INSERT INTO instances ({', '.join(names)}) {series} SELECT {select} FROM instances, k")

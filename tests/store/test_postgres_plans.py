@@ -21,6 +21,7 @@ from bench.plans import explain_every_statement
 from bench.workloads import app, chain
 
 import perdure
+from perdure.store.base import InstanceQuery
 from tests import pgserver
 
 TABLES = ("instances", "history", "orchestration_leases", "orchestration_messages", "activity_tasks")
@@ -120,3 +121,27 @@ def test_a_round_looks_its_keys_up_among_none_or_thousands_of_other_rows(crowded
     for p in rounds:
         read[p["Query Text"][:40]] = max(read.get(p["Query Text"][:40], 0), rows_read(p["Plan"]))
     assert max(read.values()) < 50, read
+
+
+def test_a_list_by_last_update_reads_its_rows_from_the_newest_second(plans: list[dict]) -> None:
+    # instances_by_updated keys on the second of the last update (so that a turn that keeps
+    # its instance's status updates the row in place): a page comes from the newest seconds
+    # through that index, each second's rows sorted as they are read, never all rows sorted.
+    with pgserver.fresh_database() as url:
+        crowd("postgres", url, 2000)
+        explain_every_statement(url, {"auto_explain.log_analyze": "on", "auto_explain.log_timing": "off"})
+        store = perdure.open_store(url)
+        try:
+            first = store.list_instances(InstanceQuery(sort="updated", limit=50))
+            second = store.list_instances(InstanceQuery(sort="updated", limit=50, cursor=first.next_cursor))
+        finally:
+            store.close()
+    newest = [r.last_updated_at for r in first.items + second.items]
+    assert len(newest) == 100 and newest == sorted(newest, reverse=True)
+    listed = [p for p in plans if "ORDER BY last_updated" in p["Query Text"]]
+    assert len(listed) == 2
+    for plan in listed:
+        scans = [n for n in nodes(plan["Plan"]) if n.get("Relation Name") == "instances"]
+        assert [n.get("Index Name") for n in scans] == ["instances_by_updated"], scans
+        assert not [n for n in nodes(plan["Plan"]) if n["Node Type"] == "Sort"]
+        assert rows_read(plan["Plan"]) < 500

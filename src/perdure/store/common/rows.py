@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -435,7 +436,9 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
     """Read a cursor made by :func:`encode_cursor`; :class:`InvalidInputError` otherwise."""
     try:
         created_at, instance_id = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
-        return float(created_at), str(instance_id)
+        if not math.isfinite(created_at := float(created_at)):
+            raise ValueError("not a time")
+        return created_at, str(instance_id)
     except (ValueError, TypeError, UnicodeError) as exc:
         raise InvalidInputError(f"invalid list cursor {cursor!r}") from exc
 

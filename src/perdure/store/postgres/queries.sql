@@ -839,7 +839,9 @@ GROUP BY name;
 
 -- name: list_instances_by_updated
 -- list_instances with sort="updated": most recently updated first, the cursor being the
--- (last_updated_at, instance_id) of the previous page's last row (instances_by_updated).
+-- (last_updated_at, instance_id) of the previous page's last row. instances_by_updated
+-- keys on the second of the last update: the rows come a second at a time from the
+-- newest (from the cursor's second on), each second's rows sorted as they are read.
 SELECT * FROM instances
 WHERE (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
   AND (%(name)s::text IS NULL OR name = %(name)s::text)
@@ -849,8 +851,9 @@ WHERE (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
   AND (%(parent_instance_id)s::text IS NULL OR parent_instance_id = %(parent_instance_id)s::text)
   AND (%(prefix)s::text IS NULL OR left(instance_id, length(%(prefix)s::text)) = %(prefix)s::text)
   AND (%(cursor_created)s::float8 IS NULL
-       OR (last_updated_at, instance_id) < (%(cursor_created)s::float8, %(cursor_id)s::text))
-ORDER BY last_updated_at DESC, instance_id DESC
+       OR (last_updated_second <= floor(%(cursor_created)s::float8)::bigint
+           AND (last_updated_at, instance_id) < (%(cursor_created)s::float8, %(cursor_id)s::text)))
+ORDER BY last_updated_second DESC, last_updated_at DESC, instance_id DESC
 LIMIT %(limit)s;
 
 -- name: set_parent

@@ -47,7 +47,10 @@ CREATE TABLE instances (
     last_progress_at     DOUBLE PRECISION,  -- InstanceStats.last_progress_at: last turn that progressed
     run_id               TEXT NOT NULL DEFAULT '',  -- the run token of the run this row describes (invariant 9)
     parent_run_id        TEXT,                      -- the parent's run token (a sub-orchestration), else NULL
-    version              INTEGER                    -- orchestration version of the current execution; NULL: not chosen yet
+    version              INTEGER,                   -- orchestration version of the current execution; NULL: not chosen yet
+    -- the second of last_updated_at: instances_by_updated keys on it, so that the turns of
+    -- an instance within one second update its row in place (HOT), writing no index entry
+    last_updated_second  BIGINT GENERATED ALWAYS AS (floor(last_updated_at)::bigint) STORED
 );
 
 -- list_instances: newest first, keyset paging on (created_at, instance_id).
@@ -62,9 +65,9 @@ CREATE INDEX instances_by_parent ON instances (parent_instance_id) WHERE parent_
 -- instance_counts: counts by name and status from the index alone.
 CREATE INDEX instances_by_name_status ON instances (name, status);
 
--- list_instances(sort="updated"): most recently updated first, keyset paging on
--- (last_updated_at, instance_id).
-CREATE INDEX instances_by_updated ON instances (last_updated_at, instance_id);
+-- list_instances(sort="updated"): most recently updated first, the rows of each second
+-- sorted by (last_updated_at, instance_id) as they are read (keyset paging on those).
+CREATE INDEX instances_by_updated ON instances (last_updated_second);
 
 -- The event-sourced history of every execution of every instance.
 CREATE TABLE history (

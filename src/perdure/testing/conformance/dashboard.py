@@ -3,7 +3,11 @@ orchestration and activity name) and ``list_instances`` sorted by last update.""
 
 from __future__ import annotations
 
+import pytest
+
+from perdure.errors import InvalidInputError
 from perdure.store.base import InstanceQuery, Outcome, QueueDepth, Store
+from perdure.store.common.rows import encode_cursor
 from perdure.testing.conformance.helpers import (
     LEASE,
     commit,
@@ -69,3 +73,37 @@ def test_list_instances_sorted_by_update_pages_most_recently_updated_first(store
     assert seen == ["job-4", "job-0", "job-3", "job-2", "job-1"]
     newest = store.list_instances(InstanceQuery(sort="created", limit=2)).items
     assert [r.instance_id for r in newest] == ["other", "job-4"]
+
+
+def test_list_instances_sorted_by_update_pages_the_updates_of_one_second_in_order(
+    store: Store, clock: FakeClock
+) -> None:
+    # Several updates in one second, two at the same instant, and the next second: the
+    # pages split the second and keep the order (last update, then id, newest first).
+    clock.advance((0.5 - clock() % 1) % 1)  # half a second into a second
+    ids = [f"job-{n}" for n in range(7)]
+    for iid in ids:
+        start(store, iid)
+    steps = [0.1, 0.1, 0.0, 0.1, 0.1, 0.3, 0.1]  # job-2 at job-1's instant; job-5 in the next second
+    for iid, step in zip(ids, steps, strict=True):
+        clock.advance(step)
+        raise_event(store, iid)
+        assert commit(store, lock_one(store, iid)) is Outcome.OK
+    for limit in (1, 2, 3):
+        seen, cursor = [], None
+        while True:
+            page = store.list_instances(
+                InstanceQuery(instance_id_prefix="job-", sort="updated", limit=limit, cursor=cursor)
+            )
+            seen += [r.instance_id for r in page.items]
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert seen == ["job-6", "job-5", "job-4", "job-3", "job-2", "job-1", "job-0"], limit
+
+
+def test_list_instances_refuses_a_cursor_that_holds_no_time(store: Store) -> None:
+    start(store, "job-0")
+    for time in (float("inf"), float("nan")):
+        with pytest.raises(InvalidInputError, match="invalid list cursor"):
+            store.list_instances(InstanceQuery(sort="updated", cursor=encode_cursor(time, "job-0")))

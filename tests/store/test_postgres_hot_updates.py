@@ -1,0 +1,55 @@
+"""PostgreSQL: the turns of a running instance rewrite its row in place (HOT updates: no
+index entry written), as long as its status stays and the second of its last update with
+it (``instances_by_updated`` keys on that second, migration 0007)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import psycopg
+from bench.workloads import app, chain
+
+import perdure
+from tests import pgserver
+from tests.races.helpers import until
+
+
+def instance_updates(url: str) -> tuple[int, int]:
+    """The updates of rows of ``instances`` in the database at ``url``, and how many of
+    them were HOT, once every other session of it has ended (a session reports its
+    statistics as it ends)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        until(
+            lambda: (
+                conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ).fetchone()[0]
+                == 0
+            ),
+            what="the store's sessions to end",
+        )
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        updated, hot = conn.execute(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'instances'"
+        ).fetchone()
+    return updated, hot
+
+
+def test_a_sequence_of_steps_updates_its_instance_in_place() -> None:
+    steps = 40
+    with pgserver.fresh_database() as url:
+        store = perdure.open_store(url)
+        client = perdure.Client(store)
+        try:
+            with perdure.Worker(app, store):
+                started = time.time()
+                assert client.wait(client.start(chain, steps), timeout=60).output == steps
+                seconds = math.ceil(time.time()) - math.floor(started)  # the seconds the steps began in
+        finally:
+            store.close()
+        updated, hot = instance_updates(url)
+    # One update per turn. Those that change the status (the first turn: RUNNING; the last:
+    # COMPLETED) and the first of each new second write index entries; no other does.
+    assert updated >= steps
+    assert hot >= updated - 2 - seconds, (updated, hot, seconds)
