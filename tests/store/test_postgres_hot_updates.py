@@ -53,3 +53,22 @@ def test_a_sequence_of_steps_updates_its_instance_in_place() -> None:
     # COMPLETED) and the first of each new second write index entries; no other does.
     assert updated >= steps
     assert hot >= updated - 2 - seconds, (updated, hot, seconds)
+
+
+def test_a_start_run_by_a_worker_writes_its_first_turn_in_place() -> None:
+    # A start that runs its first turn in its own transaction (eager, or handed to an idle
+    # worker) inserts the row with the status that turn leaves: the turn's update of the
+    # row in the same transaction is then HOT. The last turn (COMPLETED) is not.
+    starts = 10
+    with pgserver.fresh_database() as url:
+        store = perdure.open_store(url)
+        client = perdure.Client(store)
+        try:
+            with perdure.Worker(app, store):
+                for n in range(starts):
+                    assert client.wait(client.start(chain, 1, eager=n % 2 == 0), timeout=60).output == 1
+        finally:
+            store.close()
+        updated, hot = instance_updates(url)
+    assert updated >= 2 * starts
+    assert hot >= starts, (updated, hot)

@@ -318,14 +318,18 @@ class PostgresStore:
 
     @staticmethod
     def _send_inserts(
-        tx: Tx, instances: Sequence[NewInstance], inputs: Mapping[str, str | None], replace_terminal: bool
+        tx: Tx,
+        instances: Sequence[NewInstance],
+        inputs: Mapping[str, str | None],
+        replace_terminal: bool,
+        status: OrchestrationStatus = OrchestrationStatus.PENDING,
     ) -> Callable[[orchestrations.Outbox | None], None]:
         """Send, for each of ``instances`` in turn, the lock of its id, the read of its row
-        and the insert of its first run (which does nothing if the id is taken); return the
-        function that reads the answers and finishes each start after create_instance's
-        checks (a taken id whose run may be replaced is retired and inserted again), queuing
-        the start messages in the outbox given (if any). A fresh id (nobody else knows it)
-        is only inserted."""
+        and the insert of its first run (which does nothing if the id is taken), with
+        ``status``; return the function that reads the answers and finishes each start after
+        create_instance's checks (a taken id whose run may be replaced is retired and
+        inserted again), queuing the start messages in the outbox given (if any). A fresh id
+        (nobody else knows it) is only inserted."""
         sent = []
         for instance in instances:
             iid = instance.instance_id
@@ -337,6 +341,7 @@ class PostgresStore:
             params = new_instance_params(
                 iid, instance.name, inputs[iid], instance.parent, tx.now, run_id, 1, instance.version
             )
+            params["status"] = status.value
             sent.append((instance, row, run_id, params, tx.run(Q.insert_instance, params)))
 
         def finish(outbox: orchestrations.Outbox | None) -> None:
@@ -555,9 +560,15 @@ class PostgresStore:
             return EagerResult([])
         new, item, turns = rounds.first_turn(instance, now, replace_terminal, self.get_instance, run_turns)
 
+        # The row goes in with the status its first turn leaves (unless that ends it: the
+        # turn's checks refuse an ended instance), so that the turn's write, in this
+        # transaction, updates it in place, writing no index entry (HOT: no indexed column
+        # changes; instances_by_updated keys on the second, the same for both writes).
+        status = turns[0].status if turns and not turns[0].status.is_terminal else OrchestrationStatus.PENDING
+
         def body(tx: Tx) -> EagerResult | AfterCommit:
             orchestrations.send_request(tx, request_id, "start", instance.instance_id)
-            inserted = self._send_inserts(tx, [new], {instance.instance_id: input_text}, replace_terminal)
+            inserted = self._send_inserts(tx, [new], {instance.instance_id: input_text}, replace_terminal, status)
             if not instance.fresh_id:
                 inserted(None)  # a run it replaces is retired before the first turn is written
             tx.run(
