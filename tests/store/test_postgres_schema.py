@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from perdure.errors import SchemaVersionError
+from perdure.store.base import InstanceQuery
 from perdure.store.common.migrations import migrations_from_dir
 from perdure.store.postgres import PostgresStore
 from perdure.store.postgres import migrations as pg_migrations
@@ -21,7 +22,7 @@ from tests import pgserver
 CATALOG = {
     "columns": """
         SELECT table_name, ordinal_position, column_name, data_type, is_nullable, column_default,
-               is_identity, identity_generation
+               is_identity, identity_generation, is_generated, generation_expression
         FROM information_schema.columns WHERE table_schema = current_schema()
         ORDER BY table_name, ordinal_position""",
     "indexes": """
@@ -144,3 +145,27 @@ def test_a_failing_migration_changes_nothing(empty_url: str, tmp_path: Path) -> 
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'instances'"
         ).fetchall()
         assert ("note",) not in columns
+
+
+def test_migration_7_keys_the_list_by_last_update_on_the_second_of_the_rows_already_stored(empty_url: str) -> None:
+    older = [m for m in pg_migrations.package_migrations() if m.version < 7]
+    with psycopg.connect(empty_url, autocommit=True) as conn:
+        assert pg_migrations.migrate(conn, now=1.0, migrations=older, create_from_schema=False) == 6
+        conn.execute(
+            "INSERT INTO instances (instance_id, name, status, created_at, last_updated_at, run_id) "
+            "SELECT 'job-' || n, 'wf', 'COMPLETED', 1000.0, 1000.0 + n * 0.4, 'r' FROM generate_series(0, 9) AS n"
+        )
+        assert pg_migrations.migrate(conn, now=2.0) == 7
+        rows = conn.execute("SELECT last_updated_at, last_updated_second FROM instances").fetchall()
+        assert len(rows) == 10 and all(second == int(at // 1) for at, second in rows)
+    store = PostgresStore(empty_url, notify=False)
+    try:
+        seen, cursor = [], None
+        while True:
+            page = store.list_instances(InstanceQuery(sort="updated", limit=3, cursor=cursor))
+            seen += [r.instance_id for r in page.items]
+            if (cursor := page.next_cursor) is None:
+                break
+    finally:
+        store.close()
+    assert seen == [f"job-{n}" for n in range(9, -1, -1)]
