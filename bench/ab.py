@@ -13,7 +13,8 @@ ratio is this checkout's figure over the base's, for the workload's headline fig
 (higher is better for throughputs, lower for latencies: the table says which). With
 ``--cpu`` it also reports the CPU milliseconds per activity of every process of a run: the
 workload's own (workers, client) and, on PostgreSQL, the server's backends (``bench.cpu``;
-W1 and W4 report them).
+W1, W3 and W4 report them); with ``--wal``, on PostgreSQL, the bytes of WAL written per
+activity (``bench.wal``; the same workloads).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--cpu", action="store_true", help="also report CPU ms per activity, every process counted")
+    parser.add_argument("--wal", action="store_true", help="PostgreSQL: also report the WAL bytes per activity")
     args = parser.parse_args(argv)
     checkouts = {"base": args.base.resolve(), "this": ROOT}
     with tempfile.TemporaryDirectory(prefix="perdure-ab-") as tmp:
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             key = HEADLINE[name]
             figures: dict[str, list[float]] = {"base": [], "this": []}
             cpu: dict[str, list[tuple[float, float]]] = {"base": [], "this": []}
+            wal: dict[str, list[float]] = {"base": [], "this": []}
             for pair in range(args.pairs):
                 order = ("base", "this") if pair % 2 == 0 else ("this", "base")
                 for side in order:
@@ -84,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                         cpu[side].append(
                             (result["cpu_process_s_ms_per_activity"], result["cpu_server_s_ms_per_activity"])
                         )
+                    if "wal_bytes_per_activity" in result:
+                        wal[side].append(result["wal_bytes_per_activity"])
             ratios = [t / b for t, b in zip(figures["this"], figures["base"], strict=True)]
             better = "lower" if key in LOWER_IS_BETTER else "higher"
             print(
@@ -95,7 +100,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"[{min(ratios):.3f}-{max(ratios):.3f}]",
                 flush=True,
             )
-            if args.cpu and cpu["this"]:  # W1 and W4 report them
+            if args.wal and wal["this"] and wal["base"]:
+                walled = [t / b for t, b in zip(wal["this"], wal["base"], strict=True)]
+                print(
+                    f"{'':<24} WAL bytes per activity (medians): base {statistics.median(wal['base']):,.0f}, "
+                    f"this {statistics.median(wal['this']):,.0f}; this/base per pair: median "
+                    f"{statistics.median(walled):.3f} [{min(walled):.3f}-{max(walled):.3f}]",
+                    flush=True,
+                )
+            if args.cpu and cpu["this"]:  # W1, W3 and W4 report them
                 for side in ("base", "this"):
                     process = statistics.median(p for p, _ in cpu[side])
                     server = statistics.median(s for _, s in cpu[side])

@@ -21,8 +21,40 @@ from typing import Any
 
 import perdure
 from bench.cpu import CpuClock
+from bench.wal import WalMeter
 
 app = perdure.App()
+
+
+class Measured:
+    """What a workload's measured part costs besides its time: the CPU of every process
+    (:class:`~bench.cpu.CpuClock`) and, on PostgreSQL, the WAL written
+    (:class:`~bench.wal.WalMeter`)."""
+
+    def __init__(self, url: str) -> None:
+        self.cpu, self.wal = CpuClock(url), WalMeter(url)
+        self.seconds: dict[str, float] = {}
+        self.wal_bytes: float | None = None
+
+    def start(self) -> None:
+        """Take the starting readings."""
+        self.wal.start()
+        self.cpu.start()
+
+    def stop(self) -> None:
+        """Take the final readings."""
+        self.seconds = self.cpu.stop()
+        self.wal_bytes = self.wal.stop()
+
+    def per_activity(self, activities: int) -> dict[str, float]:
+        """``cpu_process_s_ms_per_activity``, ``cpu_server_s_ms_per_activity`` and (on
+        PostgreSQL) ``wal_bytes_per_activity``; none for no activities."""
+        if not activities:
+            return {}
+        figures = {f"{key}_ms_per_activity": 1000 * seconds / activities for key, seconds in self.seconds.items()}
+        if self.wal_bytes is not None:
+            figures["wal_bytes_per_activity"] = self.wal_bytes / activities
+        return figures
 
 
 @app.activity
@@ -146,8 +178,8 @@ def _run_many(
         else:
             stack.enter_context(perdure.Worker(app, store, **observed(observe)))
         orchestration = _sequence(local)
-        clock = CpuClock(url)
-        clock.start()
+        measured = Measured(url)
+        measured.start()
         started = time.perf_counter()
         if batch_start:
             ids = client.start_many(orchestration, [steps] * orchestrations)
@@ -157,14 +189,14 @@ def _run_many(
             state = client.wait(iid, timeout=600)
             assert state.output == steps, state
         wall = time.perf_counter() - started
-        cpu = clock.stop()
+        measured.stop()
     store.close()
     activities = orchestrations * steps
     return {
         "wall_s": wall,
         "orchestrations_per_s": orchestrations / wall,
         "activities_per_s": activities / wall,
-        **{f"{key}_ms_per_activity": 1000 * seconds / activities for key, seconds in cpu.items() if activities},
+        **measured.per_activity(activities),
     }
 
 
@@ -198,28 +230,28 @@ def w3(
     url: str, orchestrations: int = 100, local: bool = False, eager: bool = False, observe: str = "off"
 ) -> dict[str, Any]:
     """W3: orchestrations one after another, one activity each (a local one if ``local``);
-    start-to-result latency (with eager starts if ``eager``), and the CPU of each start →
-    result (:class:`~bench.cpu.CpuClock`)."""
+    start-to-result latency (with eager starts if ``eager``), and the CPU (and WAL) of each
+    start → result (:class:`Measured`)."""
     store = perdure.open_store(url)
     client = perdure.Client(store)
     latencies = []
     orchestration = _sequence(local)
     with perdure.Worker(app, store, **observed(observe)):
         client.wait(client.start(orchestration, 1, eager=eager), timeout=60)  # warm-up
-        clock = CpuClock(url)
-        clock.start()
+        measured = Measured(url)
+        measured.start()
         for _ in range(orchestrations):
             started = time.perf_counter()
             state = client.wait(client.start(orchestration, 1, eager=eager), timeout=60)
             latencies.append(time.perf_counter() - started)
             assert state.output == 1
-        cpu = clock.stop()
+        measured.stop()
     store.close()
     latencies.sort()
     return {
         "p50_ms": 1000 * statistics.median(latencies),
         "p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))],
-        **{f"{key}_ms_per_activity": 1000 * seconds / orchestrations for key, seconds in cpu.items()},
+        **measured.per_activity(orchestrations),
     }
 
 
@@ -232,19 +264,19 @@ def w4(url: str, k: int = 100, local: bool = False, observe: str = "off") -> dic
     orchestration = _sequence(local)
     with perdure.Worker(app, store, **observed(observe)):
         client.wait(client.start(orchestration, 1), timeout=60)  # warm-up
-        clock = CpuClock(url)
-        clock.start()
+        measured = Measured(url)
+        measured.start()
         started = time.perf_counter()
         state = client.wait(client.start(orchestration, k), timeout=600)
         wall = time.perf_counter() - started
-        cpu = clock.stop()
+        measured.stop()
     store.close()
     assert state.output == k
     return {
         "k": k,
         "wall_s": wall,
         "ms_per_activity": 1000 * wall / k,
-        **{f"{key}_ms_per_activity": 1000 * seconds / k for key, seconds in cpu.items()},
+        **measured.per_activity(k),
     }
 
 

@@ -54,6 +54,14 @@ def test_w3_eager_starts_smoke(tmp_path):
     assert w3(f"sqlite:///{tmp_path / 'e.db'}", orchestrations=3, local=True, eager=True)["p50_ms"] > 0
 
 
+def test_w4_on_postgres_reports_the_cpu_and_the_wal_of_a_step(bench_postgres, sqlite_url):
+    figures = w4(bench_postgres, k=10)
+    # A step writes its turn's events, its next task and its commit: hundreds of bytes.
+    assert figures["wal_bytes_per_activity"] > 100
+    assert figures["cpu_process_s_ms_per_activity"] > 0
+    assert "wal_bytes_per_activity" not in w4(sqlite_url, k=10)  # SQLite: no server WAL
+
+
 def test_w5_worker_processes_on_postgres_smoke(bench_postgres):
     assert w5(bench_postgres, processes=1, orchestrations=3, steps=2)["processes"] == 1
 
