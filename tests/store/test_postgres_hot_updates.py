@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import psycopg
 from bench.workloads import app, chain
@@ -15,40 +16,42 @@ from tests import pgserver
 from tests.races.helpers import until
 
 
-def instance_updates(url: str) -> tuple[int, int]:
-    """The updates of rows of ``instances`` in the database at ``url``, and how many of
-    them were HOT, once every other session of it has ended (a session reports its
-    statistics as it ends)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        until(
-            lambda: (
-                conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                ).fetchone()[0]
-                == 0
-            ),
-            what="the store's sessions to end",
-        )
-        conn.execute("SELECT pg_stat_clear_snapshot()")
-        updated, hot = conn.execute(
-            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'instances'"
-        ).fetchone()
-    return updated, hot
+def instance_updates(run: Callable[[perdure.Client], None]) -> tuple[int, int]:
+    """On a fresh database, with a worker, ``run(client)``; return the updates of rows of
+    ``instances``, and how many of them were HOT, read once every session of the store
+    has ended (a session reports its statistics as it ends)."""
+    with pgserver.fresh_database() as url:
+        store = perdure.open_store(url)
+        try:
+            with perdure.Worker(app, store):
+                run(perdure.Client(store))
+        finally:
+            store.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            until(
+                lambda: (
+                    conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    ).fetchone()[0]
+                    == 0
+                ),
+                what="the store's sessions to end",
+            )
+            return conn.execute(
+                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'instances'"
+            ).fetchone()
 
 
 def test_a_sequence_of_steps_updates_its_instance_in_place() -> None:
-    steps = 40
-    with pgserver.fresh_database() as url:
-        store = perdure.open_store(url)
-        client = perdure.Client(store)
-        try:
-            with perdure.Worker(app, store):
-                started = time.time()
-                assert client.wait(client.start(chain, steps), timeout=60).output == steps
-                seconds = math.ceil(time.time()) - math.floor(started)  # the seconds the steps began in
-        finally:
-            store.close()
-        updated, hot = instance_updates(url)
+    steps, seconds = 40, 0
+
+    def run(client: perdure.Client) -> None:
+        nonlocal seconds
+        started = time.time()
+        assert client.wait(client.start(chain, steps), timeout=60).output == steps
+        seconds = math.ceil(time.time()) - math.floor(started)  # the seconds the steps began in
+
+    updated, hot = instance_updates(run)
     # One update per turn. Those that change the status (the first turn: RUNNING; the last:
     # COMPLETED) and the first of each new second write index entries; no other does.
     assert updated >= steps
@@ -60,15 +63,11 @@ def test_a_start_run_by_a_worker_writes_its_first_turn_in_place() -> None:
     # worker) inserts the row with the status that turn leaves: the turn's update of the
     # row in the same transaction is then HOT. The last turn (COMPLETED) is not.
     starts = 10
-    with pgserver.fresh_database() as url:
-        store = perdure.open_store(url)
-        client = perdure.Client(store)
-        try:
-            with perdure.Worker(app, store):
-                for n in range(starts):
-                    assert client.wait(client.start(chain, 1, eager=n % 2 == 0), timeout=60).output == 1
-        finally:
-            store.close()
-        updated, hot = instance_updates(url)
+
+    def run(client: perdure.Client) -> None:
+        for n in range(starts):
+            assert client.wait(client.start(chain, 1, eager=n % 2 == 0), timeout=60).output == 1
+
+    updated, hot = instance_updates(run)
     assert updated >= 2 * starts
     assert hot >= starts, (updated, hot)
