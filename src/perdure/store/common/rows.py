@@ -106,17 +106,19 @@ def new_instance_params(
     run_id: str,
     execution_id: int = 1,
     version: int | None = None,
+    status: OrchestrationStatus = OrchestrationStatus.PENDING,
 ) -> dict[str, Any]:
-    """Parameters of the ``insert_instance`` query: a PENDING instance of run ``run_id``,
-    nothing run yet, whose first execution is ``execution_id`` (1 for the first run of an
-    id; executions are numbered across the runs of an id), running ``version``."""
+    """Parameters of the ``insert_instance`` query: an instance of run ``run_id`` (PENDING:
+    nothing run yet, unless ``status`` says what the first turn, written in the same
+    transaction, leaves), whose first execution is ``execution_id`` (1 for the first run of
+    an id; executions are numbered across the runs of an id), running ``version``."""
     return {
         "version": version,
         "instance_id": instance_id,
         "run_id": run_id,
         "execution_id": execution_id,
         "name": name,
-        "status": OrchestrationStatus.PENDING.value,
+        "status": status.value,
         "input": input_text,
         **parent_params(parent),
         "now": now,

@@ -339,9 +339,8 @@ class PostgresStore:
                 row = tx.run(Q.lock_instance, {"instance_id": iid})
             run_id = instance.run_id or new_run_id()
             params = new_instance_params(
-                iid, instance.name, inputs[iid], instance.parent, tx.now, run_id, 1, instance.version
+                iid, instance.name, inputs[iid], instance.parent, tx.now, run_id, 1, instance.version, status
             )
-            params["status"] = status.value
             sent.append((instance, row, run_id, params, tx.run(Q.insert_instance, params)))
 
         def finish(outbox: orchestrations.Outbox | None) -> None:
