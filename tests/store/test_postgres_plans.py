@@ -145,3 +145,29 @@ def test_a_list_by_last_update_reads_its_rows_from_the_newest_second(plans: list
         assert [n.get("Index Name") for n in scans] == ["instances_by_updated"], scans
         assert not [n for n in nodes(plan["Plan"]) if n["Node Type"] == "Sort"]
         assert rows_read(plan["Plan"]) < 500
+
+
+def test_a_turns_write_carries_only_the_checks_its_turns_need(plans: list[dict]) -> None:
+    # The first turn consumes the queued start; each later one applies its activity's
+    # outcome handed over in the round and consumes no message; only the last ends the
+    # instance. Each optimistic write checks the instance and the lease, and only what its
+    # turns need besides: the consumed message still queued (the first); the handed-over
+    # task still held, and no message due before its outcome (the later ones); no parent
+    # to report to and no queued task left (the last).
+    with pgserver.fresh_database() as url:
+        explain_every_statement(url, {"auto_explain.log_analyze": "on", "auto_explain.log_timing": "off"})
+        store = perdure.open_store(url)
+        client = perdure.Client(store)
+        try:
+            instance_id = client.start(chain, 4)
+            with perdure.Worker(app, store):
+                assert client.wait(instance_id, timeout=30).output == 4
+        finally:
+            store.close()
+    writes = [p["Plan"] for p in plans if p["Query Text"].lstrip().startswith("WITH turn AS")]
+    checks = [next(n for n in nodes(plan) if n.get("Subplan Name") == "CTE refused") for plan in writes]
+    reads = [Counter(n["Relation Name"] for n in nodes(check) if "Relation Name" in n) for check in checks]
+    first = {"instances": 1, "orchestration_leases": 1, "orchestration_messages": 1}
+    step = {**first, "activity_tasks": 1}
+    last = {**step, "instances": 2, "activity_tasks": 2}
+    assert reads == [first, step, step, step, last]

@@ -109,11 +109,22 @@ WRITE_CHECKED_TURNS = edited(Q.write_plain_turns, "%(check)s", "TRUE")
 OPTIONAL_WRITES = ("consumed", "messages", "released", "extended")
 
 
+#: The checks of a checked group write that only some turns need, by the part that needs
+#: them: the consumed messages still queued; the handed-over tasks still held, and no
+#: message due before their outcomes; an ending turn's instance free of a parent and of
+#: queued tasks. A check no turn of the group needs is written out of the statement (each
+#: is a subplan the server would start for every turn).
+OPTIONAL_CHECKS = ("consumed", "handed", "ended")
+
+
 @functools.cache
 def group_write(check: bool, parts: frozenset[str]) -> str:
-    """The group write (with its checks or not) with only the optional ``parts`` given
-    (:data:`OPTIONAL_WRITES`): one prepared statement per combination in use."""
+    """The group write (with its checks or not) with only the optional ``parts`` given: the
+    writes of :data:`OPTIONAL_WRITES` and, checked, the checks of :data:`OPTIONAL_CHECKS`.
+    One prepared statement per combination in use."""
     sql = WRITE_CHECKED_TURNS if check else WRITE_PLAIN_TURNS
+    for part in OPTIONAL_CHECKS:
+        sql = edited(sql, f"%({part}_check)s", "TRUE" if check and part in parts else "FALSE")
     ctes = re.split(r"(?m)^(?=\), \w+ AS )", sql)  # "WITH turn AS ...", "), refused AS ...", ...
     dropped = set(OPTIONAL_WRITES) - parts
     return "".join(cte for cte in ctes if cte.split(maxsplit=2)[1] not in dropped)
@@ -696,6 +707,8 @@ class GroupWrite:
             "messages": bool(self.messages),
             "released": any(t["release"] for t in self.turns),
             "extended": any(t["extend"] and not t["release"] for t in self.turns),
+            "handed": bool(self.handed),
+            "ended": bool(self.ended),
         }
         answer = tx.run(
             group_write(self.check, frozenset(part for part, needed in parts.items() if needed)),

@@ -103,7 +103,10 @@ FROM orchestration_messages WHERE instance_id = ANY((SELECT %(handing)s::text[])
 -- anything in between: this statement starts once the instances are locked, on a fresh
 -- snapshot). A turn that fails a check fails the statement, and with it the transaction,
 -- with the error of casting 'perdure: commit refused ...' to an integer (a query cannot
--- raise otherwise); the round is then run again with the checks read first.
+-- raise otherwise); the round is then run again with the checks read first. The flags
+-- consumed_check, handed_check and ended_check (written into the text too) keep the checks
+-- that only turns which consumed messages, applied handed-over outcomes or end their
+-- instance need: FALSE when no turn of the group does, and the planner drops the check.
 -- Every read of a table goes through an index whatever the table holds: the planner takes
 -- json_to_recordset for 100 rows, and would rather read a table of a few thousand rows
 -- whole than look 100 rows up in it; so each read is also restricted to :ids (the turns'
@@ -132,22 +135,21 @@ WITH turn AS MATERIALIZED (
             SELECT 1 FROM orchestration_leases AS l
             WHERE l.instance_id = ANY((SELECT %(ids)s::text[])::text[]) AND l.instance_id = t.instance_id AND l.token = t.token
         )
-        AND (
+        AND (NOT %(consumed_check)s OR (
             SELECT count(*) FROM orchestration_messages AS m
             WHERE m.message_id = ANY(t.consumed) AND m.instance_id = t.instance_id
-        ) = cardinality(t.consumed)
-        AND (
+        ) = cardinality(t.consumed))
+        AND (NOT %(handed_check)s OR (
             SELECT count(*) FROM unnest(t.handed, t.handed_tokens) AS h (task_row_id, token)
             JOIN activity_tasks AS a ON a.task_row_id = h.task_row_id AND a.lease_token = h.token
             WHERE a.task_row_id = ANY(t.handed)
-        ) = cardinality(t.handed)
-        AND (cardinality(t.handed) = 0 OR NOT EXISTS (
+        ) = cardinality(t.handed) AND (cardinality(t.handed) = 0 OR NOT EXISTS (
             SELECT 1 FROM orchestration_messages AS m
             WHERE m.instance_id = t.instance_id AND m.visible_at <= %(now)s AND m.message_id <> ALL(t.consumed)
-        ))
+        )))
         -- A turn that ends its instance unread: the instance reports to no parent, and it
         -- has no queued task to discard (else the checks are read, and the record written).
-        AND (t.status NOT IN ('COMPLETED', 'FAILED', 'TERMINATED') OR (
+        AND (NOT %(ended_check)s OR t.status NOT IN ('COMPLETED', 'FAILED', 'TERMINATED') OR (
             NOT EXISTS (
                 SELECT 1 FROM instances AS i
                 WHERE i.instance_id = ANY((SELECT %(ids)s::text[])::text[]) AND i.instance_id = t.instance_id
