@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from perdure.store.postgres.connection import Database
+from perdure.store.postgres.connection import GENERIC_SESSION, SERVER_SESSION, Database
 from perdure.store.postgres.wire import Pipeline, Statement
 from tests import pgserver
 
@@ -176,3 +176,46 @@ def test_statements_sent_ahead_run_before_the_sync(pg_url: str, conn: psycopg.Co
     finally:
         pipeline.close()
     assert conn.execute("SELECT n FROM ahead").fetchall() == [(2,)]
+
+
+def test_a_session_keeps_the_plans_of_the_last_transaction_that_committed_on_it(pg_url: str) -> None:
+    """A worker's transactions run with generic plans, the rest with the server's settings:
+    a session-level setting, sent only when the session holds the other one; a setting
+    rolled back with its transaction is sent again."""
+    db = Database(pg_url, display="test", min_size=1, max_size=1)  # one session for all
+    write = {"clock": time.time, "before_commit": lambda tx: None}
+    mode = "SELECT current_setting('plan_cache_mode') AS plans, current_setting('enable_bitmapscan') AS bitmaps"
+    generic, server = {"plans": "force_generic_plan", "bitmaps": "off"}, {"plans": "auto", "bitmaps": "on"}
+
+    def sent() -> dict[str, int]:  # times each setting ran (a statement without parameters runs its generic plan)
+        with db.pool.connection() as conn:
+            pipeline = Pipeline(conn, prepare=False)
+            try:
+                rows = pipeline.execute("SELECT name, generic_plans FROM pg_prepared_statements").fetchall()
+            finally:
+                pipeline.close()
+        names = {
+            Statement.of(GENERIC_SESSION).name.decode(): "generic",
+            Statement.of(SERVER_SESSION).name.decode(): "server",
+        }
+        return {names[r["name"]]: r["generic_plans"] for r in rows if r["name"] in names}
+
+    def failing(tx):
+        tx.one("SELECT 1")  # read mid-transaction: the setting ran, not yet committed
+        tx.one("SELECT 1 / 0")
+
+    try:
+        for _ in range(3):
+            assert db.write("round", lambda tx: tx.one(mode), generic_plans=True, **write)[0] == generic
+        assert sent() == {"generic": 1}
+        assert db.read("list", lambda c: c.execute(mode).fetchone()) == server
+        assert db.read("list", lambda c: c.execute(mode).fetchone()) == server
+        assert db.write("start", lambda tx: tx.one(mode), **write)[0] == server
+        assert sent() == {"generic": 1, "server": 1}
+        with pytest.raises(Exception, match="division by zero"):
+            db.write("round", failing, generic_plans=True, **write)
+        assert db.read("list", lambda c: c.execute(mode).fetchone()) == server  # rolled back: still the server's
+        assert db.write("round", lambda tx: tx.one(mode), generic_plans=True, **write)[0] == generic
+        assert sent() == {"generic": 3, "server": 1}
+    finally:
+        db.close()

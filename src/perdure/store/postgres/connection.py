@@ -120,11 +120,24 @@ _PROBE_INTERVAL = 0.25
 # queues hold rows due later (a time parameter then selects none of them): planning them
 # costs more than running them. Their generic plans look rows up by key (see
 # write_plain_turns in queries.sql). Statements with optional filters (list_instances) need
-# plans made for their parameters, so this is not a session setting. Those plans look
-# keys up with plain index scans, never bitmap scans: a bitmap heap scan asks the file system
-# for its table's size each time it starts, and for the few rows a worker's statement reads
-# it costs the server more to set up than to run (5% of a round's server time).
-GENERIC_PLANS = (
+# plans made for their parameters: the other transactions and the reads run with the
+# server's settings. Those plans look keys up with plain index scans, never bitmap scans: a
+# bitmap heap scan asks the file system for its table's size each time it starts, and for
+# the few rows a worker's statement reads it costs the server more to set up than to run
+# (5% of a round's server time).
+# A session keeps the plans of the last transaction that committed on it (a session-level
+# setting, sent only when it changes: a worker's connections run one transaction after
+# another with it, sending nothing). Behind a transaction-pooling PgBouncer (statements not
+# prepared), the next transaction may run on another session: there it is set for each
+# transaction alone.
+GENERIC_SESSION = (
+    "SELECT set_config('plan_cache_mode', 'force_generic_plan', false), set_config('enable_bitmapscan', 'off', false)"
+)
+#: Back to the server's settings for both (those a session starts with).
+SERVER_SESSION = (
+    "SELECT set_config(name, reset_val, false) FROM pg_settings WHERE name IN ('plan_cache_mode', 'enable_bitmapscan')"
+)
+GENERIC_TRANSACTION = (
     "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_bitmapscan', 'off', true)"
 )
 
@@ -389,8 +402,8 @@ class Database:
         (``synchronous_commit = off`` for this transaction: it stays atomic and ordered, and
         any later durable commit makes it durable too).
         ``generic_plans``: the transaction's prepared statements run with their generic plans
-        (``plan_cache_mode``), never with plans made for their parameters at each call: see
-        :data:`GENERIC_PLANS`."""
+        (``plan_cache_mode``), never with plans made for their parameters at each call (else
+        with the server's settings): see :data:`GENERIC_SESSION`."""
 
         def attempt() -> tuple[T, set[str]]:
             committing = False
@@ -400,8 +413,7 @@ class Database:
                     # Sync is the one after the COMMIT.
                     tx = Tx(pipeline, clock(), options or StoreOptions(), sender=sender)
                     tx.run("BEGIN")
-                    if generic_plans:
-                        tx.run(GENERIC_PLANS)
+                    self._plan(pipeline, generic=generic_plans)
                     if not durable:
                         tx.run("SET LOCAL synchronous_commit TO OFF")
                     result = body(tx)
@@ -436,9 +448,20 @@ class Database:
 
         def attempt() -> T:
             with self._pipeline() as pipeline:
+                self._plan(pipeline, generic=False)
                 return body(pipeline)
 
         return self._retrying(method, attempt)
+
+    def _plan(self, pipeline: Pipeline, *, generic: bool) -> None:
+        """Have the statements sent next on ``pipeline`` run with their generic plans, or
+        with the server's settings (see :data:`GENERIC_SESSION`)."""
+        if not self.prepare:
+            if generic:
+                pipeline.execute(GENERIC_TRANSACTION)
+        else:
+            query = GENERIC_SESSION if generic else SERVER_SESSION
+            pipeline.set_session("generic plans", generic, query, initial=False)
 
     @contextmanager
     def _pipeline(self) -> Iterator[Pipeline]:

@@ -82,6 +82,9 @@ class Statement:
 # The statements prepared on each connection (a connection's prepared statements live as
 # long as its session; a new connection starts with none).
 _prepared: weakref.WeakKeyDictionary[psycopg.Connection[Any], set[bytes]] = weakref.WeakKeyDictionary()
+# The session settings each connection holds, by key, as far as committed (see
+# Pipeline.set_session).
+_sessions: weakref.WeakKeyDictionary[psycopg.Connection[Any], dict[str, object]] = weakref.WeakKeyDictionary()
 
 
 class Answer:
@@ -152,6 +155,8 @@ class Pipeline:
         self._pgconn = conn.pgconn
         self._transformer = Transformer(conn)
         self._prepared = _prepared.setdefault(conn, set())
+        self._session = _sessions.setdefault(conn, {})
+        self._setting: dict[str, object] = {}
         self._preparing: set[bytes] = set()
         self._waiting: deque[Answer | _Prepared] = deque()
         self._poll = select.poll()
@@ -182,6 +187,16 @@ class Pipeline:
         self._waiting.append(answer)
         return answer
 
+    def set_session(self, key: str, value: object, query: str, *, initial: object = None) -> None:
+        """Queue ``query``, which sets the session to ``value`` for ``key`` (session-level
+        settings: they outlast the transaction), unless the session holds that value
+        already (a new session holds ``initial``). The value counts as held once the
+        statement's transaction has committed: a setting rolled back with its transaction
+        (as PostgreSQL rolls back a ``SET``) is sent again next time."""
+        if self._session.get(key, initial) != value and self._setting.get(key, self) != value:
+            self.execute(query)
+            self._setting[key] = value
+
     def send_ahead(self) -> None:
         """Send every statement queued so far without a Sync and without waiting: the server
         runs them while the caller queues the rest (their answers are read at the next
@@ -210,7 +225,11 @@ class Pipeline:
                 error = self._error(result)
         self._preparing.clear()
         if error is not None:
+            self._setting.clear()  # rolled back with the transaction
             raise error
+        if self._setting and pgconn.transaction_status == pq.TransactionStatus.IDLE:
+            self._session.update(self._setting)  # committed
+            self._setting.clear()
 
     def close(self) -> None:
         """Leave pipeline mode (reading every answer still unread). Idempotent; leaves a
