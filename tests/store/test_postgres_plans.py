@@ -112,7 +112,7 @@ def test_a_round_looks_its_keys_up_among_none_or_thousands_of_other_rows(crowded
     reads = {(p["Query Text"][:40], table) for p in rounds for table in whole_table_reads(p["Plan"])}
     assert not reads
     # They look keys up with plain index scans: a bitmap heap scan costs more to start than
-    # the few rows cost to read (GENERIC_SESSION).
+    # the few rows cost to read (connection.GENERIC_SESSION).
     bitmaps = {p["Query Text"][:40] for p in rounds for n in nodes(p["Plan"]) if n["Node Type"] == "Bitmap Heap Scan"}
     assert not bitmaps
     # Nor do they walk an index past the rows of others: the leases that other workers

@@ -181,11 +181,14 @@ def test_statements_sent_ahead_run_before_the_sync(pg_url: str, conn: psycopg.Co
 def test_a_session_keeps_the_plans_of_the_last_transaction_that_committed_on_it(pg_url: str) -> None:
     """A worker's transactions run with generic plans, the rest with the server's settings:
     a session-level setting, sent only when the session holds the other one; a setting
-    rolled back with its transaction is sent again."""
+    rolled back with its transaction is sent again. The server's settings are those the
+    database gives its sessions."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE {conn.info.dbname} SET plan_cache_mode = force_custom_plan")
     db = Database(pg_url, display="test", min_size=1, max_size=1)  # one session for all
     write = {"clock": time.time, "before_commit": lambda tx: None}
     mode = "SELECT current_setting('plan_cache_mode') AS plans, current_setting('enable_bitmapscan') AS bitmaps"
-    generic, server = {"plans": "force_generic_plan", "bitmaps": "off"}, {"plans": "auto", "bitmaps": "on"}
+    generic, server = {"plans": "force_generic_plan", "bitmaps": "off"}, {"plans": "force_custom_plan", "bitmaps": "on"}
 
     def sent() -> dict[str, int]:  # times each setting ran (a statement without parameters runs its generic plan)
         with db.pool.connection() as conn:
@@ -195,8 +198,8 @@ def test_a_session_keeps_the_plans_of_the_last_transaction_that_committed_on_it(
             finally:
                 pipeline.close()
         names = {
-            Statement.of(GENERIC_SESSION).name.decode(): "generic",
-            Statement.of(SERVER_SESSION).name.decode(): "server",
+            Statement.of(GENERIC_SESSION[0]).name.decode(): "generic",
+            Statement.of(SERVER_SESSION[0]).name.decode(): "server",
         }
         return {names[r["name"]]: r["generic_plans"] for r in rows if r["name"] in names}
 

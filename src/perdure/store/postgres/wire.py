@@ -187,14 +187,15 @@ class Pipeline:
         self._waiting.append(answer)
         return answer
 
-    def set_session(self, key: str, value: object, query: str, *, initial: object = None) -> None:
-        """Queue ``query``, which sets the session to ``value`` for ``key`` (session-level
+    def set_session(self, key: str, value: object, queries: tuple[str, ...], *, initial: object = None) -> None:
+        """Queue ``queries``, which set the session to ``value`` for ``key`` (session-level
         settings: they outlast the transaction), unless the session holds that value
         already (a new session holds ``initial``). The value counts as held once the
         statement's transaction has committed: a setting rolled back with its transaction
         (as PostgreSQL rolls back a ``SET``) is sent again next time."""
         if self._session.get(key, initial) != value and self._setting.get(key, self) != value:
-            self.execute(query)
+            for query in queries:
+                self.execute(query)
             self._setting[key] = value
 
     def send_ahead(self) -> None:
