@@ -131,6 +131,16 @@ def test_statements_deallocated_behind_the_stores_back_are_prepared_again(pg_url
             conn.execute("DEALLOCATE ALL")
         assert db.write("probe", lambda tx: tx.one(query, {"n": 2}), **write)[0] == {"m": 4}
         assert db.read("probe", lambda c: c.execute(query, {"n": 3}).fetchone()) == {"m": 5}
+        # DISCARD ALL also resets the session's settings: a worker's transaction sets its own again.
+        plans = "SELECT current_setting('plan_cache_mode') AS plans"
+        assert db.write("round", lambda tx: tx.one(plans), generic_plans=True, **write)[0] == {
+            "plans": "force_generic_plan"
+        }
+        with db.pool.connection() as conn:
+            conn.execute("DISCARD ALL")
+        assert db.write("round", lambda tx: tx.one(plans), generic_plans=True, **write)[0] == {
+            "plans": "force_generic_plan"
+        }
     finally:
         db.close()
 

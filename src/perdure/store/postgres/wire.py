@@ -264,7 +264,10 @@ class Pipeline:
             return psycopg.OperationalError(f"the connection to the server was lost: {message}")
         error = error_from_result(result, encoding=self._conn.info.encoding)
         if error.sqlstate == STATEMENT_MISSING:
-            self._prepared.clear()  # deallocated behind our back: prepare them again
+            # Deallocated behind our back (DISCARD ALL also resets the session's settings):
+            # prepare them again, and set the settings again.
+            self._prepared.clear()
+            self._session.clear()
         return error
 
 
