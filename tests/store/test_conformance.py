@@ -1,6 +1,8 @@
 """The store conformance suite (``perdure.testing.conformance``) run against every store:
 SQLite on a temporary file and in memory, and PostgreSQL (each store the suite opens gets
-its own fresh database cloned from a migrated template; see ``tests/pgserver.py``)."""
+its own fresh database cloned from a migrated template; see ``tests/pgserver.py``), the
+latter a second time writing a group of one turn as any group (``write_plain_turns``
+instead of ``write_one_turn``), so that every check runs through both statements."""
 
 from __future__ import annotations
 
@@ -17,9 +19,15 @@ from perdure.testing.conformance.dashboard import *  # noqa: F403
 from perdure.testing.faults import FakeClock
 
 
-@pytest.fixture(params=["sqlite", "sqlite-memory", "postgres"])
-def make_store(request: pytest.FixtureRequest, clock: FakeClock, tmp_path) -> Iterator[Callable[..., Store]]:
+@pytest.fixture(params=["sqlite", "sqlite-memory", "postgres", "postgres-group-statement"])
+def make_store(
+    request: pytest.FixtureRequest, clock: FakeClock, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Store]]:
     """Fresh stores of one backend on the test's fake clock."""
+    if request.param == "postgres-group-statement":
+        from perdure.store.postgres import orchestrations
+
+        monkeypatch.setattr(orchestrations, "ONE_TURN_STATEMENT", False)
     with ExitStack() as stack:
         opened = 0
 
@@ -27,7 +35,7 @@ def make_store(request: pytest.FixtureRequest, clock: FakeClock, tmp_path) -> It
             nonlocal opened
             opened += 1
             store: Store
-            if request.param == "postgres":
+            if request.param.startswith("postgres"):
                 from perdure.store.postgres import PostgresStore
                 from tests import pgserver
 

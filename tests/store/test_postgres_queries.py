@@ -7,13 +7,12 @@ import re
 import pytest
 
 from perdure.store.postgres.activities import LOCK_ACTIVITIES_AND_DUE_TIMES
-from perdure.store.postgres.orchestrations import DUE_TIMES, WRITE_CHECKED_TURNS, WRITE_PLAIN_TURNS
+from perdure.store.postgres.orchestrations import DUE_TIMES, GROUP_WRITES
 from perdure.store.postgres.queries import Q
 from perdure.store.postgres.wire import Statement
 
 STATEMENTS = {name: getattr(Q, name) for name in Q.names()} | {
-    "WRITE_PLAIN_TURNS": WRITE_PLAIN_TURNS,
-    "WRITE_CHECKED_TURNS": WRITE_CHECKED_TURNS,
+    **{f"GROUP_WRITES[checked={c}, one_turn={o}]": sql for (c, o), sql in GROUP_WRITES.items()},
     "LOCK_ACTIVITIES_AND_DUE_TIMES": LOCK_ACTIVITIES_AND_DUE_TIMES,
     "DUE_TIMES": DUE_TIMES,
 }
@@ -37,3 +36,18 @@ def test_queries_keep_no_indentation_or_comments() -> None:
         for line in sql.splitlines():
             assert line == line.strip() and line, f"{name}: {line!r}"
             assert not line.startswith("--"), f"{name}: {line!r}"
+
+
+def test_a_group_of_one_turn_is_written_as_any_group_but_for_the_turns_own_parts() -> None:
+    """``write_one_turn`` has the parts of ``write_plain_turns``; those that write no turn's
+    own rows (the tasks, the messages, the handed-over tasks' deletion, the answer) are the
+    same text."""
+
+    def parts(sql: str) -> dict[str, str]:
+        ctes = re.split(r"(?m)^(?=\), \w+ AS )", sql)
+        return {cte.split(maxsplit=2)[1]: cte for cte in ctes}
+
+    one, any_number = parts(Q.write_one_turn), parts(Q.write_plain_turns)
+    assert list(one) == [name for name in any_number if name != "turn"]
+    for name in ("tasks", "messages", "handed"):
+        assert one[name] == any_number[name], name

@@ -101,9 +101,17 @@ DUE_TIMES = with_next_message_at(Q.due_times)
 # The group write without and with its own checks (``write_plain_turns``' ``%(check)s``):
 # two statements, each with one plan. As a parameter, the flag would have the server plan
 # the statement anew at every call (a plan made for FALSE leaves the checks out, and is
-# then always cheaper than the one plan for both).
-WRITE_PLAIN_TURNS = edited(Q.write_plain_turns, "%(check)s", "FALSE")
-WRITE_CHECKED_TURNS = edited(Q.write_plain_turns, "%(check)s", "TRUE")
+# then always cheaper than the one plan for both). The same for a group of one turn
+# (``write_one_turn``), by (checked, one turn).
+GROUP_WRITES = {
+    (False, False): edited(Q.write_plain_turns, "%(check)s", "FALSE"),
+    (True, False): edited(Q.write_plain_turns, "%(check)s", "TRUE"),
+    (False, True): edited(Q.write_one_turn, "%(check)s", "FALSE"),
+    (True, True): edited(Q.write_one_turn, "%(check)s", "TRUE"),
+}
+#: Whether a group of one turn is written by ``write_one_turn`` (a test writes it the
+#: other way too, to run every check through both statements).
+ONE_TURN_STATEMENT = True
 #: The parts of the group write a group may have nothing for (a part with nothing to do
 #: still costs the server to start and run it: about a tenth of the statement).
 OPTIONAL_WRITES = ("consumed", "messages", "released", "extended")
@@ -118,11 +126,11 @@ OPTIONAL_CHECKS = ("consumed", "handed", "ended")
 
 
 @functools.cache
-def group_write(check: bool, parts: frozenset[str]) -> str:
-    """The group write (with its checks or not) with only the optional ``parts`` given: the
-    writes of :data:`OPTIONAL_WRITES` and, checked, the checks of :data:`OPTIONAL_CHECKS`.
-    One prepared statement per combination in use."""
-    sql = WRITE_CHECKED_TURNS if check else WRITE_PLAIN_TURNS
+def group_write(check: bool, parts: frozenset[str], *, one_turn: bool = False) -> str:
+    """The group write (with its checks or not; of one turn, or of any number) with only
+    the optional ``parts`` given: the writes of :data:`OPTIONAL_WRITES` and, checked, the
+    checks of :data:`OPTIONAL_CHECKS`. One prepared statement per combination in use."""
+    sql = GROUP_WRITES[check, one_turn]
     for part in OPTIONAL_CHECKS:
         sql = edited(sql, f"%({part}_check)s", "TRUE" if check and part in parts else "FALSE")
     ctes = re.split(r"(?m)^(?=\), \w+ AS )", sql)  # "WITH turn AS ...", "), refused AS ...", ...
@@ -614,7 +622,7 @@ class GroupWrite:
     def __init__(self, *, check: bool) -> None:
         self.check = check
         self.turns: list[dict[str, Any]] = []
-        self.events: list[str] = []
+        self.events: list[tuple[str, int, list[str]]] = []  # (instance, execution, its events)
         self.tasks: list[dict[str, Any]] = []
         self.messages: list[dict[str, Any]] = []
         self.handed: list[int] = []
@@ -655,9 +663,7 @@ class GroupWrite:
         )
         self.handed.extend(handed)
         if turn.events:
-            prefix = f'{{"instance_id":{json.dumps(c.instance_id)},"execution_id":{c.execution_id},"n":'
-            # The stored JSON goes in as it is (json keeps it byte for byte).
-            self.events.extend(f'{prefix}{n},"event":{event}}}' for n, event in enumerate(turn.events))
+            self.events.append((c.instance_id, c.execution_id, turn.events))
         for task, text in zip(c.activities, turn.activity_inputs, strict=True):
             params = new_task_params(task, text, now)
             lease = scheduled_lease(tx.scheduled, task, ending=turn.status.is_terminal)
@@ -710,18 +716,34 @@ class GroupWrite:
             "handed": bool(self.handed),
             "ended": bool(self.ended),
         }
+        one_turn = len(self.turns) == 1 and ONE_TURN_STATEMENT
+        params = {**self.turns[0]} if one_turn else {}  # the turn's fields, as parameters
+        params.update(
+            now=tx.now,
+            tasks=json.dumps(self.tasks),
+            messages=json.dumps(self.messages),
+            handed=bigint_array(self.handed),
+            consumed=bigint_array(consumed),
+        )
+        if one_turn:
+            params["turn_handed"] = bigint_array(self.turns[0]["handed"])
+            params["handed_tokens"] = text_array(params["handed_tokens"])
+            params["event_texts"] = text_array([text for _, _, texts in self.events for text in texts])
+        else:
+            params["turns"] = json.dumps(self.turns)
+            params["ids"] = text_array([t["instance_id"] for t in self.turns])
+            # The stored JSON goes in as it is (json keeps it byte for byte).
+            params["events"] = (
+                "["
+                + ",".join(
+                    f'{{"instance_id":{json.dumps(iid)},"execution_id":{execution},"n":{n},"event":{event}}}'
+                    for iid, execution, texts in self.events
+                    for n, event in enumerate(texts)
+                )
+                + "]"
+            )
         answer = tx.run(
-            group_write(self.check, frozenset(part for part, needed in parts.items() if needed)),
-            {
-                "now": tx.now,
-                "turns": json.dumps(self.turns),
-                "events": f"[{','.join(self.events)}]",
-                "tasks": json.dumps(self.tasks),
-                "messages": json.dumps(self.messages),
-                "handed": bigint_array(self.handed),
-                "ids": text_array([t["instance_id"] for t in self.turns]),
-                "consumed": bigint_array(consumed),
-            },
+            group_write(self.check, frozenset(p for p, needed in parts.items() if needed), one_turn=one_turn), params
         )
         if tx.scheduled is not None:
             tx.scheduled.add_rows(answer.fetchall)

@@ -231,6 +231,118 @@ WITH turn AS MATERIALIZED (
 SELECT tasks.* FROM (SELECT count(refusal) FROM refused) AS checked
 LEFT JOIN tasks ON tasks.lease_token IS NOT NULL;
 
+-- name: write_one_turn
+-- commit_turns: write_plain_turns for a group of one turn (GroupWrite), with the same parts,
+-- the same checks and flags, and the same tasks, messages and answer (the parts both write
+-- the same way are the same text; a test keeps them so). The turn's fields are parameters
+-- of their own (:instance_id, :run_id, :token, :execution_id, :turn_handed (its handed
+-- tasks; :handed, those the statement deletes), :handed_tokens, :status, ... as in :turns),
+-- and its events the text[] of their stored JSON (:event_texts), in order. With no row source for the turn, the server runs each
+-- check once, as an index lookup of parameters, and each write as a lookup by key: a
+-- sequential step costs it a third less than through write_plain_turns.
+WITH refused AS MATERIALIZED (
+    SELECT CAST('perdure: commit refused for instance ' || %(instance_id)s::text AS integer) AS refusal
+    WHERE %(check)s AND NOT (
+        EXISTS (
+            SELECT 1 FROM instances AS i
+            WHERE i.instance_id = %(instance_id)s::text AND i.status NOT IN ('COMPLETED', 'FAILED', 'TERMINATED')
+              AND i.execution_id = %(execution_id)s::integer
+              AND (%(run_id)s::text IS NULL OR i.run_id = %(run_id)s::text)
+        )
+        AND EXISTS (
+            SELECT 1 FROM orchestration_leases AS l
+            WHERE l.instance_id = %(instance_id)s::text AND l.token = %(token)s::text
+        )
+        AND (NOT %(consumed_check)s OR (
+            SELECT count(*) FROM orchestration_messages AS m
+            WHERE m.message_id = ANY(%(consumed)s::bigint[]) AND m.instance_id = %(instance_id)s::text
+        ) = cardinality(%(consumed)s::bigint[]))
+        AND (NOT %(handed_check)s OR (
+            SELECT count(*) FROM unnest(%(turn_handed)s::bigint[], %(handed_tokens)s::text[]) AS h (task_row_id, token)
+            JOIN activity_tasks AS a ON a.task_row_id = h.task_row_id AND a.lease_token = h.token
+            WHERE a.task_row_id = ANY(%(turn_handed)s::bigint[])
+        ) = cardinality(%(turn_handed)s::bigint[]) AND (cardinality(%(turn_handed)s::bigint[]) = 0 OR NOT EXISTS (
+            SELECT 1 FROM orchestration_messages AS m
+            WHERE m.instance_id = %(instance_id)s::text AND m.visible_at <= %(now)s
+              AND m.message_id <> ALL(%(consumed)s::bigint[])
+        )))
+        AND (NOT %(ended_check)s OR %(status)s::text NOT IN ('COMPLETED', 'FAILED', 'TERMINATED') OR (
+            NOT EXISTS (
+                SELECT 1 FROM instances AS i
+                WHERE i.instance_id = %(instance_id)s::text AND i.parent_instance_id IS NOT NULL
+            )
+            AND NOT EXISTS (
+                SELECT 1 FROM activity_tasks AS a
+                WHERE a.instance_id = %(instance_id)s::text AND (a.lease_token IS NULL OR a.lease_expires_at <= %(now)s)
+                  AND a.task_row_id <> ALL(%(turn_handed)s::bigint[])
+            )
+        ))
+    )
+), consumed AS (
+    DELETE FROM orchestration_messages AS m
+    WHERE m.message_id = ANY(%(consumed)s::bigint[]) AND m.instance_id = %(instance_id)s::text
+), events AS (
+    INSERT INTO history (instance_id, execution_id, sequence, event)
+    SELECT i.instance_id, %(execution_id)s::integer, i.history_event_count + e.n - 1, e.event
+    FROM instances AS i, unnest(%(event_texts)s::text[]) WITH ORDINALITY AS e (event, n)
+    WHERE i.instance_id = %(instance_id)s::text
+), instance AS (
+    UPDATE instances AS i SET
+        status = %(status)s::text,
+        version = COALESCE(%(version)s::integer, i.version),
+        output = %(output)s::text,
+        failure = %(failure)s::text,
+        custom_status = %(custom_status)s::text,
+        waiting_on = %(waiting_on)s::text,
+        history_event_count = i.history_event_count + %(new_events)s::integer,
+        history_bytes = i.history_bytes + %(new_bytes)s::bigint,
+        last_updated_at = %(now)s,
+        turns = i.turns + 1,
+        full_replays = i.full_replays + %(full_replay)s::integer,
+        replayed_events = i.replayed_events + %(replayed_events)s::bigint,
+        last_turn_duration = %(duration)s::float8,
+        last_progress_at = CASE WHEN %(progressed)s::boolean THEN %(now)s ELSE i.last_progress_at END
+    WHERE i.instance_id = %(instance_id)s::text
+), tasks AS (
+    INSERT INTO activity_tasks (
+        instance_id, run_id, execution_id, task_id, name, input, attempt, enqueued_at, visible_at,
+        lease_owner, lease_token, lease_expires_at, delivery_count, locked_at
+    )
+    SELECT t.instance_id, t.run_id, t.execution_id, t.task_id, t.name, t.input, t.attempt, %(now)s, t.visible_at,
+           t.lease_owner, t.lease_token, t.lease_expires_at, COALESCE(t.delivery_count, 0), t.locked_at
+    FROM ROWS FROM (json_to_recordset(%(tasks)s::json) AS (
+        instance_id text, run_id text, execution_id integer, task_id integer, name text, input text,
+        attempt integer, visible_at float8, lease_owner text, lease_token text, lease_expires_at float8,
+        delivery_count integer, locked_at float8
+    )) WITH ORDINALITY AS t (
+        instance_id, run_id, execution_id, task_id, name, input, attempt, visible_at,
+        lease_owner, lease_token, lease_expires_at, delivery_count, locked_at, n
+    )
+    ORDER BY t.n
+    RETURNING task_row_id, instance_id, execution_id, task_id, name, input, attempt, lease_token, enqueued_at,
+              delivery_count, run_id
+), messages AS (
+    INSERT INTO orchestration_messages (instance_id, run_id, execution_id, kind, event, enqueued_at, visible_at)
+    SELECT m.instance_id, m.run_id, m.execution_id, m.kind, m.event, %(now)s, m.visible_at
+    FROM ROWS FROM (json_to_recordset(%(messages)s::json) AS (
+        instance_id text, run_id text, execution_id integer, kind text, event text, visible_at float8
+    )) WITH ORDINALITY AS m (instance_id, run_id, execution_id, kind, event, visible_at, n)
+    ORDER BY m.n
+), released AS (
+    DELETE FROM orchestration_leases AS l
+    WHERE %(release)s::boolean AND l.instance_id = %(instance_id)s::text AND l.token = %(token)s::text
+), extended AS (
+    UPDATE orchestration_leases AS l SET expires_at = %(now)s + l.lease_seconds
+    WHERE NOT %(release)s::boolean AND %(extend)s::boolean
+      AND l.instance_id = %(instance_id)s::text AND l.token = %(token)s::text
+), handed AS (
+    DELETE FROM activity_tasks WHERE task_row_id = ANY(%(handed)s::bigint[])
+)
+-- The tasks written locked (one row of NULLs if none): the left side is always read, and
+-- with it the checks.
+SELECT tasks.* FROM (SELECT count(refusal) FROM refused) AS checked
+LEFT JOIN tasks ON tasks.lease_token IS NOT NULL;
+
 -- name: insert_request
 -- A client operation's request id, unless it was recorded before (then nothing is returned).
 INSERT INTO client_requests (request_id, operation, instance_id, created_at)
