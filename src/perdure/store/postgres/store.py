@@ -573,8 +573,8 @@ class PostgresStore:
             tx.run(
                 Q.upsert_leases,
                 {
-                    "instance_ids": [instance.instance_id],
-                    "tokens": [item.lease_token],
+                    "instance_ids": text_array([instance.instance_id]),
+                    "tokens": text_array([item.lease_token]),
                     "owner": owner,
                     "expires_at": tx.now + lease_seconds,
                     "lease_seconds": lease_seconds,
