@@ -8,6 +8,8 @@ runs vary; compare medians of several.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class WalMeter:
     """Started and stopped around a workload's measured part; ``stop`` returns the bytes of
@@ -17,24 +19,19 @@ class WalMeter:
         self.url = url
         self.started: str | None = None
 
-    def _position(self) -> str | None:
-        if not self.url.startswith("postgresql"):
-            return None
+    def _one(self, query: str, *params: Any) -> Any:
         import psycopg
 
         with psycopg.connect(self.url, autocommit=True) as conn:
-            return str(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0])
+            return conn.execute(query, params).fetchone()[0]
 
     def start(self) -> None:
-        """Read the starting position."""
-        self.started = self._position()
+        """Read the starting position (PostgreSQL only)."""
+        if self.url.startswith("postgresql"):
+            self.started = str(self._one("SELECT pg_current_wal_lsn()"))
 
     def stop(self) -> float | None:
         """The bytes of WAL written since :meth:`start` (None on SQLite)."""
         if self.started is None:
             return None
-        import psycopg
-
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            row = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)", (self.started,)).fetchone()
-        return float(row[0])
+        return float(self._one("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)", self.started))

@@ -130,15 +130,12 @@ _PROBE_INTERVAL = 0.25
 # another with it, sending nothing). Behind a transaction-pooling PgBouncer (statements not
 # prepared), the next transaction may run on another session: there it is set for each
 # transaction alone.
-GENERIC_SESSION = (
-    "SELECT set_config('plan_cache_mode', 'force_generic_plan', false), set_config('enable_bitmapscan', 'off', false)",
-)
+_GENERIC_PLANS = "SELECT set_config('plan_cache_mode', 'force_generic_plan', {local}), set_config('enable_bitmapscan', 'off', {local})"
+GENERIC_SESSION = (_GENERIC_PLANS.format(local="false"),)
+GENERIC_TRANSACTION = _GENERIC_PLANS.format(local="true")
 #: Back to the server's settings (those a session starts with). Two statements: reading
 #: them from ``pg_settings`` instead would cost the server 0.35 ms (it lists every setting).
 SERVER_SESSION = ("RESET plan_cache_mode", "RESET enable_bitmapscan")
-GENERIC_TRANSACTION = (
-    "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_bitmapscan', 'off', true)"
-)
 
 # The random_page_cost perdure's sessions plan with, at most (the server's, if lower).
 RANDOM_PAGE_COST = 1.1

@@ -193,7 +193,7 @@ class Pipeline:
         already (a new session holds ``initial``). The value counts as held once the
         statement's transaction has committed: a setting rolled back with its transaction
         (as PostgreSQL rolls back a ``SET``) is sent again next time."""
-        if self._session.get(key, initial) != value and self._setting.get(key, self) != value:
+        if self._setting.get(key, self._session.get(key, initial)) != value:  # as sent so far
             for query in queries:
                 self.execute(query)
             self._setting[key] = value
