@@ -37,6 +37,7 @@ from perdure.core.status import TERMINAL_STATUSES, OrchestrationStatus
 from perdure.core.turn import WaitingOn
 from perdure.diagnosis import Diagnosis, FleetReport, Thresholds, diagnose, diagnose_all
 from perdure.errors import (
+    InstanceExistsError,
     InstanceNotFoundError,
     InstanceStateError,
     InvalidInputError,
@@ -280,15 +281,26 @@ class Client:
         ended_before = self.store.notifier.version(INSTANCES)
         self.store.notifier.ended.expect(iid)  # before it can end: the end hands its row to wait
 
+        # A random id names its start as a request id would: the start records no request
+        # (a row, its index entry and its WAL fewer), and a retry that finds the id taken
+        # found its own first try (unless retention purged that run within the retries'
+        # seconds). Not with ``replace_terminal``: the retry would replace that run.
+        recorded = not (new.fresh_id and request_id is None and not replace_terminal)
+
         def create(rid: str, retry: bool) -> None:
+            stored_rid = rid if recorded else None
             # A retry is never eager nor handed over: if the first try committed, the store
             # knows its id.
             if not retry:
                 local = start_eagerly if eager else hand_over
-                if local(self.store, new, replace_terminal=replace_terminal, request_id=rid):
+                if local(self.store, new, replace_terminal=replace_terminal, request_id=stored_rid):
                     return
             again = replace(new, fresh_id=False) if retry else new
-            self.store.create_instances([again], replace_terminal=replace_terminal, request_id=rid)
+            try:
+                self.store.create_instances([again], replace_terminal=replace_terminal, request_id=stored_rid)
+            except InstanceExistsError:
+                if recorded or not retry:
+                    raise
 
         _idempotent(create, request_id)
         if request_id is None:  # a caller's request id may be a start applied long ago

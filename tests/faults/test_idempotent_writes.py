@@ -1,6 +1,7 @@
 """Client writes whose commit outcome was unknown are retried and apply once (issue 16,
-item 9): every write carries a request id the store records with it, so the retry of a
-write that had in fact committed changes nothing.
+item 9): every write carries a request id the store records with it (a start's random
+instance id serves as its own), so the retry of a write that had in fact committed changes
+nothing.
 
 A :class:`~perdure.testing.FaultyStore` raises :class:`~perdure.errors.StoreUnavailableError`
 just *after* the commit (the connection broke before the reply came), once: the client
@@ -8,6 +9,8 @@ tries again with the same request id.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 
@@ -48,6 +51,23 @@ def test_a_start_retried_after_an_unknown_outcome_creates_the_instance_once(stor
     assert [m.event.name for m in store.pending_messages("once")] == ["waits"]
     ids = client.start_many(waits, [1, 2])  # the same for a batch
     assert len(client.list(name="waits").items) == 3 and all(store.get_instance(i) for i in ids)
+
+
+@pytest.mark.parametrize("eager", [False, True])
+def test_a_random_id_start_retried_after_an_unknown_outcome_creates_the_instance_once(store, eager: bool) -> None:
+    """A random id is the start's own request id: no request is recorded with it, and the
+    retry, finding the id taken, returns it. Without that rule the retry raises
+    ``InstanceExistsError`` for the caller's own start (checked). Eager: the first try is
+    the worker's eager start (``create_and_run``), the retry a queued one."""
+    point = "create_and_run:after" if eager else "create_instances:after"
+    faulty = FaultyStore(store, [Fault(point, lost_reply)])
+    client = perdure.Client(faulty)  # type: ignore[arg-type]
+    with perdure.Worker(app, faulty) if eager else contextlib.nullcontext():  # type: ignore[arg-type]
+        iid = client.start(waits, None, eager=eager)
+    assert faulty.hits["create_instances:before"] == (1 if eager else 2)  # the retry
+    assert faulty.hits["create_and_run:before"] == (1 if eager else 0)
+    [only] = client.list(name="waits").items
+    assert only.instance_id == iid and only.status in ("PENDING", "RUNNING")
 
 
 def test_a_callers_own_request_id_makes_its_own_retries_safe(store) -> None:
