@@ -266,6 +266,32 @@ def test_stop_waits_for_an_eager_start_in_progress(store, client):
     assert client.get(late).status == "PENDING" and calls["inc"] == 0
 
 
+@app.activity
+def double(x: int) -> int:
+    return 2 * x
+
+
+@app.orchestration
+async def input_kinds(ctx: perdure.OrchestrationContext, order: dict) -> list[str]:
+    kinds = [type(order["lines"]).__name__, type(next(iter(order["quantities"]))).__name__]
+    await ctx.call_activity(double, 1)  # the last turn runs on the executor cached since
+    return kinds
+
+
+@pytest.mark.parametrize("eager", [True, False])
+def test_a_first_turn_run_at_the_start_sees_its_input_as_a_replay_will(store, client, eager):
+    """JSON has no tuples and no integer keys: a replay of the first turn reads a list and
+    string keys from the history, so the first turn itself must too, when an eager start
+    (``eager``) or the idle worker it is handed to (not ``eager``) runs it at the start.
+    Handed the caller's objects it saw a tuple and integer keys (checked): an orchestration
+    indexing ``order["quantities"][7]`` would run its first turn and fail on replay."""
+    with perdure.Worker(app, store, **OPTIONS) as worker:
+        idle(worker)
+        iid = client.start(input_kinds, {"lines": ("sku-1", "sku-2"), "quantities": {7: 1}}, eager=eager)
+        assert client.wait(iid, timeout=10).output == ["list", "str"]
+        assert worker.stats()["eager_starts" if eager else "handed_starts"] == 1
+
+
 def test_an_eager_start_is_refused_bad_flags(store, client):
     with pytest.raises(perdure.InvalidInputError, match="eager must be True or False, got 'yes'"):
         client.start(chain, 1, eager="yes")  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from perdure.core.history import dumps_event
+from perdure.core.history import dumps_event, loads_event
 from perdure.core.status import OrchestrationStatus
 from perdure.store.base import (
     ActivityWorkItem,
@@ -265,17 +265,19 @@ def first_turn(
 def eager_item(instance: NewInstance, run_id: str, execution_id: int, now: float) -> OrchestrationWorkItem:
     """The work item of an eager start's first turn, built before the instance exists: the
     new run with its ``ExecutionStarted`` handed over (:data:`HANDED_OVER`), and the lease
-    token its commit will present."""
-    start = instance.start_event(run_id, execution_id, now)
+    token its commit will present. The event is decoded from its JSON, as a queued one
+    would be: the turn sees the input as its replays will (lists for tuples, string keys),
+    not the caller's objects."""
+    text = dumps_event(instance.start_event(run_id, execution_id, now))
     message = QueuedMessage(
         message_id=HANDED_OVER,
         instance_id=instance.instance_id,
         execution_id=execution_id,
-        event=start,
+        event=loads_event(text),
         enqueued_at=now,
         visible_at=now,
         delivery_count=1,
-        event_json=dumps_event(start),
+        event_json=text,
         run_id=run_id,
     )
     locked = LockedInstance(
