@@ -17,6 +17,7 @@ import pytest
 import perdure
 from perdure.errors import StoreUnavailableError
 from perdure.testing import Fault, FaultyStore
+from tests.scenarios.helpers import idle
 
 app = perdure.App()
 
@@ -53,19 +54,22 @@ def test_a_start_retried_after_an_unknown_outcome_creates_the_instance_once(stor
     assert len(client.list(name="waits").items) == 3 and all(store.get_instance(i) for i in ids)
 
 
-@pytest.mark.parametrize("eager", [False, True])
-def test_a_random_id_start_retried_after_an_unknown_outcome_creates_the_instance_once(store, eager: bool) -> None:
+@pytest.mark.parametrize("path", ["queued", "handed", "eager"])
+def test_a_random_id_start_retried_after_an_unknown_outcome_creates_the_instance_once(store, path: str) -> None:
     """A random id is the start's own request id: no request is recorded with it, and the
     retry, finding the id taken, returns it. Without that rule the retry raises
-    ``InstanceExistsError`` for the caller's own start (checked). Eager: the first try is
-    the worker's eager start (``create_and_run``), the retry a queued one."""
-    point = "create_and_run:after" if eager else "create_instances:after"
+    ``InstanceExistsError`` for the caller's own start (checked). The first try is queued
+    (no worker), handed to the idle worker of the process, or eager (both
+    ``create_and_run``); the retry is a queued start."""
+    point = "create_instances:after" if path == "queued" else "create_and_run:after"
     faulty = FaultyStore(store, [Fault(point, lost_reply)])
     client = perdure.Client(faulty)  # type: ignore[arg-type]
-    with perdure.Worker(app, faulty) if eager else contextlib.nullcontext():  # type: ignore[arg-type]
-        iid = client.start(waits, None, eager=eager)
-    assert faulty.hits["create_instances:before"] == (1 if eager else 2)  # the retry
-    assert faulty.hits["create_and_run:before"] == (1 if eager else 0)
+    with contextlib.ExitStack() as running:
+        if path != "queued":
+            idle(running.enter_context(perdure.Worker(app, faulty)))  # type: ignore[arg-type]
+        iid = client.start(waits, None, eager=path == "eager")
+    assert faulty.hits["create_and_run:before"] == (0 if path == "queued" else 1)
+    assert faulty.hits["create_instances:before"] == (2 if path == "queued" else 1)  # with the retry
     [only] = client.list(name="waits").items
     assert only.instance_id == iid and only.status in ("PENDING", "RUNNING")
 
