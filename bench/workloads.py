@@ -93,6 +93,17 @@ def _sequence(local: bool):
 
 
 @app.orchestration
+async def one_step_with(ctx: perdure.OrchestrationContext, order: dict) -> int:
+    """One activity, for an ``order`` input of any size (W3 with ``input_kb``)."""
+    return await ctx.call_activity(inc, len(order["lines"]))
+
+
+def order_of(kb: int) -> dict:
+    """An order input of about ``kb`` KiB of JSON: lines of a sku, a quantity and a price."""
+    return {"lines": [{"sku": f"sku-{i:06d}", "qty": i % 7, "price": i * 1.25} for i in range(kb * 1024 // 48)]}
+
+
+@app.orchestration
 async def fan(ctx: perdure.OrchestrationContext, n: int) -> int:
     """``n`` activities in parallel, summed."""
     values = await ctx.when_all([ctx.call_activity(inc, i) for i in range(n)])
@@ -227,24 +238,31 @@ def w2(url: str, n: int = 1000, observe: str = "off") -> dict[str, Any]:
 
 
 def w3(
-    url: str, orchestrations: int = 100, local: bool = False, eager: bool = False, observe: str = "off"
+    url: str,
+    orchestrations: int = 100,
+    local: bool = False,
+    eager: bool = False,
+    observe: str = "off",
+    input_kb: int = 0,
 ) -> dict[str, Any]:
     """W3: orchestrations one after another, one activity each (a local one if ``local``);
     start-to-result latency (with eager starts if ``eager``), and the CPU (and WAL) of each
-    start → result (:class:`Measured`)."""
+    start → result (:class:`Measured`). With ``input_kb``, an ordinary activity and an
+    input of that many KiB of JSON (:func:`order_of`)."""
     store = perdure.open_store(url)
     client = perdure.Client(store)
     latencies = []
-    orchestration = _sequence(local)
+    orchestration, value = (one_step_with, order_of(input_kb)) if input_kb else (_sequence(local), 1)
+    expected = len(value["lines"]) + 1 if input_kb else 1
     with perdure.Worker(app, store, **observed(observe)):
-        client.wait(client.start(orchestration, 1, eager=eager), timeout=60)  # warm-up
+        client.wait(client.start(orchestration, value, eager=eager), timeout=60)  # warm-up
         measured = Measured(url)
         measured.start()
         for _ in range(orchestrations):
             started = time.perf_counter()
-            state = client.wait(client.start(orchestration, 1, eager=eager), timeout=60)
+            state = client.wait(client.start(orchestration, value, eager=eager), timeout=60)
             latencies.append(time.perf_counter() - started)
-            assert state.output == 1
+            assert state.output == expected
         measured.stop()
     store.close()
     latencies.sort()

@@ -270,12 +270,19 @@ class Client:
         name = self._orchestration_name(orchestration)
         version = self._version(name, version)
         iid = generated_instance_id(time.time()) if instance_id is None else validate_instance_id(instance_id)
-        dumps_payload(input, what=f"input of orchestration {name!r}", limit=self.max_payload_bytes)
+        text = dumps_payload(input, what=f"input of orchestration {name!r}", limit=self.max_payload_bytes)
         start = timestamp(start_at, "start_at")
         if not isinstance(eager, bool):
             raise InvalidInputError(f"eager must be True or False, got {eager!r}")
         new = NewInstance(
-            iid, name, input, start_at=start, version=version, trace=capture_trace(), fresh_id=instance_id is None
+            iid,
+            name,
+            input,
+            start_at=start,
+            version=version,
+            trace=capture_trace(),
+            fresh_id=instance_id is None,
+            input_json=text,
         )
 
         ended_before = self.store.notifier.version(INSTANCES)
@@ -349,13 +356,15 @@ class Client:
                 raise InvalidInputError(f"start_many got {len(values)} inputs but {len(ids)} instance ids")
             if len(set(ids)) != len(ids):
                 raise InvalidInputError("start_many got the same instance id twice")
-        for i, value in enumerate(values):
+        texts = [
             dumps_payload(value, what=f"input {i} of orchestration {name!r}", limit=self.max_payload_bytes)
+            for i, value in enumerate(values)
+        ]
         trace = capture_trace()
         fresh = instance_ids is None
         new = [
-            NewInstance(iid, name, value, version=version, trace=trace, fresh_id=fresh)
-            for iid, value in zip(ids, values, strict=True)
+            NewInstance(iid, name, value, version=version, trace=trace, fresh_id=fresh, input_json=text)
+            for iid, value, text in zip(ids, values, texts, strict=True)
         ]
 
         def create(rid: str, retry: bool) -> None:

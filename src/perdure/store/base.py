@@ -295,7 +295,9 @@ class NewInstance:
     context its ``ExecutionStarted`` carries (:attr:`~perdure.core.history.ExecutionStarted.trace`).
     ``fresh_id``: the id was made at random for this start and this is its first try, so no
     run of it exists and nothing was sent to it: a store need not look for either (a taken
-    id still raises :class:`~perdure.errors.InstanceExistsError`)."""
+    id still raises :class:`~perdure.errors.InstanceExistsError`). ``input_json``: the
+    input's compact JSON (:func:`~perdure.core.payload.compact_json`), if the caller
+    encoded it already (the client does, to check its size): the store writes it as is."""
 
     instance_id: str
     name: str
@@ -308,6 +310,7 @@ class NewInstance:
     replaces_run: str | None = None
     trace: dict[str, str] | None = None
     fresh_id: bool = False
+    input_json: str | None = field(default=None, repr=False)
 
     def start_event(self, run_id: str, execution_id: int, now: float) -> ExecutionStarted:
         """The ``ExecutionStarted`` of the instance's new run ``run_id``, at ``now``."""

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from perdure.core.history import dumps_event, loads_event
+from perdure.core.history import loads_event
 from perdure.core.status import OrchestrationStatus
 from perdure.store.base import (
     ActivityWorkItem,
@@ -35,7 +35,7 @@ from perdure.store.base import (
 from perdure.store.common.encode import PreparedTurn, StoreOptions, prepare_completions, prepare_turn
 from perdure.store.common.queries import Queries, due_times
 from perdure.store.common.routing import check_replaceable
-from perdure.store.common.rows import lease_tokens, new_run_id
+from perdure.store.common.rows import lease_tokens, new_run_id, start_row
 from perdure.store.common.scheduled import ScheduledTake
 from perdure.store.notify import ACTIVITIES, ORCHESTRATIONS
 
@@ -268,7 +268,7 @@ def eager_item(instance: NewInstance, run_id: str, execution_id: int, now: float
     token its commit will present. The event is decoded from its JSON, as a queued one
     would be: the turn sees the input as its replays will (lists for tuples, string keys),
     not the caller's objects."""
-    text = dumps_event(instance.start_event(run_id, execution_id, now))
+    _, text = start_row(instance, run_id, execution_id, now)
     message = QueuedMessage(
         message_id=HANDED_OVER,
         instance_id=instance.instance_id,

@@ -19,6 +19,7 @@ from perdure.core.history import (
     ParentRef,
     UndecodableEvent,
     dumps_event,
+    dumps_event_with,
     loads_event,
 )
 from perdure.core.payload import compact_json, dumps_payload, loads_payload
@@ -37,6 +38,7 @@ from perdure.store.base import (
     InstanceSummary,
     LockedInstance,
     NewActivityTask,
+    NewInstance,
     QueueDepth,
     QueuedMessage,
     TurnCommit,
@@ -95,6 +97,25 @@ def json_list(values: Any) -> str | None:
 def event_row(event: HistoryEvent) -> tuple[str, str]:
     """``(kind, event JSON)`` for a message row."""
     return type(event).__name__, dumps_event(event)
+
+
+def input_column(instance: NewInstance) -> str | None:
+    """A new instance's input column: NULL for no input, else its JSON, as its caller
+    encoded it if it did (:attr:`NewInstance.input_json`: not encoded again)."""
+    if instance.input is None:
+        return None
+    if instance.input_json is not None:
+        return instance.input_json
+    return payload(instance.input, f"input of instance {instance.instance_id!r}")
+
+
+def start_row(instance: NewInstance, run_id: str, execution_id: int, now: float) -> tuple[str, str]:
+    """:func:`event_row` of the ``ExecutionStarted`` of ``instance``'s new run, its input
+    written as its caller encoded it if it did."""
+    start = instance.start_event(run_id, execution_id, now)
+    if instance.input is None or instance.input_json is None:
+        return event_row(start)
+    return type(start).__name__, dumps_event_with(start, "input", instance.input_json)
 
 
 def new_instance_params(

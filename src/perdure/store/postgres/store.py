@@ -51,14 +51,14 @@ from perdure.store.common.rows import (
     decode_cursor,
     discard_from_row,
     encode_cursor,
-    event_row,
     history_from_row,
+    input_column,
     instance_from_row,
     message_from_row,
     new_instance_params,
     new_run_id,
-    payload,
     queue_depths_from_rows,
+    start_row,
     summary_from_row,
     task_from_row,
     worker_from_row,
@@ -293,7 +293,7 @@ class PostgresStore:
         self, instances: Sequence[NewInstance], *, replace_terminal: bool = False, request_id: str | None = None
     ) -> None:
         """See :meth:`perdure.store.base.Store.create_instances`."""
-        inputs = {i.instance_id: payload(i.input, f"input of instance {i.instance_id!r}") for i in instances}
+        inputs = {i.instance_id: input_column(i) for i in instances}
         if not instances:
             return
         # Id order: the per-id advisory locks are always taken in the same order, so two
@@ -363,8 +363,14 @@ class PostgresStore:
     @staticmethod
     def _queue_start(tx: Tx, outbox: orchestrations.Outbox, instance: NewInstance, run_id: str, execution: int) -> None:
         """Queue the ``ExecutionStarted`` of a new run."""
-        start = instance.start_event(run_id, execution, tx.now)
-        outbox.add(instance.instance_id, run_id, execution, *event_row(start), tx.now, instance.start_at)
+        outbox.add(
+            instance.instance_id,
+            run_id,
+            execution,
+            *start_row(instance, run_id, execution, tx.now),
+            tx.now,
+            instance.start_at,
+        )
 
     def rewind(self, rewinds: Sequence[Rewind], *, request_id: str | None = None) -> None:
         """See :meth:`perdure.store.base.Store.rewind`."""
@@ -552,7 +558,7 @@ class PostgresStore:
         tasks: TaskRequest | None = None,
     ) -> EagerResult:
         """See :meth:`perdure.store.base.Store.create_and_run`."""
-        input_text = payload(instance.input, f"input of instance {instance.instance_id!r}")
+        input_text = input_column(instance)
         now = self.clock()
         if instance.start_at is not None and instance.start_at > now:
             self.create_instances([instance], replace_terminal=replace_terminal, request_id=request_id)

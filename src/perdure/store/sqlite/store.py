@@ -52,15 +52,15 @@ from perdure.store.common.rows import (
     decode_cursor,
     discard_from_row,
     encode_cursor,
-    event_row,
     history_from_row,
+    input_column,
     instance_from_row,
     json_list,
     message_from_row,
     new_instance_params,
     new_run_id,
-    payload,
     queue_depths_from_rows,
+    start_row,
     summary_from_row,
     task_from_row,
     worker_from_row,
@@ -240,7 +240,7 @@ class SQLiteStore:
         self, instances: Sequence[NewInstance], *, replace_terminal: bool = False, request_id: str | None = None
     ) -> None:
         """See :meth:`perdure.store.base.Store.create_instances`."""
-        inputs = [payload(i.input, f"input of instance {i.instance_id!r}") for i in instances]
+        inputs = [input_column(i) for i in instances]
         if not instances:
             return
         with self._write("create_instance") as tx:
@@ -269,9 +269,8 @@ class SQLiteStore:
         )
         orchestrations.insert_instance(tx, params)
         if queue_start:
-            start = instance.start_event(run_id, execution, tx.now)
             message = orchestrations.message_params(
-                iid, run_id, execution, *event_row(start), tx.now, instance.start_at
+                iid, run_id, execution, *start_row(instance, run_id, execution, tx.now), tx.now, instance.start_at
             )
             tx.conn.execute(Q.insert_message, message)
 
@@ -467,7 +466,7 @@ class SQLiteStore:
         tasks: TaskRequest | None = None,
     ) -> EagerResult:
         """See :meth:`perdure.store.base.Store.create_and_run`."""
-        input_text = payload(instance.input, f"input of instance {instance.instance_id!r}")
+        input_text = input_column(instance)
         now = self.clock()
         if instance.start_at is not None and instance.start_at > now:
             self.create_instances([instance], replace_terminal=replace_terminal, request_id=request_id)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from perdure.core.history import ExecutionStarted
 from perdure.errors import InstanceExistsError
 from perdure.store.base import NewInstance, OrchestrationWorkItem, Outcome, Store, TaskRequest, TurnCommit
 from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
@@ -78,6 +79,26 @@ def test_create_and_run_creates_the_instance_and_commits_its_first_turn(store: S
     # The turn released its lease: a later message is anyone's.
     raise_event(store, "i1")
     assert [i.instance.instance_id for i in lock(store, "w2")] == ["i1"]
+
+
+def test_create_and_run_hands_its_turn_the_input_as_its_json_gives_it(store: Store) -> None:
+    """The first turn gets its ``ExecutionStarted`` decoded from its JSON, as a replay
+    does (a tuple is a list, an integer key a string), and that JSON is the caller's
+    (``input_json``) when given."""
+    turns = Turns()
+    eager(store, turns, iid="j1")
+    store.create_and_run(
+        NewInstance("j2", "wf", ("a", {7: 1}), input_json='["a",{"7":1}]'),
+        owner="w1",
+        lease_seconds=LEASE,
+        run_turns=turns,
+    )
+    tupled = NewInstance("j3", "wf", ("a", {7: 1}))
+    store.create_and_run(tupled, owner="w1", lease_seconds=LEASE, run_turns=turns)
+    assert [item.messages[0].event.input for item in turns.seen] == [{"n": 1}, ["a", {"7": 1}], ["a", {"7": 1}]]
+    assert [store.get_instance(i).input for i in ("j2", "j3")] == [["a", {"7": 1}]] * 2
+    started = [getattr(r, "event", r) for i in ("j2", "j3") for r in store.get_history(i)]
+    assert [e.input for e in started if isinstance(e, ExecutionStarted)] == [["a", {"7": 1}]] * 2
 
 
 def test_create_and_run_can_finish_the_instance_in_one_commit(store: Store) -> None:

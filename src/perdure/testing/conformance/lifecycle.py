@@ -103,6 +103,21 @@ def test_create_instances_is_all_or_nothing(store: Store) -> None:
     assert {i.instance.instance_id for i in lock(store)} == {"b1", "b2"}
 
 
+class Unencodable:
+    """An input that JSON cannot hold: written only as the JSON its caller gave."""
+
+
+def test_a_start_writes_the_input_json_its_caller_encoded_as_is(store: Store) -> None:
+    """``NewInstance.input_json`` is the input's JSON, encoded already by the caller (the
+    client, which checks its size): the instance row and the start message carry that
+    text; the input itself is not encoded again (this one cannot be)."""
+    text = '{"lines":["a","b"],"quantities":{"7":1}}'
+    store.create_instances([NewInstance("j1", "wf", Unencodable(), input_json=text)])
+    [start_msg] = store.pending_messages("j1")
+    expected = {"lines": ["a", "b"], "quantities": {"7": 1}}
+    assert store.get_instance("j1").input == expected and start_msg.event.input == expected
+
+
 def test_scheduled_start_holds_early_messages_until_it_is_due(store: Store, clock: FakeClock) -> None:
     start(store, "i1", start_at=clock() + 100)
     raise_event(store, "i1")
