@@ -54,6 +54,10 @@ def test_w3_eager_starts_smoke(tmp_path):
     assert w3(f"sqlite:///{tmp_path / 'e.db'}", orchestrations=3, local=True, eager=True)["p50_ms"] > 0
 
 
+def test_w3_with_a_large_input_smoke(tmp_path):
+    assert w3(f"sqlite:///{tmp_path / 'i.db'}", orchestrations=2, input_kb=64)["p50_ms"] > 0
+
+
 def test_w4_on_postgres_reports_the_cpu_and_the_wal_of_a_step(bench_postgres, sqlite_url):
     figures = w4(bench_postgres, k=10)
     # A step writes its turn's events, its next task and its commit: hundreds of bytes.
