@@ -137,6 +137,18 @@ def test_fresh_store_times_each_orchestration_on_one_store(capsys):
     assert all(float(line.split(":")[1].split()[0]) > 0 for line in lines)
 
 
+def test_threads_reports_the_cpu_of_the_threads_that_ran(capsys):
+    from bench.threads import main as threads_main
+
+    assert threads_main(["--orchestrations", "20"]) == 0
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[3:]}
+    # The caller and the activity thread that ran the starts and the activities.
+    assert {"MainThread", "perdure-activity_0", "all"} <= set(rows)
+    # CPU comes in clock ticks (10 ms); switches are counted exactly: the caller blocks at
+    # least once per start → result, waiting for its result.
+    assert float(rows["MainThread"][2]) >= 1
+
+
 def test_start_timeline_splits_a_start_to_result_on_its_path(capsys):
     from bench.start_timeline import PARTS
     from bench.start_timeline import main as timeline_main
