@@ -73,6 +73,16 @@ def fresh_store_url(kind: str, folder: Path | None = None) -> Iterator[str]:
         yield url
 
 
+def w3_options(prog: str, description: str | None, orchestrations: int, argv: list[str] | None) -> argparse.Namespace:
+    """The command line of a tool that runs W3 in its own process: ``--store``,
+    ``--orchestrations`` (default ``orchestrations``) and ``--eager``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--orchestrations", type=int, default=orchestrations)
+    parser.add_argument("--eager", action="store_true", help="start(..., eager=True)")
+    return parser.parse_args(argv)
+
+
 def run_once(workload: str, url: str, params: dict[str, Any]) -> dict[str, Any]:
     """Run one workload in a fresh process and return its figures."""
     code = (

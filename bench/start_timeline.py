@@ -26,7 +26,6 @@ and, off that path, the time from the end of the start's transaction to the retu
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -35,7 +34,7 @@ from datetime import datetime
 from typing import Any
 
 import perdure
-from bench.__main__ import fresh_store_url
+from bench.__main__ import fresh_store_url, w3_options
 from bench.workloads import _sequence, app
 from perdure.runtime.rounds import RoundRunner
 
@@ -105,11 +104,7 @@ def timed_runs(url: str, count: int, eager: bool) -> list[dict[str, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run W3 with the stamps on; print the medians of each part."""
-    parser = argparse.ArgumentParser(prog="python -m bench.start_timeline", description=__doc__)
-    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--orchestrations", type=int, default=300)
-    parser.add_argument("--eager", action="store_true", help="start(..., eager=True)")
-    args = parser.parse_args(argv)
+    args = w3_options("python -m bench.start_timeline", __doc__, 300, argv)
     with fresh_store_url(args.store) as url:
         runs = timed_runs(url, args.orchestrations, args.eager)
     median: Callable[[str], float] = lambda part: 1000 * statistics.median(run[part] for run in runs)  # noqa: E731

@@ -16,7 +16,6 @@ started during the run (an activity thread added to the pool) counts under that 
 
 from __future__ import annotations
 
-import argparse
 import os
 import threading
 import time
@@ -25,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 import perdure
-from bench.__main__ import fresh_store_url
+from bench.__main__ import fresh_store_url, w3_options
 from bench.workloads import _sequence, app
 
 FIELDS = ("user", "kernel", "voluntary", "involuntary")
@@ -79,11 +78,7 @@ def measure(url: str, orchestrations: int, eager: bool) -> tuple[float, dict[str
 
 def main(argv: list[str] | None = None) -> int:
     """Run W3 and print each thread's CPU and context switches per start → result."""
-    parser = argparse.ArgumentParser(prog="python -m bench.threads", description=__doc__)
-    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--orchestrations", type=int, default=2000)
-    parser.add_argument("--eager", action="store_true", help="start(..., eager=True)")
-    args = parser.parse_args(argv)
+    args = w3_options("python -m bench.threads", __doc__, 2000, argv)
     with fresh_store_url(args.store) as url:
         wall, spent = measure(url, args.orchestrations, args.eager)
     n = args.orchestrations
