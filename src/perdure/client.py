@@ -294,22 +294,21 @@ class Client:
         # seconds). Not with ``replace_terminal``: the retry would replace that run.
         recorded = not (new.fresh_id and request_id is None and not replace_terminal)
 
-        def create(rid: str, retry: bool) -> None:
-            stored_rid = rid if recorded else None
+        def create(rid: str | None, retry: bool) -> None:
             # A retry is never eager nor handed over: if the first try committed, the store
             # knows its id.
             if not retry:
                 local = start_eagerly if eager else hand_over
-                if local(self.store, new, replace_terminal=replace_terminal, request_id=stored_rid):
+                if local(self.store, new, replace_terminal=replace_terminal, request_id=rid):
                     return
             again = replace(new, fresh_id=False) if retry else new
             try:
-                self.store.create_instances([again], replace_terminal=replace_terminal, request_id=stored_rid)
+                self.store.create_instances([again], replace_terminal=replace_terminal, request_id=rid)
             except InstanceExistsError:
                 if recorded or not retry:
                     raise
 
-        _idempotent(create, request_id)
+        _idempotent(create, request_id, recorded=recorded)
         if request_id is None:  # a caller's request id may be a start applied long ago
             self._remember_start(iid, ended_before)
         return iid
@@ -367,7 +366,7 @@ class Client:
             for iid, value, text in zip(ids, values, texts, strict=True)
         ]
 
-        def create(rid: str, retry: bool) -> None:
+        def create(rid: str | None, retry: bool) -> None:
             self.store.create_instances([replace(n, fresh_id=False) for n in new] if retry else new, request_id=rid)
 
         _idempotent(create, request_id)
@@ -805,11 +804,13 @@ class Client:
         return total
 
 
-def _idempotent(call: Callable[[str, bool], T], request_id: str | None) -> T:
+def _idempotent(call: Callable[[str | None, bool], T], request_id: str | None, *, recorded: bool = True) -> T:
     """Run ``call(request_id, retry)``, trying again with the same request id after the
-    store was unavailable (the write may have committed: the store applies an id once)."""
+    store was unavailable (the write may have committed: the store applies an id once).
+    Not ``recorded``: the write is named otherwise (a start's random instance id), and
+    ``call`` gets no request id."""
     if request_id is None:
-        request_id = uuid.uuid4().hex
+        request_id = uuid.uuid4().hex if recorded else None
     elif not isinstance(request_id, str) or not request_id or len(request_id) > MAX_REQUEST_ID_LENGTH:
         raise InvalidInputError(
             f"request_id must be a non-empty string of at most {MAX_REQUEST_ID_LENGTH} characters, got {request_id!r}"
