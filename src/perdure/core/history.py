@@ -474,6 +474,7 @@ def dumps_event(event: HistoryEvent) -> str:
 #: Stands for a field's value while the rest of an event is encoded: JSON escapes its NULs,
 #: so only a string holding this very text could encode the same.
 _SPLICED = "\x00perdure: a value encoded already\x00"
+_SPLICED_JSON = compact_json(_SPLICED)
 
 
 def dumps_event_with(event: HistoryEvent, name: str, text: str) -> str:
@@ -482,10 +483,10 @@ def dumps_event_with(event: HistoryEvent, name: str, text: str) -> str:
     not encoded again. The same text as :func:`dumps_event` gives."""
     data = encode_event(event)  # holds the value itself: compact_json would encode it
     data[name] = _SPLICED
-    encoded, marker = compact_json(data), compact_json(_SPLICED)
-    if encoded.count(marker) != 1:  # another field holds the marker's text
+    encoded = compact_json(data)
+    if encoded.count(_SPLICED_JSON) != 1:  # another field holds the marker's text
         return dumps_event(event)
-    return encoded.replace(marker, text)
+    return encoded.replace(_SPLICED_JSON, text)
 
 
 def dumps_checked(event: HistoryEvent, what: str) -> str:
