@@ -16,15 +16,20 @@ import time
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def stat_cpu(path: str) -> float:
-    """The CPU seconds (user and system) in a ``/proc`` ``stat`` file: a process's
+def stat_times(path: str) -> tuple[float, float]:
+    """The CPU seconds in user and in kernel mode in a ``/proc`` ``stat`` file: a process's
     (``/proc/PID/stat``) or a thread's (``/proc/self/task/TID/stat``); 0 once it is gone."""
     try:
         with open(path, encoding="ascii") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+        return 0.0, 0.0
+    return int(fields[11]) / _TICK, int(fields[12]) / _TICK  # utime, stime
+
+
+def stat_cpu(path: str) -> float:
+    """:func:`stat_times`, user and kernel together."""
+    return sum(stat_times(path))
 
 
 def _process_cpu(pid: int) -> float:

@@ -16,7 +16,6 @@ started during the run (an activity thread added to the pool) counts under that 
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import Counter
@@ -25,10 +24,8 @@ from pathlib import Path
 
 import perdure
 from bench.__main__ import fresh_store_url, w3_options
+from bench.cpu import stat_times
 from bench.workloads import _sequence, app
-
-FIELDS = ("user", "kernel", "voluntary", "involuntary")
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def thread_counters() -> dict[str, Counter[str]]:
@@ -37,16 +34,16 @@ def thread_counters() -> dict[str, Counter[str]]:
     names = {t.native_id: t.name for t in threading.enumerate()}
     counters: dict[str, Counter[str]] = {}
     for task in Path("/proc/self/task").iterdir():
+        user, kernel = stat_times(str(task / "stat"))
         try:
-            stat = (task / "stat").read_text().rsplit(")", 1)[1].split()
             status = dict(line.split(":", 1) for line in (task / "status").read_text().splitlines() if ":" in line)
         except FileNotFoundError:  # the thread ended meanwhile
             continue
         name = names.get(int(task.name), f"thread {task.name}")
         counters.setdefault(name, Counter()).update(
             {
-                "user": int(stat[11]) / TICKS,
-                "kernel": int(stat[12]) / TICKS,
+                "user": user,
+                "kernel": kernel,
                 "voluntary": int(status["voluntary_ctxt_switches"]),
                 "involuntary": int(status["nonvoluntary_ctxt_switches"]),
             }
