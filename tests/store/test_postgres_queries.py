@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
+import psycopg
 import pytest
 
 from perdure.store.postgres.activities import LOCK_ACTIVITIES_AND_DUE_TIMES
-from perdure.store.postgres.orchestrations import DUE_TIMES, GROUP_WRITES
+from perdure.store.postgres.orchestrations import DUE_TIMES, GROUP_WRITES, OPTIONAL_WRITES, group_write
 from perdure.store.postgres.queries import Q
 from perdure.store.postgres.wire import Statement
 
@@ -51,3 +53,27 @@ def test_a_group_of_one_turn_is_written_as_any_group_but_for_the_turns_own_parts
     assert list(one) == [name for name in any_number if name != "turn"]
     for name in ("tasks", "messages", "handed"):
         assert one[name] == any_number[name], name
+
+
+def test_a_group_write_leaves_out_the_parts_it_has_nothing_for_and_the_server_takes_every_variant() -> None:
+    """Each variant of the group write (checked or not, of one turn or any number, with any
+    of the optional parts) is a statement the server parses, holding exactly the parts it
+    was given; without ``tasks`` it answers the one row of NULLs a write whose tasks are
+    none taken answers, the checks read with it."""
+    from tests import pgserver
+
+    variants = {
+        (check, one_turn, parts): group_write(check, frozenset(parts), one_turn=one_turn)
+        for check in (False, True)
+        for one_turn in (False, True)
+        for n in range(len(OPTIONAL_WRITES) + 1)
+        for parts in itertools.combinations(OPTIONAL_WRITES, n)
+    }
+    with pgserver.fresh_database() as url, psycopg.connect(url, autocommit=True) as conn:
+        for number, ((check, one_turn, parts), sql) in enumerate(variants.items()):
+            written = set(re.findall(r"(?m)^\), (\w+) AS \(", sql))
+            assert written & set(OPTIONAL_WRITES) == set(parts), (check, one_turn, parts)
+            if "tasks" not in parts:
+                assert sql.splitlines()[-1].startswith("SELECT NULL::bigint AS task_row_id FROM (SELECT count(refusal)")
+            statement = Statement(sql, None)
+            conn.execute(f"PREPARE variant_{number} AS {statement.sql.decode()}".encode())

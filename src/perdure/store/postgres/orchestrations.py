@@ -113,8 +113,12 @@ GROUP_WRITES = {
 #: other way too, to run every check through both statements).
 ONE_TURN_STATEMENT = True
 #: The parts of the group write a group may have nothing for (a part with nothing to do
-#: still costs the server to start and run it: about a tenth of the statement).
-OPTIONAL_WRITES = ("consumed", "messages", "released", "extended")
+#: still costs the server to start and run it: about a tenth of the statement; an insert
+#: into a table opens every index of the table first, rows or none).
+OPTIONAL_WRITES = ("consumed", "messages", "released", "extended", "tasks", "handed")
+#: The answer of a group write with no ``tasks`` part: the checks, and the one row of
+#: NULLs that a group write whose tasks are none taken answers.
+NO_TASKS_ANSWER = "SELECT NULL::bigint AS task_row_id FROM (SELECT count(refusal) FROM refused) AS checked"
 
 
 #: The checks of a checked group write that only some turns need, by the part that needs
@@ -133,9 +137,13 @@ def group_write(check: bool, parts: frozenset[str], *, one_turn: bool = False) -
     sql = GROUP_WRITES[check, one_turn]
     for part in OPTIONAL_CHECKS:
         sql = edited(sql, f"%({part}_check)s", "TRUE" if check and part in parts else "FALSE")
-    ctes = re.split(r"(?m)^(?=\), \w+ AS )", sql)  # "WITH turn AS ...", "), refused AS ...", ...
+    # "WITH turn AS (...", "), refused AS (...", ..., "), handed AS (...", ")\nSELECT ...": the
+    # parts, then the answer (the statement's last SELECT).
+    body, answer = sql.rsplit("\n)\nSELECT ", 1)
+    ctes = re.split(r"(?m)^(?=\), \w+ AS )", body)
     dropped = set(OPTIONAL_WRITES) - parts
-    return "".join(cte for cte in ctes if cte.split(maxsplit=2)[1] not in dropped)
+    kept = "".join(cte for cte in ctes if cte.split(maxsplit=2)[1] not in dropped).rstrip("\n")
+    return f"{kept}\n)\n" + (f"SELECT {answer}" if "tasks" in parts else NO_TASKS_ANSWER)
 
 
 class Outbox:
@@ -715,6 +723,7 @@ class GroupWrite:
             "extended": any(t["extend"] and not t["release"] for t in self.turns),
             "handed": bool(self.handed),
             "ended": bool(self.ended),
+            "tasks": bool(self.tasks),
         }
         one_turn = len(self.turns) == 1 and ONE_TURN_STATEMENT
         params = {**self.turns[0]} if one_turn else {}  # the turn's fields, as parameters
