@@ -14,8 +14,10 @@ from perdure.core.history import EventRaised
 from perdure.core.status import OrchestrationStatus
 from perdure.store.base import Message, NewInstance, Outcome, RoundRequest
 from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
-from perdure.store.postgres import PostgresStore
+from perdure.store.postgres import PostgresStore, wire
+from perdure.store.postgres.queries import Q
 from perdure.testing.conformance.helpers import LEASE, commit, lock_one, running, task, turn
+from perdure.testing.conformance.rounds import handed, handed_turn, with_task
 from perdure.testing.faults import FailAt, InjectedFault
 from tests import pgserver
 
@@ -174,6 +176,37 @@ def test_a_round_that_releases_an_instance_with_messages_queued_meanwhile_wakes_
     seen = writer.notifier.snapshot((ORCHESTRATIONS,))
     assert woken(other, ORCHESTRATIONS, lambda: release("i1")) is not None
     assert writer.notifier.snapshot((ORCHESTRATIONS,)) != seen
+
+
+def test_a_round_that_releases_an_instance_after_applying_outcomes_handed_over_reads_no_messages(
+    stores: Callable[..., PostgresStore], pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages due for the instance then are none: the turn's checks found none but those
+    it consumed (else it is refused), and the instance's row, locked by the transaction
+    since, kept anyone from queueing more. So the round sends no read of them, and its
+    release wakes nobody."""
+    writer, other = stores(), stores()
+    work, token = with_task(writer, owner="w1", keep=True)
+    outcome = handed(work)
+    sent: list[str] = []
+    execute = wire.Pipeline.execute
+    monkeypatch.setattr(
+        wire.Pipeline, "execute", lambda self, query, params=None: sent.append(query) or execute(self, query, params)
+    )
+    commits = [handed_turn(writer, "i1", token, [outcome])]
+    assert commits[0].release
+
+    def release() -> None:
+        request = RoundRequest(
+            owner="w1", lease_seconds=LEASE, commits=commits, completions=[outcome], orchestration_limit=0
+        )
+        assert writer.run_round(request).turns == [Outcome.OK]
+
+    assert woken(other, ORCHESTRATIONS, release, timeout=0.5) is None
+    assert Q.due_messages_among not in sent and sent, sent
+    assert writer.pending_messages("i1") == []
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM orchestration_leases").fetchone() == (0,)  # released
 
 
 def test_a_round_that_ends_an_instance_wakes_the_waiters_of_other_processes(

@@ -44,6 +44,7 @@ from perdure.store.base import (
     OrchestrationWorkItem,
     Outcome,
     QueuedMessage,
+    TurnCommit,
 )
 from perdure.store.common.encode import PreparedTurn, StoreOptions, instance_after_turn
 from perdure.store.common.queries import edited
@@ -634,7 +635,7 @@ class GroupWrite:
         self.tasks: list[dict[str, Any]] = []
         self.messages: list[dict[str, Any]] = []
         self.handed: list[int] = []
-        self.released: list[str] = []
+        self.released: list[str] = []  # released instances that may have messages due queued
         self.ended: list[tuple[str, str]] = []  # (instance, its terminal status)
 
     def add(self, tx: Tx, turn: PreparedTurn, row: Row | None) -> None:
@@ -693,7 +694,7 @@ class GroupWrite:
             self.ended.append((c.instance_id, c.status.value))
         if self.messages:
             tx.notify(ORCHESTRATIONS)
-        if c.release:
+        if c.release and _may_leave_messages_due(c):
             self.released.append(c.instance_id)
 
     def add_message(
@@ -761,6 +762,14 @@ class GroupWrite:
                 discard_queued_tasks(tx, instance_id, f"instance became {status}")
         if self.released:
             _signal_if_queued(tx, self.released)
+
+
+def _may_leave_messages_due(commit: TurnCommit) -> bool:
+    """Whether messages due now may be queued for ``commit``'s instance once the turn has
+    committed. Not for a turn that applied outcomes handed over: its checks found no message
+    due but those it consumed (else it is refused), and since then the instance's row, locked
+    by this transaction, has kept anyone from queueing more."""
+    return not commit.handed_over
 
 
 def _signal_if_queued(tx: Tx, released: list[str]) -> None:
@@ -847,7 +856,8 @@ def write_turn(tx: Tx, turn: PreparedTurn, row: Row, lease_seconds: float) -> No
         discard_queued_tasks(tx, iid, f"instance became {c.status.value}")
     if c.release:
         tx.run(Q.release_lease, {"instance_id": iid, "token": c.lease_token})
-        _signal_if_queued(tx, [iid])
+        if _may_leave_messages_due(c):
+            _signal_if_queued(tx, [iid])
     elif c.extend_lease:
         tx.run(
             Q.extend_lease,
