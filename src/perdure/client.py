@@ -285,7 +285,8 @@ class Client:
             input_json=text,
         )
 
-        ended_before = self.store.notifier.version(INSTANCES)
+        with self.store.notifier.following(INSTANCES):  # for wait: see _unchanged_since_start
+            ended_before = self.store.notifier.version(INSTANCES)
         self.store.notifier.ended.expect(iid)  # before it can end: the end hands its row to wait
 
         # A random id names its start as a request id would: the start records no request
@@ -323,7 +324,9 @@ class Client:
     def _unchanged_since_start(self, instance_id: str) -> int | None:
         """The INSTANCES version read before this client started ``instance_id``, if no
         instance ended, was reopened or purged in this process since (nor, on PostgreSQL,
-        in any other): the instance is then still as its start left it, not terminal."""
+        in any other: the version was read following INSTANCES, and the listener's
+        subscriptions move it as they begin and end): the instance is then still as its
+        start left it, not terminal."""
         with self._started_lock:
             before = self._started.pop(instance_id, None)
         if before is None or self.store.notifier.version(INSTANCES) != before:
@@ -406,15 +409,16 @@ class Client:
         after ``timeout`` seconds (None: wait forever).
 
         Woken at once by commits in this process, the one that ends the instance handing
-        over its row (no read); otherwise polls with a backoff from 5 ms up to 0.5 s (other
-        processes' commits). On an instance this client started (without a ``request_id``
-        of the caller's), it goes to sleep without reading first while no instance has ended
-        since the start began.
+        over its row (no read), and on PostgreSQL by other processes' (the store's listener
+        follows instance ends while a client of its process waits or starts, and for a
+        minute after); otherwise polls with a backoff from 5 ms up to 0.5 s. On an instance
+        this client started (without a ``request_id`` of the caller's), it goes to sleep
+        without reading first while no instance has ended since the start began.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         notifier = self.store.notifier
         delay = 0.005
-        with notifier.ended.waiting(instance_id) as handed:
+        with notifier.following(INSTANCES), notifier.ended.waiting(instance_id) as handed:
             unchanged = self._unchanged_since_start(instance_id)
             while True:
                 remaining = None if deadline is None else deadline - time.monotonic()

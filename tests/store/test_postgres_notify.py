@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,7 +15,7 @@ from perdure.core.history import EventRaised
 from perdure.core.status import OrchestrationStatus
 from perdure.store.base import Message, NewInstance, Outcome, RoundRequest
 from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
-from perdure.store.postgres import PostgresStore, wire
+from perdure.store.postgres import PostgresStore, listen, wire
 from perdure.store.postgres.queries import Q
 from perdure.testing.conformance.helpers import LEASE, commit, lock_one, running, task, turn
 from perdure.testing.conformance.rounds import handed, handed_turn, with_task
@@ -65,7 +66,8 @@ def test_writes_wake_the_waiters_of_another_store_within_a_second(
     assert woken(idle, ORCHESTRATIONS, lambda: writer.create_instance(NewInstance("i1", "wf", None))) is not None
     writer.create_instance(NewInstance("i2", "wf", None))
     ending = lock_one(writer, "i2")
-    assert woken(idle, INSTANCES, lambda: commit(writer, ending, status=OrchestrationStatus.COMPLETED)) is not None
+    with idle.notifier.following(INSTANCES):  # as a waiter of that process does
+        assert woken(idle, INSTANCES, lambda: commit(writer, ending, status=OrchestrationStatus.COMPLETED)) is not None
     item = lock_one(writer, "i1")
     assert woken(idle, ACTIVITIES, lambda: commit(writer, item, activities=[task()])) is not None
     event = EventRaised(name="E")
@@ -218,4 +220,66 @@ def test_a_round_that_ends_an_instance_wakes_the_waiters_of_other_processes(
     writer.create_instances([NewInstance("i1", "wf", None)])
     ending = dataclasses.replace(turn(lock_one(writer, "i1"), status=OrchestrationStatus.COMPLETED), may_report=False)
     request = RoundRequest(owner="w1", lease_seconds=LEASE, commits=[ending], orchestration_limit=0)
-    assert woken(other, INSTANCES, lambda: writer.run_round(request)) is not None
+    with other.notifier.following(INSTANCES):  # as Client.wait does
+        assert woken(other, INSTANCES, lambda: writer.run_round(request)) is not None
+
+
+def ends_elsewhere(writer: PostgresStore, iid: str) -> Callable[[], None]:
+    """What ends ``iid``, created now, by a commit of ``writer`` (another process)."""
+    writer.create_instance(NewInstance(iid, "wf", None))
+    item = lock_one(writer, iid)
+    return lambda: commit(writer, item, status=OrchestrationStatus.COMPLETED)
+
+
+def test_a_process_is_woken_by_instances_that_end_elsewhere_only_while_it_follows_them(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    """Only waiters need instance ends: a listener follows them while a client of its
+    process waits (or starts), and ``linger`` seconds after, so a worker of a fleet that
+    waits on nothing is not woken each time an instance ends anywhere. The subscription,
+    and its end, each move the topic's version."""
+    writer, other = stores(), stores()
+    assert other.listener is not None
+    other.listener.linger = 0.3
+    assert woken(other, INSTANCES, ends_elsewhere(writer, "i1"), timeout=0.5) is None  # never followed
+    before = other.notifier.version(INSTANCES)
+    with other.notifier.following(INSTANCES):
+        assert other.listener.followed == {INSTANCES} and other.notifier.version(INSTANCES) != before
+        assert woken(other, INSTANCES, ends_elsewhere(writer, "i2")) is not None
+    assert woken(other, INSTANCES, ends_elsewhere(writer, "i3")) is not None  # within the linger
+    subscribed = other.notifier.version(INSTANCES)
+    deadline = time.monotonic() + 5
+    while other.listener.followed:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert other.notifier.version(INSTANCES) != subscribed
+    assert woken(other, INSTANCES, ends_elsewhere(writer, "i4"), timeout=0.5) is None
+
+
+def test_a_follower_that_comes_as_the_subscription_ends_waits_for_the_next_one(
+    stores: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listener ends a subscription whose linger ran out just as a follower comes (held
+    here inside its UNLISTEN until the follower is in): the follower must not take the
+    ending subscription for one that holds, but wait for the thread to subscribe again;
+    an instance that ends then wakes it."""
+    writer, other = stores(), stores()
+    assert other.listener is not None
+    other.listener.linger = 0.2
+    unlistening, follower_in = threading.Event(), threading.Event()
+    execute = listen._execute
+
+    def held_unlisten(conn: psycopg.Connection, command: str, topic: str) -> None:
+        if command == "UNLISTEN":
+            unlistening.set()
+            assert follower_in.wait(5)
+        execute(conn, command, topic)
+
+    monkeypatch.setattr(listen, "_execute", held_unlisten)
+    with other.notifier.following(INSTANCES):
+        pass
+    assert unlistening.wait(5)  # the linger ran out: the thread is ending the subscription
+    threading.Timer(0.2, follower_in.set).start()  # the follower enters meanwhile
+    with other.notifier.following(INSTANCES):
+        assert follower_in.is_set()  # it waited for the new subscription
+        assert woken(other, INSTANCES, ends_elsewhere(writer, "i1")) is not None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -45,6 +45,10 @@ class Notifier:
         #: may then rely on signals, and ``poll_interval``, to learn of new work while it
         #: is busy.
         self.every_process = False
+        #: Follows a topic that only waiters need (:meth:`following`), where the store's
+        #: signals of other processes' commits come on demand (a PostgreSQL listener's
+        #: ``follow``); None: they come always, or never.
+        self.follow: Callable[[str], AbstractContextManager[None]] | None = None
         self._lock = threading.Lock()
         self._versions: dict[str, int] = {}
         self._waiters: dict[str, set[threading.Event]] = {}
@@ -54,6 +58,16 @@ class Notifier:
     def version(self, topic: str) -> int:
         """The topic's current counter."""
         return self._versions.get(topic, 0)
+
+    def following(self, topic: str) -> AbstractContextManager[None]:
+        """Inside the block, other processes' signals of ``topic`` come here too (as far as
+        the store signals them at all). Where they come on demand (:attr:`follow`), entering
+        may subscribe, which moves the topic's version: a version read before the block
+        then says nothing of what other processes did meanwhile, and one read inside it
+        stays the same only while the subscription holds. ``Client`` follows
+        :data:`INSTANCES` around each ``wait``, and before it reads the version ``wait``
+        compares with after a ``start``."""
+        return nullcontext() if self.follow is None else self.follow(topic)
 
     def notify(self, *topics: str) -> None:
         """Wake every waiter of ``topics``."""

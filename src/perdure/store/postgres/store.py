@@ -191,6 +191,7 @@ class PostgresStore:
                     },
                 )
                 self.notifier.every_process = True
+                self.notifier.follow = self.listener.follow
         except BaseException:
             if self.server_clock is not None:
                 self.server_clock.stop()

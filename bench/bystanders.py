@@ -1,0 +1,141 @@
+"""What an instance that ends costs the rest of a PostgreSQL fleet: W3 (start → result, one
+after another) in one process, beside worker processes that wait on no instance.
+
+    python -m bench.bystanders                       # 3 bystanders, 8 s
+    python -m bench.bystanders --processes 6 --seconds 15
+
+Run it with ``PYTHONPATH`` naming the checkout to measure (its ``src`` and its root). Each
+bystander is a process running an idle worker of the same app on the same database: no
+work comes its way, but its store listens for other processes' commits. For the
+measured seconds it reports, per instance ended by the W3 process, the CPU the bystanders
+spent (their processes, from ``getrusage``) and the CPU of their listener connections'
+server backends (from ``/proc``, by ``application_name``): what each extra process of a
+fleet costs per instance end when it has nothing to do with it.
+
+PostgreSQL: $PERDURE_BENCH_POSTGRES_URL, else postgresql://postgres@127.0.0.1:5432/test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import resource
+import subprocess
+import sys
+import time
+from datetime import datetime
+
+import psycopg
+
+import perdure
+from bench.__main__ import _postgres_admin_url, fresh_store_url
+from bench.cpu import stat_times
+from bench.workloads import _sequence, app
+from perdure.store.postgres import PostgresStore
+
+
+def bystander(url: str, name: str) -> None:
+    """A bystander's process: an idle worker; prints its CPU seconds between two lines of stdin."""
+    store = PostgresStore(url, application_name=name)
+    with perdure.Worker(app, store):
+        print("ready", flush=True)
+        sys.stdin.readline()
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        sys.stdin.readline()
+        after = resource.getrusage(resource.RUSAGE_SELF)
+    store.close()
+    print((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), flush=True)
+
+
+def listener_backends(database: str) -> dict[int, float]:
+    """The bystanders' listener backends of ``database``: CPU seconds so far, by pid."""
+    with psycopg.connect(_postgres_admin_url(), autocommit=True) as conn:
+        pids = [
+            pid
+            for (pid,) in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name LIKE 'bystander%%-listener'",
+                (database,),
+            )
+        ]
+    spent = {}
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError):  # it ended meanwhile
+            spent[pid] = sum(stat_times(f"/proc/{pid}/stat"))
+    return spent
+
+
+def measure(processes: int, seconds: float) -> tuple[int, float, float]:
+    """Instances ended in ``seconds`` of W3, and the bystanders' CPU seconds spent meanwhile:
+    their processes', and their listener backends'."""
+    with fresh_store_url("postgres") as url:
+        database = url.rsplit("/", 1)[1].split("?")[0]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-m", "bench.bystanders", "--bystander", url, f"bystander{n}"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for n in range(processes)
+        ]
+        try:
+            for child in children:
+                assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+            store = perdure.open_store(url)
+            client = perdure.Client(store)
+            orchestration = _sequence(local=False)
+            with perdure.Worker(app, store):
+                for _ in range(50):  # warm-up
+                    client.wait(client.start(orchestration, 1), timeout=60)
+                listeners = listener_backends(database)
+                for child in children:
+                    assert child.stdin is not None
+                    child.stdin.write("\n")
+                    child.stdin.flush()
+                ended, deadline = 0, time.monotonic() + seconds
+                while time.monotonic() < deadline:
+                    client.wait(client.start(orchestration, 1), timeout=60)
+                    ended += 1
+                for child in children:
+                    assert child.stdin is not None
+                    child.stdin.write("\n")
+                    child.stdin.flush()
+                after = listener_backends(database)
+                servers = sum(after[pid] - listeners[pid] for pid in after.keys() & listeners.keys())
+            store.close()
+            spent = 0.0
+            for child in children:
+                out, _ = child.communicate(timeout=30)
+                spent += float(out.split()[-1])
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.kill()
+    return ended, spent, servers
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run W3 beside idle bystanders and print their CPU per instance ended."""
+    parser = argparse.ArgumentParser(prog="python -m bench.bystanders", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--processes", type=int, default=3, help="bystander processes (default 3)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds of W3 measured (default 8)")
+    parser.add_argument("--bystander", nargs=2, metavar=("URL", "NAME"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.bystander:
+        bystander(*args.bystander)
+        return 0
+    ended, spent, servers = measure(args.processes, args.seconds)
+    per = 1000 / ended / args.processes
+    print(f"{datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, {args.processes} bystanders, {ended} instances ended")
+    print(
+        f"per instance ended, per bystander: process {per * spent:.4f} ms CPU, "
+        f"its listener's server backend {per * servers:.4f} ms CPU"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
