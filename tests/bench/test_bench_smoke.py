@@ -177,3 +177,12 @@ def test_crowded_times_a_start_to_result_too(capsys):
 
     assert crowded_main(["--workload", "W3", "--rows", "50", "--pairs", "1", "--k", "3"]) == 0
     assert "W3 p50 ms on sqlite" in capsys.readouterr().out
+
+
+def test_bystanders_reports_the_cpu_an_instance_end_costs_idle_processes(capsys, bench_postgres):
+    from bench.bystanders import main as bystanders_main
+
+    assert bystanders_main(["--processes", "1", "--seconds", "0.5"]) == 0
+    header, figures = capsys.readouterr().out.splitlines()[-2:]
+    assert "1 bystanders" in header and int(header.split(", ")[-1].split()[0]) > 0
+    assert figures.startswith("per instance ended, per bystander: process ")
