@@ -283,3 +283,32 @@ def test_a_follower_that_comes_as_the_subscription_ends_waits_for_the_next_one(
     with other.notifier.following(INSTANCES):
         assert follower_in.is_set()  # it waited for the new subscription
         assert woken(other, INSTANCES, ends_elsewhere(writer, "i1")) is not None
+
+
+def test_a_follower_that_comes_with_a_notification_is_subscribed_at_once(
+    stores: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower pokes the listener just as a notification arrives (both are there when
+    the thread, held here in forwarding an earlier one, looks again): the thread must
+    subscribe then, not take the wake for the notification's alone and leave the follower
+    to its timeout."""
+    writer, other = stores(), stores()
+    assert other.listener is not None
+    held, release = threading.Event(), threading.Event()
+    notify = other.notifier.notify
+
+    def held_notify(*topics: str) -> None:
+        if ORCHESTRATIONS in topics and not held.is_set():
+            held.set()
+            assert release.wait(5)
+        notify(*topics)
+
+    monkeypatch.setattr(other.notifier, "notify", held_notify)
+    writer.create_instance(NewInstance("i1", "wf", None))
+    assert held.wait(5)  # the thread is forwarding that one
+    writer.create_instance(NewInstance("i2", "wf", None))  # a notification arrives meanwhile
+    threading.Timer(0.3, release.set).start()
+    started = time.monotonic()
+    with other.notifier.following(INSTANCES):  # and a follower pokes
+        assert other.listener.followed == {INSTANCES}
+        assert time.monotonic() - started < 1.5  # not SUBSCRIBE_TIMEOUT

@@ -247,7 +247,7 @@ class Listener:
                     if self._stop.is_set():
                         return
                 now = time.monotonic()
-                if "server" not in events or now >= ends_at:
+                if "server" not in events or "poke" in events or now >= ends_at:
                     # A follower came (a poke), a subscription's linger ran out, or the ping
                     # is due (the last follower may have left since: its linger runs on).
                     ends_at = self._follow_followed(conn, now)
