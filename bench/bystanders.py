@@ -99,11 +99,11 @@ def measure(processes: int, seconds: float) -> tuple[int, float, float]:
                 while time.monotonic() < deadline:
                     client.wait(client.start(orchestration, 1), timeout=60)
                     ended += 1
+                after = listener_backends(database)  # before the bystanders close their listeners
                 for child in children:
                     assert child.stdin is not None
                     child.stdin.write("\n")
                     child.stdin.flush()
-                after = listener_backends(database)
                 servers = sum(after[pid] - listeners[pid] for pid in after.keys() & listeners.keys())
             store.close()
             spent = 0.0
