@@ -3,6 +3,7 @@ after another) in one process, beside worker processes that wait on no instance.
 
     python -m bench.bystanders                       # 3 bystanders, 8 s
     python -m bench.bystanders --processes 6 --seconds 15
+    python -m bench.bystanders --following           # bystanders that follow instance ends
 
 Run it with ``PYTHONPATH`` naming the checkout to measure (its ``src`` and its root). Each
 bystander is a process running an idle worker of the same app on the same database: no
@@ -10,7 +11,9 @@ work comes its way, but its store listens for other processes' commits. For the
 measured seconds it reports, per instance ended by the W3 process, the CPU the bystanders
 spent (their processes, from ``getrusage``) and the CPU of their listener connections'
 server backends (from ``/proc``, by ``application_name``): what each extra process of a
-fleet costs per instance end when it has nothing to do with it.
+fleet costs per instance end when it has nothing to do with it. With ``--following``, each
+bystander follows instance ends meanwhile (``store.notifier.following``), as a process
+does while a client of its waits on an instance or has just started one.
 
 PostgreSQL: $PERDURE_BENCH_POSTGRES_URL, else postgresql://postgres@127.0.0.1:5432/test.
 """
@@ -32,13 +35,15 @@ import perdure
 from bench.__main__ import _postgres_admin_url, fresh_store_url
 from bench.cpu import stat_times
 from bench.workloads import _sequence, app
+from perdure.store.notify import INSTANCES
 from perdure.store.postgres import PostgresStore
 
 
-def bystander(url: str, name: str) -> None:
-    """A bystander's process: an idle worker; prints its CPU seconds between two lines of stdin."""
+def bystander(url: str, name: str, following: bool) -> None:
+    """A bystander's process: an idle worker (``following`` instance ends, or not); prints
+    its CPU seconds between two lines of stdin."""
     store = PostgresStore(url, application_name=name)
-    with perdure.Worker(app, store):
+    with perdure.Worker(app, store), store.notifier.following(INSTANCES) if following else contextlib.nullcontext():
         print("ready", flush=True)
         sys.stdin.readline()
         before = resource.getrusage(resource.RUSAGE_SELF)
@@ -65,7 +70,7 @@ def listener_backends(database: str) -> dict[int, float]:
     return spent
 
 
-def measure(processes: int, seconds: float) -> tuple[int, float, float]:
+def measure(processes: int, seconds: float, following: bool = False) -> tuple[int, float, float]:
     """Instances ended in ``seconds`` of W3, and the bystanders' CPU seconds spent meanwhile:
     their processes', and their listener backends'."""
     with fresh_store_url("postgres") as url:
@@ -73,7 +78,8 @@ def measure(processes: int, seconds: float) -> tuple[int, float, float]:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         children = [
             subprocess.Popen(
-                [sys.executable, "-m", "bench.bystanders", "--bystander", url, f"bystander{n}"],
+                [sys.executable, "-m", "bench.bystanders", "--bystander", url, f"bystander{n}"]
+                + (["--following"] if following else []),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -122,14 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bystanders", description=__doc__.split("\n\n")[0])
     parser.add_argument("--processes", type=int, default=3, help="bystander processes (default 3)")
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds of W3 measured (default 8)")
+    parser.add_argument("--following", action="store_true", help="the bystanders follow instance ends")
     parser.add_argument("--bystander", nargs=2, metavar=("URL", "NAME"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.bystander:
-        bystander(*args.bystander)
+        bystander(*args.bystander, args.following)
         return 0
-    ended, spent, servers = measure(args.processes, args.seconds)
+    ended, spent, servers = measure(args.processes, args.seconds, args.following)
     per = 1000 / ended / args.processes
-    print(f"{datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, {args.processes} bystanders, {ended} instances ended")
+    how = "following instance ends" if args.following else "not following instance ends"
+    print(
+        f"{datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, {args.processes} bystanders ({how}), {ended} instances ended"
+    )
     print(
         f"per instance ended, per bystander: process {per * spent:.4f} ms CPU, "
         f"its listener's server backend {per * servers:.4f} ms CPU"
