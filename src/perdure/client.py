@@ -8,6 +8,7 @@ and validate their input before anything is stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import threading
 import time
@@ -46,7 +47,7 @@ from perdure.errors import (
 )
 from perdure.instance_filter import InstanceFilter, StatusArg, timestamp
 from perdure.observability.context import capture_trace
-from perdure.runtime.eager import hand_over, start_eagerly
+from perdure.runtime.eager import hand_over, served_here, start_eagerly
 from perdure.store.base import (
     DeadLetter,
     InstanceCount,
@@ -72,6 +73,9 @@ RETRY_DELAYS = (0.05, 0.25, 1.0)
 MAX_REQUEST_ID_LENGTH = 256
 #: How many of its starts a client remembers for :meth:`Client.wait` (see ``_started``).
 STARTS_REMEMBERED = 1024
+#: Seconds a wait in a process with a worker on the same store counts on that worker alone,
+#: before it follows other processes' instance ends (see :meth:`Client.wait`).
+LOCAL_WAIT = 0.1
 
 T = TypeVar("T")
 
@@ -285,8 +289,7 @@ class Client:
             input_json=text,
         )
 
-        with self.store.notifier.following(INSTANCES):  # for wait: see _unchanged_since_start
-            ended_before = self.store.notifier.version(INSTANCES)
+        ended_before = self.store.notifier.version(INSTANCES)
         self.store.notifier.ended.expect(iid)  # before it can end: the end hands its row to wait
 
         # A random id names its start as a request id would: the start records no request
@@ -321,17 +324,11 @@ class Client:
             while len(self._started) > STARTS_REMEMBERED:
                 self._started.popitem(last=False)
 
-    def _unchanged_since_start(self, instance_id: str) -> int | None:
-        """The INSTANCES version read before this client started ``instance_id``, if no
-        instance ended, was reopened or purged in this process since (nor, on PostgreSQL,
-        in any other: the version was read following INSTANCES, and the listener's
-        subscriptions move it as they begin and end): the instance is then still as its
-        start left it, not terminal."""
+    def _version_before_start(self, instance_id: str) -> int | None:
+        """The INSTANCES version read before this client started ``instance_id``, if it did
+        (once: ``wait`` takes it)."""
         with self._started_lock:
-            before = self._started.pop(instance_id, None)
-        if before is None or self.store.notifier.version(INSTANCES) != before:
-            return None
-        return before
+            return self._started.pop(instance_id, None)
 
     def start_many(
         self,
@@ -409,17 +406,28 @@ class Client:
         after ``timeout`` seconds (None: wait forever).
 
         Woken at once by commits in this process, the one that ends the instance handing
-        over its row (no read), and on PostgreSQL by other processes' (the store's listener
-        follows instance ends while a client of its process waits or starts, and for a
-        minute after); otherwise polls with a backoff from 5 ms up to 0.5 s. On an instance
-        this client started (without a ``request_id`` of the caller's), it goes to sleep
-        without reading first while no instance has ended since the start began.
+        over its row (no read), and by other processes' (on PostgreSQL the store's listener
+        follows instance ends while a wait needs them, and for a minute after); otherwise
+        polls with a backoff from 5 ms up to 0.5 s. In a process where a worker runs on
+        the same store object, a wait counts on that worker alone for its first
+        :data:`LOCAL_WAIT` seconds: most of the instances its clients wait on end there,
+        and hand their row over, and following other processes' ends would wake the
+        listener for each of them.
+
+        On an instance this client started (without a ``request_id`` of the caller's), it
+        goes to sleep without reading first while no instance has ended since the start
+        began (in this process, or in another while the listener followed instance ends:
+        its subscriptions move the version as they begin and end).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         notifier = self.store.notifier
         delay = 0.005
-        with notifier.following(INSTANCES), notifier.ended.waiting(instance_id) as handed:
-            unchanged = self._unchanged_since_start(instance_id)
+        with notifier.ended.waiting(instance_id) as handed, contextlib.ExitStack() as following:
+            follow_at = time.monotonic() + LOCAL_WAIT if served_here(self.store) else None
+            if follow_at is None:  # before the version is compared: a subscription moves it
+                following.enter_context(notifier.following(INSTANCES))
+            before = self._version_before_start(instance_id)
+            unchanged = before if before is not None and notifier.version(INSTANCES) == before else None
             while True:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if unchanged is not None and (remaining is None or remaining > 0):
@@ -428,6 +436,10 @@ class Client:
                 elif (ended := handed()) is not None:
                     return InstanceState.from_record(ended)  # the commit that ended it handed it over
                 else:
+                    if follow_at is not None and time.monotonic() >= follow_at:
+                        # Before the snapshot: a subscription moves the version.
+                        following.enter_context(notifier.following(INSTANCES))
+                        follow_at = None
                     seen = notifier.snapshot((INSTANCES,))
                     state = self._require(instance_id)
                     if state.is_terminal:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -11,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
+import perdure
 from perdure.core.history import EventRaised
 from perdure.core.status import OrchestrationStatus
 from perdure.store.base import Message, NewInstance, Outcome, RoundRequest
@@ -312,3 +314,72 @@ def test_a_follower_that_comes_with_a_notification_is_subscribed_at_once(
     with other.notifier.following(INSTANCES):  # and a follower pokes
         assert other.listener.followed == {INSTANCES}
         assert time.monotonic() - started < 1.5  # not SUBSCRIBE_TIMEOUT
+
+
+app = perdure.App()
+gate = threading.Event()
+
+
+@app.activity
+def gated(n: int) -> int:
+    assert gate.wait(10)
+    return n + 1
+
+
+@app.activity
+def quick(n: int) -> int:
+    return n + 1
+
+
+@app.orchestration
+async def slow(ctx: perdure.OrchestrationContext, n: int) -> int:
+    return await ctx.call_activity(gated, n)
+
+
+@app.orchestration
+async def fast(ctx: perdure.OrchestrationContext, n: int) -> int:
+    return await ctx.call_activity(quick, n)
+
+
+def test_waits_on_instances_a_worker_of_the_same_process_ends_do_not_follow_instance_ends(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    """The worker hands each end over to the wait within milliseconds: the listener is not
+    subscribed to instance ends for them, so the end's NOTIFY wakes nothing in this process."""
+    store = stores()
+    assert store.listener is not None
+    client = perdure.Client(store)
+    with perdure.Worker(app, store):
+        for n in range(20):
+            assert client.wait(client.start(fast, n), timeout=30).output == n + 1
+        assert store.listener.followed == frozenset()
+
+
+@pytest.mark.parametrize("worker_here", [False, True], ids=["no worker here", "a worker here"])
+def test_a_wait_on_an_instance_that_ends_in_another_process_is_woken_by_its_end(
+    stores: Callable[..., PostgresStore], worker_here: bool
+) -> None:
+    """Another process's worker runs the instance. A process with no worker of its own
+    follows instance ends as soon as it waits; one with a worker on the store (serving
+    other orchestrations here) once the wait has lasted ``LOCAL_WAIT``. Either way the
+    end's NOTIFY wakes the wait at once, where polling would find it up to 0.5 s later."""
+    waiting, running = stores(), stores()
+    client = perdure.Client(waiting)
+    gate.clear()
+    others = perdure.App()
+
+    @others.activity
+    def unused() -> None: ...
+
+    try:
+        with perdure.Worker(app, running), perdure.Worker(others, waiting) if worker_here else contextlib.nullcontext():
+            iid = client.start(slow, 1)
+            released = []
+            timer = threading.Timer(2.2, lambda: released.append(time.monotonic()) or gate.set())
+            timer.start()
+            assert client.wait(iid, timeout=30).output == 2
+            woke = time.monotonic() - released[0]
+            assert woke < 0.25, woke
+            assert waiting.listener is not None and waiting.listener.followed == {INSTANCES}
+    finally:
+        gate.set()

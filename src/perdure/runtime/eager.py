@@ -48,6 +48,12 @@ def unregister(worker: Worker) -> None:
             _workers.pop(id(worker.store), None)
 
 
+def served_here(store: Store) -> bool:
+    """Whether a worker of this process runs on ``store`` (this store object)."""
+    with _lock:
+        return bool(_workers.get(id(store)))
+
+
 def start_eagerly(
     store: Store, instance: NewInstance, *, replace_terminal: bool, request_id: str | None = None
 ) -> bool:
