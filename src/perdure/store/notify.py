@@ -64,9 +64,8 @@ class Notifier:
         the store signals them at all). Where they come on demand (:attr:`follow`), entering
         may subscribe, which moves the topic's version: a version read before the block
         then says nothing of what other processes did meanwhile, and one read inside it
-        stays the same only while the subscription holds. ``Client`` follows
-        :data:`INSTANCES` around each ``wait``, and before it reads the version ``wait``
-        compares with after a ``start``."""
+        stays the same only while the subscription holds. ``Client.wait`` follows
+        :data:`INSTANCES` (see there)."""
         return nullcontext() if self.follow is None else self.follow(topic)
 
     def notify(self, *topics: str) -> None:

@@ -12,8 +12,8 @@ notifications, since the store signalled its local waiters itself after the comm
 Every listener follows the topics of the workers' work (:data:`ALWAYS`). A topic only
 waiters need (:data:`ON_DEMAND`: an instance ended, for ``Client.wait``) it follows while a
 waiter of its process does (:meth:`Listener.follow`), and for :data:`LINGER` seconds
-after: a process that waits on no instance (a worker of a fleet) is not woken each time an
-instance ends anywhere.
+after: a process that waits on no instance (a worker of a fleet), or only on instances its
+own worker ends, is not woken each time an instance ends anywhere.
 
 Notifications are only an accelerator: waiters always poll too, so one that is lost (the
 connection broke, the listener was reconnecting) costs latency, never correctness. After
@@ -126,10 +126,9 @@ class Listener:
         """Follow ``topic`` (one of :data:`ON_DEMAND`) inside the block: on entry, the thread
         subscribes if it is not subscribed (waiting up to :data:`SUBSCRIBE_TIMEOUT` for it
         while connected or connecting for the first time; while it reconnects, the
-        subscription comes with the connection). The
-        subscription, and its end ``linger`` seconds after the last follower left, each
-        signal the topic: a version of it read before says nothing of what other processes
-        did meanwhile."""
+        subscription comes with the connection). The subscription, and its end ``linger``
+        seconds after the last follower left, each signal the topic: a version of it read
+        before says nothing of what other processes did meanwhile."""
         subscribed = self._subscribed[topic]
         with self._lock:
             self._followers[topic] += 1
