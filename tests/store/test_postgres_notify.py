@@ -124,6 +124,26 @@ def test_the_listener_reconnects_after_losing_its_connection(stores: Callable[..
     assert woken(idle, ORCHESTRATIONS, lambda: writer.create_instance(NewInstance("i1", "wf", None))) is not None
 
 
+def test_a_followed_topic_is_subscribed_again_after_the_listener_reconnects(
+    stores: Callable[..., PostgresStore], pg_url: str
+) -> None:
+    """The connection dies while a waiter follows instance ends: the new connection
+    subscribes to them again, and an instance that ends elsewhere then wakes the waiter."""
+    writer, idle = stores(), stores(application_name="idle")
+    assert idle.listener is not None
+    with idle.notifier.following(INSTANCES):
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = 'idle-listener'"
+            )
+        deadline = time.monotonic() + 5
+        while not (idle.listener.connections == 2 and idle.listener.followed == {INSTANCES}):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert woken(idle, INSTANCES, ends_elsewhere(writer, "i1")) is not None
+
+
 def test_close_stops_the_listener_at_once(stores: Callable[..., PostgresStore]) -> None:
     store = stores()
     assert store.listener is not None
