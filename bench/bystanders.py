@@ -29,14 +29,15 @@ import sys
 import time
 from datetime import datetime
 
-import psycopg
-
 import perdure
-from bench.__main__ import _postgres_admin_url, fresh_store_url
-from bench.cpu import stat_times
+from bench.__main__ import fresh_store_url
+from bench.cpu import backends_cpu
 from bench.workloads import _sequence, app
 from perdure.store.notify import INSTANCES
 from perdure.store.postgres import PostgresStore
+
+#: The ``application_name`` of the bystanders' listener connections (``LIKE``).
+LISTENERS = "bystander%-listener"
 
 
 def bystander(url: str, name: str, following: bool) -> None:
@@ -53,28 +54,18 @@ def bystander(url: str, name: str, following: bool) -> None:
     print((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), flush=True)
 
 
-def listener_backends(database: str) -> dict[int, float]:
-    """The bystanders' listener backends of ``database``: CPU seconds so far, by pid."""
-    with psycopg.connect(_postgres_admin_url(), autocommit=True) as conn:
-        pids = [
-            pid
-            for (pid,) in conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name LIKE 'bystander%%-listener'",
-                (database,),
-            )
-        ]
-    spent = {}
-    for pid in pids:
-        with contextlib.suppress(FileNotFoundError):  # it ended meanwhile
-            spent[pid] = sum(stat_times(f"/proc/{pid}/stat"))
-    return spent
+def _tell(children: list[subprocess.Popen[str]]) -> None:
+    """Send each bystander the line that starts, or ends, its measured part."""
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("\n")
+        child.stdin.flush()
 
 
 def measure(processes: int, seconds: float, following: bool = False) -> tuple[int, float, float]:
     """Instances ended in ``seconds`` of W3, and the bystanders' CPU seconds spent meanwhile:
     their processes', and their listener backends'."""
     with fresh_store_url("postgres") as url:
-        database = url.rsplit("/", 1)[1].split("?")[0]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         children = [
             subprocess.Popen(
@@ -96,20 +87,14 @@ def measure(processes: int, seconds: float, following: bool = False) -> tuple[in
             with perdure.Worker(app, store):
                 for _ in range(50):  # warm-up
                     client.wait(client.start(orchestration, 1), timeout=60)
-                listeners = listener_backends(database)
-                for child in children:
-                    assert child.stdin is not None
-                    child.stdin.write("\n")
-                    child.stdin.flush()
+                listeners = backends_cpu(url, LISTENERS)
+                _tell(children)
                 ended, deadline = 0, time.monotonic() + seconds
                 while time.monotonic() < deadline:
                     client.wait(client.start(orchestration, 1), timeout=60)
                     ended += 1
-                after = listener_backends(database)  # before the bystanders close their listeners
-                for child in children:
-                    assert child.stdin is not None
-                    child.stdin.write("\n")
-                    child.stdin.flush()
+                after = backends_cpu(url, LISTENERS)  # before the bystanders close their listeners
+                _tell(children)
                 servers = sum(after[pid] - listeners[pid] for pid in after.keys() & listeners.keys())
             store.close()
             spent = 0.0

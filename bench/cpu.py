@@ -32,8 +32,19 @@ def stat_cpu(path: str) -> float:
     return sum(stat_times(path))
 
 
-def _process_cpu(pid: int) -> float:
-    return stat_cpu(f"/proc/{pid}/stat")
+def backends_cpu(url: str, application_name: str = "%") -> dict[int, float]:
+    """The CPU seconds so far of the server backends connected to the PostgreSQL database
+    at ``url`` (but the one this asks through), by pid; only those whose
+    ``application_name`` is ``LIKE`` ``application_name``."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        me = conn.info.backend_pid
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE %s",
+            (application_name,),
+        ).fetchall()
+    return {pid: stat_cpu(f"/proc/{pid}/stat") for (pid,) in rows if pid != me}
 
 
 class CpuClock:
@@ -45,14 +56,7 @@ class CpuClock:
         self.started: tuple[float, dict[int, float]] = (0.0, {})
 
     def _backends(self) -> dict[int, float]:
-        if not self.url.startswith("postgresql"):
-            return {}
-        import psycopg
-
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            me = conn.info.backend_pid
-            rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()").fetchall()
-        return {pid: _process_cpu(pid) for (pid,) in rows if pid != me}
+        return backends_cpu(self.url) if self.url.startswith("postgresql") else {}
 
     def start(self) -> None:
         """Take the starting readings."""
