@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import threading
 import time
 import uuid
@@ -60,6 +59,7 @@ from perdure.store.base import (
     WorkerRecord,
 )
 from perdure.store.common.routing import purges_orphans
+from perdure.store.common.tokens import random_hex
 from perdure.store.notify import INSTANCES
 from perdure.views import event_dict, iso_datetime, waiting_on_dict
 
@@ -90,7 +90,7 @@ def generated_instance_id(created_at: float) -> str:
     creation time, so a store's indexes keyed by instance id (its rows, its history) take
     new instances at their end, in pages that are already in memory, rather than
     scattered over every page of a store that holds many instances."""
-    return f"{int(created_at * 1000) & 0xFFFFFFFFFFFF:012x}{secrets.token_hex(10)}"
+    return f"{int(created_at * 1000) & 0xFFFFFFFFFFFF:012x}{random_hex(10)}"
 
 
 @dataclass(frozen=True, slots=True)

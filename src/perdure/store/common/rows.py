@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -44,6 +43,7 @@ from perdure.store.base import (
     TurnCommit,
     WorkerRecord,
 )
+from perdure.store.common.tokens import random_hex
 
 #: A database row, read by column name (``sqlite3.Row``, psycopg's ``dict_row``).
 Row = Mapping[str, Any]
@@ -56,7 +56,7 @@ STATUS = {s.value: s for s in OrchestrationStatus}
 
 def new_run_id() -> str:
     """A fresh run token (invariant 9): random, so no two runs of any id share one."""
-    return secrets.token_hex(16)
+    return random_hex(16)
 
 
 def lease_tokens(count: int) -> list[str]:
@@ -69,7 +69,7 @@ def lease_tokens(count: int) -> list[str]:
 def lease_prefix() -> str:
     """The random prefix of a batch of lease tokens (:func:`lease_tokens`; a store that
     numbers the tokens itself appends the position in hex)."""
-    return secrets.token_hex(12)
+    return random_hex(12)
 
 
 def payload(value: Any, what: str = "value") -> str | None:

@@ -26,7 +26,6 @@ import functools
 import json
 import math
 import re
-import secrets
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
@@ -74,6 +73,7 @@ from perdure.store.common.rows import (
     task_event,
 )
 from perdure.store.common.scheduled import scheduled_lease
+from perdure.store.common.tokens import random_hex
 from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
 from perdure.store.postgres.connection import Answer, Tx, bigint_array, text_array
 from perdure.store.postgres.listen import channels
@@ -995,7 +995,7 @@ def abandon(tx: Tx, instance_id: str, token: str, retry_after: float) -> None:
     instead would let a message enqueued later overtake them)."""
     key = {"instance_id": instance_id, "token": token}
     if retry_after > 0:
-        new = {"new_token": secrets.token_hex(16), "expires_at": tx.now + retry_after}
+        new = {"new_token": random_hex(16), "expires_at": tx.now + retry_after}
         released = tx.count(Q.hold_lease, {**key, **new})
     else:
         released = tx.count(Q.release_lease, key)

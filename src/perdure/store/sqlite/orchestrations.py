@@ -10,7 +10,6 @@ what a child start does with a taken id is decided by :mod:`perdure.store.common
 from __future__ import annotations
 
 import json
-import secrets
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -59,6 +58,7 @@ from perdure.store.common.rows import (
     task_event,
 )
 from perdure.store.common.scheduled import scheduled_lease
+from perdure.store.common.tokens import random_hex
 from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
 from perdure.store.sqlite.queries import Q
 from perdure.store.sqlite.tx import Tx
@@ -604,7 +604,7 @@ def abandon(tx: Tx, instance_id: str, token: str, retry_after: float) -> None:
             {
                 "instance_id": instance_id,
                 "token": token,
-                "new_token": secrets.token_hex(16),
+                "new_token": random_hex(16),
                 "expires_at": tx.now + retry_after,
             },
         ).rowcount
