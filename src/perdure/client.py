@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ from perdure.core.history import (
 )
 from perdure.core.ids import validate_instance_id
 from perdure.core.payload import DEFAULT_MAX_PAYLOAD_BYTES, dumps_payload
+from perdure.core.records import frozen_record
 from perdure.core.registry import App, registered_name
 from perdure.core.status import TERMINAL_STATUSES, OrchestrationStatus
 from perdure.core.turn import WaitingOn
@@ -93,7 +94,7 @@ def generated_instance_id(created_at: float) -> str:
     return f"{int(created_at * 1000) & 0xFFFFFFFFFFFF:012x}{random_hex(10)}"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class InstanceState:
     """What an instance looks like now.
 
@@ -186,7 +187,7 @@ class InstanceState:
         return data
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class InstancePage:
     """One page of :meth:`Client.list`; pass ``next_cursor`` back for the next page."""
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
 from datetime import datetime
 
 from perdure.core.context import check_version
+from perdure.core.records import frozen_record
 from perdure.core.status import OrchestrationStatus
 from perdure.errors import InvalidInputError
 from perdure.store.base import InstanceQuery
@@ -14,7 +14,7 @@ from perdure.store.base import InstanceQuery
 StatusArg = str | OrchestrationStatus | Iterable[str | OrchestrationStatus] | None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class InstanceFilter:
     """The instances matching every given field (``None`` means "any"), the filters of
     :meth:`perdure.Client.list`:

@@ -7,19 +7,19 @@ another instance.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from perdure.core.failure import Failure
 from perdure.core.history import HistoryEvent
+from perdure.core.records import frozen_record
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class Command:
     """Base of all commands."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class ScheduleActivity(Command):
     """Enqueue activity ``name`` with ``input`` as task ``task_id`` of this execution."""
 
@@ -29,7 +29,7 @@ class ScheduleActivity(Command):
     attempt: int = 1
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class CreateTimer(Command):
     """Deliver ``TimerFired(task_id)`` to this execution at ``fire_at`` (UTC epoch seconds)."""
 
@@ -37,7 +37,7 @@ class CreateTimer(Command):
     fire_at: float
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class StartSubOrchestration(Command):
     """Create child ``instance_id`` running ``name`` with ``input``; it reports to this
     execution's task ``task_id``. If the id is held by another instance, the runtime fails
@@ -51,7 +51,7 @@ class StartSubOrchestration(Command):
     version: int | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class TerminateSubOrchestration(Command):
     """Terminate unfinished child ``instance_id``, started by this execution's task
     ``task_id`` (terminate cascades to children, and only to this instance's own: the
@@ -62,28 +62,28 @@ class TerminateSubOrchestration(Command):
     reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class CompleteOrchestration(Command):
     """This execution completed with ``result``."""
 
     result: Any = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class FailOrchestration(Command):
     """This execution failed with ``failure``."""
 
     failure: Failure
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class TerminateOrchestration(Command):
     """This execution was terminated by an operator."""
 
     reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class ContinueAsNew(Command):
     """End this execution and start execution ``execution_id + 1`` with ``input``.
 

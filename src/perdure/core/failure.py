@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import traceback as _traceback
-from dataclasses import dataclass
 from typing import Any
 
+from perdure.core.records import frozen_record
 
-@dataclass(frozen=True, slots=True)
+
+@frozen_record
 class Failure:
     """An error captured as data so it can be stored in history and re-raised elsewhere.
 

@@ -23,17 +23,18 @@ newer writers can add fields without breaking older readers.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
 from perdure.core.failure import Failure
 from perdure.core.payload import compact_json
+from perdure.core.records import frozen_record
 from perdure.errors import SerializationError
 
 EVENT_FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class ParentRef:
     """Where a sub-orchestration reports back: the parent instance, the parent *run* (its
     run token, invariant 9), the parent *execution* that scheduled it (stamped at schedule
@@ -80,7 +81,7 @@ class ParentRef:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class RunOrigin:
     """Where an operator made a run from (:attr:`ExecutionStarted.origin`): ``kind`` is
     ``"restart"`` (a new run with the same input) or ``"reset"`` (a new run whose history is
@@ -124,7 +125,7 @@ class RunOrigin:
         )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class HistoryEvent:
     """Base of all history events."""
 
@@ -134,7 +135,7 @@ class HistoryEvent:
 # --- lifecycle -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class ExecutionStarted(HistoryEvent):
     """First event of every execution. ``execution_id`` counts 1, 2, ... across continue-as-new.
 
@@ -171,19 +172,19 @@ class ExecutionStarted(HistoryEvent):
     trace: dict[str, str] | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class TurnStarted(HistoryEvent):
     """Opens every turn; its ``timestamp`` is what ``ctx.now()`` returns during the turn."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class ExecutionCompleted(HistoryEvent):
     """The orchestrator returned ``result``."""
 
     result: Any = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class ExecutionFailed(HistoryEvent):
     """The orchestrator raised, or the engine failed the instance (nondeterminism, missing
     registration, corrupt history)."""
@@ -191,7 +192,7 @@ class ExecutionFailed(HistoryEvent):
     failure: Failure
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class ExecutionTerminated(HistoryEvent):
     """Terminated by an operator (as a message: the request to terminate).
 
@@ -203,21 +204,21 @@ class ExecutionTerminated(HistoryEvent):
     parent: ParentRef | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class ContinuedAsNew(HistoryEvent):
     """This execution ended and execution ``execution_id + 1`` starts with ``input``."""
 
     input: Any = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class ExecutionSuspended(HistoryEvent):
     """Suspended by an operator: messages are kept in history but not acted on until resumed."""
 
     reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class ExecutionResumed(HistoryEvent):
     """Resumed by an operator: buffered messages are acted on, in arrival order."""
 
@@ -227,7 +228,7 @@ class ExecutionResumed(HistoryEvent):
 # --- activities ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class ActivityScheduled(HistoryEvent):
     """The orchestrator called an activity; ``attempt`` counts retries from 1.
 
@@ -243,7 +244,7 @@ class ActivityScheduled(HistoryEvent):
     max_attempts: int | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class ActivityCompleted(HistoryEvent):
     """The activity with ``task_id`` returned ``result``."""
 
@@ -251,7 +252,7 @@ class ActivityCompleted(HistoryEvent):
     result: Any = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class ActivityFailed(HistoryEvent):
     """The activity with ``task_id`` raised."""
 
@@ -262,7 +263,7 @@ class ActivityFailed(HistoryEvent):
 # --- timers ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class TimerCreated(HistoryEvent):
     """A durable timer due at ``fire_at`` (UTC epoch seconds)."""
 
@@ -270,7 +271,7 @@ class TimerCreated(HistoryEvent):
     fire_at: float
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class TimerFired(HistoryEvent):
     """The timer with ``task_id`` came due."""
 
@@ -281,7 +282,7 @@ class TimerFired(HistoryEvent):
 # --- sub-orchestrations ----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class SubOrchestrationCreated(HistoryEvent):
     """The orchestrator started child ``instance_id`` running orchestration ``name``."""
 
@@ -291,7 +292,7 @@ class SubOrchestrationCreated(HistoryEvent):
     input: Any = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class SubOrchestrationCompleted(HistoryEvent):
     """The child scheduled as ``task_id`` completed with ``result``."""
 
@@ -299,7 +300,7 @@ class SubOrchestrationCompleted(HistoryEvent):
     result: Any = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class SubOrchestrationFailed(HistoryEvent):
     """The child scheduled as ``task_id`` failed, was terminated, or could not start."""
 
@@ -310,7 +311,7 @@ class SubOrchestrationFailed(HistoryEvent):
 # --- patches ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class PatchMarker(HistoryEvent):
     """The orchestrator called ``ctx.patched(patch_id)`` live (or ``ctx.deprecate_patch``,
     then ``deprecated``): from here on this execution takes the patched code path. Replay
@@ -324,7 +325,7 @@ class PatchMarker(HistoryEvent):
 # --- external events, status, records --------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class EventRaised(HistoryEvent):
     """An external event ``name`` with payload ``input`` arrived."""
 
@@ -332,14 +333,14 @@ class EventRaised(HistoryEvent):
     input: Any = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class CustomStatusSet(HistoryEvent):
     """The orchestrator called ``ctx.set_custom_status(status)``."""
 
     status: Any = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class ExecutionRewound(HistoryEvent):
     """A record: an operator rewound the failed execution (``client.rewind``). The events from
     history index ``undone_from`` up to this record, the turn that failed, no longer count:
@@ -351,7 +352,7 @@ class ExecutionRewound(HistoryEvent):
     reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class MessageDiscarded(HistoryEvent):
     """A delivered message was not applied; ``reason`` says why (see :class:`DiscardReason`)
     and ``message`` holds the discarded event in its stored form."""
@@ -420,7 +421,7 @@ class EventDecodeError(ValueError):
     """A stored event could not be read (corrupt JSON, unknown kind, missing field)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen_record(kw_only=True)
 class UndecodableEvent(HistoryEvent):
     """Stands in for a stored message this version cannot decode (written by a newer
     version, or damaged), where a queue, a dead letter or a discard record is read. It is

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
+from perdure.core.records import frozen_record
 from perdure.errors import RegistrationError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Registration:
     """One registered function: its name, the function, whether it is ``async def``,
     (activities) whether it is a local activity, and (orchestrations) its version."""

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 
 from perdure.core.failure import Failure
+from perdure.core.records import frozen_record
 from perdure.errors import InvalidInputError
 
 # Longest delay a policy ever produces, so exponential growth stays a valid timedelta.
@@ -23,7 +23,7 @@ def qualified_name(kind: type[BaseException]) -> str:
     return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class RetryPolicy:
     """How to retry a failed activity or sub-orchestration.
 

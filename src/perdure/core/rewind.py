@@ -12,7 +12,7 @@ the messages that must still reach it. Pure functions: no store, no clock.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from perdure.core.failure import Failure
@@ -43,6 +43,7 @@ from perdure.core.history import (
     TurnStarted,
     decode_event,
 )
+from perdure.core.records import frozen_record
 from perdure.core.status import OrchestrationStatus
 from perdure.core.turn import AwaitedActivity, AwaitedChild, AwaitedTimer, WaitingOn
 from perdure.errors import InstanceStateError
@@ -81,7 +82,7 @@ def turn_numbers(events: Sequence[HistoryEvent]) -> list[int]:
     return numbers
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class OpenWork:
     """What a history awaits that it has not received: activities, timers and children it
     scheduled without an outcome."""
@@ -125,7 +126,7 @@ def status_of(events: Sequence[HistoryEvent]) -> OrchestrationStatus:
     return OrchestrationStatus.RUNNING
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class RewindPlan:
     """How to rewind a failed execution: append ``record`` (it undoes the failed turn), queue
     ``requeue`` again (the messages that turn had taken, in order, but the failed outcomes)
@@ -162,7 +163,7 @@ def plan_rewind(events: Sequence[HistoryEvent], *, reason: str | None = None, no
     return RewindPlan(record, tuple(requeue), open_work(remaining, requeue), status_of(remaining))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class ResetPlan:
     """How to reset a run to the end of a turn: the new run's ``history`` (the source's up
     to there, its ``ExecutionStarted`` naming the new run and where it came from), the

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from perdure.core.commands import Command, ContinueAsNew
 from perdure.core.failure import Failure
 from perdure.core.history import HistoryEvent, ParentRef
+from perdure.core.records import frozen_record
 from perdure.core.status import OrchestrationStatus
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class AwaitedActivity:
     """An activity the orchestrator is waiting on."""
 
@@ -21,7 +22,7 @@ class AwaitedActivity:
     scheduled_at: float
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class AwaitedTimer:
     """A timer the orchestrator is waiting on; ``purpose`` is ``"timer"``, ``"retry"`` or
     ``"timeout"``."""
@@ -31,7 +32,7 @@ class AwaitedTimer:
     purpose: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class AwaitedChild:
     """A sub-orchestration the orchestrator is waiting on."""
 
@@ -41,7 +42,7 @@ class AwaitedChild:
     scheduled_at: float
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class AwaitedEvent:
     """An external event the orchestrator is waiting on, since ``since`` (turn time), with an
     optional deadline ``timeout_at``."""
@@ -51,7 +52,7 @@ class AwaitedEvent:
     timeout_at: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class WaitingOn:
     """Everything the orchestration is waiting on after a turn (invariant 8)."""
 
@@ -86,7 +87,7 @@ class WaitingOn:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Turn:
     """What one turn produced.
 

@@ -26,6 +26,7 @@ from perdure.core.history import (
     SubOrchestrationFailed,
     TimerCreated,
 )
+from perdure.core.records import frozen_record
 from perdure.core.registry import versions_in
 from perdure.errors import InstanceNotFoundError
 from perdure.store.base import (
@@ -40,7 +41,7 @@ from perdure.store.base import (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class InstanceEvidence:
     """Everything the store holds about one instance, read for a diagnosis."""
 

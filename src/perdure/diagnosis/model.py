@@ -10,10 +10,11 @@ durations are seconds (keys ending ``_s``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
 from enum import StrEnum
 from typing import Any
 
+from perdure.core.records import frozen_record
 from perdure.diagnosis.text import iso
 from perdure.errors import InvalidInputError
 
@@ -77,7 +78,7 @@ _LIVE_RANK = {code: i for i, code in enumerate(LIVE_RANK)}
 NOT_STUCK: frozenset[Code] = frozenset({Code.COMPLETED, Code.FAILED, Code.TERMINATED, Code.PROGRESSING})
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Thresholds:
     """When evidence becomes a finding. Durations are seconds.
 
@@ -134,7 +135,7 @@ class Thresholds:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Finding:
     """One explained observation: its ``code``, a one-line ``summary``, the ``evidence``
     behind it (figures and names read from the store) and the ``mitigation``."""
@@ -161,7 +162,7 @@ def rank_findings(findings: list[Finding], *, terminal: bool) -> tuple[Finding, 
     return tuple(sorted(findings, key=lambda f: order.get(f.code, len(order))))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Diagnosis:
     """Why one instance is (not) finishing. ``findings`` are ranked, never empty;
     ``verdict`` is the code of the first."""
@@ -213,7 +214,7 @@ class Diagnosis:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class StalledInstance:
     """One instance of the fleet report's "no progress" list, with its diagnosis's verdict
     and top summary."""
@@ -237,7 +238,7 @@ class StalledInstance:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Signal:
     """One row of the playbook's signal table, computed from the store: the ``value``
     observed and its ``state`` (``"normal"``, ``"watch"`` or ``"incident"``)."""
@@ -252,7 +253,7 @@ class Signal:
         return {"signal": self.signal, "value": self.value, "state": self.state, "hint": self.hint}
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class FleetReport:
     """The fleet-wide stuck report (``perdure diagnose`` without an id).
 

@@ -32,7 +32,6 @@ import hashlib
 import threading
 from collections import OrderedDict
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
 from perdure.core.history import (
@@ -46,6 +45,7 @@ from perdure.core.history import (
     TimerCreated,
     TurnStarted,
 )
+from perdure.core.records import frozen_record
 from perdure.core.status import OrchestrationStatus
 from perdure.observability._require import require
 from perdure.runtime.observe import ActivityEnd, TurnReport, WorkerObserver, running_turn
@@ -61,7 +61,7 @@ _NS = 1_000_000_000
 _END_EVENTS = (ExecutionCompleted, ExecutionFailed, ExecutionTerminated)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class RunTrace:
     """One run's trace: its run token, and the contexts its spans start in: ``inside``, the
     run span's (derived, for the spans under it), and ``outside``, the run span's own

@@ -11,7 +11,6 @@ both sides.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -25,6 +24,7 @@ from perdure.core.history import (
     HistoryEvent,
     TurnStarted,
 )
+from perdure.core.records import frozen_record
 from perdure.core.registry import App, Registration
 from perdure.core.status import OrchestrationStatus
 from perdure.errors import RegistrationError
@@ -43,7 +43,7 @@ class Problem(StrEnum):
     ERROR = "error"  # the replay itself failed (an inconsistent history)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class ReplayResult:
     """How one execution's history replayed against the code.
 
@@ -117,7 +117,7 @@ class ReplayResult:
         return [f"{head} would not replay: {label.get(self.problem, 'replay failed')}: {self.message}"]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class ReplayReport:
     """The results of a replay check, one per execution, in the order checked."""
 

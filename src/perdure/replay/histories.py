@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 from perdure.client import Client, InstancePage, InstanceState
 from perdure.core.history import EventDecodeError, HistoryEvent, decode_event, encode_event
+from perdure.core.records import frozen_record
 from perdure.core.status import TERMINAL_STATUSES, OrchestrationStatus
 from perdure.errors import InstanceNotFoundError, InvalidInputError
 from perdure.instance_filter import InstanceFilter
@@ -42,7 +42,7 @@ LIVE_STATUSES = frozenset(OrchestrationStatus) - TERMINAL_STATUSES
 _PAGE = 500
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class ExecutionHistory:
     """One execution's history, to replay: whose it is, its events (oldest first) and where
     it was read (``source``: ``"store"`` or a file name). ``error`` says why the events
@@ -58,7 +58,7 @@ class ExecutionHistory:
     error: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class ExportedHistory:
     """An instance's histories in the export format: :meth:`to_dict` is the JSON document
     ``perdure export`` writes, :meth:`from_dict` reads one back (``source`` names it in

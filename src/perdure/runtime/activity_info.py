@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
 
+from perdure.core.records import frozen_record
 from perdure.errors import PerdureError
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class ActivityInfo:
     """The activity being run: its instance, execution, task id, name, attempt (1 for the
     first try) and the worker running it."""

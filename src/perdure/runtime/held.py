@@ -23,9 +23,10 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from perdure.core.history import loads_event
+from perdure.core.records import frozen_record
 from perdure.store.base import (
     ActivityCompletion,
     LockedInstance,
@@ -35,7 +36,7 @@ from perdure.store.base import (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class HeldLease:
     """A lease kept after a turn: its token and expiry, and the instance as that turn left
     it (what its next turn needs of the row)."""

@@ -21,10 +21,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
 from perdure.core.history import HistoryEvent, ParentRef
+from perdure.core.records import frozen_record
 from perdure.core.status import OrchestrationStatus
 from perdure.store.base import ActivityWorkItem
 
@@ -42,7 +42,7 @@ CACHED, REPLAYED, FAILED = "cached", "replayed", "failed"
 COMPLETED, ACTIVITY_FAILED, LEASE_LOST, DISCARDED = "completed", "failed", "lease_lost", "discarded"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class TurnReport:
     """A committed turn: the orchestration ``name``, instance, run and execution; how it ran
     (``outcome``: :data:`CACHED`, :data:`REPLAYED` or :data:`FAILED`) and for how long

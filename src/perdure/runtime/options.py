@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from perdure.core.payload import DEFAULT_MAX_PAYLOAD_BYTES
+from perdure.core.records import frozen_record
 from perdure.errors import InvalidInputError
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class WorkerOptions:
     """How a worker runs. Every duration is in seconds.
 

@@ -6,7 +6,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from perdure.core.executor import OrchestrationExecutor
 from perdure.core.failure import Failure
@@ -18,6 +18,7 @@ from perdure.core.history import (
     TimerFired,
     TurnStarted,
 )
+from perdure.core.records import frozen_record
 from perdure.core.registry import App
 from perdure.core.status import OrchestrationStatus
 from perdure.core.turn import Turn
@@ -373,7 +374,7 @@ def _report(
     )
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class TurnRun:
     """One turn run: its commit, the executor behind it (to cache once the commit is known
     to have landed; ``None`` if it must not be), and the instance as the turn left it when

@@ -17,8 +17,8 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from perdure.core.records import frozen_record
 from perdure.runtime.activities import ActivityDispatcher
 from perdure.runtime.handed import HandedStart, HandedStarts
 from perdure.runtime.held import HeldLease
@@ -37,7 +37,7 @@ from perdure.store.base import (
 from perdure.store.notify import ACTIVITIES, ORCHESTRATIONS, Notifier
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class RoundReport:
     """What a round did and found: how many turns it committed, how many instances it locked
     for the next round (``claimed``), whether it hit a limit (more work

@@ -36,19 +36,20 @@ No user code runs while a store transaction is open: a worker runs its turns bef
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
 from typing import Any, Protocol
 
 from perdure.core.failure import Failure
 from perdure.core.history import ExecutionStarted, HistoryEvent, ParentRef, RunOrigin
+from perdure.core.records import frozen_record
 from perdure.core.status import OrchestrationStatus
 from perdure.core.turn import WaitingOn
 
 # --- rows the store returns --------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class InstanceStats:
     """Evidence the runtime records with each turn, for diagnosis."""
 
@@ -59,7 +60,7 @@ class InstanceStats:
     last_progress_at: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class InstanceRecord:
     """One instance row. ``execution_id`` is the current execution (1, 2, ... across
     continue-as-new); ``history_event_count`` / ``history_bytes`` cover that execution;
@@ -86,7 +87,7 @@ class InstanceRecord:
     version: int | None = 1
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class LockedInstance:
     """What a turn needs of a locked instance's row (:attr:`OrchestrationWorkItem.instance`):
     the whole row, with its payloads decoded, is :meth:`Store.get_instance`'s."""
@@ -102,7 +103,7 @@ class LockedInstance:
     version: int | None = 1
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class QueuedMessage:
     """A message in the orchestration queue. ``message_id`` increases in enqueue order;
     ``run_id`` is the run it is addressed to (``None``: the current one)."""
@@ -120,7 +121,7 @@ class QueuedMessage:
     run_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class OrchestrationWorkItem:
     """A locked instance: its row, its visible messages for the current execution (in
     enqueue order), the part of its current execution's history the caller lacks, and the
@@ -149,7 +150,7 @@ class OrchestrationWorkItem:
     handed_over: tuple[ActivityCompletion, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class ActivityWorkItem:
     """A locked activity task.
 
@@ -176,7 +177,7 @@ class ActivityWorkItem:
     run_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class HistoryRecord:
     """One stored history event with its place: execution and sequence (0-based per
     execution)."""
@@ -186,7 +187,7 @@ class HistoryRecord:
     event: HistoryEvent
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class DeadLetter:
     """A message that could not be delivered after the bounded number of tries, or whose
     stored event this version cannot decode (its ``event`` then an
@@ -203,7 +204,7 @@ class DeadLetter:
     run_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class DiscardRecord:
     """A message removed from a queue without being applied, with the reason
     (``perdure.core.history.DiscardReason``)."""
@@ -218,7 +219,7 @@ class DiscardRecord:
     run_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class WorkerRecord:
     """A worker's heartbeat row. ``orchestrations`` lists the orchestration versions it runs
     as ``name@version`` (:func:`perdure.core.registry.version_key`)."""
@@ -233,7 +234,7 @@ class WorkerRecord:
     concurrency: Mapping[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class QueueStats:
     """Depth and age of the queues: ``*_depth`` counts all rows, ``*_visible`` those due
     now; ``oldest_*_age`` is the age in seconds of the oldest due row (``None`` if none)."""
@@ -248,7 +249,7 @@ class QueueStats:
     dead_letters: int
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class InstanceCount:
     """How many instances of orchestration ``name`` have ``status``
     (:meth:`Store.instance_counts`)."""
@@ -258,7 +259,7 @@ class InstanceCount:
     count: int
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class InstanceSummary:
     """The light columns of an instance row, for fleet reports
     (:meth:`Store.oldest_instances`, :meth:`Store.stalled_instances`)."""
@@ -273,7 +274,7 @@ class InstanceSummary:
     history_bytes: int
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Page:
     """A page of results and the cursor for the next page (``None`` on the last page)."""
 
@@ -284,7 +285,7 @@ class Page:
 # --- what callers hand to the store ------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class NewInstance:
     """An instance to create, with its ``ExecutionStarted`` as the first message. ``run_id``
     is the new run's token (the store makes one when it is ``None``); ``version`` the
@@ -317,7 +318,7 @@ class NewInstance:
         return _start_event(self, run_id, execution_id, now, self.origin)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Message:
     """A message to enqueue for an orchestration instance. ``execution_id=None`` means
     "the execution current at delivery" (operator messages only); ``run_id=None`` means "the
@@ -330,7 +331,7 @@ class Message:
     run_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class NewActivityTask:
     """An activity task to enqueue for ``instance_id``'s execution ``execution_id`` of run
     ``run_id``."""
@@ -345,7 +346,7 @@ class NewActivityTask:
     run_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class ChildStart:
     """A sub-orchestration to create as part of a turn, as run ``run_id``.
 
@@ -387,7 +388,7 @@ def _start_event(
     )
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class OpenChild:
     """A sub-orchestration that a rewound or reset run still awaits: ``instance_id``, started
     by the parent task ``recorded`` (as the child's row names its parent), now awaited by the
@@ -404,7 +405,7 @@ class OpenChild:
     version: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class LiveWork:
     """What a rewound or reset run awaits and takes next (:class:`Rewind`, :class:`Reset`):
     its ``status`` and ``waiting_on`` until its next turn, the ``messages`` queued to it (in
@@ -418,7 +419,7 @@ class LiveWork:
     children: Sequence[OpenChild] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Rewind:
     """A failed execution made live again (:meth:`Store.rewind`): ``record`` (an
     ``ExecutionRewound``) is appended to its history, which must still hold
@@ -432,7 +433,7 @@ class Rewind:
     work: LiveWork
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Reset:
     """A new run ``run_id`` of ``instance_id`` replacing the terminal run ``replaces_run``
     (:meth:`Store.reset`), whose execution ``execution_id`` (the one after the old run's
@@ -451,7 +452,7 @@ class Reset:
     parent: ParentRef | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class TurnStats:
     """Evidence about one turn, accumulated on the instance row."""
 
@@ -461,7 +462,7 @@ class TurnStats:
     progressed: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class TurnCommit:
     """Everything one orchestration turn writes, committed atomically (invariant 1).
 
@@ -524,7 +525,7 @@ class TurnCommit:
     event_json: Mapping[int, str] = field(default_factory=dict, compare=False, repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class ActivityCompletion:
     """The outcome of a locked activity task: ``result`` or ``failure`` becomes an
     ``ActivityCompleted`` / ``ActivityFailed`` message to the task's execution.
@@ -551,7 +552,7 @@ class ActivityCompletion:
 KnownHistory = Mapping[str, tuple[str | None, int, int]]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class RoundRequest:
     """What one worker round asks of :meth:`Store.run_round`: the turns to commit (run
     before the call, under leases the caller holds), the activity outcomes to record, how
@@ -596,7 +597,7 @@ class RoundRequest:
     due_times: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class RoundResult:
     """What :meth:`Store.run_round` did: one outcome per completion, the instances it locked,
     one outcome per turn commit, the activity tasks it locked, and when work next becomes
@@ -617,7 +618,7 @@ class RoundResult:
     tasks_seen_at: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class TaskRequest:
     """The activity tasks a transaction that commits turns takes for its caller, as a
     worker round takes them with :attr:`RoundRequest.take_scheduled`: up to ``limit`` of
@@ -627,7 +628,7 @@ class TaskRequest:
     names: Collection[str] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class EagerResult:
     """What :meth:`Store.create_and_run` did: the outcome of each turn commit (none for a
     start that is not due yet), and the activity tasks it locked for the caller."""
@@ -652,7 +653,7 @@ class Outcome(StrEnum):
     DISCARDED = "discarded"  # the target instance is terminal or the execution ended: recorded, not applied
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class InstanceQuery:
     """Filters for :meth:`Store.list_instances`; ``None`` means "any"."""
 
@@ -988,7 +989,7 @@ class Store(Protocol):
 from perdure.store.notify import Notifier  # noqa: E402  (re-exported for the annotation)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class QueueDepth:
     """One queue of :meth:`Store.queue_depths`: ``kind`` is ``"orchestration"`` (messages)
     or ``"activity"`` (tasks), ``name`` the orchestration or activity name. ``depth`` counts

@@ -15,7 +15,7 @@ import heapq
 import inspect
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +23,7 @@ from perdure.client import Client, InstanceState
 from perdure.core.failure import Failure
 from perdure.core.history import HistoryEvent
 from perdure.core.payload import dumps_payload
+from perdure.core.records import frozen_record
 from perdure.core.registry import App, registered_name
 from perdure.core.status import OrchestrationStatus
 from perdure.errors import InstanceNotFoundError, InvalidInputError, RegistrationError
@@ -33,7 +34,7 @@ from perdure.testing.stepper import StepWorker, next_due, work_once
 MAX_STEPS = 10_000  # worker passes and time jumps one run may take before it is called stuck
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class RunResult:
     """An instance as a test sees it: ``status``, ``output`` (a completed instance's
     result), ``failure`` (a failed one's error), ``custom_status``, the current execution's

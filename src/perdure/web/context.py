@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from perdure.client import AsyncClient
+from perdure.core.records import frozen_record
 from perdure.web.auth import Token
 from perdure.web.errors import ApiError
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class WebContext:
     """``client`` is the app's :class:`~perdure.AsyncClient`; ``read_only`` refuses every
     mutation; ``body_limit`` caps request bodies (bytes)."""

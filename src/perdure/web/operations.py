@@ -5,13 +5,13 @@ a new operation of the client (rewind, restart) is one line here, and becomes
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from perdure.client import Client, InstanceState
+from perdure.core.records import frozen_record
 from perdure.core.status import OrchestrationStatus as S
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Operation:
     """``run(client, instance_id, reason)`` does it; ``offered(state)`` says whether the
     dashboard shows its button; ``confirm`` is the question asked first (``{id}`` is the

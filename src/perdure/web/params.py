@@ -5,11 +5,12 @@ small integer and time parameters of the other routes. Bad values raise
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from perdure.core.records import frozen_record
 from perdure.core.status import OrchestrationStatus
 from perdure.web.errors import ApiError
 
@@ -73,7 +74,7 @@ def timestamp(params: Mapping[str, str], name: str) -> datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class ListFilters:
     """The instance list's filters, paging and order, as the API and the dashboard take them:
     ``status`` (repeatable or comma-separated), ``name``, ``version`` (of the orchestration),

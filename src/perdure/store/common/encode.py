@@ -5,17 +5,17 @@ the options of its queues and its retention."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from perdure.core.history import dumps_checked
+from perdure.core.records import frozen_record
 from perdure.core.status import OrchestrationStatus
 from perdure.errors import InvalidInputError
 from perdure.store.base import ActivityCompletion, TurnCommit
 from perdure.store.common.rows import Row, failure_text, payload, waiting_text
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class StoreOptions:
     """Deferral of undeliverable messages (invariant 3): retry ``max_deliveries`` times with
     exponential backoff from ``defer_backoff`` seconds, doubling, capped at
@@ -45,7 +45,7 @@ def check_retention(keep_executions: object) -> None:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class PreparedTurn:
     """A :class:`TurnCommit` with its payloads encoded, so that the transaction does no
     serialisation that could fail half way and holds the write lock for less time."""

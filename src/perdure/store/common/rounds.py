@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from perdure.core.history import loads_event
+from perdure.core.records import frozen_record
 from perdure.core.status import OrchestrationStatus
 from perdure.store.base import (
     ActivityWorkItem,
@@ -61,7 +62,7 @@ def stored_messages(message_ids: Sequence[int]) -> list[int]:
 Reader = Callable[[], T]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class RoundSteps:
     """A backend's functions that run inside its write transaction ``tx`` (which has
     ``conn``, ``now`` and the ``topics`` to signal after the commit).
@@ -112,7 +113,7 @@ def due_times_when_read(queries: Queries) -> Callable[..., Reader[tuple[float | 
     return send
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class PreparedRound:
     """A round's payloads, encoded before its transaction opens (a payload that is not
     JSON fails before anything is written)."""

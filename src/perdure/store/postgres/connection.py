@@ -30,6 +30,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
+from perdure.core.records import frozen_record
 from perdure.errors import StoreError, StoreUnavailableError
 from perdure.store.common.encode import StoreOptions
 from perdure.store.common.scheduled import ScheduledTake
@@ -41,7 +42,7 @@ log = logging.getLogger("perdure.store.postgres")
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class AfterCommit:
     """A write body's result to read once its transaction has committed: the statements it
     reads go with the COMMIT, in one round trip. Only for a body that sends nothing after
@@ -303,7 +304,7 @@ def _end_transaction(conn: psycopg.Connection[Any]) -> None:
         log.debug("rollback failed", exc_info=True)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class RetryPolicy:
     """How transient faults are retried: ``attempts`` tries in all, sleeping ``backoff``
     seconds after the first failure, doubling up to ``backoff_cap``."""
