@@ -19,6 +19,7 @@ from typing import Any, TypeVar, dataclass_transform, overload
 
 T = TypeVar("T")
 
+
 class _Factory:
     """The default of a parameter whose field has a ``default_factory``."""
 
