@@ -2,7 +2,8 @@
 
     python -m bench W1 W2 W3 W4          # SQLite (WAL, synchronous=FULL), 3 runs each
                                          # (W1, W3 and W4 also with local activities,
-                                         # W3 also with eager starts)
+                                         # W3 also with eager starts, and with
+                                         # start then wait instead of client.run)
     python -m bench W1 W5 --store postgres --runs 5
     python -m bench all --json bench/results/latest.json
 
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PLANS: dict[str, list[dict[str, Any]]] = {
     "W1": [{"batch_start": False}, {"batch_start": True}, {"batch_start": True, "local": True}],
     "W2": [{}],
-    "W3": [{}, {"local": True}, {"eager": True}, {"local": True, "eager": True}],
+    "W3": [{}, {"local": True}, {"eager": True}, {"local": True, "eager": True}, {"separate": True}],
     "W4": [*({"k": k} for k in (100, 500, 1000, 2000)), *({"k": k, "local": True} for k in (100, 500, 1000, 2000))],
     "W5": [{"processes": 1}, {"processes": 2}, {"processes": 4}],
 }

@@ -4,7 +4,8 @@
     python -m bench.vs_dbos --store sqlite --pairs 5 W3 W4 --json bench/results/vs-dbos.json
 
 perdure runs the workloads of ``bench.workloads`` (W1, W3, W4, with ordinary and local
-activities); DBOS runs the same shapes from ``bench/dbos/workloads.py`` in its own virtual
+activities; W3 with ``client.run``, DBOS's with ``start_workflow(...).get_result()``, and
+also with eager starts, and with ``client.start`` then ``client.wait``); DBOS runs the same shapes from ``bench/dbos/workloads.py`` in its own virtual
 environment, ``bench/dbos/.venv`` (created by ``bench/dbos/setup.sh`` on first use, or
 give another interpreter with ``--dbos-python``). Every run is a fresh process on a fresh
 store (a new PostgreSQL database, or a new SQLite file), dropped after it. In each pair
@@ -71,6 +72,8 @@ def _variants(params: dict[str, Any], *, eager: bool = False) -> dict[str, dict[
     variants = {"ordinary activities": params, "local activities": {**params, "local": True}}
     if eager:  # DBOS runs a workflow in the process that starts it: so does an eager start
         variants |= {f"{label}, eager start": {**p, "eager": True} for label, p in variants.items()}
+        # W3 runs each with client.run; this one with start, then wait (two calls).
+        variants["ordinary activities, start then wait"] = {**params, "separate": True}
     return variants
 
 

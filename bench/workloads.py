@@ -244,11 +244,13 @@ def w3(
     eager: bool = False,
     observe: str = "off",
     input_kb: int = 0,
+    separate: bool = False,
 ) -> dict[str, Any]:
     """W3: orchestrations one after another, one activity each (a local one if ``local``);
     start-to-result latency (with eager starts if ``eager``), and the CPU (and WAL) of each
-    start → result (:class:`Measured`). With ``input_kb``, an ordinary activity and an
-    input of that many KiB of JSON (:func:`order_of`)."""
+    start → result (:class:`Measured`). Each is ``client.run`` (start, and wait for the
+    end), or with ``separate``, ``client.start`` then ``client.wait``. With ``input_kb``, an
+    ordinary activity and an input of that many KiB of JSON (:func:`order_of`)."""
     store = perdure.open_store(url)
     client = perdure.Client(store)
     latencies = []
@@ -260,7 +262,10 @@ def w3(
         measured.start()
         for _ in range(orchestrations):
             started = time.perf_counter()
-            state = client.wait(client.start(orchestration, value, eager=eager), timeout=60)
+            if separate:
+                state = client.wait(client.start(orchestration, value, eager=eager), timeout=60)
+            else:
+                state = client.run(orchestration, value, eager=eager, timeout=60)
             latencies.append(time.perf_counter() - started)
             assert state.output == expected
         measured.stop()

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from perdure.store.base import NewInstance, Store
 
 if TYPE_CHECKING:
+    from perdure.runtime.handed import HandedStart
     from perdure.runtime.worker import Worker
 
 _lock = threading.Lock()
@@ -64,10 +65,16 @@ def start_eagerly(
     return any(w.start_eagerly(instance, replace_terminal=replace_terminal, request_id=request_id) for w in workers)
 
 
-def hand_over(store: Store, instance: NewInstance, *, replace_terminal: bool, request_id: str | None = None) -> bool:
+def hand_over(
+    store: Store, instance: NewInstance, *, replace_terminal: bool, request_id: str | None = None
+) -> HandedStart | None:
     """Hand ``instance``'s start to an idle worker of this process that serves its
-    orchestration on ``store``, and wait until it ran it; False (nothing done) if no worker
-    can take it."""
+    orchestration on ``store``; the start as handed over (``result()`` waits for it), or
+    None (nothing done) if no worker can take it."""
     with _lock:
         workers = list(_workers.get(id(store), ()))
-    return any(w.take_start(instance, replace_terminal=replace_terminal, request_id=request_id) for w in workers)
+    for worker in workers:
+        handed = worker.hand_start(instance, replace_terminal=replace_terminal, request_id=request_id)
+        if handed is not None:
+            return handed
+    return None

@@ -10,6 +10,9 @@ and starts the activity tasks that turn scheduled: the first on that same thread
 ``start`` returns once that transaction committed, or raises what it raised. The start
 costs one transaction where a queued start costs two (the start, then a worker's round),
 and no orchestration code runs in the caller's thread (unlike ``eager=True``).
+``Client.run`` does not wait for that transaction: its caller sleeps until the instance
+ends, and is woken by the start only if it ended without running (it failed, or it was
+given back: :data:`UNRUN_STARTS`).
 
 At most one start per waiting loop is handed over at a time: a latency gain for a worker
 with nothing to do. A busy worker takes new instances in batches with its rounds, and
@@ -26,14 +29,21 @@ from dataclasses import dataclass, field
 
 from perdure.store.base import NewInstance
 
+#: The notifier topic signalled when a start handed over ends without running: it failed,
+#: or it was given back. A caller that does not wait on :attr:`HandedStart.done` (``Client.run``
+#: waits for the instance's end) also waits on this topic.
+UNRUN_STARTS = "perdure.unrun-starts"
+
 
 @dataclass(slots=True)
 class HandedStart:
-    """One start handed to a dispatch loop, and what became of it."""
+    """One start handed to a dispatch loop, and what became of it. ``unrun`` signals a
+    notifier topic (:data:`UNRUN_STARTS`) if it ends without running."""
 
     instance: NewInstance
     replace_terminal: bool
     request_id: str | None
+    unrun: Callable[[str], None] | None = None
     #: Set once the loop ran the start (``ran``), failed it (``error``) or gave it back.
     done: threading.Event = field(default_factory=threading.Event)
     ran: bool = False
@@ -47,11 +57,16 @@ class HandedStart:
         except Exception as exc:  # the caller raises it
             self.error = exc
         finally:
-            self.done.set()
+            self._end()
 
     def give_back(self) -> None:
         """Tell the caller the start was not run (it then queues it)."""
+        self._end()
+
+    def _end(self) -> None:
         self.done.set()
+        if not self.ran and self.unrun is not None:
+            self.unrun(UNRUN_STARTS)
 
     def result(self) -> bool:
         """Wait for the loop; whether it ran the start (raises what the start raised)."""

@@ -225,33 +225,34 @@ class Worker:
                 self.orchestrations.start_eagerly(instance, replace_terminal=replace_terminal, request_id=request_id)
             return admitted
 
-    def take_start(
+    def hand_start(
         self, instance: NewInstance, *, replace_terminal: bool = False, request_id: str | None = None
-    ) -> bool:
+    ) -> HandedStart | None:
         """Hand ``instance``'s start to this worker while a dispatch loop of its waits for work:
         a round on an idle activity thread (else on that loop) creates it and runs its first
-        turn in one transaction (see :mod:`perdure.runtime.handed`); wait for it. False
-        (nothing done) if this worker is not running, does not serve the orchestration, has
-        no dispatch loop waiting for work, or stopped before running it (or
-        ``run_local_starts`` is off). Raises what the start raised (``InstanceExistsError``,
-        say). ``Client.start`` calls this."""
+        turn in one transaction (see :mod:`perdure.runtime.handed`). Returns the start as
+        handed over, without waiting for it (:meth:`HandedStart.result` waits; a start that
+        ends without running, failed or given back, also signals
+        :data:`~perdure.runtime.handed.UNRUN_STARTS`); None (nothing done) if this worker is
+        not running, does not serve the orchestration or has no dispatch loop waiting for
+        work (or ``run_local_starts`` is off). ``Client.start`` and ``Client.run`` call this."""
         if not self.options.run_local_starts:
-            return False
+            return None
         if version_key(instance.name, instance.version) not in self.orchestrations.names:
-            return False
-        start = HandedStart(instance, replace_terminal, request_id)
+            return None
+        start = HandedStart(instance, replace_terminal, request_id, unrun=self.store.notifier.notify)
         # Offered under _starting's admission: a start handed over before stop() is run or
         # given back by the dispatch loops, which stop() waits for.
         with self._starting(lambda: self.handed.offer(start)) as admitted:
             if not admitted:
-                return False
+                return None
         # Run by a round on an idle activity thread rather than by the waiting loop: the first
         # task the start schedules then runs on that thread, and so does the round its outcome
         # wakes, a thread wake-up fewer on the way to the result. If every activity thread is
         # busy, or a round runs elsewhere, the loop is woken to run it.
         if not self.activities.run_on_thread(self._round_here):
             self.store.notifier.notify(self._done_topic)
-        return start.result()
+        return start
 
     @contextmanager
     def _starting(self, reserve: Callable[[], bool] = lambda: True) -> Iterator[bool]:
