@@ -304,8 +304,10 @@ class Client:
         from start to result on two cores). The instance id is ``state.instance_id``.
         """
         new = self._new_instance(orchestration, input, instance_id, None, eager, version)
-        pending = self._start(new, replace_terminal=replace_terminal, eager=eager, request_id=request_id, handed=True)
-        return self._wait(new.instance_id, timeout, pending)
+        start = partial(
+            self._start, new, replace_terminal=replace_terminal, eager=eager, request_id=request_id, handed=True
+        )
+        return self._wait(new.instance_id, timeout, start)
 
     def _new_instance(
         self,
@@ -501,20 +503,25 @@ class Client:
         began (in this process, or in another while the listener followed instance ends:
         its subscriptions move the version as they begin and end).
         """
-        return self._wait(instance_id, timeout, None)
+        return self._wait(instance_id, timeout)
 
-    def _wait(self, instance_id: str, timeout: float | None, pending: _PendingStart | None) -> InstanceState:
-        """:meth:`wait`; for :meth:`run`, also while ``pending``, its start handed to a worker
-        of this process, has not ended: until then the instance may not exist yet, and a
-        start that ends without running is finished here (queued, or its error raised)."""
+    def _wait(
+        self, instance_id: str, timeout: float | None, start: Callable[[], _PendingStart | None] | None = None
+    ) -> InstanceState:
+        """:meth:`wait`; for :meth:`run`, ``start`` makes the start once the wait is ready to
+        sleep (a worker's thread woken by a start handed over then finds the GIL free).
+        While the start it returns, handed to a worker of this process, has not ended, the
+        instance may not exist yet, and a start that ends without running is finished here
+        (queued, or its error raised)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         notifier = self.store.notifier
-        topics = (INSTANCES,) if pending is None else (INSTANCES, UNRUN_STARTS)
         delay = 0.005
         with notifier.ended.waiting(instance_id) as handed, contextlib.ExitStack() as following:
             follow_at = time.monotonic() + LOCAL_WAIT if served_here(self.store) else None
             if follow_at is None:  # before the version is compared: a subscription moves it
                 following.enter_context(notifier.following(INSTANCES))
+            pending = None if start is None else start()
+            topics = (INSTANCES,) if pending is None else (INSTANCES, UNRUN_STARTS)
             before = self._version_before_start(instance_id)
             unchanged = before if before is not None and notifier.version(INSTANCES) == before else None
             while True:

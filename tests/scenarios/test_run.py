@@ -126,7 +126,9 @@ def test_a_run_whose_handed_start_is_given_back_queues_it_at_once(store, client)
     handed = HandedStart(new, replace_terminal=False, request_id=None, unrun=store.notifier.notify)
     pending = _PendingStart(handed, partial(client._create, new, None, False, False, handed.result))
     outcome: list[object] = []
-    caller = threading.Thread(target=lambda: outcome.append(client._wait(new.instance_id, 20, pending)), daemon=True)
+    caller = threading.Thread(
+        target=lambda: outcome.append(client._wait(new.instance_id, 20, lambda: pending)), daemon=True
+    )
     began = time.monotonic()
     caller.start()
     # The caller's polls, 5 ms apart then twice as far each time up to 0.5 s, come at about
