@@ -207,7 +207,7 @@ def test_a_handed_start_raises_what_the_start_raised_and_keeps_what_was_stored(s
 
 def test_a_start_handed_over_but_not_run_is_given_back_to_its_caller(store, client):
     """A stopping worker's dispatch loop may never run a start handed to it: ``release()``
-    gives it back, and the caller then queues it (``take_start`` answers False)."""
+    gives it back, and the caller then queues it (its ``result()`` answers False)."""
     worker = perdure.Worker(app, store, **OPTIONS)
     handed = HandedStarts()
     runner = RoundRunner(store, worker.worker_id, worker.options, worker.orchestrations, worker.activities, handed)
