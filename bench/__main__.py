@@ -74,13 +74,18 @@ def fresh_store_url(kind: str, folder: Path | None = None) -> Iterator[str]:
         yield url
 
 
-def w3_options(prog: str, description: str | None, orchestrations: int, argv: list[str] | None) -> argparse.Namespace:
+def w3_options(
+    prog: str, description: str | None, orchestrations: int, argv: list[str] | None, *, run: bool = False
+) -> argparse.Namespace:
     """The command line of a tool that runs W3 in its own process: ``--store``,
-    ``--orchestrations`` (default ``orchestrations``) and ``--eager``."""
+    ``--orchestrations`` (default ``orchestrations``), ``--eager`` and, with ``run``,
+    ``--run`` (``client.run`` instead of ``client.start`` then ``client.wait``)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--orchestrations", type=int, default=orchestrations)
     parser.add_argument("--eager", action="store_true", help="start(..., eager=True)")
+    if run:
+        parser.add_argument("--run", action="store_true", help="client.run, not client.start then client.wait")
     return parser.parse_args(argv)
 
 

@@ -1,10 +1,11 @@
 """Which threads of the process spend a start → result's CPU: W3 (orchestrations one after
-another, one ordinary activity each, ``client.start`` then ``client.wait``) in the process
-of its worker, with every thread's CPU time and context switches read from
-``/proc/self/task`` (Linux) before and after the measured part.
+another, one ordinary activity each, ``client.start`` then ``client.wait``, or ``client.run``
+with ``--run``) in the process of its worker, with every thread's CPU time and context
+switches read from ``/proc/self/task`` (Linux) before and after the measured part.
 
     python -m bench.threads                          # SQLite, 2,000 orchestrations
     python -m bench.threads --store postgres --eager
+    python -m bench.threads --store postgres --run
 
 Run it with ``PYTHONPATH`` naming the checkout to measure (its ``src`` and its root). Per
 start → result, for each thread that ran (the caller is ``MainThread``; the worker's
@@ -51,20 +52,27 @@ def thread_counters() -> dict[str, Counter[str]]:
     return counters
 
 
-def measure(url: str, orchestrations: int, eager: bool) -> tuple[float, dict[str, Counter[str]]]:
-    """``orchestrations`` start → result runs after a warm-up: the mean wall seconds of one,
-    and each thread's counters over them all."""
+def measure(url: str, orchestrations: int, eager: bool, run: bool = False) -> tuple[float, dict[str, Counter[str]]]:
+    """``orchestrations`` start → result runs after a warm-up (``client.run`` each if
+    ``run``): the mean wall seconds of one, and each thread's counters over them all."""
     store = perdure.open_store(url)
     client = perdure.Client(store)
     orchestration = _sequence(local=False)
+
+    def start_to_result() -> None:
+        if run:
+            client.run(orchestration, 1, eager=eager, timeout=60)
+        else:
+            client.wait(client.start(orchestration, 1, eager=eager), timeout=60)
+
     try:
         with perdure.Worker(app, store):
             for _ in range(50):  # warm-up: statements prepared, threads started, caches filled
-                client.wait(client.start(orchestration, 1, eager=eager), timeout=60)
+                start_to_result()
             before = thread_counters()
             started = time.perf_counter()
             for _ in range(orchestrations):
-                client.wait(client.start(orchestration, 1, eager=eager), timeout=60)
+                start_to_result()
             wall = time.perf_counter() - started
             after = thread_counters()
     finally:
@@ -75,11 +83,12 @@ def measure(url: str, orchestrations: int, eager: bool) -> tuple[float, dict[str
 
 def main(argv: list[str] | None = None) -> int:
     """Run W3 and print each thread's CPU and context switches per start → result."""
-    args = w3_options("python -m bench.threads", __doc__, 2000, argv)
+    args = w3_options("python -m bench.threads", __doc__, 2000, argv, run=True)
     with fresh_store_url(args.store) as url:
-        wall, spent = measure(url, args.orchestrations, args.eager)
+        wall, spent = measure(url, args.orchestrations, args.eager, args.run)
     n = args.orchestrations
-    print(f"{datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, {args.store}{', eager starts' if args.eager else ''}")
+    how = (", eager starts" if args.eager else "") + (", client.run" if args.run else ", start then wait")
+    print(f"{datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, {args.store}{how}")
     print(f"W3: {n} orchestrations, {1000 * wall:.3f} ms per start → result; per start → result:")
     print(f"  {'thread':28} {'user ms':>8} {'kernel ms':>9} {'voluntary':>9} {'involuntary':>11}")
     total: Counter[str] = Counter()
