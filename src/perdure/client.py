@@ -491,8 +491,10 @@ class Client:
 
         Woken at once by commits in this process, the one that ends the instance handing
         over its row (no read), and by other processes' (on PostgreSQL the store's listener
-        follows instance ends while a wait needs them, and for a minute after); otherwise
-        polls with a backoff from 5 ms up to 0.5 s. In a process where a worker runs on
+        follows instance ends while a wait needs them, and for a minute after; the wait
+        first marks its instance watched, ``Store.watch_instance``, as only the ends of
+        watched instances are signalled to other processes); otherwise polls with a
+        backoff from 5 ms up to 0.5 s. In a process where a worker runs on
         the same store object, a wait counts on that worker alone for its first
         :data:`LOCAL_WAIT` seconds: most of the instances its clients wait on end there,
         and hand their row over, and following other processes' ends would wake the
@@ -501,7 +503,8 @@ class Client:
         On an instance this client started (without a ``request_id`` of the caller's), it
         goes to sleep without reading first while no instance has ended since the start
         began (in this process, or in another while the listener followed instance ends:
-        its subscriptions move the version as they begin and end).
+        its subscriptions move the version as they begin and end), unless it has yet to
+        mark the instance watched.
         """
         return self._wait(instance_id, timeout)
 
@@ -520,6 +523,9 @@ class Client:
             follow_at = time.monotonic() + LOCAL_WAIT if served_here(self.store) else None
             if follow_at is None:  # before the version is compared: a subscription moves it
                 following.enter_context(notifier.following(INSTANCES))
+            # Relying on other processes' signals, the wait first marks the instance watched
+            # (a store signals to other processes only the ends of watched instances).
+            watched = False
             pending = None if start is None else start()
             topics = (INSTANCES,) if pending is None else (INSTANCES, UNRUN_STARTS)
             before = self._version_before_start(instance_id)
@@ -530,7 +536,11 @@ class Client:
                     pending.finish()  # raises what the start raised; queues a start given back
                     pending, topics = None, (INSTANCES,)
                 remaining = None if deadline is None else deadline - time.monotonic()
-                if unchanged is not None and (remaining is None or remaining > 0):
+                if (
+                    unchanged is not None
+                    and (remaining is None or remaining > 0)
+                    and (follow_at is not None or watched)
+                ):
                     # Started here and nothing ended since: no need to look before waiting.
                     seen, unchanged = {INSTANCES: unchanged, UNRUN_STARTS: unrun}, None
                 elif (ended := handed()) is not None:
@@ -541,7 +551,11 @@ class Client:
                         following.enter_context(notifier.following(INSTANCES))
                         follow_at = None
                     seen = {**notifier.snapshot((INSTANCES,)), UNRUN_STARTS: unrun}
-                    record = self.store.get_instance(instance_id)
+                    if follow_at is None and not watched:
+                        record = self.store.watch_instance(instance_id)
+                        watched = record is not None
+                    else:
+                        record = self.store.get_instance(instance_id)
                     if record is None and pending is None:
                         raise InstanceNotFoundError(f"no instance with id {instance_id!r}")
                     if record is not None and record.status.is_terminal:

@@ -68,7 +68,8 @@ def test_writes_wake_the_waiters_of_another_store_within_a_second(
     assert woken(idle, ORCHESTRATIONS, lambda: writer.create_instance(NewInstance("i1", "wf", None))) is not None
     writer.create_instance(NewInstance("i2", "wf", None))
     ending = lock_one(writer, "i2")
-    with idle.notifier.following(INSTANCES):  # as a waiter of that process does
+    with idle.notifier.following(INSTANCES):  # as a waiter of that process does, which also
+        idle.watch_instance("i2")  # marks the instance watched: only those ends are signalled
         assert woken(idle, INSTANCES, lambda: commit(writer, ending, status=OrchestrationStatus.COMPLETED)) is not None
     item = lock_one(writer, "i1")
     assert woken(idle, ACTIVITIES, lambda: commit(writer, item, activities=[task()])) is not None
@@ -247,8 +248,10 @@ def test_a_round_that_ends_an_instance_wakes_the_waiters_of_other_processes(
 
 
 def ends_elsewhere(writer: PostgresStore, iid: str) -> Callable[[], None]:
-    """What ends ``iid``, created now, by a commit of ``writer`` (another process)."""
+    """What ends ``iid``, created now and watched (as a wait of another process marks it),
+    by a commit of ``writer`` (another process)."""
     writer.create_instance(NewInstance(iid, "wf", None))
+    writer.watch_instance(iid)
     item = lock_one(writer, iid)
     return lambda: commit(writer, item, status=OrchestrationStatus.COMPLETED)
 
@@ -403,3 +406,55 @@ def test_a_wait_on_an_instance_that_ends_in_another_process_is_woken_by_its_end(
             assert waiting.listener is not None and waiting.listener.followed == {INSTANCES}
     finally:
         gate.set()
+
+
+def test_an_instance_end_is_signalled_to_other_processes_only_if_a_wait_there_watches_it(
+    stores: Callable[..., PostgresStore], pg_url: str
+) -> None:
+    """PostgreSQL wakes every listening backend of the database at each NOTIFY, whatever its
+    channels: an end that no wait of another process relies on sends none. A wait that
+    does marks its instance first (``watch_instance``). A purge is signalled as before."""
+    writer = stores()
+    with psycopg.connect(pg_url, autocommit=True) as listening:
+        listening.execute('LISTEN "perdure_instances"')
+        writer.create_instance(NewInstance("quiet", "wf", None))
+        assert commit(writer, lock_one(writer, "quiet"), status=OrchestrationStatus.COMPLETED) is Outcome.OK
+        assert list(listening.notifies(timeout=0.5)) == []
+        writer.create_instance(NewInstance("watched", "wf", None))
+        assert writer.watch_instance("watched").status is OrchestrationStatus.PENDING  # type: ignore[union-attr]
+        assert commit(writer, lock_one(writer, "watched"), status=OrchestrationStatus.COMPLETED) is Outcome.OK
+        assert [n.channel for n in listening.notifies(timeout=2, stop_after=1)] == ["perdure_instances"]
+        assert writer.purge_instances(["quiet"]) == 1
+        assert [n.channel for n in listening.notifies(timeout=2, stop_after=1)] == ["perdure_instances"]
+    assert writer.watch_instance("nobody") is None
+
+
+def test_a_wait_that_marks_an_instance_as_it_ends_reads_it_ended(stores: Callable[..., PostgresStore]) -> None:
+    """Forced interleaving: the transaction that ends the instance is held before its COMMIT
+    (its turn written, the instance's row held, its NOTIFY left out: nobody watched) while a
+    wait of another process marks the instance. The mark waits for the row, and the wait
+    then reads the instance ended, so it needs no NOTIFY; reading before the mark, it would
+    find it still running and sleep through the end."""
+    writer, waiter = stores(), stores()
+    writer.create_instance(NewInstance("i1", "wf", None))
+    item = lock_one(writer, "i1")
+    inside, release = threading.Event(), threading.Event()
+
+    def held(point: str) -> None:
+        if point == "commit_turns:inside":
+            inside.set()
+            assert release.wait(5)
+
+    writer.fault_hook = held
+    ending = threading.Thread(target=lambda: commit(writer, item, status=OrchestrationStatus.COMPLETED), daemon=True)
+    ending.start()
+    assert inside.wait(5)
+    read: list[Any] = []
+    marking = threading.Thread(target=lambda: read.append(waiter.watch_instance("i1")), daemon=True)
+    marking.start()
+    marking.join(0.3)
+    assert marking.is_alive()  # the mark waits for the ending transaction's row
+    release.set()
+    ending.join(5)
+    marking.join(5)
+    assert read[0].status is OrchestrationStatus.COMPLETED

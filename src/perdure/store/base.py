@@ -918,6 +918,13 @@ class Store(Protocol):
     def get_instance(self, instance_id: str) -> InstanceRecord | None:
         """The instance row, or None."""
 
+    def watch_instance(self, instance_id: str) -> InstanceRecord | None:
+        """:meth:`get_instance`, for a wait that relies on other processes' signals of the
+        instance's end: a store that signals instance ends to other processes (PostgreSQL's
+        ``NOTIFY``) signals this one's from now on, and the row read reflects every
+        transaction that ended the instance before the mark took hold. A store that signals
+        them to no other process (SQLite) reads the row."""
+
     def get_history(
         self,
         instance_id: str,

@@ -230,12 +230,17 @@ class Tx:
     scheduled: ScheduledTake | None = None
     #: The instances its turns end (:meth:`instance_ended`).
     ended: list[str] = field(default_factory=list)
+    #: ``INSTANCES`` is signalled to every process that follows it (a purge, a reopen: not
+    #: only ends, which only the processes that watch the instance hear of).
+    instances_for_all: bool = False
     _later: list[tuple[Answer, Callable[[Answer], None]]] = field(default_factory=list)
     _after: list[tuple[Answer, Callable[[Answer], None]]] = field(default_factory=list)
 
     def notify(self, *topics: str) -> None:
         """Signal ``topics`` on commit (never before: a woken waiter must see the rows)."""
         self.topics.update(topics)
+        if INSTANCES in topics:
+            self.instances_for_all = True
 
     def instance_ended(self, instance_id: str) -> None:
         """A turn of this transaction ends ``instance_id``: signal ``INSTANCES`` on commit,

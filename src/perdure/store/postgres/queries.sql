@@ -17,6 +17,13 @@
 -- name: get_instance
 SELECT * FROM instances WHERE instance_id = %(instance_id)s;
 
+-- name: watch_instance
+-- A wait of another process relies on the NOTIFY of this instance's end: from now on its
+-- end sends one (notify_ends). Under the instance's row lock: a transaction that ends the
+-- instance either committed before (the wait then reads it ended) or sees the mark.
+UPDATE instances SET watched = true
+WHERE instance_id = %(instance_id)s AND NOT watched AND status NOT IN ('COMPLETED', 'FAILED', 'TERMINATED');
+
 -- name: lock_instance
 -- Whoever decides about an instance (commit, create, purge) holds its row.
 SELECT * FROM instances WHERE instance_id = %(instance_id)s FOR UPDATE;
@@ -794,6 +801,16 @@ SELECT extract(epoch FROM clock_timestamp())::float8 AS t;
 -- Delivered to listeners when (and only if) the transaction commits. The payload names the
 -- sending store object, whose own listener ignores it (it has signalled its waiters already).
 SELECT pg_notify(channel, %(sender)s) FROM unnest(%(channels)s::text[]) AS c (channel);
+
+-- name: notify_ends
+-- notify, and the instances channel only if one of the instances the transaction ended
+-- is watched (watch_instance): PostgreSQL wakes every listening backend of the database
+-- at each NOTIFY, so an end no other process waits for sends none. Run after the turns'
+-- writes, which hold the instances' rows: a mark committed before them is seen here.
+SELECT pg_notify(channel, %(sender)s) FROM unnest(%(channels)s::text[]) AS c (channel)
+UNION ALL
+SELECT pg_notify(%(instances)s, %(sender)s)
+WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = ANY(%(ended)s::text[]) AND watched);
 
 
 -- ===== diagnosis reads ====================================================================

@@ -50,7 +50,10 @@ CREATE TABLE instances (
     version              INTEGER,                   -- orchestration version of the current execution; NULL: not chosen yet
     -- the second of last_updated_at: instances_by_updated keys on it, so that the turns of
     -- an instance within one second update its row in place (HOT), writing no index entry
-    last_updated_second  BIGINT GENERATED ALWAYS AS (floor(last_updated_at)::bigint) STORED
+    last_updated_second  BIGINT GENERATED ALWAYS AS (floor(last_updated_at)::bigint) STORED,
+    -- a wait of another process relies on the NOTIFY of this instance's end (watch_instance);
+    -- the ends of the others send none
+    watched              BOOLEAN NOT NULL DEFAULT false
 );
 
 -- list_instances: newest first, keyset paging on (created_at, instance_id).

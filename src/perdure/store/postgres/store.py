@@ -69,7 +69,7 @@ from perdure.store.open import check_postgres_schema, public_url
 from perdure.store.postgres import activities, orchestrations, reopen
 from perdure.store.postgres.clock import ServerClock
 from perdure.store.postgres.connection import AfterCommit, Answer, ChecksRefused, Database, RetryPolicy, Tx, text_array
-from perdure.store.postgres.listen import Listener, channels
+from perdure.store.postgres.listen import Listener, channel, channels
 from perdure.store.postgres.migrations import migrate
 from perdure.store.postgres.queries import Q
 from perdure.store.postgres.wire import Pipeline
@@ -246,7 +246,19 @@ class PostgresStore:
                 )
             unsent = tx.topics - tx.notified
             if unsent and self.notify_enabled:
-                tx.run(Q.notify, {"channels": text_array(channels(unsent)), "sender": self.sender})
+                if INSTANCES in unsent and not tx.instances_for_all:
+                    # Only ends: other processes hear of them only where a wait watches one.
+                    tx.run(
+                        Q.notify_ends,
+                        {
+                            "channels": text_array(channels(unsent - {INSTANCES})),
+                            "instances": channel(INSTANCES),
+                            "ended": text_array(tx.ended),
+                            "sender": self.sender,
+                        },
+                    )
+                else:
+                    tx.run(Q.notify, {"channels": text_array(channels(unsent)), "sender": self.sender})
             if self.fault_hook is not None:
                 tx.flush()  # the hook finds the transaction as COMMIT will: every statement done
                 self.fault_hook(f"{method}:{point}")
@@ -654,6 +666,18 @@ class PostgresStore:
         return [worker_from_row(r) for r in rows]
 
     # -- reads --
+
+    def watch_instance(self, instance_id: str) -> InstanceRecord | None:
+        """See :meth:`perdure.store.base.Store.watch_instance`: the mark, then the read (a
+        statement of its own, so that it sees a transaction that held the row, ending it,
+        as committed), with the COMMIT in one round trip."""
+
+        def body(tx: Tx) -> AfterCommit:
+            tx.run(Q.watch_instance, {"instance_id": instance_id})
+            row = tx.run(Q.get_instance, {"instance_id": instance_id})
+            return AfterCommit(lambda: None if (found := row.fetchone()) is None else instance_from_row(found))
+
+        return self._write("watch_instance", body, durable=False)  # type: ignore[no-any-return]
 
     def get_instance(self, instance_id: str) -> InstanceRecord | None:
         """See :meth:`perdure.store.base.Store.get_instance`."""

@@ -534,6 +534,11 @@ class SQLiteStore:
             row = conn.execute(Q.get_instance, {"instance_id": instance_id}).fetchone()
         return None if row is None else instance_from_row(row)
 
+    def watch_instance(self, instance_id: str) -> InstanceRecord | None:
+        """See :meth:`perdure.store.base.Store.watch_instance`: another process learns of an
+        end by its next round, watched or not."""
+        return self.get_instance(instance_id)
+
     def get_history(
         self,
         instance_id: str,

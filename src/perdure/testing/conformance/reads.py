@@ -229,3 +229,17 @@ def test_a_row_handed_over_is_not_taken_once_an_instance_changed_since(store: St
     assert commit(store, lock_one(store, "i4"), status=COMPLETED) is Outcome.OK  # since i3 ended
     with ended.waiting("i3") as handed:
         assert handed() is None
+
+
+def test_watch_instance_reads_the_instance_as_get_instance_does(store: Store) -> None:
+    """A wait that relies on other processes' signals reads its instance with
+    ``watch_instance`` (which may also mark it watched): the same row as ``get_instance``,
+    running or ended, and None for an unknown id."""
+    running(store, "i1")
+    assert store.watch_instance("i1") == store.get_instance("i1")
+    assert store.watch_instance("i1").status is OrchestrationStatus.RUNNING  # type: ignore[union-attr]
+    start(store, "i2")
+    assert commit(store, lock_one(store, "i2"), status=COMPLETED) is Outcome.OK
+    assert store.watch_instance("i2") == store.get_instance("i2")
+    assert store.watch_instance("i2").status is OrchestrationStatus.COMPLETED  # type: ignore[union-attr]
+    assert store.watch_instance("nobody") is None
