@@ -4,6 +4,7 @@ after another) in one process, beside worker processes that wait on no instance.
     python -m bench.bystanders                       # 3 bystanders, 8 s
     python -m bench.bystanders --processes 6 --seconds 15
     python -m bench.bystanders --following           # bystanders that follow instance ends
+    python -m bench.bystanders --watched [--following]  # every instance watched
 
 Run it with ``PYTHONPATH`` naming the checkout to measure (its ``src`` and its root). Each
 bystander is a process running an idle worker of the same app on the same database: no
@@ -13,7 +14,9 @@ spent (their processes, from ``getrusage``) and the CPU of their listener connec
 server backends (from ``/proc``, by ``application_name``): what each extra process of a
 fleet costs per instance end when it has nothing to do with it. With ``--following``, each
 bystander follows instance ends meanwhile (``store.notifier.following``), as a process
-does while a client of its waits on an instance or has just started one.
+does while a client of its waits on an instance or has just started one. An end sends a
+``NOTIFY`` only if a wait of another process watches its instance: with ``--watched`` the
+W3 process marks each instance watched (``Store.watch_instance``) as such a wait does.
 
 PostgreSQL: $PERDURE_BENCH_POSTGRES_URL, else postgresql://postgres@127.0.0.1:5432/test.
 """
@@ -62,9 +65,9 @@ def _tell(children: list[subprocess.Popen[str]]) -> None:
         child.stdin.flush()
 
 
-def measure(processes: int, seconds: float, following: bool = False) -> tuple[int, float, float]:
-    """Instances ended in ``seconds`` of W3, and the bystanders' CPU seconds spent meanwhile:
-    their processes', and their listener backends'."""
+def measure(processes: int, seconds: float, following: bool = False, watched: bool = False) -> tuple[int, float, float]:
+    """Instances ended in ``seconds`` of W3 (each marked watched if ``watched``), and the
+    bystanders' CPU seconds spent meanwhile: their processes', and their listener backends'."""
     with fresh_store_url("postgres") as url:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         children = [
@@ -84,14 +87,21 @@ def measure(processes: int, seconds: float, following: bool = False) -> tuple[in
             store = perdure.open_store(url)
             client = perdure.Client(store)
             orchestration = _sequence(local=False)
+
+            def start_to_result() -> None:
+                iid = client.start(orchestration, 1)
+                if watched:
+                    store.watch_instance(iid)
+                client.wait(iid, timeout=60)
+
             with perdure.Worker(app, store):
                 for _ in range(50):  # warm-up
-                    client.wait(client.start(orchestration, 1), timeout=60)
+                    start_to_result()
                 listeners = backends_cpu(url, LISTENERS)
                 _tell(children)
                 ended, deadline = 0, time.monotonic() + seconds
                 while time.monotonic() < deadline:
-                    client.wait(client.start(orchestration, 1), timeout=60)
+                    start_to_result()
                     ended += 1
                 after = backends_cpu(url, LISTENERS)  # before the bystanders close their listeners
                 _tell(children)
@@ -114,14 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=3, help="bystander processes (default 3)")
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds of W3 measured (default 8)")
     parser.add_argument("--following", action="store_true", help="the bystanders follow instance ends")
+    parser.add_argument("--watched", action="store_true", help="each instance is watched, as by a remote wait")
     parser.add_argument("--bystander", nargs=2, metavar=("URL", "NAME"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.bystander:
         bystander(*args.bystander, args.following)
         return 0
-    ended, spent, servers = measure(args.processes, args.seconds, args.following)
+    ended, spent, servers = measure(args.processes, args.seconds, args.following, args.watched)
     per = 1000 / ended / args.processes
     how = "following instance ends" if args.following else "not following instance ends"
+    how += ", every instance watched" if args.watched else ", no instance watched"
     print(
         f"{datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, {args.processes} bystanders ({how}), {ended} instances ended"
     )
