@@ -17,6 +17,7 @@ started during the run (an activity thread added to the pool) counts under that 
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import Counter
@@ -26,7 +27,7 @@ from pathlib import Path
 import perdure
 from bench.__main__ import fresh_store_url, w3_options
 from bench.cpu import stat_times
-from bench.workloads import _sequence, app
+from bench.workloads import _sequence, app, start_to_result
 
 
 def thread_counters() -> dict[str, Counter[str]]:
@@ -59,20 +60,15 @@ def measure(url: str, orchestrations: int, eager: bool, run: bool = False) -> tu
     client = perdure.Client(store)
     orchestration = _sequence(local=False)
 
-    def start_to_result() -> None:
-        if run:
-            client.run(orchestration, 1, eager=eager, timeout=60)
-        else:
-            client.wait(client.start(orchestration, 1, eager=eager), timeout=60)
-
+    one = functools.partial(start_to_result, client, orchestration, 1, eager=eager, separate=not run)
     try:
         with perdure.Worker(app, store):
             for _ in range(50):  # warm-up: statements prepared, threads started, caches filled
-                start_to_result()
+                one()
             before = thread_counters()
             started = time.perf_counter()
             for _ in range(orchestrations):
-                start_to_result()
+                one()
             wall = time.perf_counter() - started
             after = thread_counters()
     finally:

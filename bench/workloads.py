@@ -10,6 +10,7 @@ exporter that drops the spans): what ``bench.observe_cost`` compares.
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import subprocess
@@ -244,12 +245,22 @@ def w2(url: str, n: int = 1000, observe: str = "off") -> dict[str, Any]:
 W3_WARM_UP_S = 0.5
 
 
-def warm_up(start_to_result: Callable[[], Any]) -> None:
-    """Run ``start_to_result`` for :data:`W3_WARM_UP_S` seconds (at least once)."""
+def start_to_result(
+    client: perdure.Client, orchestration: Callable[..., Any], value: Any, *, eager: bool, separate: bool
+) -> perdure.InstanceState:
+    """One W3 start → result: ``client.run``, or with ``separate`` ``client.start`` then
+    ``client.wait``."""
+    if separate:
+        return client.wait(client.start(orchestration, value, eager=eager), timeout=60)
+    return client.run(orchestration, value, eager=eager, timeout=60)
+
+
+def warm_up(one: Callable[[], Any]) -> None:
+    """Run ``one`` (a start → result) for :data:`W3_WARM_UP_S` seconds (at least once)."""
     until = time.perf_counter() + W3_WARM_UP_S
-    start_to_result()
+    one()
     while time.perf_counter() < until:
-        start_to_result()
+        one()
 
 
 def w3(
@@ -272,18 +283,14 @@ def w3(
     orchestration, value = (one_step_with, order_of(input_kb)) if input_kb else (_sequence(local), 1)
     expected = len(value["lines"]) + 1 if input_kb else 1
 
-    def start_to_result() -> perdure.InstanceState:
-        if separate:
-            return client.wait(client.start(orchestration, value, eager=eager), timeout=60)
-        return client.run(orchestration, value, eager=eager, timeout=60)
-
+    one = functools.partial(start_to_result, client, orchestration, value, eager=eager, separate=separate)
     with perdure.Worker(app, store, **observed(observe)):
-        warm_up(start_to_result)
+        warm_up(one)
         measured = Measured(url)
         measured.start()
         for _ in range(orchestrations):
             started = time.perf_counter()
-            state = start_to_result()
+            state = one()
             latencies.append(time.perf_counter() - started)
             assert state.output == expected
         measured.stop()

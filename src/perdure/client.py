@@ -305,7 +305,7 @@ class Client:
         """
         new = self._new_instance(orchestration, input, instance_id, None, eager, version)
         start = partial(
-            self._start, new, replace_terminal=replace_terminal, eager=eager, request_id=request_id, handed=True
+            self._start, new, replace_terminal=replace_terminal, eager=eager, request_id=request_id, leave_running=True
         )
         return self._wait(new.instance_id, timeout, start)
 
@@ -344,10 +344,10 @@ class Client:
         replace_terminal: bool,
         eager: bool,
         request_id: str | None,
-        handed: bool = False,
+        leave_running: bool = False,
     ) -> _PendingStart | None:
         """Make the start of ``new``: eagerly, handed to a worker of this process, or queued.
-        ``handed=True``: a start handed over is left running, and returned (the caller
+        ``leave_running``: a start handed over is left running, and returned (the caller
         finishes it, :meth:`_PendingStart.finish`, once it ended without running)."""
         ended_before = self.store.notifier.version(INSTANCES)
         self.store.notifier.ended.expect(new.instance_id)  # before it can end: the end hands its row to wait
@@ -364,7 +364,7 @@ class Client:
             first = partial(start_eagerly, self.store, new, replace_terminal=replace_terminal, request_id=rid)
         else:
             taken = hand_over(self.store, new, replace_terminal=replace_terminal, request_id=rid)
-            if taken is not None and handed:
+            if taken is not None and leave_running:
                 pending = _PendingStart(
                     taken, partial(self._create, new, rid, recorded, replace_terminal, taken.result)
                 )
@@ -527,14 +527,13 @@ class Client:
             # (a store signals to other processes only the ends of watched instances).
             watched = False
             pending = None if start is None else start()
-            topics = (INSTANCES,) if pending is None else (INSTANCES, UNRUN_STARTS)
             before = self._version_before_start(instance_id)
             unchanged = before if before is not None and notifier.version(INSTANCES) == before else None
             while True:
                 unrun = notifier.version(UNRUN_STARTS)  # before the start is looked at: no signal lost
                 if pending is not None and pending.ended:
                     pending.finish()  # raises what the start raised; queues a start given back
-                    pending, topics = None, (INSTANCES,)
+                    pending = None
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if (
                     unchanged is not None
@@ -568,6 +567,7 @@ class Client:
                             record = self.store.get_instance(instance_id)
                         status = "not started" if record is None else record.status.value
                         raise TimeoutError(f"instance {instance_id!r} is still {status} after {timeout:g} s")
+                topics = (INSTANCES,) if pending is None else (INSTANCES, UNRUN_STARTS)
                 notifier.wait(topics, seen, delay if remaining is None else min(delay, remaining))
                 delay = min(delay * 2, 0.5)
 
