@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import threading
 import time
+import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 import perdure
 from perdure.core.history import EventRaised
@@ -407,6 +411,51 @@ def test_a_wait_on_an_instance_that_ends_in_another_process_is_woken_by_its_end(
             assert waiting.listener is not None and waiting.listener.followed == {INSTANCES}
     finally:
         gate.set()
+
+
+@contextlib.contextmanager
+def reader_url(pg_url: str) -> Iterator[str]:
+    """The URL of ``pg_url``'s database for a new role granted only SELECT (dropped after)."""
+    name = f"perdure_reader_{uuid.uuid4().hex[:10]}"
+    role = sql.Identifier(name)
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
+        admin.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(role))
+    parts = urllib.parse.urlsplit(pg_url)
+    try:
+        yield urllib.parse.urlunsplit(parts._replace(netloc=f"{name}@{parts.netloc.rpartition('@')[2]}"))
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP OWNED BY {}").format(role))
+            admin.execute(sql.SQL("DROP ROLE {}").format(role))
+
+
+def test_a_wait_by_a_role_that_may_only_read_sees_the_end_by_polling(
+    stores: Callable[..., PostgresStore], pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wait marks the instance it waits on (``watch_instance``, a write): a role granted
+    only SELECT, as a dashboard's may be, is refused the mark. Its waits still see the
+    ends, by reading the row as they poll; the store warns once and marks no more."""
+    running = stores()
+    starter = perdure.Client(running)
+    gate.clear()
+    with reader_url(pg_url) as url:
+        reader = PostgresStore(url)
+        try:
+            waiting = perdure.Client(reader)
+            with perdure.Worker(app, running), caplog.at_level(logging.WARNING, "perdure.store.postgres"):
+                for n in (1, 2):
+                    iid = starter.start(slow, n)
+                    timer = threading.Timer(0.3, gate.set)
+                    timer.start()
+                    assert waiting.wait(iid, timeout=10).output == n + 1
+                    timer.join()
+                    gate.clear()
+        finally:
+            gate.set()
+            reader.close()
+    refusals = [r for r in caplog.records if "may not mark the instances its waits watch" in r.getMessage()]
+    assert len(refusals) == 1, [r.getMessage() for r in caplog.records]
 
 
 def test_an_instance_end_is_signalled_to_other_processes_only_if_a_wait_there_watches_it(

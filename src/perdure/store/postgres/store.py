@@ -9,9 +9,11 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
+import psycopg
+
 from perdure.core.history import dumps_checked
 from perdure.core.status import OrchestrationStatus
-from perdure.errors import InstanceExistsError, InvalidInputError
+from perdure.errors import InstanceExistsError, InvalidInputError, StoreError
 from perdure.store.base import (
     ActivityCompletion,
     ActivityWorkItem,
@@ -75,6 +77,9 @@ from perdure.store.postgres.queries import Q
 from perdure.store.postgres.wire import Pipeline
 
 log = logging.getLogger("perdure.store.postgres")
+
+#: The server's refusals of a write to a role that may only read.
+_READ_ONLY = (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction)
 
 SCHEMES = ("postgresql", "postgres")
 
@@ -154,6 +159,7 @@ class PostgresStore:
         self.options = StoreOptions(max_deliveries, float(defer_backoff), float(defer_backoff_cap), keep_executions)
         self.notify_enabled = notify
         self.sender = secrets.token_hex(8)  # NOTIFY payload: lets our listener skip our own
+        self._may_watch = True  # False once the server refused this role the mark of a watch
         self._db = Database(
             url,
             display=self.url,
@@ -670,14 +676,30 @@ class PostgresStore:
     def watch_instance(self, instance_id: str) -> InstanceRecord | None:
         """See :meth:`perdure.store.base.Store.watch_instance`: the mark, then the read (a
         statement of its own, so that it sees a transaction that held the row, ending it,
-        as committed), with the COMMIT in one round trip."""
+        as committed), with the COMMIT in one round trip. A role that may only read (no
+        UPDATE granted, or read-only transactions, as on a standby) reads the row: its
+        waits then see ends in other processes by polling (warned once)."""
+        if not self._may_watch:
+            return self.get_instance(instance_id)
 
         def body(tx: Tx) -> AfterCommit:
             tx.run(Q.watch_instance, {"instance_id": instance_id})
             row = tx.run(Q.get_instance, {"instance_id": instance_id})
             return AfterCommit(lambda: None if (found := row.fetchone()) is None else instance_from_row(found))
 
-        return self._write("watch_instance", body, durable=False)  # type: ignore[no-any-return]
+        try:
+            return self._write("watch_instance", body, durable=False)  # type: ignore[no-any-return]
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, _READ_ONLY):
+                raise
+            self._may_watch = False
+            log.warning(
+                "the role on %s may not mark the instances its waits watch (%s): a wait here sees "
+                "an instance that ends in another process by polling, not at once",
+                self.url,
+                str(exc.__cause__).strip(),
+            )
+            return self.get_instance(instance_id)
 
     def get_instance(self, instance_id: str) -> InstanceRecord | None:
         """See :meth:`perdure.store.base.Store.get_instance`."""
