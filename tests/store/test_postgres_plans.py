@@ -19,9 +19,13 @@ import pytest
 from bench.crowded import crowd
 from bench.plans import explain_every_statement
 from bench.workloads import app, chain
+from psycopg import sql
 
 import perdure
-from perdure.store.base import InstanceQuery
+from perdure.store.base import InstanceQuery, NewInstance
+from perdure.store.postgres.connection import GENERIC_SESSION
+from perdure.store.postgres.queries import Q
+from perdure.store.postgres.wire import Statement
 from tests import pgserver
 
 TABLES = ("instances", "history", "orchestration_leases", "orchestration_messages", "activity_tasks")
@@ -148,6 +152,36 @@ def test_a_list_by_last_update_reads_its_rows_from_the_newest_second(plans: list
         assert [n.get("Index Name") for n in scans] == ["instances_by_updated"], scans
         assert not [n for n in nodes(plan["Plan"]) if n["Node Type"] == "Sort"]
         assert rows_read(plan["Plan"]) < 500
+
+
+def test_the_notify_of_an_end_looks_its_instances_up_by_key_in_a_table_analyzed_small() -> None:
+    # notify_ends asks whether the ended instances are watched, with a worker's generic
+    # plans. Its statistics taken while the table held a few dozen instances, and the table
+    # grown to a few hundred since, a generic plan of "instance_id = ANY(list)" (the planner
+    # guesses ten ids) would read every instance at each end; it looks each id up by key.
+    with pgserver.fresh_database() as url:
+        store = perdure.open_store(url)
+        try:
+            store.create_instances([NewInstance(f"early-{i}", "wf", None) for i in range(30)])
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("ANALYZE instances")
+            store.create_instances([NewInstance(f"later-{i}", "wf", None) for i in range(430)])
+        finally:
+            store.close()
+        statement = Statement.of(Q.notify_ends)
+        values = {"sender": "s", "channels": "{}", "instances": "perdure_instances", "ended": "{later-5,later-7}"}
+        with psycopg.connect(url, autocommit=True) as conn:
+            for setting in GENERIC_SESSION:
+                conn.execute(setting)
+            conn.execute(b"PREPARE ends AS " + statement.sql)
+            arguments = sql.SQL(", ").join(sql.Literal(values[name]) for name in statement.names)
+            [[explained]] = conn.execute(
+                sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE ends({})").format(arguments)
+            ).fetchone()
+    plan = explained["Plan"]
+    scans = [(n["Node Type"], n.get("Index Name")) for n in nodes(plan) if n.get("Relation Name") == "instances"]
+    assert scans == [("Index Scan", "instances_pkey")], scans
+    assert rows_read(plan) <= 2
 
 
 def test_a_turns_write_carries_only_the_checks_its_turns_need(plans: list[dict]) -> None:

@@ -807,10 +807,16 @@ SELECT pg_notify(channel, %(sender)s) FROM unnest(%(channels)s::text[]) AS c (ch
 -- is watched (watch_instance): PostgreSQL wakes every listening backend of the database
 -- at each NOTIFY, so an end no other process waits for sends none. Run after the turns'
 -- writes, which hold the instances' rows: a mark committed before them is seen here.
+-- Each ended instance is looked up by its key alone (LATERAL, LIMIT 1: the planner cannot
+-- make it a join): for instance_id = ANY(list), a generic plan guesses ten ids, and in a
+-- table of a few hundred rows would rather read every row.
 SELECT pg_notify(channel, %(sender)s) FROM unnest(%(channels)s::text[]) AS c (channel)
 UNION ALL
 SELECT pg_notify(%(instances)s, %(sender)s)
-WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = ANY(%(ended)s::text[]) AND watched);
+WHERE EXISTS (
+    SELECT 1 FROM unnest(%(ended)s::text[]) AS e (instance_id),
+    LATERAL (SELECT 1 FROM instances AS i WHERE i.instance_id = e.instance_id AND i.watched LIMIT 1) AS w
+);
 
 
 -- ===== diagnosis reads ====================================================================
