@@ -40,22 +40,39 @@ _CROWD = (
 )
 
 
-def crowd(kind: str, url: str, rows: int) -> None:
-    """Migrate the store at ``url`` and write the crowd of ``rows`` into it."""
+def crowd(kind: str, url: str, rows: int, *, analyzed: int | None = None) -> None:
+    """Migrate the store at ``url`` and write the crowd of ``rows`` into it, then analyze it.
+    With ``analyzed``, the store is analyzed once it holds the crowd of that many, and the
+    rest is written after: statistics of a store that was small when last analyzed."""
     perdure.open_store(url).close()
     if kind == "sqlite":
-        series = f"(WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < {rows}) SELECT g FROM s)"
         with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-            for statement in _CROWD:
-                conn.execute(statement.format(series=series))
-            conn.execute("ANALYZE")
+            for first, last in _parts(rows, analyzed):
+                series = (
+                    f"(WITH RECURSIVE s(g) AS (SELECT {first} UNION ALL SELECT g + 1 FROM s WHERE g < {last}) "
+                    "SELECT g FROM s)"
+                )
+                for statement in _CROWD:
+                    conn.execute(statement.format(series=series))
+                if last == (analyzed or rows):
+                    conn.execute("ANALYZE")
         return
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        for statement in _CROWD:
-            conn.execute(statement.format(series=f"generate_series(1, {rows}) AS s (g)").replace("%", "%%"))
-        conn.execute("VACUUM ANALYZE")
+        for first, last in _parts(rows, analyzed):
+            for statement in _CROWD:
+                series = f"generate_series({first}, {last}) AS s (g)"
+                conn.execute(statement.format(series=series).replace("%", "%%"))
+            if last == (analyzed or rows):
+                conn.execute("VACUUM ANALYZE")
+
+
+def _parts(rows: int, analyzed: int | None) -> list[tuple[int, int]]:
+    """The ranges of the crowd's rows written before the analysis, and after it."""
+    if analyzed is None or analyzed >= rows:
+        return [(1, rows)]
+    return [(1, analyzed), (analyzed + 1, rows)]
 
 
 def main(argv: list[str] | None = None) -> int:

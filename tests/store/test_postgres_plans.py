@@ -31,15 +31,27 @@ from tests import pgserver
 TABLES = ("instances", "history", "orchestration_leases", "orchestration_messages", "activity_tasks")
 
 
-@pytest.fixture(params=[0, 500, 2000], ids=lambda rows: f"{rows}-rows")
+#: The crowds of test_a_round_looks_its_keys_up...: rows, and rows when last analyzed.
+CROWDS = {
+    "fresh": (0, None),
+    "analyzed-at-15-grown-to-250": (250, 15),
+    "500-rows": (500, None),
+    "2000-rows": (2000, None),
+}
+
+
+@pytest.fixture(params=list(CROWDS))
 def crowded_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A migrated database crowded by the rest of a fleet (``bench.crowded``: that many
     finished instances, and as many running ones that another worker holds, each with a
     message and a task due later), analyzed, whose sessions report every plan as it ran.
-    With none, a fresh database (never analyzed: the planner guesses its tables' sizes)."""
+    With none, a fresh database (never analyzed: the planner guesses its tables' sizes);
+    and one analyzed while it held a few dozen rows, grown to hundreds since (a generic
+    plan made then takes the tables for small)."""
+    rows, analyzed = CROWDS[request.param]
     with pgserver.fresh_database() as url:
-        if request.param:
-            crowd("postgres", url, request.param)
+        if rows:
+            crowd("postgres", url, rows, analyzed=analyzed)
         explain_every_statement(url, {"auto_explain.log_analyze": "on", "auto_explain.log_timing": "off"})
         yield url
 
@@ -83,9 +95,12 @@ def rows_read(plan: dict) -> int:
     """The most rows of a table of perdure's that one node of ``plan`` read, as it ran
     (those it returned and those it passed over, in all its loops)."""
     return max(
-        (n["Actual Rows"] + n.get("Rows Removed by Filter", 0)) * n["Actual Loops"]
-        for n in nodes(plan)
-        if n.get("Relation Name") in TABLES
+        (
+            (n["Actual Rows"] + n.get("Rows Removed by Filter", 0)) * n["Actual Loops"]
+            for n in nodes(plan)
+            if n.get("Relation Name") in TABLES
+        ),
+        default=0,
     )
 
 
@@ -105,9 +120,10 @@ def test_a_round_looks_its_keys_up_among_none_or_thousands_of_other_rows(crowded
     # taken), once for each of the 11 turns or more, and the locks of their instances (not
     # of a handed start's: the instance is that transaction's own insert); and, in the
     # rounds that look at the queues, the lock of the next tasks with the due times, and the
-    # due times alone.
+    # due times alone; and the NOTIFY of the rounds that end the instances.
     pattern = re.compile(
-        r"\s*(WITH turn AS|WITH refused AS|SELECT instance_id FROM instances|WITH picked AS|WITH due AS)"
+        r"\s*(WITH turn AS|WITH refused AS|SELECT instance_id FROM instances|WITH picked AS|WITH due AS"
+        r"|SELECT pg_notify)"
     )
     kinds = {"WITH refused AS": "WITH turn AS"}  # a group of one turn's write (write_one_turn)
     matched = [(kinds.get(m.group(1), m.group(1)), p) for p in plans if (m := pattern.match(p["Query Text"]))]
@@ -116,6 +132,7 @@ def test_a_round_looks_its_keys_up_among_none_or_thousands_of_other_rows(crowded
     assert sent["WITH turn AS"] >= 11, sent
     assert sent["SELECT instance_id FROM instances"] >= sent["WITH turn AS"] - handed, sent
     assert sent["WITH picked AS"] >= 1, sent
+    assert sent["SELECT pg_notify"] >= 2, sent  # the two instances' ends
     reads = {(p["Query Text"][:40], table) for p in rounds for table in whole_table_reads(p["Plan"])}
     assert not reads
     # They look keys up with plain index scans: a bitmap heap scan costs more to start than
