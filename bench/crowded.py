@@ -47,32 +47,33 @@ def crowd(kind: str, url: str, rows: int, *, analyzed: int | None = None) -> Non
     perdure.open_store(url).close()
     if kind == "sqlite":
         with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-            for first, last in _parts(rows, analyzed):
+            for first, last, analyze in _parts(rows, analyzed):
                 series = (
                     f"(WITH RECURSIVE s(g) AS (SELECT {first} UNION ALL SELECT g + 1 FROM s WHERE g < {last}) "
                     "SELECT g FROM s)"
                 )
                 for statement in _CROWD:
                     conn.execute(statement.format(series=series))
-                if last == (analyzed or rows):
+                if analyze:
                     conn.execute("ANALYZE")
         return
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        for first, last in _parts(rows, analyzed):
+        for first, last, analyze in _parts(rows, analyzed):
             for statement in _CROWD:
                 series = f"generate_series({first}, {last}) AS s (g)"
                 conn.execute(statement.format(series=series).replace("%", "%%"))
-            if last == (analyzed or rows):
+            if analyze:
                 conn.execute("VACUUM ANALYZE")
 
 
-def _parts(rows: int, analyzed: int | None) -> list[tuple[int, int]]:
-    """The ranges of the crowd's rows written before the analysis, and after it."""
+def _parts(rows: int, analyzed: int | None) -> list[tuple[int, int, bool]]:
+    """The ranges of the crowd's rows to write, each with whether the store is analyzed
+    after it: all of them, or those up to ``analyzed``, then the rest."""
     if analyzed is None or analyzed >= rows:
-        return [(1, rows)]
-    return [(1, analyzed), (analyzed + 1, rows)]
+        return [(1, rows, True)]
+    return [(1, analyzed, True), (analyzed + 1, rows, False)]
 
 
 def main(argv: list[str] | None = None) -> int:
