@@ -549,18 +549,27 @@ ORDER BY message_id;
 SELECT * FROM orchestration_messages WHERE instance_id = %(instance_id)s ORDER BY message_id;
 
 -- name: any_messages_among
-SELECT 1 FROM orchestration_messages WHERE instance_id = ANY(%(ids)s::text[]) LIMIT 1;
+-- Each id looked up by key (as in notify_ends: a worker's generic plan of
+-- "instance_id = ANY(list)" may read the whole table).
+SELECT 1 FROM unnest(%(ids)s::text[]) AS e (instance_id),
+LATERAL (SELECT 1 FROM orchestration_messages AS m WHERE m.instance_id = e.instance_id LIMIT 1) AS found
+LIMIT 1;
 
 -- name: due_messages_among
 -- Whether messages due now are queued for any of the instances :ids (whose leases the
 -- transaction released: a worker must look at them), and if so the NOTIFY of :channel (none
--- if NULL) with :sender: the answer is needed only after the COMMIT.
+-- if NULL) with :sender: the answer is needed only after the COMMIT. Each id looked up by
+-- key (as in notify_ends).
 SELECT q.due, (
     SELECT COUNT(pg_notify(%(channel)s::text, %(sender)s::text)) WHERE q.due AND %(channel)s::text IS NOT NULL
 ) AS notified
 FROM (
     SELECT EXISTS (
-        SELECT 1 FROM orchestration_messages WHERE instance_id = ANY(%(ids)s::text[]) AND visible_at <= %(now)s
+        SELECT 1 FROM unnest(%(ids)s::text[]) AS e (instance_id),
+        LATERAL (
+            SELECT 1 FROM orchestration_messages AS m
+            WHERE m.instance_id = e.instance_id AND m.visible_at <= %(now)s LIMIT 1
+        ) AS found
     ) AS due
 ) AS q;
 
@@ -808,8 +817,9 @@ SELECT pg_notify(channel, %(sender)s) FROM unnest(%(channels)s::text[]) AS c (ch
 -- at each NOTIFY, so an end no other process waits for sends none. Run after the turns'
 -- writes, which hold the instances' rows: a mark committed before them is seen here.
 -- Each ended instance is looked up by its key alone (LATERAL, LIMIT 1: the planner cannot
--- make it a join): for instance_id = ANY(list), a generic plan guesses ten ids, and in a
--- table of a few hundred rows would rather read every row.
+-- make it a join): for instance_id = ANY(list), a worker's generic plan guesses ten ids,
+-- and in a table of a few hundred rows analyzed while it held a few dozen, would rather
+-- read every row.
 SELECT pg_notify(channel, %(sender)s) FROM unnest(%(channels)s::text[]) AS c (channel)
 UNION ALL
 SELECT pg_notify(%(instances)s, %(sender)s)

@@ -148,12 +148,14 @@ def test_create_and_run_of_a_scheduled_start_only_creates_the_instance(store: St
 
 def test_create_and_run_leaves_what_was_queued_for_the_id_before_it_existed_to_the_next_turn(store: Store) -> None:
     raise_event(store, "i1", name="early")
-    turns = Turns()
+    seen = store.notifier.version(ORCHESTRATIONS)
+    turns = Turns(release=False)  # its worker keeps the lease (a turn waiting on its activity)
     assert eager(store, turns) == [Outcome.OK]
+    assert store.notifier.version(ORCHESTRATIONS) != seen  # the workers are told of the message
     [item] = turns.seen  # run before the instance existed: the start alone
     assert kinds(item.messages) == ["ExecutionStarted"]
     assert kinds(store.get_history("i1")) == ["TurnStarted", "ExecutionStarted"]
-    assert kinds(lock_one(store, "i1").messages) == ["EventRaised"]
+    assert kinds(lock(store, "w1", held={"i1": item.lease_token})[0].messages) == ["EventRaised"]
 
 
 def test_create_and_run_takes_the_tasks_its_turn_scheduled_when_asked(store: Store, clock: FakeClock) -> None:
