@@ -62,6 +62,14 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
 
 
+def with_user(url: str, user: str) -> str:
+    """``url`` for another role (no password: the test servers trust local connections)."""
+    parts = urlsplit(url)
+    return urlunsplit(
+        (parts.scheme, f"{user}@{parts.netloc.rpartition('@')[2]}", parts.path, parts.query, parts.fragment)
+    )
+
+
 def answers(url: str, timeout: float = 2.0) -> bool:
     """True if a server accepts a connection at ``url``."""
     try:

@@ -7,7 +7,6 @@ import dataclasses
 import logging
 import threading
 import time
-import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -421,9 +420,8 @@ def reader_url(pg_url: str) -> Iterator[str]:
     with psycopg.connect(pg_url, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
         admin.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(role))
-    parts = urllib.parse.urlsplit(pg_url)
     try:
-        yield urllib.parse.urlunsplit(parts._replace(netloc=f"{name}@{parts.netloc.rpartition('@')[2]}"))
+        yield pgserver.with_user(pg_url, name)
     finally:
         with psycopg.connect(pg_url, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP OWNED BY {}").format(role))
