@@ -125,3 +125,13 @@ def instance_after_turn(turn: PreparedTurn, row: Row, now: float) -> dict[str, A
         "duration": c.stats.duration,
         "progressed": bool(c.stats.progressed),
     }
+
+
+def started_instance(new_run: Mapping[str, Any], turn: PreparedTurn) -> dict[str, Any]:
+    """The parameters of a new run's row as its first ``turn`` leaves it: ``new_run``, the
+    new run's (as ``new_instance_params`` gives them), with the turn applied as
+    :func:`instance_after_turn` applies it to a row."""
+    after = instance_after_turn(turn, {**new_run, "history_event_count": 0, "history_bytes": 0}, new_run["now"])
+    if after["version"] is None:
+        after["version"] = new_run["version"]
+    return {**new_run, **after}

@@ -65,7 +65,8 @@ _TRANSIENT_STATES = frozenset(
 
 class ChecksRefused(StoreError):
     """An optimistic transaction (:attr:`Tx.optimistic`) failed: a turn it committed failed
-    a check. Nothing was written; run it again without optimism."""
+    a check, or a row it wrote without reading first was taken. Nothing was written; run it
+    again without optimism."""
 
 
 def _refused(exc: psycopg.Error) -> bool:
@@ -432,6 +433,10 @@ class Database:
                 except psycopg.DataError as exc:
                     if _refused(exc):
                         raise ChecksRefused(f"{method}: a turn committed optimistically failed its checks") from exc
+                    raise
+                except psycopg.errors.UniqueViolation as exc:
+                    if tx.optimistic:  # a row it did not look for first: a fresh id's
+                        raise ChecksRefused(f"{method}: a row written optimistically was taken: {exc}") from exc
                     raise
                 except psycopg.OperationalError as exc:
                     if committing and outcome_unknown(exc):

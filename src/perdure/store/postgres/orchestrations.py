@@ -130,20 +130,37 @@ NO_TASKS_ANSWER = "SELECT NULL::bigint AS task_row_id FROM (SELECT count(refusal
 OPTIONAL_CHECKS = ("consumed", "handed", "ended")
 
 
+#: The answer of the write of a started turn (:func:`group_write`): no checks to read.
+STARTED_ANSWERS = {
+    True: "SELECT tasks.* FROM tasks WHERE tasks.lease_token IS NOT NULL",
+    False: "SELECT NULL::bigint AS task_row_id",
+}
+
+
 @functools.cache
-def group_write(check: bool, parts: frozenset[str], *, one_turn: bool = False) -> str:
+def group_write(check: bool, parts: frozenset[str], *, one_turn: bool = False, started: bool = False) -> str:
     """The group write (with its checks or not; of one turn, or of any number) with only
     the optional ``parts`` given: the writes of :data:`OPTIONAL_WRITES` and, checked, the
-    checks of :data:`OPTIONAL_CHECKS`. One prepared statement per combination in use."""
+    checks of :data:`OPTIONAL_CHECKS`. One prepared statement per combination in use.
+    ``started``: the first turn of a run this transaction inserted as the turn leaves it
+    (``insert_started_instance``), which ``write_one_turn`` neither checks nor updates, and
+    whose lease went in with the transaction: its history and the rest only."""
     sql = GROUP_WRITES[check, one_turn]
     for part in OPTIONAL_CHECKS:
         sql = edited(sql, f"%({part}_check)s", "TRUE" if check and part in parts else "FALSE")
-    # "WITH turn AS (...", "), refused AS (...", ..., "), handed AS (...", ")\nSELECT ...": the
-    # parts, then the answer (the statement's last SELECT).
+    # "WITH refused AS (...", "), consumed AS (...", ..., "), handed AS (...", ")\nSELECT ...":
+    # the parts, then the answer (the statement's last SELECT).
     body, answer = sql.rsplit("\n)\nSELECT ", 1)
     ctes = re.split(r"(?m)^(?=\), \w+ AS )", body)
     dropped = set(OPTIONAL_WRITES) - parts
+    if started:
+        assert one_turn, "a started turn is written alone"
+        dropped |= {"refused", "instance", "extended"}
     kept = "".join(cte for cte in ctes if cte.split(maxsplit=2)[1] not in dropped).rstrip("\n")
+    if started:
+        # The row holds the turn's events already; the history before them is none.
+        kept = "WITH " + edited(kept, "i.history_event_count + e.n - 1", "e.n - 1").removeprefix("), ")
+        return f"{kept}\n)\n{STARTED_ANSWERS['tasks' in parts]}"
     return f"{kept}\n)\n" + (f"SELECT {answer}" if "tasks" in parts else NO_TASKS_ANSWER)
 
 
@@ -482,7 +499,9 @@ def _due(cursor: Answer) -> tuple[float | None, float | None]:
 # --- committing turns --------------------------------------------------------------------
 
 
-def commit_turns(tx: Tx, turns: Sequence[PreparedTurn], *, inserted: bool = False) -> list[Outcome]:
+def commit_turns(
+    tx: Tx, turns: Sequence[PreparedTurn], *, inserted: bool = False, started: bool = False
+) -> list[Outcome]:
     """Commit turns; one outcome per turn, in the given order.
 
     Every committing instance is locked in one statement, in instance id order (so two
@@ -500,17 +519,22 @@ def commit_turns(tx: Tx, turns: Sequence[PreparedTurn], *, inserted: bool = Fals
     (:class:`~perdure.store.postgres.connection.ChecksRefused`) if one fails a check.
     ``inserted``: the instances are this transaction's own inserts (an eager start of a
     generated id), which no other transaction sees: an optimistic commit does not lock them.
+    ``started``: the one turn is the first of a run this transaction inserted as the turn
+    leaves it (``insert_started_instance``), committed optimistically: only its history and
+    the rest are written, unchecked (:func:`group_write`).
     """
+    assert not started or (inserted and len(turns) == 1), "a started turn is one of an inserted row"
     if commits_optimistically(tx, turns):
         if not inserted:  # rows this transaction inserted are its own: no other can lock them
             tx.run(Q.lock_committing_only, {"ids": text_array(sorted(t.commit.instance_id for t in turns))})
         # The server begins and takes the locks while the group's statement is built.
         tx.send_ahead()
-        group = GroupWrite(check=True)
+        group = GroupWrite(check=True, started=started)
         for turn in turns:
             group.add(tx, turn, None)
         group.send(tx)
         return [Outcome.OK] * len(turns)
+    assert not started, "a started turn is committed optimistically"
     outcomes: list[Outcome] = [Outcome.LEASE_LOST] * len(turns)
     pending = list(range(len(turns)))
     while pending:
@@ -626,10 +650,12 @@ class GroupWrite:
     Those turns' instances, leases and messages are this transaction's alone (their rows are
     locked), and no part of the statement touches another's rows, so writing them together
     keeps every turn's own order. ``check``: the statement checks the turns itself (an
-    optimistic commit; see ``write_plain_turns``)."""
+    optimistic commit; see ``write_plain_turns``). ``started``: the group is the first turn
+    of a run the transaction inserted as that turn leaves it (see :func:`group_write`)."""
 
-    def __init__(self, *, check: bool) -> None:
+    def __init__(self, *, check: bool, started: bool = False) -> None:
         self.check = check
+        self.started = started
         self.turns: list[dict[str, Any]] = []
         self.events: list[tuple[str, int, list[str]]] = []  # (instance, execution, its events)
         self.tasks: list[dict[str, Any]] = []
@@ -726,7 +752,7 @@ class GroupWrite:
             "ended": bool(self.ended),
             "tasks": bool(self.tasks),
         }
-        one_turn = len(self.turns) == 1 and ONE_TURN_STATEMENT
+        one_turn = self.started or (len(self.turns) == 1 and ONE_TURN_STATEMENT)
         params = {**self.turns[0]} if one_turn else {}  # the turn's fields, as parameters
         params.update(
             now=tx.now,
@@ -753,7 +779,13 @@ class GroupWrite:
                 + "]"
             )
         answer = tx.run(
-            group_write(self.check, frozenset(p for p, needed in parts.items() if needed), one_turn=one_turn), params
+            group_write(
+                self.check,
+                frozenset(p for p, needed in parts.items() if needed),
+                one_turn=one_turn,
+                started=self.started,
+            ),
+            params,
         )
         if tx.scheduled is not None:
             tx.scheduled.add_rows(answer.fetchall)

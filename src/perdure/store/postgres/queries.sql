@@ -53,6 +53,24 @@ INSERT INTO instances (
 ON CONFLICT (instance_id) DO NOTHING
 RETURNING instance_id;
 
+-- name: insert_started_instance
+-- A fresh id's first run as its first turn, written in the same transaction, leaves it (an
+-- eager or handed start, create_and_run): the turn's write then adds only its history and
+-- tasks (write_one_turn for a started turn). The id was made at random, so it is not
+-- looked up: should it be taken all the same, the insert fails the transaction, which then
+-- runs again reading the id first.
+INSERT INTO instances (
+    instance_id, run_id, name, status, execution_id, input,
+    parent_instance_id, parent_run_id, parent_execution_id, parent_task_id, created_at, last_updated_at, version,
+    output, failure, custom_status, waiting_on, history_event_count, history_bytes,
+    turns, full_replays, replayed_events, last_turn_duration, last_progress_at
+) VALUES (
+    %(instance_id)s, %(run_id)s, %(name)s, %(status)s, %(execution_id)s, %(input)s,
+    %(parent_instance_id)s, %(parent_run_id)s, %(parent_execution_id)s, %(parent_task_id)s, %(now)s, %(now)s, %(version)s,
+    %(output)s, %(failure)s, %(custom_status)s, %(waiting_on)s, %(history_event_count)s, %(history_bytes)s,
+    1, %(full_replay)s, %(replayed_events)s, %(duration)s, CASE WHEN %(progressed)s::boolean THEN %(now)s::float8 END
+);
+
 -- name: lock_committing
 -- commit_turns: the committing instances, locked in one order. The list as a subquery
 -- (here and in commit_checks): the planner then costs the statement the same whatever the

@@ -43,7 +43,13 @@ from perdure.store.base import (
     WorkerRecord,
 )
 from perdure.store.common import rounds
-from perdure.store.common.encode import StoreOptions, check_retention, prepare_completions, prepare_turn
+from perdure.store.common.encode import (
+    StoreOptions,
+    check_retention,
+    prepare_completions,
+    prepare_turn,
+    started_instance,
+)
 from perdure.store.common.queries import due_times
 from perdure.store.common.reopen import check_new_instance
 from perdure.store.common.routing import check_replaceable, purges_orphans
@@ -591,8 +597,18 @@ class PostgresStore:
         status = turns[0].status if turns and not turns[0].status.is_terminal else OrchestrationStatus.PENDING
 
         def body(tx: Tx) -> EagerResult | AfterCommit:
+            optimistic = orchestrations.commits_optimistically(tx, turns)
+            # A fresh id's row goes in as its first turn leaves it (then written unchecked:
+            # the server starts and runs a third of the turn's statement).
+            started = instance.fresh_id and optimistic and len(turns) == 1 and not turns[0].status.is_terminal
             orchestrations.send_request(tx, request_id, "start", instance.instance_id)
-            inserted = self._send_inserts(tx, [new], {instance.instance_id: input_text}, replace_terminal, status)
+            if started:
+                row = new_instance_params(
+                    instance.instance_id, new.name, input_text, new.parent, tx.now, new.run_id, 1, new.version, status
+                )
+                tx.run(Q.insert_started_instance, started_instance(row, turns[0]))
+            else:
+                inserted = self._send_inserts(tx, [new], {instance.instance_id: input_text}, replace_terminal, status)
             if not instance.fresh_id:
                 inserted(None)  # a run it replaces is retired before the first turn is written
             tx.run(
@@ -606,9 +622,8 @@ class PostgresStore:
                     "now": tx.now,
                 },
             )
-            optimistic = orchestrations.commits_optimistically(tx, turns)
             take = rounds.take_scheduled(tx, owner, lease_seconds, tasks)
-            outcomes = orchestrations.commit_turns(tx, turns, inserted=instance.fresh_id)
+            outcomes = orchestrations.commit_turns(tx, turns, inserted=instance.fresh_id, started=started)
             if instance.fresh_id and optimistic:
                 # Nothing is left to decide before the COMMIT: the answers go with it (one round
                 # trip). The insert is not read: had it found the id taken (what a random id

@@ -3,13 +3,23 @@ one transaction)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from perdure.core.history import ExecutionStarted
+from perdure.core.turn import AwaitedEvent, WaitingOn
 from perdure.errors import InstanceExistsError
-from perdure.store.base import NewInstance, OrchestrationWorkItem, Outcome, Store, TaskRequest, TurnCommit
+from perdure.store.base import (
+    NewInstance,
+    OrchestrationWorkItem,
+    Outcome,
+    Store,
+    TaskRequest,
+    TurnCommit,
+    TurnStats,
+)
 from perdure.store.notify import ACTIVITIES, INSTANCES, ORCHESTRATIONS
 from perdure.testing.conformance.helpers import (
     COMPLETED,
@@ -186,6 +196,45 @@ def test_create_and_run_takes_the_tasks_its_turn_scheduled_when_asked(store: Sto
     )
     assert [t.instance_id for t in result.activities] == ["i2"]
     assert store.notifier.snapshot(topics) == before
+
+
+def test_a_fresh_ids_first_turn_leaves_the_row_that_a_named_ids_does(store: Store) -> None:
+    """A start of a fresh id leaves its row, history and tasks as a start of an id of the
+    caller's does (PostgreSQL inserts a fresh id's row as its first turn leaves it, and
+    writes none of it again): every payload, count and piece of the turn's evidence."""
+    records = {}
+    for iid, fresh in (("fresh", True), ("named", False)):
+        run_turns = Turns(
+            activities=[task(iid)],
+            custom_status={"stage": 1},
+            waiting_on=WaitingOn(events=(AwaitedEvent("approval", 5.0),)),
+            stats=TurnStats(duration=0.25, full_replay=True, replayed_events=3),
+            version=7,
+            release=False,
+        )
+        result = store.create_and_run(
+            NewInstance(iid, "wf", {"n": 1}, fresh_id=fresh),
+            owner="w1",
+            lease_seconds=LEASE,
+            run_turns=run_turns,
+            tasks=TaskRequest(10),
+        )
+        assert result.turns == [Outcome.OK]
+        [taken] = result.activities
+        assert taken.instance_id == iid and taken.input == {"n": 1}
+        assert [(e.sequence, type(e.event).__name__) for e in store.get_history(iid)] == [
+            (0, "TurnStarted"),
+            (1, "ExecutionStarted"),
+        ]
+        record = store.get_instance(iid)
+        assert record is not None
+        records[fresh] = replace(record, instance_id="", run_id="", created_at=0.0, last_updated_at=0.0)
+        # The turn kept its lease: the instance is held, its next message waits for it.
+        raise_event(store, iid)
+        assert lock(store, "w2") == []
+    assert records[True] == records[False]
+    assert records[True].status is RUNNING and records[True].custom_status == {"stage": 1}
+    assert records[True].stats.turns == 1 and records[True].stats.last_turn_duration == 0.25
 
 
 def test_a_fresh_id_is_not_looked_up_but_a_taken_one_is_still_refused(store: Store) -> None:
