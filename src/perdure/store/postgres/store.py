@@ -249,14 +249,19 @@ class PostgresStore:
         :meth:`Database.write`."""
 
         def before_commit(tx: Tx) -> None:
-            for instance_id in self.notifier.ended.expected_among(tx.ended):
+            expected = self.notifier.ended.expected_among(tx.ended)
+            unsent = tx.topics - tx.notified
+            if expected or (unsent and self.notify_enabled):
+                # The server runs the statements sent so far (a turn's write) while the
+                # reads of ends and the NOTIFY are built.
+                tx.send_ahead()
+            for instance_id in expected:
                 # Read in the transaction, so as its turn wrote it; handed over if it commits.
                 tx.read_after_commit(
                     Q.get_instance,
                     {"instance_id": instance_id},
                     lambda answer: self.notifier.ended.hand(map(instance_from_row, answer.fetchall())),
                 )
-            unsent = tx.topics - tx.notified
             if unsent and self.notify_enabled:
                 if INSTANCES in unsent and not tx.instances_for_all:
                     # Only ends: other processes hear of them only where a wait watches one.
