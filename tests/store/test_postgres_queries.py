@@ -63,17 +63,32 @@ def test_a_group_write_leaves_out_the_parts_it_has_nothing_for_and_the_server_ta
     from tests import pgserver
 
     variants = {
-        (check, one_turn, parts): group_write(check, frozenset(parts), one_turn=one_turn)
+        (check, one_turn, parts, False): group_write(check, frozenset(parts), one_turn=one_turn)
         for check in (False, True)
         for one_turn in (False, True)
         for n in range(len(OPTIONAL_WRITES) + 1)
         for parts in itertools.combinations(OPTIONAL_WRITES, n)
     }
+    # The first turn of a run inserted as it leaves it: neither checked nor updated, nor its
+    # lease (inserted with it) extended.
+    variants |= {
+        (True, True, parts, True): group_write(True, frozenset(parts), one_turn=True, started=True)
+        for n in range(len(OPTIONAL_WRITES) + 1)
+        for parts in itertools.combinations(OPTIONAL_WRITES, n)
+    }
     with pgserver.fresh_database() as url, psycopg.connect(url, autocommit=True) as conn:
-        for number, ((check, one_turn, parts), sql) in enumerate(variants.items()):
-            written = set(re.findall(r"(?m)^\), (\w+) AS \(", sql))
-            assert written & set(OPTIONAL_WRITES) == set(parts), (check, one_turn, parts)
-            if "tasks" not in parts:
-                assert sql.splitlines()[-1].startswith("SELECT NULL::bigint AS task_row_id FROM (SELECT count(refusal)")
+        for number, ((check, one_turn, parts, started), sql) in enumerate(variants.items()):
+            written = set(re.findall(r"(?m)^(?:\), |WITH )(\w+) AS ", sql))
+            if started:
+                assert not written & {"refused", "instance", "extended"}, parts
+                assert written == {"events", *parts} - {"extended"}, parts
+                if "tasks" not in parts:
+                    assert sql.splitlines()[-1] == "SELECT NULL::bigint AS task_row_id"
+            else:
+                assert written & set(OPTIONAL_WRITES) == set(parts), (check, one_turn, parts)
+                if "tasks" not in parts:
+                    assert sql.splitlines()[-1].startswith(
+                        "SELECT NULL::bigint AS task_row_id FROM (SELECT count(refusal)"
+                    )
             statement = Statement(sql, None)
             conn.execute(f"PREPARE variant_{number} AS {statement.sql.decode()}".encode())
