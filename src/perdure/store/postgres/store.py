@@ -603,8 +603,8 @@ class PostgresStore:
 
         def body(tx: Tx) -> EagerResult | AfterCommit:
             optimistic = orchestrations.commits_optimistically(tx, turns)
-            # A fresh id's row goes in as its first turn leaves it (then written unchecked:
-            # the server starts and runs a third of the turn's statement).
+            # A fresh id's row goes in as its first turn leaves it: that turn's write then
+            # neither checks nor updates it (no other transaction sees the row or its lease).
             started = instance.fresh_id and optimistic and len(turns) == 1 and not turns[0].status.is_terminal
             orchestrations.send_request(tx, request_id, "start", instance.instance_id)
             if started:
