@@ -250,8 +250,8 @@ class PostgresStore:
 
         def before_commit(tx: Tx) -> None:
             expected = self.notifier.ended.expected_among(tx.ended)
-            unsent = tx.topics - tx.notified
-            if expected or (unsent and self.notify_enabled):
+            unsent = tx.topics - tx.notified if self.notify_enabled else set()
+            if expected or unsent:
                 # The server runs the statements sent so far (a turn's write) while the
                 # reads of ends and the NOTIFY are built.
                 tx.send_ahead()
@@ -262,7 +262,7 @@ class PostgresStore:
                     {"instance_id": instance_id},
                     lambda answer: self.notifier.ended.hand(map(instance_from_row, answer.fetchall())),
                 )
-            if unsent and self.notify_enabled:
+            if unsent:
                 if INSTANCES in unsent and not tx.instances_for_all:
                     # Only ends: other processes hear of them only where a wait watches one.
                     tx.run(
@@ -614,8 +614,8 @@ class PostgresStore:
                 tx.run(Q.insert_started_instance, started_instance(row, turns[0]))
             else:
                 inserted = self._send_inserts(tx, [new], {instance.instance_id: input_text}, replace_terminal, status)
-            if not instance.fresh_id:
-                inserted(None)  # a run it replaces is retired before the first turn is written
+                if not instance.fresh_id:
+                    inserted(None)  # a run it replaces is retired before the first turn is written
             tx.run(
                 Q.upsert_leases,
                 {
@@ -632,8 +632,9 @@ class PostgresStore:
             if instance.fresh_id and optimistic:
                 # Nothing is left to decide before the COMMIT: the answers go with it (one round
                 # trip). The insert is not read: had it found the id taken (what a random id
-                # never is), the turn's own checks (its run is not the id's) would have failed
-                # the transaction, which then runs again reading everything first.
+                # never is), the insert itself (a started turn's) or the turn's own checks (its
+                # run is not the id's) would have failed the transaction, which then runs again
+                # reading everything first.
                 return AfterCommit(lambda: EagerResult(outcomes, take()))
             if instance.fresh_id:
                 inserted(None)  # read with the tasks: no round trip of its own
